@@ -1,0 +1,221 @@
+//! The only crate in Cairn that talks to Git (through libgit2).
+//!
+//! Cairn keeps pointer files (`*.cairn`) in Git and data in its cache. This crate finds the
+//! work tree, resolves revisions, and reads pointer files as they were in any commit, so that
+//! `cairn diff`, `cairn ls --rev`, `cairn cat --rev` and `cairn gc --all-commits` can see
+//! history without checking anything out.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository, Tree};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("`{path}` is not inside a Git work tree")]
+    NotAWorkTree { path: PathBuf },
+    #[error("the Git repository at `{path}` has no work tree (it is bare)")]
+    Bare { path: PathBuf },
+    #[error("unknown Git revision `{rev}`: {message}")]
+    UnknownRevision { rev: String, message: String },
+    #[error("Git failed while {action}: {source}")]
+    Git { action: String, source: git2::Error },
+}
+
+pub type Result<T, E = GitError> = std::result::Result<T, E>;
+
+fn git_err(action: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
+    let action = action.into();
+    move |source| GitError::Git { action, source }
+}
+
+/// A pointer file found in a commit: its path in the repository and its bytes.
+#[derive(Debug, Clone)]
+pub struct TreeFile {
+    /// `/`-separated path relative to the repository root (raw bytes).
+    pub path: Vec<u8>,
+    pub content: Vec<u8>,
+}
+
+/// A Git work tree.
+pub struct GitRepo {
+    repo: Repository,
+    workdir: PathBuf,
+}
+
+impl GitRepo {
+    /// Finds the work tree containing `path` (searching upwards, like `git` does).
+    pub fn discover(path: &Path) -> Result<Self> {
+        let repo = Repository::discover(path)
+            .map_err(|_| GitError::NotAWorkTree { path: path.to_path_buf() })?;
+        let workdir = repo
+            .workdir()
+            .ok_or_else(|| GitError::Bare { path: repo.path().to_path_buf() })?
+            .to_path_buf();
+        Ok(GitRepo { repo, workdir })
+    }
+
+    /// The root of the work tree.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The commit id of HEAD, or `None` in a repository without commits.
+    pub fn head(&self) -> Result<Option<String>> {
+        match self.repo.head() {
+            Ok(head) => Ok(head.target().map(|oid| oid.to_string())),
+            Err(e) if e.code() == git2::ErrorCode::UnbornBranch => Ok(None),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(git_err("reading HEAD")(e)),
+        }
+    }
+
+    fn commit_tree(&self, rev: &str) -> Result<Tree<'_>> {
+        let object = self.repo.revparse_single(rev).map_err(|e| GitError::UnknownRevision {
+            rev: rev.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        object.peel_to_tree().map_err(|e| GitError::UnknownRevision {
+            rev: rev.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// The full commit id `rev` resolves to.
+    pub fn resolve(&self, rev: &str) -> Result<String> {
+        let object = self.repo.revparse_single(rev).map_err(|e| GitError::UnknownRevision {
+            rev: rev.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        let commit = object.peel_to_commit().map_err(|e| GitError::UnknownRevision {
+            rev: rev.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        Ok(commit.id().to_string())
+    }
+
+    /// Every file in revision `rev` whose name ends with `suffix` (for example `.cairn`).
+    pub fn files_with_suffix(&self, rev: &str, suffix: &[u8]) -> Result<Vec<TreeFile>> {
+        let tree = self.commit_tree(rev)?;
+        let mut out = Vec::new();
+        self.collect(&tree, &mut Vec::new(), suffix, &mut None, &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The files ending in `suffix` in every commit reachable from any branch, tag or HEAD.
+    /// Subtrees shared between commits are read once, so the cost follows the number of
+    /// distinct trees, not commits × files. Returns distinct (path, content) pairs.
+    pub fn files_with_suffix_all_commits(&self, suffix: &[u8]) -> Result<Vec<TreeFile>> {
+        let mut walk = self.repo.revwalk().map_err(git_err("walking history"))?;
+        walk.push_glob("refs/*").map_err(git_err("listing refs"))?;
+        if self.head()?.is_some() {
+            walk.push_head().map_err(git_err("reading HEAD"))?;
+        }
+        let mut seen = Some(HashSet::new());
+        let mut out = Vec::new();
+        for oid in walk {
+            let oid = oid.map_err(git_err("walking history"))?;
+            let commit = self.repo.find_commit(oid).map_err(git_err(format!("reading commit {oid}")))?;
+            let tree = commit.tree().map_err(git_err(format!("reading the tree of {oid}")))?;
+            self.collect(&tree, &mut Vec::new(), suffix, &mut seen, &mut out)?;
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path).then_with(|| a.content.cmp(&b.content)));
+        out.dedup_by(|a, b| a.path == b.path && a.content == b.content);
+        Ok(out)
+    }
+
+    fn collect(
+        &self,
+        tree: &Tree<'_>,
+        prefix: &mut Vec<u8>,
+        suffix: &[u8],
+        seen: &mut Option<HashSet<(Vec<u8>, Oid)>>,
+        out: &mut Vec<TreeFile>,
+    ) -> Result<()> {
+        // Trees are keyed by (path, id): the same tree at another path holds other pointers.
+        if let Some(seen) = seen
+            && !seen.insert((prefix.clone(), tree.id()))
+        {
+            return Ok(());
+        }
+        for entry in tree.iter() {
+            let name = entry.name_bytes();
+            let len = prefix.len();
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(name);
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    let subtree = self
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(git_err(format!("reading tree {}", entry.id())))?;
+                    self.collect(&subtree, prefix, suffix, seen, out)?;
+                }
+                Some(ObjectType::Blob) if name.ends_with(suffix) && name.len() > suffix.len() => {
+                    let blob = self
+                        .repo
+                        .find_blob(entry.id())
+                        .map_err(git_err(format!("reading blob {}", entry.id())))?;
+                    out.push(TreeFile { path: prefix.clone(), content: blob.content().to_vec() });
+                }
+                _ => {}
+            }
+            prefix.truncate(len);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn reads_pointer_files_across_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        assert!(GitRepo::discover(root).unwrap().head().unwrap().is_none());
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/data.cairn"), "v1").unwrap();
+        std::fs::write(root.join("other.txt"), "x").unwrap();
+        git(root, &["add", "."]);
+        git(root, &["commit", "-q", "-m", "one"]);
+        std::fs::write(root.join("sub/data.cairn"), "v2").unwrap();
+        git(root, &["commit", "-qam", "two"]);
+
+        let repo = GitRepo::discover(&root.join("sub")).unwrap();
+        assert_eq!(repo.workdir().canonicalize().unwrap(), root.canonicalize().unwrap());
+        let head = repo.files_with_suffix("HEAD", b".cairn").unwrap();
+        assert_eq!(head.len(), 1);
+        assert_eq!((head[0].path.as_slice(), head[0].content.as_slice()), (&b"sub/data.cairn"[..], &b"v2"[..]));
+        let old = repo.files_with_suffix("HEAD~1", b".cairn").unwrap();
+        assert_eq!(old[0].content, b"v1");
+        let all = repo.files_with_suffix_all_commits(b".cairn").unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(matches!(repo.resolve("nope"), Err(GitError::UnknownRevision { .. })));
+    }
+
+    #[test]
+    fn outside_a_work_tree_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(GitRepo::discover(dir.path()), Err(GitError::NotAWorkTree { .. })));
+    }
+}

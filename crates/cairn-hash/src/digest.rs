@@ -1,0 +1,144 @@
+use std::fmt;
+use std::str::FromStr;
+
+/// The hash function that produced a [`Digest`].
+///
+/// Only BLAKE3 exists today; the tag is written into every digest so that a future algorithm
+/// can live beside it without ambiguity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    Blake3,
+}
+
+impl Algorithm {
+    /// The tag written before the `:` in a digest's text form.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Algorithm::Blake3 => "blake3",
+        }
+    }
+}
+
+/// A content digest tagged with its algorithm: `blake3:<64 lowercase hex digits>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: Algorithm,
+    bytes: [u8; 32],
+}
+
+impl Digest {
+    pub fn blake3(bytes: [u8; 32]) -> Self {
+        Digest { algorithm: Algorithm::Blake3, bytes }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// The digest's bytes as 64 lowercase hex digits, without the algorithm tag.
+    pub fn hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for byte in self.bytes {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        out
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm.tag(), self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a string is not a valid digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseDigestError {
+    #[error("`{0}` has no algorithm tag; digests look like `blake3:<64 hex digits>`")]
+    MissingTag(String),
+    #[error("unknown digest algorithm `{0}`; this version of Cairn knows only `blake3`")]
+    UnknownAlgorithm(String),
+    #[error("`{0}` is not 64 lowercase hex digits")]
+    BadHex(String),
+}
+
+impl FromStr for Digest {
+    type Err = ParseDigestError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (tag, hex) = text
+            .split_once(':')
+            .ok_or_else(|| ParseDigestError::MissingTag(text.to_owned()))?;
+        if tag != Algorithm::Blake3.tag() {
+            return Err(ParseDigestError::UnknownAlgorithm(tag.to_owned()));
+        }
+        let bad = || ParseDigestError::BadHex(hex.to_owned());
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
+            let high = nibble(pair[0]).ok_or_else(bad)?;
+            let low = nibble(pair[1]).ok_or_else(bad)?;
+            bytes[i] = (high << 4) | low;
+        }
+        Ok(Digest::blake3(bytes))
+    }
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn empty_input_matches_the_blake3_reference() {
+        // The BLAKE3 paper's digest of the empty input.
+        let digest = crate::hash_bytes(b"");
+        assert_eq!(
+            digest.to_string(),
+            "blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_text() {
+        assert!(matches!("abc".parse::<Digest>(), Err(ParseDigestError::MissingTag(_))));
+        assert!(matches!(
+            "md5:d41d8cd98f00b204e9800998ecf8427e".parse::<Digest>(),
+            Err(ParseDigestError::UnknownAlgorithm(_))
+        ));
+        assert!(matches!("blake3:12".parse::<Digest>(), Err(ParseDigestError::BadHex(_))));
+        let upper = format!("blake3:{}", "A".repeat(64));
+        assert!(matches!(upper.parse::<Digest>(), Err(ParseDigestError::BadHex(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn text_round_trips(bytes in any::<[u8; 32]>()) {
+            let digest = Digest::blake3(bytes);
+            prop_assert_eq!(digest.to_string().parse::<Digest>().unwrap(), digest);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Configuration files (TOML) and the settings they resolve to.
+//!
+//! Two levels, later ones winning: the user's file (the CLI passes its path, normally
+//! `$XDG_CONFIG_HOME/cairn/config.toml`) and the project's `.cairn/config` (committed to Git).
+//!
+//! | key                 | meaning                                                   | default        |
+//! |---------------------|-----------------------------------------------------------|----------------|
+//! | `cache.link`        | link strategies to try, in order                          | `reflink,copy` |
+//! | `cache.dir`         | cache directory (relative paths are from the repo root)   | `.cairn/cache` |
+//! | `core.jobs`         | threads for hashing and linking                           | number of CPUs |
+//! | `core.lock-timeout` | seconds to wait for another Cairn process in this repo    | `60`           |
+
+use std::path::{Path, PathBuf};
+
+use cairn_store::LinkStrategy;
+
+/// A known configuration key.
+struct Key {
+    name: &'static str,
+    kind: ValueKind,
+    help: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum ValueKind {
+    Link,
+    Path,
+    PositiveInteger,
+}
+
+const KEYS: &[Key] = &[
+    Key { name: "cache.link", kind: ValueKind::Link, help: "link strategies, e.g. reflink,copy" },
+    Key { name: "cache.dir", kind: ValueKind::Path, help: "cache directory" },
+    Key { name: "core.jobs", kind: ValueKind::PositiveInteger, help: "worker threads" },
+    Key { name: "core.lock-timeout", kind: ValueKind::PositiveInteger, help: "seconds to wait for the repository lock" },
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file `{path}` is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("cannot write config file `{path}`: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("unknown config key `{key}`; known keys: {known}")]
+    UnknownKey { key: String, known: String },
+    #[error("invalid value `{value}` for `{key}`: {reason}")]
+    BadValue { key: String, value: String, reason: String },
+}
+
+/// Resolved settings handed to repository operations.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub link: LinkStrategy,
+    pub cache_dir: Option<PathBuf>,
+    pub jobs: Option<usize>,
+    pub lock_timeout: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            link: LinkStrategy::default(),
+            cache_dir: None,
+            jobs: None,
+            lock_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// One TOML config file, edited as a table.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+fn find_key(name: &str) -> Result<&'static Key, ConfigError> {
+    KEYS.iter().find(|key| key.name == name).ok_or_else(|| ConfigError::UnknownKey {
+        key: name.to_owned(),
+        known: KEYS.iter().map(|k| format!("{} ({})", k.name, k.help)).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn parse_value(key: &Key, value: &str) -> Result<toml::Value, ConfigError> {
+    let bad = |reason: String| ConfigError::BadValue {
+        key: key.name.to_owned(),
+        value: value.to_owned(),
+        reason,
+    };
+    match key.kind {
+        ValueKind::Link => {
+            let strategy: LinkStrategy = value.parse().map_err(|e: cairn_store::ParseLinkError| bad(e.to_string()))?;
+            Ok(toml::Value::String(strategy.to_string()))
+        }
+        ValueKind::Path if value.is_empty() => Err(bad("the path is empty".into())),
+        ValueKind::Path => Ok(toml::Value::String(value.to_owned())),
+        ValueKind::PositiveInteger => match value.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(toml::Value::Integer(n)),
+            _ => Err(bad("expected a whole number greater than 0".into())),
+        },
+    }
+}
+
+impl ConfigFile {
+    /// Loads `path`; a missing file is an empty config.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        };
+        let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(ConfigFile { path: path.to_path_buf(), table })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn raw(&self, name: &str) -> Option<&toml::Value> {
+        let (section, field) = name.split_once('.')?;
+        self.table.get(section)?.as_table()?.get(field)
+    }
+
+    /// The value of `key` as text, if set here.
+    pub fn get(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        find_key(key)?;
+        Ok(self.raw(key).map(|value| match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }))
+    }
+
+    /// Every known key set in this file, with its value.
+    pub fn list(&self) -> Vec<(String, String)> {
+        KEYS.iter()
+            .filter_map(|key| Some((key.name.to_owned(), self.get(key.name).ok()??)))
+            .collect()
+    }
+
+    /// Sets `key` after validating `value`, and writes the file.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let spec = find_key(key)?;
+        let value = parse_value(spec, value)?;
+        let (section, field) = key.split_once('.').expect("known keys have a section");
+        let entry = self
+            .table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        entry
+            .as_table_mut()
+            .expect("made a table above")
+            .insert(field.to_owned(), value);
+        self.save()
+    }
+
+    /// Removes `key`; returns whether it was set.
+    pub fn unset(&mut self, key: &str) -> Result<bool, ConfigError> {
+        find_key(key)?;
+        let (section, field) = key.split_once('.').expect("known keys have a section");
+        let removed = self
+            .table
+            .get_mut(section)
+            .and_then(|s| s.as_table_mut())
+            .and_then(|s| s.remove(field))
+            .is_some();
+        if removed {
+            self.save()?;
+        }
+        Ok(removed)
+    }
+
+    fn save(&self) -> Result<(), ConfigError> {
+        let write = |source| ConfigError::Write { path: self.path.clone(), source };
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(write)?;
+        }
+        let text = toml::to_string(&self.table).expect("a TOML table always serializes");
+        let tmp = self.path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, text).map_err(write)?;
+        std::fs::rename(&tmp, &self.path).map_err(write)
+    }
+}
+
+/// Resolves settings from config files, lowest priority first. `root` anchors relative
+/// `cache.dir` values.
+pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigError> {
+    let mut settings = Settings::default();
+    for file in files {
+        for (key, value) in file.list() {
+            let spec = find_key(&key)?;
+            // Re-validate: the file may have been edited by hand.
+            let bad = |reason: &str| ConfigError::BadValue {
+                key: format!("{key} (in {})", file.path.display()),
+                value: value.clone(),
+                reason: reason.to_owned(),
+            };
+            let parsed = parse_value(spec, &value).map_err(|e| match e {
+                ConfigError::BadValue { reason, .. } => bad(&reason),
+                other => other,
+            })?;
+            match key.as_str() {
+                "cache.link" => {
+                    settings.link = value.parse().map_err(|_| bad("invalid link strategy"))?;
+                }
+                "cache.dir" => settings.cache_dir = Some(root.join(&value)),
+                "core.jobs" => settings.jobs = parsed.as_integer().map(|n| n as usize),
+                "core.lock-timeout" => {
+                    settings.lock_timeout = std::time::Duration::from_secs(
+                        parsed.as_integer().map(|n| n as u64).unwrap_or(60),
+                    );
+                }
+                _ => unreachable!("every key in KEYS is handled"),
+            }
+        }
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_and_resolve_with_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut user = ConfigFile::load(&dir.path().join("user.toml")).unwrap();
+        let mut project = ConfigFile::load(&dir.path().join("project")).unwrap();
+        user.set("cache.link", "hardlink,copy").unwrap();
+        user.set("core.jobs", "3").unwrap();
+        project.set("cache.link", "copy").unwrap();
+        assert_eq!(project.get("cache.link").unwrap().as_deref(), Some("copy"));
+        let settings = resolve(&[&user, &project], dir.path()).unwrap();
+        assert_eq!(settings.link.to_string(), "copy");
+        assert_eq!(settings.jobs, Some(3));
+        let reloaded = ConfigFile::load(&dir.path().join("user.toml")).unwrap();
+        assert_eq!(reloaded.get("core.jobs").unwrap().as_deref(), Some("3"));
+        assert!(project.unset("cache.link").unwrap());
+        assert!(!project.unset("cache.link").unwrap());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = ConfigFile::load(&dir.path().join("c")).unwrap();
+        assert!(matches!(file.set("cache.lnk", "copy"), Err(ConfigError::UnknownKey { .. })));
+        assert!(matches!(file.set("cache.link", "teleport"), Err(ConfigError::BadValue { .. })));
+        assert!(matches!(file.set("core.jobs", "0"), Err(ConfigError::BadValue { .. })));
+        std::fs::write(dir.path().join("bad"), "[cache\nlink=").unwrap();
+        assert!(matches!(ConfigFile::load(&dir.path().join("bad")), Err(ConfigError::Syntax { .. })));
+    }
+}

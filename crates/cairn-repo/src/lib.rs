@@ -1,0 +1,400 @@
+//! The Cairn workspace: Git-native data versioning on one machine.
+//!
+//! A repository is a Git work tree with a `.cairn/` directory. Tracking `data/raw` stores its
+//! files in the content-addressed cache ([`cairn_store`]), writes the pointer `data/raw.cairn`
+//! (see [`pointer`]) for Git, and ignores `data/raw` in `data/.gitignore`.
+//!
+//! ```text
+//! .cairn/
+//!   .gitignore            ignores cache/ and state/ (committed)
+//!   config                project configuration, TOML (committed)
+//!   cache/objects-v1/     content-addressed objects (see cairn_store)
+//!   cache/tmp/            in-flight object writes
+//!   state/lock            held by any Cairn process changing this repository
+//!   state/stat-cache-v1   path -> (stat, digest), see [`statcache`]
+//! ```
+//!
+//! Library rule: nothing here prints, reads the environment or exits. Progress goes through a
+//! [`Reporter`]; settings arrive as [`config::Settings`].
+
+pub mod config;
+mod error;
+mod gitignore;
+mod lock;
+mod ops;
+pub mod pointer;
+pub mod statcache;
+mod walk;
+
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+use cairn_git::GitRepo;
+use cairn_hash::{Digest, Manifest, ManifestEntry};
+use cairn_store::Store;
+
+pub use error::{RepoError, Result};
+pub use ops::{
+    AddOutcome, Change, CheckoutOutcome, DiffEntry, FileChange, FsckReport, GcReport, ListedFile,
+    Side, TrackedStatus,
+};
+use pointer::{POINTER_SUFFIX, Pointer, PointerKind};
+pub use walk::ScannedFile;
+
+/// Receives progress from long operations. Every method has a no-op default.
+pub trait Reporter: Sync {
+    /// A phase begins: `items` files and `bytes` bytes are expected (0 if unknown).
+    fn start(&self, _label: &str, _items: u64, _bytes: u64) {}
+    /// Some files and bytes of the current phase are done.
+    fn advance(&self, _items: u64, _bytes: u64) {}
+    /// The current phase is over.
+    fn finish(&self) {}
+    /// Something the user should know that is not an error.
+    fn warn(&self, _message: &str) {}
+}
+
+/// A [`Reporter`] that ignores everything.
+pub struct NoReporter;
+impl Reporter for NoReporter {}
+
+/// A tracked path: its pointer and where it lives.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    /// Data path relative to the repository root, `/`-separated raw bytes.
+    pub rel: Vec<u8>,
+    pub pointer: Pointer,
+}
+
+/// The options a repository is opened with.
+#[derive(Debug, Default, Clone)]
+pub struct OpenOptions {
+    /// The user-level config file (the CLI passes e.g. `~/.config/cairn/config.toml`).
+    pub user_config: Option<PathBuf>,
+}
+
+/// An open Cairn repository.
+pub struct Repo {
+    root: PathBuf,
+    dot: PathBuf,
+    git: GitRepo,
+    store: Store,
+    settings: config::Settings,
+    pool: rayon::ThreadPool,
+}
+
+/// Name of Cairn's directory at the root of the work tree.
+pub const DOT_DIR: &str = ".cairn";
+
+/// What `init` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitOutcome {
+    Created,
+    AlreadyInitialized,
+}
+
+pub(crate) fn bytes_to_path(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(std::ffi::OsString::from_vec(bytes.to_vec()))
+}
+
+/// Lossy text for a path (for messages and JSON).
+pub fn display_bytes(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub(crate) fn join_rel(base: &[u8], rel: &[u8]) -> Vec<u8> {
+    match (base.is_empty(), rel.is_empty()) {
+        (_, true) => base.to_vec(),
+        (true, false) => rel.to_vec(),
+        (false, false) => [base, b"/", rel].concat(),
+    }
+}
+
+/// True if `path` is `ancestor` or lies below it (component-wise).
+pub(crate) fn is_under(path: &[u8], ancestor: &[u8]) -> bool {
+    ancestor.is_empty()
+        || path == ancestor
+        || (path.starts_with(ancestor) && path.get(ancestor.len()) == Some(&b'/'))
+}
+
+impl Repo {
+    /// Creates `.cairn/` in the Git work tree containing `path`. Safe to run again.
+    pub fn init(path: &Path) -> Result<InitOutcome> {
+        let git = GitRepo::discover(path)?;
+        let root = git.workdir().to_path_buf();
+        let dot = root.join(DOT_DIR);
+        let existed = dot.join("config").exists();
+        for dir in [dot.join("cache"), dot.join("state")] {
+            std::fs::create_dir_all(&dir).map_err(|e| RepoError::io("create", &dir, e))?;
+        }
+        let files: [(&str, &str); 2] = [
+            (".gitignore", "# Written by cairn init: the cache and local state stay out of Git.\n/cache/\n/state/\n"),
+            ("config", "# Cairn project configuration (TOML). Edit with `cairn config KEY VALUE`.\n"),
+        ];
+        for (name, content) in files {
+            let file = dot.join(name);
+            if !file.exists() {
+                std::fs::write(&file, content).map_err(|e| RepoError::io("write", &file, e))?;
+            }
+        }
+        Store::open(&dot.join("cache"))?;
+        Ok(if existed { InitOutcome::AlreadyInitialized } else { InitOutcome::Created })
+    }
+
+    /// Opens the repository containing `path`.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
+        let git = GitRepo::discover(path)?;
+        let root = git
+            .workdir()
+            .canonicalize()
+            .map_err(|e| RepoError::io("resolve", git.workdir(), e))?;
+        let dot = root.join(DOT_DIR);
+        if !dot.join("config").is_file() {
+            return Err(RepoError::NotInitialized { root });
+        }
+        let project = config::ConfigFile::load(&dot.join("config"))?;
+        let user = options.user_config.as_deref().map(config::ConfigFile::load).transpose()?;
+        let mut files: Vec<&config::ConfigFile> = user.iter().collect();
+        files.push(&project);
+        let settings = config::resolve(&files, &root)?;
+        let cache_dir = settings.cache_dir.clone().unwrap_or_else(|| dot.join("cache"));
+        let store = Store::open(&cache_dir)?;
+        let mut builder = rayon::ThreadPoolBuilder::new();
+        if let Some(jobs) = settings.jobs {
+            builder = builder.num_threads(jobs);
+        }
+        let pool = builder
+            .build()
+            .map_err(|e| RepoError::io("start worker threads for", &root, std::io::Error::other(e)))?;
+        Ok(Repo { root, dot, git, store, settings, pool })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &config::Settings {
+        &self.settings
+    }
+
+    pub fn project_config_path(&self) -> PathBuf {
+        self.dot.join("config")
+    }
+
+    fn state_path(&self, name: &str) -> PathBuf {
+        self.dot.join("state").join(name)
+    }
+
+    /// Absolute path of a repository-relative path.
+    pub fn abs(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() { self.root.clone() } else { self.root.join(bytes_to_path(rel)) }
+    }
+
+    /// Path of the pointer file for the data path `rel`.
+    pub fn pointer_path(&self, rel: &[u8]) -> PathBuf {
+        self.abs(&[rel, POINTER_SUFFIX.as_bytes()].concat())
+    }
+
+    /// Converts a user-supplied absolute path into a repository-relative one, resolving `..`
+    /// and symbolic links in the existing part of its parent. Rejects paths outside the work
+    /// tree and inside `.git` or `.cairn`.
+    pub fn rel_path(&self, path: &Path) -> Result<Vec<u8>> {
+        let mut clean = PathBuf::new();
+        for component in path.components() {
+            match component {
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                Component::CurDir => {}
+                other => clean.push(other),
+            }
+        }
+        // Resolve symlinks in the longest existing ancestor (not the final name: it may itself
+        // be a symlink the user means to track).
+        let mut resolved = None;
+        let mut tail = Vec::new();
+        let mut cursor = clean.parent().map(Path::to_path_buf);
+        if let Some(name) = clean.file_name() {
+            tail.push(name.to_os_string());
+        }
+        while let Some(dir) = cursor {
+            if let Ok(real) = dir.canonicalize() {
+                resolved = Some(real);
+                break;
+            }
+            if let Some(name) = dir.file_name() {
+                tail.push(name.to_os_string());
+            }
+            cursor = dir.parent().map(Path::to_path_buf);
+        }
+        let mut full = resolved.unwrap_or_else(|| clean.clone());
+        for name in tail.iter().rev() {
+            full.push(name);
+        }
+        let outside = || RepoError::OutsideRepository { path: path.to_path_buf(), root: self.root.clone() };
+        let rel = full.strip_prefix(&self.root).map_err(|_| outside())?;
+        let bytes = rel.as_os_str().as_bytes().to_vec();
+        for (reserved, name) in [(&b".git"[..], ".git"), (DOT_DIR.as_bytes(), DOT_DIR)] {
+            if is_under(&bytes, reserved) && !bytes.is_empty() {
+                return Err(RepoError::ReservedPath { path: path.to_path_buf(), inside: name });
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Reads the pointer for the data path `rel`, if it exists.
+    pub fn read_pointer(&self, rel: &[u8]) -> Result<Option<Pointer>> {
+        let path = self.pointer_path(rel);
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(RepoError::io("read", path, e)),
+        };
+        parse_pointer_bytes(&path, &text).map(Some)
+    }
+
+    /// Every pointer in the work tree (Git-ignored paths are skipped, which also skips the
+    /// tracked data itself), optionally only those at or below `scope` or containing it.
+    pub fn tracked(&self, scope: Option<&[u8]>) -> Result<Vec<Tracked>> {
+        let (tracked, mut errors) = self.tracked_lenient(scope);
+        match errors.is_empty() {
+            true => Ok(tracked),
+            false => Err(errors.swap_remove(0)),
+        }
+    }
+
+    /// Like [`Repo::tracked`], but collects unreadable pointers instead of stopping at the first.
+    pub fn tracked_lenient(&self, scope: Option<&[u8]>) -> (Vec<Tracked>, Vec<RepoError>) {
+        let mut walker = ignore::WalkBuilder::new(&self.root);
+        walker
+            .hidden(false)
+            .git_ignore(true)
+            .git_exclude(true)
+            .git_global(false)
+            .ignore(false)
+            .parents(false)
+            .require_git(false)
+            .filter_entry(|entry| {
+                let name = entry.file_name();
+                !(entry.depth() == 1 && (name == ".git" || name == DOT_DIR))
+            });
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for entry in walker.build() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    errors.push(RepoError::io("scan", &self.root, std::io::Error::other(e)));
+                    continue;
+                }
+            };
+            let name = entry.file_name().as_bytes();
+            if !(name.ends_with(POINTER_SUFFIX.as_bytes()) && name.len() > POINTER_SUFFIX.len()) {
+                continue;
+            }
+            if !entry.file_type().is_some_and(|t| t.is_file()) {
+                continue;
+            }
+            let rel_pointer = entry
+                .path()
+                .strip_prefix(&self.root)
+                .expect("the walk starts at the root")
+                .as_os_str()
+                .as_bytes();
+            let rel = rel_pointer[..rel_pointer.len() - POINTER_SUFFIX.len()].to_vec();
+            if let Some(scope) = scope
+                && !(is_under(&rel, scope) || is_under(scope, &rel))
+            {
+                continue;
+            }
+            let parsed = std::fs::read(entry.path())
+                .map_err(|e| RepoError::io("read", entry.path(), e))
+                .and_then(|text| parse_pointer_bytes(entry.path(), &text));
+            match parsed {
+                Ok(pointer) => out.push(Tracked { rel, pointer }),
+                Err(e) => errors.push(e),
+            }
+        }
+        out.sort_by(|a, b| a.rel.cmp(&b.rel));
+        (out, errors)
+    }
+
+    /// The tracked item whose data is `rel` or contains it.
+    pub fn tracked_containing(&self, rel: &[u8]) -> Result<Option<Tracked>> {
+        let mut candidate = rel;
+        loop {
+            if !candidate.is_empty()
+                && let Some(pointer) = self.read_pointer(candidate)?
+            {
+                return Ok(Some(Tracked { rel: candidate.to_vec(), pointer }));
+            }
+            match candidate.iter().rposition(|&b| b == b'/') {
+                Some(index) => candidate = &candidate[..index],
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The files a pointer says its data has: one entry with an empty path for a file, the
+    /// manifest for a directory.
+    pub fn expected_files(&self, pointer_path: &Path, pointer: &Pointer) -> Result<Vec<ManifestEntry>> {
+        match pointer.kind {
+            PointerKind::File { executable } => Ok(vec![ManifestEntry {
+                path: Vec::new(),
+                digest: pointer.digest,
+                size: pointer.size,
+                executable,
+            }]),
+            PointerKind::Directory { .. } => {
+                Ok(self.load_manifest(pointer_path, &pointer.digest)?.into_entries())
+            }
+        }
+    }
+
+    fn load_manifest(&self, pointer_path: &Path, digest: &Digest) -> Result<Manifest> {
+        let bytes = self.store.read_verified(digest).map_err(|e| match e {
+            cairn_store::StoreError::MissingObject { .. } => RepoError::MissingObjects {
+                pointer: pointer_path.to_path_buf(),
+                first: *digest,
+                count: 1,
+            },
+            other => RepoError::Store(other),
+        })?;
+        Manifest::decode(&bytes).map_err(|source| RepoError::InvalidManifest {
+            path: pointer_path.to_path_buf(),
+            digest: *digest,
+            source,
+        })
+    }
+
+    /// Runs `f` on this repository's worker threads.
+    pub(crate) fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.pool.install(f)
+    }
+
+    /// Takes the repository lock, waiting up to `core.lock-timeout`.
+    pub fn lock(&self, reporter: &dyn Reporter) -> Result<lock::RepoLock> {
+        lock::RepoLock::acquire(&self.state_path("lock"), self.settings.lock_timeout, reporter)
+    }
+}
+
+pub use lock::RepoLock;
+
+pub(crate) fn parse_pointer_bytes(path: &Path, bytes: &[u8]) -> Result<Pointer> {
+    let text = std::str::from_utf8(bytes).map_err(|_| RepoError::InvalidPointer {
+        path: path.to_path_buf(),
+        source: pointer::PointerError::Syntax("it is not UTF-8 text".into()),
+    })?;
+    Pointer::parse(text).map_err(|source| RepoError::InvalidPointer { path: path.to_path_buf(), source })
+}
+
+/// Nanoseconds since the Unix epoch, for racy-stat checks.
+pub(crate) fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}

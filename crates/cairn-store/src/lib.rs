@@ -1,0 +1,376 @@
+//! Cairn's content-addressed cache.
+//!
+//! # Layout (version 1)
+//!
+//! ```text
+//! <cache>/objects-v1/<first 2 hex digits>/<remaining 62 hex digits>   read-only objects
+//! <cache>/tmp/                                                       in-flight writes
+//! ```
+//!
+//! An object's file name is its BLAKE3 digest, so an object is valid exactly when the BLAKE3
+//! of its bytes equals its name; `cairn fsck` checks that. Objects are written to a temporary
+//! file in `tmp/` (same filesystem), hashed from the very bytes that are written, made
+//! read-only, and renamed into place. An object that already exists is success. Nothing in the
+//! cache is modified in place, so a process killed at any moment leaves at worst an orphaned
+//! file in `tmp/` (removed by `cairn gc`).
+//!
+//! Durability is batched: writers call [`Store::sync`] once per command (one `syncfs`) before
+//! anything that references the new objects, such as a pointer file, is written.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = cairn_store::Store::open(dir.path()).unwrap();
+//! let stored = store.put_bytes(b"hello\n").unwrap();
+//! assert!(store.contains(&stored).unwrap());
+//! assert_eq!(std::fs::read(store.object_path(&stored)).unwrap(), b"hello\n");
+//! ```
+
+mod link;
+mod stat;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_hash::{Digest, LARGE_FILE_THRESHOLD, hash_bytes, hash_reader};
+
+pub use link::{LinkKind, LinkStrategy, ParseLinkError};
+pub use stat::FileStat;
+
+/// Errors from the object cache. Each names the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} `{path}`: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("`{path}` changed while it was being read; nothing was stored for it")]
+    ChangedWhileReading { path: PathBuf },
+    #[error("cache object {digest} is missing (expected at `{path}`)")]
+    MissingObject { digest: Digest, path: PathBuf },
+    #[error("cache object {expected} is corrupt: its content hashes to {actual}")]
+    Corrupt { expected: Digest, actual: Digest },
+    #[error("no link strategy in `{strategy}` could place `{path}`: {source}")]
+    LinkFailed { strategy: String, path: PathBuf, source: io::Error },
+}
+
+impl StoreError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StoreError::Io { action, path: path.into(), source }
+    }
+
+    /// The underlying I/O error, if this is one (for classifying "no space left" and
+    /// "permission denied" in front ends).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            StoreError::Io { source, .. } | StoreError::LinkFailed { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A file that was stored: its digest, length and the `stat` it had while it was read.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredFile {
+    pub digest: Digest,
+    pub size: u64,
+    pub stat: FileStat,
+    /// False when the cache already had the object.
+    pub new: bool,
+}
+
+/// The object cache rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    objects: PathBuf,
+    tmp: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique name for a temporary file: process id plus a per-process counter.
+pub fn unique_tmp_name(prefix: &str) -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}-{n}", std::process::id())
+}
+
+impl Store {
+    /// Opens (creating if needed) the cache at `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let objects = root.join("objects-v1");
+        let tmp = root.join("tmp");
+        for dir in [&objects, &tmp] {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+        }
+        Ok(Store { root: root.to_path_buf(), objects, tmp })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the object named `digest` lives (whether or not it exists).
+    pub fn object_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.objects.join(&hex[..2]).join(&hex[2..])
+    }
+
+    pub fn contains(&self, digest: &Digest) -> Result<bool> {
+        let path = self.object_path(digest);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("look up", path, e)),
+        }
+    }
+
+    /// Stores `bytes` as an object and returns its digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = hash_bytes(bytes);
+        if !self.contains(&digest)? {
+            let (mut file, tmp) = self.create_tmp()?;
+            file.write_all(bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
+            drop(file);
+            self.finalize(&tmp, &digest)?;
+        }
+        Ok(digest)
+    }
+
+    /// Stores the regular file at `path` (following symlinks). The object is hashed from the
+    /// bytes actually copied; if the file's size, mtime or ctime change while it is read, the
+    /// copy is discarded and [`StoreError::ChangedWhileReading`] is returned.
+    pub fn put_file(&self, path: &Path) -> Result<StoredFile> {
+        let mut file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+        let before = FileStat::of_file(&file).map_err(|e| StoreError::io("stat", path, e))?;
+        let changed = || StoreError::ChangedWhileReading { path: path.to_path_buf() };
+        let check_after = |file: &File, read: u64| -> Result<()> {
+            let after = FileStat::of_file(file).map_err(|e| StoreError::io("stat", path, e))?;
+            if after != before || read != before.size { Err(changed()) } else { Ok(()) }
+        };
+
+        if before.size < LARGE_FILE_THRESHOLD {
+            let mut bytes = Vec::with_capacity(before.size as usize);
+            file.read_to_end(&mut bytes).map_err(|e| StoreError::io("read", path, e))?;
+            check_after(&file, bytes.len() as u64)?;
+            let digest = hash_bytes(&bytes);
+            let new = !self.contains(&digest)?;
+            if new {
+                let (mut out, tmp) = self.create_tmp()?;
+                out.write_all(&bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
+                drop(out);
+                self.finalize(&tmp, &digest)?;
+            }
+            return Ok(StoredFile { digest, size: before.size, stat: before, new });
+        }
+
+        // Large file: hash first; copy only if the cache lacks it, hashing the copy again so the
+        // object is named by the bytes it really holds.
+        let (digest, read) =
+            hash_reader(&mut file, before.size, None).map_err(|e| StoreError::io("read", path, e))?;
+        check_after(&file, read)?;
+        if self.contains(&digest)? {
+            return Ok(StoredFile { digest, size: read, stat: before, new: false });
+        }
+        let mut source = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+        let (mut out, tmp) = self.create_tmp()?;
+        let copied = hash_reader(&mut source, before.size, Some(&mut out));
+        drop(out);
+        let discard = |error| {
+            let _ = fs::remove_file(&tmp);
+            error
+        };
+        let (copied_digest, copied_len) =
+            copied.map_err(|e| discard(StoreError::io("copy into the cache", path, e)))?;
+        if copied_digest != digest || copied_len != read {
+            return Err(discard(changed()));
+        }
+        check_after(&source, copied_len).map_err(discard)?;
+        self.finalize(&tmp, &digest)?;
+        Ok(StoredFile { digest, size: read, stat: before, new: true })
+    }
+
+    fn create_tmp(&self) -> Result<(File, PathBuf)> {
+        let tmp = self.tmp.join(unique_tmp_name("obj-"));
+        let file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+        Ok((file, tmp))
+    }
+
+    /// Makes `tmp` read-only and renames it to the object path of `digest`.
+    fn finalize(&self, tmp: &Path, digest: &Digest) -> Result<()> {
+        let target = self.object_path(digest);
+        let result = (|| {
+            fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
+                .map_err(|e| StoreError::io("make read-only", tmp, e))?;
+            let parent = target.parent().expect("object paths have a shard directory");
+            fs::create_dir_all(parent).map_err(|e| StoreError::io("create directory", parent, e))?;
+            fs::rename(tmp, &target).map_err(|e| StoreError::io("rename into the cache", &target, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        result
+    }
+
+    /// Reads a whole object, verifying its digest.
+    pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.object_path(digest);
+        let bytes = fs::read(&path).map_err(|e| self.map_missing(digest, &path, e, "read"))?;
+        let actual = hash_bytes(&bytes);
+        if actual != *digest {
+            return Err(StoreError::Corrupt { expected: *digest, actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Opens an object for streaming.
+    pub fn open_object(&self, digest: &Digest) -> Result<File> {
+        let path = self.object_path(digest);
+        File::open(&path).map_err(|e| self.map_missing(digest, &path, e, "open"))
+    }
+
+    fn map_missing(&self, digest: &Digest, path: &Path, e: io::Error, action: &'static str) -> StoreError {
+        if e.kind() == io::ErrorKind::NotFound {
+            StoreError::MissingObject { digest: *digest, path: path.to_path_buf() }
+        } else {
+            StoreError::io(action, path, e)
+        }
+    }
+
+    /// Hashes an object's content and compares it with its name.
+    pub fn verify(&self, digest: &Digest) -> Result<()> {
+        let mut file = self.open_object(digest)?;
+        let path = self.object_path(digest);
+        let size = file.metadata().map_err(|e| StoreError::io("stat", &path, e))?.len();
+        let (actual, _) =
+            hash_reader(&mut file, size, None).map_err(|e| StoreError::io("read", &path, e))?;
+        if actual != *digest {
+            return Err(StoreError::Corrupt { expected: *digest, actual });
+        }
+        Ok(())
+    }
+
+    /// Every object in the cache with its size. Files whose names are not digests are skipped.
+    pub fn list(&self) -> Result<Vec<(Digest, u64)>> {
+        let mut out = Vec::new();
+        let shards = fs::read_dir(&self.objects)
+            .map_err(|e| StoreError::io("list", &self.objects, e))?;
+        for shard in shards {
+            let shard = shard.map_err(|e| StoreError::io("list", &self.objects, e))?;
+            let shard_name = shard.file_name();
+            let Some(prefix) = shard_name.to_str().filter(|s| s.len() == 2) else { continue };
+            let entries =
+                fs::read_dir(shard.path()).map_err(|e| StoreError::io("list", shard.path(), e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io("list", shard.path(), e))?;
+                let name = entry.file_name();
+                let Some(rest) = name.to_str() else { continue };
+                let Ok(digest) = format!("blake3:{prefix}{rest}").parse::<Digest>() else {
+                    continue;
+                };
+                let size = entry.metadata().map_err(|e| StoreError::io("stat", entry.path(), e))?.len();
+                out.push((digest, size));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Deletes an object. Missing objects are not an error.
+    pub fn remove(&self, digest: &Digest) -> Result<()> {
+        let path = self.object_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("delete", path, e)),
+        }
+    }
+
+    /// Removes temporary files older than `min_age` left by interrupted writers; returns how
+    /// many bytes were freed.
+    pub fn clean_tmp(&self, min_age: std::time::Duration) -> Result<u64> {
+        let mut freed = 0;
+        let entries = fs::read_dir(&self.tmp).map_err(|e| StoreError::io("list", &self.tmp, e))?;
+        let now = std::time::SystemTime::now();
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= min_age);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                freed += meta.len();
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Makes every write to the cache's filesystem durable (one `syncfs`), so that pointers
+    /// written afterwards never reference objects a crash could lose.
+    pub fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.objects).map_err(|e| StoreError::io("open", &self.objects, e))?;
+        rustix::fs::syncfs(&dir)
+            .map_err(|e| StoreError::io("sync the filesystem of", &self.objects, e.into()))
+    }
+
+    /// Places a copy or link of the object `digest` at `dest`, atomically replacing whatever is
+    /// there, trying the kinds of `strategy` in order. Returns the kind used and the new file's
+    /// `stat`. Executable files are never hard- or symlinked (the shared object is read-only
+    /// and not executable), so they fall through to reflink or copy.
+    pub fn materialize(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        executable: bool,
+        strategy: &LinkStrategy,
+    ) -> Result<(LinkKind, FileStat)> {
+        let object = self.object_path(digest);
+        if !object.exists() {
+            return Err(StoreError::MissingObject { digest: *digest, path: object });
+        }
+        link::place(&object, dest, executable, strategy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_file_small_and_large_store_verified_read_only_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        for size in [0usize, 10, (LARGE_FILE_THRESHOLD as usize) + 17] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+            let path = dir.path().join(format!("f{size}"));
+            fs::write(&path, &data).unwrap();
+            let stored = store.put_file(&path).unwrap();
+            assert!(stored.new);
+            assert_eq!(stored.digest, hash_bytes(&data));
+            assert_eq!(stored.size, size as u64);
+            store.verify(&stored.digest).unwrap();
+            let mode = fs::metadata(store.object_path(&stored.digest)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o444);
+            assert!(!store.put_file(&path).unwrap().new, "second put deduplicates");
+        }
+        assert_eq!(store.list().unwrap().len(), 3);
+        assert_eq!(fs::read_dir(dir.path().join("cache/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = store.put_bytes(b"good").unwrap();
+        let path = store.object_path(&digest);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"evil").unwrap();
+        assert!(matches!(store.verify(&digest), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(store.read_verified(&digest), Err(StoreError::Corrupt { .. })));
+        store.remove(&digest).unwrap();
+        assert!(matches!(store.verify(&digest), Err(StoreError::MissingObject { .. })));
+    }
+}

@@ -1,0 +1,209 @@
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::{FileStat, StoreError, unique_tmp_name};
+
+/// How a workspace file is made from a cache object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A copy-on-write clone (btrfs, XFS, APFS): instant, no extra space, editable.
+    Reflink,
+    /// A hard link to the read-only object: instant, no extra space, read-only.
+    Hardlink,
+    /// A symbolic link to the read-only object.
+    Symlink,
+    /// A plain copy: works everywhere, uses space, editable.
+    Copy,
+}
+
+impl LinkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkKind::Reflink => "reflink",
+            LinkKind::Hardlink => "hardlink",
+            LinkKind::Symlink => "symlink",
+            LinkKind::Copy => "copy",
+        }
+    }
+
+    /// Whether the workspace file shares the cache object, and so must stay read-only.
+    pub fn shares_object(self) -> bool {
+        matches!(self, LinkKind::Hardlink | LinkKind::Symlink)
+    }
+}
+
+/// An ordered list of link kinds to try, written `reflink,copy` (the default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStrategy(Vec<LinkKind>);
+
+impl Default for LinkStrategy {
+    fn default() -> Self {
+        LinkStrategy(vec![LinkKind::Reflink, LinkKind::Copy])
+    }
+}
+
+impl LinkStrategy {
+    pub fn kinds(&self) -> &[LinkKind] {
+        &self.0
+    }
+
+    /// The first kind in the list: what `add` uses for the file it just stored.
+    pub fn preferred(&self) -> LinkKind {
+        self.0[0]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a link strategy: use a comma-separated list of reflink, hardlink, symlink, copy (for example `reflink,copy`)")]
+pub struct ParseLinkError(String);
+
+impl FromStr for LinkStrategy {
+    type Err = ParseLinkError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut kinds = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let kind = match part {
+                "reflink" => LinkKind::Reflink,
+                "hardlink" => LinkKind::Hardlink,
+                "symlink" => LinkKind::Symlink,
+                "copy" => LinkKind::Copy,
+                _ => return Err(ParseLinkError(text.to_owned())),
+            };
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        if kinds.is_empty() {
+            return Err(ParseLinkError(text.to_owned()));
+        }
+        Ok(LinkStrategy(kinds))
+    }
+}
+
+impl fmt::Display for LinkStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.0.iter().map(|k| k.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// A temporary path beside `dest`, so the final rename stays on one filesystem.
+fn tmp_beside(dest: &Path) -> PathBuf {
+    let name = unique_tmp_name(".cairn-tmp-");
+    match dest.parent() {
+        Some(parent) => parent.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+fn try_kind(kind: LinkKind, object: &Path, tmp: &Path, executable: bool) -> io::Result<()> {
+    let mode = if executable { 0o755 } else { 0o644 };
+    match kind {
+        LinkKind::Reflink => {
+            reflink_copy::reflink(object, tmp)?;
+            fs::set_permissions(tmp, fs::Permissions::from_mode(mode))
+        }
+        LinkKind::Copy => {
+            fs::copy(object, tmp)?;
+            fs::set_permissions(tmp, fs::Permissions::from_mode(mode))
+        }
+        LinkKind::Hardlink | LinkKind::Symlink if executable => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "executable files are not linked to read-only cache objects",
+        )),
+        LinkKind::Hardlink => fs::hard_link(object, tmp),
+        LinkKind::Symlink => std::os::unix::fs::symlink(object, tmp),
+    }
+}
+
+/// Errors after which the next kind in the strategy is worth trying.
+fn is_unsupported(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(error.kind(), Unsupported | CrossesDevices | InvalidInput | PermissionDenied)
+        || matches!(error.raw_os_error(), Some(code) if code == rustix::io::Errno::XDEV.raw_os_error()
+            || code == rustix::io::Errno::OPNOTSUPP.raw_os_error()
+            || code == rustix::io::Errno::MLINK.raw_os_error())
+}
+
+pub(crate) fn place(
+    object: &Path,
+    dest: &Path,
+    executable: bool,
+    strategy: &LinkStrategy,
+) -> Result<(LinkKind, FileStat), StoreError> {
+    let mut last_error = None;
+    for &kind in strategy.kinds() {
+        let tmp = tmp_beside(dest);
+        match try_kind(kind, object, &tmp, executable) {
+            Ok(()) => {
+                let stat = FileStat::of_path(&tmp).map_err(|e| StoreError::io("stat", &tmp, e));
+                let renamed = stat.and_then(|stat| {
+                    fs::rename(&tmp, dest)
+                        .map(|()| stat)
+                        .map_err(|e| StoreError::io("replace", dest, e))
+                });
+                return match renamed {
+                    // The rename keeps the inode, so the stat taken on `tmp` is the file's.
+                    Ok(stat) => Ok((kind, stat)),
+                    Err(error) => {
+                        let _ = fs::remove_file(&tmp);
+                        Err(error)
+                    }
+                };
+            }
+            Err(error) => {
+                let _ = fs::remove_file(&tmp);
+                if !is_unsupported(&error) {
+                    return Err(StoreError::io("write", dest, error));
+                }
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(StoreError::LinkFailed {
+        strategy: strategy.to_string(),
+        path: dest.to_path_buf(),
+        source: last_error.unwrap_or_else(|| io::Error::other("empty strategy")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    #[test]
+    fn parse_and_display() {
+        let strategy: LinkStrategy = "hardlink, copy".parse().unwrap();
+        assert_eq!(strategy.kinds(), &[LinkKind::Hardlink, LinkKind::Copy]);
+        assert_eq!(strategy.to_string(), "hardlink,copy");
+        assert!("hardlinks".parse::<LinkStrategy>().is_err());
+        assert!("".parse::<LinkStrategy>().is_err());
+    }
+
+    #[test]
+    fn every_kind_places_the_right_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let digest = store.put_bytes(b"payload").unwrap();
+        for text in ["reflink,copy", "hardlink", "symlink", "copy"] {
+            let strategy: LinkStrategy = text.parse().unwrap();
+            let dest = dir.path().join(format!("out-{text}"));
+            fs::write(&dest, b"old").unwrap();
+            let (kind, _) = store.materialize(&digest, &dest, false, &strategy).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), b"payload", "{text}");
+            let readonly = fs::metadata(&dest).unwrap().permissions().readonly();
+            assert_eq!(readonly, kind.shares_object(), "{text}");
+        }
+        // Executables fall through to a copy they own.
+        let dest = dir.path().join("exe");
+        let strategy: LinkStrategy = "hardlink,copy".parse().unwrap();
+        let (kind, stat) = store.materialize(&digest, &dest, true, &strategy).unwrap();
+        assert_eq!(kind, LinkKind::Copy);
+        assert!(stat.executable());
+    }
+}
