@@ -1,1 +1,550 @@
-fn main() {}
+//! `cairn`: version data and models with code.
+
+mod failure;
+mod progress;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cairn_repo::config::ConfigFile;
+use cairn_repo::{Change, InitOutcome, OpenOptions, Repo, Reporter, Side, display_bytes};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use failure::{EXIT_INTERNAL, Failure};
+use progress::{Progress, human_bytes};
+
+const ABOUT: &str = "Cairn versions data and models together with code.
+
+Data lives in a content-addressed cache; small pointer files (`PATH.cairn`) go into Git.";
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 command failed, 2 usage error, 255 internal error.";
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = ABOUT, after_help = EXIT_CODES)]
+struct Cli {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    directory: Option<PathBuf>,
+    /// No progress bars or warnings on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start using Cairn in the current Git work tree.
+    #[command(after_help = "Example:\n  git init && cairn init")]
+    Init,
+    /// Track files or directories: store them in the cache and write PATH.cairn pointers.
+    #[command(after_help = "Examples:\n  cairn add data/raw\n  cairn add model.onnx data/labels.csv\n  git add data/raw.cairn data/.gitignore && git commit -m 'raw data v1'")]
+    Add {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Record changes to already-tracked data (all of it, or PATH).
+    #[command(after_help = "Examples:\n  cairn commit\n  cairn commit data/raw")]
+    Commit {
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show tracked data that differs from its pointer.
+    #[command(after_help = "Examples:\n  cairn status\n  cairn status data/raw --json")]
+    Status {
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Make the work tree match the pointers (for example after `git checkout`).
+    #[command(after_help = "Examples:\n  git checkout v1 && cairn checkout\n  cairn checkout data/raw --force")]
+    Checkout {
+        path: Option<PathBuf>,
+        /// Overwrite changes that are not in the cache.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Files added, modified or deleted between Git revisions or against the work tree.
+    #[command(after_help = "Examples:\n  cairn diff              # HEAD against the work tree\n  cairn diff v1           # v1 against the work tree\n  cairn diff v1 v2 --json")]
+    Diff {
+        /// The old revision (default HEAD).
+        old: Option<String>,
+        /// The new revision (default: the work tree).
+        new: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List tracked files with their sizes.
+    #[command(after_help = "Examples:\n  cairn ls\n  cairn ls data/raw --rev v1 --json")]
+    Ls {
+        path: Option<PathBuf>,
+        /// List as of this Git revision.
+        #[arg(long)]
+        rev: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Write a tracked file's bytes to stdout, at any revision.
+    #[command(after_help = "Examples:\n  cairn cat data/labels.csv\n  cairn cat data/raw/part-0001.csv --rev v1 | head")]
+    Cat {
+        path: PathBuf,
+        #[arg(long)]
+        rev: Option<String>,
+    },
+    /// Stop tracking a path; its data stays in place as ordinary files.
+    #[command(after_help = "Example:\n  cairn rm data/scratch && git rm --cached data/scratch.cairn")]
+    Rm {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Make linked (read-only) tracked files editable copies again.
+    #[command(after_help = "Example:\n  cairn unprotect data/labels.csv && $EDITOR data/labels.csv && cairn commit data/labels.csv")]
+    Unprotect {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Remove cache objects no pointer references (a dry run unless --force).
+    #[command(after_help = "Examples:\n  cairn gc                       # what would be freed\n  cairn gc --all-commits --force")]
+    Gc {
+        /// Also keep objects referenced by any commit of any branch or tag.
+        #[arg(long)]
+        all_commits: bool,
+        /// Delete the objects.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Verify every cache object's hash and every pointer's objects.
+    Fsck {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Get or set configuration (project `.cairn/config`, or the user's with --user).
+    #[command(after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list")]
+    Config {
+        key: Option<String>,
+        value: Option<String>,
+        /// Use the user-level file ($XDG_CONFIG_HOME/cairn/config.toml).
+        #[arg(long)]
+        user: bool,
+        /// Remove KEY.
+        #[arg(long, requires = "key")]
+        unset: bool,
+        /// Show every key set in the file.
+        #[arg(long, conflicts_with_all = ["key", "unset"])]
+        list: bool,
+    },
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error in cairn (this is a bug; please report it): {info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { failure::EXIT_USAGE } else { 0 });
+        }
+    };
+    let reporter = Progress::new(cli.quiet);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli, &reporter))) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(failure)) => {
+            reporter.finish();
+            eprintln!("error: {}", failure.message);
+            if let Some(hint) = failure.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(failure.code)
+        }
+        Err(_) => ExitCode::from(EXIT_INTERNAL),
+    }
+}
+
+fn user_config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("cairn/config.toml"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/cairn/config.toml"))
+}
+
+struct Context {
+    cwd: PathBuf,
+}
+
+impl Context {
+    fn open(&self) -> Result<Repo, Failure> {
+        Ok(Repo::open(&self.cwd, &OpenOptions { user_config: user_config_path() })?)
+    }
+
+    fn rel(&self, repo: &Repo, path: &Path) -> Result<Vec<u8>, Failure> {
+        Ok(repo.rel_path(&self.cwd.join(path))?)
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).expect("plain data always serializes");
+    writeln!(std::io::stdout(), "{text}").map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
+}
+
+fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
+    writeln!(std::io::stdout(), "{line}").map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
+}
+
+fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
+    let cwd = std::env::current_dir().map_err(|e| Failure::user(format!("cannot read the current directory: {e}"), None))?;
+    let cwd = match &cli.directory {
+        Some(dir) => cwd.join(dir),
+        None => cwd,
+    };
+    let context = Context { cwd };
+    match cli.command {
+        Command::Init => {
+            let outcome = Repo::init(&context.cwd)?;
+            let repo = context.open()?;
+            match outcome {
+                InitOutcome::Created => out(format!(
+                    "Initialized Cairn in {}\nCommit .cairn/config and .cairn/.gitignore to Git.",
+                    repo.root().join(cairn_repo::DOT_DIR).display()
+                )),
+                InitOutcome::AlreadyInitialized => {
+                    out(format!("Cairn is already initialized in {}", repo.root().display()))
+                }
+            }
+        }
+        Command::Add { paths, output } => {
+            let repo = context.open()?;
+            let rels = paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<Vec<_>, _>>()?;
+            let _lock = repo.lock(reporter)?;
+            let outcomes = repo.add(&rels, reporter)?;
+            report_added(&outcomes, output.json)
+        }
+        Command::Commit { path, output } => {
+            let repo = context.open()?;
+            let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
+            let _lock = repo.lock(reporter)?;
+            let outcomes = repo.commit(scope.as_deref(), reporter)?;
+            report_added(&outcomes, output.json)
+        }
+        Command::Status { path, output } => {
+            let repo = context.open()?;
+            let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
+            let statuses = repo.status(scope.as_deref(), reporter)?;
+            report_status(&statuses, output.json)
+        }
+        Command::Checkout { path, force, output } => {
+            let repo = context.open()?;
+            let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
+            let _lock = repo.lock(reporter)?;
+            let outcomes = repo.checkout(scope.as_deref(), force, reporter)?;
+            report_checkout(&outcomes, output.json)
+        }
+        Command::Diff { old, new, output } => {
+            let repo = context.open()?;
+            let old = Side::Rev(old.unwrap_or_else(|| "HEAD".to_owned()));
+            let new = new.map(Side::Rev).unwrap_or(Side::Workspace);
+            let entries = repo.diff(&old, &new, reporter)?;
+            report_diff(&entries, output.json)
+        }
+        Command::Ls { path, rev, output } => {
+            let repo = context.open()?;
+            let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
+            let files = repo.ls(rev.as_deref(), scope.as_deref())?;
+            if output.json {
+                let wire: Vec<_> = files
+                    .iter()
+                    .map(|f| WireFile { path: display_bytes(&f.path), digest: f.digest.to_string(), size: f.size, executable: f.executable })
+                    .collect();
+                return print_json(&wire);
+            }
+            for f in &files {
+                out(format!("{:>10}  {}", human_bytes(f.size), display_bytes(&f.path)))?;
+            }
+            Ok(())
+        }
+        Command::Cat { path, rev } => {
+            let repo = context.open()?;
+            let rel = context.rel(&repo, &path)?;
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            match repo.cat(&rel, rev.as_deref(), &mut lock) {
+                Err(error) if error.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => Ok(()),
+                result => Ok(result?),
+            }
+        }
+        Command::Rm { paths } => {
+            let repo = context.open()?;
+            let rels = paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<Vec<_>, _>>()?;
+            let _lock = repo.lock(reporter)?;
+            for rel in rels {
+                repo.rm(&rel, reporter)?;
+                out(format!(
+                    "stopped tracking {}; remove its pointer from Git with `git rm --cached {}.cairn`",
+                    display_bytes(&rel),
+                    display_bytes(&rel)
+                ))?;
+            }
+            Ok(())
+        }
+        Command::Unprotect { paths } => {
+            let repo = context.open()?;
+            let rels = paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<Vec<_>, _>>()?;
+            let _lock = repo.lock(reporter)?;
+            for rel in rels {
+                let count = repo.unprotect(&rel, reporter)?;
+                out(format!("{}: {count} file(s) made editable", display_bytes(&rel)))?;
+            }
+            Ok(())
+        }
+        Command::Gc { all_commits, force, output } => {
+            let repo = context.open()?;
+            let _lock = repo.lock(reporter)?;
+            let report = repo.gc(all_commits, force, reporter)?;
+            if output.json {
+                return print_json(&serde_json::json!({
+                    "kept_objects": report.kept,
+                    "unreferenced_objects": report.unreferenced.len(),
+                    "unreferenced_bytes": report.unreferenced_bytes(),
+                    "deleted": report.deleted,
+                }));
+            }
+            let size = human_bytes(report.unreferenced_bytes());
+            let count = report.unreferenced.len();
+            if report.deleted {
+                out(format!("removed {count} unreferenced object(s), freed {size}; kept {}", report.kept))
+            } else if count == 0 {
+                out(format!("nothing to remove; all {} object(s) are referenced", report.kept))
+            } else {
+                out(format!(
+                    "would remove {count} unreferenced object(s), freeing {size}; kept {}\nrun `cairn gc --force{}` to delete them",
+                    report.kept,
+                    if all_commits { " --all-commits" } else { "" }
+                ))
+            }
+        }
+        Command::Fsck { output } => {
+            let repo = context.open()?;
+            let report = repo.fsck(reporter)?;
+            if output.json {
+                print_json(&serde_json::json!({
+                    "objects": report.objects,
+                    "bytes": report.bytes,
+                    "pointers": report.pointers,
+                    "problems": report.problems,
+                }))?;
+            } else {
+                for problem in &report.problems {
+                    out(format!("problem: {problem}"))?;
+                }
+                out(format!(
+                    "checked {} object(s) ({}) and {} pointer(s): {}",
+                    report.objects,
+                    human_bytes(report.bytes),
+                    report.pointers,
+                    if report.problems.is_empty() { "ok".to_owned() } else { format!("{} problem(s)", report.problems.len()) }
+                ))?;
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(cairn_repo::RepoError::FsckFailed(report.problems.len()).into())
+            }
+        }
+        Command::Config { key, value, user, unset, list } => run_config(&context, key, value, user, unset, list),
+    }
+}
+
+fn run_config(
+    context: &Context,
+    key: Option<String>,
+    value: Option<String>,
+    user: bool,
+    unset: bool,
+    list: bool,
+) -> Result<(), Failure> {
+    let path = if user {
+        user_config_path().ok_or_else(|| Failure::user("cannot locate the user config: neither XDG_CONFIG_HOME nor HOME is set", None))?
+    } else {
+        context.open()?.project_config_path()
+    };
+    let mut file = ConfigFile::load(&path)?;
+    match (key, value) {
+        _ if list => {
+            for (key, value) in file.list() {
+                out(format!("{key} = {value}"))?;
+            }
+            Ok(())
+        }
+        (Some(key), None) if unset => {
+            if !file.unset(&key)? {
+                return Err(Failure::user(format!("`{key}` is not set in {}", path.display()), None));
+            }
+            Ok(())
+        }
+        (Some(_), Some(_)) if unset => Err(Failure::usage("--unset takes a key, not a value")),
+        (Some(key), Some(value)) => Ok(file.set(&key, &value)?),
+        (Some(key), None) => match file.get(&key)? {
+            Some(value) => out(value),
+            None => Err(Failure::user(format!("`{key}` is not set in {}", path.display()), Some("set it with `cairn config KEY VALUE`"))),
+        },
+        (None, _) => Err(Failure::usage("name a KEY, or use --list (see `cairn config --help`)")),
+    }
+}
+
+#[derive(Serialize)]
+struct WireFile {
+    path: String,
+    digest: String,
+    size: u64,
+    executable: bool,
+}
+
+fn report_added(outcomes: &[cairn_repo::AddOutcome], json: bool) -> Result<(), Failure> {
+    if json {
+        let wire: Vec<_> = outcomes
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "path": display_bytes(&o.rel),
+                    "digest": o.pointer.digest.to_string(),
+                    "size": o.pointer.size,
+                    "files": o.files,
+                    "hashed": o.hashed,
+                    "new_objects": o.new_objects,
+                    "new_bytes": o.new_bytes,
+                    "changed": o.changed,
+                })
+            })
+            .collect();
+        return print_json(&wire);
+    }
+    for o in outcomes {
+        out(format!(
+            "{} {}: {} file(s), {} ({} new object(s), {} hashed)",
+            if o.changed { "recorded" } else { "unchanged" },
+            display_bytes(&o.rel),
+            o.files,
+            human_bytes(o.pointer.size),
+            o.new_objects,
+            o.hashed,
+        ))?;
+    }
+    Ok(())
+}
+
+fn report_status(statuses: &[cairn_repo::TrackedStatus], json: bool) -> Result<(), Failure> {
+    if json {
+        let wire: Vec<_> = statuses
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "path": display_bytes(&s.rel),
+                    "missing": s.missing,
+                    "changes": s.changes.iter().map(|c| serde_json::json!({
+                        "path": display_bytes(&c.path),
+                        "change": c.change.name(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return print_json(&wire);
+    }
+    let mut clean = true;
+    for s in statuses.iter().filter(|s| !s.changes.is_empty()) {
+        clean = false;
+        if s.missing {
+            out(format!("{}: missing from the work tree (run `cairn checkout` to restore it)", display_bytes(&s.rel)))?;
+            continue;
+        }
+        out(format!("{}:", display_bytes(&s.rel)))?;
+        for c in &s.changes {
+            out(format!("\t{:<9} {}", format!("{}:", c.change.name()), display_bytes(&c.path)))?;
+        }
+    }
+    if clean {
+        out(format!("{} tracked path(s), all up to date", statuses.len()))?;
+    }
+    Ok(())
+}
+
+fn report_checkout(outcomes: &[cairn_repo::CheckoutOutcome], json: bool) -> Result<(), Failure> {
+    if json {
+        let wire: Vec<_> = outcomes
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "path": display_bytes(&o.rel),
+                    "written": o.written,
+                    "written_bytes": o.written_bytes,
+                    "removed": o.removed,
+                    "unchanged": o.unchanged,
+                })
+            })
+            .collect();
+        return print_json(&wire);
+    }
+    for o in outcomes {
+        if o.written == 0 && o.removed == 0 {
+            out(format!("{}: up to date ({} file(s))", display_bytes(&o.rel), o.unchanged))?;
+        } else {
+            out(format!(
+                "{}: wrote {} file(s) ({}), removed {}, {} already up to date",
+                display_bytes(&o.rel),
+                o.written,
+                human_bytes(o.written_bytes),
+                o.removed,
+                o.unchanged
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn report_diff(entries: &[cairn_repo::DiffEntry], json: bool) -> Result<(), Failure> {
+    if json {
+        let wire: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "path": display_bytes(&e.path),
+                    "change": e.change.name(),
+                    "old": e.old.map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})),
+                    "new": e.new.map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})),
+                })
+            })
+            .collect();
+        return print_json(&wire);
+    }
+    for e in entries {
+        let sizes = match (e.change, e.old, e.new) {
+            (Change::Modified, Some((_, a)), Some((_, b))) => format!("{} -> {}", human_bytes(a), human_bytes(b)),
+            (_, Some((_, a)), None) => human_bytes(a),
+            (_, None, Some((_, b))) => human_bytes(b),
+            _ => String::new(),
+        };
+        out(format!("{:<9} {}  ({sizes})", e.change.name(), display_bytes(&e.path)))?;
+    }
+    let count = |c: Change| entries.iter().filter(|e| e.change == c).count();
+    out(format!(
+        "{} added, {} modified, {} deleted",
+        count(Change::Added),
+        count(Change::Modified),
+        count(Change::Deleted)
+    ))
+}

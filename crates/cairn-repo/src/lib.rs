@@ -33,6 +33,7 @@ use cairn_git::GitRepo;
 use cairn_hash::{Digest, Manifest, ManifestEntry};
 use cairn_store::Store;
 
+pub use cairn_git::GitError;
 pub use error::{RepoError, Result};
 pub use ops::{
     AddOutcome, Change, CheckoutOutcome, DiffEntry, FileChange, FsckReport, GcReport, ListedFile,

@@ -1,0 +1,105 @@
+//! The one place errors become exit codes and hints.
+//!
+//! | code | meaning                                                              |
+//! |------|----------------------------------------------------------------------|
+//! | 0    | success                                                              |
+//! | 1    | the command failed: bad input, missing data, conflicts, I/O problems |
+//! | 2    | usage error: unknown command or flag, missing argument               |
+//! | 255  | internal error: a bug in Cairn (please report it)                    |
+
+use std::io::ErrorKind;
+
+use cairn_repo::RepoError;
+
+pub const EXIT_USER: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTERNAL: u8 = 255;
+
+/// A failed command: message, optional hint, exit code.
+pub struct Failure {
+    pub message: String,
+    pub hint: Option<String>,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn user(message: impl Into<String>, hint: Option<&str>) -> Self {
+        Failure { message: message.into(), hint: hint.map(str::to_owned), code: EXIT_USER }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure { message: message.into(), hint: None, code: EXIT_USAGE }
+    }
+}
+
+fn io_hint(error: &std::io::Error) -> Option<&'static str> {
+    if error.raw_os_error() == Some(28) || error.kind() == ErrorKind::StorageFull {
+        return Some(
+            "free some disk space (or move the cache with `cairn config cache.dir PATH`), then run the command again; nothing tracked was lost",
+        );
+    }
+    match error.kind() {
+        ErrorKind::PermissionDenied => Some("check the permissions and owner of that path, then run the command again"),
+        ErrorKind::ReadOnlyFilesystem => Some("the filesystem is read-only; remount it or move the repository"),
+        _ => None,
+    }
+}
+
+impl From<RepoError> for Failure {
+    fn from(error: RepoError) -> Self {
+        use cairn_store::StoreError;
+        let hint: Option<&str> = match &error {
+            RepoError::Git(cairn_repo::GitError::NotAWorkTree { .. }) => {
+                Some("Cairn versions data next to code in Git: run `git init` first, then `cairn init`")
+            }
+            RepoError::Git(_) => None,
+            RepoError::NotInitialized { .. } => Some("run `cairn init` to start using Cairn here"),
+            RepoError::InvalidPointer { .. } => Some(
+                "restore the file from Git (`git checkout -- FILE`) or fix it by hand; the schema is in ARCHITECTURE.md",
+            ),
+            RepoError::InvalidManifest { .. } | RepoError::Store(StoreError::Corrupt { .. }) => {
+                Some("the cache is damaged: run `cairn fsck` to list every problem, then re-add the data from a good copy")
+            }
+            RepoError::MissingObjects { .. } | RepoError::Store(StoreError::MissingObject { .. }) => Some(
+                "the data was never added in this cache or was garbage-collected; run `cairn fsck` to list what is missing and re-add it from a copy",
+            ),
+            RepoError::Store(StoreError::ChangedWhileReading { .. }) => {
+                Some("wait until whatever is writing the file has finished, then run the command again")
+            }
+            RepoError::WouldOverwrite { .. } => Some(
+                "record the changes with `cairn commit`, or discard them with `cairn checkout --force`",
+            ),
+            RepoError::OutsideRepository { .. } => Some("name a path inside the repository"),
+            RepoError::ReservedPath { .. } => Some("name your data, not Git's or Cairn's own files"),
+            RepoError::NotTracked { .. } => Some("start tracking it with `cairn add PATH`"),
+            RepoError::InsideTracked { .. } => {
+                Some("record changes inside a tracked directory with `cairn commit DIRECTORY`")
+            }
+            RepoError::ContainsTracked { .. } => {
+                Some("stop tracking the inner path first with `cairn rm PATH`, or add the paths separately")
+            }
+            RepoError::IsPointer { .. } => Some("run `cairn add` on the data path, without `.cairn`"),
+            RepoError::SymlinkLoop { .. } | RepoError::BrokenSymlink { .. } => {
+                Some("fix or remove the symbolic link, then run the command again")
+            }
+            RepoError::UnsupportedFileType { .. } => Some("move it out of the tracked path"),
+            RepoError::NotATrackedFile { .. } => Some("list tracked files with `cairn ls`"),
+            RepoError::IsADirectory { .. } => Some("list its files with `cairn ls PATH`"),
+            RepoError::Locked { .. } => Some(
+                "wait for the other command to finish, or raise the wait with `cairn config core.lock-timeout SECONDS`",
+            ),
+            RepoError::FsckFailed(_) => Some("re-add damaged data from a good copy, then run `cairn gc` to drop corrupt objects"),
+            RepoError::Config(_) => Some("fix the file by hand or with `cairn config`"),
+            RepoError::RootNotTrackable { .. } | RepoError::NotFound { .. } => None,
+            RepoError::Io { .. } | RepoError::Store(_) => None,
+        };
+        let hint = hint.or_else(|| error.io_error().and_then(io_hint));
+        Failure { message: error.to_string(), hint: hint.map(str::to_owned), code: EXIT_USER }
+    }
+}
+
+impl From<cairn_repo::config::ConfigError> for Failure {
+    fn from(error: cairn_repo::config::ConfigError) -> Self {
+        RepoError::from(error).into()
+    }
+}
