@@ -319,7 +319,8 @@ impl Store {
     /// Places a copy or link of the object `digest` at `dest`, atomically replacing whatever is
     /// there, trying the kinds of `strategy` in order. Returns the kind used and the new file's
     /// `stat`. Executable files are never hard- or symlinked (the shared object is read-only
-    /// and not executable), so they fall through to reflink or copy.
+    /// and not executable), so they fall through to reflink or copy, with copy as the last
+    /// resort even when the strategy does not name it.
     pub fn materialize(
         &self,
         digest: &Digest,

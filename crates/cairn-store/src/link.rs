@@ -136,7 +136,12 @@ pub(crate) fn place(
     strategy: &LinkStrategy,
 ) -> Result<(LinkKind, FileStat), StoreError> {
     let mut last_error = None;
-    for &kind in strategy.kinds() {
+    // Executables cannot share the read-only object, so they always have a copy to fall to.
+    let mut kinds = strategy.kinds().to_vec();
+    if executable && !kinds.contains(&LinkKind::Copy) {
+        kinds.push(LinkKind::Copy);
+    }
+    for kind in kinds {
         let tmp = tmp_beside(dest);
         match try_kind(kind, object, &tmp, executable) {
             Ok(()) => {
