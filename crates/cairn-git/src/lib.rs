@@ -46,8 +46,10 @@ pub struct GitRepo {
 impl GitRepo {
     /// Finds the work tree containing `path` (searching upwards, like `git` does).
     pub fn discover(path: &Path) -> Result<Self> {
-        let repo = Repository::discover(path)
-            .map_err(|_| GitError::NotAWorkTree { path: path.to_path_buf() })?;
+        let repo = Repository::discover(path).map_err(|e| match e.code() {
+            git2::ErrorCode::NotFound => GitError::NotAWorkTree { path: path.to_path_buf() },
+            _ => GitError::Git { action: format!("opening the repository at `{}`", path.display()), source: e },
+        })?;
         let workdir = repo
             .workdir()
             .ok_or_else(|| GitError::Bare { path: repo.path().to_path_buf() })?

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::pointer::{POINTER_SUFFIX, Pointer, PointerKind};
 use crate::statcache::StatCache;
-use crate::walk::{ScannedFile, scan_dir};
+use crate::walk::{Scan, ScannedFile, scan_dir};
 use crate::{
     RepoError, Reporter, Repo, Result, Tracked, bytes_to_path, gitignore, is_under, join_rel,
     now_ns,
@@ -151,7 +151,7 @@ fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
 }
 
 /// The data path's files as the work tree has them: `Ok(None)` if it does not exist.
-fn scan_data(abs: &Path) -> Result<Option<Vec<ScannedFile>>> {
+fn scan_data(abs: &Path) -> Result<Option<Scan>> {
     let meta = match fs::metadata(abs) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -168,7 +168,8 @@ fn scan_data(abs: &Path) -> Result<Option<Vec<ScannedFile>>> {
     if meta.is_dir() {
         Ok(Some(scan_dir(abs)?))
     } else if meta.is_file() {
-        Ok(Some(vec![ScannedFile { rel: Vec::new(), abs: abs.to_path_buf(), stat: FileStat::from_metadata(&meta) }]))
+        let file = ScannedFile { rel: Vec::new(), abs: abs.to_path_buf(), stat: FileStat::from_metadata(&meta) };
+        Ok(Some(Scan { files: vec![file], leftovers: Vec::new() }))
     } else {
         Err(RepoError::UnsupportedFileType { path: abs.to_path_buf() })
     }
@@ -267,17 +268,19 @@ impl Repo {
         Ok((work, recorded))
     }
 
+    /// The data path's files with their digests (`None` if it does not exist), the fresh
+    /// hashes to record, and leftover temporary files from killed runs.
     fn current_files(
         &self,
         rel: &[u8],
         cache: &StatCache,
         reporter: &dyn Reporter,
-    ) -> Result<(Option<Vec<WorkFile>>, Vec<Recorded>)> {
+    ) -> Result<(Option<Vec<WorkFile>>, Vec<Recorded>, Vec<PathBuf>)> {
         match scan_data(&self.abs(rel))? {
-            None => Ok((None, Vec::new())),
-            Some(files) => {
-                let (work, recorded) = self.digest_files(rel, files, cache, reporter)?;
-                Ok((Some(work), recorded))
+            None => Ok((None, Vec::new(), Vec::new())),
+            Some(scan) => {
+                let (work, recorded) = self.digest_files(rel, scan.files, cache, reporter)?;
+                Ok((Some(work), recorded, scan.leftovers))
             }
         }
     }
@@ -297,7 +300,7 @@ impl Repo {
         let mut out = Vec::new();
         for tracked in self.tracked(scope)? {
             let expected = self.expected_files(&self.pointer_path(&tracked.rel), &tracked.pointer)?;
-            let (current, recorded) = self.current_files(&tracked.rel, &cache, reporter)?;
+            let (current, recorded, _) = self.current_files(&tracked.rel, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             let (missing, mut changes) = match current {
                 None => (true, compare(&tracked.rel, &expected, &[])),
@@ -347,7 +350,7 @@ impl Repo {
         let mut prepared = Vec::new();
         for rel in rels {
             let abs = self.abs(rel);
-            let files = scan_data(&abs)?.ok_or_else(|| RepoError::NotFound { path: abs.clone() })?;
+            let files = scan_data(&abs)?.ok_or_else(|| RepoError::NotFound { path: abs.clone() })?.files;
             let is_dir = fs::metadata(&abs).map_err(|e| RepoError::io("stat", &abs, e))?.is_dir();
             prepared.push(self.store_files(rel, is_dir, files, &mut cache, hashed_at, reporter)?);
         }
@@ -543,7 +546,7 @@ impl Repo {
         for tracked in tracked {
             let pointer_path = self.pointer_path(&tracked.rel);
             let mut expected = self.expected_files(&pointer_path, &tracked.pointer)?;
-            let (current, recorded) = self.current_files(&tracked.rel, &cache, reporter)?;
+            let (current, recorded, leftovers) = self.current_files(&tracked.rel, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             let mut current = current.unwrap_or_default();
             if let Some(scope) = scope {
@@ -557,7 +560,7 @@ impl Repo {
                 (PointerKind::Directory { .. }, Some(m)) => !m.is_dir(),
                 _ => false,
             };
-            let mut plan = Plan { tracked, writes: Vec::new(), deletes: Vec::new(), unchanged: 0, replace_root };
+            let mut plan = Plan { tracked, writes: Vec::new(), deletes: leftovers, unchanged: 0, replace_root };
             let current_by_rel: BTreeMap<&[u8], &WorkFile> =
                 current.iter().map(|c| (c.rel.as_slice(), c)).collect();
             let mut would_lose = |c: &WorkFile| -> Result<()> {
@@ -677,6 +680,10 @@ impl Repo {
     }
 
     fn pointers_at(&self, rev: &str) -> Result<Vec<(Vec<u8>, Pointer)>> {
+        // Before the first commit, HEAD names an empty tree rather than an error.
+        if rev == "HEAD" && self.git.head()?.is_none() {
+            return Ok(Vec::new());
+        }
         self.git
             .files_with_suffix(rev, POINTER_SUFFIX.as_bytes())?
             .into_iter()
@@ -693,7 +700,7 @@ impl Repo {
         let hashed_at = now_ns();
         let mut out = BTreeMap::new();
         for tracked in self.tracked(None)? {
-            let (current, recorded) = self.current_files(&tracked.rel, &cache, reporter)?;
+            let (current, recorded, _) = self.current_files(&tracked.rel, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             for c in current.unwrap_or_default() {
                 let path = join_rel(&tracked.rel, &c.rel);
@@ -835,8 +842,9 @@ impl Repo {
         let mut cache = self.stat_cache();
         let mut count = 0;
         for owner in owners {
-            let Some(files) = scan_data(&self.abs(&owner.rel))? else { continue };
-            let targets: Vec<ScannedFile> = files
+            let Some(scan) = scan_data(&self.abs(&owner.rel))? else { continue };
+            let targets: Vec<ScannedFile> = scan
+                .files
                 .into_iter()
                 .filter(|f| is_under(&join_rel(&owner.rel, &f.rel), rel))
                 .collect();

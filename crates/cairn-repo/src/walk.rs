@@ -21,13 +21,34 @@ pub struct ScannedFile {
     pub stat: FileStat,
 }
 
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Regular files, sorted by `rel`.
+    pub files: Vec<ScannedFile>,
+    /// Temporary files a killed Cairn process left behind (`.cairn-tmp-*`); not data.
+    pub leftovers: Vec<PathBuf>,
+}
+
+enum Found {
+    File(ScannedFile),
+    Leftover(PathBuf),
+}
+
 /// Lists every regular file under `root` (following symbolic links, detecting loops),
-/// stat-ing entries in parallel. Cairn's own leftover temporary files are skipped.
-pub fn scan_dir(root: &Path) -> Result<Vec<ScannedFile>> {
+/// stat-ing entries in parallel. Cairn's own leftover temporary files are reported apart.
+pub fn scan_dir(root: &Path) -> Result<Scan> {
     let meta = fs::metadata(root).map_err(|e| RepoError::io("read", root, e))?;
-    let mut out = visit(root, &[], &[(meta_dev_ino(&meta))])?;
-    out.par_sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    let found = visit(root, &[], &[(meta_dev_ino(&meta))])?;
+    let mut scan = Scan::default();
+    for item in found {
+        match item {
+            Found::File(file) => scan.files.push(file),
+            Found::Leftover(path) => scan.leftovers.push(path),
+        }
+    }
+    scan.files.par_sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(scan)
 }
 
 fn meta_dev_ino(meta: &fs::Metadata) -> (u64, u64) {
@@ -35,18 +56,18 @@ fn meta_dev_ino(meta: &fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
-fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)]) -> Result<Vec<ScannedFile>> {
+fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)]) -> Result<Vec<Found>> {
     let entries: Vec<_> = fs::read_dir(dir)
         .map_err(|e| RepoError::io("list", dir, e))?
         .collect::<std::io::Result<_>>()
         .map_err(|e| RepoError::io("list", dir, e))?;
-    let nested: Vec<Vec<ScannedFile>> = entries
+    let nested: Vec<Vec<Found>> = entries
         .par_iter()
-        .map(|entry| -> Result<Vec<ScannedFile>> {
+        .map(|entry| -> Result<Vec<Found>> {
             let name = entry.file_name();
             let name = name.as_bytes();
             if name.starts_with(TMP_PREFIX) {
-                return Ok(Vec::new());
+                return Ok(vec![Found::Leftover(entry.path())]);
             }
             let abs = entry.path();
             let mut rel = Vec::with_capacity(prefix.len() + 1 + name.len());
@@ -79,7 +100,7 @@ fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)]) -> Result<Vec<Scan
                 chain.push(id);
                 visit(&abs, &rel, &chain)
             } else if meta.is_file() {
-                Ok(vec![ScannedFile { rel, abs, stat: FileStat::from_metadata(&meta) }])
+                Ok(vec![Found::File(ScannedFile { rel, abs, stat: FileStat::from_metadata(&meta) })])
             } else {
                 Err(RepoError::UnsupportedFileType { path: abs })
             }

@@ -63,6 +63,15 @@ impl TestRepo {
         command
     }
 
+    /// Runs cairn through a wrapper command (`unshare …`, `setpriv …`), which receives the
+    /// cairn binary and `args` after its own arguments, with the same hermetic environment.
+    pub fn command_via<S: AsRef<OsStr>>(&self, wrapper: &[&OsStr], args: &[S]) -> Command {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(cairn_bin()).args(args);
+        self.env(&mut command);
+        command
+    }
+
     pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         self.command(args).output().expect("cairn runs")
     }
