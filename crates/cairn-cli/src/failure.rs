@@ -39,8 +39,12 @@ fn io_hint(error: &std::io::Error) -> Option<&'static str> {
         );
     }
     match error.kind() {
-        ErrorKind::PermissionDenied => Some("check the permissions and owner of that path, then run the command again"),
-        ErrorKind::ReadOnlyFilesystem => Some("the filesystem is read-only; remount it or move the repository"),
+        ErrorKind::PermissionDenied => {
+            Some("check the permissions and owner of that path, then run the command again")
+        }
+        ErrorKind::ReadOnlyFilesystem => {
+            Some("the filesystem is read-only; remount it or move the repository")
+        }
         _ => None,
     }
 }
@@ -57,18 +61,18 @@ impl From<RepoError> for Failure {
             RepoError::InvalidPointer { .. } => Some(
                 "restore the file from Git (`git checkout -- FILE`) or fix it by hand; the schema is in ARCHITECTURE.md",
             ),
-            RepoError::InvalidManifest { .. } | RepoError::Store(StoreError::Corrupt { .. }) => {
-                Some("the cache is damaged: run `cairn fsck` to list every problem, then re-add the data from a good copy")
-            }
+            RepoError::InvalidManifest { .. } | RepoError::Store(StoreError::Corrupt { .. }) => Some(
+                "the cache is damaged: run `cairn fsck` to list every problem, then re-add the data from a good copy",
+            ),
             RepoError::MissingObjects { .. } | RepoError::Store(StoreError::MissingObject { .. }) => Some(
                 "the data was never added in this cache or was garbage-collected; run `cairn fsck` to list what is missing and re-add it from a copy",
             ),
             RepoError::Store(StoreError::ChangedWhileReading { .. }) => {
                 Some("wait until whatever is writing the file has finished, then run the command again")
             }
-            RepoError::WouldOverwrite { .. } => Some(
-                "record the changes with `cairn commit`, or discard them with `cairn checkout --force`",
-            ),
+            RepoError::WouldOverwrite { .. } => {
+                Some("record the changes with `cairn commit`, or discard them with `cairn checkout --force`")
+            }
             RepoError::OutsideRepository { .. } => Some("name a path inside the repository"),
             RepoError::ReservedPath { .. } => Some("name your data, not Git's or Cairn's own files"),
             RepoError::NotTracked { .. } => Some("start tracking it with `cairn add PATH`"),
@@ -88,7 +92,9 @@ impl From<RepoError> for Failure {
             RepoError::Locked { .. } => Some(
                 "wait for the other command to finish, or raise the wait with `cairn config core.lock-timeout SECONDS`",
             ),
-            RepoError::FsckFailed(_) => Some("re-add damaged data from a good copy, then run `cairn gc` to drop corrupt objects"),
+            RepoError::FsckFailed(_) => {
+                Some("re-add damaged data from a good copy, then run `cairn gc` to drop corrupt objects")
+            }
             RepoError::Config(_) => Some("fix the file by hand or with `cairn config`"),
             RepoError::RootNotTrackable { .. } | RepoError::NotFound { .. } => None,
             RepoError::Io { .. } | RepoError::Store(_) => None,

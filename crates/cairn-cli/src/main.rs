@@ -1,5 +1,7 @@
 //! `cairn`: version data and models with code.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod failure;
 mod progress;
 
@@ -40,7 +42,9 @@ enum Command {
     #[command(after_help = "Example:\n  git init && cairn init")]
     Init,
     /// Track files or directories: store them in the cache and write PATH.cairn pointers.
-    #[command(after_help = "Examples:\n  cairn add data/raw\n  cairn add model.onnx data/labels.csv\n  git add data/raw.cairn data/.gitignore && git commit -m 'raw data v1'")]
+    #[command(
+        after_help = "Examples:\n  cairn add data/raw\n  cairn add model.onnx data/labels.csv\n  git add data/raw.cairn data/.gitignore && git commit -m 'raw data v1'"
+    )]
     Add {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -62,7 +66,9 @@ enum Command {
         output: OutputArgs,
     },
     /// Make the work tree match the pointers (for example after `git checkout`).
-    #[command(after_help = "Examples:\n  git checkout v1 && cairn checkout\n  cairn checkout data/raw --force")]
+    #[command(
+        after_help = "Examples:\n  git checkout v1 && cairn checkout\n  cairn checkout data/raw --force"
+    )]
     Checkout {
         path: Option<PathBuf>,
         /// Overwrite changes that are not in the cache.
@@ -72,7 +78,9 @@ enum Command {
         output: OutputArgs,
     },
     /// Files added, modified or deleted between Git revisions or against the work tree.
-    #[command(after_help = "Examples:\n  cairn diff              # HEAD against the work tree\n  cairn diff v1           # v1 against the work tree\n  cairn diff v1 v2 --json")]
+    #[command(
+        after_help = "Examples:\n  cairn diff              # HEAD against the work tree\n  cairn diff v1           # v1 against the work tree\n  cairn diff v1 v2 --json"
+    )]
     Diff {
         /// The old revision (default HEAD).
         old: Option<String>,
@@ -92,7 +100,9 @@ enum Command {
         output: OutputArgs,
     },
     /// Write a tracked file's bytes to stdout, at any revision.
-    #[command(after_help = "Examples:\n  cairn cat data/labels.csv\n  cairn cat data/raw/part-0001.csv --rev v1 | head")]
+    #[command(
+        after_help = "Examples:\n  cairn cat data/labels.csv\n  cairn cat data/raw/part-0001.csv --rev v1 | head"
+    )]
     Cat {
         path: PathBuf,
         #[arg(long)]
@@ -105,13 +115,17 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Make linked (read-only) tracked files editable copies again.
-    #[command(after_help = "Example:\n  cairn unprotect data/labels.csv && $EDITOR data/labels.csv && cairn commit data/labels.csv")]
+    #[command(
+        after_help = "Example:\n  cairn unprotect data/labels.csv && $EDITOR data/labels.csv && cairn commit data/labels.csv"
+    )]
     Unprotect {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
     /// Remove cache objects no pointer references (a dry run unless --force).
-    #[command(after_help = "Examples:\n  cairn gc                       # what would be freed\n  cairn gc --all-commits --force")]
+    #[command(
+        after_help = "Examples:\n  cairn gc                       # what would be freed\n  cairn gc --all-commits --force"
+    )]
     Gc {
         /// Also keep objects referenced by any commit of any branch or tag.
         #[arg(long)]
@@ -128,7 +142,9 @@ enum Command {
         output: OutputArgs,
     },
     /// Get or set configuration (project `.cairn/config`, or the user's with --user).
-    #[command(after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list")]
+    #[command(
+        after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
+    )]
     Config {
         key: Option<String>,
         value: Option<String>,
@@ -200,15 +216,18 @@ impl Context {
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).expect("plain data always serializes");
-    writeln!(std::io::stdout(), "{text}").map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
+    writeln!(std::io::stdout(), "{text}")
+        .map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
 }
 
 fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
-    writeln!(std::io::stdout(), "{line}").map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
+    writeln!(std::io::stdout(), "{line}")
+        .map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
 }
 
 fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
-    let cwd = std::env::current_dir().map_err(|e| Failure::user(format!("cannot read the current directory: {e}"), None))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::user(format!("cannot read the current directory: {e}"), None))?;
     let cwd = match &cli.directory {
         Some(dir) => cwd.join(dir),
         None => cwd,
@@ -269,7 +288,12 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             if output.json {
                 let wire: Vec<_> = files
                     .iter()
-                    .map(|f| WireFile { path: display_bytes(&f.path), digest: f.digest.to_string(), size: f.size, executable: f.executable })
+                    .map(|f| WireFile {
+                        path: display_bytes(&f.path),
+                        digest: f.digest.to_string(),
+                        size: f.size,
+                        executable: f.executable,
+                    })
                     .collect();
                 return print_json(&wire);
             }
@@ -284,7 +308,11 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             match repo.cat(&rel, rev.as_deref(), &mut lock) {
-                Err(error) if error.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => Ok(()),
+                Err(error)
+                    if error.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+                {
+                    Ok(())
+                }
                 result => Ok(result?),
             }
         }
@@ -357,7 +385,11 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                     report.objects,
                     human_bytes(report.bytes),
                     report.pointers,
-                    if report.problems.is_empty() { "ok".to_owned() } else { format!("{} problem(s)", report.problems.len()) }
+                    if report.problems.is_empty() {
+                        "ok".to_owned()
+                    } else {
+                        format!("{} problem(s)", report.problems.len())
+                    }
                 ))?;
             }
             if report.problems.is_empty() {
@@ -366,7 +398,9 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 Err(cairn_repo::RepoError::FsckFailed(report.problems.len()).into())
             }
         }
-        Command::Config { key, value, user, unset, list } => run_config(&context, key, value, user, unset, list),
+        Command::Config { key, value, user, unset, list } => {
+            run_config(&context, key, value, user, unset, list)
+        }
     }
 }
 
@@ -379,7 +413,9 @@ fn run_config(
     list: bool,
 ) -> Result<(), Failure> {
     let path = if user {
-        user_config_path().ok_or_else(|| Failure::user("cannot locate the user config: neither XDG_CONFIG_HOME nor HOME is set", None))?
+        user_config_path().ok_or_else(|| {
+            Failure::user("cannot locate the user config: neither XDG_CONFIG_HOME nor HOME is set", None)
+        })?
     } else {
         context.open()?.project_config_path()
     };
@@ -401,7 +437,10 @@ fn run_config(
         (Some(key), Some(value)) => Ok(file.set(&key, &value)?),
         (Some(key), None) => match file.get(&key)? {
             Some(value) => out(value),
-            None => Err(Failure::user(format!("`{key}` is not set in {}", path.display()), Some("set it with `cairn config KEY VALUE`"))),
+            None => Err(Failure::user(
+                format!("`{key}` is not set in {}", path.display()),
+                Some("set it with `cairn config KEY VALUE`"),
+            )),
         },
         (None, _) => Err(Failure::usage("name a KEY, or use --list (see `cairn config --help`)")),
     }
@@ -469,7 +508,10 @@ fn report_status(statuses: &[cairn_repo::TrackedStatus], json: bool) -> Result<(
     for s in statuses.iter().filter(|s| !s.changes.is_empty()) {
         clean = false;
         if s.missing {
-            out(format!("{}: missing from the work tree (run `cairn checkout` to restore it)", display_bytes(&s.rel)))?;
+            out(format!(
+                "{}: missing from the work tree (run `cairn checkout` to restore it)",
+                display_bytes(&s.rel)
+            ))?;
             continue;
         }
         out(format!("{}:", display_bytes(&s.rel)))?;
@@ -533,7 +575,9 @@ fn report_diff(entries: &[cairn_repo::DiffEntry], json: bool) -> Result<(), Fail
     }
     for e in entries {
         let sizes = match (e.change, e.old, e.new) {
-            (Change::Modified, Some((_, a)), Some((_, b))) => format!("{} -> {}", human_bytes(a), human_bytes(b)),
+            (Change::Modified, Some((_, a)), Some((_, b))) => {
+                format!("{} -> {}", human_bytes(a), human_bytes(b))
+            }
             (_, Some((_, a)), None) => human_bytes(a),
             (_, None, Some((_, b))) => human_bytes(b),
             _ => String::new(),

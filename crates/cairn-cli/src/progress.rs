@@ -63,7 +63,7 @@ impl Reporter for Progress {
         if let Some(bar) = self.current() {
             bar.inc(bytes);
             let done = self.files.fetch_add(items, Ordering::Relaxed) + items;
-            if done % 128 == 0 || bytes > 1 << 20 {
+            if done.is_multiple_of(128) || bytes > 1 << 20 {
                 bar.set_message(format!("{done}/{} files", self.total_files.load(Ordering::Relaxed)));
             }
         }

@@ -1,5 +1,7 @@
 //! End-to-end tests of the `cairn` binary in temporary Git repositories.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -58,7 +60,15 @@ fn add_writes_pointer_gitignore_and_read_only_objects() {
     assert_eq!(objects.len(), 22);
     for object in &objects {
         assert_eq!(std::fs::metadata(object).unwrap().permissions().mode() & 0o222, 0);
-        let name: String = object.iter().rev().take(2).collect::<Vec<_>>().into_iter().rev().map(|s| s.to_string_lossy().into_owned()).collect();
+        let name: String = object
+            .iter()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(name, blake3_hex(&std::fs::read(object).unwrap()));
     }
     // Git sees pointers, not data.
@@ -242,7 +252,10 @@ fn rm_stops_tracking_and_keeps_the_data() {
     repo.ok(&["rm", "data", "notes.txt"]);
     assert!(!repo.exists("data.cairn") && !repo.exists("notes.txt.cairn"));
     assert_eq!(repo.read("data/a.txt"), b"A");
-    assert!(!repo.exists("data/.gitignore") || !String::from_utf8(repo.read(".gitignore")).unwrap().contains("/data"));
+    assert!(
+        !repo.exists("data/.gitignore")
+            || !String::from_utf8(repo.read(".gitignore")).unwrap().contains("/data")
+    );
     assert_eq!(String::from_utf8(repo.read(".gitignore")).unwrap(), "*.log\n");
     // The data is an ordinary writable file again, not a link into the cache.
     let meta = std::fs::metadata(repo.path("notes.txt")).unwrap();
@@ -359,7 +372,10 @@ fn config_levels_keys_and_usage_errors() {
     repo.ok(&["config", "--user", "cache.link", "symlink"]);
     repo.write("f.txt", b"x");
     repo.ok(&["add", "f.txt"]);
-    assert!(std::fs::symlink_metadata(repo.path("f.txt")).unwrap().file_type().is_symlink(), "user config applies");
+    assert!(
+        std::fs::symlink_metadata(repo.path("f.txt")).unwrap().file_type().is_symlink(),
+        "user config applies"
+    );
     repo.ok(&["config", "cache.link", "copy"]);
     assert_eq!(repo.ok(&["config", "--list"]), "cache.link = copy\n");
     assert!(repo.home.join(".config/cairn/config.toml").is_file());

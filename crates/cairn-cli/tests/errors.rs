@@ -1,5 +1,7 @@
 //! Bad input and hostile conditions: every failure is clear, and nothing is lost or corrupted.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::ffi::OsStrExt;
@@ -20,7 +22,10 @@ fn hand_edited_pointer_with_invalid_yaml() {
     repo.write("data.csv.cairn", b"format: 1\nkind: [file\n");
     for command in [&["status"][..], &["checkout"], &["diff"], &["ls"]] {
         let stderr = repo.fail(1, command);
-        assert!(stderr.contains("pointer file `") && stderr.contains("data.csv.cairn` is invalid"), "{stderr}");
+        assert!(
+            stderr.contains("pointer file `") && stderr.contains("data.csv.cairn` is invalid"),
+            "{stderr}"
+        );
         assert!(stderr.contains("hint: restore the file from Git"), "{stderr}");
     }
     assert_eq!(repo.read("data.csv"), b"a,b\n", "the data is untouched");
@@ -140,8 +145,10 @@ fn no_space_left_on_the_cache_device() {
     let before = snapshot(&repo.path("data"));
     // A 256 KiB tmpfs over the cache directory, in a private mount namespace.
     let script = r#"mount -t tmpfs -o size=256k tmpfs "$0" && exec "$@""#;
-    let mut wrapper: Vec<&std::ffi::OsStr> =
-        ["unshare", "--mount", "--map-root-user", "sh", "-c", script].into_iter().map(|s| s.as_ref()).collect();
+    let mut wrapper: Vec<&std::ffi::OsStr> = ["unshare", "--mount", "--map-root-user", "sh", "-c", script]
+        .into_iter()
+        .map(|s| s.as_ref())
+        .collect();
     wrapper.push(cache.as_os_str());
     let result = repo.command_via(&wrapper, &["add", "data"]).output().expect("unshare runs");
     let stderr = String::from_utf8_lossy(&result.stderr);
@@ -167,9 +174,12 @@ fn permission_denied_names_the_file() {
         let top = repo.root.parent().unwrap();
         let status = Command::new("chown").args(["-R", "65534:65534"]).arg(top).status().unwrap();
         assert!(status.success());
-        std::fs::set_permissions(repo.path("data/secret.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
-        let wrapper: Vec<&std::ffi::OsStr> =
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].into_iter().map(|s| s.as_ref()).collect();
+        std::fs::set_permissions(repo.path("data/secret.txt"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        let wrapper: Vec<&std::ffi::OsStr> = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            .into_iter()
+            .map(|s| s.as_ref())
+            .collect();
         command = repo.command_via(&wrapper, &["add", "data"]);
     }
     let output = command.output().unwrap();
@@ -235,7 +245,12 @@ fn a_held_lock_times_out_with_a_clear_error() {
     let repo = TestRepo::new();
     repo.ok(&["config", "core.lock-timeout", "1"]);
     repo.write("x.txt", b"x");
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(repo.path(".cairn/state/lock")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(repo.path(".cairn/state/lock"))
+        .unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     let stderr = repo.fail(1, &["add", "x.txt"]);
     assert!(stderr.contains("waiting for another cairn process"), "{stderr}");

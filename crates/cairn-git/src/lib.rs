@@ -5,6 +5,8 @@
 //! `cairn diff`, `cairn ls --rev`, `cairn cat --rev` and `cairn gc --all-commits` can see
 //! history without checking anything out.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -48,12 +50,12 @@ impl GitRepo {
     pub fn discover(path: &Path) -> Result<Self> {
         let repo = Repository::discover(path).map_err(|e| match e.code() {
             git2::ErrorCode::NotFound => GitError::NotAWorkTree { path: path.to_path_buf() },
-            _ => GitError::Git { action: format!("opening the repository at `{}`", path.display()), source: e },
+            _ => {
+                GitError::Git { action: format!("opening the repository at `{}`", path.display()), source: e }
+            }
         })?;
-        let workdir = repo
-            .workdir()
-            .ok_or_else(|| GitError::Bare { path: repo.path().to_path_buf() })?
-            .to_path_buf();
+        let workdir =
+            repo.workdir().ok_or_else(|| GitError::Bare { path: repo.path().to_path_buf() })?.to_path_buf();
         Ok(GitRepo { repo, workdir })
     }
 
@@ -77,10 +79,9 @@ impl GitRepo {
             rev: rev.to_owned(),
             message: e.message().to_owned(),
         })?;
-        object.peel_to_tree().map_err(|e| GitError::UnknownRevision {
-            rev: rev.to_owned(),
-            message: e.message().to_owned(),
-        })
+        object
+            .peel_to_tree()
+            .map_err(|e| GitError::UnknownRevision { rev: rev.to_owned(), message: e.message().to_owned() })
     }
 
     /// The full commit id `rev` resolves to.
@@ -207,7 +208,10 @@ mod tests {
         assert_eq!(repo.workdir().canonicalize().unwrap(), root.canonicalize().unwrap());
         let head = repo.files_with_suffix("HEAD", b".cairn").unwrap();
         assert_eq!(head.len(), 1);
-        assert_eq!((head[0].path.as_slice(), head[0].content.as_slice()), (&b"sub/data.cairn"[..], &b"v2"[..]));
+        assert_eq!(
+            (head[0].path.as_slice(), head[0].content.as_slice()),
+            (&b"sub/data.cairn"[..], &b"v2"[..])
+        );
         let old = repo.files_with_suffix("HEAD~1", b".cairn").unwrap();
         assert_eq!(old[0].content, b"v1");
         let all = repo.files_with_suffix_all_commits(b".cairn").unwrap();

@@ -79,9 +79,7 @@ impl FromStr for Digest {
     type Err = ParseDigestError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (tag, hex) = text
-            .split_once(':')
-            .ok_or_else(|| ParseDigestError::MissingTag(text.to_owned()))?;
+        let (tag, hex) = text.split_once(':').ok_or_else(|| ParseDigestError::MissingTag(text.to_owned()))?;
         if tag != Algorithm::Blake3.tag() {
             return Err(ParseDigestError::UnknownAlgorithm(tag.to_owned()));
         }

@@ -34,11 +34,7 @@ pub fn hash_reader<R: Read + Send>(
     size_hint: u64,
     sink: HashSink<'_>,
 ) -> io::Result<(Digest, u64)> {
-    if size_hint >= LARGE_FILE_THRESHOLD {
-        hash_pipelined(reader, sink)
-    } else {
-        hash_serial(reader, sink)
-    }
+    if size_hint >= LARGE_FILE_THRESHOLD { hash_pipelined(reader, sink) } else { hash_serial(reader, sink) }
 }
 
 fn hash_serial<R: Read>(mut reader: R, mut sink: HashSink<'_>) -> io::Result<(Digest, u64)> {
@@ -61,17 +57,12 @@ fn hash_serial<R: Read>(mut reader: R, mut sink: HashSink<'_>) -> io::Result<(Di
     Ok((Digest::blake3(*hasher.finalize().as_bytes()), total))
 }
 
-fn hash_pipelined<R: Read + Send>(
-    mut reader: R,
-    mut sink: HashSink<'_>,
-) -> io::Result<(Digest, u64)> {
+fn hash_pipelined<R: Read + Send>(mut reader: R, mut sink: HashSink<'_>) -> io::Result<(Digest, u64)> {
     // Two buffers circulate: one being filled by the reader, one being hashed.
     let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
     let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(2);
     for _ in 0..2 {
-        empty_tx
-            .send(vec![0u8; LARGE_CHUNK])
-            .expect("the receiver is alive in this scope");
+        empty_tx.send(vec![0u8; LARGE_CHUNK]).expect("the receiver is alive in this scope");
     }
     std::thread::scope(|scope| {
         scope.spawn(move || {

@@ -14,6 +14,8 @@
 //! assert_eq!(text.parse::<Digest>().unwrap(), digest);
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod digest;
 mod hashing;
 pub mod manifest;

@@ -139,10 +139,7 @@ impl Manifest {
         while !rest.is_empty() {
             let index = entries.len();
             let bad = |reason: &str| ManifestError::BadEntry { index, reason: reason.to_owned() };
-            let end = rest
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or_else(|| bad("missing NUL terminator"))?;
+            let end = rest.iter().position(|&b| b == 0).ok_or_else(|| bad("missing NUL terminator"))?;
             let record = &rest[..end];
             rest = &rest[end + 1..];
             let mut fields = record.splitn(4, |&b| b == b' ');
@@ -210,8 +207,7 @@ fn check_order(entries: &[ManifestEntry], require_sorted: bool) -> Result<(), Ma
         }
     }
     // A file `x` conflicts with any entry under `x/`: test each entry's ancestors.
-    let files: std::collections::HashSet<&[u8]> =
-        entries.iter().map(|entry| entry.path.as_slice()).collect();
+    let files: std::collections::HashSet<&[u8]> = entries.iter().map(|entry| entry.path.as_slice()).collect();
     for entry in entries {
         let path = entry.path.as_slice();
         for (index, &byte) in path.iter().enumerate() {
@@ -259,10 +255,7 @@ mod tests {
         assert_eq!(duplicate.unwrap_err(), ManifestError::Duplicate(b"a".to_vec()));
         for path in [&b""[..], b"/a", b"a/", b"a//b", b"a/../b", b"./a", b"a\0b"] {
             assert!(
-                matches!(
-                    Manifest::new(vec![entry(path, b"", false)]),
-                    Err(ManifestError::BadPath { .. })
-                ),
+                matches!(Manifest::new(vec![entry(path, b"", false)]), Err(ManifestError::BadPath { .. })),
                 "{path:?} accepted"
             );
         }
@@ -270,9 +263,7 @@ mod tests {
 
     #[test]
     fn decode_rejects_non_canonical_bytes() {
-        let good = Manifest::new(vec![entry(b"a", b"x", false), entry(b"b", b"y", false)])
-            .unwrap()
-            .encode();
+        let good = Manifest::new(vec![entry(b"a", b"x", false), entry(b"b", b"y", false)]).unwrap().encode();
         assert!(Manifest::decode(&good).is_ok());
         assert_eq!(Manifest::decode(b"nope\n"), Err(ManifestError::BadHeader));
         let text = String::from_utf8(good.clone()).unwrap();
@@ -282,10 +273,7 @@ mod tests {
         let swapped = format!("cairn-manifest 1\n{}\0{}\0", parts[0], parts[1]);
         assert!(matches!(Manifest::decode(swapped.as_bytes()), Err(ManifestError::Unsorted(_))));
         let leading_zero = text.replacen(" 1 a", " 01 a", 1);
-        assert!(matches!(
-            Manifest::decode(leading_zero.as_bytes()),
-            Err(ManifestError::BadEntry { .. })
-        ));
+        assert!(matches!(Manifest::decode(leading_zero.as_bytes()), Err(ManifestError::BadEntry { .. })));
         let truncated = &good[..good.len() - 1];
         assert!(matches!(Manifest::decode(truncated), Err(ManifestError::BadEntry { .. })));
     }

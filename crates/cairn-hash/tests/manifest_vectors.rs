@@ -1,6 +1,8 @@
 //! Checks the manifest encoding against vectors computed independently (see
 //! `tests/vectors/generate.py`).
 
+#![allow(clippy::unwrap_used)]
+
 use cairn_hash::{Manifest, ManifestEntry, hash_bytes};
 use serde::Deserialize;
 

@@ -32,7 +32,11 @@ const KEYS: &[Key] = &[
     Key { name: "cache.link", kind: ValueKind::Link, help: "link strategies, e.g. reflink,copy" },
     Key { name: "cache.dir", kind: ValueKind::Path, help: "cache directory" },
     Key { name: "core.jobs", kind: ValueKind::PositiveInteger, help: "worker threads" },
-    Key { name: "core.lock-timeout", kind: ValueKind::PositiveInteger, help: "seconds to wait for the repository lock" },
+    Key {
+        name: "core.lock-timeout",
+        kind: ValueKind::PositiveInteger,
+        help: "seconds to wait for the repository lock",
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -84,14 +88,12 @@ fn find_key(name: &str) -> Result<&'static Key, ConfigError> {
 }
 
 fn parse_value(key: &Key, value: &str) -> Result<toml::Value, ConfigError> {
-    let bad = |reason: String| ConfigError::BadValue {
-        key: key.name.to_owned(),
-        value: value.to_owned(),
-        reason,
-    };
+    let bad =
+        |reason: String| ConfigError::BadValue { key: key.name.to_owned(), value: value.to_owned(), reason };
     match key.kind {
         ValueKind::Link => {
-            let strategy: LinkStrategy = value.parse().map_err(|e: cairn_store::ParseLinkError| bad(e.to_string()))?;
+            let strategy: LinkStrategy =
+                value.parse().map_err(|e: cairn_store::ParseLinkError| bad(e.to_string()))?;
             Ok(toml::Value::String(strategy.to_string()))
         }
         ValueKind::Path if value.is_empty() => Err(bad("the path is empty".into())),
@@ -111,10 +113,9 @@ impl ConfigFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
         };
-        let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(ConfigFile { path: path.to_path_buf(), table })
     }
 
@@ -138,9 +139,7 @@ impl ConfigFile {
 
     /// Every known key set in this file, with its value.
     pub fn list(&self) -> Vec<(String, String)> {
-        KEYS.iter()
-            .filter_map(|key| Some((key.name.to_owned(), self.get(key.name).ok()??)))
-            .collect()
+        KEYS.iter().filter_map(|key| Some((key.name.to_owned(), self.get(key.name).ok()??))).collect()
     }
 
     /// Sets `key` after validating `value`, and writes the file.
@@ -148,17 +147,11 @@ impl ConfigFile {
         let spec = find_key(key)?;
         let value = parse_value(spec, value)?;
         let (section, field) = key.split_once('.').expect("known keys have a section");
-        let entry = self
-            .table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = self.table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
-        entry
-            .as_table_mut()
-            .expect("made a table above")
-            .insert(field.to_owned(), value);
+        entry.as_table_mut().expect("made a table above").insert(field.to_owned(), value);
         self.save()
     }
 
@@ -214,9 +207,8 @@ pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigErr
                 "cache.dir" => settings.cache_dir = Some(root.join(&value)),
                 "core.jobs" => settings.jobs = parsed.as_integer().map(|n| n as usize),
                 "core.lock-timeout" => {
-                    settings.lock_timeout = std::time::Duration::from_secs(
-                        parsed.as_integer().map(|n| n as u64).unwrap_or(60),
-                    );
+                    settings.lock_timeout =
+                        std::time::Duration::from_secs(parsed.as_integer().map(|n| n as u64).unwrap_or(60));
                 }
                 _ => unreachable!("every key in KEYS is handled"),
             }

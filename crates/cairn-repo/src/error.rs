@@ -38,7 +38,9 @@ pub enum RepoError {
     RootNotTrackable { path: PathBuf },
     #[error("`{path}` is a pointer file; name the data it tracks instead")]
     IsPointer { path: PathBuf },
-    #[error("`{path}` is neither a regular file nor a directory (sockets, FIFOs and devices cannot be tracked)")]
+    #[error(
+        "`{path}` is neither a regular file nor a directory (sockets, FIFOs and devices cannot be tracked)"
+    )]
     UnsupportedFileType { path: PathBuf },
     #[error("symbolic link loop at `{path}`")]
     SymlinkLoop { path: PathBuf },

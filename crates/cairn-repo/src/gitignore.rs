@@ -11,7 +11,10 @@ fn escape(name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 2);
     for (i, &byte) in name.iter().enumerate() {
         let trailing_space = byte == b' ' && name[i..].iter().all(|&b| b == b' ');
-        if matches!(byte, b'\\' | b'*' | b'?' | b'[') || trailing_space || (i == 0 && matches!(byte, b'!' | b'#')) {
+        if matches!(byte, b'\\' | b'*' | b'?' | b'[')
+            || trailing_space
+            || (i == 0 && matches!(byte, b'!' | b'#'))
+        {
             out.push(b'\\');
         }
         out.push(byte);
@@ -65,10 +68,7 @@ pub fn remove_ignored(root: &Path, rel: &[u8]) -> Result<()> {
         Err(e) => return Err(RepoError::io("read", path, e)),
     };
     let line = entry_line(name);
-    let kept: Vec<&[u8]> = content
-        .split(|&b| b == b'\n')
-        .filter(|l| *l != line.as_slice())
-        .collect();
+    let kept: Vec<&[u8]> = content.split(|&b| b == b'\n').filter(|l| *l != line.as_slice()).collect();
     let mut out = kept.join(&b'\n');
     while out.ends_with(b"\n\n") {
         out.pop();

@@ -17,6 +17,8 @@
 //! Library rule: nothing here prints, reads the environment or exits. Progress goes through a
 //! [`Reporter`]; settings arrive as [`config::Settings`].
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod config;
 mod error;
 mod gitignore;
@@ -36,8 +38,8 @@ use cairn_store::Store;
 pub use cairn_git::GitError;
 pub use error::{RepoError, Result};
 pub use ops::{
-    AddOutcome, Change, CheckoutOutcome, DiffEntry, FileChange, FsckReport, GcReport, ListedFile,
-    Side, TrackedStatus,
+    AddOutcome, Change, CheckoutOutcome, DiffEntry, FileChange, FsckReport, GcReport, ListedFile, Side,
+    TrackedStatus,
 };
 use pointer::{POINTER_SUFFIX, Pointer, PointerKind};
 pub use walk::ScannedFile;
@@ -128,7 +130,10 @@ impl Repo {
             std::fs::create_dir_all(&dir).map_err(|e| RepoError::io("create", &dir, e))?;
         }
         let files: [(&str, &str); 2] = [
-            (".gitignore", "# Written by cairn init: the cache and local state stay out of Git.\n/cache/\n/state/\n"),
+            (
+                ".gitignore",
+                "# Written by cairn init: the cache and local state stay out of Git.\n/cache/\n/state/\n",
+            ),
             ("config", "# Cairn project configuration (TOML). Edit with `cairn config KEY VALUE`.\n"),
         ];
         for (name, content) in files {
@@ -144,10 +149,7 @@ impl Repo {
     /// Opens the repository containing `path`.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let git = GitRepo::discover(path)?;
-        let root = git
-            .workdir()
-            .canonicalize()
-            .map_err(|e| RepoError::io("resolve", git.workdir(), e))?;
+        let root = git.workdir().canonicalize().map_err(|e| RepoError::io("resolve", git.workdir(), e))?;
         let dot = root.join(DOT_DIR);
         if !dot.join("config").is_file() {
             return Err(RepoError::NotInitialized { root });
@@ -357,11 +359,9 @@ impl Repo {
 
     fn load_manifest(&self, pointer_path: &Path, digest: &Digest) -> Result<Manifest> {
         let bytes = self.store.read_verified(digest).map_err(|e| match e {
-            cairn_store::StoreError::MissingObject { .. } => RepoError::MissingObjects {
-                pointer: pointer_path.to_path_buf(),
-                first: *digest,
-                count: 1,
-            },
+            cairn_store::StoreError::MissingObject { .. } => {
+                RepoError::MissingObjects { pointer: pointer_path.to_path_buf(), first: *digest, count: 1 }
+            }
             other => RepoError::Store(other),
         })?;
         Manifest::decode(&bytes).map_err(|source| RepoError::InvalidManifest {

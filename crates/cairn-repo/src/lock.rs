@@ -32,7 +32,10 @@ impl RepoLock {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
                 Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR) => {
-                    let holder = std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+                    let holder = std::fs::read_to_string(path)
+                        .ok()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty());
                     if start.elapsed() >= timeout {
                         return Err(RepoError::Locked { path: path.to_path_buf(), holder });
                     }

@@ -14,8 +14,7 @@ use crate::pointer::{POINTER_SUFFIX, Pointer, PointerKind};
 use crate::statcache::StatCache;
 use crate::walk::{Scan, ScannedFile, scan_dir};
 use crate::{
-    RepoError, Reporter, Repo, Result, Tracked, bytes_to_path, gitignore, is_under, join_rel,
-    now_ns,
+    Repo, RepoError, Reporter, Result, Tracked, bytes_to_path, gitignore, is_under, join_rel, now_ns,
 };
 
 /// How a file differs between two states.
@@ -131,7 +130,17 @@ struct WorkFile {
     digest: Digest,
 }
 
+/// A fresh hash to record in the stat cache: key, stat, digest.
 type Recorded = (Vec<u8>, FileStat, Digest);
+
+/// A data path as the work tree has it.
+struct Current {
+    /// `None` if the path does not exist.
+    files: Option<Vec<WorkFile>>,
+    recorded: Vec<Recorded>,
+    /// Temporary files left by a killed run.
+    leftovers: Vec<PathBuf>,
+}
 
 fn hash_file(abs: &Path, stat: &FileStat) -> Result<Digest> {
     let file = File::open(abs).map_err(|e| RepoError::io("open", abs, e))?;
@@ -168,7 +177,8 @@ fn scan_data(abs: &Path) -> Result<Option<Scan>> {
     if meta.is_dir() {
         Ok(Some(scan_dir(abs)?))
     } else if meta.is_file() {
-        let file = ScannedFile { rel: Vec::new(), abs: abs.to_path_buf(), stat: FileStat::from_metadata(&meta) };
+        let file =
+            ScannedFile { rel: Vec::new(), abs: abs.to_path_buf(), stat: FileStat::from_metadata(&meta) };
         Ok(Some(Scan { files: vec![file], leftovers: Vec::new() }))
     } else {
         Err(RepoError::UnsupportedFileType { path: abs.to_path_buf() })
@@ -243,7 +253,10 @@ impl Repo {
                 .map(|file| {
                     let key = join_rel(base, &file.rel);
                     if let Some(digest) = cache.lookup(&key, &file.stat) {
-                        return Ok((WorkFile { rel: file.rel, abs: file.abs, stat: file.stat, digest }, None));
+                        return Ok((
+                            WorkFile { rel: file.rel, abs: file.abs, stat: file.stat, digest },
+                            None,
+                        ));
                     }
                     let digest = hash_file(&file.abs, &file.stat)?;
                     reporter.advance(1, file.stat.size);
@@ -270,17 +283,12 @@ impl Repo {
 
     /// The data path's files with their digests (`None` if it does not exist), the fresh
     /// hashes to record, and leftover temporary files from killed runs.
-    fn current_files(
-        &self,
-        rel: &[u8],
-        cache: &StatCache,
-        reporter: &dyn Reporter,
-    ) -> Result<(Option<Vec<WorkFile>>, Vec<Recorded>, Vec<PathBuf>)> {
+    fn current_files(&self, rel: &[u8], cache: &StatCache, reporter: &dyn Reporter) -> Result<Current> {
         match scan_data(&self.abs(rel))? {
-            None => Ok((None, Vec::new(), Vec::new())),
+            None => Ok(Current { files: None, recorded: Vec::new(), leftovers: Vec::new() }),
             Some(scan) => {
                 let (work, recorded) = self.digest_files(rel, scan.files, cache, reporter)?;
-                Ok((Some(work), recorded, scan.leftovers))
+                Ok(Current { files: Some(work), recorded, leftovers: scan.leftovers })
             }
         }
     }
@@ -300,7 +308,8 @@ impl Repo {
         let mut out = Vec::new();
         for tracked in self.tracked(scope)? {
             let expected = self.expected_files(&self.pointer_path(&tracked.rel), &tracked.pointer)?;
-            let (current, recorded, _) = self.current_files(&tracked.rel, &cache, reporter)?;
+            let Current { files: current, recorded, leftovers: _ } =
+                self.current_files(&tracked.rel, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             let (missing, mut changes) = match current {
                 None => (true, compare(&tracked.rel, &expected, &[])),
@@ -412,7 +421,12 @@ impl Repo {
                     };
                     reporter.advance(1, stat.size);
                     Ok(Stored {
-                        entry: ManifestEntry { path: file.rel, digest, size: stat.size, executable: stat.executable() },
+                        entry: ManifestEntry {
+                            path: file.rel,
+                            digest,
+                            size: stat.size,
+                            executable: stat.executable(),
+                        },
                         abs: file.abs,
                         stat,
                         hashed,
@@ -425,7 +439,11 @@ impl Repo {
 
         let mut outcome = AddOutcome {
             rel: rel.to_vec(),
-            pointer: Pointer { kind: PointerKind::File { executable: false }, digest: Digest::blake3([0; 32]), size: 0 },
+            pointer: Pointer {
+                kind: PointerKind::File { executable: false },
+                digest: Digest::blake3([0; 32]),
+                size: 0,
+            },
             changed: false,
             files: stored.len() as u64,
             hashed: 0,
@@ -494,8 +512,7 @@ impl Repo {
     pub fn commit(&self, scope: Option<&[u8]>, reporter: &dyn Reporter) -> Result<Vec<AddOutcome>> {
         let mut rels: Vec<Vec<u8>> = match scope {
             Some(scope) => {
-                let mut rels: Vec<Vec<u8>> =
-                    self.tracked(Some(scope))?.into_iter().map(|t| t.rel).collect();
+                let mut rels: Vec<Vec<u8>> = self.tracked(Some(scope))?.into_iter().map(|t| t.rel).collect();
                 if rels.is_empty() {
                     return Err(RepoError::NotTracked { path: self.abs(scope) });
                 }
@@ -522,7 +539,12 @@ impl Repo {
     /// Makes the work tree match the pointers (all of them, or at or below `scope`).
     /// Refuses, before changing anything, to overwrite or delete a file whose content is not
     /// in the cache, unless `force`.
-    pub fn checkout(&self, scope: Option<&[u8]>, force: bool, reporter: &dyn Reporter) -> Result<Vec<CheckoutOutcome>> {
+    pub fn checkout(
+        &self,
+        scope: Option<&[u8]>,
+        force: bool,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<CheckoutOutcome>> {
         let mut cache = self.stat_cache();
         let hashed_at = now_ns();
         let tracked = self.tracked(scope)?;
@@ -546,7 +568,8 @@ impl Repo {
         for tracked in tracked {
             let pointer_path = self.pointer_path(&tracked.rel);
             let mut expected = self.expected_files(&pointer_path, &tracked.pointer)?;
-            let (current, recorded, leftovers) = self.current_files(&tracked.rel, &cache, reporter)?;
+            let Current { files: current, recorded, leftovers } =
+                self.current_files(&tracked.rel, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             let mut current = current.unwrap_or_default();
             if let Some(scope) = scope {
@@ -560,7 +583,8 @@ impl Repo {
                 (PointerKind::Directory { .. }, Some(m)) => !m.is_dir(),
                 _ => false,
             };
-            let mut plan = Plan { tracked, writes: Vec::new(), deletes: leftovers, unchanged: 0, replace_root };
+            let mut plan =
+                Plan { tracked, writes: Vec::new(), deletes: leftovers, unchanged: 0, replace_root };
             let current_by_rel: BTreeMap<&[u8], &WorkFile> =
                 current.iter().map(|c| (c.rel.as_slice(), c)).collect();
             let mut would_lose = |c: &WorkFile| -> Result<()> {
@@ -587,11 +611,8 @@ impl Repo {
                     plan.deletes.push(c.abs.clone());
                 }
             }
-            let absent: Vec<&ManifestEntry> = plan
-                .writes
-                .iter()
-                .filter(|e| !self.store.contains(&e.digest).unwrap_or(false))
-                .collect();
+            let absent: Vec<&ManifestEntry> =
+                plan.writes.iter().filter(|e| !self.store.contains(&e.digest).unwrap_or(false)).collect();
             if let Some(first) = absent.first()
                 && missing.is_none()
             {
@@ -615,8 +636,10 @@ impl Repo {
                 fs::remove_file(path).map_err(|e| RepoError::io("delete", path, e))?;
             }
             if plan.replace_root {
-                let meta = fs::symlink_metadata(&root_abs).map_err(|e| RepoError::io("stat", &root_abs, e))?;
-                let removed = if meta.is_dir() { fs::remove_dir_all(&root_abs) } else { fs::remove_file(&root_abs) };
+                let meta =
+                    fs::symlink_metadata(&root_abs).map_err(|e| RepoError::io("stat", &root_abs, e))?;
+                let removed =
+                    if meta.is_dir() { fs::remove_dir_all(&root_abs) } else { fs::remove_file(&root_abs) };
                 removed.map_err(|e| RepoError::io("replace", &root_abs, e))?;
             }
             prune_empty_parents(&plan.deletes, &root_abs);
@@ -634,13 +657,21 @@ impl Repo {
                 fs::create_dir_all(dir).map_err(|e| RepoError::io("create directory", dir, e))?;
             }
             let bytes: u64 = plan.writes.iter().map(|e| e.size).sum();
-            reporter.start(&format!("checking out {}", crate::display_bytes(rel)), plan.writes.len() as u64, bytes);
+            reporter.start(
+                &format!("checking out {}", crate::display_bytes(rel)),
+                plan.writes.len() as u64,
+                bytes,
+            );
             let store = &self.store;
             let written: Vec<Recorded> = self.install(|| {
                 plan.writes
                     .par_iter()
                     .map(|e| -> Result<Recorded> {
-                        let dest = if e.path.is_empty() { root_abs.clone() } else { root_abs.join(bytes_to_path(&e.path)) };
+                        let dest = if e.path.is_empty() {
+                            root_abs.clone()
+                        } else {
+                            root_abs.join(bytes_to_path(&e.path))
+                        };
                         let (_, stat) = store.materialize(&e.digest, &dest, e.executable, strategy)?;
                         reporter.advance(1, e.size);
                         Ok((join_rel(rel, &e.path), stat, e.digest))
@@ -673,7 +704,10 @@ impl Repo {
             let label = PathBuf::from(format!("{rev}:{}{POINTER_SUFFIX}", crate::display_bytes(&rel)));
             for e in self.expected_files(&label, &pointer)? {
                 let path = join_rel(&rel, &e.path);
-                out.insert(path.clone(), ListedFile { path, digest: e.digest, size: e.size, executable: e.executable });
+                out.insert(
+                    path.clone(),
+                    ListedFile { path, digest: e.digest, size: e.size, executable: e.executable },
+                );
             }
         }
         Ok(out)
@@ -700,7 +734,8 @@ impl Repo {
         let hashed_at = now_ns();
         let mut out = BTreeMap::new();
         for tracked in self.tracked(None)? {
-            let (current, recorded, _) = self.current_files(&tracked.rel, &cache, reporter)?;
+            let Current { files: current, recorded, leftovers: _ } =
+                self.current_files(&tracked.rel, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             for c in current.unwrap_or_default() {
                 let path = join_rel(&tracked.rel, &c.rel);
@@ -728,21 +763,30 @@ impl Repo {
         let mut out = Vec::new();
         for (path, before) in &a {
             match b.get(path) {
-                None => out.push(DiffEntry { path: path.clone(), change: Change::Deleted, old: Some((before.digest, before.size)), new: None }),
-                Some(after) if after.digest != before.digest || after.executable != before.executable => {
-                    out.push(DiffEntry {
+                None => out.push(DiffEntry {
+                    path: path.clone(),
+                    change: Change::Deleted,
+                    old: Some((before.digest, before.size)),
+                    new: None,
+                }),
+                Some(after) if after.digest != before.digest || after.executable != before.executable => out
+                    .push(DiffEntry {
                         path: path.clone(),
                         change: Change::Modified,
                         old: Some((before.digest, before.size)),
                         new: Some((after.digest, after.size)),
-                    })
-                }
+                    }),
                 Some(_) => {}
             }
         }
         for (path, after) in &b {
             if !a.contains_key(path) {
-                out.push(DiffEntry { path: path.clone(), change: Change::Added, old: None, new: Some((after.digest, after.size)) });
+                out.push(DiffEntry {
+                    path: path.clone(),
+                    change: Change::Added,
+                    old: None,
+                    new: Some((after.digest, after.size)),
+                });
             }
         }
         out.sort_by(|x, y| x.path.cmp(&y.path));
@@ -758,7 +802,10 @@ impl Repo {
                 for tracked in self.tracked(scope)? {
                     for e in self.expected_files(&self.pointer_path(&tracked.rel), &tracked.pointer)? {
                         let path = join_rel(&tracked.rel, &e.path);
-                        out.insert(path.clone(), ListedFile { path, digest: e.digest, size: e.size, executable: e.executable });
+                        out.insert(
+                            path.clone(),
+                            ListedFile { path, digest: e.digest, size: e.size, executable: e.executable },
+                        );
                     }
                 }
                 out
@@ -773,9 +820,10 @@ impl Repo {
         let rev_label = rev.unwrap_or("the work tree's pointers").to_owned();
         let (owner, pointer_path) = match rev {
             None => {
-                let owner = self
-                    .tracked_containing(rel)?
-                    .ok_or_else(|| RepoError::NotATrackedFile { path: self.abs(rel), rev: rev_label.clone() })?;
+                let owner = self.tracked_containing(rel)?.ok_or_else(|| RepoError::NotATrackedFile {
+                    path: self.abs(rel),
+                    rev: rev_label.clone(),
+                })?;
                 let path = self.pointer_path(&owner.rel);
                 (owner, path)
             }
@@ -785,8 +833,12 @@ impl Repo {
                     .into_iter()
                     .filter(|(p, _)| is_under(rel, p))
                     .max_by_key(|(p, _)| p.len())
-                    .ok_or_else(|| RepoError::NotATrackedFile { path: self.abs(rel), rev: rev_label.clone() })?;
-                let label = PathBuf::from(format!("{rev}:{}{POINTER_SUFFIX}", crate::display_bytes(&owner_rel)));
+                    .ok_or_else(|| RepoError::NotATrackedFile {
+                        path: self.abs(rel),
+                        rev: rev_label.clone(),
+                    })?;
+                let label =
+                    PathBuf::from(format!("{rev}:{}{POINTER_SUFFIX}", crate::display_bytes(&owner_rel)));
                 (Tracked { rel: owner_rel, pointer }, label)
             }
         };
@@ -843,17 +895,17 @@ impl Repo {
         let mut count = 0;
         for owner in owners {
             let Some(scan) = scan_data(&self.abs(&owner.rel))? else { continue };
-            let targets: Vec<ScannedFile> = scan
-                .files
-                .into_iter()
-                .filter(|f| is_under(&join_rel(&owner.rel, &f.rel), rel))
-                .collect();
+            let targets: Vec<ScannedFile> =
+                scan.files.into_iter().filter(|f| is_under(&join_rel(&owner.rel, &f.rel), rel)).collect();
             let done: Vec<Option<Vec<u8>>> = self.install(|| {
                 targets
                     .par_iter()
                     .map(|f| -> Result<Option<Vec<u8>>> {
-                        let link = fs::symlink_metadata(&f.abs).map_err(|e| RepoError::io("stat", &f.abs, e))?;
-                        let shared = link.file_type().is_symlink() || link.nlink() > 1 || link.permissions().readonly();
+                        let link =
+                            fs::symlink_metadata(&f.abs).map_err(|e| RepoError::io("stat", &f.abs, e))?;
+                        let shared = link.file_type().is_symlink()
+                            || link.nlink() > 1
+                            || link.permissions().readonly();
                         if !shared {
                             return Ok(None);
                         }
@@ -883,11 +935,8 @@ impl Repo {
     // ------------------------------------------------------------------------ gc and fsck
 
     fn referenced(&self, all_commits: bool) -> Result<HashSet<Digest>> {
-        let mut pointers: Vec<(PathBuf, Pointer)> = self
-            .tracked(None)?
-            .into_iter()
-            .map(|t| (self.pointer_path(&t.rel), t.pointer))
-            .collect();
+        let mut pointers: Vec<(PathBuf, Pointer)> =
+            self.tracked(None)?.into_iter().map(|t| (self.pointer_path(&t.rel), t.pointer)).collect();
         if all_commits {
             for file in self.git.files_with_suffix_all_commits(POINTER_SUFFIX.as_bytes())? {
                 let label = PathBuf::from(format!("(history):{}", crate::display_bytes(&file.path)));
@@ -920,7 +969,11 @@ impl Repo {
             }
         }
         if force {
-            reporter.start("removing unreferenced objects", report.unreferenced.len() as u64, report.unreferenced_bytes());
+            reporter.start(
+                "removing unreferenced objects",
+                report.unreferenced.len() as u64,
+                report.unreferenced_bytes(),
+            );
             for (digest, size) in &report.unreferenced {
                 self.store.remove(digest)?;
                 reporter.advance(1, *size);
@@ -994,4 +1047,3 @@ fn prune_empty_parents(deleted: &[PathBuf], stop: &Path) {
         }
     }
 }
-

@@ -79,9 +79,7 @@ impl Pointer {
             return Err(PointerError::TooNew(format));
         }
         let digest_text = raw.digest.ok_or(PointerError::Missing("digest"))?;
-        let digest = digest_text
-            .parse()
-            .map_err(|e| PointerError::BadDigest(digest_text.clone(), e))?;
+        let digest = digest_text.parse().map_err(|e| PointerError::BadDigest(digest_text.clone(), e))?;
         let size = raw.size.ok_or(PointerError::Missing("size"))?;
         let kind = match raw.kind.as_deref().ok_or(PointerError::Missing("kind"))? {
             "file" => {
@@ -103,9 +101,8 @@ impl Pointer {
 
     /// The canonical text written to disk.
     pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# Cairn pointer file: commit it to Git; the data lives in the Cairn cache.\n",
-        );
+        let mut out =
+            String::from("# Cairn pointer file: commit it to Git; the data lives in the Cairn cache.\n");
         out.push_str(&format!("format: {POINTER_FORMAT}\n"));
         match self.kind {
             PointerKind::File { executable } => {

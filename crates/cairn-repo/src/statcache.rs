@@ -75,8 +75,7 @@ impl StatCache {
     pub fn forget_under(&mut self, prefix: &[u8]) {
         let before = self.entries.len();
         self.entries.retain(|key, _| {
-            !(key.as_slice() == prefix
-                || (key.starts_with(prefix) && key.get(prefix.len()) == Some(&b'/')))
+            !(key.as_slice() == prefix || (key.starts_with(prefix) && key.get(prefix.len()) == Some(&b'/')))
         });
         self.dirty |= self.entries.len() != before;
     }
@@ -129,8 +128,7 @@ fn decode(bytes: &[u8]) -> Option<HashMap<Vec<u8>, StatEntry>> {
         let key = take(&mut rest, len)?.to_vec();
         let fixed = take(&mut rest, RECORD_FIXED)?;
         let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
-        let i128_at =
-            |at: usize| i128::from_le_bytes(fixed[at..at + 16].try_into().expect("16 bytes"));
+        let i128_at = |at: usize| i128::from_le_bytes(fixed[at..at + 16].try_into().expect("16 bytes"));
         let stat = FileStat {
             dev: u64_at(0),
             ino: u64_at(8),

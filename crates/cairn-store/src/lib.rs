@@ -25,6 +25,8 @@
 //! assert_eq!(std::fs::read(store.object_path(&stored)).unwrap(), b"hello\n");
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod link;
 mod stat;
 
@@ -244,8 +246,7 @@ impl Store {
         let mut file = self.open_object(digest)?;
         let path = self.object_path(digest);
         let size = file.metadata().map_err(|e| StoreError::io("stat", &path, e))?.len();
-        let (actual, _) =
-            hash_reader(&mut file, size, None).map_err(|e| StoreError::io("read", &path, e))?;
+        let (actual, _) = hash_reader(&mut file, size, None).map_err(|e| StoreError::io("read", &path, e))?;
         if actual != *digest {
             return Err(StoreError::Corrupt { expected: *digest, actual });
         }
@@ -255,14 +256,12 @@ impl Store {
     /// Every object in the cache with its size. Files whose names are not digests are skipped.
     pub fn list(&self) -> Result<Vec<(Digest, u64)>> {
         let mut out = Vec::new();
-        let shards = fs::read_dir(&self.objects)
-            .map_err(|e| StoreError::io("list", &self.objects, e))?;
+        let shards = fs::read_dir(&self.objects).map_err(|e| StoreError::io("list", &self.objects, e))?;
         for shard in shards {
             let shard = shard.map_err(|e| StoreError::io("list", &self.objects, e))?;
             let shard_name = shard.file_name();
             let Some(prefix) = shard_name.to_str().filter(|s| s.len() == 2) else { continue };
-            let entries =
-                fs::read_dir(shard.path()).map_err(|e| StoreError::io("list", shard.path(), e))?;
+            let entries = fs::read_dir(shard.path()).map_err(|e| StoreError::io("list", shard.path(), e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| StoreError::io("list", shard.path(), e))?;
                 let name = entry.file_name();

@@ -58,7 +58,9 @@ impl LinkStrategy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a link strategy: use a comma-separated list of reflink, hardlink, symlink, copy (for example `reflink,copy`)")]
+#[error(
+    "`{0}` is not a link strategy: use a comma-separated list of reflink, hardlink, symlink, copy (for example `reflink,copy`)"
+)]
 pub struct ParseLinkError(String);
 
 impl FromStr for LinkStrategy {
@@ -147,9 +149,7 @@ pub(crate) fn place(
             Ok(()) => {
                 let stat = FileStat::of_path(&tmp).map_err(|e| StoreError::io("stat", &tmp, e));
                 let renamed = stat.and_then(|stat| {
-                    fs::rename(&tmp, dest)
-                        .map(|()| stat)
-                        .map_err(|e| StoreError::io("replace", dest, e))
+                    fs::rename(&tmp, dest).map(|()| stat).map_err(|e| StoreError::io("replace", dest, e))
                 });
                 return match renamed {
                     // The rename keeps the inode, so the stat taken on `tmp` is the file's.

@@ -185,7 +185,8 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
 /// Writes `count` files of deterministic content under `rel`.
 pub fn make_tree(repo: &TestRepo, rel: &str, count: usize, seed: u8) {
     for i in 0..count {
-        let content: Vec<u8> = (0..(100 + i % 300)).map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
+        let content: Vec<u8> =
+            (0..(100 + i % 300)).map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
         repo.write(format!("{rel}/d{:02}/f{i:05}.bin", i % 7), content);
     }
 }
