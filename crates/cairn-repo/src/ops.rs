@@ -415,7 +415,7 @@ impl Repo {
                     let (digest, stat, hashed, new) = match known {
                         Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false),
                         _ => {
-                            let put = store.put_file(&file.abs)?;
+                            let put = store.put_file(&file.abs, Some(&file.stat))?;
                             (put.digest, put.stat, true, put.new)
                         }
                     };

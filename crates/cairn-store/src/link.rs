@@ -1,9 +1,10 @@
 use std::fmt;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{FileStat, StoreError, unique_tmp_name};
 
@@ -102,23 +103,50 @@ fn tmp_beside(dest: &Path) -> PathBuf {
     }
 }
 
-fn try_kind(kind: LinkKind, object: &Path, tmp: &Path, executable: bool) -> io::Result<()> {
-    let mode = if executable { 0o755 } else { 0o644 };
+/// Creates `tmp` from `object` by one link kind; returns the new file, still open for copies.
+fn try_kind(
+    kind: LinkKind,
+    object: &Path,
+    tmp: &Path,
+    executable: bool,
+    reflink_unsupported: &AtomicBool,
+) -> io::Result<Option<File>> {
     match kind {
-        LinkKind::Reflink => {
-            reflink_copy::reflink(object, tmp)?;
-            fs::set_permissions(tmp, fs::Permissions::from_mode(mode))
-        }
-        LinkKind::Copy => {
-            fs::copy(object, tmp)?;
-            fs::set_permissions(tmp, fs::Permissions::from_mode(mode))
+        LinkKind::Reflink | LinkKind::Copy => {
+            if kind == LinkKind::Reflink && reflink_unsupported.load(Ordering::Relaxed) {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "reflink is not supported here"));
+            }
+            let mut source = File::open(object)?;
+            // Created with its final mode: no chmod afterwards.
+            let mut dest = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(if executable { 0o755 } else { 0o644 })
+                .open(tmp)?;
+            if kind == LinkKind::Reflink {
+                if let Err(error) = reflink_copy::reflink_file(&source, &dest) {
+                    if is_unsupported(&error) {
+                        reflink_unsupported.store(true, Ordering::Relaxed);
+                    }
+                    return Err(error);
+                }
+            } else {
+                io::copy(&mut source, &mut dest)?;
+            }
+            Ok(Some(dest))
         }
         LinkKind::Hardlink | LinkKind::Symlink if executable => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "executable files are not linked to read-only cache objects",
         )),
-        LinkKind::Hardlink => fs::hard_link(object, tmp),
-        LinkKind::Symlink => std::os::unix::fs::symlink(object, tmp),
+        LinkKind::Hardlink => {
+            fs::hard_link(object, tmp)?;
+            Ok(None)
+        }
+        LinkKind::Symlink => {
+            std::os::unix::fs::symlink(object, tmp)?;
+            Ok(None)
+        }
     }
 }
 
@@ -136,6 +164,7 @@ pub(crate) fn place(
     dest: &Path,
     executable: bool,
     strategy: &LinkStrategy,
+    reflink_unsupported: &AtomicBool,
 ) -> Result<(LinkKind, FileStat), StoreError> {
     let mut last_error = None;
     // Executables cannot share the read-only object, so they always have a copy to fall to.
@@ -145,25 +174,24 @@ pub(crate) fn place(
     }
     for kind in kinds {
         let tmp = tmp_beside(dest);
-        match try_kind(kind, object, &tmp, executable) {
-            Ok(()) => {
-                let stat = FileStat::of_path(&tmp).map_err(|e| StoreError::io("stat", &tmp, e));
-                let renamed = stat.and_then(|stat| {
-                    fs::rename(&tmp, dest).map(|()| stat).map_err(|e| StoreError::io("replace", dest, e))
-                });
-                return match renamed {
-                    // The rename keeps the inode, so the stat taken on `tmp` is the file's.
-                    Ok(stat) => Ok((kind, stat)),
-                    Err(error) => {
-                        let _ = fs::remove_file(&tmp);
-                        Err(error)
-                    }
+        match try_kind(kind, object, &tmp, executable, reflink_unsupported) {
+            Ok(file) => {
+                if let Err(error) = fs::rename(&tmp, dest) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(StoreError::io("replace", dest, error));
+                }
+                // Stat after the rename: it changes the ctime the stat cache compares.
+                let stat = match file {
+                    Some(file) => FileStat::of_file(&file),
+                    None => FileStat::of_path(dest),
                 };
+                return Ok((kind, stat.map_err(|e| StoreError::io("stat", dest, e))?));
             }
             Err(error) => {
                 let _ = fs::remove_file(&tmp);
                 if !is_unsupported(&error) {
-                    return Err(StoreError::io("write", dest, error));
+                    let action = if error.kind() == io::ErrorKind::NotFound { "read cache object for" } else { "write" };
+                    return Err(StoreError::io(action, dest, error));
                 }
                 last_error = Some(error);
             }
