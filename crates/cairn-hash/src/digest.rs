@@ -39,6 +39,20 @@ impl Digest {
         &self.bytes
     }
 
+    /// Parses the text form from raw bytes (`blake3:<64 lowercase hex>`), without the
+    /// error detail of [`FromStr`]; for hot decoding loops.
+    pub fn parse_bytes(text: &[u8]) -> Option<Self> {
+        let hex = text.strip_prefix(b"blake3:")?;
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, pair) in hex.chunks_exact(2).enumerate() {
+            bytes[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Digest::blake3(bytes))
+    }
+
     /// The digest's bytes as 64 lowercase hex digits, without the algorithm tag.
     pub fn hex(&self) -> String {
         let mut out = String::with_capacity(64);
@@ -137,6 +151,7 @@ mod tests {
         fn text_round_trips(bytes in any::<[u8; 32]>()) {
             let digest = Digest::blake3(bytes);
             prop_assert_eq!(digest.to_string().parse::<Digest>().unwrap(), digest);
+            prop_assert_eq!(Digest::parse_bytes(digest.to_string().as_bytes()), Some(digest));
         }
     }
 }

@@ -134,7 +134,7 @@ impl Manifest {
     /// produces, so `decode(bytes)?.encode() == bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
         let body = bytes.strip_prefix(HEADER).ok_or(ManifestError::BadHeader)?;
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(body.len() / 96);
         let mut rest = body;
         while !rest.is_empty() {
             let index = entries.len();
@@ -152,10 +152,7 @@ impl Manifest {
                 b"100755" => true,
                 _ => return Err(bad("mode is neither 100644 nor 100755")),
             };
-            let digest = std::str::from_utf8(digest)
-                .ok()
-                .and_then(|text| text.parse::<Digest>().ok())
-                .ok_or_else(|| bad("invalid digest"))?;
+            let digest = Digest::parse_bytes(digest).ok_or_else(|| bad("invalid digest"))?;
             let size = parse_size(size).ok_or_else(|| bad("invalid size"))?;
             validate_path(path)?;
             entries.push(ManifestEntry { path: path.to_vec(), digest, size, executable });

@@ -240,42 +240,39 @@ impl Repo {
         cache: &StatCache,
         reporter: &dyn Reporter,
     ) -> Result<(Vec<WorkFile>, Vec<Recorded>)> {
-        let (misses, miss_bytes) = files
-            .iter()
-            .filter(|f| cache.lookup(&join_rel(base, &f.rel), &f.stat).is_none())
-            .fold((0u64, 0u64), |(n, bytes), f| (n + 1, bytes + f.stat.size));
-        if misses > 0 {
-            reporter.start("hashing", misses, miss_bytes);
+        // One stat-cache lookup per file, in parallel; then hash only the misses.
+        let known: Vec<Option<Digest>> = self.install(|| {
+            files.par_iter().map(|f| cache.lookup(&join_rel(base, &f.rel), &f.stat)).collect()
+        });
+        let misses: Vec<usize> = (0..files.len()).filter(|&i| known[i].is_none()).collect();
+        let miss_bytes = misses.iter().map(|&i| files[i].stat.size).sum();
+        if !misses.is_empty() {
+            reporter.start("hashing", misses.len() as u64, miss_bytes);
         }
-        let results: Vec<(WorkFile, Option<Recorded>)> = self.install(|| {
-            files
-                .into_par_iter()
-                .map(|file| {
-                    let key = join_rel(base, &file.rel);
-                    if let Some(digest) = cache.lookup(&key, &file.stat) {
-                        return Ok((
-                            WorkFile { rel: file.rel, abs: file.abs, stat: file.stat, digest },
-                            None,
-                        ));
-                    }
-                    let digest = hash_file(&file.abs, &file.stat)?;
-                    reporter.advance(1, file.stat.size);
-                    Ok((
-                        WorkFile { rel: file.rel, abs: file.abs, stat: file.stat, digest },
-                        Some((key, file.stat, digest)),
-                    ))
+        let hashed: Vec<Digest> = self.install(|| {
+            misses
+                .par_iter()
+                .map(|&i| {
+                    let digest = hash_file(&files[i].abs, &files[i].stat)?;
+                    reporter.advance(1, files[i].stat.size);
+                    Ok(digest)
                 })
                 .collect::<Result<_>>()
         })?;
-        if misses > 0 {
+        if !misses.is_empty() {
             reporter.finish();
         }
-        let mut recorded = Vec::new();
-        let work = results
+        let mut recorded = Vec::with_capacity(misses.len());
+        for (&i, digest) in misses.iter().zip(&hashed) {
+            recorded.push((join_rel(base, &files[i].rel), files[i].stat, *digest));
+        }
+        let mut fresh = hashed.into_iter();
+        let work = files
             .into_iter()
-            .map(|(work, record)| {
-                recorded.extend(record);
-                work
+            .zip(known)
+            .map(|(file, known)| {
+                let digest = known.unwrap_or_else(|| fresh.next().expect("one fresh digest per miss"));
+                WorkFile { rel: file.rel, abs: file.abs, stat: file.stat, digest }
             })
             .collect();
         Ok((work, recorded))

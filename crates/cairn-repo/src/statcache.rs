@@ -16,11 +16,11 @@
 //! hashed are not recorded, because a second write in the same timestamp tick could leave
 //! mtime unchanged ("racy" entries, as Git calls them).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cairn_hash::Digest;
 use cairn_store::FileStat;
+use rustc_hash::FxHashMap as HashMap;
 
 const HEADER: &[u8] = b"cairn-stat-cache 1\n";
 const RECORD_FIXED: usize = 8 * 3 + 16 * 2 + 4 + 32;
@@ -114,7 +114,7 @@ fn encode(entries: &HashMap<Vec<u8>, StatEntry>) -> Vec<u8> {
 
 fn decode(bytes: &[u8]) -> Option<HashMap<Vec<u8>, StatEntry>> {
     let mut rest = bytes.strip_prefix(HEADER)?;
-    let mut entries = HashMap::new();
+    let mut entries = HashMap::with_capacity_and_hasher(rest.len() / (RECORD_FIXED + 24), Default::default());
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if rest.len() < n {
             return None;
