@@ -79,7 +79,8 @@ pub struct OpenOptions {
 pub struct Repo {
     root: PathBuf,
     dot: PathBuf,
-    git: GitRepo,
+    /// libgit2 handles are not `Sync`; the mutex lets worker threads share `&Repo`.
+    git: std::sync::Mutex<GitRepo>,
     store: Store,
     settings: config::Settings,
     pool: rayon::ThreadPool,
@@ -168,7 +169,7 @@ impl Repo {
         let pool = builder
             .build()
             .map_err(|e| RepoError::io("start worker threads for", &root, std::io::Error::other(e)))?;
-        Ok(Repo { root, dot, git, store, settings, pool })
+        Ok(Repo { root, dot, git: std::sync::Mutex::new(git), store, settings, pool })
     }
 
     pub fn root(&self) -> &Path {
@@ -369,6 +370,12 @@ impl Repo {
             digest: *digest,
             source,
         })
+    }
+
+    /// The Git repository (a poisoned lock only means another thread panicked mid-read;
+    /// libgit2 reads leave no state behind, so the handle is still usable).
+    pub(crate) fn git(&self) -> std::sync::MutexGuard<'_, GitRepo> {
+        self.git.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` on this repository's worker threads.

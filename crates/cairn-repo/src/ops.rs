@@ -241,9 +241,8 @@ impl Repo {
         reporter: &dyn Reporter,
     ) -> Result<(Vec<WorkFile>, Vec<Recorded>)> {
         // One stat-cache lookup per file, in parallel; then hash only the misses.
-        let known: Vec<Option<Digest>> = self.install(|| {
-            files.par_iter().map(|f| cache.lookup(&join_rel(base, &f.rel), &f.stat)).collect()
-        });
+        let known: Vec<Option<Digest>> = self
+            .install(|| files.par_iter().map(|f| cache.lookup(&join_rel(base, &f.rel), &f.stat)).collect());
         let misses: Vec<usize> = (0..files.len()).filter(|&i| known[i].is_none()).collect();
         let miss_bytes = misses.iter().map(|&i| files[i].stat.size).sum();
         if !misses.is_empty() {
@@ -278,6 +277,32 @@ impl Repo {
         Ok((work, recorded))
     }
 
+    /// What the pointer expects and what the work tree has, read concurrently (decoding a large
+    /// manifest overlaps with scanning the directory).
+    fn expected_and_current(
+        &self,
+        tracked: &Tracked,
+        cache: &StatCache,
+        reporter: &dyn Reporter,
+    ) -> Result<(Vec<ManifestEntry>, Current)> {
+        let pointer_path = self.pointer_path(&tracked.rel);
+        let (expected, scan) = self.install(|| {
+            rayon::join(
+                || self.expected_files(&pointer_path, &tracked.pointer),
+                || scan_data(&self.abs(&tracked.rel)),
+            )
+        });
+        let (expected, scan) = (expected?, scan?);
+        let current = match scan {
+            None => Current { files: None, recorded: Vec::new(), leftovers: Vec::new() },
+            Some(scan) => {
+                let (work, recorded) = self.digest_files(&tracked.rel, scan.files, cache, reporter)?;
+                Current { files: Some(work), recorded, leftovers: scan.leftovers }
+            }
+        };
+        Ok((expected, current))
+    }
+
     /// The data path's files with their digests (`None` if it does not exist), the fresh
     /// hashes to record, and leftover temporary files from killed runs.
     fn current_files(&self, rel: &[u8], cache: &StatCache, reporter: &dyn Reporter) -> Result<Current> {
@@ -300,13 +325,12 @@ impl Repo {
 
     /// Tracked data that differs from its pointer.
     pub fn status(&self, scope: Option<&[u8]>, reporter: &dyn Reporter) -> Result<Vec<TrackedStatus>> {
-        let mut cache = self.stat_cache();
         let hashed_at = now_ns();
+        let (mut cache, tracked) = self.install(|| rayon::join(|| self.stat_cache(), || self.tracked(scope)));
         let mut out = Vec::new();
-        for tracked in self.tracked(scope)? {
-            let expected = self.expected_files(&self.pointer_path(&tracked.rel), &tracked.pointer)?;
-            let Current { files: current, recorded, leftovers: _ } =
-                self.current_files(&tracked.rel, &cache, reporter)?;
+        for tracked in tracked? {
+            let (expected, Current { files: current, recorded, leftovers: _ }) =
+                self.expected_and_current(&tracked, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             let (missing, mut changes) = match current {
                 None => (true, compare(&tracked.rel, &expected, &[])),
@@ -564,9 +588,8 @@ impl Repo {
         let mut missing: Option<(PathBuf, Digest, usize)> = None;
         for tracked in tracked {
             let pointer_path = self.pointer_path(&tracked.rel);
-            let mut expected = self.expected_files(&pointer_path, &tracked.pointer)?;
-            let Current { files: current, recorded, leftovers } =
-                self.current_files(&tracked.rel, &cache, reporter)?;
+            let (mut expected, Current { files: current, recorded, leftovers }) =
+                self.expected_and_current(&tracked, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             let mut current = current.unwrap_or_default();
             if let Some(scope) = scope {
@@ -712,11 +735,11 @@ impl Repo {
 
     fn pointers_at(&self, rev: &str) -> Result<Vec<(Vec<u8>, Pointer)>> {
         // Before the first commit, HEAD names an empty tree rather than an error.
-        if rev == "HEAD" && self.git.head()?.is_none() {
+        let git = self.git();
+        if rev == "HEAD" && git.head()?.is_none() {
             return Ok(Vec::new());
         }
-        self.git
-            .files_with_suffix(rev, POINTER_SUFFIX.as_bytes())?
+        git.files_with_suffix(rev, POINTER_SUFFIX.as_bytes())?
             .into_iter()
             .map(|file| {
                 let rel = file.path[..file.path.len() - POINTER_SUFFIX.len()].to_vec();
@@ -935,7 +958,7 @@ impl Repo {
         let mut pointers: Vec<(PathBuf, Pointer)> =
             self.tracked(None)?.into_iter().map(|t| (self.pointer_path(&t.rel), t.pointer)).collect();
         if all_commits {
-            for file in self.git.files_with_suffix_all_commits(POINTER_SUFFIX.as_bytes())? {
+            for file in self.git().files_with_suffix_all_commits(POINTER_SUFFIX.as_bytes())? {
                 let label = PathBuf::from(format!("(history):{}", crate::display_bytes(&file.path)));
                 pointers.push((label.clone(), crate::parse_pointer_bytes(&label, &file.content)?));
             }

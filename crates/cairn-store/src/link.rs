@@ -190,7 +190,11 @@ pub(crate) fn place(
             Err(error) => {
                 let _ = fs::remove_file(&tmp);
                 if !is_unsupported(&error) {
-                    let action = if error.kind() == io::ErrorKind::NotFound { "read cache object for" } else { "write" };
+                    let action = if error.kind() == io::ErrorKind::NotFound {
+                        "read cache object for"
+                    } else {
+                        "write"
+                    };
                     return Err(StoreError::io(action, dest, error));
                 }
                 last_error = Some(error);
