@@ -90,6 +90,8 @@ pub struct Store {
     tmp: PathBuf,
     /// Set after the first reflink fails as unsupported, so later files skip the attempt.
     reflink_unsupported: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set when `O_TMPFILE` + `linkat` does not work here; writes then use named temporaries.
+    tmpfile_unsupported: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -112,7 +114,13 @@ impl Store {
         for dir in [&objects, &tmp] {
             fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         }
-        Ok(Store { root: root.to_path_buf(), objects, tmp, reflink_unsupported: Default::default() })
+        Ok(Store {
+            root: root.to_path_buf(),
+            objects,
+            tmp,
+            reflink_unsupported: Default::default(),
+            tmpfile_unsupported: Default::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -138,12 +146,52 @@ impl Store {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = hash_bytes(bytes);
         if !self.contains(&digest)? {
-            let (mut file, tmp) = self.create_tmp()?;
-            file.write_all(bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
-            drop(file);
-            self.finalize(&tmp, &digest)?;
+            self.write_object(&digest, bytes)?;
         }
         Ok(digest)
+    }
+
+    /// Writes an object whose bytes are in memory. Where the filesystem supports `O_TMPFILE`
+    /// the object is an unnamed inode until it is complete and then linked into place (one
+    /// directory entry, nothing to clean up after a crash); elsewhere a named temporary file
+    /// in `tmp/` is renamed into place. Returns false if the object already existed.
+    fn write_object(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+        use std::os::fd::AsRawFd;
+        if !self.tmpfile_unsupported.load(Ordering::Relaxed) {
+            let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+            match rustix::fs::openat(CWD, &self.tmp, flags, Mode::from_bits_truncate(0o444)) {
+                Ok(fd) => {
+                    let mut file = File::from(fd);
+                    file.write_all(bytes).map_err(|e| StoreError::io("write an object in", &self.tmp, e))?;
+                    let target = self.object_path(digest);
+                    let handle = format!("/proc/self/fd/{}", file.as_raw_fd());
+                    let link = || rustix::fs::linkat(CWD, &handle, CWD, &target, AtFlags::SYMLINK_FOLLOW);
+                    let mut result = link();
+                    if result == Err(rustix::io::Errno::NOENT) {
+                        // First object in this shard (or no /proc: then the retry fails too).
+                        let parent = target.parent().expect("object paths have a shard directory");
+                        fs::create_dir_all(parent)
+                            .map_err(|e| StoreError::io("create directory", parent, e))?;
+                        result = link();
+                    }
+                    match result {
+                        Ok(()) => return Ok(true),
+                        Err(rustix::io::Errno::EXIST) => return Ok(false),
+                        Err(rustix::io::Errno::NOENT) => {}
+                        Err(e) => return Err(StoreError::io("link into the cache", &target, e.into())),
+                    }
+                }
+                Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {}
+                Err(e) => return Err(StoreError::io("create an object in", &self.tmp, e.into())),
+            }
+            self.tmpfile_unsupported.store(true, Ordering::Relaxed);
+        }
+        let (mut file, tmp) = self.create_tmp()?;
+        file.write_all(bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
+        drop(file);
+        self.finalize(&tmp, digest)?;
+        Ok(true)
     }
 
     /// Stores the regular file at `path` (following symlinks). The object is hashed from the
@@ -166,13 +214,7 @@ impl Store {
             let bytes = read_small(&mut file, before.size).map_err(|e| StoreError::io("read", path, e))?;
             check_after(&file, bytes.len() as u64)?;
             let digest = hash_bytes(&bytes);
-            let new = !self.contains(&digest)?;
-            if new {
-                let (mut out, tmp) = self.create_tmp()?;
-                out.write_all(&bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
-                drop(out);
-                self.finalize(&tmp, &digest)?;
-            }
+            let new = !self.contains(&digest)? && self.write_object(&digest, &bytes)?;
             return Ok(StoredFile { digest, size: before.size, stat: before, new });
         }
 
@@ -415,6 +457,17 @@ mod tests {
         }
         assert_eq!(store.list().unwrap().len(), 3);
         assert_eq!(fs::read_dir(dir.path().join("cache/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn named_temporary_fallback_writes_the_same_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.tmpfile_unsupported.store(true, Ordering::Relaxed);
+        let digest = store.put_bytes(b"via rename").unwrap();
+        store.verify(&digest).unwrap();
+        assert_eq!(store.put_bytes(b"via rename").unwrap(), digest);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]
