@@ -3,18 +3,18 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod failure;
+mod output;
 mod progress;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cairn_repo::config::ConfigFile;
-use cairn_repo::{Change, InitOutcome, OpenOptions, Repo, Reporter, Side, display_bytes};
+use cairn_repo::{InitOutcome, OpenOptions, Repo, Reporter, Side, display_bytes};
 use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
 
 use failure::{EXIT_INTERNAL, Failure};
+use output::{json, out};
 use progress::{Progress, human_bytes};
 
 const ABOUT: &str = "Cairn versions data and models together with code.
@@ -137,6 +137,9 @@ enum Command {
         output: OutputArgs,
     },
     /// Verify every cache object's hash and every pointer's objects.
+    #[command(
+        after_help = "Examples:\n  cairn fsck\n  cairn fsck --json | jq .problems\n\nExits 1 if any problem is found."
+    )]
     Fsck {
         #[command(flatten)]
         output: OutputArgs,
@@ -214,17 +217,6 @@ impl Context {
     }
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).expect("plain data always serializes");
-    writeln!(std::io::stdout(), "{text}")
-        .map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
-}
-
-fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
-    writeln!(std::io::stdout(), "{line}")
-        .map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
-}
-
 fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::user(format!("cannot read the current directory: {e}"), None))?;
@@ -252,55 +244,40 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let rels = paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<Vec<_>, _>>()?;
             let _lock = repo.lock(reporter)?;
             let outcomes = repo.add(&rels, reporter)?;
-            report_added(&outcomes, output.json)
+            output::added(&outcomes, output.json)
         }
         Command::Commit { path, output } => {
             let repo = context.open()?;
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let _lock = repo.lock(reporter)?;
             let outcomes = repo.commit(scope.as_deref(), reporter)?;
-            report_added(&outcomes, output.json)
+            output::added(&outcomes, output.json)
         }
         Command::Status { path, output } => {
             let repo = context.open()?;
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let statuses = repo.status(scope.as_deref(), reporter)?;
-            report_status(&statuses, output.json)
+            output::status(&statuses, output.json)
         }
         Command::Checkout { path, force, output } => {
             let repo = context.open()?;
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let _lock = repo.lock(reporter)?;
             let outcomes = repo.checkout(scope.as_deref(), force, reporter)?;
-            report_checkout(&outcomes, output.json)
+            output::checkout(&outcomes, output.json)
         }
         Command::Diff { old, new, output } => {
             let repo = context.open()?;
             let old = Side::Rev(old.unwrap_or_else(|| "HEAD".to_owned()));
             let new = new.map(Side::Rev).unwrap_or(Side::Workspace);
             let entries = repo.diff(&old, &new, reporter)?;
-            report_diff(&entries, output.json)
+            output::diff(&entries, output.json)
         }
         Command::Ls { path, rev, output } => {
             let repo = context.open()?;
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let files = repo.ls(rev.as_deref(), scope.as_deref())?;
-            if output.json {
-                let wire: Vec<_> = files
-                    .iter()
-                    .map(|f| WireFile {
-                        path: display_bytes(&f.path),
-                        digest: f.digest.to_string(),
-                        size: f.size,
-                        executable: f.executable,
-                    })
-                    .collect();
-                return print_json(&wire);
-            }
-            for f in &files {
-                out(format!("{:>10}  {}", human_bytes(f.size), display_bytes(&f.path)))?;
-            }
-            Ok(())
+            output::files(&files, output.json)
         }
         Command::Cat { path, rev } => {
             let repo = context.open()?;
@@ -345,7 +322,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let _lock = repo.lock(reporter)?;
             let report = repo.gc(all_commits, force, reporter)?;
             if output.json {
-                return print_json(&serde_json::json!({
+                return json(&serde_json::json!({
                     "kept_objects": report.kept,
                     "unreferenced_objects": report.unreferenced.len(),
                     "unreferenced_bytes": report.unreferenced_bytes(),
@@ -370,7 +347,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let repo = context.open()?;
             let report = repo.fsck(reporter)?;
             if output.json {
-                print_json(&serde_json::json!({
+                json(&serde_json::json!({
                     "objects": report.objects,
                     "bytes": report.bytes,
                     "pointers": report.pointers,
@@ -444,151 +421,4 @@ fn run_config(
         },
         (None, _) => Err(Failure::usage("name a KEY, or use --list (see `cairn config --help`)")),
     }
-}
-
-#[derive(Serialize)]
-struct WireFile {
-    path: String,
-    digest: String,
-    size: u64,
-    executable: bool,
-}
-
-fn report_added(outcomes: &[cairn_repo::AddOutcome], json: bool) -> Result<(), Failure> {
-    if json {
-        let wire: Vec<_> = outcomes
-            .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "path": display_bytes(&o.rel),
-                    "digest": o.pointer.digest.to_string(),
-                    "size": o.pointer.size,
-                    "files": o.files,
-                    "hashed": o.hashed,
-                    "new_objects": o.new_objects,
-                    "new_bytes": o.new_bytes,
-                    "changed": o.changed,
-                })
-            })
-            .collect();
-        return print_json(&wire);
-    }
-    for o in outcomes {
-        out(format!(
-            "{} {}: {} file(s), {} ({} new object(s), {} hashed)",
-            if o.changed { "recorded" } else { "unchanged" },
-            display_bytes(&o.rel),
-            o.files,
-            human_bytes(o.pointer.size),
-            o.new_objects,
-            o.hashed,
-        ))?;
-    }
-    Ok(())
-}
-
-fn report_status(statuses: &[cairn_repo::TrackedStatus], json: bool) -> Result<(), Failure> {
-    if json {
-        let wire: Vec<_> = statuses
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "path": display_bytes(&s.rel),
-                    "missing": s.missing,
-                    "changes": s.changes.iter().map(|c| serde_json::json!({
-                        "path": display_bytes(&c.path),
-                        "change": c.change.name(),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        return print_json(&wire);
-    }
-    let mut clean = true;
-    for s in statuses.iter().filter(|s| !s.changes.is_empty()) {
-        clean = false;
-        if s.missing {
-            out(format!(
-                "{}: missing from the work tree (run `cairn checkout` to restore it)",
-                display_bytes(&s.rel)
-            ))?;
-            continue;
-        }
-        out(format!("{}:", display_bytes(&s.rel)))?;
-        for c in &s.changes {
-            out(format!("\t{:<9} {}", format!("{}:", c.change.name()), display_bytes(&c.path)))?;
-        }
-    }
-    if clean {
-        out(format!("{} tracked path(s), all up to date", statuses.len()))?;
-    }
-    Ok(())
-}
-
-fn report_checkout(outcomes: &[cairn_repo::CheckoutOutcome], json: bool) -> Result<(), Failure> {
-    if json {
-        let wire: Vec<_> = outcomes
-            .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "path": display_bytes(&o.rel),
-                    "written": o.written,
-                    "written_bytes": o.written_bytes,
-                    "removed": o.removed,
-                    "unchanged": o.unchanged,
-                })
-            })
-            .collect();
-        return print_json(&wire);
-    }
-    for o in outcomes {
-        if o.written == 0 && o.removed == 0 {
-            out(format!("{}: up to date ({} file(s))", display_bytes(&o.rel), o.unchanged))?;
-        } else {
-            out(format!(
-                "{}: wrote {} file(s) ({}), removed {}, {} already up to date",
-                display_bytes(&o.rel),
-                o.written,
-                human_bytes(o.written_bytes),
-                o.removed,
-                o.unchanged
-            ))?;
-        }
-    }
-    Ok(())
-}
-
-fn report_diff(entries: &[cairn_repo::DiffEntry], json: bool) -> Result<(), Failure> {
-    if json {
-        let wire: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "path": display_bytes(&e.path),
-                    "change": e.change.name(),
-                    "old": e.old.map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})),
-                    "new": e.new.map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})),
-                })
-            })
-            .collect();
-        return print_json(&wire);
-    }
-    for e in entries {
-        let sizes = match (e.change, e.old, e.new) {
-            (Change::Modified, Some((_, a)), Some((_, b))) => {
-                format!("{} -> {}", human_bytes(a), human_bytes(b))
-            }
-            (_, Some((_, a)), None) => human_bytes(a),
-            (_, None, Some((_, b))) => human_bytes(b),
-            _ => String::new(),
-        };
-        out(format!("{:<9} {}  ({sizes})", e.change.name(), display_bytes(&e.path)))?;
-    }
-    let count = |c: Change| entries.iter().filter(|e| e.change == c).count();
-    out(format!(
-        "{} added, {} modified, {} deleted",
-        count(Change::Added),
-        count(Change::Modified),
-        count(Change::Deleted)
-    ))
 }

@@ -8,9 +8,10 @@
 //! ```
 //!
 //! An object's file name is its BLAKE3 digest, so an object is valid exactly when the BLAKE3
-//! of its bytes equals its name; `cairn fsck` checks that. Objects are written to a temporary
-//! file in `tmp/` (same filesystem), hashed from the very bytes that are written, made
-//! read-only, and renamed into place. An object that already exists is success. Nothing in the
+//! of its bytes equals its name; `cairn fsck` checks that. Objects are hashed from the very
+//! bytes that are written, created read-only in `tmp/` (same filesystem) — as an unnamed
+//! `O_TMPFILE` inode linked into place when complete, or as a named temporary file renamed
+//! into place where that is unsupported and for large files. An object that already exists is success. Nothing in the
 //! cache is modified in place, so a process killed at any moment leaves at worst an orphaned
 //! file in `tmp/` (removed by `cairn gc`).
 //!
