@@ -96,11 +96,15 @@ impl From<RepoError> for Failure {
                 Some("re-add damaged data from a good copy, then run `cairn gc` to drop corrupt objects")
             }
             RepoError::Config(_) => Some("fix the file by hand or with `cairn config`"),
+            RepoError::Internal(_) => {
+                Some("this is a bug in Cairn; please report it with the command you ran")
+            }
             RepoError::RootNotTrackable { .. } | RepoError::NotFound { .. } => None,
             RepoError::Io { .. } | RepoError::Store(_) => None,
         };
         let hint = hint.or_else(|| error.io_error().and_then(io_hint));
-        Failure { message: error.to_string(), hint: hint.map(str::to_owned), code: EXIT_USER }
+        let code = if matches!(error, RepoError::Internal(_)) { EXIT_INTERNAL } else { EXIT_USER };
+        Failure { message: error.to_string(), hint: hint.map(str::to_owned), code }
     }
 }
 

@@ -154,6 +154,26 @@ fn checkout_restores_versions_across_git_history() {
 }
 
 #[test]
+fn checkout_switches_a_path_between_file_and_directory() {
+    let repo = TestRepo::new();
+    repo.write("data/a.txt", b"inside a directory");
+    repo.ok(&["add", "data"]);
+    repo.commit_all("directory");
+    std::fs::remove_dir_all(repo.path("data")).unwrap();
+    repo.write("data", b"now a single file");
+    repo.ok(&["add", "data"]);
+    repo.commit_all("file");
+
+    repo.git(&["checkout", "-q", "HEAD~1"]);
+    repo.ok(&["checkout"]);
+    assert_eq!(repo.read("data/a.txt"), b"inside a directory");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.ok(&["checkout"]);
+    assert_eq!(repo.read("data"), b"now a single file");
+    assert!(repo.ok(&["status"]).contains("all up to date"));
+}
+
+#[test]
 fn checkout_refuses_to_lose_uncommitted_changes() {
     let repo = TestRepo::new();
     repo.write("data/a.txt", b"committed");
@@ -341,6 +361,27 @@ fn gc_is_a_dry_run_until_forced_and_respects_history() {
     assert_eq!(repo.objects().len(), 1);
     let old = repo.fail(1, &["cat", "data.csv", "--rev", "HEAD~1"]);
     assert!(old.contains("missing"), "{old}");
+}
+
+#[test]
+fn gc_survives_history_whose_data_this_cache_never_had() {
+    let repo = TestRepo::new();
+    repo.write("data/a.txt", b"teammate's data");
+    repo.ok(&["add", "data"]);
+    repo.commit_all("their commit");
+    // As if the pointer arrived through `git pull` without the data: drop every object.
+    for object in repo.objects() {
+        std::fs::remove_file(object).unwrap();
+    }
+    std::fs::remove_file(repo.path("data.cairn")).unwrap();
+    repo.commit_all("drop it");
+    repo.write("mine.txt", b"mine");
+    repo.ok(&["add", "mine.txt"]);
+    let output = repo.run(&["gc", "--all-commits"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("data.cairn") && stderr.contains("is not in the cache"), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to remove"));
 }
 
 #[test]

@@ -58,6 +58,9 @@ pub enum RepoError {
     Locked { path: PathBuf, holder: Option<String> },
     #[error("{0} problem(s) found")]
     FsckFailed(usize),
+    /// A state a user cannot cause: a bug in Cairn.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 fn list_paths(paths: &[PathBuf]) -> String {

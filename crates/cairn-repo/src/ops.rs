@@ -121,6 +121,13 @@ pub struct FsckReport {
     pub problems: Vec<String>,
 }
 
+/// A work-tree file to replace by a link to its object.
+struct ToLink {
+    key: Vec<u8>,
+    abs: PathBuf,
+    digest: Digest,
+}
+
 /// A workspace file with its current digest.
 #[derive(Clone, Debug)]
 struct WorkFile {
@@ -385,10 +392,17 @@ impl Repo {
             prepared.push(self.store_files(rel, is_dir, files, &mut cache, hashed_at, reporter)?);
         }
 
-        // Phase 2: one sync, then pointers. A crash before this point leaves only objects.
+        // Phase 2: one sync. A crash before this point leaves only objects, and the work tree
+        // as it was.
         self.store.sync()?;
+
+        // Phase 3: with a linking strategy, replace work-tree files by links to the now
+        // durable objects; then write the pointers.
         let mut outcomes = Vec::new();
-        for (outcome, linked) in prepared {
+        for (outcome, to_link) in prepared {
+            for (key, stat, digest) in self.link_stored(to_link)? {
+                cache.record(key, stat, digest);
+            }
             let pointer_path = self.pointer_path(&outcome.rel);
             let rendered = outcome.pointer.render();
             let changed = fs::read(&pointer_path).ok().as_deref() != Some(rendered.as_bytes());
@@ -396,17 +410,14 @@ impl Repo {
                 write_atomically(&pointer_path, rendered.as_bytes())?;
             }
             gitignore::ensure_ignored(&self.root, &outcome.rel)?;
-            for (key, stat, digest) in linked {
-                cache.record(key, stat, digest);
-            }
             outcomes.push(AddOutcome { changed, ..outcome });
         }
         self.save_stat_cache(&mut cache, reporter);
         Ok(outcomes)
     }
 
-    /// Stores the files of one data path; returns the outcome (pointer not yet written) and the
-    /// stat-cache records of files replaced by links.
+    /// Stores the files of one data path. Returns the outcome (its pointer not yet written)
+    /// and, when the link strategy shares objects, the work-tree files to replace by links.
     fn store_files(
         &self,
         rel: &[u8],
@@ -415,7 +426,7 @@ impl Repo {
         cache: &mut StatCache,
         hashed_at: i128,
         reporter: &dyn Reporter,
-    ) -> Result<(AddOutcome, Vec<Recorded>)> {
+    ) -> Result<(AddOutcome, Vec<ToLink>)> {
         let total_bytes = files.iter().map(|f| f.stat.size).sum();
         reporter.start(&format!("adding {}", crate::display_bytes(rel)), files.len() as u64, total_bytes);
         let store = &self.store;
@@ -458,75 +469,73 @@ impl Repo {
         })?;
         reporter.finish();
 
-        let mut outcome = AddOutcome {
-            rel: rel.to_vec(),
-            pointer: Pointer {
-                kind: PointerKind::File { executable: false },
-                digest: Digest::blake3([0; 32]),
-                size: 0,
-            },
-            changed: false,
-            files: stored.len() as u64,
-            hashed: 0,
-            new_objects: 0,
-            new_bytes: 0,
-        };
+        let (mut hashed, mut new_objects, mut new_bytes) = (0, 0, 0);
         for s in &stored {
             if s.hashed {
-                outcome.hashed += 1;
+                hashed += 1;
                 cache.record_hashed(join_rel(rel, &s.entry.path), s.stat, s.entry.digest, hashed_at);
             }
             if s.new {
-                outcome.new_objects += 1;
-                outcome.new_bytes += s.stat.size;
+                new_objects += 1;
+                new_bytes += s.stat.size;
             }
         }
 
-        // Link the workspace copies to the cache when the strategy shares objects.
-        let strategy = &self.settings.link;
-        let mut linked = Vec::new();
-        if strategy.preferred().shares_object() {
-            let to_link: Vec<&Stored> = stored
+        // Files not yet sharing their object's inode, when the strategy shares objects.
+        let to_link: Vec<ToLink> = if self.settings.link.preferred().shares_object() {
+            stored
                 .iter()
                 .filter(|s| !s.entry.executable)
                 .filter(|s| {
                     let object = fs::metadata(store.object_path(&s.entry.digest));
                     !object.is_ok_and(|m| m.dev() == s.stat.dev && m.ino() == s.stat.ino)
                 })
-                .collect();
-            linked = self.install(|| {
-                to_link
-                    .par_iter()
-                    .map(|s| -> Result<Recorded> {
-                        let (_, stat) = store.materialize(&s.entry.digest, &s.abs, false, strategy)?;
-                        Ok((join_rel(rel, &s.entry.path), stat, s.entry.digest))
-                    })
-                    .collect::<Result<_>>()
-            })?;
-        }
+                .map(|s| ToLink {
+                    key: join_rel(rel, &s.entry.path),
+                    abs: s.abs.clone(),
+                    digest: s.entry.digest,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
 
-        if is_dir {
+        let files = stored.len() as u64;
+        let pointer = if is_dir {
             let entries: Vec<ManifestEntry> = stored.into_iter().map(|s| s.entry).collect();
-            let manifest = Manifest::new(entries).map_err(|source| RepoError::InvalidManifest {
-                path: self.abs(rel),
-                digest: Digest::blake3([0; 32]),
-                source,
+            let manifest = Manifest::new(entries).map_err(|e| {
+                RepoError::Internal(format!("a directory scan produced an invalid manifest: {e}"))
             })?;
-            let digest = store.put_bytes(&manifest.encode())?;
-            outcome.pointer = Pointer {
+            Pointer {
                 kind: PointerKind::Directory { files: manifest.len() as u64 },
-                digest,
+                digest: store.put_bytes(&manifest.encode())?,
                 size: manifest.total_size(),
-            };
+            }
         } else {
             let s = stored.into_iter().next().expect("a file scan yields one file");
-            outcome.pointer = Pointer {
+            Pointer {
                 kind: PointerKind::File { executable: s.entry.executable },
                 digest: s.entry.digest,
                 size: s.entry.size,
-            };
-        }
-        Ok((outcome, linked))
+            }
+        };
+        let outcome =
+            AddOutcome { rel: rel.to_vec(), pointer, changed: false, files, hashed, new_objects, new_bytes };
+        Ok((outcome, to_link))
+    }
+
+    /// Replaces work-tree files by links to their (durable) objects.
+    fn link_stored(&self, to_link: Vec<ToLink>) -> Result<Vec<Recorded>> {
+        let (store, strategy) = (&self.store, &self.settings.link);
+        self.install(|| {
+            to_link
+                .into_par_iter()
+                .map(|l| -> Result<Recorded> {
+                    let (_, stat) = store.materialize(&l.digest, &l.abs, false, strategy)?;
+                    Ok((l.key, stat, l.digest))
+                })
+                .collect()
+        })
     }
 
     /// Records changes to already-tracked data (all of it, or what is at or below `scope`).
@@ -656,10 +665,13 @@ impl Repo {
                 fs::remove_file(path).map_err(|e| RepoError::io("delete", path, e))?;
             }
             if plan.replace_root {
-                let meta =
-                    fs::symlink_metadata(&root_abs).map_err(|e| RepoError::io("stat", &root_abs, e))?;
-                let removed =
-                    if meta.is_dir() { fs::remove_dir_all(&root_abs) } else { fs::remove_file(&root_abs) };
+                // What is left of the wrong kind of entry (its files were deleted above).
+                let removed = match fs::symlink_metadata(&root_abs) {
+                    Ok(meta) if meta.is_dir() => fs::remove_dir_all(&root_abs),
+                    Ok(_) => fs::remove_file(&root_abs),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                };
                 removed.map_err(|e| RepoError::io("replace", &root_abs, e))?;
             }
             prune_empty_parents(&plan.deletes, &root_abs);
@@ -954,7 +966,7 @@ impl Repo {
 
     // ------------------------------------------------------------------------ gc and fsck
 
-    fn referenced(&self, all_commits: bool) -> Result<HashSet<Digest>> {
+    fn referenced(&self, all_commits: bool, reporter: &dyn Reporter) -> Result<HashSet<Digest>> {
         let mut pointers: Vec<(PathBuf, Pointer)> =
             self.tracked(None)?.into_iter().map(|t| (self.pointer_path(&t.rel), t.pointer)).collect();
         if all_commits {
@@ -967,8 +979,17 @@ impl Repo {
         for (path, pointer) in pointers {
             set.insert(pointer.digest);
             if pointer.is_directory() {
-                for e in self.expected_files(&path, &pointer)? {
-                    set.insert(e.digest);
+                match self.expected_files(&path, &pointer) {
+                    Ok(entries) => set.extend(entries.into_iter().map(|e| e.digest)),
+                    // A directory whose manifest this cache never had (say, a teammate's commit
+                    // whose data was not fetched): its files cannot be named, and objects only
+                    // it references are unreachable here until the manifest arrives anyway.
+                    Err(RepoError::MissingObjects { .. }) => reporter.warn(&format!(
+                        "the manifest of `{}` ({}) is not in the cache; objects only it references cannot be told apart",
+                        path.display(),
+                        pointer.digest
+                    )),
+                    Err(other) => return Err(other),
                 }
             }
         }
@@ -979,7 +1000,7 @@ impl Repo {
     /// `all_commits`, in no commit reachable from a branch, tag or HEAD); deletes them if
     /// `force`.
     pub fn gc(&self, all_commits: bool, force: bool, reporter: &dyn Reporter) -> Result<GcReport> {
-        let referenced = self.referenced(all_commits)?;
+        let referenced = self.referenced(all_commits, reporter)?;
         let mut report = GcReport::default();
         for (digest, size) in self.store.list()? {
             if referenced.contains(&digest) {
