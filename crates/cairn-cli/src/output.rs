@@ -57,6 +57,7 @@ impl From<&AddOutcome> for AddedJson {
 pub struct StatusJson {
     path: String,
     missing: bool,
+    not_in_cache: bool,
     changes: Vec<ChangeJson>,
 }
 
@@ -71,6 +72,7 @@ impl From<&TrackedStatus> for StatusJson {
         StatusJson {
             path: display_bytes(&s.rel),
             missing: s.missing,
+            not_in_cache: s.not_in_cache,
             changes: s
                 .changes
                 .iter()
@@ -169,8 +171,17 @@ pub fn status(statuses: &[TrackedStatus], as_json: bool) -> Result<(), Failure> 
     if as_json {
         return json_list::<_, StatusJson>(statuses);
     }
-    let changed: Vec<&TrackedStatus> = statuses.iter().filter(|s| !s.changes.is_empty()).collect();
+    let changed: Vec<&TrackedStatus> =
+        statuses.iter().filter(|s| !s.changes.is_empty() || s.not_in_cache).collect();
     for s in &changed {
+        if s.not_in_cache {
+            out(format!(
+                "{}: not in the cache{} (its manifest was never added or fetched here)",
+                display_bytes(&s.rel),
+                if s.missing { " and missing from the work tree" } else { "" }
+            ))?;
+            continue;
+        }
         if s.missing {
             out(format!(
                 "{}: missing from the work tree (run `cairn checkout` to restore it)",

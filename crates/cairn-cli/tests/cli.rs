@@ -377,6 +377,12 @@ fn gc_survives_history_whose_data_this_cache_never_had() {
     repo.commit_all("drop it");
     repo.write("mine.txt", b"mine");
     repo.ok(&["add", "mine.txt"]);
+    // Status still works, and says which path cannot be compared.
+    repo.git(&["checkout", "-q", "HEAD~1", "--", "data.cairn"]);
+    let text = repo.ok(&["status"]);
+    assert!(text.contains("data: not in the cache (its manifest was never added or fetched here)"), "{text}");
+    assert_eq!(repo.json(&["status", "--json"])[0]["not_in_cache"], true);
+    std::fs::remove_file(repo.path("data.cairn")).unwrap();
     let output = repo.run(&["gc", "--all-commits"]);
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -49,6 +49,9 @@ pub struct TrackedStatus {
     pub rel: Vec<u8>,
     /// The data is absent from the work tree altogether.
     pub missing: bool,
+    /// The directory's manifest is not in the cache (for example a pointer that arrived with
+    /// `git pull` while its data was never fetched), so its files cannot be compared.
+    pub not_in_cache: bool,
     pub changes: Vec<FileChange>,
 }
 
@@ -337,7 +340,15 @@ impl Repo {
         let mut out = Vec::new();
         for tracked in tracked? {
             let (expected, Current { files: current, recorded, leftovers: _ }) =
-                self.expected_and_current(&tracked, &cache, reporter)?;
+                match self.expected_and_current(&tracked, &cache, reporter) {
+                    Err(RepoError::MissingObjects { .. }) => {
+                        let missing = fs::symlink_metadata(self.abs(&tracked.rel)).is_err();
+                        let rel = tracked.rel;
+                        out.push(TrackedStatus { rel, missing, not_in_cache: true, changes: Vec::new() });
+                        continue;
+                    }
+                    other => other?,
+                };
             Self::record_all(&mut cache, recorded, hashed_at);
             let (missing, mut changes) = match current {
                 None => (true, compare(&tracked.rel, &expected, &[])),
@@ -346,7 +357,7 @@ impl Repo {
             if let Some(scope) = scope {
                 changes.retain(|c| is_under(&c.path, scope));
             }
-            out.push(TrackedStatus { rel: tracked.rel, missing, changes });
+            out.push(TrackedStatus { rel: tracked.rel, missing, not_in_cache: false, changes });
         }
         self.save_stat_cache(&mut cache, reporter);
         Ok(out)
