@@ -18,6 +18,26 @@ const SMALL_CHUNK: usize = 64 << 10;
 /// when the source changes while it is read.
 pub type HashSink<'a> = Option<&'a mut dyn Write>;
 
+/// A reader that reports how many bytes pass through it, for progress bars.
+pub struct CountingReader<R, F> {
+    inner: R,
+    on_bytes: F,
+}
+
+impl<R: Read, F: FnMut(u64)> CountingReader<R, F> {
+    pub fn new(inner: R, on_bytes: F) -> Self {
+        CountingReader { inner, on_bytes }
+    }
+}
+
+impl<R: Read, F: FnMut(u64)> Read for CountingReader<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}
+
 /// Hashes `bytes` in memory.
 pub fn hash_bytes(bytes: &[u8]) -> Digest {
     Digest::blake3(*blake3::hash(bytes).as_bytes())

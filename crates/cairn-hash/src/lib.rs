@@ -21,5 +21,5 @@ mod hashing;
 pub mod manifest;
 
 pub use digest::{Algorithm, Digest, ParseDigestError};
-pub use hashing::{HashSink, LARGE_FILE_THRESHOLD, hash_bytes, hash_reader};
+pub use hashing::{CountingReader, HashSink, LARGE_FILE_THRESHOLD, hash_bytes, hash_reader};
 pub use manifest::{Manifest, ManifestEntry};

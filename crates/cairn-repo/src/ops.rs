@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cairn_hash::{Digest, Manifest, ManifestEntry, hash_reader};
+use cairn_hash::{CountingReader, Digest, Manifest, ManifestEntry, hash_reader};
 use cairn_store::{FileStat, StoreError};
 use rayon::prelude::*;
 
@@ -152,9 +152,12 @@ struct Current {
     leftovers: Vec<PathBuf>,
 }
 
-fn hash_file(abs: &Path, stat: &FileStat) -> Result<Digest> {
+/// Hashes a work-tree file, reporting its bytes as they are read.
+fn hash_file(abs: &Path, stat: &FileStat, reporter: &dyn Reporter) -> Result<Digest> {
     let file = File::open(abs).map_err(|e| RepoError::io("open", abs, e))?;
-    let (digest, _) = hash_reader(file, stat.size, None).map_err(|e| RepoError::io("read", abs, e))?;
+    let counted = CountingReader::new(file, |n| reporter.advance(0, n));
+    let (digest, _) = hash_reader(counted, stat.size, None).map_err(|e| RepoError::io("read", abs, e))?;
+    reporter.advance(1, 0);
     Ok(digest)
 }
 
@@ -261,11 +264,7 @@ impl Repo {
         let hashed: Vec<Digest> = self.install(|| {
             misses
                 .par_iter()
-                .map(|&i| {
-                    let digest = hash_file(&files[i].abs, &files[i].stat)?;
-                    reporter.advance(1, files[i].stat.size);
-                    Ok(digest)
-                })
+                .map(|&i| hash_file(&files[i].abs, &files[i].stat, reporter))
                 .collect::<Result<_>>()
         })?;
         if !misses.is_empty() {
@@ -458,11 +457,12 @@ impl Repo {
                     let (digest, stat, hashed, new) = match known {
                         Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false),
                         _ => {
-                            let put = store.put_file(&file.abs, Some(&file.stat))?;
+                            let put =
+                                store.put_file(&file.abs, Some(&file.stat), &|n| reporter.advance(0, n))?;
                             (put.digest, put.stat, true, put.new)
                         }
                     };
-                    reporter.advance(1, stat.size);
+                    reporter.advance(1, if hashed { 0 } else { stat.size });
                     Ok(Stored {
                         entry: ManifestEntry {
                             path: file.rel,

@@ -36,7 +36,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cairn_hash::{Digest, LARGE_FILE_THRESHOLD, hash_bytes, hash_reader};
+use cairn_hash::{CountingReader, Digest, LARGE_FILE_THRESHOLD, hash_bytes, hash_reader};
 
 pub use link::{LinkKind, LinkStrategy, ParseLinkError};
 pub use stat::FileStat;
@@ -199,7 +199,15 @@ impl Store {
     /// bytes actually copied; if the file's `stat` after reading differs from `expected` (the
     /// `stat` the caller saw when it listed the file; taken from the open file if `None`), the
     /// copy is discarded and [`StoreError::ChangedWhileReading`] is returned.
-    pub fn put_file(&self, path: &Path, expected: Option<&FileStat>) -> Result<StoredFile> {
+    ///
+    /// `progress` receives byte counts that add up to the file's size: for a large new file
+    /// as the copy into the cache proceeds, otherwise once.
+    pub fn put_file(
+        &self,
+        path: &Path,
+        expected: Option<&FileStat>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<StoredFile> {
         let mut file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
         let before = match expected {
             Some(stat) => *stat,
@@ -216,6 +224,7 @@ impl Store {
             check_after(&file, bytes.len() as u64)?;
             let digest = hash_bytes(&bytes);
             let new = !self.contains(&digest)? && self.write_object(&digest, &bytes)?;
+            progress(before.size);
             return Ok(StoredFile { digest, size: before.size, stat: before, new });
         }
 
@@ -225,11 +234,12 @@ impl Store {
             hash_reader(&mut file, before.size, None).map_err(|e| StoreError::io("read", path, e))?;
         check_after(&file, read)?;
         if self.contains(&digest)? {
+            progress(read);
             return Ok(StoredFile { digest, size: read, stat: before, new: false });
         }
         let mut source = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
         let (mut out, tmp) = self.create_tmp()?;
-        let copied = hash_reader(&mut source, before.size, Some(&mut out));
+        let copied = hash_reader(CountingReader::new(&mut source, progress), before.size, Some(&mut out));
         drop(out);
         let discard = |error| {
             let _ = fs::remove_file(&tmp);
@@ -447,14 +457,14 @@ mod tests {
             let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
             let path = dir.path().join(format!("f{size}"));
             fs::write(&path, &data).unwrap();
-            let stored = store.put_file(&path, None).unwrap();
+            let stored = store.put_file(&path, None, &|_| {}).unwrap();
             assert!(stored.new);
             assert_eq!(stored.digest, hash_bytes(&data));
             assert_eq!(stored.size, size as u64);
             store.verify(&stored.digest).unwrap();
             let mode = fs::metadata(store.object_path(&stored.digest)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o444);
-            assert!(!store.put_file(&path, None).unwrap().new, "second put deduplicates");
+            assert!(!store.put_file(&path, None, &|_| {}).unwrap().new, "second put deduplicates");
         }
         assert_eq!(store.list().unwrap().len(), 3);
         assert_eq!(fs::read_dir(dir.path().join("cache/tmp")).unwrap().count(), 0);
