@@ -1,0 +1,227 @@
+//! `add` and `commit`: storing data and writing pointers.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use cairn_hash::{Manifest, ManifestEntry};
+use cairn_store::FileStat;
+use rayon::prelude::*;
+
+use super::*;
+use crate::pointer::{POINTER_SUFFIX, Pointer, PointerKind};
+use crate::walk::ScannedFile;
+use crate::{Repo, RepoError, Reporter, Result, gitignore, join_rel, now_ns};
+
+impl Repo {
+    fn check_addable(&self, rel: &[u8]) -> Result<()> {
+        let path = self.abs(rel);
+        if rel.is_empty() {
+            return Err(RepoError::RootNotTrackable { path });
+        }
+        if rel.ends_with(POINTER_SUFFIX.as_bytes()) {
+            return Err(RepoError::IsPointer { path });
+        }
+        if let Some(owner) = self.tracked_containing(rel)?
+            && owner.rel != rel
+        {
+            return Err(RepoError::InsideTracked { path, tracked: self.abs(&owner.rel) });
+        }
+        if fs::metadata(&path).is_ok_and(|m| m.is_dir())
+            && let Some(inner) = self.tracked(Some(rel))?.into_iter().find(|t| t.rel != rel)
+        {
+            return Err(RepoError::ContainsTracked { path, pointer: self.pointer_path(&inner.rel) });
+        }
+        Ok(())
+    }
+
+    /// Tracks `rels` (repository-relative paths of files or directories).
+    pub fn add(&self, rels: &[Vec<u8>], reporter: &dyn Reporter) -> Result<Vec<AddOutcome>> {
+        for rel in rels {
+            self.check_addable(rel)?;
+        }
+        let mut cache = self.stat_cache();
+        let hashed_at = now_ns();
+
+        // Phase 1: every object into the cache.
+        let mut prepared = Vec::new();
+        for rel in rels {
+            let abs = self.abs(rel);
+            let files = scan_data(&abs)?.ok_or_else(|| RepoError::NotFound { path: abs.clone() })?.files;
+            let is_dir = fs::metadata(&abs).map_err(|e| RepoError::io("stat", &abs, e))?.is_dir();
+            prepared.push(self.store_files(rel, is_dir, files, &mut cache, hashed_at, reporter)?);
+        }
+
+        // Phase 2: one sync. A crash before this point leaves only objects, and the work tree
+        // as it was.
+        self.store.sync()?;
+
+        // Phase 3: with a linking strategy, replace work-tree files by links to the now
+        // durable objects; then write the pointers.
+        let mut outcomes = Vec::new();
+        for (outcome, to_link) in prepared {
+            for (key, stat, digest) in self.link_stored(to_link)? {
+                cache.record(key, stat, digest);
+            }
+            let pointer_path = self.pointer_path(&outcome.rel);
+            let rendered = outcome.pointer.render();
+            let changed = fs::read(&pointer_path).ok().as_deref() != Some(rendered.as_bytes());
+            if changed {
+                write_atomically(&pointer_path, rendered.as_bytes())?;
+            }
+            gitignore::ensure_ignored(&self.root, &outcome.rel)?;
+            outcomes.push(AddOutcome { changed, ..outcome });
+        }
+        self.save_stat_cache(&mut cache, reporter);
+        Ok(outcomes)
+    }
+
+    /// Stores the files of one data path. Returns the outcome (its pointer not yet written)
+    /// and, when the link strategy shares objects, the work-tree files to replace by links.
+    fn store_files(
+        &self,
+        rel: &[u8],
+        is_dir: bool,
+        files: Vec<ScannedFile>,
+        cache: &mut StatCache,
+        hashed_at: i128,
+        reporter: &dyn Reporter,
+    ) -> Result<(AddOutcome, Vec<ToLink>)> {
+        let total_bytes = files.iter().map(|f| f.stat.size).sum();
+        reporter.start(&format!("adding {}", crate::display_bytes(rel)), files.len() as u64, total_bytes);
+        let store = &self.store;
+        let read_only_cache = &*cache;
+        struct Stored {
+            entry: ManifestEntry,
+            abs: PathBuf,
+            stat: FileStat,
+            hashed: bool,
+            new: bool,
+        }
+        let stored: Vec<Stored> = self.install(|| {
+            files
+                .into_par_iter()
+                .map(|file| -> Result<Stored> {
+                    let key = join_rel(rel, &file.rel);
+                    let known = read_only_cache.lookup(&key, &file.stat);
+                    let (digest, stat, hashed, new) = match known {
+                        Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false),
+                        _ => {
+                            let put =
+                                store.put_file(&file.abs, Some(&file.stat), &|n| reporter.advance(0, n))?;
+                            (put.digest, put.stat, true, put.new)
+                        }
+                    };
+                    reporter.advance(1, if hashed { 0 } else { stat.size });
+                    Ok(Stored {
+                        entry: ManifestEntry {
+                            path: file.rel,
+                            digest,
+                            size: stat.size,
+                            executable: stat.executable(),
+                        },
+                        abs: file.abs,
+                        stat,
+                        hashed,
+                        new,
+                    })
+                })
+                .collect::<Result<_>>()
+        })?;
+        reporter.finish();
+
+        let (mut hashed, mut new_objects, mut new_bytes) = (0, 0, 0);
+        for s in &stored {
+            if s.hashed {
+                hashed += 1;
+                cache.record_hashed(join_rel(rel, &s.entry.path), s.stat, s.entry.digest, hashed_at);
+            }
+            if s.new {
+                new_objects += 1;
+                new_bytes += s.stat.size;
+            }
+        }
+
+        // Files not yet sharing their object's inode, when the strategy shares objects.
+        let to_link: Vec<ToLink> = if self.settings.link.preferred().shares_object() {
+            stored
+                .iter()
+                .filter(|s| !s.entry.executable)
+                .filter(|s| {
+                    let object = fs::metadata(store.object_path(&s.entry.digest));
+                    !object.is_ok_and(|m| m.dev() == s.stat.dev && m.ino() == s.stat.ino)
+                })
+                .map(|s| ToLink {
+                    key: join_rel(rel, &s.entry.path),
+                    abs: s.abs.clone(),
+                    digest: s.entry.digest,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        let files = stored.len() as u64;
+        let pointer = if is_dir {
+            let entries: Vec<ManifestEntry> = stored.into_iter().map(|s| s.entry).collect();
+            let manifest = Manifest::new(entries).map_err(|e| {
+                RepoError::Internal(format!("a directory scan produced an invalid manifest: {e}"))
+            })?;
+            Pointer {
+                kind: PointerKind::Directory { files: manifest.len() as u64 },
+                digest: store.put_bytes(&manifest.encode())?,
+                size: manifest.total_size(),
+            }
+        } else {
+            let s = stored.into_iter().next().expect("a file scan yields one file");
+            Pointer {
+                kind: PointerKind::File { executable: s.entry.executable },
+                digest: s.entry.digest,
+                size: s.entry.size,
+            }
+        };
+        let outcome =
+            AddOutcome { rel: rel.to_vec(), pointer, changed: false, files, hashed, new_objects, new_bytes };
+        Ok((outcome, to_link))
+    }
+
+    /// Replaces work-tree files by links to their (durable) objects.
+    fn link_stored(&self, to_link: Vec<ToLink>) -> Result<Vec<Recorded>> {
+        let (store, strategy) = (&self.store, &self.settings.link);
+        self.install(|| {
+            to_link
+                .into_par_iter()
+                .map(|l| -> Result<Recorded> {
+                    let (_, stat) = store.materialize(&l.digest, &l.abs, false, strategy)?;
+                    Ok((l.key, stat, l.digest))
+                })
+                .collect()
+        })
+    }
+
+    /// Records changes to already-tracked data (all of it, or what is at or below `scope`).
+    pub fn commit(&self, scope: Option<&[u8]>, reporter: &dyn Reporter) -> Result<Vec<AddOutcome>> {
+        let mut rels: Vec<Vec<u8>> = match scope {
+            Some(scope) => {
+                let mut rels: Vec<Vec<u8>> = self.tracked(Some(scope))?.into_iter().map(|t| t.rel).collect();
+                if rels.is_empty() {
+                    return Err(RepoError::NotTracked { path: self.abs(scope) });
+                }
+                rels.dedup();
+                rels
+            }
+            None => self.tracked(None)?.into_iter().map(|t| t.rel).collect(),
+        };
+        rels.retain(|rel| {
+            let exists = fs::symlink_metadata(self.abs(rel)).is_ok();
+            if !exists {
+                reporter.warn(&format!(
+                    "`{}` is missing from the work tree; run `cairn checkout` to restore it or `cairn rm` to stop tracking it",
+                    self.abs(rel).display()
+                ));
+            }
+            exists
+        });
+        self.add(&rels, reporter)
+    }
+}

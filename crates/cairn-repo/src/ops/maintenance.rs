@@ -1,0 +1,191 @@
+//! `rm`, `unprotect`, `gc` and `fsck`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use cairn_hash::Digest;
+use rayon::prelude::*;
+
+use super::*;
+use crate::pointer::{POINTER_SUFFIX, Pointer};
+use crate::walk::ScannedFile;
+use crate::{Repo, RepoError, Reporter, Result, Tracked, gitignore, is_under, join_rel};
+
+impl Repo {
+    /// Stops tracking `rel`: removes its pointer and `.gitignore` line and leaves the data in
+    /// place as ordinary, writable files.
+    pub fn rm(&self, rel: &[u8], reporter: &dyn Reporter) -> Result<()> {
+        if self.read_pointer(rel)?.is_none() {
+            return Err(RepoError::NotTracked { path: self.abs(rel) });
+        }
+        self.unprotect(rel, reporter)?;
+        let pointer = self.pointer_path(rel);
+        fs::remove_file(&pointer).map_err(|e| RepoError::io("delete", &pointer, e))?;
+        gitignore::remove_ignored(&self.root, rel)?;
+        let mut cache = self.stat_cache();
+        cache.forget_under(rel);
+        self.save_stat_cache(&mut cache, reporter);
+        Ok(())
+    }
+
+    /// Replaces hard- or symbolic links to the cache at or below `rel` with writable copies.
+    /// Returns how many files were unprotected.
+    pub fn unprotect(&self, rel: &[u8], reporter: &dyn Reporter) -> Result<u64> {
+        let owners: Vec<Tracked> = match self.tracked_containing(rel)? {
+            Some(owner) => vec![owner],
+            None => self.tracked(Some(rel))?,
+        };
+        if owners.is_empty() {
+            return Err(RepoError::NotTracked { path: self.abs(rel) });
+        }
+        let mut cache = self.stat_cache();
+        let mut count = 0;
+        for owner in owners {
+            let Some(scan) = scan_data(&self.abs(&owner.rel))? else { continue };
+            let targets: Vec<ScannedFile> =
+                scan.files.into_iter().filter(|f| is_under(&join_rel(&owner.rel, &f.rel), rel)).collect();
+            let done: Vec<Option<Vec<u8>>> = self.install(|| {
+                targets
+                    .par_iter()
+                    .map(|f| -> Result<Option<Vec<u8>>> {
+                        let link =
+                            fs::symlink_metadata(&f.abs).map_err(|e| RepoError::io("stat", &f.abs, e))?;
+                        let shared = link.file_type().is_symlink()
+                            || link.nlink() > 1
+                            || link.permissions().readonly();
+                        if !shared {
+                            return Ok(None);
+                        }
+                        let mode = if f.stat.executable() { 0o755 } else { 0o644 };
+                        let tmp = f.abs.with_file_name(cairn_store::unique_tmp_name(".cairn-tmp-"));
+                        let copied = fs::copy(&f.abs, &tmp)
+                            .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
+                            .and_then(|()| fs::rename(&tmp, &f.abs));
+                        if let Err(e) = copied {
+                            let _ = fs::remove_file(&tmp);
+                            return Err(RepoError::io("unprotect", &f.abs, e));
+                        }
+                        Ok(Some(join_rel(&owner.rel, &f.rel)))
+                    })
+                    .collect::<Result<_>>()
+            })?;
+            for key in done.into_iter().flatten() {
+                // The copy has a new inode; forget the old entry so the next status rehashes it.
+                cache.forget_under(&key);
+                count += 1;
+            }
+        }
+        self.save_stat_cache(&mut cache, reporter);
+        Ok(count)
+    }
+
+    // ------------------------------------------------------------------------ gc and fsck
+
+    fn referenced(&self, all_commits: bool, reporter: &dyn Reporter) -> Result<HashSet<Digest>> {
+        let mut pointers: Vec<(PathBuf, Pointer)> =
+            self.tracked(None)?.into_iter().map(|t| (self.pointer_path(&t.rel), t.pointer)).collect();
+        if all_commits {
+            for file in self.git().files_with_suffix_all_commits(POINTER_SUFFIX.as_bytes())? {
+                let label = PathBuf::from(format!("(history):{}", crate::display_bytes(&file.path)));
+                pointers.push((label.clone(), crate::parse_pointer_bytes(&label, &file.content)?));
+            }
+        }
+        let mut set = HashSet::new();
+        for (path, pointer) in pointers {
+            set.insert(pointer.digest);
+            if pointer.is_directory() {
+                match self.expected_files(&path, &pointer) {
+                    Ok(entries) => set.extend(entries.into_iter().map(|e| e.digest)),
+                    // A directory whose manifest this cache never had (say, a teammate's commit
+                    // whose data was not fetched): its files cannot be named, and objects only
+                    // it references are unreachable here until the manifest arrives anyway.
+                    Err(RepoError::MissingObjects { .. }) => reporter.warn(&format!(
+                        "the manifest of `{}` ({}) is not in the cache; objects only it references cannot be told apart",
+                        path.display(),
+                        pointer.digest
+                    )),
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Finds cache objects referenced by no pointer in the work tree (and, with
+    /// `all_commits`, in no commit reachable from a branch, tag or HEAD); deletes them if
+    /// `force`.
+    pub fn gc(&self, all_commits: bool, force: bool, reporter: &dyn Reporter) -> Result<GcReport> {
+        let referenced = self.referenced(all_commits, reporter)?;
+        let mut report = GcReport::default();
+        for (digest, size) in self.store.list()? {
+            if referenced.contains(&digest) {
+                report.kept += 1;
+            } else {
+                report.unreferenced.push((digest, size));
+            }
+        }
+        if force {
+            reporter.start(
+                "removing unreferenced objects",
+                report.unreferenced.len() as u64,
+                report.unreferenced_bytes(),
+            );
+            for (digest, size) in &report.unreferenced {
+                self.store.remove(digest)?;
+                reporter.advance(1, *size);
+            }
+            reporter.finish();
+            report.tmp_bytes_freed = self.store.clean_tmp(std::time::Duration::from_secs(3600))?;
+            report.deleted = true;
+        }
+        Ok(report)
+    }
+
+    /// Verifies every cache object's hash and that every pointer's objects are present.
+    pub fn fsck(&self, reporter: &dyn Reporter) -> Result<FsckReport> {
+        let objects = self.store.list()?;
+        let mut report = FsckReport {
+            objects: objects.len() as u64,
+            bytes: objects.iter().map(|(_, size)| size).sum(),
+            ..FsckReport::default()
+        };
+        reporter.start("verifying objects", report.objects, report.bytes);
+        let store = &self.store;
+        let corrupt: Vec<String> = self.install(|| {
+            objects
+                .par_iter()
+                .filter_map(|(digest, size)| {
+                    let result = store.verify(digest);
+                    reporter.advance(1, *size);
+                    result.err().map(|e| e.to_string())
+                })
+                .collect()
+        });
+        reporter.finish();
+        report.problems.extend(corrupt);
+        let present: HashSet<Digest> = objects.iter().map(|(d, _)| *d).collect();
+        let (tracked, invalid) = self.tracked_lenient(None);
+        report.problems.extend(invalid.into_iter().map(|e| e.to_string()));
+        for t in tracked {
+            report.pointers += 1;
+            let pointer_path = self.pointer_path(&t.rel);
+            match self.expected_files(&pointer_path, &t.pointer) {
+                Ok(entries) => {
+                    let absent: Vec<_> = entries.iter().filter(|e| !present.contains(&e.digest)).collect();
+                    if let Some(first) = absent.first() {
+                        report.problems.push(format!(
+                            "pointer `{}` references {} object(s) missing from the cache (first {})",
+                            pointer_path.display(),
+                            absent.len(),
+                            first.digest
+                        ));
+                    }
+                }
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+        Ok(report)
+    }
+}
