@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of `cairn` and `dvc` on the same data, in the same run.
 
-    python3 bench/bench.py [--files 100000] [--big 2GiB] [--repeat 3] [--work DIR]
+    python3 bench/bench.py [--files 100000] [--big 2GiB] [--repeat 3] [--link reflink,copy] [--work DIR]
 
 Needs a release build (`cargo build --release`) and `dvc` on PATH or in `.venv-bench/`
 (`python3 -m venv .venv-bench && .venv-bench/bin/pip install dvc`). Data comes from
@@ -55,6 +55,8 @@ def main():
     p.add_argument("--big", default="2GiB")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--work", default=os.path.join(ROOT, "bench", "work"))
+    p.add_argument("--link", default="reflink,copy",
+                   help="link strategy for both tools (cairn cache.link, dvc cache.type)")
     a = p.parse_args()
     dvc = find_dvc()
     if not dvc:
@@ -73,9 +75,10 @@ def main():
     sh([sys.executable, MAKE_TREE, os.path.join(base, "big"), "--files", "0", "--big-file", a.big], a.work)
     version = subprocess.run([dvc, "--version"], capture_output=True, text=True, env=env).stdout.strip()
     tools = {
-        "cairn": {"init": [[CAIRN, "init", "-q"]], "add": [CAIRN, "add", "-q", "data"],
+        "cairn": {"init": [[CAIRN, "init", "-q"], [CAIRN, "config", "cache.link", a.link]], "add": [CAIRN, "add", "-q", "data"],
                   "status": [CAIRN, "status", "-q"], "checkout": [CAIRN, "checkout", "-q"]},
-        "dvc": {"init": [[dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"]],
+        "dvc": {"init": [[dvc, "init", "-q"], [dvc, "config", "core.analytics", "false"],
+                         [dvc, "config", "cache.type", a.link]],
                 "add": [dvc, "add", "-q", "data"], "status": [dvc, "status", "-q"],
                 "checkout": [dvc, "checkout", "-q"]},
     }
@@ -125,7 +128,7 @@ def main():
         shutil.rmtree(os.path.join(repo, "data"))
 
     size = os.path.getsize(os.path.join(base, "big", "big.bin"))
-    print(f"\nfiles={a.files} big={a.big} repeat={a.repeat} dvc={version} cores={os.cpu_count()}\n")
+    print(f"\nfiles={a.files} big={a.big} repeat={a.repeat} link={a.link} dvc={version} cores={os.cpu_count()}\n")
     print("| step | cairn wall s | cairn peak RSS MB | dvc wall s | dvc peak RSS MB | dvc / cairn |")
     print("|---|---:|---:|---:|---:|---:|")
     for step, (cw, cm) in results["cairn"].items():

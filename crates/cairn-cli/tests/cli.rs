@@ -321,6 +321,29 @@ fn link_strategies_protect_the_cache_and_unprotect_restores_editing() {
 }
 
 #[test]
+fn hardlink_add_adopts_work_tree_files_without_copying() {
+    let repo = TestRepo::new();
+    repo.ok(&["config", "cache.link", "hardlink,copy"]);
+    make_tree(&repo, "data", 50, 13);
+    let before = snapshot(&repo.path("data"));
+    let inode = std::fs::metadata(repo.path("data/d00/f00000.bin")).unwrap().ino();
+    std::thread::sleep(std::time::Duration::from_millis(100)); // out of the racy window
+    repo.ok(&["add", "data"]);
+    // The work-tree file itself became the read-only object: same inode, two links.
+    let meta = std::fs::metadata(repo.path("data/d00/f00000.bin")).unwrap();
+    assert_eq!(meta.ino(), inode);
+    assert_eq!(meta.nlink(), 2);
+    assert!(meta.permissions().readonly());
+    assert_eq!(snapshot(&repo.path("data")), before);
+    repo.ok(&["fsck"]);
+    let json = repo.json(&["add", "data", "--json"]);
+    assert_eq!(json[0]["hashed"], 0, "adopted files are in the stat cache");
+    std::fs::remove_dir_all(repo.path("data")).unwrap();
+    repo.ok(&["checkout"]);
+    assert_eq!(snapshot(&repo.path("data")), before);
+}
+
+#[test]
 fn default_strategy_leaves_editable_copies() {
     let repo = TestRepo::new();
     repo.write("data/a.bin", b"payload");

@@ -33,6 +33,7 @@ mod stat;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -81,6 +82,8 @@ pub struct StoredFile {
     pub stat: FileStat,
     /// False when the cache already had the object.
     pub new: bool,
+    /// The file at the stored path is now the object's own (read-only) inode.
+    pub adopted: bool,
 }
 
 /// The object cache rooted at one directory.
@@ -225,7 +228,7 @@ impl Store {
             let digest = hash_bytes(&bytes);
             let new = !self.contains(&digest)? && self.write_object(&digest, &bytes)?;
             progress(before.size);
-            return Ok(StoredFile { digest, size: before.size, stat: before, new });
+            return Ok(StoredFile { digest, size: before.size, stat: before, new, adopted: false });
         }
 
         // Large file: hash first; copy only if the cache lacks it, hashing the copy again so the
@@ -235,7 +238,7 @@ impl Store {
         check_after(&file, read)?;
         if self.contains(&digest)? {
             progress(read);
-            return Ok(StoredFile { digest, size: read, stat: before, new: false });
+            return Ok(StoredFile { digest, size: read, stat: before, new: false, adopted: false });
         }
         let mut source = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
         let (mut out, tmp) = self.create_tmp()?;
@@ -252,7 +255,64 @@ impl Store {
         }
         check_after(&source, copied_len).map_err(discard)?;
         self.finalize(&tmp, &digest)?;
-        Ok(StoredFile { digest, size: read, stat: before, new: true })
+        Ok(StoredFile { digest, size: read, stat: before, new: true, adopted: false })
+    }
+
+    /// Stores the regular file at `path` by making its own inode the object: the file is
+    /// hashed, made read-only, hard-linked into the cache, and checked again — no data is
+    /// copied. This is what `add` does when the link strategy shares objects (`hardlink`,
+    /// `symlink`); the work-tree file then *is* the read-only object.
+    ///
+    /// The content is trusted to be what was hashed only if the inode's size and mtime are
+    /// unchanged after the link and its mtime is older than the racy window (the same rule as
+    /// the stat cache); otherwise, and for files on another filesystem or with other links,
+    /// the file is copied with [`Store::put_file`] instead.
+    pub fn adopt_file(
+        &self,
+        path: &Path,
+        expected: &FileStat,
+        racy_before_ns: i128,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<StoredFile> {
+        use std::os::unix::fs::MetadataExt;
+        let copy = || self.put_file(path, Some(expected), progress);
+        let racy = expected.mtime_ns >= racy_before_ns;
+        if racy || expected.executable() || fs::metadata(path).map(|m| m.nlink()).unwrap_or(0) != 1 {
+            return copy();
+        }
+        let mut file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+        let (digest, read) = hash_reader(CountingReader::new(&mut file, progress), expected.size, None)
+            .map_err(|e| StoreError::io("read", path, e))?;
+        let after = FileStat::of_file(&file).map_err(|e| StoreError::io("stat", path, e))?;
+        if after != *expected || read != expected.size {
+            return Err(StoreError::ChangedWhileReading { path: path.to_path_buf() });
+        }
+        if self.contains(&digest)? {
+            return Ok(StoredFile { digest, size: read, stat: after, new: false, adopted: false });
+        }
+        file.set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(|e| StoreError::io("make read-only", path, e))?;
+        let tmp = self.tmp.join(unique_tmp_name(TMP_PREFIX));
+        match fs::hard_link(path, &tmp) {
+            Ok(()) => {}
+            // Another filesystem, or links not allowed: fall back to a copy (and give the file
+            // its mode back, since it stays an ordinary work-tree file).
+            Err(_) => {
+                let _ = file.set_permissions(fs::Permissions::from_mode(expected.mode & 0o7777));
+                return copy();
+            }
+        }
+        let linked = fs::metadata(&tmp).map_err(|e| StoreError::io("stat", &tmp, e))?;
+        let unchanged = linked.ino() == expected.ino
+            && linked.len() == expected.size
+            && FileStat::from_metadata(&linked).mtime_ns == expected.mtime_ns;
+        if !unchanged {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::ChangedWhileReading { path: path.to_path_buf() });
+        }
+        self.finalize(&tmp, &digest)?;
+        let stat = FileStat::of_file(&file).map_err(|e| StoreError::io("stat", path, e))?;
+        Ok(StoredFile { digest, size: read, stat, new: true, adopted: true })
     }
 
     /// A new temporary file in `tmp/`, created read-only (the open handle can still write).
@@ -447,7 +507,6 @@ fn read_small(file: &mut File, size: u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn put_file_small_and_large_store_verified_read_only_objects() {
@@ -479,6 +538,36 @@ mod tests {
         store.verify(&digest).unwrap();
         assert_eq!(store.put_bytes(b"via rename").unwrap(), digest);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn adopt_links_old_files_and_copies_racy_ones() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let old = dir.path().join("old");
+        fs::write(&old, b"settled content").unwrap();
+        let stat = FileStat::of_path(&old).unwrap();
+        let stored = store.adopt_file(&old, &stat, stat.mtime_ns + 1, &|_| {}).unwrap();
+        assert!(stored.adopted && stored.new);
+        let object = fs::metadata(store.object_path(&stored.digest)).unwrap();
+        assert_eq!(object.ino(), stat.ino);
+        assert!(object.permissions().readonly());
+        store.verify(&stored.digest).unwrap();
+
+        let fresh = dir.path().join("fresh");
+        fs::write(&fresh, b"just written").unwrap();
+        let stat = FileStat::of_path(&fresh).unwrap();
+        let stored = store.adopt_file(&fresh, &stat, stat.mtime_ns, &|_| {}).unwrap();
+        assert!(!stored.adopted, "racy files are copied");
+        assert_ne!(fs::metadata(store.object_path(&stored.digest)).unwrap().ino(), stat.ino);
+
+        let changed = dir.path().join("changed");
+        fs::write(&changed, b"one").unwrap();
+        let stale = FileStat::of_path(&changed).unwrap();
+        fs::write(&changed, b"two, longer").unwrap();
+        let error = store.adopt_file(&changed, &stale, stale.mtime_ns + 1, &|_| {}).unwrap_err();
+        assert!(matches!(error, StoreError::ChangedWhileReading { .. }));
     }
 
     #[test]

@@ -97,19 +97,27 @@ impl Repo {
             stat: FileStat,
             hashed: bool,
             new: bool,
+            adopted: bool,
         }
+        // Sharing strategies turn work-tree files into objects without copying them.
+        let adopt = self.settings.link.preferred().shares_object();
+        let racy_before = hashed_at - crate::statcache::RACY_WINDOW_NS;
         let stored: Vec<Stored> = self.install(|| {
             files
                 .into_par_iter()
                 .map(|file| -> Result<Stored> {
                     let key = join_rel(rel, &file.rel);
                     let known = read_only_cache.lookup(&key, &file.stat);
-                    let (digest, stat, hashed, new) = match known {
-                        Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false),
+                    let (digest, stat, hashed, new, adopted) = match known {
+                        Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false, false),
                         _ => {
-                            let put =
-                                store.put_file(&file.abs, Some(&file.stat), &|n| reporter.advance(0, n))?;
-                            (put.digest, put.stat, true, put.new)
+                            let progress = |n| reporter.advance(0, n);
+                            let put = if adopt {
+                                store.adopt_file(&file.abs, &file.stat, racy_before, &progress)?
+                            } else {
+                                store.put_file(&file.abs, Some(&file.stat), &progress)?
+                            };
+                            (put.digest, put.stat, true, put.new, put.adopted)
                         }
                     };
                     reporter.advance(1, if hashed { 0 } else { stat.size });
@@ -124,6 +132,7 @@ impl Repo {
                         stat,
                         hashed,
                         new,
+                        adopted,
                     })
                 })
                 .collect::<Result<_>>()
@@ -134,7 +143,13 @@ impl Repo {
         for s in &stored {
             if s.hashed {
                 hashed += 1;
-                cache.record_hashed(join_rel(rel, &s.entry.path), s.stat, s.entry.digest, hashed_at);
+                let key = join_rel(rel, &s.entry.path);
+                if s.adopted {
+                    // Checked unchanged and not racy by `adopt_file`; its fresh ctime is ours.
+                    cache.record(key, s.stat, s.entry.digest);
+                } else {
+                    cache.record_hashed(key, s.stat, s.entry.digest, hashed_at);
+                }
             }
             if s.new {
                 new_objects += 1;
