@@ -101,9 +101,12 @@ def main():
         r["checkout 100k files"] = run(t["checkout"], repo, env)
         settle()
         r["no-op status after checkout"] = median_run(t["status"], repo, env, a.repeat)
-        sh([sys.executable, MAKE_TREE, os.path.join(repo, "data"), "--files", str(a.files), "--mutate", "100"], repo)
-        settle()
-        r["re-add after --mutate 100"] = run(t["add"], repo, env)
+        # Editing linked files in place would rewrite the shared cache objects (root ignores
+        # their read-only mode), so the mutate step runs only with copying strategies.
+        if a.link.split(",")[0] not in ("hardlink", "symlink"):
+            sh([sys.executable, MAKE_TREE, os.path.join(repo, "data"), "--files", str(a.files), "--mutate", "100"], repo)
+            settle()
+            r["re-add after --mutate 100"] = run(t["add"], repo, env)
         shutil.rmtree(os.path.join(repo, "data"))
         for cache in [".cairn/cache", ".dvc/cache"]:
             shutil.rmtree(os.path.join(repo, cache), ignore_errors=True)
