@@ -113,6 +113,9 @@ fn status_reports_changes_per_file_and_commit_records_them() {
     repo.write("loose.txt", b"x");
     let stderr = repo.fail(1, &["commit", "loose.txt"]);
     assert!(stderr.contains("is not tracked") && stderr.contains("cairn add"), "{stderr}");
+    let stderr = repo.fail(1, &["status", "loose.txt"]);
+    assert!(stderr.contains("is not tracked"), "{stderr}");
+    assert!(repo.ok(&["status", "data/d00"]).contains("1 tracked path(s), all up to date"));
 }
 
 #[test]

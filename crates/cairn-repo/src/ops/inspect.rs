@@ -18,7 +18,13 @@ impl Repo {
         let hashed_at = now_ns();
         let (mut cache, tracked) = self.install(|| rayon::join(|| self.stat_cache(), || self.tracked(scope)));
         let mut out = Vec::new();
-        for tracked in tracked? {
+        let tracked = tracked?;
+        if let Some(scope) = scope
+            && tracked.is_empty()
+        {
+            return Err(RepoError::NotTracked { path: self.abs(scope) });
+        }
+        for tracked in tracked {
             let (expected, Current { files: current, recorded, leftovers: _ }) =
                 match self.expected_and_current(&tracked, &cache, reporter) {
                     Err(RepoError::MissingObjects { .. }) => {
