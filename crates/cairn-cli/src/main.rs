@@ -46,6 +46,7 @@ enum Command {
         after_help = "Examples:\n  cairn add data/raw\n  cairn add model.onnx data/labels.csv\n  git add data/raw.cairn data/.gitignore && git commit -m 'raw data v1'"
     )]
     Add {
+        /// Files or directories to track.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         #[command(flatten)]
@@ -54,6 +55,7 @@ enum Command {
     /// Record changes to already-tracked data (all of it, or PATH).
     #[command(after_help = "Examples:\n  cairn commit\n  cairn commit data/raw")]
     Commit {
+        /// Only this tracked path (default: every tracked path).
         path: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArgs,
@@ -61,6 +63,7 @@ enum Command {
     /// Show tracked data that differs from its pointer.
     #[command(after_help = "Examples:\n  cairn status\n  cairn status data/raw --json")]
     Status {
+        /// Only this tracked path, or a path inside a tracked directory.
         path: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArgs,
@@ -70,6 +73,7 @@ enum Command {
         after_help = "Examples:\n  git checkout v1 && cairn checkout\n  cairn checkout data/raw --force"
     )]
     Checkout {
+        /// Only this tracked path, or a path inside a tracked directory.
         path: Option<PathBuf>,
         /// Overwrite changes that are not in the cache.
         #[arg(long)]
@@ -92,6 +96,7 @@ enum Command {
     /// List tracked files with their sizes.
     #[command(after_help = "Examples:\n  cairn ls\n  cairn ls data/raw --rev v1 --json")]
     Ls {
+        /// Only files at or below this path.
         path: Option<PathBuf>,
         /// List as of this Git revision.
         #[arg(long)]
@@ -104,13 +109,16 @@ enum Command {
         after_help = "Examples:\n  cairn cat data/labels.csv\n  cairn cat data/raw/part-0001.csv --rev v1 | head"
     )]
     Cat {
+        /// A tracked file, or a file inside a tracked directory.
         path: PathBuf,
+        /// Read it as of this Git revision (default: the work tree's pointers).
         #[arg(long)]
         rev: Option<String>,
     },
     /// Stop tracking a path; its data stays in place as ordinary files.
     #[command(after_help = "Example:\n  cairn rm data/scratch && git rm --cached data/scratch.cairn")]
     Rm {
+        /// Tracked paths (as given to `cairn add`).
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -119,6 +127,7 @@ enum Command {
         after_help = "Example:\n  cairn unprotect data/labels.csv && $EDITOR data/labels.csv && cairn commit data/labels.csv"
     )]
     Unprotect {
+        /// Tracked files or directories, or paths inside tracked directories.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -149,7 +158,9 @@ enum Command {
         after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
     )]
     Config {
+        /// A key such as `cache.link`.
         key: Option<String>,
+        /// The new value; without it, print the current one.
         value: Option<String>,
         /// Use the user-level file ($XDG_CONFIG_HOME/cairn/config.toml).
         #[arg(long)]
