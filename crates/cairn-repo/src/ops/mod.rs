@@ -307,26 +307,29 @@ impl Repo {
             )
         });
         let (expected, scan) = (expected?, scan?);
-        let current = match scan {
-            None => Current { files: None, recorded: Vec::new(), leftovers: Vec::new() },
-            Some(scan) => {
-                let (work, recorded) = self.digest_files(&tracked.rel, scan.files, cache, reporter)?;
-                Current { files: Some(work), recorded, leftovers: scan.leftovers }
-            }
-        };
-        Ok((expected, current))
+        Ok((expected, self.digest_scan(&tracked.rel, scan, cache, reporter)?))
     }
 
     /// The data path's files with their digests (`None` if it does not exist), the fresh
     /// hashes to record, and leftover temporary files from killed runs.
     fn current_files(&self, rel: &[u8], cache: &StatCache, reporter: &dyn Reporter) -> Result<Current> {
-        match scan_data(&self.abs(rel))? {
-            None => Ok(Current { files: None, recorded: Vec::new(), leftovers: Vec::new() }),
+        self.digest_scan(rel, scan_data(&self.abs(rel))?, cache, reporter)
+    }
+
+    fn digest_scan(
+        &self,
+        rel: &[u8],
+        scan: Option<Scan>,
+        cache: &StatCache,
+        reporter: &dyn Reporter,
+    ) -> Result<Current> {
+        Ok(match scan {
+            None => Current { files: None, recorded: Vec::new(), leftovers: Vec::new() },
             Some(scan) => {
                 let (work, recorded) = self.digest_files(rel, scan.files, cache, reporter)?;
-                Ok(Current { files: Some(work), recorded, leftovers: scan.leftovers })
+                Current { files: Some(work), recorded, leftovers: scan.leftovers }
             }
-        }
+        })
     }
 
     fn record_all(cache: &mut StatCache, recorded: Vec<Recorded>, hashed_at: i128) {
