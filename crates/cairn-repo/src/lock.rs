@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{FlockOperation, flock};
@@ -13,8 +13,6 @@ use crate::{RepoError, Reporter, Result};
 #[derive(Debug)]
 pub struct RepoLock {
     _file: File,
-    #[allow(dead_code)]
-    path: PathBuf,
 }
 
 impl RepoLock {
@@ -55,6 +53,6 @@ impl RepoLock {
         // Record who holds it, for the message others see.
         let _ = file.set_len(0);
         let _ = write!(file, "{}", std::process::id());
-        Ok(RepoLock { _file: file, path: path.to_path_buf() })
+        Ok(RepoLock { _file: file })
     }
 }
