@@ -24,6 +24,8 @@ pub struct ScannedFile {
 /// What a scan found.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// Whether the scanned path is a directory (else it is one file with an empty `rel`).
+    pub is_dir: bool,
     /// Regular files, sorted by `rel`.
     pub files: Vec<ScannedFile>,
     /// Temporary files a killed Cairn process left behind (`.cairn-tmp-*`); not data.
@@ -40,7 +42,7 @@ enum Found {
 pub fn scan_dir(root: &Path) -> Result<Scan> {
     let meta = fs::metadata(root).map_err(|e| RepoError::io("read", root, e))?;
     let found = visit(root, &[], &[(meta_dev_ino(&meta))])?;
-    let mut scan = Scan::default();
+    let mut scan = Scan { is_dir: true, ..Scan::default() };
     for item in found {
         match item {
             Found::File(file) => scan.files.push(file),

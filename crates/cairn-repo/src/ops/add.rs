@@ -47,9 +47,8 @@ impl Repo {
         let mut prepared = Vec::new();
         for rel in rels {
             let abs = self.abs(rel);
-            let files = scan_data(&abs)?.ok_or_else(|| RepoError::NotFound { path: abs.clone() })?.files;
-            let is_dir = fs::metadata(&abs).map_err(|e| RepoError::io("stat", &abs, e))?.is_dir();
-            prepared.push(self.store_files(rel, is_dir, files, &mut cache, hashed_at, reporter)?);
+            let scan = scan_data(&abs)?.ok_or(RepoError::NotFound { path: abs })?;
+            prepared.push(self.store_files(rel, scan.is_dir, scan.files, &mut cache, hashed_at, reporter)?);
         }
 
         // Phase 2: one sync. A crash before this point leaves only objects, and the work tree

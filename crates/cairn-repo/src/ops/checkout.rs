@@ -9,7 +9,6 @@ use cairn_hash::{Digest, ManifestEntry};
 use rayon::prelude::*;
 
 use super::*;
-use crate::pointer::PointerKind;
 use crate::{
     Repo, RepoError, Reporter, Result, Tracked, bytes_to_path, gitignore, is_under, join_rel, now_ns,
 };
@@ -46,21 +45,17 @@ impl Repo {
         let mut missing: Option<(PathBuf, Digest, usize)> = None;
         for tracked in tracked {
             let pointer_path = self.pointer_path(&tracked.rel);
-            let (mut expected, Current { files: current, recorded, leftovers }) =
+            let (mut expected, Current { files: current, is_dir, recorded, leftovers }) =
                 self.expected_and_current(&tracked, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
+            let exists = current.is_some();
             let mut current = current.unwrap_or_default();
             if let Some(scope) = scope {
                 expected.retain(|e| is_under(&join_rel(&tracked.rel, &e.path), scope));
                 current.retain(|c| is_under(&join_rel(&tracked.rel, &c.rel), scope));
             }
-            let abs = self.abs(&tracked.rel);
-            let on_disk = fs::metadata(&abs).ok();
-            let replace_root = match (&tracked.pointer.kind, &on_disk) {
-                (PointerKind::File { .. }, Some(m)) => m.is_dir(),
-                (PointerKind::Directory { .. }, Some(m)) => !m.is_dir(),
-                _ => false,
-            };
+            // The path exists as the wrong kind of entry (a file where a directory belongs).
+            let replace_root = exists && (is_dir != tracked.pointer.is_directory());
             let mut plan =
                 Plan { tracked, writes: Vec::new(), deletes: leftovers, unchanged: 0, replace_root };
             let current_by_rel: BTreeMap<&[u8], &WorkFile> =

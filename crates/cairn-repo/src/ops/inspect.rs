@@ -25,7 +25,7 @@ impl Repo {
             return Err(RepoError::NotTracked { path: self.abs(scope) });
         }
         for tracked in tracked {
-            let (expected, Current { files: current, recorded, leftovers: _ }) =
+            let (expected, Current { files: current, recorded, .. }) =
                 match self.expected_and_current(&tracked, &cache, reporter) {
                     Err(RepoError::MissingObjects { .. }) => {
                         let missing = fs::symlink_metadata(self.abs(&tracked.rel)).is_err();
@@ -86,7 +86,7 @@ impl Repo {
         let hashed_at = now_ns();
         let mut out = BTreeMap::new();
         for tracked in self.tracked(None)? {
-            let Current { files: current, recorded, leftovers: _ } =
+            let Current { files: current, recorded, .. } =
                 self.current_files(&tracked.rel, &cache, reporter)?;
             Self::record_all(&mut cache, recorded, hashed_at);
             for c in current.unwrap_or_default() {

@@ -152,6 +152,8 @@ type Recorded = (Vec<u8>, FileStat, Digest);
 struct Current {
     /// `None` if the path does not exist.
     files: Option<Vec<WorkFile>>,
+    /// The path is a directory (false if it is a file or does not exist).
+    is_dir: bool,
     recorded: Vec<Recorded>,
     /// Temporary files left by a killed run.
     leftovers: Vec<PathBuf>,
@@ -197,7 +199,7 @@ fn scan_data(abs: &Path) -> Result<Option<Scan>> {
     } else if meta.is_file() {
         let file =
             ScannedFile { rel: Vec::new(), abs: abs.to_path_buf(), stat: FileStat::from_metadata(&meta) };
-        Ok(Some(Scan { files: vec![file], leftovers: Vec::new() }))
+        Ok(Some(Scan { is_dir: false, files: vec![file], leftovers: Vec::new() }))
     } else {
         Err(RepoError::UnsupportedFileType { path: abs.to_path_buf() })
     }
@@ -324,10 +326,10 @@ impl Repo {
         reporter: &dyn Reporter,
     ) -> Result<Current> {
         Ok(match scan {
-            None => Current { files: None, recorded: Vec::new(), leftovers: Vec::new() },
+            None => Current { files: None, is_dir: false, recorded: Vec::new(), leftovers: Vec::new() },
             Some(scan) => {
                 let (work, recorded) = self.digest_files(rel, scan.files, cache, reporter)?;
-                Current { files: Some(work), recorded, leftovers: scan.leftovers }
+                Current { files: Some(work), is_dir: scan.is_dir, recorded, leftovers: scan.leftovers }
             }
         })
     }
