@@ -338,6 +338,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                     "unreferenced_objects": report.unreferenced.len(),
                     "unreferenced_bytes": report.unreferenced_bytes(),
                     "deleted": report.deleted,
+                    "tmp_bytes_freed": report.tmp_bytes_freed,
                 }));
             }
             let size = human_bytes(report.unreferenced_bytes());

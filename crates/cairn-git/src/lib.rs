@@ -84,19 +84,6 @@ impl GitRepo {
             .map_err(|e| GitError::UnknownRevision { rev: rev.to_owned(), message: e.message().to_owned() })
     }
 
-    /// The full commit id `rev` resolves to.
-    pub fn resolve(&self, rev: &str) -> Result<String> {
-        let object = self.repo.revparse_single(rev).map_err(|e| GitError::UnknownRevision {
-            rev: rev.to_owned(),
-            message: e.message().to_owned(),
-        })?;
-        let commit = object.peel_to_commit().map_err(|e| GitError::UnknownRevision {
-            rev: rev.to_owned(),
-            message: e.message().to_owned(),
-        })?;
-        Ok(commit.id().to_string())
-    }
-
     /// Every file in revision `rev` whose name ends with `suffix` (for example `.cairn`).
     pub fn files_with_suffix(&self, rev: &str, suffix: &[u8]) -> Result<Vec<TreeFile>> {
         let tree = self.commit_tree(rev)?;
@@ -216,7 +203,7 @@ mod tests {
         assert_eq!(old[0].content, b"v1");
         let all = repo.files_with_suffix_all_commits(b".cairn").unwrap();
         assert_eq!(all.len(), 2);
-        assert!(matches!(repo.resolve("nope"), Err(GitError::UnknownRevision { .. })));
+        assert!(matches!(repo.files_with_suffix("nope", b".cairn"), Err(GitError::UnknownRevision { .. })));
     }
 
     #[test]

@@ -9,9 +9,6 @@ use rayon::prelude::*;
 
 use crate::error::{RepoError, Result};
 
-/// Files Cairn itself leaves behind while writing (see `cairn_store::unique_tmp_name`).
-pub const TMP_PREFIX: &[u8] = b".cairn-tmp-";
-
 /// A file found under a scanned directory.
 #[derive(Debug, Clone)]
 pub struct ScannedFile {
@@ -68,7 +65,7 @@ fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)]) -> Result<Vec<Foun
         .map(|entry| -> Result<Vec<Found>> {
             let name = entry.file_name();
             let name = name.as_bytes();
-            if name.starts_with(TMP_PREFIX) {
+            if name.starts_with(cairn_store::WORKTREE_TMP_PREFIX.as_bytes()) {
                 return Ok(vec![Found::Leftover(entry.path())]);
             }
             let abs = entry.path();

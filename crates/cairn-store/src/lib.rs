@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_hash::{CountingReader, Digest, LARGE_FILE_THRESHOLD, hash_bytes, hash_reader};
 
-pub use link::{LinkKind, LinkStrategy, ParseLinkError};
+pub use link::{LinkKind, LinkStrategy, ParseLinkError, tmp_beside};
 pub use stat::FileStat;
 
 /// Errors from the object cache. Each names the path it concerns.
@@ -102,6 +102,10 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Prefix of in-flight files in `tmp/`.
 pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Prefix of the temporary files Cairn writes beside work-tree files before renaming them
+/// into place; one left behind by a killed process is not data.
+pub const WORKTREE_TMP_PREFIX: &str = ".cairn-tmp-";
 
 /// A unique name for a temporary file: process id plus a per-process counter.
 pub fn unique_tmp_name(prefix: &str) -> String {

@@ -94,9 +94,10 @@ impl fmt::Display for LinkStrategy {
     }
 }
 
-/// A temporary path beside `dest`, so the final rename stays on one filesystem.
-fn tmp_beside(dest: &Path) -> PathBuf {
-    let name = unique_tmp_name(".cairn-tmp-");
+/// A temporary path beside `dest`, so the final rename stays on one filesystem. Its name
+/// starts with [`crate::WORKTREE_TMP_PREFIX`], which scans of tracked directories skip.
+pub fn tmp_beside(dest: &Path) -> PathBuf {
+    let name = unique_tmp_name(crate::WORKTREE_TMP_PREFIX);
     match dest.parent() {
         Some(parent) => parent.join(name),
         None => PathBuf::from(name),

@@ -11,10 +11,12 @@ use rayon::prelude::*;
 use super::*;
 use crate::pointer::{POINTER_SUFFIX, Pointer, PointerKind};
 use crate::walk::ScannedFile;
-use crate::{Repo, RepoError, Reporter, Result, gitignore, join_rel, now_ns};
+use crate::{Repo, RepoError, Reporter, Result, Tracked, gitignore, is_under, join_rel, now_ns};
 
 impl Repo {
-    fn check_addable(&self, rel: &[u8]) -> Result<()> {
+    /// `pointers` holds every pointer in the work tree, read once (on first need) for all the
+    /// paths of one `add`.
+    fn check_addable(&self, rel: &[u8], pointers: &mut Option<Vec<Tracked>>) -> Result<()> {
         let path = self.abs(rel);
         if rel.is_empty() {
             return Err(RepoError::RootNotTrackable { path });
@@ -27,18 +29,23 @@ impl Repo {
         {
             return Err(RepoError::InsideTracked { path, tracked: self.abs(&owner.rel) });
         }
-        if fs::metadata(&path).is_ok_and(|m| m.is_dir())
-            && let Some(inner) = self.tracked(Some(rel))?.into_iter().find(|t| t.rel != rel)
-        {
-            return Err(RepoError::ContainsTracked { path, pointer: self.pointer_path(&inner.rel) });
+        if fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+            if pointers.is_none() {
+                *pointers = Some(self.tracked(None)?);
+            }
+            let all = pointers.as_deref().unwrap_or_default();
+            if let Some(inner) = all.iter().find(|t| t.rel != rel && is_under(&t.rel, rel)) {
+                return Err(RepoError::ContainsTracked { path, pointer: self.pointer_path(&inner.rel) });
+            }
         }
         Ok(())
     }
 
     /// Tracks `rels` (repository-relative paths of files or directories).
     pub fn add(&self, rels: &[Vec<u8>], reporter: &dyn Reporter) -> Result<Vec<AddOutcome>> {
+        let mut pointers = None;
         for rel in rels {
-            self.check_addable(rel)?;
+            self.check_addable(rel, &mut pointers)?;
         }
         let mut cache = self.stat_cache();
         let hashed_at = now_ns();

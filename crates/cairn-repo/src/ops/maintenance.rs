@@ -20,11 +20,11 @@ impl Repo {
         if self.read_pointer(rel)?.is_none() {
             return Err(RepoError::NotTracked { path: self.abs(rel) });
         }
-        self.unprotect(rel, reporter)?;
+        let mut cache = self.stat_cache();
+        self.unprotect_files(rel, &mut cache)?;
         let pointer = self.pointer_path(rel);
         fs::remove_file(&pointer).map_err(|e| RepoError::io("delete", &pointer, e))?;
         gitignore::remove_ignored(&self.root, rel)?;
-        let mut cache = self.stat_cache();
         cache.forget_under(rel);
         self.save_stat_cache(&mut cache, reporter);
         Ok(())
@@ -33,6 +33,13 @@ impl Repo {
     /// Replaces hard- or symbolic links to the cache at or below `rel` with writable copies.
     /// Returns how many files were unprotected.
     pub fn unprotect(&self, rel: &[u8], reporter: &dyn Reporter) -> Result<u64> {
+        let mut cache = self.stat_cache();
+        let count = self.unprotect_files(rel, &mut cache)?;
+        self.save_stat_cache(&mut cache, reporter);
+        Ok(count)
+    }
+
+    fn unprotect_files(&self, rel: &[u8], cache: &mut StatCache) -> Result<u64> {
         let owners: Vec<Tracked> = match self.tracked_containing(rel)? {
             Some(owner) => vec![owner],
             None => self.tracked(Some(rel))?,
@@ -40,7 +47,6 @@ impl Repo {
         if owners.is_empty() {
             return Err(RepoError::NotTracked { path: self.abs(rel) });
         }
-        let mut cache = self.stat_cache();
         let mut count = 0;
         for owner in owners {
             let Some(scan) = scan_data(&self.abs(&owner.rel))? else { continue };
@@ -59,7 +65,7 @@ impl Repo {
                             return Ok(None);
                         }
                         let mode = if f.stat.executable() { 0o755 } else { 0o644 };
-                        let tmp = f.abs.with_file_name(cairn_store::unique_tmp_name(".cairn-tmp-"));
+                        let tmp = cairn_store::tmp_beside(&f.abs);
                         let copied = fs::copy(&f.abs, &tmp)
                             .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
                             .and_then(|()| fs::rename(&tmp, &f.abs));
@@ -77,7 +83,6 @@ impl Repo {
                 count += 1;
             }
         }
-        self.save_stat_cache(&mut cache, reporter);
         Ok(count)
     }
 

@@ -169,7 +169,7 @@ fn hash_file(abs: &Path, stat: &FileStat, reporter: &dyn Reporter) -> Result<Dig
 }
 
 fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(cairn_store::unique_tmp_name(".cairn-tmp-"));
+    let tmp = cairn_store::tmp_beside(path);
     let result = fs::write(&tmp, content)
         .and_then(|()| fs::rename(&tmp, path))
         .map_err(|e| RepoError::io("write", path, e));
