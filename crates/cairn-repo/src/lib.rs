@@ -44,21 +44,7 @@ pub use ops::{
 use pointer::{POINTER_SUFFIX, Pointer, PointerKind};
 pub use walk::ScannedFile;
 
-/// Receives progress from long operations. Every method has a no-op default.
-pub trait Reporter: Sync {
-    /// A phase begins: `items` files and `bytes` bytes are expected (0 if unknown).
-    fn start(&self, _label: &str, _items: u64, _bytes: u64) {}
-    /// Some files and bytes of the current phase are done.
-    fn advance(&self, _items: u64, _bytes: u64) {}
-    /// The current phase is over.
-    fn finish(&self) {}
-    /// Something the user should know that is not an error.
-    fn warn(&self, _message: &str) {}
-}
-
-/// A [`Reporter`] that ignores everything.
-pub struct NoReporter;
-impl Reporter for NoReporter {}
+pub use cairn_store::{NoReporter, Reporter};
 
 /// A tracked path: its pointer and where it lives.
 #[derive(Debug, Clone)]

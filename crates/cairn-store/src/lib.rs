@@ -42,6 +42,23 @@ use cairn_hash::{CountingReader, Digest, LARGE_FILE_THRESHOLD, hash_bytes, hash_
 pub use link::{LinkKind, LinkStrategy, ParseLinkError, tmp_beside};
 pub use stat::FileStat;
 
+/// Receives progress from long operations (here and in the crates above: the repository,
+/// remotes). Every method has a no-op default; front ends draw progress bars from it.
+pub trait Reporter: Sync {
+    /// A phase begins: `items` files and `bytes` bytes are expected (0 if unknown).
+    fn start(&self, _label: &str, _items: u64, _bytes: u64) {}
+    /// Some files and bytes of the current phase are done.
+    fn advance(&self, _items: u64, _bytes: u64) {}
+    /// The current phase is over.
+    fn finish(&self) {}
+    /// Something the user should know that is not an error.
+    fn warn(&self, _message: &str) {}
+}
+
+/// A [`Reporter`] that ignores everything.
+pub struct NoReporter;
+impl Reporter for NoReporter {}
+
 /// Errors from the object cache. Each names the path it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -200,6 +217,28 @@ impl Store {
         drop(file);
         self.finalize(&tmp, digest)?;
         Ok(true)
+    }
+
+    /// Stores bytes that arrived from elsewhere (a remote) under the digest they are supposed
+    /// to have. They are hashed first; if they do not match, nothing is stored and
+    /// [`StoreError::Corrupt`] is returned. Returns false if the object already existed.
+    pub fn put_verified(&self, expected: &Digest, bytes: &[u8]) -> Result<bool> {
+        let actual = hash_bytes(bytes);
+        if actual != *expected {
+            return Err(StoreError::Corrupt { expected: *expected, actual });
+        }
+        if self.contains(expected)? {
+            return Ok(false);
+        }
+        self.write_object(expected, bytes)
+    }
+
+    /// A new, empty object file to be filled in any order (for example by parallel ranged
+    /// downloads) and then committed under its digest with [`PartialObject::commit`]. Dropped
+    /// uncommitted, it is deleted.
+    pub fn partial(&self) -> Result<PartialObject> {
+        let (file, path) = self.create_tmp()?;
+        Ok(PartialObject { store: self.clone(), file, path: Some(path) })
     }
 
     /// Stores the regular file at `path` (following symlinks). The object is hashed from the
@@ -473,6 +512,48 @@ impl Store {
             }
             other => other,
         })
+    }
+}
+
+/// An object being assembled in `tmp/`; see [`Store::partial`].
+#[derive(Debug)]
+pub struct PartialObject {
+    store: Store,
+    file: File,
+    /// `None` once committed.
+    path: Option<PathBuf>,
+}
+
+impl PartialObject {
+    /// The open, writable file (use positional writes to fill it in any order).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Hashes the assembled file and moves it into the cache if it hashes to `expected`;
+    /// otherwise deletes it and returns [`StoreError::Corrupt`].
+    pub fn commit(mut self, expected: &Digest) -> Result<()> {
+        let path = self.path.take().expect("a partial object is committed once");
+        let discard = |error: StoreError| {
+            let _ = fs::remove_file(&path);
+            error
+        };
+        let mut reader = File::open(&path).map_err(|e| discard(StoreError::io("open", &path, e)))?;
+        let size = reader.metadata().map_err(|e| discard(StoreError::io("stat", &path, e)))?.len();
+        let (actual, _) =
+            hash_reader(&mut reader, size, None).map_err(|e| discard(StoreError::io("read", &path, e)))?;
+        if actual != *expected {
+            return Err(discard(StoreError::Corrupt { expected: *expected, actual }));
+        }
+        self.store.finalize(&path, expected)
+    }
+}
+
+impl Drop for PartialObject {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
