@@ -96,6 +96,12 @@ impl From<RepoError> for Failure {
                 Some("re-add damaged data from a good copy, then run `cairn gc` to drop corrupt objects")
             }
             RepoError::Config(_) => Some("fix the file by hand or with `cairn config`"),
+            RepoError::NoRemote => Some("add one with `cairn remote add NAME URL --default`"),
+            RepoError::NoDefaultRemote { .. } => {
+                Some("name one with `-r NAME`, or set the default with `cairn remote default NAME`")
+            }
+            RepoError::UnknownRemote { .. } => Some("list remotes with `cairn remote list`"),
+            RepoError::Remote(remote) => remote_hint(remote),
             RepoError::Internal(_) => {
                 Some("this is a bug in Cairn; please report it with the command you ran")
             }
@@ -103,8 +109,47 @@ impl From<RepoError> for Failure {
             RepoError::Io { .. } | RepoError::Store(_) => None,
         };
         let hint = hint.or_else(|| error.io_error().and_then(io_hint));
-        let code = if matches!(error, RepoError::Internal(_)) { EXIT_INTERNAL } else { EXIT_USER };
+        let internal = matches!(
+            error,
+            RepoError::Internal(_) | RepoError::Remote(cairn_remote::RemoteError::Internal(_))
+        );
+        let code = if internal { EXIT_INTERNAL } else { EXIT_USER };
         Failure { message: error.to_string(), hint: hint.map(str::to_owned), code }
+    }
+}
+
+fn remote_hint(error: &cairn_remote::RemoteError) -> Option<&'static str> {
+    use cairn_remote::{Failure as Kind, RemoteError};
+    match error {
+        RemoteError::InvalidUrl { .. } => {
+            Some("fix the URL with `cairn remote modify NAME url URL` (a directory path or s3://BUCKET/PREFIX)")
+        }
+        RemoteError::DirectoryMissing { .. } => {
+            Some("create the directory, mount the share, or point the remote elsewhere with `cairn remote modify NAME url PATH`")
+        }
+        RemoteError::BadOption { .. } | RemoteError::UnknownOption { .. } => {
+            Some("see `cairn remote modify --help` for the options and their values")
+        }
+        RemoteError::Credentials { .. } => Some(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, name a profile with `cairn remote modify --user NAME profile PROFILE`, or set `access-key-id` and `secret-access-key` with `cairn remote modify --user`",
+        ),
+        RemoteError::Storage { failure, .. } => match failure {
+            Kind::NoSuchBucket => Some("create the bucket, or fix the remote URL with `cairn remote modify NAME url s3://BUCKET/PREFIX`"),
+            Kind::BadCredentials => Some(
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, or the remote's access-key-id and secret-access-key",
+            ),
+            Kind::AccessDenied => Some("the credentials work but may not read or write here: check the bucket policy or directory permissions"),
+            Kind::Unreachable => Some(
+                "check the endpoint (`cairn remote modify NAME endpoint URL`) and your network; transient errors were already retried",
+            ),
+            Kind::NotFound => Some("the remote changed while Cairn was reading it; run the command again"),
+            Kind::Other => None,
+        },
+        RemoteError::Damaged { .. } => Some(
+            "the remote holds a damaged file; run `cairn gc --cloud` from a clone that has the data, or push again from one",
+        ),
+        RemoteError::Store(_) | RemoteError::Io { .. } => None,
+        RemoteError::Internal(_) => Some("this is a bug in Cairn; please report it with the command you ran"),
     }
 }
 

@@ -5,6 +5,7 @@
 mod failure;
 mod output;
 mod progress;
+mod remotes;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -131,11 +132,32 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Manage remotes: where `push`, `fetch` and `pull` send and get data.
+    #[command(subcommand)]
+    Remote(remotes::RemoteCommand),
+    /// Upload the data of tracked paths that the remote lacks.
+    #[command(
+        after_help = "Examples:\n  cairn push\n  cairn push data/raw -r backup --jobs 16\n  cairn push --all-branches --json"
+    )]
+    Push(remotes::TransferArgs),
+    /// Download the data of tracked paths into the cache (the work tree is not changed).
+    #[command(after_help = "Examples:\n  cairn fetch\n  cairn fetch --rev v1 --rev v2")]
+    Fetch(remotes::TransferArgs),
+    /// Fetch, then check out: make the work tree match the pointers with data from a remote.
+    #[command(after_help = "Examples:\n  git pull && cairn pull\n  cairn pull data/raw -r origin")]
+    Pull(remotes::PullArgs),
     /// Remove cache objects no pointer references (a dry run unless --force).
     #[command(
-        after_help = "Examples:\n  cairn gc                       # what would be freed\n  cairn gc --all-commits --force"
+        after_help = "Examples:\n  cairn gc                       # what would be freed\n  cairn gc --all-commits --force\n  cairn gc --cloud -r origin     # what would be removed from the remote"
     )]
     Gc {
+        /// Clean the remote instead of the local cache: remove what no branch, tag or the
+        /// work tree references.
+        #[arg(long)]
+        cloud: bool,
+        /// The remote, with --cloud.
+        #[arg(short, long, requires = "cloud")]
+        remote: Option<String>,
         /// Also keep objects referenced by any commit of any branch or tag.
         #[arg(long)]
         all_commits: bool,
@@ -155,7 +177,7 @@ enum Command {
     },
     /// Get or set configuration (project `.cairn/config`, or the user's with --user).
     #[command(
-        after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
+        after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout, core.remote\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
     )]
     Config {
         /// A key such as `cache.link`.
@@ -328,7 +350,14 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Gc { all_commits, force, output } => {
+        Command::Remote(command) => remotes::run_remote(&context, command),
+        Command::Push(args) => remotes::push(&context, args, reporter),
+        Command::Fetch(args) => remotes::fetch(&context, args, reporter),
+        Command::Pull(args) => remotes::pull(&context, args, reporter),
+        Command::Gc { cloud: true, remote, all_commits, force, output } => {
+            remotes::gc_cloud(&context, remote.as_deref(), all_commits, force, &output, reporter)
+        }
+        Command::Gc { cloud: false, remote: _, all_commits, force, output } => {
             let repo = context.open()?;
             let _lock = repo.lock(reporter)?;
             let report = repo.gc(all_commits, force, reporter)?;

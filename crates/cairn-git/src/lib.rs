@@ -74,6 +74,23 @@ impl GitRepo {
         }
     }
 
+    /// Commit ids at the tips of local branches and/or tags, each once, sorted.
+    pub fn ref_tips(&self, branches: bool, tags: bool) -> Result<Vec<String>> {
+        let mut tips = std::collections::BTreeSet::new();
+        let references = self.repo.references().map_err(git_err("listing refs"))?;
+        for reference in references {
+            let reference = reference.map_err(git_err("listing refs"))?;
+            if !((branches && reference.is_branch()) || (tags && reference.is_tag())) {
+                continue;
+            }
+            // Tags may point at non-commits (a tagged blob); those hold no pointers.
+            if let Ok(commit) = reference.peel_to_commit() {
+                tips.insert(commit.id().to_string());
+            }
+        }
+        Ok(tips.into_iter().collect())
+    }
+
     fn commit_tree(&self, rev: &str) -> Result<Tree<'_>> {
         let object = self.repo.revparse_single(rev).map_err(|e| GitError::UnknownRevision {
             rev: rev.to_owned(),
@@ -201,6 +218,9 @@ mod tests {
         );
         let old = repo.files_with_suffix("HEAD~1", b".cairn").unwrap();
         assert_eq!(old[0].content, b"v1");
+        git(root, &["tag", "v2"]);
+        assert_eq!(repo.ref_tips(true, true).unwrap().len(), 1, "branch and tag share a commit");
+        assert_eq!(repo.ref_tips(false, false).unwrap().len(), 0);
         let all = repo.files_with_suffix_all_commits(b".cairn").unwrap();
         assert_eq!(all.len(), 2);
         assert!(matches!(repo.files_with_suffix("nope", b".cairn"), Err(GitError::UnknownRevision { .. })));

@@ -9,6 +9,12 @@
 //! | `cache.dir`         | cache directory (relative paths are from the repo root)   | `.cairn/cache` |
 //! | `core.jobs`         | threads for hashing and linking                           | number of CPUs |
 //! | `core.lock-timeout` | seconds to wait for another Cairn process in this repo    | `60`           |
+//! | `core.remote`       | the remote push, fetch and pull use without `-r`          | none           |
+//!
+//! Remotes are tables `[remote.NAME]` with a `url` and options (`endpoint`, `region`,
+//! `path-style`, `profile`, credentials, `retries`, `jobs`; see `cairn_remote::OPTIONS`).
+//! A remote may be defined in both files: options are merged, the project's winning, so a
+//! team commits the URL and each person keeps credentials in the user file.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +32,7 @@ enum ValueKind {
     Link,
     Path,
     PositiveInteger,
+    Name,
 }
 
 const KEYS: &[Key] = &[
@@ -37,6 +44,7 @@ const KEYS: &[Key] = &[
         kind: ValueKind::PositiveInteger,
         help: "seconds to wait for the repository lock",
     },
+    Key { name: "core.remote", kind: ValueKind::Name, help: "the default remote" },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +59,20 @@ pub enum ConfigError {
     UnknownKey { key: String, known: String },
     #[error("invalid value `{value}` for `{key}`: {reason}")]
     BadValue { key: String, value: String, reason: String },
+    #[error("no remote named `{name}` in `{path}`")]
+    NoSuchRemote { name: String, path: PathBuf },
+    #[error("remote `{name}` already exists in `{path}`")]
+    RemoteExists { name: String, path: PathBuf },
+    #[error("remote `{name}` in `{path}` is malformed: {reason}")]
+    BadRemote { name: String, path: PathBuf, reason: String },
+}
+
+/// Remote names: letters, digits, `-`, `_` and `.`, not starting with `.` or `-`.
+pub fn check_remote_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid { Ok(()) } else { Err("a remote name uses letters, digits, `-`, `_` and `.`".to_owned()) }
 }
 
 /// Resolved settings handed to repository operations.
@@ -60,6 +82,10 @@ pub struct Settings {
     pub cache_dir: Option<PathBuf>,
     pub jobs: Option<usize>,
     pub lock_timeout: std::time::Duration,
+    /// `core.remote`.
+    pub default_remote: Option<String>,
+    /// Every configured remote by name, options of both files merged.
+    pub remotes: std::collections::BTreeMap<String, cairn_remote::RemoteSpec>,
 }
 
 impl Default for Settings {
@@ -69,6 +95,8 @@ impl Default for Settings {
             cache_dir: None,
             jobs: None,
             lock_timeout: std::time::Duration::from_secs(60),
+            default_remote: None,
+            remotes: Default::default(),
         }
     }
 }
@@ -98,6 +126,10 @@ fn parse_value(key: &Key, value: &str) -> Result<toml::Value, ConfigError> {
         }
         ValueKind::Path if value.is_empty() => Err(bad("the path is empty".into())),
         ValueKind::Path => Ok(toml::Value::String(value.to_owned())),
+        ValueKind::Name => {
+            check_remote_name(value).map_err(bad)?;
+            Ok(toml::Value::String(value.to_owned()))
+        }
         ValueKind::PositiveInteger => match value.parse::<i64>() {
             Ok(n) if n > 0 => Ok(toml::Value::Integer(n)),
             _ => Err(bad("expected a whole number greater than 0".into())),
@@ -171,6 +203,106 @@ impl ConfigFile {
         Ok(removed)
     }
 
+    /// The `[remote.NAME]` tables of this file: name -> key -> value (values as text).
+    pub fn remotes(&self) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        let Some(section) = self.table.get("remote") else { return Ok(out) };
+        let bad = |name: &str, reason: &str| ConfigError::BadRemote {
+            name: name.to_owned(),
+            path: self.path.clone(),
+            reason: reason.to_owned(),
+        };
+        let section = section.as_table().ok_or_else(|| bad("*", "`remote` must be a table of remotes"))?;
+        for (name, table) in section {
+            let table = table.as_table().ok_or_else(|| bad(name, "expected a table of options"))?;
+            let mut options = std::collections::BTreeMap::new();
+            for (key, value) in table {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(_) | toml::Value::Boolean(_) => value.to_string(),
+                    _ => return Err(bad(name, &format!("`{key}` must be a string, number or boolean"))),
+                };
+                options.insert(key.clone(), text);
+            }
+            out.insert(name.clone(), options);
+        }
+        Ok(out)
+    }
+
+    fn remote_table(&mut self, name: &str, create: bool) -> Result<Option<&mut toml::Table>, ConfigError> {
+        let path = self.path.clone();
+        if !self.table.contains_key("remote") {
+            if !create {
+                return Ok(None);
+            }
+            self.table.insert("remote".into(), toml::Value::Table(toml::Table::new()));
+        }
+        let section = self.table.get_mut("remote").and_then(toml::Value::as_table_mut).ok_or_else(|| {
+            ConfigError::BadRemote { name: name.to_owned(), path: path.clone(), reason: "`remote` is not a table".into() }
+        })?;
+        if !section.contains_key(name) {
+            if !create {
+                return Ok(None);
+            }
+            section.insert(name.to_owned(), toml::Value::Table(toml::Table::new()));
+        }
+        let table = section.get_mut(name).and_then(toml::Value::as_table_mut).ok_or_else(|| {
+            ConfigError::BadRemote { name: name.to_owned(), path, reason: "expected a table of options".into() }
+        })?;
+        Ok(Some(table))
+    }
+
+    /// Adds remote `name` with `url`; fails if it exists here.
+    pub fn add_remote(&mut self, name: &str, url: &str) -> Result<(), ConfigError> {
+        check_remote_name(name).map_err(|reason| ConfigError::BadValue {
+            key: "remote name".into(),
+            value: name.to_owned(),
+            reason,
+        })?;
+        if self.remotes()?.contains_key(name) {
+            return Err(ConfigError::RemoteExists { name: name.to_owned(), path: self.path.clone() });
+        }
+        let table = self.remote_table(name, true)?.expect("created above");
+        table.insert("url".into(), toml::Value::String(url.to_owned()));
+        self.save()
+    }
+
+    /// Sets (`Some`) or removes (`None`) one option of remote `name`, creating its table when
+    /// `create` (the user file may add credentials to a remote the project defines).
+    pub fn set_remote_option(&mut self, name: &str, key: &str, value: Option<&str>, create: bool) -> Result<bool, ConfigError> {
+        let path = self.path.clone();
+        let Some(table) = self.remote_table(name, create && value.is_some())? else {
+            return Err(ConfigError::NoSuchRemote { name: name.to_owned(), path });
+        };
+        let changed = match value {
+            Some(value) => {
+                table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+                true
+            }
+            None => table.remove(key).is_some(),
+        };
+        if changed {
+            self.save()?;
+        }
+        Ok(changed)
+    }
+
+    /// Removes remote `name`; returns whether it was here.
+    pub fn remove_remote(&mut self, name: &str) -> Result<bool, ConfigError> {
+        let removed = self
+            .table
+            .get_mut("remote")
+            .and_then(toml::Value::as_table_mut)
+            .is_some_and(|section| section.remove(name).is_some());
+        if removed {
+            if self.get("core.remote")?.as_deref() == Some(name) {
+                self.unset("core.remote")?;
+            }
+            self.save()?;
+        }
+        Ok(removed)
+    }
+
     fn save(&self) -> Result<(), ConfigError> {
         let write = |source| ConfigError::Write { path: self.path.clone(), source };
         if let Some(parent) = self.path.parent() {
@@ -210,7 +342,23 @@ pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigErr
                     settings.lock_timeout =
                         std::time::Duration::from_secs(parsed.as_integer().map(|n| n as u64).unwrap_or(60));
                 }
+                "core.remote" => settings.default_remote = Some(value.clone()),
                 _ => unreachable!("every key in KEYS is handled"),
+            }
+        }
+    }
+    for file in files {
+        for (name, options) in file.remotes()? {
+            let spec = settings
+                .remotes
+                .entry(name.clone())
+                .or_insert_with(|| cairn_remote::RemoteSpec { name: name.clone(), ..Default::default() });
+            for (key, value) in options {
+                if key == "url" {
+                    spec.url = value;
+                } else {
+                    spec.options.insert(key, value);
+                }
             }
         }
     }

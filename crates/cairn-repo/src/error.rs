@@ -14,6 +14,14 @@ pub enum RepoError {
     Store(#[from] cairn_store::StoreError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Remote(#[from] cairn_remote::RemoteError),
+    #[error("no remote is configured")]
+    NoRemote,
+    #[error("several remotes are configured ({}) and none is the default", names.join(", "))]
+    NoDefaultRemote { names: Vec<String> },
+    #[error("no remote named `{name}`{}", if known.is_empty() { String::new() } else { format!(" (configured: {})", known.join(", ")) })]
+    UnknownRemote { name: String, known: Vec<String> },
     #[error("`{root}` is a Git work tree but not a Cairn repository")]
     NotInitialized { root: PathBuf },
     #[error("cannot {action} `{path}`: {source}")]
@@ -81,6 +89,7 @@ impl RepoError {
         match self {
             RepoError::Io { source, .. } => Some(source),
             RepoError::Store(store) => store.io_error(),
+            RepoError::Remote(remote) => remote.io_error(),
             _ => None,
         }
     }

@@ -8,6 +8,9 @@ mod add;
 mod checkout;
 mod inspect;
 mod maintenance;
+mod remote;
+
+pub use remote::{FetchOutcome, PushOutcome, Selection, TransferProblem};
 
 use std::fs::{self, File};
 use std::io::{self};
