@@ -334,10 +334,10 @@ pub(crate) fn classify(error: &object_store::Error) -> Failure {
 
 /// The error and all its sources on one line.
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
+    let mut text = error.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
     let mut source = error.source();
     while let Some(inner) = source {
-        let piece = inner.to_string();
+        let piece = inner.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
         if !text.contains(&piece) {
             text.push_str(": ");
             text.push_str(&piece);

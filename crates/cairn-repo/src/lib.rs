@@ -141,6 +141,9 @@ impl Repo {
         if !dot.join("config").is_file() {
             return Err(RepoError::NotInitialized { root });
         }
+        // A fresh clone has `.cairn/config` from Git but not the ignored state directory.
+        let state = dot.join("state");
+        std::fs::create_dir_all(&state).map_err(|e| RepoError::io("create", &state, e))?;
         let project = config::ConfigFile::load(&dot.join("config"))?;
         let user = options.user_config.as_deref().map(config::ConfigFile::load).transpose()?;
         let mut files: Vec<&config::ConfigFile> = user.iter().collect();

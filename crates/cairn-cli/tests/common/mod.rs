@@ -7,6 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod s3;
+
 pub struct TestRepo {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
@@ -33,6 +35,13 @@ impl TestRepo {
         let repo = Self::bare();
         repo.git(&["init", "-q", "-b", "main"]);
         repo.ok(&["init"]);
+        repo
+    }
+
+    /// A `git clone` of `origin` with `cairn init` state from the clone (config is in Git).
+    pub fn clone_of(origin: &TestRepo) -> Self {
+        let repo = Self::bare();
+        repo.git(&["clone", "-q", origin.root.to_str().expect("UTF-8 temp path"), "."]);
         repo
     }
 

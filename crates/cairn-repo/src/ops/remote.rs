@@ -284,8 +284,10 @@ impl Repo {
     ) -> Result<cairn_remote::CloudGcReport> {
         let selection = Selection { all_branches: true, all_tags: true, all_commits, ..Default::default() };
         let mut sources = self.selected(&selection)?;
-        if let Some(head) = self.git().head()? {
-            for file in self.git().files_with_suffix(&head, POINTER_SUFFIX.as_bytes())? {
+        let head = self.git().head()?;
+        if let Some(head) = head {
+            let files = self.git().files_with_suffix(&head, POINTER_SUFFIX.as_bytes())?;
+            for file in files {
                 let rel = file.path[..file.path.len() - POINTER_SUFFIX.len()].to_vec();
                 let label = format!("{}@HEAD", display_bytes(&rel));
                 let pointer = crate::parse_pointer_bytes(std::path::Path::new(&label), &file.content)?;
