@@ -121,12 +121,12 @@ impl From<RepoError> for Failure {
 fn remote_hint(error: &cairn_remote::RemoteError) -> Option<&'static str> {
     use cairn_remote::{Failure as Kind, RemoteError};
     match error {
-        RemoteError::InvalidUrl { .. } => {
-            Some("fix the URL with `cairn remote modify NAME url URL` (a directory path or s3://BUCKET/PREFIX)")
-        }
-        RemoteError::DirectoryMissing { .. } => {
-            Some("create the directory, mount the share, or point the remote elsewhere with `cairn remote modify NAME url PATH`")
-        }
+        RemoteError::InvalidUrl { .. } => Some(
+            "fix the URL with `cairn remote modify NAME url URL` (a directory path or s3://BUCKET/PREFIX)",
+        ),
+        RemoteError::DirectoryMissing { .. } => Some(
+            "create the directory, mount the share, or point the remote elsewhere with `cairn remote modify NAME url PATH`",
+        ),
         RemoteError::BadOption { .. } | RemoteError::UnknownOption { .. } => {
             Some("see `cairn remote modify --help` for the options and their values")
         }
@@ -134,11 +134,15 @@ fn remote_hint(error: &cairn_remote::RemoteError) -> Option<&'static str> {
             "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, name a profile with `cairn remote modify --user NAME profile PROFILE`, or set `access-key-id` and `secret-access-key` with `cairn remote modify --user`",
         ),
         RemoteError::Storage { failure, .. } => match failure {
-            Kind::NoSuchBucket => Some("create the bucket, or fix the remote URL with `cairn remote modify NAME url s3://BUCKET/PREFIX`"),
+            Kind::NoSuchBucket => Some(
+                "create the bucket, or fix the remote URL with `cairn remote modify NAME url s3://BUCKET/PREFIX`",
+            ),
             Kind::BadCredentials => Some(
                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, or the remote's access-key-id and secret-access-key",
             ),
-            Kind::AccessDenied => Some("the credentials work but may not read or write here: check the bucket policy or directory permissions"),
+            Kind::AccessDenied => Some(
+                "the credentials work but may not read or write here: check the bucket policy or directory permissions",
+            ),
             Kind::Unreachable => Some(
                 "check the endpoint (`cairn remote modify NAME endpoint URL`) and your network; transient errors were already retried",
             ),

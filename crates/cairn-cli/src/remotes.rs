@@ -138,7 +138,10 @@ fn check_url(name: &str, url: &str) -> Result<(), Failure> {
     // Relative directories are kept relative (to the repository root) so the config travels.
     let probe = if url.contains("://") || url.starts_with('/') { url.to_owned() } else { format!("/{url}") };
     cairn_remote::Location::parse(&probe).map(drop).map_err(|reason| {
-        Failure::user(format!("remote `{name}`: unusable URL `{url}`: {reason}"), Some("use a directory path or s3://BUCKET/PREFIX"))
+        Failure::user(
+            format!("remote `{name}`: unusable URL `{url}`: {reason}"),
+            Some("use a directory path or s3://BUCKET/PREFIX"),
+        )
     })
 }
 
@@ -181,12 +184,18 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
                 .map(|spec| RemoteJson {
                     name: &spec.name,
                     url: &spec.url,
-                    default: default == Some(spec.name.as_str()) || (default.is_none() && settings.remotes.len() == 1),
+                    default: default == Some(spec.name.as_str())
+                        || (default.is_none() && settings.remotes.len() == 1),
                     // Never print secrets.
                     options: spec
                         .options
                         .iter()
-                        .map(|(k, v)| (k.as_str(), if k.contains("secret") || k.contains("token") { "***" } else { v.as_str() }))
+                        .map(|(k, v)| {
+                            (
+                                k.as_str(),
+                                if k.contains("secret") || k.contains("token") { "***" } else { v.as_str() },
+                            )
+                        })
                         .collect(),
                 })
                 .collect();
@@ -194,7 +203,12 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
                 return json(&list);
             }
             for remote in list {
-                out(format!("{}\t{}{}", remote.name, remote.url, if remote.default { "\t(default)" } else { "" }))?;
+                out(format!(
+                    "{}\t{}{}",
+                    remote.name,
+                    remote.url,
+                    if remote.default { "\t(default)" } else { "" }
+                ))?;
             }
             Ok(())
         }
@@ -270,16 +284,27 @@ struct ProblemJson<'a> {
 }
 
 fn problems_json(problems: &[TransferProblem]) -> Vec<ProblemJson<'_>> {
-    problems.iter().map(|p| ProblemJson { path: &p.path, digest: p.digest.to_string(), reason: &p.reason }).collect()
+    problems
+        .iter()
+        .map(|p| ProblemJson { path: &p.path, digest: p.digest.to_string(), reason: &p.reason })
+        .collect()
 }
 
 /// The error for a transfer that left files behind, listing them.
 fn incomplete(what: &str, remote: &str, problems: &[TransferProblem], hint: &str) -> Failure {
-    let mut lines: Vec<String> = problems.iter().take(20).map(|p| format!("  {}: {} ({})", p.path, p.reason, p.digest)).collect();
+    let mut lines: Vec<String> =
+        problems.iter().take(20).map(|p| format!("  {}: {} ({})", p.path, p.reason, p.digest)).collect();
     if problems.len() > 20 {
         lines.push(format!("  … and {} more", problems.len() - 20));
     }
-    Failure::user(format!("{what} `{remote}` is incomplete; {} file(s) affected:\n{}", problems.len(), lines.join("\n")), Some(hint))
+    Failure::user(
+        format!(
+            "{what} `{remote}` is incomplete; {} file(s) affected:\n{}",
+            problems.len(),
+            lines.join("\n")
+        ),
+        Some(hint),
+    )
 }
 
 pub fn push(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {

@@ -1,6 +1,8 @@
 //! Remotes end to end: the `cairn` binary against a local directory and a real S3-protocol
 //! server (moto) on 127.0.0.1.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -124,7 +126,9 @@ fn concurrent_pushes_from_two_clones_both_land() {
     b.ok(&["add", "data/b", "data/common"]);
     let mut pushes: Vec<_> = [&a, &b]
         .iter()
-        .map(|repo| repo.command(&["push", "--jobs", "4"]).stdout(std::process::Stdio::null()).spawn().unwrap())
+        .map(|repo| {
+            repo.command(&["push", "--jobs", "4"]).stdout(std::process::Stdio::null()).spawn().unwrap()
+        })
         .collect();
     for push in &mut pushes {
         assert!(push.wait().unwrap().success());
@@ -157,7 +161,9 @@ fn killed_push_resumes_without_resending_and_never_claims_missing_objects() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let indexes = std::fs::read_dir(&packs)
-            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "idx")).count())
+            .map(|d| {
+                d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "idx")).count()
+            })
             .unwrap_or(0);
         if indexes >= 1 || Instant::now() > deadline {
             break;
@@ -326,7 +332,11 @@ fn permanent_s3_errors_fail_fast_and_say_what_to_check() {
     repo.ok(&add);
     let started = Instant::now();
     let stderr = repo.fail(1, &["push", "-r", "missing"]);
-    assert!(stderr.contains("remote `missing` (s3://no-such-bucket/p)") && stderr.contains("bucket does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("remote `missing` (s3://no-such-bucket/p)")
+            && stderr.contains("bucket does not exist"),
+        "{stderr}"
+    );
     assert!(stderr.contains("hint: create the bucket"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(10), "a missing bucket is not retried for long");
 

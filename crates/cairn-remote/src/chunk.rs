@@ -30,13 +30,14 @@ pub struct Chunk {
 
 /// Cuts `reader` into content-defined chunks, hashing each.
 pub fn chunks<R: Read>(reader: R) -> impl Iterator<Item = io::Result<Chunk>> {
-    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize).map(|chunk| {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(e) => e,
-            other => io::Error::other(other.to_string()),
-        })?;
-        Ok(Chunk { digest: hash_bytes(&chunk.data), data: chunk.data })
-    })
+    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize)
+        .map(|chunk| {
+            let chunk = chunk.map_err(|e| match e {
+                fastcdc::v2020::Error::IoError(e) => e,
+                other => io::Error::other(other.to_string()),
+            })?;
+            Ok(Chunk { digest: hash_bytes(&chunk.data), data: chunk.data })
+        })
 }
 
 #[cfg(test)]

@@ -174,7 +174,11 @@ impl Inner {
                 let data = &bytes[at..at + length as usize];
                 let kind = kinds[&(digest, offset)];
                 if kind == EntryKind::Blob && cairn_hash::hash_bytes(data) != digest {
-                    return Err(self.damaged("pack", pack_name(&old), format!("entry {digest} does not match its digest")));
+                    return Err(self.damaged(
+                        "pack",
+                        pack_name(&old),
+                        format!("entry {digest} does not match its digest"),
+                    ));
                 }
                 builder.push(kind, digest, data);
             }

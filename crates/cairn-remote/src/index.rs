@@ -161,9 +161,14 @@ impl Inner {
                     .bytes()
                     .await
                     .map_err(|e| self.storage_error(format!("read `{key}`"), &e))?;
-                let index = PackIndex::decode(&bytes).map_err(|e| self.damaged("pack index", key.to_string(), e.to_string()))?;
+                let index = PackIndex::decode(&bytes)
+                    .map_err(|e| self.damaged("pack index", key.to_string(), e.to_string()))?;
                 if index.pack != digest {
-                    return Err(self.damaged("pack index", key.to_string(), format!("it describes pack {}", index.pack)));
+                    return Err(self.damaged(
+                        "pack index",
+                        key.to_string(),
+                        format!("it describes pack {}", index.pack),
+                    ));
                 }
                 self.save_index_copy(&digest, &bytes)
             })
@@ -185,13 +190,15 @@ impl Inner {
                     return Err(RemoteError::Io {
                         action: "read the local copy of a pack index",
                         path,
-                        source: std::io::Error::other("it was damaged and has been removed; run the command again"),
+                        source: std::io::Error::other(
+                            "it was damaged and has been removed; run the command again",
+                        ),
                     });
                 }
             }
         }
         let mut listed: Vec<ListedPack> = packs.into_values().collect();
-        listed.sort_by(|a, b| a.digest.cmp(&b.digest));
+        listed.sort_by_key(|p| p.digest);
         index.listed = listed;
         Ok(index)
     }
@@ -200,12 +207,10 @@ impl Inner {
     pub(crate) fn save_index_copy(&self, pack: &Digest, bytes: &[u8]) -> Result<()> {
         let path = self.idx_cache().join(index_name(pack));
         let tmp = self.idx_cache().join(cairn_store::unique_tmp_name(".tmp-"));
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                io_error("write", &path, e)
-            })
+        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_error("write", &path, e)
+        })
     }
 
     pub(crate) fn forget_index_copy(&self, pack: &Digest) {

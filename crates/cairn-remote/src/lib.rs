@@ -126,7 +126,6 @@ pub(crate) struct Inner {
     jobs: usize,
 }
 
-
 impl Remote {
     /// Opens the remote described by `spec`. `state_dir` holds this clone's copy of the
     /// remote's indexes; it is created if needed. Nothing is requested from the remote yet.
@@ -139,7 +138,11 @@ impl Remote {
             .build()
             .map_err(|e| RemoteError::Internal(format!("cannot start the I/O runtime: {e}")))?;
         let idx_dir = state_dir.join("idx");
-        std::fs::create_dir_all(&idx_dir).map_err(|e| RemoteError::Io { action: "create", path: idx_dir, source: e })?;
+        std::fs::create_dir_all(&idx_dir).map_err(|e| RemoteError::Io {
+            action: "create",
+            path: idx_dir,
+            source: e,
+        })?;
         let inner = Inner { spec: spec.clone(), storage, state_dir: state_dir.to_path_buf(), jobs };
         Ok(Remote { inner: std::sync::Arc::new(inner), runtime })
     }

@@ -355,6 +355,9 @@ mod tests {
         let mut builder = PackBuilder::new();
         builder.push(EntryKind::Blob, hash_bytes(b"xyz"), b"xyz");
         let built = builder.finish();
-        assert!(matches!(read_pack(&built.bytes[..built.bytes.len() - 1]), Err(FormatError::OutOfBounds { .. })));
+        assert!(matches!(
+            read_pack(&built.bytes[..built.bytes.len() - 1]),
+            Err(FormatError::OutOfBounds { .. })
+        ));
     }
 }

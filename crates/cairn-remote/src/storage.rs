@@ -69,7 +69,10 @@ impl Location {
             if bucket.is_empty() {
                 return Err("the bucket name is empty (expected s3://BUCKET/PREFIX)".into());
             }
-            return Ok(Location::S3 { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned() });
+            return Ok(Location::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            });
         }
         if let Some((scheme, _)) = url.split_once("://")
             && scheme != "file"
@@ -185,7 +188,11 @@ pub(crate) fn open(spec: &RemoteSpec, aws: &AwsEnvironment) -> Result<Storage, R
                 return Err(RemoteError::DirectoryMissing { remote: spec.name.clone(), path });
             }
             let store = object_store::local::LocalFileSystem::new_with_prefix(&path).map_err(|e| {
-                RemoteError::InvalidUrl { remote: spec.name.clone(), url: spec.url.clone(), reason: e.to_string() }
+                RemoteError::InvalidUrl {
+                    remote: spec.name.clone(),
+                    url: spec.url.clone(),
+                    reason: e.to_string(),
+                }
             })?;
             Ok(Storage { store: Arc::new(store), prefix: StorePath::default() })
         }
@@ -214,10 +221,12 @@ fn open_s3(
     let pick = |key: &str, env: &Option<String>| -> Option<String> {
         option(spec, key).map(str::to_owned).or_else(|| if named_profile { None } else { env.clone() })
     };
-    let access_key = pick("access-key-id", &aws.access_key_id).or_else(|| from_credentials_file("aws_access_key_id"));
-    let secret_key =
-        pick("secret-access-key", &aws.secret_access_key).or_else(|| from_credentials_file("aws_secret_access_key"));
-    let token = pick("session-token", &aws.session_token).or_else(|| from_credentials_file("aws_session_token"));
+    let access_key =
+        pick("access-key-id", &aws.access_key_id).or_else(|| from_credentials_file("aws_access_key_id"));
+    let secret_key = pick("secret-access-key", &aws.secret_access_key)
+        .or_else(|| from_credentials_file("aws_secret_access_key"));
+    let token =
+        pick("session-token", &aws.session_token).or_else(|| from_credentials_file("aws_session_token"));
     let region = pick("region", &aws.region)
         .or_else(|| from_config_file("region"))
         .unwrap_or_else(|| "us-east-1".to_owned());

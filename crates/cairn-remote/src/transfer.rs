@@ -206,7 +206,13 @@ impl Remote {
         let known_chunks: Arc<FxHashSet<Digest>> = Arc::new(if large.is_empty() {
             FxHashSet::default()
         } else {
-            index.indexes.iter().flat_map(|i| &i.entries).filter(|e| e.kind == EntryKind::Blob).map(|e| e.digest).collect()
+            index
+                .indexes
+                .iter()
+                .flat_map(|i| &i.entries)
+                .filter(|e| e.kind == EntryKind::Blob)
+                .map(|e| e.digest)
+                .collect()
         });
 
         let (tx, rx) = unbounded_channel();
@@ -240,7 +246,12 @@ impl Remote {
     }
 }
 
-async fn push_small(inner: Arc<Inner>, store: Store, batch: Vec<(Digest, u64)>, progress: Progress) -> Result<PushDone> {
+async fn push_small(
+    inner: Arc<Inner>,
+    store: Store,
+    batch: Vec<(Digest, u64)>,
+    progress: Progress,
+) -> Result<PushDone> {
     let count = batch.len() as u64;
     let bytes: u64 = batch.iter().map(|(_, size)| size).sum();
     let built = blocking(move || {
@@ -336,11 +347,9 @@ impl Inner {
 
     pub(crate) async fn read_range(&self, pack: &Digest, range: std::ops::Range<u64>) -> Result<Bytes> {
         let key = self.key(&pack_name(pack));
-        self.storage
-            .store
-            .get_range(&key, range.clone())
-            .await
-            .map_err(|e| self.storage_error(format!("read bytes {}..{} of `{key}`", range.start, range.end), &e))
+        self.storage.store.get_range(&key, range.clone()).await.map_err(|e| {
+            self.storage_error(format!("read bytes {}..{} of `{key}`", range.start, range.end), &e)
+        })
     }
 }
 
@@ -442,15 +451,21 @@ impl Remote {
                     }
                 })
                 .collect();
-            self.runtime.block_on(drive(tasks, self.inner.jobs, rx, reporter, |(decoded, transferred): (Vec<_>, u64)| {
-                report.bytes_transferred += transferred;
-                for (digest, recipe) in decoded {
-                    match recipe {
-                        Ok(recipe) => recipes.push((digest, recipe)),
-                        Err(reason) => report.corrupt.push((digest, reason)),
+            self.runtime.block_on(drive(
+                tasks,
+                self.inner.jobs,
+                rx,
+                reporter,
+                |(decoded, transferred): (Vec<_>, u64)| {
+                    report.bytes_transferred += transferred;
+                    for (digest, recipe) in decoded {
+                        match recipe {
+                            Ok(recipe) => recipes.push((digest, recipe)),
+                            Err(reason) => report.corrupt.push((digest, reason)),
+                        }
                     }
-                }
-            }))?;
+                },
+            ))?;
         }
         let mut large_tasks = Vec::new();
         for (digest, recipe) in recipes {
@@ -486,7 +501,8 @@ impl Remote {
             tasks.push(Box::pin(fetch_range(self.inner.clone(), store.clone(), read, tx.clone())));
         }
         for (digest, size, reads, offsets) in large_tasks {
-            let task = fetch_large(self.inner.clone(), store.clone(), digest, size, reads, offsets, tx.clone());
+            let task =
+                fetch_large(self.inner.clone(), store.clone(), digest, size, reads, offsets, tx.clone());
             tasks.push(Box::pin(task));
         }
         drop(tx);
@@ -504,7 +520,12 @@ impl Remote {
     }
 }
 
-async fn fetch_range(inner: Arc<Inner>, store: Store, read: RangeRead, progress: Progress) -> Result<FetchDone> {
+async fn fetch_range(
+    inner: Arc<Inner>,
+    store: Store,
+    read: RangeRead,
+    progress: Progress,
+) -> Result<FetchDone> {
     let bytes = inner.read_range(&read.pack, read.start..read.end).await?;
     let transferred = bytes.len() as u64;
     if transferred != read.end - read.start {
@@ -544,12 +565,16 @@ async fn fetch_large(
     progress: Progress,
 ) -> Result<FetchDone> {
     let partial = Arc::new(store.partial()?);
-    partial.file().set_len(size).map_err(|e| crate::index::io_error("allocate", &store.root().join("tmp"), e))?;
+    partial
+        .file()
+        .set_len(size)
+        .map_err(|e| crate::index::io_error("allocate", &store.root().join("tmp"), e))?;
     let offsets = Arc::new(offsets);
     let jobs = inner.jobs;
     let results: Vec<(u64, Option<String>)> = futures::stream::iter(reads)
         .map(|read| {
-            let (inner, partial, offsets, progress) = (inner.clone(), partial.clone(), offsets.clone(), progress.clone());
+            let (inner, partial, offsets, progress) =
+                (inner.clone(), partial.clone(), offsets.clone(), progress.clone());
             async move {
                 let bytes = inner.read_range(&read.pack, read.start..read.end).await?;
                 let transferred = bytes.len() as u64;
@@ -557,17 +582,22 @@ async fn fetch_large(
                     for (chunk, offset, length) in &read.pieces {
                         let at = (offset - read.start) as usize;
                         let Some(data) = bytes.get(at..at + *length as usize) else {
-                            return Ok((transferred, Some(format!("pack {} is shorter than its index says", read.pack))));
+                            return Ok((
+                                transferred,
+                                Some(format!("pack {} is shorter than its index says", read.pack)),
+                            ));
                         };
                         let actual = cairn_hash::hash_bytes(data);
                         if actual != *chunk {
-                            return Ok((transferred, Some(format!("chunk {chunk} in pack {} hashes to {actual}", read.pack))));
+                            return Ok((
+                                transferred,
+                                Some(format!("chunk {chunk} in pack {} hashes to {actual}", read.pack)),
+                            ));
                         }
                         for position in offsets.get(chunk).into_iter().flatten() {
-                            partial
-                                .file()
-                                .write_all_at(data, *position)
-                                .map_err(|e| crate::index::io_error("write", &std::path::PathBuf::from("(cache tmp)"), e))?;
+                            partial.file().write_all_at(data, *position).map_err(|e| {
+                                crate::index::io_error("write", &std::path::PathBuf::from("(cache tmp)"), e)
+                            })?;
                             let _ = progress.send((0, *length));
                         }
                     }
@@ -583,7 +613,8 @@ async fn fetch_large(
     if let Some(reason) = results.into_iter().find_map(|(_, problem)| problem) {
         return Ok(FetchDone { transferred, corrupt: vec![(digest, reason)], ..Default::default() });
     }
-    let partial = Arc::try_unwrap(partial).map_err(|_| RemoteError::Internal("a chunk writer outlived its object".into()))?;
+    let partial = Arc::try_unwrap(partial)
+        .map_err(|_| RemoteError::Internal("a chunk writer outlived its object".into()))?;
     let committed = blocking(move || Ok(partial.commit(&digest))).await?;
     let _ = progress.send((1, 0));
     match committed {

@@ -60,7 +60,8 @@ fn packs(dir: &Path) -> Vec<std::path::PathBuf> {
 fn push_then_fetch_round_trips_small_and_chunked_objects() {
     let setup = Setup::new();
     let a = setup.store("a");
-    let mut digests: Vec<Digest> = (0..500).map(|i| a.put_bytes(format!("object {i}").as_bytes()).unwrap()).collect();
+    let mut digests: Vec<Digest> =
+        (0..500).map(|i| a.put_bytes(format!("object {i}").as_bytes()).unwrap()).collect();
     let big = pseudo_random(20 << 20, 3);
     digests.push(a.put_bytes(&big).unwrap());
     digests.push(a.put_bytes(b"").unwrap());
@@ -163,7 +164,8 @@ fn gc_removes_unreferenced_packs_and_keeps_live_chunks() {
     let big = a.put_bytes(&pseudo_random(12 << 20, 9)).unwrap();
     let remote = setup.remote("a");
     remote.push(&remote.index().unwrap(), &a, &[keep, big], &NoReporter).unwrap();
-    let drop: Vec<Digest> = (0..20).map(|i| a.put_bytes(format!("garbage {i}").as_bytes()).unwrap()).collect();
+    let drop: Vec<Digest> =
+        (0..20).map(|i| a.put_bytes(format!("garbage {i}").as_bytes()).unwrap()).collect();
     remote.push(&remote.index().unwrap(), &a, &drop, &NoReporter).unwrap();
 
     let live: HashSet<Digest> = [keep, big].into_iter().collect();

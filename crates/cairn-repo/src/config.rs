@@ -204,7 +204,10 @@ impl ConfigFile {
     }
 
     /// The `[remote.NAME]` tables of this file: name -> key -> value (values as text).
-    pub fn remotes(&self) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>, ConfigError> {
+    pub fn remotes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>, ConfigError>
+    {
         let mut out = std::collections::BTreeMap::new();
         let Some(section) = self.table.get("remote") else { return Ok(out) };
         let bad = |name: &str, reason: &str| ConfigError::BadRemote {
@@ -238,7 +241,11 @@ impl ConfigFile {
             self.table.insert("remote".into(), toml::Value::Table(toml::Table::new()));
         }
         let section = self.table.get_mut("remote").and_then(toml::Value::as_table_mut).ok_or_else(|| {
-            ConfigError::BadRemote { name: name.to_owned(), path: path.clone(), reason: "`remote` is not a table".into() }
+            ConfigError::BadRemote {
+                name: name.to_owned(),
+                path: path.clone(),
+                reason: "`remote` is not a table".into(),
+            }
         })?;
         if !section.contains_key(name) {
             if !create {
@@ -247,7 +254,11 @@ impl ConfigFile {
             section.insert(name.to_owned(), toml::Value::Table(toml::Table::new()));
         }
         let table = section.get_mut(name).and_then(toml::Value::as_table_mut).ok_or_else(|| {
-            ConfigError::BadRemote { name: name.to_owned(), path, reason: "expected a table of options".into() }
+            ConfigError::BadRemote {
+                name: name.to_owned(),
+                path,
+                reason: "expected a table of options".into(),
+            }
         })?;
         Ok(Some(table))
     }
@@ -269,7 +280,13 @@ impl ConfigFile {
 
     /// Sets (`Some`) or removes (`None`) one option of remote `name`, creating its table when
     /// `create` (the user file may add credentials to a remote the project defines).
-    pub fn set_remote_option(&mut self, name: &str, key: &str, value: Option<&str>, create: bool) -> Result<bool, ConfigError> {
+    pub fn set_remote_option(
+        &mut self,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+        create: bool,
+    ) -> Result<bool, ConfigError> {
         let path = self.path.clone();
         let Some(table) = self.remote_table(name, create && value.is_some())? else {
             return Err(ConfigError::NoSuchRemote { name: name.to_owned(), path });

@@ -38,8 +38,8 @@ use cairn_store::Store;
 pub use cairn_git::GitError;
 pub use error::{RepoError, Result};
 pub use ops::{
-    AddOutcome, Change, CheckoutOutcome, DiffEntry, FetchOutcome, FileChange, FsckReport, GcReport, ListedFile,
-    PushOutcome, Selection, Side, TrackedStatus, TransferProblem,
+    AddOutcome, Change, CheckoutOutcome, DiffEntry, FetchOutcome, FileChange, FsckReport, GcReport,
+    ListedFile, PushOutcome, Selection, Side, TrackedStatus, TransferProblem,
 };
 use pointer::{POINTER_SUFFIX, Pointer, PointerKind};
 pub use walk::ScannedFile;

@@ -41,7 +41,10 @@ fn moto_server() -> PathBuf {
             .args(["install", "--quiet", "--disable-pip-version-check", MOTO])
             .status()
             .expect("pip runs");
-        assert!(status.success(), "pip install {MOTO} failed; install it by hand and set CAIRN_TEST_MOTO_SERVER");
+        assert!(
+            status.success(),
+            "pip install {MOTO} failed; install it by hand and set CAIRN_TEST_MOTO_SERVER"
+        );
     }
     binary
 }

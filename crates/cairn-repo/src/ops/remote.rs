@@ -52,6 +52,9 @@ pub struct FetchOutcome {
     pub checkout: Vec<CheckoutOutcome>,
 }
 
+/// An object and the path (for messages) that needs it.
+type Labeled = (Digest, String);
+
 /// One pointer of the selection.
 struct Source {
     label: String,
@@ -95,7 +98,12 @@ impl Repo {
     /// Opens a remote (see [`Repo::remote_spec`]). Its index copy lives in
     /// `.cairn/state/remotes-v1/<hash of its URL>/`, so renaming a remote keeps it and
     /// pointing a name at another URL does not confuse two remotes.
-    pub fn open_remote(&self, name: Option<&str>, aws: &AwsEnvironment, jobs: Option<usize>) -> Result<Remote> {
+    pub fn open_remote(
+        &self,
+        name: Option<&str>,
+        aws: &AwsEnvironment,
+        jobs: Option<usize>,
+    ) -> Result<Remote> {
         let spec = self.remote_spec(name)?;
         let key = cairn_hash::hash_bytes(spec.url.as_bytes()).hex();
         let state = self.state_path("remotes-v1").join(&key[..16]);
@@ -113,12 +121,24 @@ impl Repo {
         };
         for tracked in self.tracked(None)? {
             if wanted(&tracked.rel) {
-                sources.push(Source { label: display_bytes(&tracked.rel), rel: tracked.rel, pointer: tracked.pointer });
+                sources.push(Source {
+                    label: display_bytes(&tracked.rel),
+                    rel: tracked.rel,
+                    pointer: tracked.pointer,
+                });
             }
         }
-        if let Some(missing) = selection.paths.iter().find(|p| !sources.iter().any(|s| is_under(p, &s.rel) || is_under(&s.rel, p))) {
+        if let Some(missing) = selection
+            .paths
+            .iter()
+            .find(|p| !sources.iter().any(|s| is_under(p, &s.rel) || is_under(&s.rel, p)))
+        {
             // A named path must be tracked in the work tree (the common case), or at a named revision.
-            if selection.revs.is_empty() && !selection.all_branches && !selection.all_tags && !selection.all_commits {
+            if selection.revs.is_empty()
+                && !selection.all_branches
+                && !selection.all_tags
+                && !selection.all_commits
+            {
                 return Err(RepoError::NotTracked { path: self.abs(missing) });
             }
         }
@@ -129,7 +149,12 @@ impl Repo {
         let mut files = Vec::new();
         for rev in &revs {
             let short: String = rev.chars().take(12).collect();
-            files.extend(self.git().files_with_suffix(rev, POINTER_SUFFIX.as_bytes())?.into_iter().map(|f| (short.clone(), f)));
+            files.extend(
+                self.git()
+                    .files_with_suffix(rev, POINTER_SUFFIX.as_bytes())?
+                    .into_iter()
+                    .map(|f| (short.clone(), f)),
+            );
         }
         if selection.all_commits {
             files.extend(
@@ -157,7 +182,7 @@ impl Repo {
     /// Every object the sources need: pointer digests, and for directories the manifest's
     /// files. Returns the objects with a label for each, and the directories whose manifest
     /// is not in the cache.
-    fn needed(&self, sources: &[Source]) -> Result<(Vec<(Digest, String)>, Vec<usize>)> {
+    fn needed(&self, sources: &[Source]) -> Result<(Vec<Labeled>, Vec<usize>)> {
         let mut objects = Vec::new();
         let mut unknown = Vec::new();
         for (i, source) in sources.iter().enumerate() {
@@ -180,7 +205,12 @@ impl Repo {
     }
 
     /// Uploads the objects of the selected pointers that the remote lacks.
-    pub fn push(&self, remote: &Remote, selection: &Selection, reporter: &dyn Reporter) -> Result<PushOutcome> {
+    pub fn push(
+        &self,
+        remote: &Remote,
+        selection: &Selection,
+        reporter: &dyn Reporter,
+    ) -> Result<PushOutcome> {
         let sources = self.selected(selection)?;
         let (objects, unknown) = self.needed(&sources)?;
         let index = remote.index()?;
@@ -194,7 +224,8 @@ impl Repo {
                 problems.push(TransferProblem {
                     path: source.label.clone(),
                     digest: source.pointer.digest,
-                    reason: "its directory manifest is not in the local cache, so its files are unknown".into(),
+                    reason: "its directory manifest is not in the local cache, so its files are unknown"
+                        .into(),
                 });
             }
         }
@@ -202,12 +233,22 @@ impl Repo {
     }
 
     /// Downloads the objects of the selected pointers that the cache lacks.
-    pub fn fetch(&self, remote: &Remote, selection: &Selection, reporter: &dyn Reporter) -> Result<FetchOutcome> {
+    pub fn fetch(
+        &self,
+        remote: &Remote,
+        selection: &Selection,
+        reporter: &dyn Reporter,
+    ) -> Result<FetchOutcome> {
         let sources = self.selected(selection)?;
         self.fetch_sources(remote, &sources, reporter)
     }
 
-    fn fetch_sources(&self, remote: &Remote, sources: &[Source], reporter: &dyn Reporter) -> Result<FetchOutcome> {
+    fn fetch_sources(
+        &self,
+        remote: &Remote,
+        sources: &[Source],
+        reporter: &dyn Reporter,
+    ) -> Result<FetchOutcome> {
         let index = remote.index()?;
         let (_, unknown) = self.needed(sources)?;
         // Directory manifests first: they say which files the directories hold.
@@ -218,15 +259,21 @@ impl Repo {
             report = remote.fetch(&index, &self.store, &list, reporter)?;
         }
         let (objects, still_unknown) = self.needed(sources)?;
-        let digests: Vec<Digest> = objects.iter().map(|(d, _)| *d).filter(|d| !manifests.contains(d)).collect();
+        let digests: Vec<Digest> =
+            objects.iter().map(|(d, _)| *d).filter(|d| !manifests.contains(d)).collect();
         let files = remote.fetch(&index, &self.store, &digests, reporter)?;
         merge(&mut report, files);
         let missing: HashSet<Digest> = report.missing.iter().copied().collect();
         let mut problems = problems_for(&objects, &missing, "not on the remote");
-        let corrupt: HashMap<Digest, &String> = report.corrupt.iter().map(|(d, reason)| (*d, reason)).collect();
+        let corrupt: HashMap<Digest, &String> =
+            report.corrupt.iter().map(|(d, reason)| (*d, reason)).collect();
         for (digest, label) in &objects {
             if let Some(reason) = corrupt.get(digest) {
-                problems.push(TransferProblem { path: label.clone(), digest: *digest, reason: format!("damaged on the remote: {reason}") });
+                problems.push(TransferProblem {
+                    path: label.clone(),
+                    digest: *digest,
+                    reason: format!("damaged on the remote: {reason}"),
+                });
             }
         }
         for i in still_unknown {
@@ -246,7 +293,13 @@ impl Repo {
 
     /// `fetch` for the work tree's pointers (the caller holds the repository lock), then `checkout` of every path whose data is now
     /// complete. Paths with missing or damaged data are left as they are and reported.
-    pub fn pull(&self, remote: &Remote, paths: &[Vec<u8>], force: bool, reporter: &dyn Reporter) -> Result<FetchOutcome> {
+    pub fn pull(
+        &self,
+        remote: &Remote,
+        paths: &[Vec<u8>],
+        force: bool,
+        reporter: &dyn Reporter,
+    ) -> Result<FetchOutcome> {
         let selection = Selection { paths: paths.to_vec(), ..Default::default() };
         let sources = self.selected(&selection)?;
         let mut outcome = self.fetch_sources(remote, &sources, reporter)?;
@@ -262,7 +315,11 @@ impl Repo {
             let scopes: Vec<Vec<u8>> = if paths.is_empty() {
                 complete.iter().map(|s| s.rel.clone()).collect()
             } else {
-                paths.iter().filter(|p| complete.iter().any(|s| is_under(p, &s.rel) || is_under(&s.rel, p))).cloned().collect()
+                paths
+                    .iter()
+                    .filter(|p| complete.iter().any(|s| is_under(p, &s.rel) || is_under(&s.rel, p)))
+                    .cloned()
+                    .collect()
             };
             for scope in scopes {
                 checkout.extend(self.checkout(Some(&scope), force, reporter)?);
@@ -325,13 +382,21 @@ fn merge(into: &mut FetchReport, other: FetchReport) {
     into.missing.dedup();
 }
 
-fn problems_for(objects: &[(Digest, String)], digests: &HashSet<Digest>, reason: &str) -> Vec<TransferProblem> {
+fn problems_for(
+    objects: &[(Digest, String)],
+    digests: &HashSet<Digest>,
+    reason: &str,
+) -> Vec<TransferProblem> {
     if digests.is_empty() {
         return Vec::new();
     }
     objects
         .iter()
         .filter(|(d, _)| digests.contains(d))
-        .map(|(digest, label)| TransferProblem { path: label.clone(), digest: *digest, reason: reason.to_owned() })
+        .map(|(digest, label)| TransferProblem {
+            path: label.clone(),
+            digest: *digest,
+            reason: reason.to_owned(),
+        })
         .collect()
 }
