@@ -161,7 +161,7 @@ impl PackBuilder {
         self.entries.push(IndexEntry { kind, digest, offset, length: bytes.len() as u64 });
     }
 
-    /// Whether the pack already holds `digest` as `kind`.
+    /// Number of entries so far.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
