@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Cairn quickstart: version a dataset next to code, change it, inspect, and go back in time.
+# Cairn quickstart: version a dataset next to code, change it, inspect, go back in time, and
+# share it through a remote.
 # Runs in a throwaway Git repository under a temporary directory; prints every step.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -9,14 +10,15 @@ cairn="$here/target/release/cairn"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cd "$work"
+mkdir "$work/repo"
+cd "$work/repo"
 export GIT_AUTHOR_NAME=quickstart GIT_AUTHOR_EMAIL=quickstart@example.com
 export GIT_COMMITTER_NAME=quickstart GIT_COMMITTER_EMAIL=quickstart@example.com
 
 step() { printf '\n### %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-step "a Git repository with Cairn in $work"
+step "a Git repository with Cairn in $work/repo"
 run git init -q -b main
 run "$cairn" init
 
@@ -61,5 +63,19 @@ run git checkout -q main
 run "$cairn" checkout
 run "$cairn" fsck
 run "$cairn" gc --all-commits
+
+step "share it: push to a remote (a directory here; s3://bucket/prefix works the same)"
+mkdir -p "$work/remote"
+run "$cairn" remote add origin "$work/remote" --default
+run git commit -q -am "add the origin remote"
+run "$cairn" push --all-branches --all-tags
+run "$cairn" push
+
+step "a teammate clones the Git repository and pulls the data"
+run git clone -q "$work/repo" "$work/teammate"
+cd "$work/teammate"
+run "$cairn" pull
+run "$cairn" status
+cmp data/raw/part-001.csv "$work/repo/data/raw/part-001.csv" && echo "the teammate has the same data"
 echo
 echo "quickstart finished"
