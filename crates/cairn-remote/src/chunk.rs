@@ -28,16 +28,65 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
-/// Cuts `reader` into content-defined chunks, hashing each.
-pub fn chunks<R: Read>(reader: R) -> impl Iterator<Item = io::Result<Chunk>> {
-    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize)
-        .map(|chunk| {
-            let chunk = chunk.map_err(|e| match e {
+/// Cuts `reader` into content-defined chunks (not hashed: callers hash them in parallel).
+pub fn cut<R: Read>(reader: R) -> impl Iterator<Item = io::Result<Vec<u8>>> {
+    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize).map(
+        |chunk| {
+            chunk.map(|c| c.data).map_err(|e| match e {
                 fastcdc::v2020::Error::IoError(e) => e,
                 other => io::Error::other(other.to_string()),
-            })?;
-            Ok(Chunk { digest: hash_bytes(&chunk.data), data: chunk.data })
-        })
+            })
+        },
+    )
+}
+
+/// Cuts `reader` into the same chunks as [`cut`], handing them to `each` as runs of slices of
+/// one large buffer (about 32 MiB per call), in order — no per-chunk copies, and each run can
+/// be hashed in parallel.
+pub fn for_each_run<R: Read>(reader: R, each: impl FnMut(&[&[u8]]) -> io::Result<()>) -> io::Result<()> {
+    for_each_run_with(reader, 32 << 20, each)
+}
+
+fn for_each_run_with<R: Read>(
+    mut reader: R,
+    block: usize,
+    mut each: impl FnMut(&[&[u8]]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buffer = vec![0u8; block + MAX_CHUNK as usize];
+    let mut filled = 0;
+    let mut eof = false;
+    loop {
+        while !eof && filled < block {
+            match reader.read(&mut buffer[filled..]) {
+                Ok(0) => eof = true,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        let data = &buffer[..filled];
+        let cuts: Vec<(usize, usize)> =
+            fastcdc::v2020::FastCDC::new(data, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize).map(|c| (c.offset, c.length)).collect();
+        // Before the end of the input, the last chunk may only end because the buffer does:
+        // carry it over to be cut again with what follows.
+        let keep = if eof { cuts.len() } else { cuts.len().saturating_sub(1).max(1) };
+        let slices: Vec<&[u8]> = cuts[..keep].iter().map(|&(offset, length)| &data[offset..offset + length]).collect();
+        each(&slices)?;
+        let consumed = cuts.get(keep).map_or(filled, |&(offset, _)| offset);
+        buffer.copy_within(consumed..filled, 0);
+        filled -= consumed;
+        if eof && filled == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Cuts `reader` into content-defined chunks, hashing each.
+pub fn chunks<R: Read>(reader: R) -> impl Iterator<Item = io::Result<Chunk>> {
+    cut(reader).map(|data| data.map(|data| Chunk { digest: hash_bytes(&data), data }))
 }
 
 #[cfg(test)]
@@ -54,6 +103,27 @@ mod tests {
                 state as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn runs_over_a_buffer_cut_exactly_like_the_stream() {
+        let data = pseudo_random(21 << 20, 13);
+        let streamed: Vec<Vec<u8>> = cut(&data[..]).collect::<io::Result<_>>().unwrap();
+        let mut blocked: Vec<Vec<u8>> = Vec::new();
+        for_each_run_with(&data[..], 5 << 20, |run| {
+            blocked.extend(run.iter().map(|s| s.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(blocked.len(), streamed.len());
+        assert!(blocked == streamed, "same cut points whatever the buffer size");
+        let mut empty = 0;
+        for_each_run(&b""[..], |run| {
+            empty += run.len();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(empty, 0);
     }
 
     #[test]

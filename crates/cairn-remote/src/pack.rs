@@ -148,7 +148,14 @@ pub struct BuiltPack {
 
 impl PackBuilder {
     pub fn new() -> Self {
-        PackBuilder { bytes: PACK_MAGIC.to_vec(), entries: Vec::new() }
+        Self::with_capacity(0)
+    }
+
+    /// A builder whose buffer holds `bytes` of entries without growing.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buffer = Vec::with_capacity(PACK_MAGIC.len() + bytes);
+        buffer.extend_from_slice(PACK_MAGIC);
+        PackBuilder { bytes: buffer, entries: Vec::new() }
     }
 
     /// Appends an entry. The caller vouches that `digest` names `bytes` as `kind` says.

@@ -28,7 +28,7 @@ use rustc_hash::FxHashSet;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
 
-use crate::chunk::{CHUNK_THRESHOLD, chunks};
+use crate::chunk::{CHUNK_THRESHOLD, MAX_CHUNK, for_each_run};
 use crate::index::RemoteIndex;
 use crate::pack::{BuiltPack, EntryKind, PackBuilder, Recipe};
 use crate::{Inner, PACK_TARGET, Remote, RemoteError, Result, index_name, pack_name};
@@ -255,7 +255,8 @@ async fn push_small(
     let count = batch.len() as u64;
     let bytes: u64 = batch.iter().map(|(_, size)| size).sum();
     let built = blocking(move || {
-        let mut builder = PackBuilder::new();
+        let capacity = batch.iter().map(|(_, size)| *size as usize + 41).sum();
+        let mut builder = PackBuilder::with_capacity(capacity);
         for (digest, _) in batch {
             let bytes = store.read_verified(&digest)?;
             builder.push(EntryKind::Blob, digest, &bytes);
@@ -269,7 +270,10 @@ async fn push_small(
 }
 
 /// Chunks one large object and uploads the chunks the remote lacks, then its recipe. Runs on
-/// a blocking thread (reading and hashing), publishing each full pack before continuing.
+/// a blocking thread: cutting is sequential, but chunks are hashed in parallel (a pack's worth
+/// at a time), full packs are uploaded while cutting goes on (up to `jobs` at once), and the
+/// whole object is verified against its digest on another thread. The recipe is published
+/// only after every chunk pack has landed.
 async fn push_large(
     inner: Arc<Inner>,
     store: Store,
@@ -279,36 +283,67 @@ async fn push_large(
     handle: tokio::runtime::Handle,
     progress: Progress,
 ) -> Result<PushDone> {
+    use rayon::prelude::*;
     blocking(move || {
         let mut done = PushDone::default();
+        let verifier = {
+            let store = store.clone();
+            std::thread::spawn(move || store.verify(&digest))
+        };
         let file = store.open_object(&digest)?;
         let path = store.object_path(&digest);
         let mut recipe = Recipe { size: 0, chunks: Vec::new() };
-        let mut hasher = blake3::Hasher::new();
         let mut here: FxHashSet<Digest> = FxHashSet::default();
-        let mut builder = PackBuilder::new();
-        for chunk in chunks(std::io::BufReader::with_capacity(8 << 20, file)) {
-            let chunk = chunk.map_err(|e| crate::index::io_error("read", &path, e))?;
-            hasher.update(&chunk.data);
-            let length = chunk.data.len() as u32;
-            recipe.size += u64::from(length);
-            recipe.chunks.push((chunk.digest, length));
-            if known.contains(&chunk.digest) || !here.insert(chunk.digest) {
-                done.chunks_deduplicated += 1;
-                done.bytes_deduplicated += u64::from(length);
-            } else {
-                builder.push(EntryKind::Blob, chunk.digest, &chunk.data);
+        let mut builder = PackBuilder::with_capacity(PACK_TARGET + MAX_CHUNK as usize);
+        let mut uploads: std::collections::VecDeque<tokio::task::JoinHandle<Result<u64>>> = Default::default();
+        let mut failure = None;
+        let cutting = for_each_run(file, |run| {
+            let digests: Vec<Digest> = run.par_iter().map(|data| cairn_hash::hash_bytes(data)).collect();
+            for (data, chunk) in run.iter().zip(digests) {
+                let length = data.len() as u32;
+                recipe.size += u64::from(length);
+                recipe.chunks.push((chunk, length));
+                if known.contains(&chunk) || !here.insert(chunk) {
+                    done.chunks_deduplicated += 1;
+                    done.bytes_deduplicated += u64::from(length);
+                } else {
+                    builder.push(EntryKind::Blob, chunk, data);
+                }
+                let _ = progress.send((0, u64::from(length)));
                 if builder.size() >= PACK_TARGET {
-                    let full = std::mem::take(&mut builder).finish();
-                    done.bytes_sent += handle.block_on(inner.publish_pack(full))?;
+                    let fresh = PackBuilder::with_capacity(PACK_TARGET + MAX_CHUNK as usize);
+                    let full = std::mem::replace(&mut builder, fresh);
+                    let uploader = inner.clone();
+                    uploads.push_back(handle.spawn(async move { uploader.publish_pack(full.finish()).await }));
                     done.packs += 1;
+                    if uploads.len() >= inner.jobs {
+                        let oldest = uploads.pop_front().expect("not empty");
+                        match join(handle.block_on(oldest)) {
+                            Ok(sent) => done.bytes_sent += sent,
+                            Err(error) => {
+                                failure = Some(error);
+                                return Err(std::io::Error::other("upload failed"));
+                            }
+                        }
+                    }
                 }
             }
-            let _ = progress.send((0, u64::from(length)));
+            Ok(())
+        });
+        if let Some(error) = failure {
+            return Err(error);
         }
-        let actual = Digest::blake3(*hasher.finalize().as_bytes());
-        if actual != digest || recipe.size != size {
-            return Err(StoreError::Corrupt { expected: digest, actual }.into());
+        cutting.map_err(|e| crate::index::io_error("read", &path, e))?;
+        for upload in uploads {
+            done.bytes_sent += join(handle.block_on(upload))?;
+        }
+        match verifier.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => return Err(RemoteError::Internal("the verifying thread panicked".into())),
+        }
+        if recipe.size != size {
+            return Err(StoreError::ChangedWhileReading { path }.into());
         }
         builder.push(EntryKind::Recipe, digest, &recipe.encode());
         done.bytes_sent += handle.block_on(inner.publish_pack(builder.finish()))?;
@@ -318,6 +353,10 @@ async fn push_large(
         Ok(done)
     })
     .await
+}
+
+fn join(result: std::result::Result<Result<u64>, tokio::task::JoinError>) -> Result<u64> {
+    result.map_err(|e| RemoteError::Internal(format!("an upload task failed: {e}")))?
 }
 
 impl Inner {

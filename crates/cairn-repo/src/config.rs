@@ -405,6 +405,36 @@ mod tests {
     }
 
     #[test]
+    fn remotes_merge_across_files_and_removal_clears_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut project = ConfigFile::load(&dir.path().join("project")).unwrap();
+        let mut user = ConfigFile::load(&dir.path().join("user.toml")).unwrap();
+        project.add_remote("origin", "s3://bucket/prefix").unwrap();
+        project.set_remote_option("origin", "region", Some("eu-west-1"), false).unwrap();
+        project.set("core.remote", "origin").unwrap();
+        assert!(matches!(project.add_remote("origin", "/x"), Err(ConfigError::RemoteExists { .. })));
+        assert!(matches!(
+            project.set_remote_option("nope", "region", Some("x"), false),
+            Err(ConfigError::NoSuchRemote { .. })
+        ));
+        assert!(matches!(project.add_remote("bad name", "/x"), Err(ConfigError::BadValue { .. })));
+        // The user file adds credentials to the project's remote.
+        user.set_remote_option("origin", "access-key-id", Some("AKIA"), true).unwrap();
+        let settings = resolve(&[&user, &project], dir.path()).unwrap();
+        let origin = &settings.remotes["origin"];
+        assert_eq!(origin.url, "s3://bucket/prefix");
+        assert_eq!(origin.options["region"], "eu-west-1");
+        assert_eq!(origin.options["access-key-id"], "AKIA");
+        assert_eq!(settings.default_remote.as_deref(), Some("origin"));
+
+        let reloaded = ConfigFile::load(&dir.path().join("project")).unwrap();
+        assert_eq!(reloaded.remotes().unwrap()["origin"]["url"], "s3://bucket/prefix");
+        assert!(project.remove_remote("origin").unwrap());
+        assert!(!project.remove_remote("origin").unwrap());
+        assert_eq!(project.get("core.remote").unwrap(), None);
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         let dir = tempfile::tempdir().unwrap();
         let mut file = ConfigFile::load(&dir.path().join("c")).unwrap();
