@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of `cairn` and `dvc` remotes on the same data, in the same run.
 
-    python3 bench/remote.py [--files 100000] [--big 2GiB] [--s3] [--tools cairn,dvc] [--work DIR]
+    python3 bench/remote.py [--files 100000] [--big 2GiB] [--backends dir,s3] [--tools cairn,dvc] [--work DIR]
 
 For each tool: version 100,000 small files (../shared/bench/make-tree.py) and push them to a
 local-directory remote; pull into a fresh `git clone` with an empty cache; change 100 files and
 push again; then push a large file, change 1 MiB in its middle, and push again, counting the
-bytes that reach the remote. With --s3 the same steps also run against a moto S3 server on
+bytes that reach the remote. With --backends s3 the same steps run against a moto S3 server on
 127.0.0.1 (from target/test-tools/venv, see .ci/run; DVC needs `dvc-s3`).
 
 Needs a release build and dvc in .venv-bench (python3 -m venv .venv-bench &&
@@ -133,10 +133,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--files", type=int, default=100000)
     p.add_argument("--big", default="2GiB")
-    p.add_argument("--work", default=os.path.join(ROOT, "bench", "work-remote"))
+    p.add_argument("--work", default=None, help="scratch directory (default bench/work-remote-BACKENDS)")
     p.add_argument("--tools", default="cairn,dvc")
-    p.add_argument("--s3", action="store_true", help="also run against a moto S3 server")
+    p.add_argument("--backends", default="dir", help="dir, s3 (a moto server on 127.0.0.1), or dir,s3")
     a = p.parse_args()
+    a.work = a.work or os.path.join(ROOT, "bench", "work-remote-" + a.backends.replace(",", "-"))
     dvc = os.path.join(ROOT, ".venv-bench", "bin", "dvc")
     tools = {"cairn": CAIRN, "dvc": dvc}
     tools = {k: v for k, v in tools.items() if k in a.tools.split(",")}
@@ -153,11 +154,8 @@ def main():
     base = os.path.join(a.work, "base")
     sh([sys.executable, MAKE_TREE, os.path.join(base, "small"), "--files", str(a.files)], a.work)
     sh([sys.executable, MAKE_TREE, os.path.join(base, "big"), "--files", "0", "--big-file", a.big], a.work)
-    backends = [("dir",)]
-    moto = None
-    if a.s3:
-        moto = Moto([f"bench-{t}" for t in tools])
-        backends.append(("s3",))
+    backends = [(b,) for b in a.backends.split(",")]
+    moto = Moto([f"bench-{t}" for t in tools]) if ("s3",) in backends else None
     try:
         for backend in backends:
             results, sent = {}, {}

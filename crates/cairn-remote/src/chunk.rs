@@ -30,14 +30,13 @@ pub struct Chunk {
 
 /// Cuts `reader` into content-defined chunks (not hashed: callers hash them in parallel).
 pub fn cut<R: Read>(reader: R) -> impl Iterator<Item = io::Result<Vec<u8>>> {
-    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize).map(
-        |chunk| {
+    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize)
+        .map(|chunk| {
             chunk.map(|c| c.data).map_err(|e| match e {
                 fastcdc::v2020::Error::IoError(e) => e,
                 other => io::Error::other(other.to_string()),
             })
-        },
-    )
+        })
 }
 
 /// Cuts `reader` into the same chunks as [`cut`], handing them to `each` as runs of slices of
@@ -68,12 +67,19 @@ fn for_each_run_with<R: Read>(
             return Ok(());
         }
         let data = &buffer[..filled];
-        let cuts: Vec<(usize, usize)> =
-            fastcdc::v2020::FastCDC::new(data, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize).map(|c| (c.offset, c.length)).collect();
+        let cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
+            data,
+            MIN_CHUNK as usize,
+            AVERAGE_CHUNK as usize,
+            MAX_CHUNK as usize,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect();
         // Before the end of the input, the last chunk may only end because the buffer does:
         // carry it over to be cut again with what follows.
         let keep = if eof { cuts.len() } else { cuts.len().saturating_sub(1).max(1) };
-        let slices: Vec<&[u8]> = cuts[..keep].iter().map(|&(offset, length)| &data[offset..offset + length]).collect();
+        let slices: Vec<&[u8]> =
+            cuts[..keep].iter().map(|&(offset, length)| &data[offset..offset + length]).collect();
         each(&slices)?;
         let consumed = cuts.get(keep).map_or(filled, |&(offset, _)| offset);
         buffer.copy_within(consumed..filled, 0);

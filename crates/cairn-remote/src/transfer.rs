@@ -295,7 +295,8 @@ async fn push_large(
         let mut recipe = Recipe { size: 0, chunks: Vec::new() };
         let mut here: FxHashSet<Digest> = FxHashSet::default();
         let mut builder = PackBuilder::with_capacity(PACK_TARGET + MAX_CHUNK as usize);
-        let mut uploads: std::collections::VecDeque<tokio::task::JoinHandle<Result<u64>>> = Default::default();
+        let mut uploads: std::collections::VecDeque<tokio::task::JoinHandle<Result<u64>>> =
+            Default::default();
         let mut failure = None;
         let cutting = for_each_run(file, |run| {
             let digests: Vec<Digest> = run.par_iter().map(|data| cairn_hash::hash_bytes(data)).collect();
@@ -314,7 +315,8 @@ async fn push_large(
                     let fresh = PackBuilder::with_capacity(PACK_TARGET + MAX_CHUNK as usize);
                     let full = std::mem::replace(&mut builder, fresh);
                     let uploader = inner.clone();
-                    uploads.push_back(handle.spawn(async move { uploader.publish_pack(full.finish()).await }));
+                    uploads
+                        .push_back(handle.spawn(async move { uploader.publish_pack(full.finish()).await }));
                     done.packs += 1;
                     if uploads.len() >= inner.jobs {
                         let oldest = uploads.pop_front().expect("not empty");
