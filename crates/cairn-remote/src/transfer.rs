@@ -538,8 +538,11 @@ impl Remote {
         reporter.start(&format!("fetching from {}", self.inner.spec.name), total_objects, total_bytes);
         let (tx, rx) = unbounded_channel();
         let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = Result<FetchDone>> + Send>>> = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let writers = Arc::new(tokio::sync::Semaphore::new(cores));
         for read in plan_reads(small) {
-            tasks.push(Box::pin(fetch_range(self.inner.clone(), store.clone(), read, tx.clone())));
+            let task = fetch_range(self.inner.clone(), store.clone(), read, writers.clone(), tx.clone());
+            tasks.push(Box::pin(task));
         }
         for (digest, size, reads, offsets) in large_tasks {
             let task =
@@ -565,6 +568,7 @@ async fn fetch_range(
     inner: Arc<Inner>,
     store: Store,
     read: RangeRead,
+    writers: Arc<tokio::sync::Semaphore>,
     progress: Progress,
 ) -> Result<FetchDone> {
     let bytes = inner.read_range(&read.pack, read.start..read.end).await?;
@@ -573,6 +577,9 @@ async fn fetch_range(
         return Err(inner.damaged("pack", pack_name(&read.pack), "it is shorter than its index says"));
     }
     let pack = read.pack;
+    // Downloads run `jobs` at once, but creating files faster than the cores can is slower
+    // on ext4 (measured in issue 2), so cache writes run one per core.
+    let _permit = writers.acquire_owned().await.map_err(|e| RemoteError::Internal(e.to_string()))?;
     let mut done = blocking(move || {
         let mut done = FetchDone::default();
         for (digest, offset, length) in read.pieces {
