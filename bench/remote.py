@@ -6,8 +6,9 @@
 For each tool: version 100,000 small files (../shared/bench/make-tree.py) and push them to a
 local-directory remote; pull into a fresh `git clone` with an empty cache; change 100 files and
 push again; then push a large file, change 1 MiB in its middle, and push again, counting the
-bytes that reach the remote. With --backends s3 the same steps run against a moto S3 server on
-127.0.0.1 (from target/test-tools/venv, see .ci/run; DVC needs `dvc-s3`).
+bytes that reach the remote. With --backends s3 the same steps run against an S3 server on
+127.0.0.1: s3s-fs by default (`cargo install s3s-fs --version 0.14.1 --features binary
+--locked`), or moto (--s3-server moto, from target/test-tools/venv). DVC needs `dvc-s3`.
 
 Needs a release build and dvc in .venv-bench (python3 -m venv .venv-bench &&
 .venv-bench/bin/pip install dvc dvc-s3). Prints a Markdown table: wall seconds, peak RSS,
@@ -28,10 +29,14 @@ def run(cmd, cwd, env):
     proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", out.name] + cmd, cwd=cwd, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stderr.decode(errors='replace')}")
+        raise Failed(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stderr.decode(errors='replace')[-2000:]}")
     wall, rss_kb = open(out.name).read().split()[-2:]
     os.unlink(out.name)
     return float(wall), int(rss_kb) / 1024, proc.stdout.decode()
+
+
+class Failed(Exception):
+    pass
 
 
 def sh(cmd, cwd, env=None):
@@ -70,9 +75,39 @@ class Moto:
         self.proc.kill()
 
 
-def bench_tool(name, exe, a, base, env, remote):
-    """remote: ("dir", path) or ("s3", url, endpoint). Returns {step: (wall, rss)} and bytes."""
-    r = {}
+class S3sFs:
+    """s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary --locked): an S3 server
+    in Rust over a directory. moto's development server stalls under several concurrent
+    16 MiB uploads, so the benchmark prefers this one."""
+
+    def __init__(self, bucket_names, root):
+        import socket, time, urllib.request
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.makedirs(root)
+        for name in bucket_names:
+            os.makedirs(os.path.join(root, name))
+        exe = shutil.which("s3s-fs") or os.path.expanduser("~/.cargo/bin/s3s-fs")
+        self.proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--access-key", "testing",
+                                      "--secret-key", "testing", root], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit("s3s-fs did not start")
+
+    def stop(self):
+        self.proc.kill()
+
+
+def bench_tool(name, exe, a, base, env, remote, r):
+    """remote: ("dir", path) or ("s3", url, endpoint). Fills r = {step: (wall, rss)}; returns
+    the bytes sent for the large file before and after the change."""
     work = os.path.join(a.work, f"{name}-{remote[0]}")
     origin = os.path.join(work, "origin")
     os.makedirs(origin)
@@ -118,7 +153,7 @@ def bench_tool(name, exe, a, base, env, remote):
     wall, rss, out = run(push, origin, env)
     r[f"push after changing 1 MiB of {a.big}"] = (wall, rss)
     sent_second = tree_size(remote[1]) - before if before is not None else parse_sent(out)
-    return r, (sent_first, sent_second)
+    return sent_first, sent_second
 
 
 def parse_sent(stdout):
@@ -135,6 +170,7 @@ def main():
     p.add_argument("--big", default="2GiB")
     p.add_argument("--work", default=None, help="scratch directory (default bench/work-remote-BACKENDS)")
     p.add_argument("--tools", default="cairn,dvc")
+    p.add_argument("--s3-server", default="s3s-fs", choices=["s3s-fs", "moto"])
     p.add_argument("--backends", default="dir", help="dir, s3 (a moto server on 127.0.0.1), or dir,s3")
     a = p.parse_args()
     a.work = a.work or os.path.join(ROOT, "bench", "work-remote-" + a.backends.replace(",", "-"))
@@ -155,7 +191,10 @@ def main():
     sh([sys.executable, MAKE_TREE, os.path.join(base, "small"), "--files", str(a.files)], a.work)
     sh([sys.executable, MAKE_TREE, os.path.join(base, "big"), "--files", "0", "--big-file", a.big], a.work)
     backends = [(b,) for b in a.backends.split(",")]
-    moto = Moto([f"bench-{t}" for t in tools]) if ("s3",) in backends else None
+    moto = None
+    if ("s3",) in backends:
+        buckets = [f"bench-{t}" for t in tools]
+        moto = Moto(buckets) if a.s3_server == "moto" else S3sFs(buckets, os.path.join(a.work, "s3-root"))
     try:
         for backend in backends:
             results, sent = {}, {}
@@ -166,7 +205,14 @@ def main():
                     remote = ("dir", remote_dir)
                 else:
                     remote = ("s3", f"s3://bench-{name}/data", moto.endpoint)
-                results[name], sent[name] = bench_tool(name, exe, a, base, env, remote)
+                partial = {}
+                try:
+                    sent[name] = bench_tool(name, exe, a, base, env, remote, partial)
+                except Failed as failure:
+                    print(f"\n{name} ({backend[0]}): {failure}", flush=True)
+                    sent[name] = (None, None)
+                results[name] = partial
+                print(f"\n{name} ({backend[0]}): {partial} sent={sent[name]}", flush=True)
             report(a, backend[0], results, sent)
     finally:
         if moto:
@@ -181,10 +227,13 @@ def report(a, backend, results, sent):
         header += " | dvc / cairn"
     print(header + " |")
     print("|---" * (1 + 2 * len(names) + (1 if len(names) == 2 else 0)) + "|")
-    for step in results[names[0]]:
-        row = f"| {step} | " + " | ".join(f"{results[n][step][0]:.2f} | {results[n][step][1]:.0f}" for n in names)
+    steps = list(dict.fromkeys(step for n in names for step in results[n]))
+    cell = lambda n, step: f"{results[n][step][0]:.2f} | {results[n][step][1]:.0f}" if step in results[n] else "failed | "
+    for step in steps:
+        row = f"| {step} | " + " | ".join(cell(n, step) for n in names)
         if len(names) == 2:
-            row += f" | {results['dvc'][step][0] / max(results['cairn'][step][0], 0.01):.1f}x"
+            both = all(step in results[n] for n in names)
+            row += f" | {results['dvc'][step][0] / max(results['cairn'][step][0], 0.01):.1f}x" if both else " | "
         print(row + " |")
     for n in names:
         first, second = sent[n]

@@ -37,6 +37,9 @@ fn add_s3_remote(repo: &TestRepo, server: &S3Server, bucket: &str) {
         "access-key-id=testing",
         "-o",
         "secret-access-key=testing",
+        // A stuck test server fails the test in a minute rather than hanging it.
+        "-o",
+        "timeout=60",
     ]);
 }
 

@@ -25,6 +25,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("secret-access-key", "S3 secret key (better kept in the user config)"),
     ("session-token", "S3 session token"),
     ("retries", "retries of a failed request, with exponential backoff (default 3)"),
+    ("timeout", "seconds one request may take before it is retried (default 300)"),
     ("jobs", "concurrent transfers (default 8)"),
 ];
 
@@ -141,7 +142,7 @@ pub fn check_option(remote: &str, key: &str, value: &str) -> Result<(), RemoteEr
     spec.options.insert(key.to_owned(), value.to_owned());
     match key {
         "path-style" => parse_bool(&spec, key).map(drop),
-        "retries" | "jobs" => parse_count(&spec, key).map(drop),
+        "retries" | "jobs" | "timeout" => parse_count(&spec, key).map(drop),
         "endpoint" if !(value.starts_with("http://") || value.starts_with("https://")) => {
             Err(RemoteError::BadOption {
                 remote: remote.to_owned(),
@@ -247,11 +248,11 @@ fn open_s3(
             base: 2.0,
         },
         max_retries: retries,
-        retry_timeout: Duration::from_secs(60),
+        retry_timeout: Duration::from_secs(180),
     };
     let client = object_store::ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(300))
+        .with_timeout(Duration::from_secs(parse_count(spec, "timeout")?.unwrap_or(300).max(1) as u64))
         .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(&bucket)
