@@ -613,10 +613,7 @@ async fn fetch_large(
     progress: Progress,
 ) -> Result<FetchDone> {
     let partial = Arc::new(store.partial()?);
-    partial
-        .file()
-        .set_len(size)
-        .map_err(|e| crate::index::io_error("allocate", &store.root().join("tmp"), e))?;
+    partial.file().set_len(size).map_err(|e| crate::index::io_error("allocate", partial.path(), e))?;
     let offsets = Arc::new(offsets);
     let jobs = inner.jobs;
     let results: Vec<(u64, Option<String>)> = futures::stream::iter(reads)
@@ -643,9 +640,10 @@ async fn fetch_large(
                             ));
                         }
                         for position in offsets.get(chunk).into_iter().flatten() {
-                            partial.file().write_all_at(data, *position).map_err(|e| {
-                                crate::index::io_error("write", &std::path::PathBuf::from("(cache tmp)"), e)
-                            })?;
+                            partial
+                                .file()
+                                .write_all_at(data, *position)
+                                .map_err(|e| crate::index::io_error("write", partial.path(), e))?;
                             let _ = progress.send((0, *length));
                         }
                     }

@@ -530,6 +530,11 @@ impl PartialObject {
         &self.file
     }
 
+    /// Where the object is being assembled (for messages).
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(&self.store.tmp)
+    }
+
     /// Hashes the assembled file and moves it into the cache if it hashes to `expected`;
     /// otherwise deletes it and returns [`StoreError::Corrupt`].
     pub fn commit(mut self, expected: &Digest) -> Result<()> {
