@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cairn_hash::Digest;
-use cairn_remote::{AwsEnvironment, FetchReport, PushReport, Remote, RemoteSpec};
+use cairn_remote::{AwsEnvironment, FetchReport, PushReport, Remote, RemoteIndex, RemoteSpec};
 
 use crate::pointer::{POINTER_SUFFIX, Pointer};
 use crate::{CheckoutOutcome, Repo, RepoError, Reporter, Result, display_bytes, is_under, join_rel};
@@ -54,6 +54,17 @@ pub struct FetchOutcome {
 
 /// An object and the path (for messages) that needs it.
 type Labeled = (Digest, String);
+
+/// The objects a selection needs, once the manifests the cache lacked were fetched.
+struct Needed {
+    objects: Vec<Labeled>,
+    /// Sources whose directory manifest is on neither side.
+    unknown: Vec<usize>,
+    /// What fetching the manifests did.
+    manifests: FetchReport,
+    /// The manifests that fetch was asked for.
+    fetched: HashSet<Digest>,
+}
 
 /// One pointer of the selection.
 struct Source {
@@ -182,10 +193,13 @@ impl Repo {
     /// Every object the sources need: pointer digests, and for directories the manifest's
     /// files. Returns the objects with a label for each, and the directories whose manifest
     /// is not in the cache.
-    fn needed(&self, sources: &[Source]) -> Result<(Vec<Labeled>, Vec<usize>)> {
+    fn needed<'a>(
+        &self,
+        sources: impl IntoIterator<Item = &'a Source>,
+    ) -> Result<(Vec<Labeled>, Vec<usize>)> {
         let mut objects = Vec::new();
         let mut unknown = Vec::new();
-        for (i, source) in sources.iter().enumerate() {
+        for (i, source) in sources.into_iter().enumerate() {
             objects.push((source.pointer.digest, source.label.clone()));
             if !source.pointer.is_directory() {
                 continue;
@@ -202,6 +216,35 @@ impl Repo {
             }
         }
         Ok((objects, unknown))
+    }
+
+    /// [`Repo::needed`], first fetching the directory manifests the cache lacks (they say which
+    /// files the directories hold). Returns the objects, the sources whose manifest is still
+    /// unknown (not on the remote either), and what fetching the manifests did.
+    fn needed_fetching_manifests(
+        &self,
+        remote: &Remote,
+        index: &RemoteIndex,
+        sources: &[Source],
+        reporter: &dyn Reporter,
+    ) -> Result<Needed> {
+        let (mut objects, unknown) = self.needed(sources)?;
+        if unknown.is_empty() {
+            return Ok(Needed {
+                objects,
+                unknown,
+                manifests: FetchReport::default(),
+                fetched: HashSet::new(),
+            });
+        }
+        let manifests: Vec<Digest> = unknown.iter().map(|&i| sources[i].pointer.digest).collect();
+        let report = remote.fetch(index, &self.store, &manifests, reporter)?;
+        let (more, still) = self.needed(unknown.iter().map(|&i| &sources[i]))?;
+        // The manifests themselves are already in `objects`.
+        let fetched: HashSet<Digest> = manifests.into_iter().collect();
+        objects.extend(more.into_iter().filter(|(d, _)| !fetched.contains(d)));
+        let unknown = still.into_iter().map(|j| unknown[j]).collect();
+        Ok(Needed { objects, unknown, manifests: report, fetched })
     }
 
     /// Uploads the objects of the selected pointers that the remote lacks.
@@ -250,17 +293,9 @@ impl Repo {
         reporter: &dyn Reporter,
     ) -> Result<FetchOutcome> {
         let index = remote.index()?;
-        let (_, unknown) = self.needed(sources)?;
-        // Directory manifests first: they say which files the directories hold.
-        let mut report = FetchReport::default();
-        let manifests: HashSet<Digest> = unknown.iter().map(|&i| sources[i].pointer.digest).collect();
-        if !manifests.is_empty() {
-            let list: Vec<Digest> = manifests.iter().copied().collect();
-            report = remote.fetch(&index, &self.store, &list, reporter)?;
-        }
-        let (objects, still_unknown) = self.needed(sources)?;
-        let digests: Vec<Digest> =
-            objects.iter().map(|(d, _)| *d).filter(|d| !manifests.contains(d)).collect();
+        let Needed { objects, unknown: still_unknown, manifests: mut report, fetched } =
+            self.needed_fetching_manifests(remote, &index, sources, reporter)?;
+        let digests: Vec<Digest> = objects.iter().map(|(d, _)| *d).filter(|d| !fetched.contains(d)).collect();
         let files = remote.fetch(&index, &self.store, &digests, reporter)?;
         merge(&mut report, files);
         let missing: HashSet<Digest> = report.missing.iter().copied().collect();
@@ -352,12 +387,8 @@ impl Repo {
             }
         }
         let index = remote.index()?;
-        let (_, unknown) = self.needed(&sources)?;
-        if !unknown.is_empty() {
-            let manifests: Vec<Digest> = unknown.iter().map(|&i| sources[i].pointer.digest).collect();
-            remote.fetch(&index, &self.store, &manifests, reporter)?;
-        }
-        let (objects, unknown) = self.needed(&sources)?;
+        let Needed { objects, unknown, .. } =
+            self.needed_fetching_manifests(remote, &index, &sources, reporter)?;
         if let Some(&i) = unknown.first() {
             // Deleting anything now could delete files of that directory.
             return Err(RepoError::MissingObjects {
