@@ -245,6 +245,18 @@ impl Context {
         Ok(Repo::open(&self.cwd, &OpenOptions { user_config: user_config_path() })?)
     }
 
+    /// The user's config file (`--user`) or the project's.
+    fn config_file(&self, user: bool) -> Result<ConfigFile, Failure> {
+        let path = if user {
+            user_config_path().ok_or_else(|| {
+                Failure::user("cannot locate the user config: neither XDG_CONFIG_HOME nor HOME is set", None)
+            })?
+        } else {
+            self.open()?.project_config_path()
+        };
+        Ok(ConfigFile::load(&path)?)
+    }
+
     fn rel(&self, repo: &Repo, path: &Path) -> Result<Vec<u8>, Failure> {
         Ok(repo.rel_path(&self.cwd.join(path))?)
     }
@@ -430,14 +442,8 @@ fn run_config(
     unset: bool,
     list: bool,
 ) -> Result<(), Failure> {
-    let path = if user {
-        user_config_path().ok_or_else(|| {
-            Failure::user("cannot locate the user config: neither XDG_CONFIG_HOME nor HOME is set", None)
-        })?
-    } else {
-        context.open()?.project_config_path()
-    };
-    let mut file = ConfigFile::load(&path)?;
+    let mut file = context.config_file(user)?;
+    let path = file.path().to_path_buf();
     match (key, value) {
         _ if list => {
             for (key, value) in file.list() {

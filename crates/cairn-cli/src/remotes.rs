@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use cairn_remote::AwsEnvironment;
-use cairn_repo::config::ConfigFile;
 use cairn_repo::{Repo, Selection, TransferProblem};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -11,7 +10,7 @@ use serde::Serialize;
 use crate::failure::Failure;
 use crate::output::{json, out};
 use crate::progress::{Progress, human_bytes};
-use crate::{Context, OutputArgs, user_config_path};
+use crate::{Context, OutputArgs};
 
 #[derive(Subcommand)]
 pub enum RemoteCommand {
@@ -123,17 +122,6 @@ pub fn aws_environment() -> AwsEnvironment {
     }
 }
 
-fn config_file(context: &Context, user: bool) -> Result<ConfigFile, Failure> {
-    let path = if user {
-        user_config_path().ok_or_else(|| {
-            Failure::user("cannot locate the user config: neither XDG_CONFIG_HOME nor HOME is set", None)
-        })?
-    } else {
-        context.open()?.project_config_path()
-    };
-    Ok(ConfigFile::load(&path)?)
-}
-
 fn check_url(name: &str, url: &str) -> Result<(), Failure> {
     // Relative directories are kept relative (to the repository root) so the config travels.
     let probe = if url.contains("://") || url.starts_with('/') { url.to_owned() } else { format!("/{url}") };
@@ -157,7 +145,7 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
             for (key, value) in &parsed {
                 cairn_remote::check_option(&name, key, value).map_err(remote_failure)?;
             }
-            let mut file = config_file(context, user)?;
+            let mut file = context.config_file(user)?;
             file.add_remote(&name, &url)?;
             for (key, value) in parsed {
                 file.set_remote_option(&name, key, Some(value), false)?;
@@ -213,7 +201,7 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
             Ok(())
         }
         RemoteCommand::Remove { name, user } => {
-            let mut file = config_file(context, user)?;
+            let mut file = context.config_file(user)?;
             if !file.remove_remote(&name)? {
                 return Err(Failure::user(
                     format!("no remote named `{name}` in {}", file.path().display()),
@@ -236,12 +224,12 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
                 }
                 .into());
             }
-            let mut file = config_file(context, user)?;
+            let mut file = context.config_file(user)?;
             file.set("core.remote", &name)?;
             out(format!("default remote: {name}"))
         }
         RemoteCommand::Modify { name, key, value, unset, user } => {
-            let mut file = config_file(context, user)?;
+            let mut file = context.config_file(user)?;
             if !unset && value.is_none() {
                 return Err(Failure::usage("give a VALUE, or --unset"));
             }
