@@ -350,6 +350,16 @@ fn permanent_s3_errors_fail_fast_and_say_what_to_check() {
     let stderr = repo.fail(1, &["push", "-r", "down"]);
     assert!(stderr.contains("cannot be reached") && stderr.contains("hint: check the endpoint"), "{stderr}");
 
+    // Keys the server does not know.
+    let checking = S3Server::start_authenticating();
+    let endpoint_checking = format!("endpoint={}", checking.endpoint);
+    let mut add = vec!["remote", "add", "denied", "s3://exists/p", "-o", &endpoint_checking];
+    add.extend(keys);
+    repo.ok(&add);
+    let stderr = repo.fail(1, &["push", "-r", "denied"]);
+    assert!(stderr.contains("the credentials were rejected"), "{stderr}");
+    assert!(stderr.contains("hint: check AWS_ACCESS_KEY_ID"), "{stderr}");
+
     // Credentials from the standard environment variables; half a pair is an error.
     repo.ok(&["remote", "add", "env", "s3://exists/p", "-o", &endpoint]);
     let output = repo

@@ -52,7 +52,24 @@ fn moto_server() -> PathBuf {
 impl S3Server {
     /// Starts a server and creates `buckets`.
     pub fn start(buckets: &[&str]) -> Self {
-        let mut child = Command::new(moto_server())
+        let server = Self::spawn(false);
+        for bucket in buckets {
+            server.request("PUT", &format!("/{bucket}"));
+        }
+        server
+    }
+
+    /// Starts a server that checks credentials (moto's IAM emulation): every key is unknown.
+    pub fn start_authenticating() -> Self {
+        Self::spawn(true)
+    }
+
+    fn spawn(authenticate: bool) -> Self {
+        let mut command = Command::new(moto_server());
+        if authenticate {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
+        let mut child = command
             .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -73,11 +90,7 @@ impl S3Server {
             }
         });
         let endpoint = rx.recv_timeout(Duration::from_secs(60)).expect("moto_server reports its address");
-        let server = S3Server { child, endpoint };
-        for bucket in buckets {
-            server.request("PUT", &format!("/{bucket}"));
-        }
-        server
+        S3Server { child, endpoint }
     }
 
     fn address(&self) -> &str {
