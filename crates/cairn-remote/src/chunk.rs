@@ -14,32 +14,13 @@
 
 use std::io::{self, Read};
 
-use cairn_hash::{Digest, hash_bytes};
-
 /// Objects of at least this many bytes are chunked on the remote; smaller ones are stored whole.
 pub const CHUNK_THRESHOLD: u64 = 8 << 20;
 pub const MIN_CHUNK: u32 = 256 << 10;
 pub const AVERAGE_CHUNK: u32 = 1 << 20;
 pub const MAX_CHUNK: u32 = 4 << 20;
 
-/// One chunk: its digest and bytes.
-pub struct Chunk {
-    pub digest: Digest,
-    pub data: Vec<u8>,
-}
-
-/// Cuts `reader` into content-defined chunks (not hashed: callers hash them in parallel).
-pub fn cut<R: Read>(reader: R) -> impl Iterator<Item = io::Result<Vec<u8>>> {
-    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize)
-        .map(|chunk| {
-            chunk.map(|c| c.data).map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(e) => e,
-                other => io::Error::other(other.to_string()),
-            })
-        })
-}
-
-/// Cuts `reader` into the same chunks as [`cut`], handing them to `each` as runs of slices of
+/// Cuts `reader` into content-defined chunks with the parameters above, handing them to `each` as runs of slices of
 /// one large buffer (about 32 MiB per call), in order — no per-chunk copies, and each run can
 /// be hashed in parallel.
 pub fn for_each_run<R: Read>(reader: R, each: impl FnMut(&[&[u8]]) -> io::Result<()>) -> io::Result<()> {
@@ -90,14 +71,10 @@ fn for_each_run_with<R: Read>(
     }
 }
 
-/// Cuts `reader` into content-defined chunks, hashing each.
-pub fn chunks<R: Read>(reader: R) -> impl Iterator<Item = io::Result<Chunk>> {
-    cut(reader).map(|data| data.map(|data| Chunk { digest: hash_bytes(&data), data }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_hash::Digest;
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed;
@@ -111,10 +88,23 @@ mod tests {
             .collect()
     }
 
+    /// Every chunk of `data`, with its digest.
+    fn cut(data: &[u8]) -> Vec<(Digest, usize)> {
+        let mut out = Vec::new();
+        for_each_run(data, |run| {
+            out.extend(run.iter().map(|c| (cairn_hash::hash_bytes(c), c.len())));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
     #[test]
     fn runs_over_a_buffer_cut_exactly_like_the_stream() {
         let data = pseudo_random(21 << 20, 13);
-        let streamed: Vec<Vec<u8>> = cut(&data[..]).collect::<io::Result<_>>().unwrap();
+        let (min, average, max) = (MIN_CHUNK as usize, AVERAGE_CHUNK as usize, MAX_CHUNK as usize);
+        let streamed: Vec<Vec<u8>> =
+            fastcdc::v2020::StreamCDC::new(&data[..], min, average, max).map(|c| c.unwrap().data).collect();
         let mut blocked: Vec<Vec<u8>> = Vec::new();
         for_each_run_with(&data[..], 5 << 20, |run| {
             blocked.extend(run.iter().map(|s| s.to_vec()));
@@ -138,9 +128,6 @@ mod tests {
         let mut edited = original.clone();
         let middle = edited.len() / 2;
         edited[middle..middle + (1 << 20)].copy_from_slice(&pseudo_random(1 << 20, 99));
-        let cut = |data: &[u8]| -> Vec<(Digest, usize)> {
-            chunks(data).map(|c| c.map(|c| (c.digest, c.data.len()))).collect::<io::Result<_>>().unwrap()
-        };
         let before = cut(&original);
         let after = cut(&edited);
         assert_eq!(before.iter().map(|c| c.1).sum::<usize>(), original.len());

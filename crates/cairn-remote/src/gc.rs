@@ -70,10 +70,9 @@ impl Inner {
             .collect();
         let mut live_chunks: HashSet<Digest> = HashSet::new();
         for read in plan_reads(wanted) {
-            let bytes = self.read_range(&read.pack, read.start..read.end).await?;
-            for (digest, offset, length) in read.pieces {
-                let at = (offset - read.start) as usize;
-                let recipe = Recipe::decode(&bytes[at..at + length as usize]).map_err(|e| {
+            let bytes = self.read_range(&read).await?;
+            for &(digest, offset, length) in &read.pieces {
+                let recipe = Recipe::decode(read.piece(&bytes, offset, length)).map_err(|e| {
                     self.damaged("recipe", format!("{digest} in {}", pack_name(&read.pack)), e.to_string())
                 })?;
                 live_chunks.extend(recipe.chunks.iter().map(|(chunk, _)| *chunk));
@@ -168,10 +167,9 @@ impl Inner {
             kept.entries.iter().map(|e| ((e.digest, e.offset), e.kind)).collect();
         let mut builder = PackBuilder::new();
         for read in plan_reads(wanted) {
-            let bytes = self.read_range(&read.pack, read.start..read.end).await?;
-            for (digest, offset, length) in read.pieces {
-                let at = (offset - read.start) as usize;
-                let data = &bytes[at..at + length as usize];
+            let bytes = self.read_range(&read).await?;
+            for &(digest, offset, length) in &read.pieces {
+                let data = read.piece(&bytes, offset, length);
                 let kind = kinds[&(digest, offset)];
                 if kind == EntryKind::Blob && cairn_hash::hash_bytes(data) != digest {
                     return Err(self.damaged(

@@ -69,16 +69,6 @@ impl RemoteIndex {
         let index = &self.indexes[pack as usize];
         Located { pack: &index.pack, entry: &index.entries[entry as usize] }
     }
-
-    /// Number of packs with an index.
-    pub fn packs(&self) -> usize {
-        self.indexes.len()
-    }
-
-    /// Number of distinct objects and chunks.
-    pub fn objects(&self) -> usize {
-        self.blobs.len() + self.recipes.len()
-    }
 }
 
 fn parse_listed_name(name: &str) -> Option<(Digest, bool)> {

@@ -84,14 +84,6 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
-    /// The storage failure kind, if this is a failed request.
-    pub fn failure(&self) -> Option<Failure> {
-        match self {
-            RemoteError::Storage { failure, .. } => Some(*failure),
-            _ => None,
-        }
-    }
-
     /// The underlying I/O error, if any.
     pub fn io_error(&self) -> Option<&std::io::Error> {
         match self {
@@ -149,10 +141,6 @@ impl Remote {
 
     pub fn name(&self) -> &str {
         &self.inner.spec.name
-    }
-
-    pub fn url(&self) -> &str {
-        &self.inner.spec.url
     }
 
     /// Overrides the number of concurrent requests (`--jobs`).

@@ -386,11 +386,16 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) async fn read_range(&self, pack: &Digest, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let key = self.key(&pack_name(pack));
-        self.storage.store.get_range(&key, range.clone()).await.map_err(|e| {
-            self.storage_error(format!("read bytes {}..{} of `{key}`", range.start, range.end), &e)
-        })
+    /// Reads the bytes of `read`; a pack shorter than its index says is damaged.
+    pub(crate) async fn read_range(&self, read: &RangeRead) -> Result<Bytes> {
+        let key = self.key(&pack_name(&read.pack));
+        let bytes = self.storage.store.get_range(&key, read.start..read.end).await.map_err(|e| {
+            self.storage_error(format!("read bytes {}..{} of `{key}`", read.start, read.end), &e)
+        })?;
+        if bytes.len() as u64 != read.end - read.start {
+            return Err(self.damaged("pack", key.to_string(), "it is shorter than its index says"));
+        }
+        Ok(bytes)
     }
 }
 
@@ -402,6 +407,14 @@ pub(crate) struct RangeRead {
     pub end: u64,
     /// (digest, offset in the pack, length)
     pub pieces: Vec<(Digest, u64, u64)>,
+}
+
+impl RangeRead {
+    /// The bytes of the piece at `offset` in the pack, out of what [`Inner::read_range`] read.
+    pub fn piece<'a>(&self, bytes: &'a [u8], offset: u64, length: u64) -> &'a [u8] {
+        let at = (offset - self.start) as usize;
+        &bytes[at..at + length as usize]
+    }
 }
 
 /// Groups entries of packs into coalesced ranged reads.
@@ -480,11 +493,10 @@ impl Remote {
                 .map(|read| {
                     let inner = self.inner.clone();
                     async move {
-                        let bytes = inner.read_range(&read.pack, read.start..read.end).await?;
+                        let bytes = inner.read_range(&read).await?;
                         let mut out = Vec::new();
-                        for (digest, offset, length) in read.pieces {
-                            let at = (offset - read.start) as usize;
-                            let decoded = Recipe::decode(&bytes[at..at + length as usize])
+                        for &(digest, offset, length) in &read.pieces {
+                            let decoded = Recipe::decode(read.piece(&bytes, offset, length))
                                 .map_err(|e| format!("its recipe in pack {} is damaged: {e}", read.pack));
                             out.push((digest, decoded));
                         }
@@ -571,20 +583,16 @@ async fn fetch_range(
     writers: Arc<tokio::sync::Semaphore>,
     progress: Progress,
 ) -> Result<FetchDone> {
-    let bytes = inner.read_range(&read.pack, read.start..read.end).await?;
+    let bytes = inner.read_range(&read).await?;
     let transferred = bytes.len() as u64;
-    if transferred != read.end - read.start {
-        return Err(inner.damaged("pack", pack_name(&read.pack), "it is shorter than its index says"));
-    }
     let pack = read.pack;
     // Downloads run `jobs` at once, but creating files faster than the cores can is slower
     // on ext4 (measured in issue 2), so cache writes run one per core.
     let _permit = writers.acquire_owned().await.map_err(|e| RemoteError::Internal(e.to_string()))?;
     let mut done = blocking(move || {
         let mut done = FetchDone::default();
-        for (digest, offset, length) in read.pieces {
-            let at = (offset - read.start) as usize;
-            match store.put_verified(&digest, &bytes[at..at + length as usize]) {
+        for &(digest, offset, length) in &read.pieces {
+            match store.put_verified(&digest, read.piece(&bytes, offset, length)) {
                 Ok(_) => {
                     done.objects += 1;
                     done.bytes += length;
@@ -621,30 +629,24 @@ async fn fetch_large(
             let (inner, partial, offsets, progress) =
                 (inner.clone(), partial.clone(), offsets.clone(), progress.clone());
             async move {
-                let bytes = inner.read_range(&read.pack, read.start..read.end).await?;
+                let bytes = inner.read_range(&read).await?;
                 let transferred = bytes.len() as u64;
                 blocking(move || {
-                    for (chunk, offset, length) in &read.pieces {
-                        let at = (offset - read.start) as usize;
-                        let Some(data) = bytes.get(at..at + *length as usize) else {
-                            return Ok((
-                                transferred,
-                                Some(format!("pack {} is shorter than its index says", read.pack)),
-                            ));
-                        };
+                    for &(chunk, offset, length) in &read.pieces {
+                        let data = read.piece(&bytes, offset, length);
                         let actual = cairn_hash::hash_bytes(data);
-                        if actual != *chunk {
+                        if actual != chunk {
                             return Ok((
                                 transferred,
                                 Some(format!("chunk {chunk} in pack {} hashes to {actual}", read.pack)),
                             ));
                         }
-                        for position in offsets.get(chunk).into_iter().flatten() {
+                        for position in offsets.get(&chunk).into_iter().flatten() {
                             partial
                                 .file()
                                 .write_all_at(data, *position)
                                 .map_err(|e| crate::index::io_error("write", partial.path(), e))?;
-                            let _ = progress.send((0, *length));
+                            let _ = progress.send((0, length));
                         }
                     }
                     Ok((transferred, None))
