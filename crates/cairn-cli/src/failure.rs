@@ -5,6 +5,7 @@
 //! | 0    | success                                                              |
 //! | 1    | the command failed: bad input, missing data, conflicts, I/O problems |
 //! | 2    | usage error: unknown command or flag, missing argument               |
+//! | 130  | `cairn run` was interrupted (Ctrl-C); finished stages are kept        |
 //! | 255  | internal error: a bug in Cairn (please report it)                    |
 
 use std::io::ErrorKind;
@@ -160,5 +161,38 @@ fn remote_hint(error: &cairn_remote::RemoteError) -> Option<&'static str> {
 impl From<cairn_repo::config::ConfigError> for Failure {
     fn from(error: cairn_repo::config::ConfigError) -> Self {
         RepoError::from(error).into()
+    }
+}
+
+impl From<cairn_pipeline::PipelineError> for Failure {
+    fn from(error: cairn_pipeline::PipelineError) -> Self {
+        use cairn_pipeline::PipelineError as E;
+        let hint: Option<&str> = match &error {
+            E::Repo(_) => {
+                let E::Repo(inner) = error else { unreachable!() };
+                return inner.into();
+            }
+            E::Syntax { .. } | E::Invalid { .. } => {
+                Some("fix cairn.yaml; `cairn pipeline schema` prints its JSON Schema for editors")
+            }
+            E::Graph { .. } => Some("fix the stages named above in cairn.yaml, then run again; nothing ran"),
+            E::Lock { .. } => Some("restore cairn.lock from Git (`git checkout -- cairn.lock`), or delete it to rebuild it with `cairn run`"),
+            E::Stage { .. } => None,
+            E::UnknownStage { .. } => Some("`cairn run --dry` lists every stage"),
+            E::NoPipeline { .. } => Some("define stages in cairn.yaml at the repository root (see README.md)"),
+            E::Failed { .. } => Some(
+                "fix the failure shown above and run `cairn run` again: stages that succeeded are cached and will not run again",
+            ),
+            E::Interrupted => Some("run `cairn run` again to resume; finished stages will not run again"),
+            E::Io { source, .. } => io_hint(source),
+            E::Git(_) => None,
+            E::Internal(_) => Some("this is a bug in Cairn; please report it with the command you ran"),
+        };
+        let code = match error {
+            E::Internal(_) => EXIT_INTERNAL,
+            E::Interrupted => 130,
+            _ => EXIT_USER,
+        };
+        Failure { message: error.to_string(), hint: hint.map(str::to_owned), code }
     }
 }

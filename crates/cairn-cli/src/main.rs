@@ -4,6 +4,7 @@
 
 mod failure;
 mod output;
+mod pipelines;
 mod progress;
 mod remotes;
 
@@ -175,6 +176,36 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Run the pipeline in cairn.yaml: only stale stages run, in parallel; stages whose
+    /// fingerprint ran before are restored from the run cache.
+    #[command(
+        after_help = "Examples:\n  cairn run                 # every stale stage\n  cairn run train --dry     # what would happen, and why\n  cairn run -j 4 --keep-going\n\nStage output is printed with a [stage] prefix; full logs are in .cairn/state/logs/."
+    )]
+    Run(pipelines::RunArgs),
+    /// Say why a stage would run (which dep, param or command changed) or be restored.
+    #[command(after_help = "Examples:\n  cairn explain train\n  cairn explain 'train@lr-0.1' --json")]
+    Explain {
+        /// The stage (a foreach or matrix base name explains every stage it generates).
+        stage: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Compare the params the pipeline reads.
+    #[command(subcommand)]
+    Params(pipelines::ParamsCommand),
+    /// Show and compare metrics files declared by the pipeline.
+    #[command(subcommand)]
+    Metrics(pipelines::MetricsCommand),
+    /// The chain from an output back to raw data and code: digests, stages, params, commit.
+    #[command(after_help = "Examples:\n  cairn lineage model.onnx\n  cairn lineage data/features --json")]
+    Lineage {
+        path: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Pipeline tools.
+    #[command(subcommand)]
+    Pipeline(pipelines::PipelineCommand),
     /// Get or set configuration (project `.cairn/config`, or the user's with --user).
     #[command(
         after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout, core.remote\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
@@ -302,13 +333,24 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let repo = context.open()?;
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let statuses = repo.status(scope.as_deref(), reporter)?;
-            output::status(&statuses, output.json)
+            let stale = if scope.is_none() { pipelines::stale_stages(&repo)? } else { None };
+            if output.json {
+                return output::status_with_stages(&statuses, stale.as_deref());
+            }
+            output::status(&statuses, false)?;
+            match stale {
+                Some(stale) => pipelines::print_stale(&stale, true),
+                None => Ok(()),
+            }
         }
         Command::Checkout { path, force, output } => {
             let repo = context.open()?;
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let _lock = repo.lock(reporter)?;
             let outcomes = repo.checkout(scope.as_deref(), force, reporter)?;
+            if scope.is_none() {
+                pipelines::checkout_outputs(&repo, force, reporter)?;
+            }
             output::checkout(&outcomes, output.json)
         }
         Command::Diff { old, new, output } => {
@@ -372,7 +414,8 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Gc { cloud: false, remote: _, all_commits, force, output } => {
             let repo = context.open()?;
             let _lock = repo.lock(reporter)?;
-            let report = repo.gc(all_commits, force, reporter)?;
+            let kept = pipelines::kept_content(&repo)?;
+            let report = repo.gc(all_commits, force, &kept, reporter)?;
             if output.json {
                 return json(&serde_json::json!({
                     "kept_objects": report.kept,
@@ -428,6 +471,12 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 Err(cairn_repo::RepoError::FsckFailed(report.problems.len()).into())
             }
         }
+        Command::Run(args) => pipelines::run(&context, args, cli.quiet, reporter),
+        Command::Explain { stage, output } => pipelines::explain(&context, &stage, &output),
+        Command::Params(command) => pipelines::params_command(&context, command),
+        Command::Metrics(command) => pipelines::metrics_command(&context, command),
+        Command::Lineage { path, output } => pipelines::lineage(&context, &path, &output),
+        Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
         Command::Config { key, value, user, unset, list } => {
             run_config(&context, key, value, user, unset, list)
         }

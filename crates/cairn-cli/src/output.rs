@@ -167,6 +167,21 @@ pub fn added(outcomes: &[AddOutcome], as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `cairn status --json`: `{"data": [...], "stages": [...]}`; `stages` lists the pipeline's
+/// stages that are not up to date (empty without a cairn.yaml).
+pub fn status_with_stages(
+    statuses: &[TrackedStatus],
+    stale: Option<&[cairn_pipeline::engine::Planned]>,
+) -> Result<(), Failure> {
+    let data: Vec<StatusJson> = statuses.iter().map(StatusJson::from).collect();
+    let stages: Vec<serde_json::Value> = stale
+        .unwrap_or_default()
+        .iter()
+        .map(|p| serde_json::json!({"stage": p.stage, "decision": p.decision.name(), "reasons": p.reasons}))
+        .collect();
+    json(&serde_json::json!({"data": data, "stages": stages}))
+}
+
 pub fn status(statuses: &[TrackedStatus], as_json: bool) -> Result<(), Failure> {
     if as_json {
         return json_list::<_, StatusJson>(statuses);

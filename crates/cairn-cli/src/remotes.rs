@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use cairn_remote::AwsEnvironment;
-use cairn_repo::{Repo, Selection, TransferProblem};
+use cairn_hash::Digest;
+use cairn_repo::{Repo, Selection, Tracked, TransferProblem};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -254,13 +255,24 @@ fn remote_failure(error: cairn_remote::RemoteError) -> Failure {
     cairn_repo::RepoError::from(error).into()
 }
 
-fn selection(context: &Context, repo: &Repo, args: &TransferArgs) -> Result<Selection, Failure> {
+/// The pointers to transfer, plus pipeline outputs: those in `cairn.lock` and, with
+/// `runs`, those of the run cache's entries.
+fn selection(
+    context: &Context,
+    repo: &Repo,
+    args: &TransferArgs,
+    runs: &[(Digest, Vec<(String, Tracked)>)],
+) -> Result<Selection, Failure> {
+    let mut extra = crate::pipelines::lock_content(repo)?;
+    extra.extend(runs.iter().flat_map(|(_, records)| records.iter().cloned()));
     Ok(Selection {
         paths: args.paths.iter().map(|p| context.rel(repo, p)).collect::<Result<_, _>>()?,
         revs: args.rev.clone(),
         all_branches: args.all_branches,
         all_tags: args.all_tags,
         all_commits: args.all_commits,
+        extra,
+        extra_only: false,
     })
 }
 
@@ -297,9 +309,17 @@ fn incomplete(what: &str, remote: &str, problems: &[TransferProblem], hint: &str
 
 pub fn push(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
     let repo = context.open()?;
-    let selection = selection(context, &repo, &args)?;
+    let runs = if args.paths.is_empty() { crate::pipelines::local_runs(&repo) } else { Vec::new() };
+    let selection = selection(context, &repo, &args, &runs)?;
     let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
     let outcome = repo.push(&remote, &selection, reporter)?;
+    // Run-cache entries go up only after every object they name did.
+    let runs_sent = if outcome.problems.is_empty() {
+        let fingerprints: Vec<Digest> = runs.iter().map(|(fp, _)| *fp).collect();
+        crate::pipelines::push_runs(&repo, &remote, &fingerprints)?
+    } else {
+        0
+    };
     let report = &outcome.report;
     if args.output.json {
         json(&serde_json::json!({
@@ -311,9 +331,13 @@ pub fn push(context: &Context, args: TransferArgs, reporter: &Progress) -> Resul
             "chunks_deduplicated": report.chunks_deduplicated,
             "bytes_deduplicated": report.bytes_deduplicated,
             "packs": report.packs,
+            "run_cache_entries_sent": runs_sent,
             "problems": problems_json(&outcome.problems),
         }))?;
     } else {
+        if runs_sent > 0 {
+            out(format!("pushed {runs_sent} run-cache entr{}", if runs_sent == 1 { "y" } else { "ies" }))?;
+        }
         out(format!(
             "pushed {} object(s) to {} ({} sent in {} pack(s)); {} already there ({}); {} chunk(s) deduplicated ({})",
             report.objects_sent,
@@ -370,9 +394,10 @@ const FETCH_HINT: &str = "push these files from a clone that has them, or check 
 
 pub fn fetch(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
     let repo = context.open()?;
-    let selection = selection(context, &repo, &args)?;
+    let selection = selection(context, &repo, &args, &[])?;
     let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
     let outcome = repo.fetch(&remote, &selection, reporter)?;
+    crate::pipelines::fetch_runs(&repo, &remote)?;
     fetch_summary(&outcome, args.output.json)?;
     if outcome.problems.is_empty() {
         Ok(())
@@ -404,7 +429,12 @@ pub fn pull(context: &Context, args: PullArgs, reporter: &Progress) -> Result<()
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<_, _>>()?;
     let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
     let _lock = repo.lock(reporter)?;
-    let outcome = repo.pull(&remote, &paths, args.force, reporter)?;
+    let extra = if paths.is_empty() { crate::pipelines::lock_content(&repo)? } else { Vec::new() };
+    let outcome = repo.pull(&remote, &paths, extra, args.force, reporter)?;
+    crate::pipelines::fetch_runs(&repo, &remote)?;
+    if paths.is_empty() {
+        crate::pipelines::checkout_outputs(&repo, args.force, reporter)?;
+    }
     fetch_summary(&outcome, args.output.json)?;
     if outcome.problems.is_empty() {
         Ok(())
@@ -423,7 +453,14 @@ pub fn gc_cloud(
 ) -> Result<(), Failure> {
     let repo = context.open()?;
     let remote = repo.open_remote(remote, &aws_environment(), None)?;
-    let report = repo.gc_cloud(&remote, all_commits, force, reporter)?;
+    // Outputs of every run-cache entry on the remote stay, so other clones can restore them.
+    crate::pipelines::fetch_runs(&repo, &remote)?;
+    let kept = crate::pipelines::kept_content(&repo)?;
+    let extra = kept
+        .into_iter()
+        .map(|(label, pointer)| (label, Tracked { rel: Vec::new(), pointer }))
+        .collect();
+    let report = repo.gc_cloud(&remote, all_commits, force, extra, reporter)?;
     if output.json {
         return json(&serde_json::json!({
             "remote": remote.name(),

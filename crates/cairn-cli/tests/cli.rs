@@ -101,7 +101,7 @@ fn status_reports_changes_per_file_and_commit_records_them() {
     assert!(text.contains("added:    data/extra.csv"), "{text}");
     assert!(text.contains("deleted:  data/d01/f00001.bin"), "{text}");
     let json = repo.json(&["status", "--json"]);
-    let changes = json[0]["changes"].as_array().unwrap();
+    let changes = json["data"][0]["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 3);
 
     let before = String::from_utf8(repo.read("data.cairn")).unwrap();
@@ -407,7 +407,7 @@ fn gc_survives_history_whose_data_this_cache_never_had() {
     repo.git(&["checkout", "-q", "HEAD~1", "--", "data.cairn"]);
     let text = repo.ok(&["status"]);
     assert!(text.contains("data: not in the cache (its manifest was never added or fetched here)"), "{text}");
-    assert_eq!(repo.json(&["status", "--json"])[0]["not_in_cache"], true);
+    assert_eq!(repo.json(&["status", "--json"])["data"][0]["not_in_cache"], true);
     std::fs::remove_file(repo.path("data.cairn")).unwrap();
     let output = repo.run(&["gc", "--all-commits"]);
     assert!(output.status.success());

@@ -101,6 +101,41 @@ impl GitRepo {
             .map_err(|e| GitError::UnknownRevision { rev: rev.to_owned(), message: e.message().to_owned() })
     }
 
+    /// The bytes of the file at `path` (`/`-separated, relative to the root) in revision
+    /// `rev`, or `None` if that revision has no such file.
+    pub fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let tree = self.commit_tree(rev)?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(git_err(format!("reading `{path}` at {rev}"))(e)),
+        };
+        let object = entry.to_object(&self.repo).map_err(git_err(format!("reading `{path}` at {rev}")))?;
+        Ok(object.as_blob().map(|blob| blob.content().to_vec()))
+    }
+
+    /// The short commit id of HEAD and whether the work tree differs from it (untracked
+    /// files not ignored count as changes).
+    pub fn head_state(&self) -> Result<Option<(String, bool)>> {
+        let Some(head) = self.head()? else { return Ok(None) };
+        let mut options = git2::StatusOptions::new();
+        options.include_untracked(true).include_ignored(false).exclude_submodules(true);
+        let statuses = self.repo.statuses(Some(&mut options)).map_err(git_err("reading the work tree status"))?;
+        Ok(Some((head, !statuses.is_empty())))
+    }
+
+    /// Work-tree paths that differ from HEAD or are untracked (ignored files excluded), as
+    /// `/`-separated strings.
+    pub fn changed_paths(&self) -> Result<Vec<String>> {
+        let mut options = git2::StatusOptions::new();
+        options.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false).exclude_submodules(true);
+        let statuses = self.repo.statuses(Some(&mut options)).map_err(git_err("reading the work tree status"))?;
+        let mut paths: Vec<String> =
+            statuses.iter().filter_map(|e| e.path().ok().map(str::to_owned)).collect();
+        paths.sort();
+        Ok(paths)
+    }
+
     /// Every file in revision `rev` whose name ends with `suffix` (for example `.cairn`).
     pub fn files_with_suffix(&self, rev: &str, suffix: &[u8]) -> Result<Vec<TreeFile>> {
         let tree = self.commit_tree(rev)?;

@@ -6,6 +6,8 @@
 //! ```text
 //! <url>/packs/<pack digest hex>.pack   objects, chunks and recipes, back to back
 //! <url>/packs/<pack digest hex>.idx    the pack's index, written after the pack
+//! <url>/runs-v1/<2 hex>/<62 hex>       run-cache entries (see cairn-pipeline), uploaded
+//!                                      after the objects they name
 //! ```
 //!
 //! Formats: [`pack`] (packs, indexes, recipes) and [`chunk`] (how large objects are cut).
@@ -42,6 +44,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod chunk;
+mod documents;
 mod gc;
 mod index;
 pub mod pack;

@@ -48,27 +48,8 @@ impl Repo {
             self.check_addable(rel, &mut pointers)?;
         }
         let mut cache = self.stat_cache();
-        let hashed_at = now_ns();
-
-        // Phase 1: every object into the cache.
-        let mut prepared = Vec::new();
-        for rel in rels {
-            let abs = self.abs(rel);
-            let scan = scan_data(&abs)?.ok_or(RepoError::NotFound { path: abs })?;
-            prepared.push(self.store_files(rel, scan.is_dir, scan.files, &mut cache, hashed_at, reporter)?);
-        }
-
-        // Phase 2: one sync. A crash before this point leaves only objects, and the work tree
-        // as it was.
-        self.store.sync()?;
-
-        // Phase 3: with a linking strategy, replace work-tree files by links to the now
-        // durable objects; then write the pointers.
         let mut outcomes = Vec::new();
-        for (outcome, to_link) in prepared {
-            for (key, stat, digest) in self.link_stored(to_link)? {
-                cache.record(key, stat, digest);
-            }
+        for outcome in self.store_and_link(rels, &mut cache, reporter)? {
             let pointer_path = self.pointer_path(&outcome.rel);
             let rendered = outcome.pointer.render();
             let changed = fs::read(&pointer_path).ok().as_deref() != Some(rendered.as_bytes());
@@ -79,6 +60,53 @@ impl Repo {
             outcomes.push(AddOutcome { changed, ..outcome });
         }
         self.save_stat_cache(&mut cache, reporter);
+        Ok(outcomes)
+    }
+
+    /// Stores pipeline outputs: like `add`, but the content record goes to the caller (for
+    /// `cairn.lock` and the run cache) instead of a pointer file.
+    pub fn store_outputs(&self, rels: &[Vec<u8>], reporter: &dyn Reporter) -> Result<Vec<Pointer>> {
+        let mut cache = self.stat_cache();
+        let stored = self.store_and_link(rels, &mut cache, reporter)?;
+        self.save_stat_cache(&mut cache, reporter);
+        Ok(stored.into_iter().map(|o| o.pointer).collect())
+    }
+
+    /// Adds `rel` to the `.gitignore` beside it (once).
+    pub fn ignore_in_git(&self, rel: &[u8]) -> Result<()> {
+        gitignore::ensure_ignored(&self.root, rel)
+    }
+
+    /// Every object of `rels` into the cache, one sync, then (with a sharing strategy) the
+    /// work-tree files replaced by links. Pointers are not written.
+    fn store_and_link(
+        &self,
+        rels: &[Vec<u8>],
+        cache: &mut StatCache,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<AddOutcome>> {
+        let hashed_at = now_ns();
+        // Phase 1: every object into the cache.
+        let mut prepared = Vec::new();
+        for rel in rels {
+            let abs = self.abs(rel);
+            let scan = scan_data(&abs)?.ok_or(RepoError::NotFound { path: abs })?;
+            prepared.push(self.store_files(rel, scan.is_dir, scan.files, cache, hashed_at, reporter)?);
+        }
+
+        // Phase 2: one sync. A crash before this point leaves only objects, and the work tree
+        // as it was.
+        self.store.sync()?;
+
+        // Phase 3: with a linking strategy, replace work-tree files by links to the now
+        // durable objects.
+        let mut outcomes = Vec::new();
+        for (outcome, to_link) in prepared {
+            for (key, stat, digest) in self.link_stored(to_link)? {
+                cache.record(key, stat, digest);
+            }
+            outcomes.push(outcome);
+        }
         Ok(outcomes)
     }
 

@@ -23,14 +23,30 @@ impl Repo {
         force: bool,
         reporter: &dyn Reporter,
     ) -> Result<Vec<CheckoutOutcome>> {
-        let mut cache = self.stat_cache();
-        let hashed_at = now_ns();
         let tracked = self.tracked(scope)?;
         if tracked.is_empty()
             && let Some(scope) = scope
         {
             return Err(RepoError::NotTracked { path: self.abs(scope) });
         }
+        self.checkout_tracked(tracked, scope, force, reporter)
+    }
+
+    /// Restores pipeline outputs from the cache: each path is made to hold exactly the
+    /// recorded content, replacing whatever is there (the pipeline decided to replace it).
+    pub fn restore_outputs(&self, outputs: Vec<Tracked>, reporter: &dyn Reporter) -> Result<()> {
+        self.checkout_tracked(outputs, None, true, reporter).map(drop)
+    }
+
+    fn checkout_tracked(
+        &self,
+        tracked: Vec<Tracked>,
+        scope: Option<&[u8]>,
+        force: bool,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<CheckoutOutcome>> {
+        let mut cache = self.stat_cache();
+        let hashed_at = now_ns();
 
         struct Plan {
             tracked: Tracked,

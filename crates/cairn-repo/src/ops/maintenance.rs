@@ -88,9 +88,15 @@ impl Repo {
 
     // ------------------------------------------------------------------------ gc and fsck
 
-    fn referenced(&self, all_commits: bool, reporter: &dyn Reporter) -> Result<HashSet<Digest>> {
+    fn referenced(
+        &self,
+        all_commits: bool,
+        extra: &[(String, Pointer)],
+        reporter: &dyn Reporter,
+    ) -> Result<HashSet<Digest>> {
         let mut pointers: Vec<(PathBuf, Pointer)> =
             self.tracked(None)?.into_iter().map(|t| (self.pointer_path(&t.rel), t.pointer)).collect();
+        pointers.extend(extra.iter().map(|(label, p)| (PathBuf::from(label), p.clone())));
         if all_commits {
             for file in self.git().files_with_suffix_all_commits(POINTER_SUFFIX.as_bytes())? {
                 let label = PathBuf::from(format!("(history):{}", crate::display_bytes(&file.path)));
@@ -120,9 +126,15 @@ impl Repo {
 
     /// Finds cache objects referenced by no pointer in the work tree (and, with
     /// `all_commits`, in no commit reachable from a branch, tag or HEAD); deletes them if
-    /// `force`.
-    pub fn gc(&self, all_commits: bool, force: bool, reporter: &dyn Reporter) -> Result<GcReport> {
-        let referenced = self.referenced(all_commits, reporter)?;
+    /// `force`. Objects of `extra` (pipeline outputs) are kept too.
+    pub fn gc(
+        &self,
+        all_commits: bool,
+        force: bool,
+        extra: &[(String, Pointer)],
+        reporter: &dyn Reporter,
+    ) -> Result<GcReport> {
+        let referenced = self.referenced(all_commits, extra, reporter)?;
         let mut report = GcReport::default();
         for (digest, size) in self.store.list()? {
             if referenced.contains(&digest) {

@@ -8,6 +8,7 @@ mod add;
 mod checkout;
 mod inspect;
 mod maintenance;
+mod outputs;
 mod remote;
 
 pub use remote::{FetchOutcome, PushOutcome, Selection, TransferProblem};

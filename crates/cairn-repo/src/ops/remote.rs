@@ -7,7 +7,7 @@ use cairn_hash::Digest;
 use cairn_remote::{AwsEnvironment, FetchReport, PushReport, Remote, RemoteIndex, RemoteSpec};
 
 use crate::pointer::{POINTER_SUFFIX, Pointer};
-use crate::{CheckoutOutcome, Repo, RepoError, Reporter, Result, display_bytes, is_under, join_rel};
+use crate::{CheckoutOutcome, Repo, RepoError, Reporter, Result, Tracked, display_bytes, is_under, join_rel};
 
 /// Which pointers a transfer covers: the work tree's (optionally only some paths), plus
 /// those of Git revisions.
@@ -23,6 +23,11 @@ pub struct Selection {
     pub all_tags: bool,
     /// Include every commit reachable from any branch, tag or HEAD.
     pub all_commits: bool,
+    /// More content to include, with a label for messages: pipeline outputs recorded in
+    /// `cairn.lock` and in the run cache.
+    pub extra: Vec<(String, Tracked)>,
+    /// Only `extra`: no work-tree pointers.
+    pub extra_only: bool,
 }
 
 /// A file or directory whose data could not be transferred, and why.
@@ -130,13 +135,19 @@ impl Repo {
         let wanted = |rel: &[u8]| {
             selection.paths.is_empty() || selection.paths.iter().any(|p| is_under(rel, p) || is_under(p, rel))
         };
-        for tracked in self.tracked(None)? {
+        let work_tree = if selection.extra_only { Vec::new() } else { self.tracked(None)? };
+        for tracked in work_tree {
             if wanted(&tracked.rel) {
                 sources.push(Source {
                     label: display_bytes(&tracked.rel),
                     rel: tracked.rel,
                     pointer: tracked.pointer,
                 });
+            }
+        }
+        for (label, tracked) in &selection.extra {
+            if wanted(&tracked.rel) {
+                sources.push(Source { label: label.clone(), rel: tracked.rel.clone(), pointer: tracked.pointer.clone() });
             }
         }
         if let Some(missing) = selection
@@ -328,23 +339,26 @@ impl Repo {
 
     /// `fetch` for the work tree's pointers (the caller holds the repository lock), then `checkout` of every path whose data is now
     /// complete. Paths with missing or damaged data are left as they are and reported.
+    /// `extra` is fetched too (pipeline outputs), but checking it out is the caller's.
     pub fn pull(
         &self,
         remote: &Remote,
         paths: &[Vec<u8>],
+        extra: Vec<(String, Tracked)>,
         force: bool,
         reporter: &dyn Reporter,
     ) -> Result<FetchOutcome> {
-        let selection = Selection { paths: paths.to_vec(), ..Default::default() };
+        let selection = Selection { paths: paths.to_vec(), extra, ..Default::default() };
         let sources = self.selected(&selection)?;
         let mut outcome = self.fetch_sources(remote, &sources, reporter)?;
         let failed = |rel: &[u8]| {
             let label = display_bytes(rel);
             outcome.problems.iter().any(|p| p.path == label || p.path.starts_with(&format!("{label}/")))
         };
-        let complete: Vec<&Source> = sources.iter().filter(|s| !failed(&s.rel)).collect();
+        let pointers: Vec<&Source> = sources.iter().filter(|s| self.read_pointer(&s.rel).ok().flatten().is_some()).collect();
+        let complete: Vec<&Source> = pointers.iter().copied().filter(|s| !failed(&s.rel)).collect();
         let mut checkout = Vec::new();
-        if complete.len() == sources.len() && paths.is_empty() {
+        if complete.len() == pointers.len() && paths.is_empty() {
             checkout = self.checkout(None, force, reporter)?;
         } else {
             let scopes: Vec<Vec<u8>> = if paths.is_empty() {
@@ -367,14 +381,16 @@ impl Repo {
     /// Objects referenced by the work tree, the tips of all branches and tags, and (with
     /// `all_commits`) every commit; then (with `force`) removes everything else from the
     /// remote. Manifests missing locally are fetched first so their files count as live.
+    /// `extra` is kept too (pipeline outputs: the lock's and the run cache's).
     pub fn gc_cloud(
         &self,
         remote: &Remote,
         all_commits: bool,
         force: bool,
+        extra: Vec<(String, Tracked)>,
         reporter: &dyn Reporter,
     ) -> Result<cairn_remote::CloudGcReport> {
-        let selection = Selection { all_branches: true, all_tags: true, all_commits, ..Default::default() };
+        let selection = Selection { all_branches: true, all_tags: true, all_commits, extra, ..Default::default() };
         let mut sources = self.selected(&selection)?;
         let head = self.git().head()?;
         if let Some(head) = head {

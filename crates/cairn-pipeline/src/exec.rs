@@ -1,0 +1,243 @@
+//! Running one stage's commands: a process group per command, output streamed line by line
+//! to the observer and to the stage's log, timeouts, and cancellation (Ctrl-C).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+/// Receives a running command's output, one line at a time.
+pub trait OutputSink: Sync {
+    fn line(&self, stage: &str, line: &str, stderr: bool);
+}
+
+/// One command run: what and where.
+pub struct Job {
+    /// The stage (or `stage` + datum) the output is attributed to.
+    pub label: String,
+    pub cmds: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failed(String),
+    TimedOut(Duration),
+    Interrupted,
+}
+
+/// How long a stopped command gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the job's commands in order (again from the first, up to `retries` times, after a
+/// failure). Output goes to `sink` and to the log file, which is replaced.
+pub fn run(job: &Job, sink: &dyn OutputSink, cancel: &AtomicBool) -> Outcome {
+    if let Some(parent) = job.log.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let log = match std::fs::File::create(&job.log) {
+        Ok(file) => Mutex::new(Some(file)),
+        Err(_) => Mutex::new(None),
+    };
+    let mut outcome = Outcome::Success;
+    for attempt in 0..=job.retries {
+        if attempt > 0 {
+            sink.line(&job.label, &format!("retrying ({attempt} of {}) after: {}", job.retries, describe(&outcome)), true);
+        }
+        outcome = Outcome::Success;
+        for cmd in &job.cmds {
+            outcome = run_one(job, cmd, sink, &log, cancel);
+            if outcome != Outcome::Success {
+                break;
+            }
+        }
+        if matches!(outcome, Outcome::Success | Outcome::Interrupted) {
+            break;
+        }
+    }
+    outcome
+}
+
+pub fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Success => "succeeded".into(),
+        Outcome::Failed(m) => m.clone(),
+        Outcome::TimedOut(t) => format!("timed out after {}", crate::engine::seconds(*t)),
+        Outcome::Interrupted => "interrupted".into(),
+    }
+}
+
+fn run_one(
+    job: &Job,
+    cmd: &str,
+    sink: &dyn OutputSink,
+    log: &Mutex<Option<std::fs::File>>,
+    cancel: &AtomicBool,
+) -> Outcome {
+    if let Ok(mut guard) = log.lock()
+        && let Some(file) = guard.as_mut()
+    {
+        let _ = writeln!(file, "$ {cmd}");
+    }
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(&job.cwd)
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: the terminal's Ctrl-C reaches cairn only, and cairn stops
+        // the whole group (the command and anything it started).
+        .process_group(0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Outcome::Failed(format!("could not start `sh` in `{}`: {e}", job.cwd.display())),
+    };
+    let pid = child.id() as i32;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (status_tx, status_rx) = mpsc::channel();
+    let started = Instant::now();
+    let outcome = std::thread::scope(|scope| {
+        if let Some(out) = stdout {
+            scope.spawn(move || pump(out, &job.label, false, sink, log));
+        }
+        if let Some(err) = stderr {
+            scope.spawn(move || pump(err, &job.label, true, sink, log));
+        }
+        scope.spawn(move || {
+            let _ = status_tx.send(child.wait());
+        });
+        let mut stopping: Option<(Instant, Outcome)> = None;
+        let status = loop {
+            match status_rx.recv_timeout(Duration::from_millis(25)) {
+                Ok(status) => break status,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(std::io::Error::other("lost track of the process"));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            match &stopping {
+                None => {
+                    let why = if cancel.load(Ordering::Relaxed) {
+                        Some(Outcome::Interrupted)
+                    } else {
+                        job.timeout.filter(|t| started.elapsed() >= *t).map(Outcome::TimedOut)
+                    };
+                    if let Some(why) = why {
+                        signal_group(pid, Signal::TERM);
+                        stopping = Some((Instant::now(), why));
+                    }
+                }
+                Some((since, _)) if since.elapsed() >= GRACE => signal_group(pid, Signal::KILL),
+                Some(_) => {}
+            }
+        };
+        // Anything the command left running in its group would hold the pipes open.
+        signal_group(pid, Signal::KILL);
+        if let Some((_, why)) = stopping {
+            return why;
+        }
+        match status {
+            Ok(status) if status.success() => Outcome::Success,
+            Ok(status) => Outcome::Failed(match (status.code(), status.signal()) {
+                (Some(127), _) => format!("`{cmd}` exited with 127: command not found (is it installed and on PATH?)"),
+                (Some(126), _) => format!("`{cmd}` exited with 126: not executable (check its permissions)"),
+                (Some(code), _) => format!("`{cmd}` exited with {code}"),
+                (None, Some(signal)) => format!("`{cmd}` was killed by signal {signal}"),
+                (None, None) => format!("`{cmd}` failed"),
+            }),
+            Err(e) => Outcome::Failed(format!("waiting for `{cmd}`: {e}")),
+        }
+    });
+    if let Ok(mut guard) = log.lock()
+        && let Some(file) = guard.as_mut()
+    {
+        let _ = writeln!(file, "# {} after {}", describe(&outcome), crate::engine::seconds(started.elapsed()));
+    }
+    outcome
+}
+
+fn signal_group(pid: i32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = kill_process_group(pid, signal);
+    }
+}
+
+fn pump(stream: impl Read, label: &str, stderr: bool, sink: &dyn OutputSink, log: &Mutex<Option<std::fs::File>>) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if let Ok(mut guard) = log.lock()
+                    && let Some(file) = guard.as_mut()
+                {
+                    let _ = file.write_all(&buf);
+                }
+                let text = String::from_utf8_lossy(&buf);
+                sink.line(label, text.trim_end_matches(['\n', '\r']), stderr);
+            }
+        }
+    }
+}
+
+/// A sink that drops output (for tests and quiet runs).
+pub struct Discard;
+
+impl OutputSink for Discard {
+    fn line(&self, _: &str, _: &str, _: bool) {}
+}
+
+/// Shared cancellation flag.
+pub type Cancel = Arc<AtomicBool>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(cmds: &[&str], timeout: Option<Duration>, dir: &std::path::Path) -> Job {
+        Job {
+            label: "t".into(),
+            cmds: cmds.iter().map(|c| (*c).to_owned()).collect(),
+            cwd: dir.to_path_buf(),
+            env: vec![("GREETING".into(), "hi".into())],
+            timeout,
+            retries: 0,
+            log: dir.join("log"),
+        }
+    }
+
+    #[test]
+    fn runs_logs_fails_and_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = AtomicBool::new(false);
+        assert_eq!(run(&job(&["echo $GREETING", "echo two >&2"], None, dir.path()), &Discard, &flag), Outcome::Success);
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert!(log.contains("hi\n") && log.contains("two\n"), "{log}");
+        match run(&job(&["no-such-command-xyz"], None, dir.path()), &Discard, &flag) {
+            Outcome::Failed(m) => assert!(m.contains("command not found"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let started = Instant::now();
+        let outcome = run(&job(&["sleep 30 & sleep 30"], Some(Duration::from_millis(200)), dir.path()), &Discard, &flag);
+        assert!(matches!(outcome, Outcome::TimedOut(_)), "{outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        flag.store(true, Ordering::Relaxed);
+        assert_eq!(run(&job(&["sleep 30"], None, dir.path()), &Discard, &flag), Outcome::Interrupted);
+    }
+}
