@@ -176,10 +176,14 @@ impl From<cairn_pipeline::PipelineError> for Failure {
                 Some("fix cairn.yaml; `cairn pipeline schema` prints its JSON Schema for editors")
             }
             E::Graph { .. } => Some("fix the stages named above in cairn.yaml, then run again; nothing ran"),
-            E::Lock { .. } => Some("restore cairn.lock from Git (`git checkout -- cairn.lock`), or delete it to rebuild it with `cairn run`"),
+            E::Lock { .. } => Some(
+                "restore cairn.lock from Git (`git checkout -- cairn.lock`), or delete it to rebuild it with `cairn run`",
+            ),
             E::Stage { .. } => None,
             E::UnknownStage { .. } => Some("`cairn run --dry` lists every stage"),
-            E::NoPipeline { .. } => Some("define stages in cairn.yaml at the repository root (see README.md)"),
+            E::NoPipeline { .. } => {
+                Some("define stages in cairn.yaml at the repository root (see README.md)")
+            }
             E::Failed { .. } => Some(
                 "fix the failure shown above and run `cairn run` again: stages that succeeded are cached and will not run again",
             ),

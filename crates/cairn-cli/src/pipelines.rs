@@ -112,6 +112,58 @@ impl Observer for Printer {
     }
 }
 
+/// The default remote, for run-cache entries and outputs this clone lacks.
+struct RemoteSource<'a> {
+    repo: &'a Repo,
+    printer: Printer,
+}
+
+impl RemoteSource<'_> {
+    fn remote(&self) -> Option<cairn_remote::Remote> {
+        match self.repo.open_remote(None, &crate::remotes::aws_environment(), None) {
+            Ok(remote) => Some(remote),
+            Err(e) => {
+                self.printer.warn(&format!("cannot use the default remote for the run cache: {e}"));
+                None
+            }
+        }
+    }
+}
+
+impl cairn_pipeline::engine::ContentSource for RemoteSource<'_> {
+    fn fetch(&self, records: &[(String, cairn_repo::pointer::Pointer)]) -> bool {
+        let Some(remote) = self.remote() else { return false };
+        let extra = records
+            .iter()
+            .map(|(label, pointer)| {
+                (
+                    label.clone(),
+                    cairn_repo::Tracked { rel: label.as_bytes().to_vec(), pointer: pointer.clone() },
+                )
+            })
+            .collect();
+        let selection = cairn_repo::Selection { extra, extra_only: true, ..Default::default() };
+        match self.repo.fetch(&remote, &selection, &cairn_repo::NoReporter) {
+            Ok(outcome) => outcome.problems.is_empty(),
+            Err(e) => {
+                self.printer.warn(&format!("could not fetch run-cache outputs: {e}"));
+                false
+            }
+        }
+    }
+
+    fn refresh_runs(&self) -> bool {
+        let Some(remote) = self.remote() else { return false };
+        match fetch_runs(self.repo, &remote) {
+            Ok(_) => true,
+            Err(e) => {
+                self.printer.warn(&format!("could not read the remote's run cache: {}", e.message));
+                false
+            }
+        }
+    }
+}
+
 fn decision_text(p: &Planned) -> &'static str {
     match p.decision {
         Decision::Fresh => "up to date",
@@ -141,7 +193,8 @@ fn machine() -> (u32, u32, u64) {
                     .filter(|e| {
                         let name = e.file_name();
                         let name = name.to_string_lossy();
-                        name.strip_prefix("nvidia").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                        name.strip_prefix("nvidia")
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                     })
                     .count() as u32
             })
@@ -177,18 +230,9 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
     let _lock = repo.lock(reporter)?;
     let mut project = Project::load(&repo)?;
     if repo.remote_spec(None).is_ok() {
-        // Run-cache hits whose outputs this clone lacks come from the default remote.
-        let repo = &repo;
-        project.set_fetcher(Box::new(move |records| {
-            let Ok(remote) = repo.open_remote(None, &crate::remotes::aws_environment(), None) else { return false };
-            let extra = records
-                .iter()
-                .map(|(label, pointer)| {
-                    (label.clone(), cairn_repo::Tracked { rel: label.as_bytes().to_vec(), pointer: pointer.clone() })
-                })
-                .collect();
-            let selection = cairn_repo::Selection { extra, extra_only: true, ..Default::default() };
-            repo.fetch(&remote, &selection, &cairn_repo::NoReporter).is_ok()
+        project.set_source(Box::new(RemoteSource {
+            repo: &repo,
+            printer: Printer { quiet, json: args.output.json },
         }));
     }
     let cancel = Arc::new(AtomicBool::new(false));
@@ -208,11 +252,7 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         cancel,
     };
     let printer = Printer { quiet, json: args.output.json };
-    let result = project.run(&options, &printer);
-    let report = match result {
-        Ok(report) => report,
-        Err(error) => return Err(error.into()),
-    };
+    let report = project.run(&options, &printer)?;
     if args.output.json {
         let stages: Vec<Value> = report
             .stages
@@ -276,7 +316,12 @@ pub fn print_stale(stale: &[Planned], total_hint: bool) -> Result<(), Failure> {
     }
     out("pipeline:")?;
     for p in stale {
-        out(format!("\t{}: {}{}", p.stage, decision_text(p), p.reasons.first().map(|r| format!(" ({r})")).unwrap_or_default()))?;
+        out(format!(
+            "\t{}: {}{}",
+            p.stage,
+            decision_text(p),
+            p.reasons.first().map(|r| format!(" ({r})")).unwrap_or_default()
+        ))?;
     }
     out("run `cairn run` to bring them up to date, `cairn explain STAGE` for every reason")
 }
@@ -288,7 +333,11 @@ pub fn schema() -> Result<(), Failure> {
 
 /// Param values per file for every param key the stages read: at `rev`, or in the work
 /// tree (`None`).
-fn param_values(repo: &Repo, project: &Project, rev: Option<&str>) -> Result<BTreeMap<String, Value>, Failure> {
+fn param_values(
+    repo: &Repo,
+    project: &Project,
+    rev: Option<&str>,
+) -> Result<BTreeMap<String, Value>, Failure> {
     let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for stage in &project.pipeline.stages {
         for key in &stage.params {
@@ -376,7 +425,11 @@ fn diff_rows(
 }
 
 /// Every metric of every declared metrics file, flattened: `file:key -> value`.
-fn metric_values(repo: &Repo, project: &Project, rev: Option<&str>) -> Result<BTreeMap<String, Value>, Failure> {
+fn metric_values(
+    repo: &Repo,
+    project: &Project,
+    rev: Option<&str>,
+) -> Result<BTreeMap<String, Value>, Failure> {
     let mut out = BTreeMap::new();
     let mut files: Vec<&str> = project
         .pipeline
@@ -401,7 +454,8 @@ fn metric_values(repo: &Repo, project: &Project, rev: Option<&str>) -> Result<BT
 /// A metrics file's bytes from the cache, by its digest in cairn.lock at `rev`.
 fn cached_metric(repo: &Repo, rev: Option<&str>, file: &str) -> Option<Vec<u8>> {
     let lock_bytes = read_at(repo, rev, LOCK_FILE).ok()??;
-    let lock = LockFile::parse(std::path::Path::new(LOCK_FILE), std::str::from_utf8(&lock_bytes).ok()?).ok()?;
+    let lock =
+        LockFile::parse(std::path::Path::new(LOCK_FILE), std::str::from_utf8(&lock_bytes).ok()?).ok()?;
     let content = lock.stages.values().find_map(|s| s.outs.get(file))?;
     let pointer = content.to_pointer()?;
     repo.store().read_verified(&pointer.digest).ok()
@@ -422,7 +476,9 @@ pub fn metrics_command(context: &Context, command: MetricsCommand) -> Result<(),
                 return output::json(&by_file);
             }
             if values.is_empty() {
-                return out("no metrics: declare metrics files in cairn.yaml (`metrics: [metrics.json]`) and run the pipeline");
+                return out(
+                    "no metrics: declare metrics files in cairn.yaml (`metrics: [metrics.json]`) and run the pipeline",
+                );
             }
             for (key, value) in values {
                 out(format!("{key:<40} {}", show_value(Some(&value))))?;
@@ -434,7 +490,10 @@ pub fn metrics_command(context: &Context, command: MetricsCommand) -> Result<(),
             let old = metric_values(&repo, &project, Some(&rev))?;
             let new = metric_values(&repo, &project, None)?;
             let rows = diff_rows(&old, &new, false);
-            let change = |o: &Option<Value>, n: &Option<Value>| match (o.as_ref().and_then(Value::as_f64), n.as_ref().and_then(Value::as_f64)) {
+            let change = |o: &Option<Value>, n: &Option<Value>| match (
+                o.as_ref().and_then(Value::as_f64),
+                n.as_ref().and_then(Value::as_f64),
+            ) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             };
@@ -454,7 +513,13 @@ pub fn metrics_command(context: &Context, command: MetricsCommand) -> Result<(),
             out(format!("{:<40} {:>12} {:>12} {:>12}", "metric", rev, "workspace", "change"))?;
             for (key, o, n) in &rows {
                 let delta = change(o, n).map(|d| format!("{d:+.6}")).unwrap_or_else(|| "-".into());
-                out(format!("{:<40} {:>12} {:>12} {:>12}", key, show_value(o.as_ref()), show_value(n.as_ref()), delta))?;
+                out(format!(
+                    "{:<40} {:>12} {:>12} {:>12}",
+                    key,
+                    show_value(o.as_ref()),
+                    show_value(n.as_ref()),
+                    delta
+                ))?;
             }
             Ok(())
         }
@@ -476,15 +541,26 @@ pub fn lineage(context: &Context, path: &std::path::Path, output: &OutputArgs) -
         return output::json(&value);
     }
     if let Some((commit, dirty)) = &commit {
-        out(format!("commit {}{}", &commit[..12.min(commit.len())], if *dirty { " (work tree has changes)" } else { "" }))?;
+        out(format!(
+            "commit {}{}",
+            &commit[..12.min(commit.len())],
+            if *dirty { " (work tree has changes)" } else { "" }
+        ))?;
     }
     print_node(&node, 0)
 }
 
-fn lineage_node(repo: &Repo, project: &Project, path: &str, seen: &mut Vec<String>) -> Result<Value, Failure> {
-    let producer = project.pipeline.stages.iter().find(|s| {
-        s.outs.iter().any(|o| cairn_pipeline::graph::is_under(path, &o.path))
-    });
+fn lineage_node(
+    repo: &Repo,
+    project: &Project,
+    path: &str,
+    seen: &mut Vec<String>,
+) -> Result<Value, Failure> {
+    let producer = project
+        .pipeline
+        .stages
+        .iter()
+        .find(|s| s.outs.iter().any(|o| cairn_pipeline::graph::is_under(path, &o.path)));
     let Some(stage) = producer else {
         // Raw data or code: its digest now, and whether Cairn or Git tracks it.
         let record = repo.digest_paths(&[path.as_bytes().to_vec()], &cairn_repo::NoReporter)?.pop().flatten();
@@ -500,7 +576,8 @@ fn lineage_node(repo: &Repo, project: &Project, path: &str, seen: &mut Vec<Strin
     }
     seen.push(stage.name.clone());
     let locked = project.lock.stages.get(&stage.name);
-    let out = stage.outs.iter().find(|o| cairn_pipeline::graph::is_under(path, &o.path)).map(|o| o.path.clone());
+    let out =
+        stage.outs.iter().find(|o| cairn_pipeline::graph::is_under(path, &o.path)).map(|o| o.path.clone());
     let digest = locked.and_then(|l| out.as_ref().and_then(|o| l.outs.get(o))).map(|c| c.digest.clone());
     let mut inputs = Vec::new();
     for dep in &stage.deps {
@@ -524,7 +601,8 @@ fn lineage_node(repo: &Repo, project: &Project, path: &str, seen: &mut Vec<Strin
 
 fn print_node(node: &Value, depth: usize) -> Result<(), Failure> {
     let pad = "    ".repeat(depth);
-    let digest = node["digest"].as_str().map(|d| d.trim_start_matches("blake3:").chars().take(12).collect::<String>());
+    let digest =
+        node["digest"].as_str().map(|d| d.trim_start_matches("blake3:").chars().take(12).collect::<String>());
     let digest = digest.map(|d| format!(" {d}")).unwrap_or_else(|| " (not produced yet)".into());
     match node["stage"].as_str() {
         Some(stage) => {
@@ -547,7 +625,11 @@ fn print_node(node: &Value, depth: usize) -> Result<(), Failure> {
                 print_node(input, depth + 1)?;
             }
         }
-        None => out(format!("{pad}{}{digest}  ({})", node["path"].as_str().unwrap_or(""), node["source"].as_str().unwrap_or("")))?,
+        None => out(format!(
+            "{pad}{}{digest}  ({})",
+            node["path"].as_str().unwrap_or(""),
+            node["source"].as_str().unwrap_or("")
+        ))?,
     }
     Ok(())
 }
@@ -559,13 +641,19 @@ pub fn lock_content(repo: &Repo) -> Result<Vec<(String, cairn_repo::Tracked)>, F
     for (name, stage) in &lock.stages {
         for (path, content) in &stage.outs {
             if let Some(pointer) = content.to_pointer() {
-                out.push((format!("{path} (stage {name})"), cairn_repo::Tracked { rel: path.as_bytes().to_vec(), pointer }));
+                out.push((
+                    format!("{path} (stage {name})"),
+                    cairn_repo::Tracked { rel: path.as_bytes().to_vec(), pointer },
+                ));
             }
         }
         let base = stage.outs.keys().next().cloned().unwrap_or_default();
         for (item, datum) in &stage.datums {
             if let Some(pointer) = datum.outs.to_pointer() {
-                out.push((format!("{base} (stage {name}, datum {item})"), cairn_repo::Tracked { rel: base.as_bytes().to_vec(), pointer }));
+                out.push((
+                    format!("{base} (stage {name}, datum {item})"),
+                    cairn_repo::Tracked { rel: base.as_bytes().to_vec(), pointer },
+                ));
             }
         }
     }
@@ -599,15 +687,20 @@ pub fn local_runs(repo: &Repo) -> Vec<(cairn_hash::Digest, Vec<(String, cairn_re
 const RUNS: &str = cairn_pipeline::runcache::RUNS_DIR;
 
 /// Uploads the run-cache entries the remote lacks (after their objects were pushed).
-pub fn push_runs(repo: &Repo, remote: &cairn_remote::Remote, runs: &[cairn_hash::Digest]) -> Result<usize, Failure> {
+pub fn push_runs(
+    repo: &Repo,
+    remote: &cairn_remote::Remote,
+    runs: &[cairn_hash::Digest],
+) -> Result<usize, Failure> {
     if runs.is_empty() {
         return Ok(0);
     }
-    let there: std::collections::HashSet<String> = remote.list_documents(RUNS).map_err(cairn_repo::RepoError::from)?.into_iter().collect();
+    let there: std::collections::HashSet<String> =
+        remote.list_documents(RUNS).map_err(cairn_repo::RepoError::from)?.into_iter().collect();
     let cache = cairn_pipeline::runcache::RunCache::new(repo.store().root());
     let documents: Vec<(String, Vec<u8>)> = runs
         .iter()
-        .map(|fp| cairn_pipeline::runcache::RunCache::key(fp))
+        .map(cairn_pipeline::runcache::RunCache::key)
         .filter(|key| !there.contains(key))
         .filter_map(|key| {
             let fp = cairn_hash::Digest::parse_bytes(format!("blake3:{}", key.replace('/', "")).as_bytes())?;
@@ -633,7 +726,10 @@ pub fn fetch_runs(repo: &Repo, remote: &cairn_remote::Remote) -> Result<usize, F
         .collect();
     let mut stored = 0;
     for (key, bytes) in remote.get_documents(RUNS, &wanted).map_err(cairn_repo::RepoError::from)? {
-        let Some(fp) = cairn_hash::Digest::parse_bytes(format!("blake3:{}", key.replace('/', "")).as_bytes()) else { continue };
+        let Some(fp) = cairn_hash::Digest::parse_bytes(format!("blake3:{}", key.replace('/', "")).as_bytes())
+        else {
+            continue;
+        };
         if cache.put_raw(&fp, &bytes)? {
             stored += 1;
         }
@@ -644,7 +740,11 @@ pub fn fetch_runs(repo: &Repo, remote: &cairn_remote::Remote) -> Result<usize, F
 /// Makes pipeline outputs match `cairn.lock` (after `git checkout` or `pull`). An output
 /// whose current content is not in the cache is left alone unless `force`. Returns how many
 /// outputs were restored.
-pub fn checkout_outputs(repo: &Repo, force: bool, reporter: &dyn cairn_repo::Reporter) -> Result<usize, Failure> {
+pub fn checkout_outputs(
+    repo: &Repo,
+    force: bool,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<usize, Failure> {
     let outs: Vec<(String, cairn_repo::Tracked)> =
         lock_content(repo)?.into_iter().filter(|(label, _)| !label.contains(", datum ")).collect();
     if outs.is_empty() {
@@ -668,7 +768,8 @@ pub fn checkout_outputs(repo: &Repo, force: bool, reporter: &dyn cairn_repo::Rep
             continue;
         }
         if !repo.has_content(&tracked.pointer)? {
-            reporter.warn(&format!("cannot restore {label}: its data is not in the cache (run `cairn pull`)"));
+            reporter
+                .warn(&format!("cannot restore {label}: its data is not in the cache (run `cairn pull`)"));
             continue;
         }
         restore.push(tracked);

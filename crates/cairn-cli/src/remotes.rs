@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use cairn_remote::AwsEnvironment;
 use cairn_hash::Digest;
+use cairn_remote::AwsEnvironment;
 use cairn_repo::{Repo, Selection, Tracked, TransferProblem};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -456,10 +456,8 @@ pub fn gc_cloud(
     // Outputs of every run-cache entry on the remote stay, so other clones can restore them.
     crate::pipelines::fetch_runs(&repo, &remote)?;
     let kept = crate::pipelines::kept_content(&repo)?;
-    let extra = kept
-        .into_iter()
-        .map(|(label, pointer)| (label, Tracked { rel: Vec::new(), pointer }))
-        .collect();
+    let extra =
+        kept.into_iter().map(|(label, pointer)| (label, Tracked { rel: Vec::new(), pointer })).collect();
     let report = repo.gc_cloud(&remote, all_commits, force, extra, reporter)?;
     if output.json {
         return json(&serde_json::json!({

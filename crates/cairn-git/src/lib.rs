@@ -120,7 +120,8 @@ impl GitRepo {
         let Some(head) = self.head()? else { return Ok(None) };
         let mut options = git2::StatusOptions::new();
         options.include_untracked(true).include_ignored(false).exclude_submodules(true);
-        let statuses = self.repo.statuses(Some(&mut options)).map_err(git_err("reading the work tree status"))?;
+        let statuses =
+            self.repo.statuses(Some(&mut options)).map_err(git_err("reading the work tree status"))?;
         Ok(Some((head, !statuses.is_empty())))
     }
 
@@ -128,8 +129,13 @@ impl GitRepo {
     /// `/`-separated strings.
     pub fn changed_paths(&self) -> Result<Vec<String>> {
         let mut options = git2::StatusOptions::new();
-        options.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false).exclude_submodules(true);
-        let statuses = self.repo.statuses(Some(&mut options)).map_err(git_err("reading the work tree status"))?;
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false)
+            .exclude_submodules(true);
+        let statuses =
+            self.repo.statuses(Some(&mut options)).map_err(git_err("reading the work tree status"))?;
         let mut paths: Vec<String> =
             statuses.iter().filter_map(|e| e.path().ok().map(str::to_owned)).collect();
         paths.sort();

@@ -22,7 +22,15 @@ pub fn run(check: &Check, root: &Path) -> Result<(), String> {
             }
             let said = String::from_utf8_lossy(&output.stderr);
             let said = said.trim();
-            let tail: String = said.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n  ");
+            let tail: String = said
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n  ");
             Err(format!(
                 "check `{name}` failed: `{cmd}` exited with {}{}",
                 output.status.code().map_or("a signal".to_owned(), |c| c.to_string()),
@@ -69,7 +77,11 @@ fn table_check(spec: &TableCheck, table: &TableStats) -> Result<(), String> {
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
-        return Err(format!("missing required column{} {}", if missing.len() == 1 { "" } else { "s" }, quoted(&missing)));
+        return Err(format!(
+            "missing required column{} {}",
+            if missing.len() == 1 { "" } else { "s" },
+            quoted(&missing)
+        ));
     }
     if let Some(limit) = spec.max_null_fraction
         && table.rows > 0
@@ -100,7 +112,8 @@ fn csv_stats(path: &Path) -> Result<TableStats, String> {
         .delimiter(if path.extension().is_some_and(|e| e == "tsv") { b'\t' } else { b',' })
         .from_path(path)
         .map_err(|e| e.to_string())?;
-    let headers: Vec<String> = reader.headers().map_err(|e| e.to_string())?.iter().map(str::to_owned).collect();
+    let headers: Vec<String> =
+        reader.headers().map_err(|e| e.to_string())?.iter().map(str::to_owned).collect();
     let mut nulls = vec![0u64; headers.len()];
     let mut rows = 0u64;
     let mut record = csv::ByteRecord::new();
@@ -152,7 +165,9 @@ mod tests {
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
             max_null_fraction: nulls,
         };
-        let check = |s: TableCheck| run(&Check::Table { name: "c".into(), file: "t.csv".into(), spec: s }, dir.path());
+        let check = |s: TableCheck| {
+            run(&Check::Table { name: "c".into(), file: "t.csv".into(), spec: s }, dir.path())
+        };
         check(spec(3, &["a", "b"], Some(0.34))).unwrap();
         assert!(check(spec(4, &[], None)).unwrap_err().contains("3 rows, fewer than the minimum 4"));
         assert!(check(spec(1, &["c"], None)).unwrap_err().contains("missing required column `c`"));

@@ -136,14 +136,20 @@ pub struct Project<'r> {
     pub lock: LockFile,
     runs: RunCache,
     params: HashMap<String, std::result::Result<Value, String>>,
-    fetcher: Option<Fetcher<'r>>,
-    /// Whether evaluation may call the fetcher (a run may; a plan only says it would).
+    fetcher: Option<Box<dyn ContentSource + 'r>>,
+    /// Whether evaluation may use the source (a run may; a plan only says it would).
     fetching: bool,
+    /// The remote's run-cache entries were copied in during this run.
+    refreshed: std::cell::Cell<bool>,
 }
 
-/// Gets content records from a remote into the cache (the run cache had an entry whose
-/// outputs this cache lacks); returns whether it tried.
-pub type Fetcher<'r> = Box<dyn Fn(&[(String, Pointer)]) -> bool + 'r>;
+/// Where run-cache entries and outputs this clone lacks come from (the default remote).
+pub trait ContentSource {
+    /// Fetches the objects of these records into the cache; false if that failed.
+    fn fetch(&self, records: &[(String, Pointer)]) -> bool;
+    /// Copies the remote's run-cache entries this clone lacks into its run cache.
+    fn refresh_runs(&self) -> bool;
+}
 
 /// The current content of paths (`None`: absent).
 type Records = HashMap<String, Option<Pointer>>;
@@ -216,6 +222,7 @@ impl<'r> Project<'r> {
             params: HashMap::new(),
             fetcher: None,
             fetching: false,
+            refreshed: std::cell::Cell::new(false),
         };
         let root_params = match project.params_file(DEFAULT_PARAMS) {
             Ok(Some(value)) => value,
@@ -233,8 +240,20 @@ impl<'r> Project<'r> {
 
     /// Lets `run` fetch the outputs of run-cache hits that this cache lacks (from the
     /// default remote, say).
-    pub fn set_fetcher(&mut self, fetcher: Fetcher<'r>) {
-        self.fetcher = Some(fetcher);
+    pub fn set_source(&mut self, source: Box<dyn ContentSource + 'r>) {
+        self.fetcher = Some(source);
+    }
+
+    /// The run-cache entry for `fingerprint`; on the first miss of a run, the remote's
+    /// entries are copied in and it is looked up again.
+    fn run_entry(&self, fingerprint: &Digest) -> Option<Entry> {
+        if let Some(entry) = self.runs.get(fingerprint) {
+            return Some(entry);
+        }
+        let source = self.fetcher.as_ref().filter(|_| self.fetching && !self.refreshed.get())?;
+        self.refreshed.set(true);
+        source.refresh_runs();
+        self.runs.get(fingerprint)
     }
 
     /// A params file's content (`None` if it does not exist), read once.
@@ -267,13 +286,39 @@ impl<'r> Project<'r> {
                 })
                 .collect();
             if matches.is_empty() {
-                let suggestion = crate::closest(name, self.pipeline.stages.iter().map(|s| s.name.as_str()))
-                    .map(str::to_owned);
+                let names = self.pipeline.stages.iter().flat_map(|s| {
+                    let base = s.name.split_once('@').map(|(b, _)| b);
+                    std::iter::once(s.name.as_str()).chain(base)
+                });
+                let suggestion = crate::closest(name, names).map(str::to_owned);
                 return Err(PipelineError::UnknownStage { name: name.clone(), suggestion });
             }
             out.extend(matches);
         }
         Ok(self.graph.closure(&out))
+    }
+
+    /// Every param the stages read must exist before anything runs.
+    fn check_params(&mut self, stages: &[usize]) -> Result<()> {
+        let file = self.repo.root().join(PIPELINE_FILE);
+        for &i in stages {
+            let stage = self.pipeline.stages[i].clone();
+            for key in &stage.params {
+                let invalid = |message: String| PipelineError::Invalid {
+                    file: file.clone(),
+                    line: stage.line,
+                    stage: stage.name.clone(),
+                    message,
+                };
+                let root = self.params_file(&key.file).map_err(invalid)?.ok_or_else(|| {
+                    invalid(format!("it reads param `{}` from `{}`, which does not exist", key.key, key.file))
+                })?;
+                if params::lookup(&root, &key.key).is_none() {
+                    return Err(invalid(params::missing_key(&key.file, &key.key, &root)));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Current content of every dep and output of `stages`, in one pass over the stat cache.
@@ -302,6 +347,7 @@ impl<'r> Project<'r> {
     /// `cairn status`).
     pub fn plan(&mut self, targets: &[String], force: bool) -> Result<Vec<Planned>> {
         let selected = self.resolve(targets)?;
+        self.check_params(&selected)?;
         let forced: HashSet<usize> = if force { self.resolve_exact(targets) } else { HashSet::new() };
         let mut records = Records::new();
         self.digest_all(&selected, &mut records)?;
@@ -354,9 +400,9 @@ impl<'r> Project<'r> {
     fn invalidate_inside(&self, i: usize, records: &mut Records, keep_exact: bool) {
         let outs: Vec<&str> = self.pipeline.stages[i].outs.iter().map(|o| o.path.as_str()).collect();
         records.retain(|path, _| {
-            !outs.iter().any(|out| {
-                (path != out || !keep_exact) && (is_under(path, out) || is_under(out, path))
-            })
+            !outs
+                .iter()
+                .any(|out| (path != out || !keep_exact) && (is_under(path, out) || is_under(out, path)))
         });
     }
 
@@ -375,7 +421,27 @@ impl<'r> Project<'r> {
     }
 
     /// The fingerprint inputs of stage `i` given current records.
-    fn inputs(&mut self, i: usize, records: &Records) -> Result<(Inputs, BTreeMap<String, Content>, ParamValues)> {
+    fn inputs(
+        &mut self,
+        i: usize,
+        records: &Records,
+    ) -> Result<(Inputs, BTreeMap<String, Content>, ParamValues)> {
+        let stage = &self.pipeline.stages[i];
+        let (name, line) = (stage.name.clone(), stage.line);
+        let file = self.repo.root().join(PIPELINE_FILE);
+        self.inputs_inner(i, records).map_err(|e| match e {
+            PipelineError::Stage { message, .. } => {
+                PipelineError::Invalid { file, line, stage: name, message }
+            }
+            other => other,
+        })
+    }
+
+    fn inputs_inner(
+        &mut self,
+        i: usize,
+        records: &Records,
+    ) -> Result<(Inputs, BTreeMap<String, Content>, ParamValues)> {
         let stage = self.pipeline.stages[i].clone();
         let mut deps = BTreeMap::new();
         let mut dep_inputs = Vec::new();
@@ -402,7 +468,10 @@ impl<'r> Project<'r> {
                 .map_err(|message| PipelineError::Stage { stage: stage.name.clone(), message })?
                 .ok_or_else(|| PipelineError::Stage {
                     stage: stage.name.clone(),
-                    message: format!("it reads param `{}` from `{}`, which does not exist", key.key, key.file),
+                    message: format!(
+                        "it reads param `{}` from `{}`, which does not exist",
+                        key.key, key.file
+                    ),
                 })?;
             let value = params::lookup(&root, &key.key).cloned().ok_or_else(|| PipelineError::Stage {
                 stage: stage.name.clone(),
@@ -438,16 +507,20 @@ impl<'r> Project<'r> {
         let current_outs: BTreeMap<String, Option<Content>> = stage
             .outs
             .iter()
-            .map(|o| (o.path.clone(), records.get(&o.path).cloned().flatten().map(|p| Content::from_pointer(&p))))
+            .map(|o| {
+                (o.path.clone(), records.get(&o.path).cloned().flatten().map(|p| Content::from_pointer(&p)))
+            })
             .collect();
         let same_inputs = reasons.is_empty();
         if same_inputs && let Some(locked) = locked {
             for (path, current) in &current_outs {
                 match (current, locked.outs.get(path)) {
                     (None, _) => reasons.push(format!("output `{path}` is missing")),
-                    (Some(now), Some(was)) if now.digest != was.digest => {
-                        reasons.push(format!("output `{path}` was modified ({} → {})", short(&was.digest), short(&now.digest)))
-                    }
+                    (Some(now), Some(was)) if now.digest != was.digest => reasons.push(format!(
+                        "output `{path}` was modified ({} → {})",
+                        short(&was.digest),
+                        short(&now.digest)
+                    )),
                     _ => {}
                 }
             }
@@ -472,9 +545,11 @@ impl<'r> Project<'r> {
         }
         // A run with this fingerprint finished before: from the run cache, or (when only the
         // outputs changed) from the lock.
-        let earlier = match self.runs.get(&fingerprint) {
+        let earlier = match self.run_entry(&fingerprint) {
             Some(entry) => Some((entry.outs, format!("from the run cache (ran {})", when(entry.created)))),
-            None if same_inputs => locked.map(|l| (l.outs.clone(), "from the cache (as cairn.lock records)".to_owned())),
+            None if same_inputs => {
+                locked.map(|l| (l.outs.clone(), "from the cache (as cairn.lock records)".to_owned()))
+            }
             None => None,
         };
         let available = |project: &Self, outs: &BTreeMap<String, Content>| -> Option<&'static str> {
@@ -484,8 +559,8 @@ impl<'r> Project<'r> {
                 if project.fetching {
                     let records: Vec<(String, Pointer)> =
                         outs.iter().filter_map(|(p, c)| c.to_pointer().map(|ptr| (p.clone(), ptr))).collect();
-                    let fetch = project.fetcher.as_ref().expect("checked above");
-                    (fetch(&records) && project.has_all(outs)).then_some(" (fetched from the remote)")
+                    let source = project.fetcher.as_ref().expect("checked above");
+                    (source.fetch(&records) && project.has_all(outs)).then_some(" (fetched from the remote)")
                 } else {
                     Some(" (after fetching them from the remote)")
                 }
@@ -498,7 +573,9 @@ impl<'r> Project<'r> {
             && let Some(fetched) = available(self, &outs)
         {
             let source = format!("{source}{fetched}");
-            let already = current_outs.iter().all(|(path, now)| now.as_ref().map(|c| &c.digest) == outs.get(path).map(|c| &c.digest));
+            let already = current_outs
+                .iter()
+                .all(|(path, now)| now.as_ref().map(|c| &c.digest) == outs.get(path).map(|c| &c.digest));
             evaluation.decision = if already { Decision::Record } else { Decision::Restore };
             evaluation.reasons.push(if already {
                 format!("this fingerprint ran before and the outputs already match: record it {source}")
@@ -527,11 +604,10 @@ impl<'r> Project<'r> {
         force: bool,
     ) -> Result<Evaluation> {
         let glob = stage.datums.clone().expect("a datum stage");
-        let items = expand_glob(self.repo.root(), &glob).map_err(|message| PipelineError::Stage {
-            stage: stage.name.clone(),
-            message,
-        })?;
-        let digests = self.repo.digest_paths(&items.iter().map(|p| rel_bytes(p)).collect::<Vec<_>>(), &NoReporter)?;
+        let items = expand_glob(self.repo.root(), &glob)
+            .map_err(|message| PipelineError::Stage { stage: stage.name.clone(), message })?;
+        let digests =
+            self.repo.digest_paths(&items.iter().map(|p| rel_bytes(p)).collect::<Vec<_>>(), &NoReporter)?;
         let template = inputs.cmd.clone();
         let locked = self.lock.stages.get(&stage.name).cloned();
         let mut plan = DatumPlan::default();
@@ -544,11 +620,15 @@ impl<'r> Project<'r> {
             let fp = fingerprint::fingerprint(&datum_inputs);
             combined.extend_from_slice(fp.as_bytes());
             let known = locked.as_ref().and_then(|l| l.datums.get(item));
-            if !force && let Some(known) = known && known.fingerprint == fp.to_string() {
+            if !force
+                && let Some(known) = known
+                && known.fingerprint == fp.to_string()
+            {
                 plan.fresh.push((item.clone(), known.clone()));
                 continue;
             }
-            let cached = if force { None } else { self.runs.get(&fp).and_then(|e| e.outs.into_values().next()) };
+            let cached =
+                if force { None } else { self.run_entry(&fp).and_then(|e| e.outs.into_values().next()) };
             plan.todo.push(Datum { item: item.clone(), fingerprint: fp, input: record.digest, cached });
         }
         // Run-cache hits need their outputs here: fetch the missing ones in one batch (in a
@@ -557,13 +637,19 @@ impl<'r> Project<'r> {
         let absent: Vec<(String, Pointer)> = plan
             .todo
             .iter()
-            .filter_map(|d| d.cached.as_ref().filter(|c| !has(c)).and_then(|c| c.to_pointer()).map(|p| (d.item.clone(), p)))
+            .filter_map(|d| {
+                d.cached
+                    .as_ref()
+                    .filter(|c| !has(c))
+                    .and_then(|c| c.to_pointer())
+                    .map(|p| (d.item.clone(), p))
+            })
             .collect();
         if !absent.is_empty()
             && self.fetching
-            && let Some(fetch) = &self.fetcher
+            && let Some(source) = &self.fetcher
         {
-            fetch(&absent);
+            source.fetch(&absent);
         }
         let planning = !self.fetching && self.fetcher.is_some();
         for datum in &mut plan.todo {
@@ -573,8 +659,12 @@ impl<'r> Project<'r> {
         }
         if let Some(locked) = &locked {
             let current: HashSet<&String> = items.iter().collect();
-            plan.removed =
-                locked.datums.iter().filter(|(k, _)| !current.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            plan.removed = locked
+                .datums
+                .iter()
+                .filter(|(k, _)| !current.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
         }
         inputs.deps.push((format!("{glob} (datums)"), Some(hash_bytes(&combined))));
         let fingerprint = fingerprint::fingerprint(&inputs);
@@ -596,15 +686,24 @@ impl<'r> Project<'r> {
             ));
         }
         if !plan.removed.is_empty() {
-            reasons.push(format!("{} datums' inputs were deleted: their outputs are removed", plan.removed.len()));
+            let n = plan.removed.len();
+            reasons.push(format!(
+                "the input{} of {n} datum{} {} deleted: {} outputs are removed",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "was" } else { "were" },
+                if n == 1 { "its" } else { "their" }
+            ));
         }
         let current_out = records.get(out).cloned().flatten().map(|p| Content::from_pointer(&p));
         if reasons.is_empty() {
             match (current_out, locked.as_ref().and_then(|l| l.outs.get(out))) {
                 (None, _) => reasons.push(format!("output `{out}` is missing")),
-                (Some(now), Some(was)) if now.digest != was.digest => {
-                    reasons.push(format!("output `{out}` was modified ({} → {})", short(&was.digest), short(&now.digest)))
-                }
+                (Some(now), Some(was)) if now.digest != was.digest => reasons.push(format!(
+                    "output `{out}` was modified ({} → {})",
+                    short(&was.digest),
+                    short(&now.digest)
+                )),
                 _ => {}
             }
             if !reasons.is_empty() {
@@ -634,6 +733,7 @@ impl<'r> Project<'r> {
     /// Runs the pipeline (or the targets and what they depend on).
     pub fn run(&mut self, options: &RunOptions, observer: &dyn Observer) -> Result<RunReport> {
         let selected = self.resolve(&options.targets)?;
+        self.check_params(&selected)?;
         for &i in &selected {
             let stage = &self.pipeline.stages[i];
             if stage.gpus > options.gpus {
@@ -694,7 +794,13 @@ impl<'r> Project<'r> {
             return Err(PipelineError::Interrupted);
         }
         if !failed.is_empty() {
-            return Err(PipelineError::Failed { stages: failed });
+            let not_run = report
+                .stages
+                .iter()
+                .filter(|r| matches!(r.action, Action::NotRun | Action::Blocked))
+                .map(|r| r.stage.clone())
+                .collect();
+            return Err(PipelineError::Failed { stages: failed, not_run });
         }
         Ok(report)
     }
@@ -744,7 +850,11 @@ fn input_changes(
         return reasons;
     }
     if locked.cmd != stage.cmd {
-        reasons.push(format!("command changed: `{}` → `{}`", locked.cmd.join(" && "), stage.cmd.join(" && ")));
+        reasons.push(format!(
+            "command changed: `{}` → `{}`",
+            locked.cmd.join(" && "),
+            stage.cmd.join(" && ")
+        ));
     }
     if locked.wdir != stage.wdir {
         reasons.push(format!("wdir changed: `{}` → `{}`", locked.wdir, stage.wdir));
@@ -766,7 +876,9 @@ fn input_changes(
         for (key, now) in keys {
             match old.and_then(|o| o.get(key)) {
                 None => reasons.push(format!("new param `{key}` ({file}) = {now}")),
-                Some(was) if was != now => reasons.push(format!("param `{key}` ({file}) changed: {was} → {now}")),
+                Some(was) if was != now => {
+                    reasons.push(format!("param `{key}` ({file}) changed: {was} → {now}"))
+                }
                 _ => {}
             }
         }
@@ -803,13 +915,18 @@ pub fn expand_glob(root: &Path, glob: &str) -> std::result::Result<Vec<String>, 
         .map_err(|e| format!("`{glob}` is not a valid glob: {e}"))?
         .compile_matcher();
     let base = graph::glob_base(glob);
-    let depth = if glob.contains("**") { usize::MAX } else { glob.split('/').count() - base.split('/').filter(|s| !s.is_empty()).count() };
+    let depth = if glob.contains("**") {
+        usize::MAX
+    } else {
+        glob.split('/').count() - base.split('/').filter(|s| !s.is_empty()).count()
+    };
     let start = root.join(base);
     if !start.is_dir() {
         return Err(format!("the datum glob `{glob}` looks in `{base}`, which is not a directory"));
     }
     let mut out = Vec::new();
-    let mut walker = walkdir::WalkDir::new(&start).min_depth(1).max_depth(depth).sort_by_file_name().into_iter();
+    let mut walker =
+        walkdir::WalkDir::new(&start).min_depth(1).max_depth(depth).sort_by_file_name().into_iter();
     while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| format!("listing `{base}`: {e}"))?;
         let Ok(rel) = entry.path().strip_prefix(root) else { continue };
@@ -883,7 +1000,12 @@ struct Finished {
 }
 
 impl<'p, 'r> Scheduler<'p, 'r> {
-    fn new(project: &'p mut Project<'r>, selected: &[usize], options: &'p RunOptions, commit: Option<String>) -> Self {
+    fn new(
+        project: &'p mut Project<'r>,
+        selected: &[usize],
+        options: &'p RunOptions,
+        commit: Option<String>,
+    ) -> Self {
         let n = project.pipeline.stages.len();
         let forced = if options.force { project.resolve_exact(&options.targets) } else { HashSet::new() };
         let in_run: HashSet<usize> = selected.iter().copied().collect();
@@ -914,7 +1036,14 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         self.project.pipeline.stages[i].name.clone()
     }
 
-    fn report(&mut self, i: usize, action: Action, reasons: Vec<String>, started: Option<Instant>, error: Option<String>) {
+    fn report(
+        &mut self,
+        i: usize,
+        action: Action,
+        reasons: Vec<String>,
+        started: Option<Instant>,
+        error: Option<String>,
+    ) {
         let seconds = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
         let stage = self.name(i);
         let datums = self.reports.get(&i).and_then(|r| r.datums);
@@ -976,7 +1105,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 }
                 if self.active == 0 {
                     let more = !self.stop
-                        && selected.iter().any(|&i| self.state[i] == State::Waiting && self.remaining[i] == 0);
+                        && selected
+                            .iter()
+                            .any(|&i| self.state[i] == State::Waiting && self.remaining[i] == 0);
                     if !more && (self.queue.is_empty() || self.stop) {
                         break;
                     }
@@ -1018,7 +1149,8 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             Some(datum) => {
                 let staging = root.join(staging_rel(&stage.name, &datum.item));
                 let _ = std::fs::remove_dir_all(&staging);
-                std::fs::create_dir_all(&staging).map_err(|e| PipelineError::io("create directory", &staging, e))?;
+                std::fs::create_dir_all(&staging)
+                    .map_err(|e| PipelineError::io("create directory", &staging, e))?;
                 let out = staging.to_string_lossy().into_owned();
                 env.push(("CAIRN_DATUM".into(), datum.item.clone()));
                 (
@@ -1034,7 +1166,10 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     /// Evaluates a ready stage and acts: fresh, record, restore, or queue its command(s).
     fn start_stage(&mut self, i: usize, observer: &dyn Observer) -> Result<()> {
         let name = self.name(i);
-        if self.project.graph.upstream[i].iter().any(|&u| matches!(self.state[u], State::Failed | State::Blocked)) {
+        if self.project.graph.upstream[i]
+            .iter()
+            .any(|&u| matches!(self.state[u], State::Failed | State::Blocked))
+        {
             self.state[i] = State::Blocked;
             self.report(i, Action::Blocked, vec!["a stage it depends on failed".into()], None, None);
             observer.stage(&name, "blocked: a stage it depends on failed");
@@ -1068,7 +1203,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 if evaluation.decision == Decision::Restore {
                     let tracked: Vec<Tracked> = outs
                         .iter()
-                        .filter_map(|(path, c)| c.to_pointer().map(|pointer| Tracked { rel: rel_bytes(path), pointer }))
+                        .filter_map(|(path, c)| {
+                            c.to_pointer().map(|pointer| Tracked { rel: rel_bytes(path), pointer })
+                        })
                         .collect();
                     self.project.repo.restore_outputs(tracked, &NoReporter)?;
                     observer.stage(&name, "restored from the run cache");
@@ -1078,7 +1215,11 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 self.ignore_cached_outs(i)?;
                 self.record(i, &evaluation, outs);
                 self.state[i] = State::Done;
-                let action = if evaluation.decision == Decision::Restore { Action::Restored } else { Action::Recorded };
+                let action = if evaluation.decision == Decision::Restore {
+                    Action::Restored
+                } else {
+                    Action::Recorded
+                };
                 self.report(i, action, evaluation.reasons, Some(started), None);
                 self.release(i);
             }
@@ -1086,7 +1227,8 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 let plan = evaluation.datums.clone().unwrap_or_default();
                 let out = stage.outs[0].path.clone();
                 let out_abs = self.project.repo.root().join(&out);
-                std::fs::create_dir_all(&out_abs).map_err(|e| PipelineError::io("create directory", &out_abs, e))?;
+                std::fs::create_dir_all(&out_abs)
+                    .map_err(|e| PipelineError::io("create directory", &out_abs, e))?;
                 // Inputs that are gone take their outputs with them.
                 for (_, datum) in &plan.removed {
                     self.remove_datum_files(&out, &datum.outs)?;
@@ -1103,8 +1245,8 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 for datum in plan.todo {
                     match &datum.cached {
                         Some(content) => {
-                            let content = content.clone();
-                            self.merge_datum(i, &datum, Some(content.clone()), &mut progress.done)?;
+                            let locked = self.merge_datum(i, &datum, Some(content.clone()))?;
+                            progress.done.insert(datum.item.clone(), locked);
                             progress.restored += 1;
                         }
                         None => to_run.push(datum),
@@ -1171,7 +1313,8 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 removed.map_err(|e| PipelineError::io("remove the old output", &path, e))?;
             }
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| PipelineError::io("create directory", parent, e))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| PipelineError::io("create directory", parent, e))?;
             }
         }
         Ok(())
@@ -1229,20 +1372,24 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             progress.outstanding -= 1;
             match outcome {
                 Outcome::Success => {
-                    self.merge_datum(i, &datum, None, &mut BTreeMap::new()).and_then(|done| {
-                        let (progress, _) = self.datum_stages.get_mut(&i).expect("a running datum stage");
-                        progress.done.extend(done);
-                        progress.ran += 1;
-                        Ok(())
-                    })
-                    .unwrap_or_else(|e| {
-                        observer.stage(&format!("{name}[{}]", datum.item), &format!("failed: {e}"));
-                        let (progress, _) = self.datum_stages.get_mut(&i).expect("a running datum stage");
-                        progress.failed = true;
-                    });
+                    let merged = self.merge_datum(i, &datum, None);
+                    let (progress, _) = self.datum_stages.get_mut(&i).expect("a running datum stage");
+                    match merged {
+                        Ok(locked) => {
+                            progress.done.insert(datum.item.clone(), locked);
+                            progress.ran += 1;
+                        }
+                        Err(e) => {
+                            observer.stage(&format!("{name}[{}]", datum.item), &format!("failed: {e}"));
+                            progress.failed = true;
+                        }
+                    }
                 }
                 other => {
-                    observer.stage(&format!("{name}[{}]", datum.item), &format!("failed: {}", exec::describe(&other)));
+                    observer.stage(
+                        &format!("{name}[{}]", datum.item),
+                        &format!("failed: {}", exec::describe(&other)),
+                    );
                     progress.failed = true;
                     if !self.options.keep_going {
                         // Datums not started yet stay undone.
@@ -1286,7 +1433,11 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 self.state[i] = if interrupted { State::NotRun } else { State::Failed };
                 let log = self.project.repo.root().join(".cairn/state/logs").join(format!("{name}.log"));
                 let message = format!("{message} (full log: {})", log.display());
-                observer.stage(&name, &format!("failed: {message}"));
+                if interrupted {
+                    observer.stage(&name, "stopped: interrupted; nothing it wrote was cached");
+                } else {
+                    observer.stage(&name, &format!("failed: {message}"));
+                }
                 let action = if interrupted { Action::NotRun } else { Action::Failed };
                 self.report(i, action, evaluation.reasons, Some(started), Some(message));
                 self.after_failure(i);
@@ -1347,20 +1498,15 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     /// Puts one datum's outputs into the stage's output directory: from the run cache
     /// (`cached`) or from the staging directory it just ran in (stored and entered into the
     /// run cache first). Returns its lock entry.
-    fn merge_datum(
-        &mut self,
-        i: usize,
-        datum: &Datum,
-        cached: Option<Content>,
-        done: &mut BTreeMap<String, LockedDatum>,
-    ) -> Result<BTreeMap<String, LockedDatum>> {
+    fn merge_datum(&mut self, i: usize, datum: &Datum, cached: Option<Content>) -> Result<LockedDatum> {
         let stage = self.project.pipeline.stages[i].clone();
         let out = stage.outs[0].path.clone();
         let repo = self.project.repo;
         let staging = staging_rel(&stage.name, &datum.item);
         let content = match cached {
             Some(content) => {
-                let pointer = content.to_pointer().ok_or_else(|| PipelineError::Internal("bad datum record".into()))?;
+                let pointer =
+                    content.to_pointer().ok_or_else(|| PipelineError::Internal("bad datum record".into()))?;
                 repo.restore_outputs(vec![Tracked { rel: rel_bytes(&staging), pointer }], &NoReporter)?;
                 content
             }
@@ -1381,7 +1527,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             }
         };
         // The datum's previous outputs go first.
-        if let Some(previous) = self.project.lock.stages.get(&stage.name).and_then(|l| l.datums.get(&datum.item)) {
+        if let Some(previous) =
+            self.project.lock.stages.get(&stage.name).and_then(|l| l.datums.get(&datum.item))
+        {
             let previous = previous.outs.clone();
             self.remove_datum_files(&out, &previous)?;
         }
@@ -1389,11 +1537,13 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         let from = root.join(&staging);
         let to = root.join(&out);
         for entry in walkdir::WalkDir::new(&from).min_depth(1) {
-            let entry = entry.map_err(|e| PipelineError::Internal(format!("listing `{}`: {e}", from.display())))?;
+            let entry =
+                entry.map_err(|e| PipelineError::Internal(format!("listing `{}`: {e}", from.display())))?;
             let rel = entry.path().strip_prefix(&from).expect("under the staging directory");
             let dest = to.join(rel);
             if entry.file_type().is_dir() {
-                std::fs::create_dir_all(&dest).map_err(|e| PipelineError::io("create directory", &dest, e))?;
+                std::fs::create_dir_all(&dest)
+                    .map_err(|e| PipelineError::io("create directory", &dest, e))?;
                 continue;
             }
             if std::fs::symlink_metadata(&dest).is_ok() {
@@ -1406,12 +1556,15 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     ),
                 });
             }
-            std::fs::rename(entry.path(), &dest).map_err(|e| PipelineError::io("move a datum's output to", &dest, e))?;
+            std::fs::rename(entry.path(), &dest)
+                .map_err(|e| PipelineError::io("move a datum's output to", &dest, e))?;
         }
         let _ = std::fs::remove_dir_all(&from);
-        let locked = LockedDatum { fingerprint: datum.fingerprint.to_string(), input: datum.input.to_string(), outs: content };
-        done.insert(datum.item.clone(), locked.clone());
-        Ok([(datum.item.clone(), locked)].into_iter().collect())
+        Ok(LockedDatum {
+            fingerprint: datum.fingerprint.to_string(),
+            input: datum.input.to_string(),
+            outs: content,
+        })
     }
 
     fn complete_datum_stage(&mut self, i: usize, observer: &dyn Observer) -> Result<()> {
@@ -1424,9 +1577,13 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             let interrupted = self.options.cancel.load(Ordering::Relaxed);
             self.state[i] = if interrupted { State::NotRun } else { State::Failed };
             let action = if interrupted { Action::NotRun } else { Action::Failed };
-            let message = format!("some datums failed (logs: .cairn/state/logs/{name}/); the {} that succeeded are cached", progress.ran);
+            let message = format!(
+                "some datums failed (logs: .cairn/state/logs/{name}/); the {} that succeeded are cached",
+                progress.ran
+            );
             observer.stage(&name, &format!("failed: {message}"));
-            let datums = self.reports.get(&i).and_then(|r| r.datums).map(|(_, r, f, d)| (progress.ran, r, f, d));
+            let datums =
+                self.reports.get(&i).and_then(|r| r.datums).map(|(_, r, f, d)| (progress.ran, r, f, d));
             self.report(i, action, progress.evaluation.reasons.clone(), Some(started), Some(message));
             if let Some(r) = self.reports.get_mut(&i) {
                 r.datums = datums;
@@ -1438,14 +1595,21 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             if let Err(message) = checks::run(check, self.project.repo.root()) {
                 self.state[i] = State::Failed;
                 observer.stage(&name, &format!("failed: {message}"));
-                self.report(i, Action::Failed, progress.evaluation.reasons.clone(), Some(started), Some(message));
+                self.report(
+                    i,
+                    Action::Failed,
+                    progress.evaluation.reasons.clone(),
+                    Some(started),
+                    Some(message),
+                );
                 self.after_failure(i);
                 return Ok(());
             }
         }
         let stored = self.project.repo.store_outputs(&[rel_bytes(&out)], &NoReporter)?;
         self.project.repo.ignore_in_git(out.as_bytes())?;
-        let outs: BTreeMap<String, Content> = [(out.clone(), Content::from_pointer(&stored[0]))].into_iter().collect();
+        let outs: BTreeMap<String, Content> =
+            [(out.clone(), Content::from_pointer(&stored[0]))].into_iter().collect();
         self.record(i, &progress.evaluation, outs);
         if let Some(locked) = self.project.lock.stages.get_mut(&name) {
             locked.datums = progress.done;
@@ -1467,7 +1631,11 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         let selected = self.selected.clone();
         for i in selected.iter().copied() {
             if !self.reports.contains_key(&i) || self.state[i] == State::Waiting {
-                let reason = if self.options.cancel.load(Ordering::Relaxed) { "interrupted" } else { "the run stopped" };
+                let reason = if self.options.cancel.load(Ordering::Relaxed) {
+                    "interrupted"
+                } else {
+                    "the run stopped"
+                };
                 self.state[i] = State::NotRun;
                 self.report(i, Action::NotRun, vec![reason.into()], None, None);
             }

@@ -52,7 +52,11 @@ pub fn run(job: &Job, sink: &dyn OutputSink, cancel: &AtomicBool) -> Outcome {
     let mut outcome = Outcome::Success;
     for attempt in 0..=job.retries {
         if attempt > 0 {
-            sink.line(&job.label, &format!("retrying ({attempt} of {}) after: {}", job.retries, describe(&outcome)), true);
+            sink.line(
+                &job.label,
+                &format!("retrying ({attempt} of {}) after: {}", job.retries, describe(&outcome)),
+                true,
+            );
         }
         outcome = Outcome::Success;
         for cmd in &job.cmds {
@@ -153,7 +157,9 @@ fn run_one(
         match status {
             Ok(status) if status.success() => Outcome::Success,
             Ok(status) => Outcome::Failed(match (status.code(), status.signal()) {
-                (Some(127), _) => format!("`{cmd}` exited with 127: command not found (is it installed and on PATH?)"),
+                (Some(127), _) => {
+                    format!("`{cmd}` exited with 127: command not found (is it installed and on PATH?)")
+                }
                 (Some(126), _) => format!("`{cmd}` exited with 126: not executable (check its permissions)"),
                 (Some(code), _) => format!("`{cmd}` exited with {code}"),
                 (None, Some(signal)) => format!("`{cmd}` was killed by signal {signal}"),
@@ -165,7 +171,8 @@ fn run_one(
     if let Ok(mut guard) = log.lock()
         && let Some(file) = guard.as_mut()
     {
-        let _ = writeln!(file, "# {} after {}", describe(&outcome), crate::engine::seconds(started.elapsed()));
+        let _ =
+            writeln!(file, "# {} after {}", describe(&outcome), crate::engine::seconds(started.elapsed()));
     }
     outcome
 }
@@ -176,7 +183,13 @@ fn signal_group(pid: i32, signal: Signal) {
     }
 }
 
-fn pump(stream: impl Read, label: &str, stderr: bool, sink: &dyn OutputSink, log: &Mutex<Option<std::fs::File>>) {
+fn pump(
+    stream: impl Read,
+    label: &str,
+    stderr: bool,
+    sink: &dyn OutputSink,
+    log: &Mutex<Option<std::fs::File>>,
+) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -226,7 +239,10 @@ mod tests {
     fn runs_logs_fails_and_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(false);
-        assert_eq!(run(&job(&["echo $GREETING", "echo two >&2"], None, dir.path()), &Discard, &flag), Outcome::Success);
+        assert_eq!(
+            run(&job(&["echo $GREETING", "echo two >&2"], None, dir.path()), &Discard, &flag),
+            Outcome::Success
+        );
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
         assert!(log.contains("hi\n") && log.contains("two\n"), "{log}");
         match run(&job(&["no-such-command-xyz"], None, dir.path()), &Discard, &flag) {
@@ -234,7 +250,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let started = Instant::now();
-        let outcome = run(&job(&["sleep 30 & sleep 30"], Some(Duration::from_millis(200)), dir.path()), &Discard, &flag);
+        let outcome = run(
+            &job(&["sleep 30 & sleep 30"], Some(Duration::from_millis(200)), dir.path()),
+            &Discard,
+            &flag,
+        );
         assert!(matches!(outcome, Outcome::TimedOut(_)), "{outcome:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
         flag.store(true, Ordering::Relaxed);

@@ -64,7 +64,11 @@ pub fn build(pipeline: &Pipeline, file: &Path, root: &Path) -> Result<Graph> {
             return Err(invalid(if i == j {
                 format!("stage {} declares the output `{a}` twice", at(i))
             } else {
-                format!("stages {} and {} both write `{a}`; each output must have one stage that writes it", at(i), at(j))
+                format!(
+                    "stages {} and {} both write `{a}`; each output must have one stage that writes it",
+                    at(i),
+                    at(j)
+                )
             }));
         }
     }

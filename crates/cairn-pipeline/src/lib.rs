@@ -13,6 +13,8 @@
 //! Like the other library crates it never prints: progress and stage output go through
 //! [`engine::Observer`].
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod checks;
 pub mod engine;
 pub mod exec;
@@ -44,8 +46,9 @@ pub enum PipelineError {
     UnknownStage { name: String, suggestion: Option<String> },
     #[error("no pipeline: `{}` does not exist", path.display())]
     NoPipeline { path: PathBuf },
-    #[error("{} failed: {}", if stages.len() == 1 { "a stage" } else { "stages" }, stages.join(", "))]
-    Failed { stages: Vec<String> },
+    #[error("{} failed: {}{}", if stages.len() == 1 { "a stage" } else { "stages" }, stages.join(", "),
+        if not_run.is_empty() { String::new() } else { format!("; not run because of it: {}", not_run.join(", ")) })]
+    Failed { stages: Vec<String>, not_run: Vec<String> },
     #[error("interrupted: running stages were stopped and nothing they wrote was cached")]
     Interrupted,
     #[error("could not {action} `{}`: {source}", path.display())]

@@ -114,10 +114,8 @@ impl LockFile {
         if text.trim().is_empty() {
             return Ok(LockFile { schema: SCHEMA, stages: BTreeMap::new() });
         }
-        let lock: LockFile = serde_saphyr::from_str(text).map_err(|e| PipelineError::Lock {
-            path: name.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let lock: LockFile = serde_saphyr::from_str(text)
+            .map_err(|e| PipelineError::Lock { path: name.to_path_buf(), message: e.to_string() })?;
         if lock.schema != SCHEMA {
             return Err(PipelineError::Lock {
                 path: name.to_path_buf(),
@@ -165,8 +163,17 @@ mod tests {
     #[test]
     fn round_trips() {
         let mut lock = LockFile::default_schema();
-        let content = Content { digest: format!("blake3:{}", "ab".repeat(32)), size: 3, files: Some(1), executable: false };
-        let mut stage = LockedStage { fingerprint: content.digest.clone(), cmd: vec!["echo hi".into()], ..Default::default() };
+        let content = Content {
+            digest: format!("blake3:{}", "ab".repeat(32)),
+            size: 3,
+            files: Some(1),
+            executable: false,
+        };
+        let mut stage = LockedStage {
+            fingerprint: content.digest.clone(),
+            cmd: vec!["echo hi".into()],
+            ..Default::default()
+        };
         stage.deps.insert("data/raw".into(), content.clone());
         stage.params.entry("params.yaml".into()).or_default().insert("train.lr".into(), Value::from(0.01));
         stage.outs.insert("out".into(), Content { files: None, executable: true, ..content.clone() });

@@ -58,7 +58,10 @@ pub const DEFAULT_PARAMS: &str = "params.yaml";
 /// `cairn.yaml` as written.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "cairn.yaml", description = "A Cairn pipeline: stages with their commands, inputs and outputs.")]
+#[schemars(
+    title = "cairn.yaml",
+    description = "A Cairn pipeline: stages with their commands, inputs and outputs."
+)]
 pub struct RawFile {
     /// Values for `${name}` templating, besides the keys of `params.yaml`.
     #[serde(default)]
@@ -177,7 +180,9 @@ pub enum Amount {
 #[serde(untagged)]
 pub enum Foreach {
     /// Incremental datums: one run per path matching the glob (relative to wdir).
-    Glob { glob: String },
+    Glob {
+        glob: String,
+    },
     List(Vec<Value>),
     Map(IndexMap<String, Value>),
 }
@@ -292,9 +297,12 @@ impl Pipeline {
 
 /// Parses `cairn.yaml` text. `params` holds the root `params.yaml` (for templating).
 pub fn parse(text: &str, file: &Path, root_params: &Value) -> Result<Pipeline, PipelineError> {
-    let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| PipelineError::Syntax {
-        file: file.to_path_buf(),
-        message: with_suggestion(&e.to_string()),
+    let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        PipelineError::Syntax {
+            file: file.to_path_buf(),
+            message: with_suggestion(message.strip_prefix("error: ").unwrap_or(&message)),
+        }
     })?;
     let mut stages = Vec::new();
     for (name, spanned) in &raw.stages {
@@ -432,10 +440,9 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
     let mut params = Vec::new();
     for entry in &raw.params {
         match entry {
-            ParamsEntry::Key(key) => params.push(ParamKey {
-                file: repo_path(&wdir, DEFAULT_PARAMS)?,
-                key: render(key)?,
-            }),
+            ParamsEntry::Key(key) => {
+                params.push(ParamKey { file: repo_path(&wdir, DEFAULT_PARAMS)?, key: render(key)? })
+            }
             ParamsEntry::File(files) => {
                 for (file, keys) in files {
                     let file = repo_path(&wdir, &render(file)?)?;
@@ -449,7 +456,9 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
     params.sort();
     params.dedup();
     let mut outs = Vec::new();
-    for (entries, kind) in [(&raw.outs, OutKind::Out), (&raw.metrics, OutKind::Metric), (&raw.plots, OutKind::Plot)] {
+    for (entries, kind) in
+        [(&raw.outs, OutKind::Out), (&raw.metrics, OutKind::Metric), (&raw.plots, OutKind::Plot)]
+    {
         for entry in entries {
             let (path, options) = match entry {
                 OutEntry::Path(p) => (p.clone(), OutOptions::default()),
@@ -457,7 +466,11 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
                     let mut iter = map.iter();
                     match (iter.next(), iter.next()) {
                         (Some((p, o)), None) => (p.clone(), o.clone()),
-                        _ => return Err("each output with options is a one-key map: `- path: {cache: false}`".into()),
+                        _ => {
+                            return Err(
+                                "each output with options is a one-key map: `- path: {cache: false}`".into()
+                            );
+                        }
                     }
                 }
             };
@@ -528,7 +541,9 @@ pub fn repo_path(wdir: &str, path: &str) -> Result<String, String> {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err(format!("`{path}` is outside the repository; deps and outs must stay inside it"));
+                    return Err(format!(
+                        "`{path}` is outside the repository; deps and outs must stay inside it"
+                    ));
                 }
             }
             other => parts.push(other),
@@ -545,7 +560,8 @@ fn parse_bytes(amount: &Amount) -> Result<u64, String> {
     };
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not an amount of memory like `4GiB`"))?;
+    let number: f64 =
+        number.parse().map_err(|_| format!("`{text}` is not an amount of memory like `4GiB`"))?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -556,7 +572,11 @@ fn parse_bytes(amount: &Amount) -> Result<u64, String> {
         "mi" | "mib" => 1024.0 * 1024.0,
         "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "ti" | "tib" => 1024.0f64.powi(4),
-        other => return Err(format!("unknown memory unit `{other}` in `{text}`: use B, KB, MB, GB, KiB, MiB, GiB")),
+        other => {
+            return Err(format!(
+                "unknown memory unit `{other}` in `{text}`: use B, KB, MB, GB, KiB, MiB, GiB"
+            ));
+        }
     };
     Ok((number * scale) as u64)
 }
@@ -574,7 +594,8 @@ fn parse_duration(amount: &Amount) -> Result<Duration, String> {
         let (number, tail) = rest.split_at(split);
         let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_len);
-        let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration like `90s`, `10m` or `1h30m`"))?;
+        let number: f64 =
+            number.parse().map_err(|_| format!("`{text}` is not a duration like `90s`, `10m` or `1h30m`"))?;
         total += number
             * match unit.trim() {
                 "" | "s" => 1.0,
@@ -598,7 +619,9 @@ fn with_suggestion(message: &str) -> String {
     let rest = &message[start + "unknown field `".len()..];
     let Some(end) = rest.find('`') else { return message.to_owned() };
     let unknown = &rest[..end];
-    let expected: Vec<&str> = rest[end..].split('`').skip(1).step_by(2).collect();
+    let Some(list) = rest[end..].split("expected one of ").nth(1) else { return message.to_owned() };
+    let list = list.lines().next().unwrap_or_default();
+    let expected: Vec<&str> = list.split(", ").map(|w| w.trim().trim_matches('`')).collect();
     match crate::closest(unknown, expected.iter().copied()) {
         Some(best) => format!("{message}\nhint: did you mean `{best}`?"),
         None => message.to_owned(),

@@ -113,7 +113,8 @@ mod tests {
     fn renders_items_vars_and_params() {
         let vars: IndexMap<String, Value> = [("data".to_owned(), Value::from("raw"))].into_iter().collect();
         let params = serde_json::json!({"train": {"lr": 0.01, "layers": [8, 4]}});
-        let context = Context { vars: &vars, params: &params, item: vec![("item".into(), Value::from(3))], keep: &[] };
+        let context =
+            Context { vars: &vars, params: &params, item: vec![("item".into(), Value::from(3))], keep: &[] };
         assert_eq!(
             render("x ${data} ${train.lr} ${train.layers.1} ${item} $${kept}", &context).unwrap(),
             "x raw 0.01 4 3 ${kept}"

@@ -1,13 +1,16 @@
 //! The fingerprint scheme against vectors computed independently (tests/vectors/generate.py).
 
+#![allow(clippy::unwrap_used)]
+
 use cairn_hash::Digest;
 use cairn_pipeline::fingerprint::{Inputs, encode, fingerprint};
 use serde_json::Value;
 
 #[test]
 fn fingerprints_match_the_python_reference() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/fingerprint-v1.json"))
-        .expect("vectors");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/fingerprint-v1.json"))
+            .expect("vectors");
     let cases: Vec<Value> = serde_json::from_str(&text).expect("vector JSON");
     assert!(cases.len() >= 2);
     for case in cases {
@@ -30,7 +33,13 @@ fn fingerprints_match_the_python_reference() {
                 .as_array()
                 .expect("params")
                 .iter()
-                .map(|p| (p[0].as_str().expect("file").to_owned(), p[1].as_str().expect("key").to_owned(), p[2].clone()))
+                .map(|p| {
+                    (
+                        p[0].as_str().expect("file").to_owned(),
+                        p[1].as_str().expect("key").to_owned(),
+                        p[2].clone(),
+                    )
+                })
                 .collect(),
             env: case["env"]
                 .as_object()

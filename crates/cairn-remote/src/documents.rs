@@ -37,7 +37,7 @@ impl Remote {
         self.runtime.block_on(
             futures::stream::iter(keys.iter().cloned())
                 .map(|key| async move {
-                    let path = inner.storage.prefix.clone().join(dir).join(key.as_str());
+                    let path = document_path(inner, dir, &key);
                     let got = inner.storage.store.get(&path).await;
                     let bytes = match got {
                         Ok(result) => result.bytes().await,
@@ -57,7 +57,7 @@ impl Remote {
         self.runtime.block_on(
             futures::stream::iter(documents)
                 .map(|(key, bytes)| async move {
-                    let path = inner.storage.prefix.clone().join(dir).join(key.as_str());
+                    let path = document_path(inner, dir, &key);
                     inner
                         .storage
                         .store
@@ -71,4 +71,9 @@ impl Remote {
         )?;
         Ok(())
     }
+}
+
+/// `<prefix>/<dir>/<key>`, with the key's `/` separating path segments.
+fn document_path(inner: &crate::Inner, dir: &str, key: &str) -> object_store::path::Path {
+    key.split('/').fold(inner.storage.prefix.clone().join(dir), |path, part| path.join(part))
 }

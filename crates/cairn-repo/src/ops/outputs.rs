@@ -71,7 +71,12 @@ fn content_record(is_dir: bool, files: Vec<WorkFile>) -> Result<Pointer> {
     }
     let entries: Vec<ManifestEntry> = files
         .into_iter()
-        .map(|f| ManifestEntry { path: f.rel, digest: f.digest, size: f.stat.size, executable: f.stat.executable() })
+        .map(|f| ManifestEntry {
+            path: f.rel,
+            digest: f.digest,
+            size: f.stat.size,
+            executable: f.stat.executable(),
+        })
         .collect();
     let manifest = Manifest::new(entries)
         .map_err(|e| RepoError::Internal(format!("a directory scan produced an invalid manifest: {e}")))?;

@@ -147,7 +147,11 @@ impl Repo {
         }
         for (label, tracked) in &selection.extra {
             if wanted(&tracked.rel) {
-                sources.push(Source { label: label.clone(), rel: tracked.rel.clone(), pointer: tracked.pointer.clone() });
+                sources.push(Source {
+                    label: label.clone(),
+                    rel: tracked.rel.clone(),
+                    pointer: tracked.pointer.clone(),
+                });
             }
         }
         if let Some(missing) = selection
@@ -355,7 +359,8 @@ impl Repo {
             let label = display_bytes(rel);
             outcome.problems.iter().any(|p| p.path == label || p.path.starts_with(&format!("{label}/")))
         };
-        let pointers: Vec<&Source> = sources.iter().filter(|s| self.read_pointer(&s.rel).ok().flatten().is_some()).collect();
+        let pointers: Vec<&Source> =
+            sources.iter().filter(|s| self.read_pointer(&s.rel).ok().flatten().is_some()).collect();
         let complete: Vec<&Source> = pointers.iter().copied().filter(|s| !failed(&s.rel)).collect();
         let mut checkout = Vec::new();
         if complete.len() == pointers.len() && paths.is_empty() {
@@ -390,7 +395,8 @@ impl Repo {
         extra: Vec<(String, Tracked)>,
         reporter: &dyn Reporter,
     ) -> Result<cairn_remote::CloudGcReport> {
-        let selection = Selection { all_branches: true, all_tags: true, all_commits, extra, ..Default::default() };
+        let selection =
+            Selection { all_branches: true, all_tags: true, all_commits, extra, ..Default::default() };
         let mut sources = self.selected(&selection)?;
         let head = self.git().head()?;
         if let Some(head) = head {
