@@ -203,6 +203,9 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Partitioned stages: per-partition state, and dynamic partition keys.
+    #[command(subcommand)]
+    Partitions(pipelines::PartitionsCommand),
     /// Pipeline tools.
     #[command(subcommand)]
     Pipeline(pipelines::PipelineCommand),
@@ -476,6 +479,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Params(command) => pipelines::params_command(&context, command),
         Command::Metrics(command) => pipelines::metrics_command(&context, command),
         Command::Lineage { path, output } => pipelines::lineage(&context, &path, &output),
+        Command::Partitions(command) => pipelines::partitions_command(&context, command),
         Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
         Command::Config { key, value, user, unset, list } => {
             run_config(&context, key, value, user, unset, list)

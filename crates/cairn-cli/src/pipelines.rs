@@ -38,6 +38,14 @@ pub struct RunArgs {
     /// Run the named stages (or all) even if they are fresh or in the run cache.
     #[arg(short, long)]
     force: bool,
+    /// Partitioned stages: run this partition (repeatable; `2026-01-05`, or `2026-01-05|us`
+    /// with several dimensions).
+    #[arg(long, value_name = "KEY")]
+    partition: Vec<String>,
+    /// Partitioned stages: run a range of partitions (backfill): `A..B`, or `DIM=A..B` for
+    /// one dimension.
+    #[arg(long, value_name = "RANGE")]
+    partitions: Vec<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -213,8 +221,10 @@ fn machine() -> (u32, u32, u64) {
 
 pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Progress) -> Result<(), Failure> {
     let repo = context.open()?;
+    let request = cairn_pipeline::engine::PartitionRequest { keys: args.partition, ranges: args.partitions };
     if args.dry {
         let mut project = Project::load(&repo)?;
+        project.set_partitions(request);
         let plan = project.plan(&args.stages, args.force)?;
         if args.output.json {
             return output::json(&plan_json(&plan));
@@ -250,6 +260,7 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         gpus,
         memory,
         cancel,
+        partitions: request,
     };
     let printer = Printer { quiet, json: args.output.json };
     let report = project.run(&options, &printer)?;
@@ -259,8 +270,8 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
             .iter()
             .map(|s| {
                 let mut v = json!({"stage": s.stage, "action": s.action.name(), "reasons": s.reasons, "seconds": s.seconds});
-                if let Some((ran, restored, fresh, removed)) = s.datums {
-                    v["datums"] = json!({"ran": ran, "restored": restored, "fresh": fresh, "removed": removed});
+                if let Some(p) = s.parts {
+                    v["parts"] = json!({"ran": p.ran, "restored": p.restored, "fresh": p.fresh, "removed": p.removed, "missing": p.missing});
                 }
                 v
             })
@@ -647,11 +658,36 @@ pub fn lock_content(repo: &Repo) -> Result<Vec<(String, cairn_repo::Tracked)>, F
                 ));
             }
         }
+        // Datum and partitioned stages: the parts list (a cache object) and each part's files.
         let base = stage.outs.keys().next().cloned().unwrap_or_default();
-        for (item, datum) in &stage.datums {
-            if let Some(pointer) = datum.outs.to_pointer() {
+        let Some(digest) = stage.parts.as_deref().and_then(|d| cairn_hash::Digest::parse_bytes(d.as_bytes()))
+        else {
+            continue;
+        };
+        let file = |size| cairn_repo::pointer::Pointer {
+            kind: cairn_repo::pointer::PointerKind::File { executable: false },
+            digest,
+            size,
+        };
+        let Ok(bytes) = repo.store().read_verified(&digest) else {
+            // Not here yet (a clone that has not pulled): the list itself is still wanted.
+            out.push((
+                format!("{base} (parts of stage {name})"),
+                cairn_repo::Tracked { rel: base.as_bytes().to_vec(), pointer: file(0) },
+            ));
+            continue;
+        };
+        out.push((
+            format!("{base} (parts of stage {name})"),
+            cairn_repo::Tracked { rel: base.as_bytes().to_vec(), pointer: file(bytes.len() as u64) },
+        ));
+        let parts: cairn_pipeline::lock::PartsFile = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::user(format!("the parts list {digest} of stage `{name}` is damaged: {e}"), None)
+        })?;
+        for (key, part) in &parts.parts {
+            if let Some(pointer) = part.outs.to_pointer() {
                 out.push((
-                    format!("{base} (stage {name}, datum {item})"),
+                    format!("{base} (stage {name}, part {key})"),
                     cairn_repo::Tracked { rel: base.as_bytes().to_vec(), pointer },
                 ));
             }
@@ -745,8 +781,10 @@ pub fn checkout_outputs(
     force: bool,
     reporter: &dyn cairn_repo::Reporter,
 ) -> Result<usize, Failure> {
-    let outs: Vec<(String, cairn_repo::Tracked)> =
-        lock_content(repo)?.into_iter().filter(|(label, _)| !label.contains(", datum ")).collect();
+    let outs: Vec<(String, cairn_repo::Tracked)> = lock_content(repo)?
+        .into_iter()
+        .filter(|(label, _)| !label.contains(", part ") && !label.contains("(parts of stage "))
+        .collect();
     if outs.is_empty() {
         return Ok(0);
     }
@@ -796,4 +834,123 @@ pub fn kept_content(repo: &Repo) -> Result<Vec<(String, cairn_repo::pointer::Poi
         }
     }
     Ok(out)
+}
+
+#[derive(Subcommand)]
+pub enum PartitionsCommand {
+    /// Every partition of a stage: fresh, stale, or never materialized.
+    #[command(
+        after_help = "Examples:\n  cairn partitions list ingest\n  cairn partitions list ingest --state missing\n  cairn partitions list ingest --json | jq .summary"
+    )]
+    List {
+        stage: String,
+        /// Only partitions in this state (fresh, stale, missing).
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Add keys to a stage's dynamic partition dimension.
+    #[command(
+        after_help = "Example:\n  cairn partitions add per_customer acme globex\n  git add .cairn/partitions"
+    )]
+    Add {
+        stage: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Remove keys from a stage's dynamic partition dimension (their outputs go at the next run).
+    Remove {
+        stage: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+pub fn partitions_command(context: &Context, command: PartitionsCommand) -> Result<(), Failure> {
+    let repo = context.open()?;
+    match command {
+        PartitionsCommand::List { stage, state, output } => {
+            let mut project = Project::load(&repo)?;
+            let states = project.partition_states(&stage)?;
+            let mut counts = BTreeMap::new();
+            for (_, s) in &states {
+                *counts.entry(s.name()).or_insert(0u64) += 1;
+            }
+            let shown: Vec<&(String, cairn_pipeline::engine::PartitionState)> =
+                states.iter().filter(|(_, s)| state.as_deref().is_none_or(|w| w == s.name())).collect();
+            if output.json {
+                let list: Vec<Value> =
+                    shown.iter().map(|(k, s)| json!({"partition": k, "state": s.name()})).collect();
+                return output::json(&json!({"stage": stage, "summary": counts, "partitions": list}));
+            }
+            let mut lines = String::new();
+            for (key, s) in &shown {
+                lines.push_str(&format!("{key}\t{}\n", s.name()));
+            }
+            std::io::stdout()
+                .lock()
+                .write_all(lines.as_bytes())
+                .map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))?;
+            let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            out(format!("{} partition(s): {}", states.len(), summary.join(", ")))
+        }
+        PartitionsCommand::Add { stage, keys } => edit_dynamic(&repo, &stage, &keys, true),
+        PartitionsCommand::Remove { stage, keys } => edit_dynamic(&repo, &stage, &keys, false),
+    }
+}
+
+fn edit_dynamic(repo: &Repo, stage: &str, keys: &[String], add: bool) -> Result<(), Failure> {
+    let project = Project::load(repo)?;
+    let dims = project
+        .pipeline
+        .stage(stage)
+        .ok_or_else(|| Failure::user(format!("no stage named `{stage}` in cairn.yaml"), None))?
+        .partitions
+        .clone()
+        .ok_or_else(|| Failure::user(format!("stage `{stage}` is not partitioned"), None))?;
+    if !dims.iter().any(|(_, d)| *d == cairn_pipeline::partitions::Dimension::Dynamic) {
+        return Err(Failure::user(
+            format!("stage `{stage}` has no dynamic partition dimension"),
+            Some("declare one in cairn.yaml: `partitions: {customer: {dynamic: true}}`"),
+        ));
+    }
+    if let Some(bad) = keys.iter().find(|k| !cairn_pipeline::partitions::valid_key(k)) {
+        return Err(Failure::user(
+            format!("`{bad}` is not a valid partition key: {}", cairn_pipeline::partitions::KEY_RULE),
+            None,
+        ));
+    }
+    let mut current = cairn_pipeline::partitions::dynamic_keys(repo.root(), stage);
+    let before = current.len();
+    if add {
+        for key in keys {
+            if !current.contains(key) {
+                current.push(key.clone());
+            }
+        }
+    } else {
+        current.retain(|k| !keys.contains(k));
+    }
+    let file = cairn_pipeline::partitions::dynamic_file(repo.root(), stage);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Failure::user(format!("cannot create `{}`: {e}", parent.display()), None))?;
+    }
+    let mut text = current.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    let tmp = file.with_extension("txt.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &file))
+        .map_err(|e| Failure::user(format!("cannot write `{}`: {e}", file.display()), None))?;
+    out(format!(
+        "{} {} key(s) {} `{stage}` ({} in all); commit {}",
+        if add { "added" } else { "removed" },
+        current.len().abs_diff(before),
+        if add { "to" } else { "from" },
+        current.len(),
+        file.strip_prefix(repo.root()).unwrap_or(&file).display()
+    ))
 }

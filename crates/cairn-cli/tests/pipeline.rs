@@ -249,9 +249,12 @@ fn datums_rerun_only_what_changed() {
         "cairn.yaml",
         "stages:\n  upper:\n    foreach: {glob: \"data/images/*.txt\"}\n    cmd: tr a-z A-Z < ${item} > ${out}/${item.stem}.out\n    outs: [upper]\n  count:\n    cmd: ls upper | wc -l | tr -d ' ' > count.txt\n    deps: [upper]\n    outs: [count.txt]\n",
     );
-    let datums = |report: &serde_json::Value| report["stages"][0]["datums"].clone();
+    let datums = |report: &serde_json::Value| report["stages"][0]["parts"].clone();
     let cold = repo.json(&["run", "--json"]);
-    assert_eq!(datums(&cold), serde_json::json!({"ran": 4, "restored": 0, "fresh": 0, "removed": 0}));
+    assert_eq!(
+        datums(&cold),
+        serde_json::json!({"ran": 4, "restored": 0, "fresh": 0, "removed": 0, "missing": 0})
+    );
     assert_eq!(repo.read("upper/p3.out"), b"IMAGE 3\n");
     assert_eq!(repo.read("count.txt"), b"4\n");
 
@@ -260,7 +263,10 @@ fn datums_rerun_only_what_changed() {
     repo.write("data/images/p5.txt", "image 5\n");
     std::fs::remove_file(repo.path("data/images/p4.txt")).unwrap();
     let warm = repo.json(&["run", "--json"]);
-    assert_eq!(datums(&warm), serde_json::json!({"ran": 2, "restored": 0, "fresh": 2, "removed": 1}));
+    assert_eq!(
+        datums(&warm),
+        serde_json::json!({"ran": 2, "restored": 0, "fresh": 2, "removed": 1, "missing": 0})
+    );
     assert_eq!(repo.read("upper/p2.out"), b"IMAGE TWO\n");
     assert!(!repo.exists("upper/p4.out") && repo.exists("upper/p5.out"));
     assert_eq!(repo.read("count.txt"), b"4\n");
@@ -269,7 +275,10 @@ fn datums_rerun_only_what_changed() {
     // Putting an input back restores its datum from the run cache.
     repo.write("data/images/p2.txt", "image 2\n");
     let back = repo.json(&["run", "--json"]);
-    assert_eq!(datums(&back), serde_json::json!({"ran": 0, "restored": 1, "fresh": 3, "removed": 0}));
+    assert_eq!(
+        datums(&back),
+        serde_json::json!({"ran": 0, "restored": 1, "fresh": 3, "removed": 0, "missing": 0})
+    );
     assert_eq!(repo.read("upper/p2.out"), b"IMAGE 2\n");
 }
 
@@ -440,8 +449,98 @@ fn schema_is_published_and_current() {
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cairn.schema.json"))
             .unwrap();
-    assert_eq!(schema, committed, "regenerate docs/cairn.schema.json with `cairn pipeline schema`");
+    assert!(
+        schema == committed,
+        "docs/cairn.schema.json is stale: regenerate it with `cairn pipeline schema > docs/cairn.schema.json`"
+    );
     let parsed: serde_json::Value = serde_json::from_str(&schema).unwrap();
     assert!(parsed["properties"]["stages"].is_object());
     assert!(schema.contains("\"foreach\"") && schema.contains("\"max_null_fraction\""));
+}
+
+#[test]
+fn partitions_run_when_asked_and_downstream_follows() {
+    let repo = TestRepo::new();
+    repo.write(
+        "cairn.yaml",
+        r#"stages:
+  ingest:
+    partitions:
+      date: {daily: {start: 2026-01-01, end: 2026-01-10}}
+      region: {static: [us, eu]}
+    cmd: mkdir -p ${out}/${partition.date} && echo "${partition.region} on ${partition.date}" > ${out}/${partition.date}/${partition.region}.txt
+    outs: [data/ingested]
+  features:
+    partitions:
+      date: {daily: {start: 2026-01-01, end: 2026-01-10}}
+      region: {static: [us, eu]}
+    deps: ["data/ingested/${partition.date}/${partition.region}.txt"]
+    cmd: tr a-z A-Z < data/ingested/${partition.date}/${partition.region}.txt > ${out}/${partition.date}-${partition.region}.txt
+    outs: [data/features]
+  report:
+    deps: [data/features]
+    cmd: ls data/features | wc -l | tr -d ' ' > report.txt
+    outs: [report.txt]
+  customers:
+    partitions:
+      customer: {dynamic: true}
+    cmd: echo ${partition} > ${out}/${partition}.txt
+    outs: [data/customers]
+"#,
+    );
+    let parts = |report: &serde_json::Value, stage: usize| report["stages"][stage]["parts"].clone();
+    // Nothing is materialized until asked for.
+    let listed = repo.json(&["partitions", "list", "ingest", "--json"]);
+    assert_eq!(listed["summary"], serde_json::json!({"missing": 20}));
+
+    // One partition of the downstream stage brings the same partition upstream.
+    let one = repo.json(&["run", "features", "--partition", "2026-01-03|eu", "--json"]);
+    assert_eq!(one["stages"][0]["stage"], "ingest");
+    assert_eq!(parts(&one, 0)["ran"], 1);
+    assert_eq!(parts(&one, 0)["missing"], 19);
+    assert_eq!(parts(&one, 1)["ran"], 1);
+    assert_eq!(repo.read("data/features/2026-01-03-eu.txt"), b"EU ON 2026-01-03\n");
+
+    // A backfill over a range of one dimension.
+    let backfill = repo.json(&["run", "features", "--partitions", "date=2026-01-01..2026-01-05", "--json"]);
+    assert_eq!(parts(&backfill, 0)["ran"], 9);
+    assert_eq!(parts(&backfill, 0)["fresh"], 1);
+    let listed = repo.json(&["partitions", "list", "ingest", "--json"]);
+    assert_eq!(listed["summary"], serde_json::json!({"fresh": 10, "missing": 10}));
+    let text = repo.ok(&["partitions", "list", "ingest", "--state", "fresh"]);
+    assert!(text.starts_with("2026-01-01|us\tfresh\n"), "{text}");
+
+    // A plain run keeps materialized partitions up to date and runs no new ones; the
+    // unpartitioned report depends on all of them.
+    let plain = repo.json(&["run", "--json"]);
+    assert_eq!(parts(&plain, 0)["fresh"], 10);
+    assert_eq!(parts(&plain, 0)["ran"], 0);
+    assert_eq!(repo.read("report.txt"), b"10\n");
+
+    // Changing the command makes every materialized partition stale; only they re-run.
+    let yaml = std::fs::read_to_string(repo.path("cairn.yaml"))
+        .unwrap()
+        .replace("on ${partition.date}", "@ ${partition.date}");
+    repo.write("cairn.yaml", yaml);
+    let listed = repo.json(&["partitions", "list", "ingest", "--json"]);
+    assert_eq!(listed["summary"], serde_json::json!({"stale": 10, "missing": 10}));
+    let rerun = repo.json(&["run", "--json"]);
+    assert_eq!(parts(&rerun, 0)["ran"], 10);
+    assert_eq!(parts(&rerun, 1)["ran"], 10);
+    assert_eq!(repo.read("data/features/2026-01-03-eu.txt"), b"EU @ 2026-01-03\n");
+
+    // Dynamic keys.
+    let err = repo.fail(1, &["run", "customers", "--partition", "acme"]);
+    assert!(err.contains("`acme` is not a partition of this stage"), "{err}");
+    repo.ok(&["partitions", "add", "customers", "acme", "globex"]);
+    let dynamic = repo.json(&["run", "customers", "--partitions", "acme..globex", "--json"]);
+    assert_eq!(parts(&dynamic, 0)["ran"], 2);
+    repo.ok(&["partitions", "remove", "customers", "globex"]);
+    let removed = repo.json(&["run", "customers", "--json"]);
+    assert_eq!(parts(&removed, 0)["removed"], 1);
+    assert!(repo.exists("data/customers/acme.txt") && !repo.exists("data/customers/globex.txt"));
+
+    // The lock names a parts list instead of listing every partition.
+    let lock = std::fs::read_to_string(repo.path("cairn.lock")).unwrap();
+    assert!(lock.contains("parts: blake3:") && !lock.contains("2026-01-03|eu"), "{lock}");
 }

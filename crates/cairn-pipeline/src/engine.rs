@@ -9,22 +9,21 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cairn_hash::{Digest, hash_bytes};
+use cairn_hash::Digest;
 use cairn_repo::pointer::Pointer;
-use cairn_repo::{NoReporter, Repo, Tracked};
+use cairn_repo::{NoReporter, Repo};
 use serde_json::Value;
 
-use crate::exec::{self, Cancel, Job, Outcome, OutputSink};
+use crate::exec::{Cancel, OutputSink};
 use crate::fingerprint::{self, Inputs};
 use crate::graph::{self, Graph, is_under};
 use crate::lock::{Content, LOCK_FILE, LockFile, LockedDatum, LockedStage};
 use crate::runcache::{Entry, RunCache};
+use crate::scheduler::Scheduler;
 use crate::spec::{self, DEFAULT_PARAMS, PIPELINE_FILE, Pipeline, Stage};
-use crate::template::render_datum;
-use crate::{PipelineError, Result, checks, params};
+use crate::{PipelineError, Result, params};
 
 /// Receives what happens during a run. Stage output arrives through [`OutputSink::line`].
 pub trait Observer: OutputSink {
@@ -82,6 +81,8 @@ pub struct RunOptions {
     /// Bytes of memory stages may reserve in total.
     pub memory: u64,
     pub cancel: Cancel,
+    /// Partitions to run (for partitioned stages); empty: only stale materialized ones.
+    pub partitions: PartitionRequest,
 }
 
 /// What happened to a stage in a run.
@@ -119,8 +120,19 @@ pub struct StageReport {
     pub reasons: Vec<String>,
     pub seconds: f64,
     pub error: Option<String>,
-    /// For datum stages: (ran, restored, fresh, removed).
-    pub datums: Option<(u64, u64, u64, u64)>,
+    /// For datum and partitioned stages: what happened to the parts.
+    pub parts: Option<PartCounts>,
+}
+
+/// What happened to the parts of a datum or partitioned stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartCounts {
+    pub ran: u64,
+    pub restored: u64,
+    pub fresh: u64,
+    pub removed: u64,
+    /// Partitions never materialized and not asked for.
+    pub missing: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,11 +142,16 @@ pub struct RunReport {
 
 /// A pipeline in a repository, with its lock and run cache.
 pub struct Project<'r> {
-    repo: &'r Repo,
+    pub(crate) repo: &'r Repo,
     pub pipeline: Pipeline,
     pub graph: Graph,
     pub lock: LockFile,
-    runs: RunCache,
+    pub(crate) runs: RunCache,
+    /// The parts of datum and partitioned stages, by stage, loaded from the objects the lock
+    /// names (and replaced when a run changes them).
+    pub(crate) parts: HashMap<String, BTreeMap<String, LockedDatum>>,
+    /// The partitions asked for.
+    pub(crate) request: PartitionRequest,
     params: HashMap<String, std::result::Result<Value, String>>,
     fetcher: Option<Box<dyn ContentSource + 'r>>,
     /// Whether evaluation may use the source (a run may; a plan only says it would).
@@ -152,7 +169,7 @@ pub trait ContentSource {
 }
 
 /// The current content of paths (`None`: absent).
-type Records = HashMap<String, Option<Pointer>>;
+pub(crate) type Records = HashMap<String, Option<Pointer>>;
 
 pub fn seconds(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -164,41 +181,78 @@ fn short(digest: &str) -> String {
     hex.chars().take(10).collect()
 }
 
-fn rel_bytes(path: &str) -> Vec<u8> {
+pub(crate) fn rel_bytes(path: &str) -> Vec<u8> {
     path.as_bytes().to_vec()
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The stage's evaluated inputs.
-struct Evaluation {
-    fingerprint: Digest,
-    deps: BTreeMap<String, Content>,
-    params: BTreeMap<String, BTreeMap<String, Value>>,
-    decision: Decision,
-    reasons: Vec<String>,
+pub(crate) struct Evaluation {
+    pub(crate) fingerprint: Digest,
+    pub(crate) deps: BTreeMap<String, Content>,
+    pub(crate) params: BTreeMap<String, BTreeMap<String, Value>>,
+    pub(crate) decision: Decision,
+    pub(crate) reasons: Vec<String>,
     /// The outputs to restore or record (Restore/Record).
-    outs: Option<BTreeMap<String, Content>>,
-    /// Datum stages: the datums and what to do with each.
-    datums: Option<DatumPlan>,
+    pub(crate) outs: Option<BTreeMap<String, Content>>,
+    /// Datum and partitioned stages: the parts and what to do with each.
+    pub(crate) parts: Option<PartPlan>,
 }
 
+/// One datum (an input path) or partition (a key) of a stage.
 #[derive(Debug, Clone)]
-struct Datum {
-    item: String,
-    fingerprint: Digest,
-    input: Digest,
+pub(crate) struct Part {
+    pub(crate) key: String,
+    pub(crate) fingerprint: Digest,
+    /// A datum's input digest.
+    pub(crate) input: Option<Digest>,
     /// Outputs from the run cache, when it has them.
-    cached: Option<Content>,
+    pub(crate) cached: Option<Content>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct DatumPlan {
-    fresh: Vec<(String, LockedDatum)>,
-    todo: Vec<Datum>,
-    removed: Vec<(String, LockedDatum)>,
+pub(crate) struct PartPlan {
+    /// The lock's parts as they stand; parts that run replace their entry.
+    pub(crate) locked: BTreeMap<String, LockedDatum>,
+    pub(crate) fresh: usize,
+    pub(crate) todo: Vec<Part>,
+    pub(crate) removed: Vec<(String, LockedDatum)>,
+    /// Partitions never materialized and not asked for.
+    pub(crate) missing: usize,
+}
+
+/// Which partitions `cairn run` was asked for (`--partition`, `--partitions`).
+#[derive(Debug, Clone, Default)]
+pub struct PartitionRequest {
+    pub keys: Vec<String>,
+    pub ranges: Vec<String>,
+}
+
+impl PartitionRequest {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.ranges.is_empty()
+    }
+}
+
+/// A partition's state, for `cairn partitions list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionState {
+    Fresh,
+    Stale,
+    Missing,
+}
+
+impl PartitionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            PartitionState::Fresh => "fresh",
+            PartitionState::Stale => "stale",
+            PartitionState::Missing => "missing",
+        }
+    }
 }
 
 impl<'r> Project<'r> {
@@ -223,6 +277,8 @@ impl<'r> Project<'r> {
             fetcher: None,
             fetching: false,
             refreshed: std::cell::Cell::new(false),
+            parts: HashMap::new(),
+            request: PartitionRequest::default(),
         };
         let root_params = match project.params_file(DEFAULT_PARAMS) {
             Ok(Some(value)) => value,
@@ -232,6 +288,11 @@ impl<'r> Project<'r> {
         project.pipeline = spec::parse(&text, &file, &root_params)?;
         project.graph = graph::build(&project.pipeline, &file, root)?;
         Ok(project)
+    }
+
+    /// The partitions `plan`, `explain` and `run` consider for partitioned stages.
+    pub fn set_partitions(&mut self, request: PartitionRequest) {
+        self.request = request;
     }
 
     pub fn run_cache(&self) -> &RunCache {
@@ -299,7 +360,7 @@ impl<'r> Project<'r> {
     }
 
     /// Every param the stages read must exist before anything runs.
-    fn check_params(&mut self, stages: &[usize]) -> Result<()> {
+    pub(crate) fn check_params(&mut self, stages: &[usize]) -> Result<()> {
         let file = self.repo.root().join(PIPELINE_FILE);
         for &i in stages {
             let stage = self.pipeline.stages[i].clone();
@@ -322,12 +383,12 @@ impl<'r> Project<'r> {
     }
 
     /// Current content of every dep and output of `stages`, in one pass over the stat cache.
-    fn digest_all(&self, stages: &[usize], records: &mut Records) -> Result<()> {
+    pub(crate) fn digest_all(&self, stages: &[usize], records: &mut Records) -> Result<()> {
         let mut wanted: Vec<String> = Vec::new();
         for &i in stages {
             let stage = &self.pipeline.stages[i];
             for path in stage.deps.iter().chain(stage.outs.iter().map(|o| &o.path)) {
-                if !records.contains_key(path) {
+                if !records.contains_key(path) && !path.contains("${") {
                     wanted.push(path.clone());
                 }
             }
@@ -385,7 +446,7 @@ impl<'r> Project<'r> {
     }
 
     /// Indices of exactly the named stages (no upstream closure).
-    fn resolve_exact(&self, names: &[String]) -> HashSet<usize> {
+    pub(crate) fn resolve_exact(&self, names: &[String]) -> HashSet<usize> {
         (0..self.pipeline.stages.len())
             .filter(|&i| {
                 let s = &self.pipeline.stages[i].name;
@@ -397,7 +458,7 @@ impl<'r> Project<'r> {
 
     /// Forgets recorded content of paths that contain or are inside the stage's outputs (they
     /// are digested again when next needed). With `keep_exact`, the outputs themselves stay.
-    fn invalidate_inside(&self, i: usize, records: &mut Records, keep_exact: bool) {
+    pub(crate) fn invalidate_inside(&self, i: usize, records: &mut Records, keep_exact: bool) {
         let outs: Vec<&str> = self.pipeline.stages[i].outs.iter().map(|o| o.path.as_str()).collect();
         records.retain(|path, _| {
             !outs
@@ -445,7 +506,8 @@ impl<'r> Project<'r> {
         let stage = self.pipeline.stages[i].clone();
         let mut deps = BTreeMap::new();
         let mut dep_inputs = Vec::new();
-        for dep in &stage.deps {
+        // Per-partition deps (`${partition...}`) belong to each partition's fingerprint.
+        for dep in stage.deps.iter().filter(|d| !d.contains("${")) {
             let record = records.get(dep).cloned().flatten().ok_or_else(|| PipelineError::Stage {
                 stage: stage.name.clone(),
                 message: format!(
@@ -492,11 +554,11 @@ impl<'r> Project<'r> {
     }
 
     /// Decides what to do with stage `i`.
-    fn evaluate(&mut self, i: usize, records: &Records, force: bool) -> Result<Evaluation> {
+    pub(crate) fn evaluate(&mut self, i: usize, records: &Records, force: bool) -> Result<Evaluation> {
         let stage = self.pipeline.stages[i].clone();
         let (mut inputs, deps, params) = self.inputs(i, records)?;
-        if stage.datums.is_some() {
-            return self.evaluate_datums(&stage, inputs, deps, params, records, force);
+        if stage.has_parts() {
+            return self.evaluate_parts(&stage, inputs, deps, params, records, force);
         }
         let fingerprint = fingerprint::fingerprint(&inputs);
         let locked = self.lock.stages.get(&stage.name);
@@ -533,7 +595,7 @@ impl<'r> Project<'r> {
             decision: Decision::Fresh,
             reasons,
             outs: None,
-            datums: None,
+            parts: None,
         };
         if force {
             evaluation.reasons.insert(0, "forced".into());
@@ -593,43 +655,199 @@ impl<'r> Project<'r> {
         outs.values().all(|c| c.to_pointer().is_some_and(|p| self.repo.has_content(&p).unwrap_or(false)))
     }
 
-    /// The datums of a `foreach: {glob}` stage, each with its own fingerprint.
-    fn evaluate_datums(
+    /// The parts a datum or partitioned stage has recorded (from the object the lock names;
+    /// empty if that object is not in the cache).
+    pub(crate) fn locked_parts(&mut self, stage: &str) -> BTreeMap<String, LockedDatum> {
+        if let Some(parts) = self.parts.get(stage) {
+            return parts.clone();
+        }
+        let parts = self
+            .lock
+            .stages
+            .get(stage)
+            .and_then(|l| l.parts.as_ref())
+            .and_then(|d| Digest::parse_bytes(d.as_bytes()))
+            .and_then(|d| self.repo.store().read_verified(&d).ok())
+            .and_then(|bytes| serde_json::from_slice::<crate::lock::PartsFile>(&bytes).ok())
+            .map(|f| f.parts)
+            .unwrap_or_default();
+        self.parts.insert(stage.to_owned(), parts.clone());
+        parts
+    }
+
+    /// The current parts of a stage with their inputs: datums (matching paths and their
+    /// digests) or partition keys (with the digests of their per-partition deps).
+    fn part_inputs(
         &mut self,
         stage: &Stage,
-        mut inputs: Inputs,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<(String, PartDeps)>> {
+        let invalid = |message: String| PipelineError::Stage { stage: stage.name.clone(), message };
+        if let Some(glob) = &stage.datums {
+            let items = expand_glob(self.repo.root(), glob).map_err(invalid)?;
+            let digests = self
+                .repo
+                .digest_paths(&items.iter().map(|p| rel_bytes(p)).collect::<Vec<_>>(), &NoReporter)?;
+            return Ok(items
+                .into_iter()
+                .zip(digests)
+                .filter_map(|(item, d)| d.map(|d| (item.clone(), vec![(item, Some(d.digest))])))
+                .collect());
+        }
+        let dims = stage.partitions.as_ref().expect("a partitioned stage");
+        let keys: Vec<String> = match keys {
+            Some(keys) => keys.to_vec(),
+            None => {
+                crate::partitions::keys(dims, &crate::partitions::dynamic_keys(self.repo.root(), &stage.name))
+            }
+        };
+        let templated: Vec<&String> = stage.deps.iter().filter(|d| d.contains("${")).collect();
+        if templated.is_empty() {
+            return Ok(keys.into_iter().map(|k| (k, Vec::new())).collect());
+        }
+        let per_key: Vec<Vec<String>> = keys
+            .iter()
+            .map(|k| templated.iter().map(|d| crate::partitions::render(d, dims, k)).collect())
+            .collect();
+        let mut paths: Vec<String> = per_key.iter().flatten().cloned().collect();
+        paths.sort();
+        paths.dedup();
+        let digests =
+            self.repo.digest_paths(&paths.iter().map(|p| rel_bytes(p)).collect::<Vec<_>>(), &NoReporter)?;
+        let by_path: HashMap<&String, Option<Digest>> =
+            paths.iter().zip(digests).map(|(p, d)| (p, d.map(|d| d.digest))).collect();
+        Ok(keys
+            .into_iter()
+            .zip(per_key)
+            .map(|(k, deps)| {
+                let inputs = deps
+                    .into_iter()
+                    .map(|p| {
+                        let d = by_path[&p];
+                        (p, d)
+                    })
+                    .collect();
+                (k, inputs)
+            })
+            .collect())
+    }
+
+    /// A part's fingerprint: the stage's inputs with the part's command and deps.
+    fn part_fingerprint(
+        stage: &Stage,
+        inputs: &Inputs,
+        key: &str,
+        deps: &[(String, Option<Digest>)],
+    ) -> Digest {
+        let mut part = inputs.clone();
+        part.cmd =
+            inputs.cmd.iter().map(|c| crate::scheduler::render_part(stage, c, key, "${out}")).collect();
+        part.env = inputs
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), crate::scheduler::render_part(stage, v, key, "${out}")))
+            .collect();
+        part.deps.extend(deps.iter().cloned());
+        fingerprint::fingerprint(&part)
+    }
+
+    /// Every partition of a stage and whether it is fresh, stale or was never materialized.
+    pub fn partition_states(&mut self, name: &str) -> Result<Vec<(String, PartitionState)>> {
+        let i = self
+            .resolve_exact(&[name.to_owned()])
+            .into_iter()
+            .next()
+            .ok_or_else(|| PipelineError::UnknownStage { name: name.to_owned(), suggestion: None })?;
+        let stage = self.pipeline.stages[i].clone();
+        if stage.partitions.is_none() {
+            return Err(PipelineError::Stage { stage: stage.name, message: "it is not partitioned".into() });
+        }
+        self.check_params(&[i])?;
+        let mut records = Records::new();
+        self.digest_all(&[i], &mut records)?;
+        let (inputs, _, _) = self.inputs(i, &records)?;
+        let locked = self.locked_parts(&stage.name);
+        let parts = self.part_inputs(&stage, None)?;
+        Ok(parts
+            .into_iter()
+            .map(|(key, deps)| {
+                let state = match locked.get(&key) {
+                    None => PartitionState::Missing,
+                    Some(l)
+                        if l.fingerprint
+                            == Self::part_fingerprint(&stage, &inputs, &key, &deps).to_string() =>
+                    {
+                        PartitionState::Fresh
+                    }
+                    Some(_) => PartitionState::Stale,
+                };
+                (key, state)
+            })
+            .collect())
+    }
+
+    /// The parts of a datum or partitioned stage, each with its own fingerprint: which are
+    /// fresh, which run or come from the run cache, which were removed.
+    fn evaluate_parts(
+        &mut self,
+        stage: &Stage,
+        inputs: Inputs,
         deps: BTreeMap<String, Content>,
         params: ParamValues,
         records: &Records,
         force: bool,
     ) -> Result<Evaluation> {
-        let glob = stage.datums.clone().expect("a datum stage");
-        let items = expand_glob(self.repo.root(), &glob)
-            .map_err(|message| PipelineError::Stage { stage: stage.name.clone(), message })?;
-        let digests =
-            self.repo.digest_paths(&items.iter().map(|p| rel_bytes(p)).collect::<Vec<_>>(), &NoReporter)?;
-        let template = inputs.cmd.clone();
-        let locked = self.lock.stages.get(&stage.name).cloned();
-        let mut plan = DatumPlan::default();
-        let mut combined = Vec::new();
-        for (item, record) in items.iter().zip(digests) {
-            let Some(record) = record else { continue };
-            let mut datum_inputs = inputs.clone();
-            datum_inputs.cmd = template.iter().map(|c| render_datum(c, item, "${out}")).collect();
-            datum_inputs.deps.push((item.clone(), Some(record.digest)));
-            let fp = fingerprint::fingerprint(&datum_inputs);
-            combined.extend_from_slice(fp.as_bytes());
-            let known = locked.as_ref().and_then(|l| l.datums.get(item));
-            if !force
-                && let Some(known) = known
-                && known.fingerprint == fp.to_string()
-            {
-                plan.fresh.push((item.clone(), known.clone()));
+        let noun = if stage.datums.is_some() { "datum" } else { "partition" };
+        let locked = self.locked_parts(&stage.name);
+        let never_ran = !self.lock.stages.contains_key(&stage.name);
+        let mut plan = PartPlan { locked: locked.clone(), ..Default::default() };
+
+        // Which parts to look at: every datum; for partitions, those asked for, or else the
+        // ones materialized before (new partitions run only when asked for).
+        let all_keys: Option<Vec<String>> = stage.partitions.as_ref().map(|dims| {
+            crate::partitions::keys(dims, &crate::partitions::dynamic_keys(self.repo.root(), &stage.name))
+        });
+        let candidates: Option<Vec<String>> = match (&all_keys, stage.partitions.as_ref()) {
+            (Some(all), Some(dims)) => Some(if self.request.is_empty() {
+                all.iter().filter(|k| locked.contains_key(*k)).cloned().collect()
+            } else {
+                crate::partitions::select(all, dims, &self.request.keys, &self.request.ranges)
+                    .map_err(|message| PipelineError::Stage { stage: stage.name.clone(), message })?
+            }),
+            _ => None,
+        };
+        let parts = self.part_inputs(stage, candidates.as_deref())?;
+        let current: HashSet<&str> = match &all_keys {
+            Some(all) => all.iter().map(String::as_str).collect(),
+            None => parts.iter().map(|(k, _)| k.as_str()).collect(),
+        };
+        plan.removed = locked
+            .iter()
+            .filter(|(k, _)| !current.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(all) = &all_keys {
+            plan.missing = all.iter().filter(|k| !locked.contains_key(*k)).count()
+                - parts.iter().filter(|(k, _)| !locked.contains_key(k)).count();
+        }
+        for (key, part_deps) in &parts {
+            if let Some((path, _)) = part_deps.iter().find(|(_, d)| d.is_none()) {
+                return Err(PipelineError::Stage {
+                    stage: stage.name.clone(),
+                    message: format!(
+                        "partition `{key}` depends on `{path}`, which does not exist (run the upstream partition first)"
+                    ),
+                });
+            }
+            let fp = Self::part_fingerprint(stage, &inputs, key, part_deps);
+            if !force && locked.get(key).is_some_and(|l| l.fingerprint == fp.to_string()) {
+                plan.fresh += 1;
                 continue;
             }
             let cached =
                 if force { None } else { self.run_entry(&fp).and_then(|e| e.outs.into_values().next()) };
-            plan.todo.push(Datum { item: item.clone(), fingerprint: fp, input: record.digest, cached });
+            let input = stage.datums.as_ref().and(part_deps.first().and_then(|(_, d)| *d));
+            plan.todo.push(Part { key: key.clone(), fingerprint: fp, input, cached });
         }
         // Run-cache hits need their outputs here: fetch the missing ones in one batch (in a
         // run), and treat what is still missing as a miss.
@@ -638,11 +856,7 @@ impl<'r> Project<'r> {
             .todo
             .iter()
             .filter_map(|d| {
-                d.cached
-                    .as_ref()
-                    .filter(|c| !has(c))
-                    .and_then(|c| c.to_pointer())
-                    .map(|p| (d.item.clone(), p))
+                d.cached.as_ref().filter(|c| !has(c)).and_then(|c| c.to_pointer()).map(|p| (d.key.clone(), p))
             })
             .collect();
         if !absent.is_empty()
@@ -652,22 +866,12 @@ impl<'r> Project<'r> {
             source.fetch(&absent);
         }
         let planning = !self.fetching && self.fetcher.is_some();
-        for datum in &mut plan.todo {
-            if datum.cached.as_ref().is_some_and(|c| !has(c) && !planning) {
-                datum.cached = None;
+        for part in &mut plan.todo {
+            if part.cached.as_ref().is_some_and(|c| !has(c) && !planning) {
+                part.cached = None;
             }
         }
-        if let Some(locked) = &locked {
-            let current: HashSet<&String> = items.iter().collect();
-            plan.removed = locked
-                .datums
-                .iter()
-                .filter(|(k, _)| !current.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-        }
-        inputs.deps.push((format!("{glob} (datums)"), Some(hash_bytes(&combined))));
-        let fingerprint = fingerprint::fingerprint(&inputs);
+
         let out = &stage.outs[0].path;
         let mut reasons = Vec::new();
         let run = plan.todo.iter().filter(|d| d.cached.is_none()).count();
@@ -675,29 +879,28 @@ impl<'r> Project<'r> {
         if force {
             reasons.push("forced".into());
         }
-        if locked.is_none() {
+        if never_ran && !(stage.partitions.is_some() && parts.is_empty()) {
             reasons.push("it has never run".into());
         }
         if run + restore > 0 {
             reasons.push(format!(
-                "{} of {} datums are new or changed ({run} to run, {restore} from the run cache)",
+                "{} of {} {noun}s {} ({run} to run, {restore} from the run cache)",
                 plan.todo.len(),
-                items.len()
+                parts.len(),
+                if stage.datums.is_some() { "are new or changed" } else { "are new or stale" }
             ));
         }
         if !plan.removed.is_empty() {
             let n = plan.removed.len();
-            reasons.push(format!(
-                "the input{} of {n} datum{} {} deleted: {} outputs are removed",
-                if n == 1 { "" } else { "s" },
-                if n == 1 { "" } else { "s" },
-                if n == 1 { "was" } else { "were" },
-                if n == 1 { "its" } else { "their" }
-            ));
+            reasons.push(if stage.datums.is_some() {
+                format!("the inputs of {n} datum(s) were deleted: their outputs are removed")
+            } else {
+                format!("{n} partition(s) no longer exist: their outputs are removed")
+            });
         }
-        let current_out = records.get(out).cloned().flatten().map(|p| Content::from_pointer(&p));
-        if reasons.is_empty() {
-            match (current_out, locked.as_ref().and_then(|l| l.outs.get(out))) {
+        if reasons.is_empty() && !plan.locked.is_empty() {
+            let current_out = records.get(out).cloned().flatten().map(|p| Content::from_pointer(&p));
+            match (current_out, self.lock.stages.get(&stage.name).and_then(|l| l.outs.get(out))) {
                 (None, _) => reasons.push(format!("output `{out}` is missing")),
                 (Some(now), Some(was)) if now.digest != was.digest => reasons.push(format!(
                     "output `{out}` was modified ({} → {})",
@@ -707,15 +910,18 @@ impl<'r> Project<'r> {
                 _ => {}
             }
             if !reasons.is_empty() {
-                // Rebuild the directory from every datum's recorded outputs.
-                plan.todo = plan
-                    .fresh
-                    .drain(..)
-                    .map(|(item, d)| Datum {
-                        fingerprint: Digest::parse_bytes(d.fingerprint.as_bytes()).unwrap_or(fingerprint),
-                        input: Digest::parse_bytes(d.input.as_bytes()).unwrap_or(fingerprint),
-                        cached: Some(d.outs),
-                        item,
+                // Rebuild the directory from every part's recorded outputs.
+                let _ = std::fs::remove_dir_all(self.repo.root().join(out));
+                plan.fresh = 0;
+                plan.todo = locked
+                    .iter()
+                    .filter(|(k, _)| current.contains(k.as_str()))
+                    .map(|(key, d)| Part {
+                        key: key.clone(),
+                        fingerprint: Digest::parse_bytes(d.fingerprint.as_bytes())
+                            .unwrap_or(Digest::blake3([0; 32])),
+                        input: Digest::parse_bytes(d.input.as_bytes()),
+                        cached: Some(d.outs.clone()),
                     })
                     .collect();
             }
@@ -727,7 +933,8 @@ impl<'r> Project<'r> {
         } else {
             Decision::Run
         };
-        Ok(Evaluation { fingerprint, deps, params, decision, reasons, outs: None, datums: Some(plan) })
+        let fingerprint = fingerprint::fingerprint(&inputs);
+        Ok(Evaluation { fingerprint, deps, params, decision, reasons, outs: None, parts: Some(plan) })
     }
 
     /// Runs the pipeline (or the targets and what they depend on).
@@ -759,6 +966,7 @@ impl<'r> Project<'r> {
         let head = cairn_git::GitRepo::discover(self.repo.root()).ok();
         let commit = head.as_ref().and_then(|g| g.head().ok().flatten());
         self.fetching = true;
+        self.request = options.partitions.clone();
         let before: HashSet<String> =
             head.as_ref().and_then(|g| g.changed_paths().ok()).unwrap_or_default().into_iter().collect();
 
@@ -804,28 +1012,12 @@ impl<'r> Project<'r> {
         }
         Ok(report)
     }
-
-    /// Content records to keep in caches and carry to remotes: every output in `cairn.lock`
-    /// and in the run cache (`(label, record)`).
-    pub fn referenced_content(&self) -> Vec<(String, Pointer)> {
-        let mut out = Vec::new();
-        for (name, stage) in &self.lock.stages {
-            for (path, content) in &stage.outs {
-                if let Some(p) = content.to_pointer() {
-                    out.push((format!("{path} (stage {name})"), p));
-                }
-            }
-            for (item, datum) in &stage.datums {
-                if let Some(p) = datum.outs.to_pointer() {
-                    out.push((format!("{item} (datum of {name})"), p));
-                }
-            }
-        }
-        out
-    }
 }
 
 type ParamValues = BTreeMap<String, BTreeMap<String, Value>>;
+
+/// A part's own deps: (path, digest or `None` if absent).
+type PartDeps = Vec<(String, Option<Digest>)>;
 
 fn when(created: u64) -> String {
     let ago = now_secs().saturating_sub(created);
@@ -939,716 +1131,4 @@ pub fn expand_glob(root: &Path, glob: &str) -> std::result::Result<Vec<String>, 
         }
     }
     Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------
-// The scheduler.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Running,
-    Done,
-    Failed,
-    Blocked,
-    NotRun,
-}
-
-/// A command to run: a whole stage, or one datum of a datum stage.
-struct Task {
-    stage: usize,
-    datum: Option<Datum>,
-}
-
-/// A datum stage being run: datums still out, and what finished.
-struct DatumProgress {
-    evaluation: Evaluation,
-    outstanding: usize,
-    done: BTreeMap<String, LockedDatum>,
-    ran: u64,
-    restored: u64,
-    failed: bool,
-}
-
-struct Scheduler<'p, 'r> {
-    project: &'p mut Project<'r>,
-    options: &'p RunOptions,
-    commit: Option<String>,
-    selected: Vec<usize>,
-    forced: HashSet<usize>,
-    state: Vec<State>,
-    remaining: Vec<usize>,
-    records: Records,
-    queue: Vec<Task>,
-    /// Single-run stages waiting for their command: their evaluation.
-    running: HashMap<usize, (Evaluation, Instant)>,
-    datum_stages: HashMap<usize, (DatumProgress, Instant)>,
-    reports: BTreeMap<usize, StageReport>,
-    free_cpus: u32,
-    free_gpus: Vec<u32>,
-    free_memory: u64,
-    active: usize,
-    stop: bool,
-}
-
-struct Finished {
-    task: Task,
-    outcome: Outcome,
-    gpus: Vec<u32>,
-    cpus: u32,
-    memory: u64,
-}
-
-impl<'p, 'r> Scheduler<'p, 'r> {
-    fn new(
-        project: &'p mut Project<'r>,
-        selected: &[usize],
-        options: &'p RunOptions,
-        commit: Option<String>,
-    ) -> Self {
-        let n = project.pipeline.stages.len();
-        let forced = if options.force { project.resolve_exact(&options.targets) } else { HashSet::new() };
-        let in_run: HashSet<usize> = selected.iter().copied().collect();
-        let remaining =
-            (0..n).map(|i| project.graph.upstream[i].iter().filter(|u| in_run.contains(u)).count()).collect();
-        Scheduler {
-            project,
-            options,
-            commit,
-            selected: selected.to_vec(),
-            forced,
-            state: vec![State::Waiting; n],
-            remaining,
-            records: Records::new(),
-            queue: Vec::new(),
-            running: HashMap::new(),
-            datum_stages: HashMap::new(),
-            reports: BTreeMap::new(),
-            free_cpus: options.cpus.max(1),
-            free_gpus: (0..options.gpus).collect(),
-            free_memory: options.memory,
-            active: 0,
-            stop: false,
-        }
-    }
-
-    fn name(&self, i: usize) -> String {
-        self.project.pipeline.stages[i].name.clone()
-    }
-
-    fn report(
-        &mut self,
-        i: usize,
-        action: Action,
-        reasons: Vec<String>,
-        started: Option<Instant>,
-        error: Option<String>,
-    ) {
-        let seconds = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
-        let stage = self.name(i);
-        let datums = self.reports.get(&i).and_then(|r| r.datums);
-        self.reports.insert(i, StageReport { stage, action, reasons, seconds, error, datums });
-    }
-
-    fn drive(&mut self, observer: &dyn Observer) -> Result<()> {
-        let selected = self.selected.clone();
-        self.project.digest_all(&selected, &mut self.records)?;
-        let (tx, rx) = mpsc::channel::<Finished>();
-        let cancel = &self.options.cancel;
-        let root = self.project.repo.root().to_path_buf();
-        std::thread::scope(|scope| -> Result<()> {
-            let mut error = None;
-            loop {
-                if cancel.load(Ordering::Relaxed) {
-                    self.stop = true;
-                }
-                // Evaluate every stage whose upstream is done.
-                if !self.stop && error.is_none() {
-                    let ready: Vec<usize> = selected
-                        .iter()
-                        .copied()
-                        .filter(|&i| self.state[i] == State::Waiting && self.remaining[i] == 0)
-                        .collect();
-                    for i in ready {
-                        if let Err(e) = self.start_stage(i, observer) {
-                            error = Some(e);
-                            self.stop = true;
-                            break;
-                        }
-                    }
-                }
-                // Start queued commands while the budget allows.
-                let mut k = 0;
-                while !self.stop && k < self.queue.len() {
-                    let stage = &self.project.pipeline.stages[self.queue[k].stage];
-                    let cpus = stage.cpus.clamp(1, self.options.cpus.max(1));
-                    let fits = self.active < self.options.jobs.max(1)
-                        && cpus <= self.free_cpus
-                        && (stage.gpus as usize) <= self.free_gpus.len()
-                        && (self.options.memory == 0 || stage.memory <= self.free_memory);
-                    if !fits {
-                        k += 1;
-                        continue;
-                    }
-                    let task = self.queue.remove(k);
-                    let gpus: Vec<u32> = self.free_gpus.drain(..stage.gpus as usize).collect();
-                    let memory = if self.options.memory == 0 { 0 } else { stage.memory };
-                    self.free_cpus -= cpus;
-                    self.free_memory -= memory;
-                    self.active += 1;
-                    let job = self.job(&task, &gpus, &root)?;
-                    let tx = tx.clone();
-                    scope.spawn(move || {
-                        let outcome = exec::run(&job, observer, cancel);
-                        let _ = tx.send(Finished { task, outcome, gpus, cpus, memory });
-                    });
-                }
-                if self.active == 0 {
-                    let more = !self.stop
-                        && selected
-                            .iter()
-                            .any(|&i| self.state[i] == State::Waiting && self.remaining[i] == 0);
-                    if !more && (self.queue.is_empty() || self.stop) {
-                        break;
-                    }
-                    if more {
-                        continue;
-                    }
-                }
-                let Ok(finished) = rx.recv_timeout(Duration::from_millis(100)) else { continue };
-                self.active -= 1;
-                self.free_cpus += finished.cpus;
-                self.free_memory += finished.memory;
-                self.free_gpus.extend(finished.gpus);
-                self.free_gpus.sort();
-                if let Err(e) = self.finish_task(finished.task, finished.outcome, observer) {
-                    error.get_or_insert(e);
-                    self.stop = true;
-                }
-            }
-            match error {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
-        })
-    }
-
-    /// Builds the command for a task.
-    fn job(&self, task: &Task, gpus: &[u32], root: &Path) -> Result<Job> {
-        let stage = &self.project.pipeline.stages[task.stage];
-        let cwd = root.join(&stage.wdir);
-        let mut env: Vec<(String, String)> = stage.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        env.push(("CAIRN_STAGE".into(), stage.name.clone()));
-        if !gpus.is_empty() {
-            let ids: Vec<String> = gpus.iter().map(u32::to_string).collect();
-            env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));
-        }
-        let logs = root.join(".cairn/state/logs");
-        let (label, cmds, log) = match &task.datum {
-            None => (stage.name.clone(), stage.cmd.clone(), logs.join(format!("{}.log", stage.name))),
-            Some(datum) => {
-                let staging = root.join(staging_rel(&stage.name, &datum.item));
-                let _ = std::fs::remove_dir_all(&staging);
-                std::fs::create_dir_all(&staging)
-                    .map_err(|e| PipelineError::io("create directory", &staging, e))?;
-                let out = staging.to_string_lossy().into_owned();
-                env.push(("CAIRN_DATUM".into(), datum.item.clone()));
-                (
-                    format!("{}[{}]", stage.name, datum.item),
-                    stage.cmd.iter().map(|c| render_datum(c, &datum.item, &out)).collect(),
-                    logs.join(&stage.name).join(format!("{}.log", datum_key(&datum.item))),
-                )
-            }
-        };
-        Ok(Job { label, cmds, cwd, env, timeout: stage.timeout, retries: stage.retries, log })
-    }
-
-    /// Evaluates a ready stage and acts: fresh, record, restore, or queue its command(s).
-    fn start_stage(&mut self, i: usize, observer: &dyn Observer) -> Result<()> {
-        let name = self.name(i);
-        if self.project.graph.upstream[i]
-            .iter()
-            .any(|&u| matches!(self.state[u], State::Failed | State::Blocked))
-        {
-            self.state[i] = State::Blocked;
-            self.report(i, Action::Blocked, vec!["a stage it depends on failed".into()], None, None);
-            observer.stage(&name, "blocked: a stage it depends on failed");
-            self.release(i);
-            return Ok(());
-        }
-        let started = Instant::now();
-        let stage = self.project.pipeline.stages[i].clone();
-        // Deps written by upstream stages in this run are digested now.
-        self.project.digest_all(&[i], &mut self.records)?;
-        let evaluation = match self.project.evaluate(i, &self.records, self.forced.contains(&i)) {
-            Ok(e) => e,
-            Err(e) => {
-                self.state[i] = State::Failed;
-                let message = e.to_string();
-                observer.stage(&name, &format!("failed: {message}"));
-                self.report(i, Action::Failed, Vec::new(), None, Some(message));
-                self.after_failure(i);
-                return Ok(());
-            }
-        };
-        match evaluation.decision {
-            Decision::Fresh => {
-                self.state[i] = State::Done;
-                observer.stage(&name, "up to date");
-                self.report(i, Action::Fresh, evaluation.reasons, None, None);
-                self.release(i);
-            }
-            Decision::Record | Decision::Restore if stage.datums.is_none() => {
-                let outs = evaluation.outs.clone().unwrap_or_default();
-                if evaluation.decision == Decision::Restore {
-                    let tracked: Vec<Tracked> = outs
-                        .iter()
-                        .filter_map(|(path, c)| {
-                            c.to_pointer().map(|pointer| Tracked { rel: rel_bytes(path), pointer })
-                        })
-                        .collect();
-                    self.project.repo.restore_outputs(tracked, &NoReporter)?;
-                    observer.stage(&name, "restored from the run cache");
-                } else {
-                    observer.stage(&name, "recorded (outputs already match an earlier run)");
-                }
-                self.ignore_cached_outs(i)?;
-                self.record(i, &evaluation, outs);
-                self.state[i] = State::Done;
-                let action = if evaluation.decision == Decision::Restore {
-                    Action::Restored
-                } else {
-                    Action::Recorded
-                };
-                self.report(i, action, evaluation.reasons, Some(started), None);
-                self.release(i);
-            }
-            _ if stage.datums.is_some() => {
-                let plan = evaluation.datums.clone().unwrap_or_default();
-                let out = stage.outs[0].path.clone();
-                let out_abs = self.project.repo.root().join(&out);
-                std::fs::create_dir_all(&out_abs)
-                    .map_err(|e| PipelineError::io("create directory", &out_abs, e))?;
-                // Inputs that are gone take their outputs with them.
-                for (_, datum) in &plan.removed {
-                    self.remove_datum_files(&out, &datum.outs)?;
-                }
-                let mut progress = DatumProgress {
-                    outstanding: 0,
-                    done: plan.fresh.iter().cloned().collect(),
-                    ran: 0,
-                    restored: 0,
-                    failed: false,
-                    evaluation,
-                };
-                let mut to_run = Vec::new();
-                for datum in plan.todo {
-                    match &datum.cached {
-                        Some(content) => {
-                            let locked = self.merge_datum(i, &datum, Some(content.clone()))?;
-                            progress.done.insert(datum.item.clone(), locked);
-                            progress.restored += 1;
-                        }
-                        None => to_run.push(datum),
-                    }
-                }
-                progress.outstanding = to_run.len();
-                observer.stage(
-                    &name,
-                    &format!(
-                        "{} datums: {} to run, {} restored from the run cache, {} up to date, {} removed",
-                        plan.fresh.len() + progress.restored as usize + to_run.len(),
-                        to_run.len(),
-                        progress.restored,
-                        plan.fresh.len(),
-                        plan.removed.len()
-                    ),
-                );
-                let removed = plan.removed.len() as u64;
-                let fresh = plan.fresh.len() as u64;
-                self.state[i] = State::Running;
-                self.reports.insert(
-                    i,
-                    StageReport {
-                        stage: name.clone(),
-                        action: Action::Ran,
-                        reasons: Vec::new(),
-                        seconds: 0.0,
-                        error: None,
-                        datums: Some((0, progress.restored, fresh, removed)),
-                    },
-                );
-                let empty = to_run.is_empty();
-                for datum in to_run {
-                    self.queue.push(Task { stage: i, datum: Some(datum) });
-                }
-                self.datum_stages.insert(i, (progress, started));
-                if empty {
-                    self.complete_datum_stage(i, observer)?;
-                }
-            }
-            _ => {
-                observer.stage(&name, &format!("running ({})", evaluation.reasons.join("; ")));
-                self.prepare_outputs(&stage)?;
-                self.state[i] = State::Running;
-                self.running.insert(i, (evaluation, started));
-                self.queue.push(Task { stage: i, datum: None });
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes outputs (except `persist` ones) before the command runs, so nothing stale is
-    /// mistaken for its output, and creates their parent directories.
-    fn prepare_outputs(&self, stage: &Stage) -> Result<()> {
-        let root = self.project.repo.root();
-        for out in &stage.outs {
-            let path = root.join(&out.path);
-            if !out.persist {
-                let removed = match std::fs::symlink_metadata(&path) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
-                    Ok(_) => std::fs::remove_file(&path),
-                    Err(_) => Ok(()),
-                };
-                removed.map_err(|e| PipelineError::io("remove the old output", &path, e))?;
-            }
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| PipelineError::io("create directory", parent, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn ignore_cached_outs(&self, i: usize) -> Result<()> {
-        for out in &self.project.pipeline.stages[i].outs {
-            if out.cache {
-                self.project.repo.ignore_in_git(out.path.as_bytes())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Records a finished stage in the lock and the records.
-    fn record(&mut self, i: usize, evaluation: &Evaluation, outs: BTreeMap<String, Content>) {
-        let stage = &self.project.pipeline.stages[i];
-        let locked = LockedStage {
-            fingerprint: evaluation.fingerprint.to_string(),
-            cmd: stage.cmd.clone(),
-            wdir: stage.wdir.clone(),
-            deps: evaluation.deps.clone(),
-            params: evaluation.params.clone(),
-            env: stage.env.clone(),
-            outs: outs.clone(),
-            datums: BTreeMap::new(),
-        };
-        let name = stage.name.clone();
-        self.project.invalidate_inside(i, &mut self.records, false);
-        for (path, content) in &outs {
-            self.records.insert(path.clone(), content.to_pointer());
-        }
-        self.project.lock.stages.insert(name, locked);
-    }
-
-    /// Lets downstream stages become ready.
-    fn release(&mut self, i: usize) {
-        for d in self.project.graph.downstream[i].clone() {
-            self.remaining[d] = self.remaining[d].saturating_sub(1);
-        }
-    }
-
-    fn after_failure(&mut self, i: usize) {
-        if !self.options.keep_going {
-            self.stop = true;
-        }
-        self.release(i);
-    }
-
-    fn finish_task(&mut self, task: Task, outcome: Outcome, observer: &dyn Observer) -> Result<()> {
-        let i = task.stage;
-        let name = self.name(i);
-        if let Some(datum) = task.datum {
-            let (progress, _) = self.datum_stages.get_mut(&i).expect("a running datum stage");
-            progress.outstanding -= 1;
-            match outcome {
-                Outcome::Success => {
-                    let merged = self.merge_datum(i, &datum, None);
-                    let (progress, _) = self.datum_stages.get_mut(&i).expect("a running datum stage");
-                    match merged {
-                        Ok(locked) => {
-                            progress.done.insert(datum.item.clone(), locked);
-                            progress.ran += 1;
-                        }
-                        Err(e) => {
-                            observer.stage(&format!("{name}[{}]", datum.item), &format!("failed: {e}"));
-                            progress.failed = true;
-                        }
-                    }
-                }
-                other => {
-                    observer.stage(
-                        &format!("{name}[{}]", datum.item),
-                        &format!("failed: {}", exec::describe(&other)),
-                    );
-                    progress.failed = true;
-                    if !self.options.keep_going {
-                        // Datums not started yet stay undone.
-                        let before = self.queue.len();
-                        self.queue.retain(|t| t.stage != i);
-                        progress.outstanding -= before - self.queue.len();
-                    }
-                }
-            }
-            let (progress, _) = &self.datum_stages[&i];
-            if progress.outstanding == 0 {
-                self.complete_datum_stage(i, observer)?;
-            }
-            return Ok(());
-        }
-
-        let (evaluation, started) = self.running.remove(&i).expect("a running stage");
-        let result = match outcome {
-            Outcome::Success => self.collect_outputs(i),
-            other => Err(exec::describe(&other)),
-        };
-        match result {
-            Ok(outs) => {
-                let entry = Entry {
-                    schema: 1,
-                    fingerprint: evaluation.fingerprint.to_string(),
-                    stage: name.clone(),
-                    outs: outs.clone(),
-                    created: now_secs(),
-                    commit: self.commit.clone(),
-                };
-                self.project.runs.put(&entry)?;
-                self.record(i, &evaluation, outs);
-                self.state[i] = State::Done;
-                observer.stage(&name, &format!("done in {}", seconds(started.elapsed())));
-                self.report(i, Action::Ran, evaluation.reasons, Some(started), None);
-                self.release(i);
-            }
-            Err(message) => {
-                let interrupted = self.options.cancel.load(Ordering::Relaxed);
-                self.state[i] = if interrupted { State::NotRun } else { State::Failed };
-                let log = self.project.repo.root().join(".cairn/state/logs").join(format!("{name}.log"));
-                let message = format!("{message} (full log: {})", log.display());
-                if interrupted {
-                    observer.stage(&name, "stopped: interrupted; nothing it wrote was cached");
-                } else {
-                    observer.stage(&name, &format!("failed: {message}"));
-                }
-                let action = if interrupted { Action::NotRun } else { Action::Failed };
-                self.report(i, action, evaluation.reasons, Some(started), Some(message));
-                self.after_failure(i);
-            }
-        }
-        Ok(())
-    }
-
-    /// After a successful command: every declared output must exist; checks must pass;
-    /// then the outputs are stored. Nothing is cached if any of that fails.
-    fn collect_outputs(&mut self, i: usize) -> std::result::Result<BTreeMap<String, Content>, String> {
-        let stage = self.project.pipeline.stages[i].clone();
-        let root = self.project.repo.root();
-        let missing: Vec<&str> = stage
-            .outs
-            .iter()
-            .filter(|o| std::fs::symlink_metadata(root.join(&o.path)).is_err())
-            .map(|o| o.path.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "the command succeeded but did not write the declared output{} {}; nothing was cached",
-                if missing.len() == 1 { "" } else { "s" },
-                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
-            ));
-        }
-        for check in &stage.checks {
-            checks::run(check, root)?;
-        }
-        let rels: Vec<Vec<u8>> = stage.outs.iter().map(|o| rel_bytes(&o.path)).collect();
-        let stored = self.project.repo.store_outputs(&rels, &NoReporter).map_err(|e| e.to_string())?;
-        self.ignore_cached_outs(i).map_err(|e| e.to_string())?;
-        Ok(stage.outs.iter().zip(stored).map(|(o, p)| (o.path.clone(), Content::from_pointer(&p))).collect())
-    }
-
-    fn remove_datum_files(&self, out: &str, content: &Content) -> Result<()> {
-        let Some(pointer) = content.to_pointer() else { return Ok(()) };
-        let Ok(files) = self.project.repo.content_files(&pointer) else { return Ok(()) };
-        let base = self.project.repo.root().join(out);
-        for file in files {
-            let path = base.join(String::from_utf8_lossy(&file.path).as_ref());
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(PipelineError::io("remove", &path, e)),
-            }
-            let mut dir = path.parent();
-            while let Some(d) = dir {
-                if d == base || std::fs::remove_dir(d).is_err() {
-                    break;
-                }
-                dir = d.parent();
-            }
-        }
-        Ok(())
-    }
-
-    /// Puts one datum's outputs into the stage's output directory: from the run cache
-    /// (`cached`) or from the staging directory it just ran in (stored and entered into the
-    /// run cache first). Returns its lock entry.
-    fn merge_datum(&mut self, i: usize, datum: &Datum, cached: Option<Content>) -> Result<LockedDatum> {
-        let stage = self.project.pipeline.stages[i].clone();
-        let out = stage.outs[0].path.clone();
-        let repo = self.project.repo;
-        let staging = staging_rel(&stage.name, &datum.item);
-        let content = match cached {
-            Some(content) => {
-                let pointer =
-                    content.to_pointer().ok_or_else(|| PipelineError::Internal("bad datum record".into()))?;
-                repo.restore_outputs(vec![Tracked { rel: rel_bytes(&staging), pointer }], &NoReporter)?;
-                content
-            }
-            None => {
-                let stored = repo.store_outputs(&[rel_bytes(&staging)], &NoReporter)?;
-                let content = Content::from_pointer(&stored[0]);
-                let mut outs = BTreeMap::new();
-                outs.insert(out.clone(), content.clone());
-                self.project.runs.put(&Entry {
-                    schema: 1,
-                    fingerprint: datum.fingerprint.to_string(),
-                    stage: stage.name.clone(),
-                    outs,
-                    created: now_secs(),
-                    commit: self.commit.clone(),
-                })?;
-                content
-            }
-        };
-        // The datum's previous outputs go first.
-        if let Some(previous) =
-            self.project.lock.stages.get(&stage.name).and_then(|l| l.datums.get(&datum.item))
-        {
-            let previous = previous.outs.clone();
-            self.remove_datum_files(&out, &previous)?;
-        }
-        let root = repo.root();
-        let from = root.join(&staging);
-        let to = root.join(&out);
-        for entry in walkdir::WalkDir::new(&from).min_depth(1) {
-            let entry =
-                entry.map_err(|e| PipelineError::Internal(format!("listing `{}`: {e}", from.display())))?;
-            let rel = entry.path().strip_prefix(&from).expect("under the staging directory");
-            let dest = to.join(rel);
-            if entry.file_type().is_dir() {
-                std::fs::create_dir_all(&dest)
-                    .map_err(|e| PipelineError::io("create directory", &dest, e))?;
-                continue;
-            }
-            if std::fs::symlink_metadata(&dest).is_ok() {
-                return Err(PipelineError::Stage {
-                    stage: stage.name.clone(),
-                    message: format!(
-                        "datum `{}` wrote `{}`, which another datum already wrote; datums must write distinct files (use ${{item.stem}} in names)",
-                        datum.item,
-                        Path::new(&out).join(rel).display()
-                    ),
-                });
-            }
-            std::fs::rename(entry.path(), &dest)
-                .map_err(|e| PipelineError::io("move a datum's output to", &dest, e))?;
-        }
-        let _ = std::fs::remove_dir_all(&from);
-        Ok(LockedDatum {
-            fingerprint: datum.fingerprint.to_string(),
-            input: datum.input.to_string(),
-            outs: content,
-        })
-    }
-
-    fn complete_datum_stage(&mut self, i: usize, observer: &dyn Observer) -> Result<()> {
-        let (progress, started) = self.datum_stages.remove(&i).expect("a datum stage");
-        let name = self.name(i);
-        let stage = self.project.pipeline.stages[i].clone();
-        let out = stage.outs[0].path.clone();
-        if progress.failed {
-            // Datums that succeeded are in the run cache; the lock keeps its old state.
-            let interrupted = self.options.cancel.load(Ordering::Relaxed);
-            self.state[i] = if interrupted { State::NotRun } else { State::Failed };
-            let action = if interrupted { Action::NotRun } else { Action::Failed };
-            let message = format!(
-                "some datums failed (logs: .cairn/state/logs/{name}/); the {} that succeeded are cached",
-                progress.ran
-            );
-            observer.stage(&name, &format!("failed: {message}"));
-            let datums =
-                self.reports.get(&i).and_then(|r| r.datums).map(|(_, r, f, d)| (progress.ran, r, f, d));
-            self.report(i, action, progress.evaluation.reasons.clone(), Some(started), Some(message));
-            if let Some(r) = self.reports.get_mut(&i) {
-                r.datums = datums;
-            }
-            self.after_failure(i);
-            return Ok(());
-        }
-        for check in &stage.checks {
-            if let Err(message) = checks::run(check, self.project.repo.root()) {
-                self.state[i] = State::Failed;
-                observer.stage(&name, &format!("failed: {message}"));
-                self.report(
-                    i,
-                    Action::Failed,
-                    progress.evaluation.reasons.clone(),
-                    Some(started),
-                    Some(message),
-                );
-                self.after_failure(i);
-                return Ok(());
-            }
-        }
-        let stored = self.project.repo.store_outputs(&[rel_bytes(&out)], &NoReporter)?;
-        self.project.repo.ignore_in_git(out.as_bytes())?;
-        let outs: BTreeMap<String, Content> =
-            [(out.clone(), Content::from_pointer(&stored[0]))].into_iter().collect();
-        self.record(i, &progress.evaluation, outs);
-        if let Some(locked) = self.project.lock.stages.get_mut(&name) {
-            locked.datums = progress.done;
-        }
-        self.state[i] = State::Done;
-        let (_, restored, fresh, removed) = self.reports.get(&i).and_then(|r| r.datums).unwrap_or_default();
-        let action = if progress.ran > 0 { Action::Ran } else { Action::Restored };
-        observer.stage(&name, &format!("done in {}", seconds(started.elapsed())));
-        self.report(i, action, progress.evaluation.reasons.clone(), Some(started), None);
-        if let Some(r) = self.reports.get_mut(&i) {
-            r.datums = Some((progress.ran, restored, fresh, removed));
-        }
-        self.release(i);
-        Ok(())
-    }
-
-    /// Reports in run order, with stages never reached marked as not run.
-    fn finish(&mut self) -> Vec<StageReport> {
-        let selected = self.selected.clone();
-        for i in selected.iter().copied() {
-            if !self.reports.contains_key(&i) || self.state[i] == State::Waiting {
-                let reason = if self.options.cancel.load(Ordering::Relaxed) {
-                    "interrupted"
-                } else {
-                    "the run stopped"
-                };
-                self.state[i] = State::NotRun;
-                self.report(i, Action::NotRun, vec![reason.into()], None, None);
-            }
-        }
-        selected.iter().filter_map(|i| self.reports.get(i).cloned()).collect()
-    }
-}
-
-/// Where a datum runs: `.cairn/state/datums/<stage>/<key>`.
-fn staging_rel(stage: &str, item: &str) -> String {
-    format!(".cairn/state/datums/{stage}/{}", datum_key(item))
-}
-
-fn datum_key(item: &str) -> String {
-    hash_bytes(item.as_bytes()).hex()[..16].to_owned()
 }

@@ -29,9 +29,18 @@ pub fn glob_base(glob: &str) -> &str {
     }
 }
 
+/// The part of a path before its first `${...}` placeholder, up to the last `/`.
+pub fn template_base(path: &str) -> &str {
+    match path.find("${") {
+        None => path,
+        Some(at) => path[..at].rfind('/').map_or("", |slash| &path[..slash]),
+    }
+}
+
 /// The paths a stage reads: its deps, and for a datum stage the base of its glob.
 pub fn inputs(stage: &Stage) -> Vec<&str> {
-    let mut paths: Vec<&str> = stage.deps.iter().map(String::as_str).collect();
+    // A per-partition dep (`data/x/${partition.date}`) stands for the directory above it.
+    let mut paths: Vec<&str> = stage.deps.iter().map(|d| template_base(d)).collect();
     if let Some(glob) = &stage.datums {
         paths.push(glob_base(glob));
     }
@@ -117,7 +126,8 @@ pub fn build(pipeline: &Pipeline, file: &Path, root: &Path) -> Result<Graph> {
                     upstream[i].insert(j);
                 }
             }
-            if !produced && std::fs::symlink_metadata(root.join(dep)).is_err() {
+            let templated = stage.deps.iter().any(|d| d.contains("${") && template_base(d) == dep);
+            if !produced && !templated && std::fs::symlink_metadata(root.join(dep)).is_err() {
                 return Err(invalid(format!(
                     "stage {} depends on `{dep}`, which does not exist and no stage writes it",
                     at(i)

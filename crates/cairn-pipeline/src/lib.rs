@@ -22,7 +22,9 @@ pub mod fingerprint;
 pub mod graph;
 pub mod lock;
 pub mod params;
+pub mod partitions;
 pub mod runcache;
+mod scheduler;
 pub mod spec;
 pub mod template;
 

@@ -15,8 +15,8 @@
 //!     env: {OMP_NUM_THREADS: "1"}
 //!     outs:
 //!       data/prepared: {digest: blake3:…, size: 52311, files: 2}
-//!     datums:                      # incremental datum stages only: one per input path
-//!       data/images/a.png: {fingerprint: blake3:…, input: blake3:…, outs: {digest: …, size: …, files: 1}}
+//!     parts: blake3:…              # datum and partitioned stages: a cache object listing
+//!                                  # every part (`PartsFile`): fingerprint, input, outputs
 //! ```
 //!
 //! A file's digest is its content digest; a directory's is the digest of its manifest (see
@@ -58,15 +58,26 @@ pub struct LockedStage {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outs: BTreeMap<String, Content>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub datums: BTreeMap<String, LockedDatum>,
+    /// Datum and partitioned stages: the digest of the JSON object in the cache that lists
+    /// every part (see [`PartsFile`]); kept out of this file so it stays small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<String>,
+}
+
+/// The parts of a datum or partitioned stage, stored as a cache object (JSON):
+/// `{"schema":1,"parts":{"data/images/a.png":{"fingerprint":…,"input":…,"outs":{…}}}}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartsFile {
+    pub schema: u32,
+    pub parts: BTreeMap<String, LockedDatum>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LockedDatum {
     pub fingerprint: String,
-    /// Content digest of the input path.
+    /// Content digest of a datum's input path (empty for a partition).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub input: String,
     /// The files this datum wrote, as a directory.
     pub outs: Content,

@@ -7,7 +7,7 @@
 //!   prepare:
 //!     cmd: python prepare.py ${data} data/prepared      # a string, or a list run in order
 //!     wdir: .                                           # paths below are relative to it
-//!     deps: [prepare.py, ${data}]                       # files and directories
+//!     deps: [prepare.py, "${data}"]                     # files and directories
 //!     params: [prepare.split, seed]                     # keys of params.yaml ...
 //!     #  - config/train.toml: [lr]                      # ... or of another YAML/JSON/TOML file
 //!     outs:
@@ -118,6 +118,10 @@ pub struct RawStage {
     /// Generate one stage per combination of values (`name@k1-v1-k2-v2`).
     #[serde(default)]
     pub matrix: Option<IndexMap<String, Vec<Value>>>,
+    /// Run once per partition key: dimensions of static keys, time windows or dynamic keys
+    /// (`${partition}`, `${partition.NAME}`, and `${out}` for the partition's files).
+    #[serde(default)]
+    pub partitions: Option<IndexMap<String, crate::partitions::RawDimension>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -281,6 +285,16 @@ pub struct Stage {
     /// For a datum stage: the glob (repository-relative) whose matches are the datums; `cmd`
     /// still holds `${item}` and `${out}`.
     pub datums: Option<String>,
+    /// For a partitioned stage: its dimensions; `cmd`, `deps` and `env` may still hold
+    /// `${partition...}` and `${out}`.
+    pub partitions: Option<crate::partitions::Dimensions>,
+}
+
+impl Stage {
+    /// Datum and partitioned stages run in parts, each writing into the one output directory.
+    pub fn has_parts(&self) -> bool {
+        self.datums.is_some() || self.partitions.is_some()
+    }
 }
 
 /// The parsed, expanded pipeline.
@@ -319,6 +333,18 @@ pub fn parse(text: &str, file: &Path, root_params: &Value) -> Result<Pipeline, P
             return Err(invalid("`foreach` and `matrix` cannot be used together".into()));
         }
         let base = Context { vars: &raw.vars, params: root_params, item: Vec::new(), keep: &[] };
+        if let Some(raw_dims) = &stage.partitions {
+            if stage.foreach.is_some() || stage.matrix.is_some() {
+                return Err(invalid("`partitions` cannot be combined with `foreach` or `matrix`".into()));
+            }
+            let keep = ["partition", "out"];
+            let context = Context { keep: &keep, ..base };
+            let mut built = build(name, line, stage, &context).map_err(invalid)?;
+            built.partitions = Some(crate::partitions::parse_dimensions(raw_dims).map_err(invalid)?);
+            validate_parts_stage(&built, "partitions").map_err(invalid)?;
+            stages.push(built);
+            continue;
+        }
         match (&stage.foreach, &stage.matrix) {
             (None, None) => stages.push(build(name, line, stage, &base).map_err(invalid)?),
             (Some(Foreach::Glob { glob }), _) => {
@@ -327,7 +353,7 @@ pub fn parse(text: &str, file: &Path, root_params: &Value) -> Result<Pipeline, P
                 let mut built = build(name, line, stage, &context).map_err(invalid)?;
                 let glob = template::render(glob, &context).map_err(invalid)?;
                 built.datums = Some(repo_path(&built.wdir, &glob).map_err(invalid)?);
-                validate_datum_stage(&built).map_err(invalid)?;
+                validate_parts_stage(&built, "foreach: {glob: ...}").map_err(invalid)?;
                 stages.push(built);
             }
             (Some(Foreach::List(items)), _) => {
@@ -393,13 +419,17 @@ fn check_stage_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn validate_datum_stage(stage: &Stage) -> Result<(), String> {
+fn validate_parts_stage(stage: &Stage, what: &str) -> Result<(), String> {
     let outs: Vec<&Out> = stage.outs.iter().filter(|o| o.kind == OutKind::Out).collect();
     if outs.len() != 1 || !stage.outs.iter().all(|o| o.kind == OutKind::Out) {
-        return Err("a `foreach: {glob: ...}` stage must have exactly one output, the directory its datums write into, and no metrics or plots".into());
+        return Err(format!(
+            "a `{what}` stage must have exactly one output, the directory its parts write into, and no metrics or plots"
+        ));
     }
     if !stage.cmd.iter().any(|c| c.contains("${out}")) {
-        return Err("a `foreach: {glob: ...}` stage's cmd must write into `${out}` (each datum gets its own directory, merged into the output afterwards)".into());
+        return Err(format!(
+            "a `{what}` stage's cmd must write into `${{out}}` (each part gets its own directory, merged into the output afterwards)"
+        ));
     }
     Ok(())
 }
@@ -468,7 +498,7 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
                         (Some((p, o)), None) => (p.clone(), o.clone()),
                         _ => {
                             return Err(
-                                "each output with options is a one-key map: `- path: {cache: false}`".into()
+                                "each output with options is a one-key map: `- path: {cache: false}`".into(),
                             );
                         }
                     }
@@ -526,6 +556,7 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
         timeout,
         checks,
         datums: None,
+        partitions: None,
     })
 }
 
