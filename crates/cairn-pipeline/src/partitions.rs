@@ -135,7 +135,10 @@ pub fn valid_key(key: &str) -> bool {
 
 fn parse_time(text: &str, unit: Unit) -> Result<NaiveDateTime, String> {
     let text = text.trim();
-    if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H") {
+    if let Some((date, hour)) = text.split_once('T')
+        && let (Ok(date), Ok(hour)) = (NaiveDate::parse_from_str(date, "%Y-%m-%d"), hour.parse::<u32>())
+        && let Some(t) = date.and_hms_opt(hour, 0, 0)
+    {
         return Ok(t);
     }
     if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
