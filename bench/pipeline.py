@@ -137,7 +137,7 @@ def bench_partitions(work, n):
         f.write("stages:\n  ingest:\n    partitions:\n"
                 "      date: {daily: {start: 2020-01-01, end: 2022-09-26}}\n"
                 "      region: {static: [" + ", ".join(f"r{i}" for i in range(regions)) + "]}\n"
-                "    cmd: echo ${partition} > ${out}/${partition.date}-${partition.region}.txt\n"
+                "    cmd: echo '${partition}' > ${out}/${partition.date}-${partition.region}.txt\n"
                 "    outs: [data/ingested]\n")
     # Materialize a slice, so status compares fingerprints as well as listing keys.
     sh([CAIRN, "run", "-q", "--partitions", "date=2020-01-01..2020-01-10"], path)

@@ -190,24 +190,32 @@ fn plan_json(plan: &[Planned]) -> Value {
     )
 }
 
-/// Machine resources the scheduler may hand out.
+/// Machine resources the scheduler may hand out (`CAIRN_CPUS`, `CAIRN_GPUS` and
+/// `CAIRN_MEMORY` (bytes) override what is detected, for shared machines and tests).
 fn machine() -> (u32, u32, u64) {
+    let from_env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let (cpus, gpus, memory) = detected();
+    (
+        from_env("CAIRN_CPUS").map_or(cpus, |n| n.max(1) as u32),
+        from_env("CAIRN_GPUS").map_or(gpus, |n| n as u32),
+        from_env("CAIRN_MEMORY").unwrap_or(memory),
+    )
+}
+
+fn detected() -> (u32, u32, u64) {
     let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-    let gpus = match std::env::var("CAIRN_GPUS") {
-        Ok(n) => n.trim().parse().unwrap_or(0),
-        Err(_) => std::fs::read_dir("/dev")
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        let name = e.file_name();
-                        let name = name.to_string_lossy();
-                        name.strip_prefix("nvidia")
-                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                    })
-                    .count() as u32
-            })
-            .unwrap_or(0),
-    };
+    let gpus = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.strip_prefix("nvidia")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count() as u32
+        })
+        .unwrap_or(0);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
@@ -313,9 +321,16 @@ pub fn stale_stages(repo: &Repo) -> Result<Option<Vec<Planned>>, Failure> {
     if !repo.root().join(PIPELINE_FILE).exists() {
         return Ok(None);
     }
-    let mut project = Project::load(repo)?;
-    let plan = project.plan(&[], false)?;
-    Ok(Some(plan.into_iter().filter(|p| p.decision != Decision::Fresh).collect()))
+    // A broken pipeline must not hide the data status: it is reported as a stage-less line.
+    let plan = Project::load(repo).and_then(|mut project| project.plan(&[], false));
+    match plan {
+        Ok(plan) => Ok(Some(plan.into_iter().filter(|p| p.decision != Decision::Fresh).collect())),
+        Err(error) => Ok(Some(vec![Planned {
+            stage: "(pipeline)".into(),
+            decision: Decision::AfterUpstream,
+            reasons: vec![format!("cannot be planned: {error} (see `cairn run --dry`)")],
+        }])),
+    }
 }
 
 pub fn print_stale(stale: &[Planned], total_hint: bool) -> Result<(), Failure> {

@@ -39,7 +39,7 @@ fn ml_pipeline() -> TestRepo {
     );
     repo.write(
         "train.sh",
-        "lr=$(grep 'lr:' params.yaml | awk '{print $2}')\nsum=$(paste -sd+ data/prepared/values.txt | bc)\necho \"model lr=$lr sum=$sum\" > model.bin\n",
+        "lr=$(grep 'lr:' params.yaml | awk '{print $2}')\nsum=$(awk '{s += $1} END {print s}' data/prepared/values.txt)\necho \"model lr=$lr sum=$sum\" > model.bin\n",
     );
     repo.write(
         "evaluate.sh",
@@ -543,4 +543,45 @@ fn partitions_run_when_asked_and_downstream_follows() {
     // The lock names a parts list instead of listing every partition.
     let lock = std::fs::read_to_string(repo.path("cairn.lock")).unwrap();
     assert!(lock.contains("parts: blake3:") && !lock.contains("2026-01-03|eu"), "{lock}");
+}
+
+#[test]
+fn resources_limit_what_runs_at_once() {
+    let repo = TestRepo::new();
+    // Two stages that each need both CPUs of a 2-CPU budget, and two that each need one of
+    // two GPUs; each records its start and end time and the GPUs it was given.
+    repo.write(
+        "cairn.yaml",
+        "stages:\n  big1:\n    cmd: date +%s.%N > big1.txt; sleep 0.4; date +%s.%N >> big1.txt\n    outs: [big1.txt]\n    resources: {cpus: 2}\n  big2:\n    cmd: date +%s.%N > big2.txt; sleep 0.4; date +%s.%N >> big2.txt\n    outs: [big2.txt]\n    resources: {cpus: 2}\n  gpu1:\n    cmd: echo $CUDA_VISIBLE_DEVICES > gpu1.txt\n    outs: [gpu1.txt]\n    resources: {gpus: 1, cpus: 0}\n  gpu2:\n    cmd: echo $CUDA_VISIBLE_DEVICES > gpu2.txt\n    outs: [gpu2.txt]\n    resources: {gpus: 1, cpus: 0}\n  huge:\n    cmd: echo never\n    resources: {gpus: 4}\n",
+    );
+    let run = |args: &[&str]| {
+        repo.command(args)
+            .env("CAIRN_CPUS", "2")
+            .env("CAIRN_GPUS", "2")
+            .env("CAIRN_MEMORY", "1000000000")
+            .output()
+            .unwrap()
+    };
+    let output = run(&["run", "huge"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("it needs 4 GPU(s) and this machine has 2"), "{stderr}");
+    let output = run(&["run", "big1", "big2", "gpu1", "gpu2", "-j", "4"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let span = |n: &str| {
+        let text = String::from_utf8(repo.read(n)).unwrap();
+        let t: Vec<f64> = text.lines().map(|l| l.parse().unwrap()).collect();
+        (t[0], t[1])
+    };
+    let (a, b) = (span("big1.txt"), span("big2.txt"));
+    assert!(a.1 <= b.0 || b.1 <= a.0, "two 2-CPU stages overlapped on 2 CPUs: {a:?} {b:?}");
+    let mut gpus = vec![
+        String::from_utf8(repo.read("gpu1.txt")).unwrap().trim().to_owned(),
+        String::from_utf8(repo.read("gpu2.txt")).unwrap().trim().to_owned(),
+    ];
+    gpus.sort();
+    assert!(gpus == ["0", "1"] || gpus == ["0", "0"] || gpus == ["1", "1"], "{gpus:?}");
+    repo.write("cairn.yaml", "stages:\n  fat:\n    cmd: echo hi\n    resources: {memory: 2GB}\n");
+    let output = run(&["run"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("it needs 1907 MiB of memory and this machine has 953 MiB"), "{stderr}");
 }

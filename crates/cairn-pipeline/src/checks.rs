@@ -172,8 +172,62 @@ mod tests {
         assert!(check(spec(4, &[], None)).unwrap_err().contains("3 rows, fewer than the minimum 4"));
         assert!(check(spec(1, &["c"], None)).unwrap_err().contains("missing required column `c`"));
         assert!(check(spec(1, &[], Some(0.2))).unwrap_err().contains("column `b` is 33.3% empty"));
+        // The same checks on a Parquet file, from its footer statistics.
+        write_parquet(&dir.path().join("t.parquet"));
+        let parquet = |columns: &[&str], nulls| {
+            let spec = TableCheck {
+                file: "t.parquet".into(),
+                name: None,
+                rows: Some(RowBounds { min: Some(4), max: Some(4) }),
+                columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+                max_null_fraction: nulls,
+            };
+            run(&Check::Table { name: "p".into(), file: "t.parquet".into(), spec }, dir.path())
+        };
+        parquet(&["id", "plan"], Some(0.75)).unwrap();
+        assert!(parquet(&["age"], None).unwrap_err().contains("missing required column `age`"));
+        assert!(parquet(&[], Some(0.5)).unwrap_err().contains("column `plan` is 75.0% empty (3 of 4 rows)"));
+        std::fs::write(dir.path().join("bad.parquet"), "not parquet").unwrap();
+        let bad = TableCheck {
+            file: "bad.parquet".into(),
+            name: None,
+            rows: None,
+            columns: vec![],
+            max_null_fraction: None,
+        };
+        let err = run(&Check::Table { name: "b".into(), file: "bad.parquet".into(), spec: bad }, dir.path())
+            .unwrap_err();
+        assert!(err.contains("not a readable Parquet file"), "{err}");
+
         let cmd = Check::Command { name: "nonempty".into(), cmd: "echo bad >&2; exit 3".into() };
         let err = run(&cmd, dir.path()).unwrap_err();
         assert!(err.contains("exited with 3") && err.contains("bad"), "{err}");
+    }
+
+    /// Four rows: `id` 1..4, `plan` set only in the first row.
+    fn write_parquet(path: &std::path::Path) {
+        use parquet::data_type::{ByteArray, ByteArrayType, Int32Type};
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        use parquet::schema::parser::parse_message_type;
+        use std::sync::Arc;
+        let schema = Arc::new(
+            parse_message_type("message t { required int32 id; optional binary plan (UTF8); }").unwrap(),
+        );
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer =
+            SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build())).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        column.typed::<Int32Type>().write_batch(&[1, 2, 3, 4], None, None).unwrap();
+        column.close().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<ByteArrayType>()
+            .write_batch(&[ByteArray::from("pro")], Some(&[1, 0, 0, 0]), None)
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
     }
 }

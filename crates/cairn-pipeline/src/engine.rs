@@ -677,11 +677,7 @@ impl<'r> Project<'r> {
 
     /// The current parts of a stage with their inputs: datums (matching paths and their
     /// digests) or partition keys (with the digests of their per-partition deps).
-    fn part_inputs(
-        &mut self,
-        stage: &Stage,
-        keys: Option<&[String]>,
-    ) -> Result<Vec<(String, PartDeps)>> {
+    fn part_inputs(&mut self, stage: &Stage, keys: Option<&[String]>) -> Result<Vec<(String, PartDeps)>> {
         let invalid = |message: String| PipelineError::Stage { stage: stage.name.clone(), message };
         if let Some(glob) = &stage.datums {
             let items = expand_glob(self.repo.root(), glob).map_err(invalid)?;

@@ -257,6 +257,18 @@ mod tests {
         );
         assert!(matches!(outcome, Outcome::TimedOut(_)), "{outcome:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
+        // Retries run the commands again from the first; the third attempt succeeds.
+        let mut flaky = job(
+            &["n=$(cat tries 2>/dev/null || echo 0); echo $((n+1)) > tries; test $n -ge 2"],
+            None,
+            dir.path(),
+        );
+        flaky.retries = 2;
+        assert_eq!(run(&flaky, &Discard, &flag), Outcome::Success);
+        assert_eq!(std::fs::read_to_string(dir.path().join("tries")).unwrap().trim(), "3");
+        flaky.retries = 0;
+        std::fs::remove_file(dir.path().join("tries")).unwrap();
+        assert!(matches!(run(&flaky, &Discard, &flag), Outcome::Failed(_)));
         flag.store(true, Ordering::Relaxed);
         assert_eq!(run(&job(&["sleep 30"], None, dir.path()), &Discard, &flag), Outcome::Interrupted);
     }
