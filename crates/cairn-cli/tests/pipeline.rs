@@ -333,6 +333,13 @@ fn generated_stages_and_lineage() {
     );
     let json = repo.json(&["lineage", "summary.txt", "--json"]);
     assert_eq!(json["inputs"][1]["stage"], "sweep@a");
+    // A stage removed from cairn.yaml leaves cairn.lock at the next full run.
+    let yaml = std::fs::read_to_string(repo.path("cairn.yaml")).unwrap();
+    let without_summary = &yaml[..yaml.find("  summary:").unwrap()];
+    repo.write("cairn.yaml", without_summary);
+    assert!(std::fs::read_to_string(repo.path("cairn.lock")).unwrap().contains("  summary:"));
+    run(&repo, &[]);
+    assert!(!std::fs::read_to_string(repo.path("cairn.lock")).unwrap().contains("  summary:"));
     let err = repo.fail(1, &["run", "trian"]);
     assert!(err.contains("no stage named `trian` in cairn.yaml (did you mean `train`?)"), "{err}");
 }

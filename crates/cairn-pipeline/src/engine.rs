@@ -969,6 +969,11 @@ impl<'r> Project<'r> {
         let mut scheduler = Scheduler::new(self, &selected, options, commit);
         let result = scheduler.drive(observer);
         let reports = scheduler.finish();
+        // A full run forgets stages that are no longer in cairn.yaml.
+        if options.targets.is_empty() {
+            let names: HashSet<&str> = self.pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+            self.lock.stages.retain(|name, _| names.contains(name.as_str()));
+        }
         // Whatever happened, what finished is recorded: a later run resumes from there.
         self.lock.save(&self.repo.root().join(LOCK_FILE))?;
 
