@@ -592,3 +592,58 @@ fn resources_limit_what_runs_at_once() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("it needs 1907 MiB of memory and this machine has 953 MiB"), "{stderr}");
 }
+
+#[test]
+fn wdir_persist_uncached_outputs_and_other_params_files() {
+    let repo = TestRepo::new();
+    repo.write("src/config.toml", "[model]\nname = \"tree\"\ndepth = 4\n");
+    repo.write("src/input.txt", "abc\n");
+    repo.write(
+        "cairn.yaml",
+        r#"stages:
+  build:
+    wdir: src
+    cmd:
+      - echo "run $(date +%s%N)" >> ../history.log
+      - mkdir -p ../build && echo ${model.depth} > ../build/depth.txt
+      - cat input.txt > report.txt
+      - echo building in $(basename $PWD)
+    deps: [input.txt]
+    params:
+      - config.toml: [model.depth, model.name]
+    outs:
+      - ../build
+      - ../history.log: {persist: true, cache: false}
+      - report.txt: {cache: false}
+"#,
+    );
+    // `${model.depth}` resolves from the root params.yaml only, so give it one.
+    repo.write("params.yaml", "model:\n  depth: 4\n");
+    let output = repo.run(&["run"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Stage output is streamed with a prefix.
+    assert!(String::from_utf8_lossy(&output.stdout).contains("[build] building in src\n"));
+    assert_eq!(repo.read("build/depth.txt"), b"4\n");
+    let lock = std::fs::read_to_string(repo.path("cairn.lock")).unwrap();
+    assert!(
+        lock.contains("wdir: src") && lock.contains("src/config.toml:") && lock.contains("model.name: tree"),
+        "{lock}"
+    );
+    // Cached outputs are ignored by Git; `cache: false` ones are left to Git.
+    let root_ignore = String::from_utf8(repo.read(".gitignore")).unwrap();
+    assert!(root_ignore.contains("/build") && !root_ignore.contains("history.log"), "{root_ignore}");
+    assert!(
+        !repo.exists("src/.gitignore")
+            || !String::from_utf8(repo.read("src/.gitignore")).unwrap().contains("report.txt")
+    );
+    // A param of the other file changes: the stage runs again, and the persistent output
+    // keeps what earlier runs wrote while the others are rebuilt.
+    repo.write("src/config.toml", "[model]\nname = \"forest\"\ndepth = 4\n");
+    assert_eq!(
+        repo.ok(&["explain", "build"]),
+        "build: would run\n    param `model.name` (src/config.toml) changed: \"tree\" → \"forest\"\n"
+    );
+    run(&repo, &[]);
+    let history = String::from_utf8(repo.read("history.log")).unwrap();
+    assert_eq!(history.lines().count(), 2, "{history}");
+}
