@@ -64,7 +64,7 @@ impl Remote {
                         .put(&path, Bytes::from(bytes).into())
                         .await
                         .map_err(|e| inner.storage_error(format!("upload `{path}`"), &e))?;
-                    Ok::<(), crate::RemoteError>(())
+                    inner.make_durable(&path).await
                 })
                 .buffer_unordered(inner.jobs)
                 .try_collect::<Vec<()>>(),

@@ -3,7 +3,8 @@
 //! A pack whose entries are all unreferenced is deleted (its index first, so no reader is
 //! ever sent to a missing pack). A pack that is at least half garbage is rewritten: its live
 //! entries go into a new pack, published like any push, before the old one is deleted. Packs
-//! without an index older than an hour (left by killed pushes) are deleted too. Live large
+//! without an index older than an hour (left by killed pushes) are deleted too, and so are a
+//! directory remote's part files of interrupted multipart uploads (`<pack>#<n>`). Live large
 //! objects keep every chunk their recipe names.
 //!
 //! Do not run it while another clone pushes to the same remote: a push that saw an object in
@@ -37,8 +38,18 @@ pub struct CloudGcReport {
 }
 
 enum Action {
-    Delete { pack: Digest, index: bool, pack_exists: bool },
-    Rewrite { index: PackIndex },
+    Delete {
+        pack: Digest,
+        index: bool,
+        pack_exists: bool,
+    },
+    /// A leftover part file of an interrupted multipart upload.
+    DeleteLeftover {
+        name: String,
+    },
+    Rewrite {
+        index: PackIndex,
+    },
 }
 
 impl Remote {
@@ -120,6 +131,12 @@ impl Inner {
                 actions.push(Action::Delete { pack: listed.digest, index: false, pack_exists: true });
             }
         }
+        for (name, modified, size) in &index.leftovers {
+            if now - modified >= ORPHAN_GRACE_SECONDS {
+                report.bytes_freed += size;
+                actions.push(Action::DeleteLeftover { name: name.clone() });
+            }
+        }
         if !force {
             return Ok(report);
         }
@@ -138,6 +155,21 @@ impl Inner {
                         }
                     }
                     Action::Rewrite { index } => self.rewrite(index).await?,
+                    Action::DeleteLeftover { name } => {
+                        // Invisible to object_store, so removed from the directory itself.
+                        if let Some(root) = &self.storage.local_root {
+                            let packs = self.storage.prefix.clone().join("packs");
+                            let dir = packs.parts().fold(root.clone(), |p, part| p.join(part.as_ref()));
+                            let path = dir.join(&name);
+                            match std::fs::remove_file(&path) {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(source) => {
+                                    return Err(RemoteError::Io { action: "remove", path, source });
+                                }
+                            }
+                        }
+                    }
                 }
                 reporter.advance(1, 0);
                 Ok::<(), RemoteError>(())

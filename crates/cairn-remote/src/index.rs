@@ -30,6 +30,8 @@ pub struct RemoteIndex {
     blobs: FxHashMap<Digest, (u32, u32)>,
     recipes: FxHashMap<Digest, (u32, u32)>,
     pub(crate) listed: Vec<ListedPack>,
+    /// Names under `packs/` that are neither packs nor indexes (name, modified, size).
+    pub(crate) leftovers: Vec<(String, i64, u64)>,
 }
 
 /// Where one entry lives.
@@ -104,6 +106,7 @@ impl Inner {
             .await
             .map_err(|e| self.storage_error(format!("list `{prefix}`"), &e))?;
         let mut packs: FxHashMap<Digest, ListedPack> = FxHashMap::default();
+        let mut leftovers = Vec::new();
         for meta in &listing {
             let Some(name) = meta.location.filename() else { continue };
             let Some((digest, is_index)) = parse_listed_name(name) else { continue };
@@ -190,6 +193,25 @@ impl Inner {
         let mut listed: Vec<ListedPack> = packs.into_values().collect();
         listed.sort_by_key(|p| p.digest);
         index.listed = listed;
+        // A directory remote's part files of multipart uploads a killed push left behind
+        // (`<pack>#<n>`); object_store's listing hides them, so they are found directly.
+        if let Some(root) = &self.storage.local_root {
+            let dir = prefix.parts().fold(root.clone(), |path, part| path.join(part.as_ref()));
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.contains(".pack#")
+                    && let Ok(meta) = entry.metadata()
+                {
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs() as i64);
+                    leftovers.push((name, modified, meta.len()));
+                }
+            }
+        }
+        index.leftovers = leftovers;
         Ok(index)
     }
 

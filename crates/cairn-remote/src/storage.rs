@@ -96,6 +96,9 @@ impl Location {
 pub(crate) struct Storage {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: StorePath,
+    /// For a directory remote, its path: uploads are fsynced there (object_store's local
+    /// store renames into place but never syncs, and an index must not outlive its pack).
+    pub local_root: Option<PathBuf>,
 }
 
 fn option<'a>(spec: &'a RemoteSpec, key: &str) -> Option<&'a str> {
@@ -195,7 +198,7 @@ pub(crate) fn open(spec: &RemoteSpec, aws: &AwsEnvironment) -> Result<Storage, R
                     reason: e.to_string(),
                 }
             })?;
-            Ok(Storage { store: Arc::new(store), prefix: StorePath::default() })
+            Ok(Storage { store: Arc::new(store), prefix: StorePath::default(), local_root: Some(path) })
         }
         Location::S3 { bucket, prefix } => open_s3(spec, aws, bucket, prefix),
     }
@@ -287,7 +290,7 @@ fn open_s3(
         url: spec.url.clone(),
         reason: e.to_string(),
     })?;
-    Ok(Storage { store: Arc::new(store), prefix: StorePath::from(prefix) })
+    Ok(Storage { store: Arc::new(store), prefix: StorePath::from(prefix), local_root: None })
 }
 
 /// Why a storage request failed, as far as the user needs to know.

@@ -377,13 +377,30 @@ impl Inner {
         let failed = |e: object_store::Error| self.storage_error(format!("upload `{key}`"), &e);
         if bytes.len() <= MULTIPART_THRESHOLD {
             self.storage.store.put(&key, bytes.into()).await.map_err(failed)?;
-            return Ok(());
+        } else {
+            let upload = self.storage.store.put_multipart(&key).await.map_err(failed)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            writer.put(bytes);
+            writer.finish().await.map_err(failed)?;
         }
-        let upload = self.storage.store.put_multipart(&key).await.map_err(failed)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        writer.put(bytes);
-        writer.finish().await.map_err(failed)?;
-        Ok(())
+        self.make_durable(&key).await
+    }
+
+    /// On a directory remote, fsyncs what was just written and its directory, so that after
+    /// a crash of the machine a pack is whole before its index can exist (an S3 PUT is
+    /// durable when it returns).
+    pub(crate) async fn make_durable(&self, key: &object_store::path::Path) -> Result<()> {
+        let Some(root) = self.storage.local_root.clone() else { return Ok(()) };
+        let path = key.parts().fold(root, |path, part| path.join(part.as_ref()));
+        blocking(move || {
+            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+            sync(&path).and_then(|()| path.parent().map_or(Ok(()), sync)).map_err(|source| RemoteError::Io {
+                action: "sync",
+                path,
+                source,
+            })
+        })
+        .await
     }
 
     /// Reads the bytes of `read`; a pack shorter than its index says is damaged.

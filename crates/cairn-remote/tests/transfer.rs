@@ -181,4 +181,22 @@ fn gc_removes_unreferenced_packs_and_keeps_live_chunks() {
     let b = setup.store("b");
     let report = remote.fetch(&index, &b, &[keep, big], &NoReporter).unwrap();
     assert_eq!(report.objects_fetched, 2, "{report:?}");
+
+    // Part files of a multipart upload a killed push left behind go once they are old.
+    let part = setup.remote_dir.join("packs").join(format!("{}.pack#2", "ab".repeat(32)));
+    std::fs::write(&part, vec![7u8; 4096]).unwrap();
+    let fresh = remote.gc(&remote.index().unwrap(), &live, true, &NoReporter).unwrap();
+    assert!(part.exists(), "a part file younger than an hour may belong to a running push: {fresh:?}");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options().write(true).open(&part).unwrap().set_modified(two_hours_ago).unwrap();
+    let old = remote.gc(&remote.index().unwrap(), &live, true, &NoReporter).unwrap();
+    assert!(!part.exists(), "{old:?}");
+    assert!(old.bytes_freed >= 4096);
+    assert_eq!(
+        remote
+            .fetch(&remote.index().unwrap(), &setup.store("c"), &[keep, big], &NoReporter)
+            .unwrap()
+            .objects_fetched,
+        2
+    );
 }
