@@ -1,0 +1,165 @@
+//! Cairn's metadata store: experiments, runs, params, metrics (with history), tags, the
+//! stages of each run and the digests of what they read and wrote.
+//!
+//! One trait, [`MetaStore`], with two backends that pass the same test suite: embedded SQLite
+//! (the default: a file under `.cairn/`, no setup) and PostgreSQL for teams (a
+//! `postgres://` URL in config). Both run the same SQL; the schema is versioned and migrated
+//! forward on open ([`schema`]). The data model follows MLflow's tracking model (experiments
+//! with integer ids, runs with hex ids, params that never change once logged, metrics as a
+//! history of `(value, timestamp, step)`), so the MLflow-compatible server can sit on it.
+
+mod backend;
+mod postgres_backend;
+pub mod schema;
+mod sqlite_backend;
+mod store;
+
+pub use store::Store;
+
+/// An error from the metadata store; each names the store (a path or a URL without its
+/// password) and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store `{location}`: {message}")]
+    Backend { location: String, message: String },
+    #[error(
+        "metadata store `{location}` has schema version {found}; this cairn knows up to {supported}: upgrade cairn"
+    )]
+    TooNew { location: String, found: i64, supported: i64 },
+    #[error("no run with id `{0}`")]
+    NoRun(String),
+    #[error("no experiment `{0}`")]
+    NoExperiment(String),
+    #[error("an experiment named `{0}` already exists")]
+    ExperimentExists(String),
+    #[error(
+        "param `{key}` of run `{run}` is already `{old}` and cannot become `{new}`; params are immutable (log the new value under another key)"
+    )]
+    ParamChanged { run: String, key: String, old: String, new: String },
+    #[error(
+        "`{0}` is not a metadata store location: use a file path (SQLite) or postgres://user@host:port/db"
+    )]
+    BadLocation(String),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    pub id: i64,
+    pub name: String,
+    pub artifact_location: String,
+    /// `active` or `deleted`.
+    pub lifecycle_stage: String,
+    /// Milliseconds since the Unix epoch.
+    pub creation_time: i64,
+    pub last_update_time: i64,
+}
+
+/// What a new run starts with.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub experiment_id: i64,
+    pub name: String,
+    /// The run this one re-runs or varies (experiments).
+    pub parent_run_id: Option<String>,
+    pub user: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: bool,
+    /// Milliseconds since the Unix epoch.
+    pub start_time: i64,
+    /// What started it: `cairn run`, `cairn exp run`, `mlflow`.
+    pub source: String,
+    pub artifact_uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub experiment_id: i64,
+    pub name: String,
+    pub parent_run_id: Option<String>,
+    /// `RUNNING`, `FINISHED`, `FAILED`, `KILLED` (MLflow's names).
+    pub status: String,
+    pub start_time: i64,
+    pub end_time: Option<i64>,
+    pub user: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: bool,
+    pub source: String,
+    pub artifact_uri: String,
+    pub lifecycle_stage: String,
+}
+
+/// A run with its params, tags and latest metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub info: RunInfo,
+    pub params: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    /// The latest value of each metric (highest step, then latest timestamp).
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub key: String,
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub step: i64,
+}
+
+/// One stage of a run: what happened to it and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRecord {
+    pub stage: String,
+    /// `ran`, `restored`, `fresh`, `failed`, ...
+    pub action: String,
+    pub start_time: i64,
+    pub wall_ms: i64,
+    pub cpu_ms: Option<i64>,
+    pub max_rss_kb: Option<i64>,
+    pub fingerprint: Option<String>,
+    /// Where the stage's full output is kept.
+    pub log: Option<String>,
+}
+
+/// A path a run read (`input`) or wrote (`output`), by content digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoRecord {
+    pub direction: String,
+    pub path: String,
+    pub digest: String,
+    pub size: i64,
+}
+
+/// Opens (creating and migrating as needed) the store at `location`: a `postgres://` or
+/// `postgresql://` URL, or else a path to an SQLite file.
+pub fn open(location: &str) -> Result<Store> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        Store::new(Box::new(postgres_backend::Postgres::connect(location)?))
+    } else if location.contains("://") {
+        Err(MetaError::BadLocation(location.to_owned()))
+    } else {
+        Store::new(Box::new(sqlite_backend::Sqlite::open(std::path::Path::new(location))?))
+    }
+}
+
+/// A location for messages: a URL's password is replaced by `***`.
+pub fn redact(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else { return location.to_owned() };
+    let Some((credentials, host)) = rest.split_once('@') else { return location.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => location.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,89 @@
+//! The versioned schema. Migration N takes the store from version N-1 to N; a store is
+//! migrated forward when opened, in one transaction per migration, and a store newer than
+//! this build is refused rather than misread. The same SQL runs on SQLite and PostgreSQL.
+
+/// Every migration, in order; the store's version is how many have run.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: experiments, runs, params, tags, metrics (history and latest), stages, run inputs and
+    // outputs. Experiment 0 is MLflow's "Default".
+    r#"
+CREATE TABLE experiments (
+    experiment_id BIGINT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    artifact_location TEXT NOT NULL,
+    lifecycle_stage TEXT NOT NULL,
+    creation_time BIGINT NOT NULL,
+    last_update_time BIGINT NOT NULL
+);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    experiment_id BIGINT NOT NULL REFERENCES experiments (experiment_id),
+    name TEXT NOT NULL,
+    parent_run_id TEXT,
+    status TEXT NOT NULL,
+    start_time BIGINT NOT NULL,
+    end_time BIGINT,
+    user_id TEXT NOT NULL,
+    git_commit TEXT,
+    git_dirty BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    artifact_uri TEXT NOT NULL,
+    lifecycle_stage TEXT NOT NULL
+);
+CREATE INDEX runs_by_experiment ON runs (experiment_id, start_time);
+CREATE TABLE params (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE tags (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE metrics (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    timestamp BIGINT NOT NULL,
+    step BIGINT NOT NULL
+);
+CREATE INDEX metrics_by_run_key ON metrics (run_id, key, step, timestamp);
+CREATE TABLE latest_metrics (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    timestamp BIGINT NOT NULL,
+    step BIGINT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE stages (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    action TEXT NOT NULL,
+    start_time BIGINT NOT NULL,
+    wall_ms BIGINT NOT NULL,
+    cpu_ms BIGINT,
+    max_rss_kb BIGINT,
+    fingerprint TEXT,
+    log TEXT,
+    PRIMARY KEY (run_id, stage)
+);
+CREATE TABLE run_io (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    direction TEXT NOT NULL,
+    path TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    PRIMARY KEY (run_id, direction, path)
+);
+INSERT INTO experiments VALUES (0, 'Default', '', 'active', 0, 0);
+"#,
+];
+
+/// The version this build writes.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}

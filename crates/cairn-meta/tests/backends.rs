@@ -1,0 +1,307 @@
+//! One suite, both backends: SQLite in a temporary directory, and a real PostgreSQL server
+//! started here on 127.0.0.1 (Debian's `postgresql` package; `.ci/run` installs it).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cairn_meta::{IoRecord, MetaError, Metric, NewRun, StageRecord, Store};
+
+fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
+    NewRun {
+        experiment_id,
+        name: name.into(),
+        parent_run_id: None,
+        user: "ada".into(),
+        git_commit: Some("4f2a".into()),
+        git_dirty: true,
+        start_time,
+        source: "cairn run".into(),
+        artifact_uri: "cairn-artifacts:/".into(),
+    }
+}
+
+fn metric(key: &str, value: f64, step: i64, timestamp: i64) -> Metric {
+    Metric { key: key.into(), value, step, timestamp }
+}
+
+/// What every backend must do.
+fn suite(open: &dyn Fn() -> Store) {
+    let store = open();
+    assert_eq!(store.version().unwrap(), cairn_meta::schema::latest());
+    assert_eq!(store.experiment(0).unwrap().unwrap().name, "Default");
+    let churn = store.create_experiment("churn", "s3://bucket/churn").unwrap();
+    assert_eq!(churn, 1);
+    assert!(matches!(store.create_experiment("churn", ""), Err(MetaError::ExperimentExists(_))));
+    assert_eq!(store.experiment_by_name("churn").unwrap().unwrap().artifact_location, "s3://bucket/churn");
+    assert_eq!(store.experiments().unwrap().len(), 2);
+
+    let first = store.create_run(&new_run(churn, "first", 1_000)).unwrap();
+    let second = store.create_run(&new_run(churn, "second", 2_000)).unwrap();
+    let other = store.create_run(&new_run(0, "default", 3_000)).unwrap();
+    assert_eq!(first.len(), 32);
+    assert!(matches!(store.create_run(&new_run(99, "x", 1)), Err(MetaError::NoExperiment(_))));
+
+    let params = vec![("lr".to_owned(), "0.01".to_owned()), ("depth".to_owned(), "3".to_owned())];
+    let tags = vec![("team".to_owned(), "ml".to_owned())];
+    let metrics = vec![metric("loss", 0.9, 0, 10), metric("loss", 0.5, 2, 30), metric("loss", 0.7, 1, 40)];
+    store.log_batch(&first, &metrics, &params, &tags).unwrap();
+    // The same param value again is fine; another value is refused, and the whole batch
+    // with it (its metric is not recorded).
+    store.log_batch(&first, &[], &params[..1], &[]).unwrap();
+    let changed = store.log_batch(&first, &[metric("acc", 1.0, 0, 1)], &[("lr".into(), "0.1".into())], &[]);
+    assert!(matches!(changed, Err(MetaError::ParamChanged { .. })), "{changed:?}");
+    assert!(matches!(store.log_batch("nope", &[], &params, &[]), Err(MetaError::NoRun(_))));
+    // Tags are overwritten.
+    store.log_batch(&first, &[], &[], &[("team".into(), "platform".into())]).unwrap();
+
+    let run = store.run(&first).unwrap().unwrap();
+    assert_eq!(run.info.status, "RUNNING");
+    assert_eq!(run.info.git_commit.as_deref(), Some("4f2a"));
+    assert!(run.info.git_dirty);
+    assert_eq!(run.params, vec![("depth".to_owned(), "3".to_owned()), ("lr".to_owned(), "0.01".to_owned())]);
+    assert_eq!(run.tags, vec![("team".to_owned(), "platform".to_owned())]);
+    assert_eq!(run.metrics, vec![metric("loss", 0.5, 2, 30)], "the latest is the highest step");
+    let history = store.metric_history(&first, "loss").unwrap();
+    assert_eq!(history.iter().map(|m| m.step).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(store.run("nope").unwrap().is_none());
+
+    store.end_run(&first, "FINISHED", 5_000).unwrap();
+    assert!(matches!(store.end_run("nope", "FAILED", 1), Err(MetaError::NoRun(_))));
+    let run = store.run(&first).unwrap().unwrap();
+    assert_eq!((run.info.status.as_str(), run.info.end_time), ("FINISHED", Some(5_000)));
+
+    let found: Vec<String> =
+        store.search_runs(&[churn], 100).unwrap().into_iter().map(|r| r.info.run_id).collect();
+    assert_eq!(found, vec![second.clone(), first.clone()], "newest first, one experiment");
+    assert_eq!(store.search_runs(&[], 100).unwrap().len(), 3);
+    assert_eq!(store.search_runs(&[], 1).unwrap()[0].info.run_id, other);
+    store.delete_run(&second).unwrap();
+    assert_eq!(store.search_runs(&[churn], 100).unwrap().len(), 1);
+
+    let stage = StageRecord {
+        stage: "train".into(),
+        action: "ran".into(),
+        start_time: 1_100,
+        wall_ms: 420,
+        cpu_ms: Some(800),
+        max_rss_kb: Some(51_200),
+        fingerprint: Some("blake3:ab".into()),
+        log: Some(".cairn/state/logs/train.log".into()),
+    };
+    store.record_stage(&first, &stage).unwrap();
+    store.record_stage(&first, &StageRecord { wall_ms: 430, ..stage.clone() }).unwrap();
+    store
+        .record_stage(
+            &first,
+            &StageRecord { stage: "prep".into(), start_time: 1_000, cpu_ms: None, ..stage.clone() },
+        )
+        .unwrap();
+    let stages = store.stages(&first).unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!((stages[0].stage.as_str(), stages[0].cpu_ms), ("prep", None));
+    assert_eq!(stages[1].wall_ms, 430);
+    let io = vec![
+        IoRecord { direction: "input".into(), path: "data/raw".into(), digest: "blake3:01".into(), size: 10 },
+        IoRecord {
+            direction: "output".into(),
+            path: "model.onnx".into(),
+            digest: "blake3:02".into(),
+            size: 20,
+        },
+    ];
+    store.record_io(&first, &io).unwrap();
+    assert_eq!(store.io(&first).unwrap(), io);
+
+    // Concurrent writers to one run lose nothing: threads sharing the store, and a second
+    // store (another connection, as another process would have).
+    let other_store = open();
+    std::thread::scope(|scope| {
+        for t in 0..4i64 {
+            let target = if t % 2 == 0 { &store } else { &other_store };
+            let first = &first;
+            scope.spawn(move || {
+                for i in 0..50 {
+                    target
+                        .log_batch(first, &[metric("step_loss", i as f64, t * 100 + i, i)], &[], &[])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.metric_history(&first, "step_loss").unwrap().len(), 200);
+
+    // Opening again finds the schema current and the data there.
+    drop(store);
+    let again = open();
+    assert_eq!(again.run(&first).unwrap().unwrap().params.len(), 2);
+}
+
+#[test]
+fn sqlite_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/meta.sqlite");
+    let location = path.to_str().unwrap().to_owned();
+    suite(&|| cairn_meta::open(&location).unwrap());
+    assert!(matches!(cairn_meta::open("mysql://x"), Err(MetaError::BadLocation(_))));
+}
+
+#[test]
+fn a_store_newer_than_this_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    let location = path.to_str().unwrap();
+    drop(cairn_meta::open(location).unwrap());
+    assert!(sqlite_exec(&path, "UPDATE cairn_schema SET version = 99"), "could not edit the schema version");
+    match cairn_meta::open(location) {
+        Err(MetaError::TooNew { found: 99, .. }) => {}
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a newer store was opened"),
+    }
+}
+
+/// Runs one SQL statement on an SQLite file, outside the store (Python's standard sqlite3
+/// module), as a future cairn writing a newer schema would.
+fn sqlite_exec(path: &Path, sql: &str) -> bool {
+    Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()",
+        ])
+        .arg(path)
+        .arg(sql)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn postgres_backend() {
+    let server = Postgres::start();
+    suite(&|| cairn_meta::open(&server.url).unwrap());
+    let bad = format!("postgres://postgres:secret@127.0.0.1:{}/no_such_db", server.port);
+    match cairn_meta::open(&bad) {
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.contains("no_such_db") && !message.contains("secret"), "{message}");
+        }
+        Ok(_) => panic!("connected to a database that does not exist"),
+    }
+}
+
+/// A throwaway PostgreSQL cluster on 127.0.0.1 and a free port, stopped when dropped.
+struct Postgres {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    bin: PathBuf,
+    as_postgres: bool,
+    port: u16,
+    url: String,
+}
+
+impl Postgres {
+    fn start() -> Self {
+        let bin = postgres_bin().expect(
+            "PostgreSQL is not installed: `apt-get install -y postgresql` (Debian), or put initdb and pg_ctl on PATH",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // initdb refuses to run as root: run the server as the `postgres` user then.
+        let as_postgres = running_as_root();
+        if as_postgres {
+            std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = Postgres { _dir: dir, data, bin, as_postgres, port, url: String::new() };
+        server.pg(
+            "initdb",
+            &[
+                "-D",
+                server.data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let options =
+            format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", server.data.display());
+        let log = server.data.join("server.log");
+        server.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                server.data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        server.url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        server
+    }
+
+    fn pg(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let output = if self.as_postgres {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&program).args(args).output()
+        } else {
+            Command::new(&program).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        assert!(
+            output.status.success(),
+            "{tool} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if !self.url.is_empty() {
+            let data = self.data.to_str().unwrap_or_default().to_owned();
+            let program = self.bin.join("pg_ctl");
+            let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+            let _ = if self.as_postgres {
+                Command::new("runuser").args(["-u", "postgres", "--"]).arg(&program).args(args).output()
+            } else {
+                Command::new(&program).args(args).output()
+            };
+        }
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The directory holding `initdb` and `pg_ctl`: Debian's versioned directory, else PATH.
+fn postgres_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    if let Some(newest) = versions.pop() {
+        return Some(newest);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(PathBuf::from)
+        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+}
