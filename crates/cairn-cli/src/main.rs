@@ -6,6 +6,7 @@ mod failure;
 mod output;
 mod pipelines;
 mod progress;
+mod record;
 mod remotes;
 
 use std::path::{Path, PathBuf};
@@ -203,6 +204,9 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Experiments: recorded runs.
+    #[command(subcommand)]
+    Exp(ExpCommand),
     /// Partitioned stages: per-partition state, and dynamic partition keys.
     #[command(subcommand)]
     Partitions(pipelines::PartitionsCommand),
@@ -227,6 +231,27 @@ enum Command {
         /// Show every key set in the file.
         #[arg(long, conflicts_with_all = ["key", "unset"])]
         list: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExpCommand {
+    /// Recorded runs (every `cairn run`), newest first, with their params and metrics.
+    #[command(
+        after_help = "Examples:\n  cairn exp show\n  cairn exp show --sort -accuracy -n 5\n  cairn exp show --csv > runs.csv"
+    )]
+    Show {
+        /// At most this many runs.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// Sort by a metric or param (`-KEY` for descending).
+        #[arg(long, allow_hyphen_values = true)]
+        sort: Option<String>,
+        /// CSV on stdout.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -480,6 +505,9 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Metrics(command) => pipelines::metrics_command(&context, command),
         Command::Lineage { path, output } => pipelines::lineage(&context, &path, &output),
         Command::Partitions(command) => pipelines::partitions_command(&context, command),
+        Command::Exp(ExpCommand::Show { limit, sort, csv, output }) => {
+            record::show(&context.open()?, limit, sort.as_deref(), output.json, csv)
+        }
         Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
         Command::Config { key, value, user, unset, list } => {
             run_config(&context, key, value, user, unset, list)

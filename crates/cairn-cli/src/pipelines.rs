@@ -271,7 +271,20 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         partitions: request,
     };
     let printer = Printer { quiet, json: args.output.json };
-    let report = project.run(&options, &printer)?;
+    let recorder = crate::record::Recorder::start(&repo, &printer);
+    let result = project.run(&options, &printer);
+    if let Some(recorder) = &recorder {
+        let status = match &result {
+            Ok(_) => "FINISHED",
+            Err(PipelineError::Interrupted) => "KILLED",
+            Err(_) => "FAILED",
+        };
+        recorder.finish(&repo, &project, project.last_report(), status, &printer);
+        if !quiet {
+            let _ = writeln!(std::io::stderr().lock(), "recorded as run {}", recorder.run_id);
+        }
+    }
+    let report = result?;
     if args.output.json {
         let stages: Vec<Value> = report
             .stages
@@ -284,7 +297,7 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
                 v
             })
             .collect();
-        return output::json(&json!({ "stages": stages }));
+        return output::json(&json!({ "run_id": recorder.as_ref().map(|r| &r.run_id), "stages": stages }));
     }
     let count = |a: cairn_pipeline::engine::Action| report.stages.iter().filter(|s| s.action == a).count();
     use cairn_pipeline::engine::Action;

@@ -647,3 +647,46 @@ fn wdir_persist_uncached_outputs_and_other_params_files() {
     let history = String::from_utf8(repo.read("history.log")).unwrap();
     assert_eq!(history.lines().count(), 2, "{history}");
 }
+
+#[test]
+fn every_run_is_recorded() {
+    let repo = ml_pipeline();
+    repo.commit_all("pipeline");
+    let first = repo.json(&["run", "--json"]);
+    let first_id = first["run_id"].as_str().unwrap().to_owned();
+    repo.write("params.yaml", "prepare:\n  factor: 2\ntrain:\n  lr: 0.1\n  epochs: 3\n");
+    let second = repo.json(&["run", "--json"]);
+    repo.write("cairn.yaml", "stages:\n  broken:\n    cmd: exit 4\n");
+    repo.fail(1, &["run"]);
+
+    let runs = repo.json(&["exp", "show", "--json"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0]["status"], "FAILED");
+    assert_eq!(runs[1]["run_id"], second["run_id"]);
+    assert_eq!(runs[1]["params"]["train.lr"], "0.1");
+    assert_eq!(runs[1]["metrics"]["lines"], 3.0);
+    let commit = repo.git(&["rev-parse", "HEAD"]);
+    assert_eq!(runs[1]["commit"], commit.trim());
+    assert_eq!(runs[1]["dirty"], true, "params.yaml was edited after the commit");
+    let first_run = &runs[2];
+    assert_eq!(first_run["run_id"], first_id.as_str());
+    assert_eq!(first_run["dirty"], false);
+    let stages: Vec<(&str, &str)> = first_run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(stages.len(), 4);
+    assert!(stages.iter().all(|(_, a)| *a == "ran"), "{stages:?}");
+    let table = repo.ok(&["exp", "show", "--sort", "-train.lr", "-n", "2"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("run ") && lines[0].contains("train.lr") && lines[0].contains("score"),
+        "{table}"
+    );
+    assert!(lines[1].contains("0.1") && lines.len() == 3, "{table}");
+    let csv = repo.ok(&["exp", "show", "--csv"]);
+    assert!(csv.lines().next().unwrap().starts_with("run,status,commit,"), "{csv}");
+}

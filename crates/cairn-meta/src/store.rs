@@ -408,9 +408,12 @@ fn metric(row: &[Value]) -> Metric {
 fn complete(tx: &mut dyn Tx, info: RunInfo) -> Result<Run> {
     let id: Value = info.run_id.as_str().into();
     let pairs = |rows: Vec<Vec<Value>>| rows.iter().map(|r| (r[0].text(), r[1].text())).collect();
-    let params =
-        pairs(tx.query("SELECT key, value FROM params WHERE run_id = $1 ORDER BY key", std::slice::from_ref(&id))?);
-    let tags = pairs(tx.query("SELECT key, value FROM tags WHERE run_id = $1 ORDER BY key", std::slice::from_ref(&id))?);
+    let params = pairs(
+        tx.query("SELECT key, value FROM params WHERE run_id = $1 ORDER BY key", std::slice::from_ref(&id))?,
+    );
+    let tags = pairs(
+        tx.query("SELECT key, value FROM tags WHERE run_id = $1 ORDER BY key", std::slice::from_ref(&id))?,
+    );
     let metrics = tx
         .query(
             "SELECT key, value, timestamp, step FROM latest_metrics WHERE run_id = $1 ORDER BY key",

@@ -156,6 +156,8 @@ pub struct Project<'r> {
     fetcher: Option<Box<dyn ContentSource + 'r>>,
     /// Whether evaluation may use the source (a run may; a plan only says it would).
     fetching: bool,
+    /// What the last `run` did, also when it failed or was interrupted.
+    last_report: Option<RunReport>,
     /// The remote's run-cache entries were copied in during this run.
     refreshed: std::cell::Cell<bool>,
 }
@@ -279,6 +281,7 @@ impl<'r> Project<'r> {
             refreshed: std::cell::Cell::new(false),
             parts: HashMap::new(),
             request: PartitionRequest::default(),
+            last_report: None,
         };
         let root_params = match project.params_file(DEFAULT_PARAMS) {
             Ok(Some(value)) => value,
@@ -293,6 +296,11 @@ impl<'r> Project<'r> {
     /// The partitions `plan`, `explain` and `run` consider for partitioned stages.
     pub fn set_partitions(&mut self, request: PartitionRequest) {
         self.request = request;
+    }
+
+    /// What the last [`Project::run`] did, including when it returned an error.
+    pub fn last_report(&self) -> Option<&RunReport> {
+        self.last_report.as_ref()
     }
 
     pub fn run_cache(&self) -> &RunCache {
@@ -969,6 +977,7 @@ impl<'r> Project<'r> {
         let mut scheduler = Scheduler::new(self, &selected, options, commit);
         let result = scheduler.drive(observer);
         let reports = scheduler.finish();
+        self.last_report = Some(RunReport { stages: reports.clone() });
         // A full run forgets stages that are no longer in cairn.yaml.
         if options.targets.is_empty() {
             let names: HashSet<&str> = self.pipeline.stages.iter().map(|s| s.name.as_str()).collect();

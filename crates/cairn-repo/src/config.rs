@@ -10,6 +10,7 @@
 //! | `core.jobs`         | threads for hashing and linking                           | number of CPUs |
 //! | `core.lock-timeout` | seconds to wait for another Cairn process in this repo    | `60`           |
 //! | `core.remote`       | the remote push, fetch and pull use without `-r`          | none           |
+//! | `meta.url`          | metadata store: an SQLite path or a `postgres://` URL     | `.cairn/state/meta-v1.sqlite` |
 //!
 //! Remotes are tables `[remote.NAME]` with a `url` and options (`endpoint`, `region`,
 //! `path-style`, `profile`, credentials, `retries`, `jobs`; see `cairn_remote::OPTIONS`).
@@ -45,6 +46,7 @@ const KEYS: &[Key] = &[
         help: "seconds to wait for the repository lock",
     },
     Key { name: "core.remote", kind: ValueKind::Name, help: "the default remote" },
+    Key { name: "meta.url", kind: ValueKind::Path, help: "metadata store: SQLite path or postgres:// URL" },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,8 @@ pub struct Settings {
     pub default_remote: Option<String>,
     /// Every configured remote by name, options of both files merged.
     pub remotes: std::collections::BTreeMap<String, cairn_remote::RemoteSpec>,
+    /// `meta.url`: a `postgres://` URL, or an SQLite path (resolved from the root).
+    pub meta_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -97,6 +101,7 @@ impl Default for Settings {
             lock_timeout: std::time::Duration::from_secs(60),
             default_remote: None,
             remotes: Default::default(),
+            meta_url: None,
         }
     }
 }
@@ -360,6 +365,8 @@ pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigErr
                         std::time::Duration::from_secs(parsed.as_integer().map(|n| n as u64).unwrap_or(60));
                 }
                 "core.remote" => settings.default_remote = Some(value.clone()),
+                "meta.url" if value.contains("://") => settings.meta_url = Some(value.clone()),
+                "meta.url" => settings.meta_url = Some(root.join(&value).display().to_string()),
                 _ => unreachable!("every key in KEYS is handled"),
             }
         }

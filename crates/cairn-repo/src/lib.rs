@@ -372,6 +372,14 @@ impl Repo {
         self.pool.install(f)
     }
 
+    /// Where run records go: `meta.url`, or SQLite under `.cairn/state/`.
+    pub fn meta_location(&self) -> String {
+        match &self.settings.meta_url {
+            Some(url) => url.clone(),
+            None => self.state_path("meta-v1.sqlite").display().to_string(),
+        }
+    }
+
     /// Takes the repository lock, waiting up to `core.lock-timeout`.
     pub fn lock(&self, reporter: &dyn Reporter) -> Result<lock::RepoLock> {
         lock::RepoLock::acquire(&self.state_path("lock"), self.settings.lock_timeout, reporter)

@@ -1,0 +1,280 @@
+//! Every `cairn run` is a recorded run in the metadata store: who, when, which commit (and
+//! whether the tree was dirty), status, each stage's action and wall time, the params read,
+//! the metrics written, and the digests of inputs and outputs.
+
+use std::collections::BTreeMap;
+
+use cairn_meta::{IoRecord, Metric, NewRun, StageRecord, Store, now_ms};
+use cairn_pipeline::engine::{Action, RunReport};
+use cairn_pipeline::spec::OutKind;
+use cairn_pipeline::{Observer, Project, params};
+use cairn_repo::Repo;
+use serde_json::Value;
+
+/// A run being recorded.
+pub struct Recorder {
+    store: Store,
+    pub run_id: String,
+    started: i64,
+}
+
+impl Recorder {
+    /// Opens the store and starts a run; a store that cannot be opened is a warning, not a
+    /// reason to refuse running the pipeline.
+    pub fn start(repo: &Repo, observer: &dyn Observer) -> Option<Recorder> {
+        let location = repo.meta_location();
+        let store = match cairn_meta::open(&location) {
+            Ok(store) => store,
+            Err(e) => {
+                observer.warn(&format!("this run is not recorded: {e}"));
+                return None;
+            }
+        };
+        let git = cairn_git::GitRepo::discover(repo.root()).ok();
+        let (commit, dirty) =
+            git.and_then(|g| g.head_state().ok().flatten()).map_or((None, false), |(c, d)| (Some(c), d));
+        let user = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok())
+            .unwrap_or_else(|| "unknown".into());
+        let started = now_ms();
+        let run = NewRun {
+            experiment_id: 0,
+            name: format!("run-{}", commit.as_deref().map_or("nocommit", |c| &c[..c.len().min(8)])),
+            parent_run_id: None,
+            user,
+            git_commit: commit,
+            git_dirty: dirty,
+            start_time: started,
+            source: "cairn run".into(),
+            artifact_uri: String::new(),
+        };
+        match store.create_run(&run) {
+            Ok(run_id) => Some(Recorder { store, run_id, started }),
+            Err(e) => {
+                observer.warn(&format!("this run is not recorded: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Records what the run did and ends it with `status` (`FINISHED`, `FAILED`, `KILLED`).
+    pub fn finish(
+        &self,
+        repo: &Repo,
+        project: &Project,
+        report: Option<&RunReport>,
+        status: &str,
+        observer: &dyn Observer,
+    ) {
+        if let Err(e) = self.record(repo, project, report, status) {
+            observer.warn(&format!("could not record run {}: {e}", self.run_id));
+        }
+    }
+
+    fn record(
+        &self,
+        repo: &Repo,
+        project: &Project,
+        report: Option<&RunReport>,
+        status: &str,
+    ) -> cairn_meta::Result<()> {
+        let stages = report.map(|r| r.stages.as_slice()).unwrap_or_default();
+        let mut params: BTreeMap<String, String> = BTreeMap::new();
+        let mut io = BTreeMap::new();
+        for stage in stages {
+            let locked = project.lock.stages.get(&stage.stage);
+            let ran = matches!(stage.action, Action::Ran | Action::Failed);
+            self.store.record_stage(
+                &self.run_id,
+                &StageRecord {
+                    stage: stage.stage.clone(),
+                    action: stage.action.name().into(),
+                    start_time: self.started,
+                    wall_ms: (stage.seconds * 1000.0).round() as i64,
+                    cpu_ms: None,
+                    max_rss_kb: None,
+                    fingerprint: locked.map(|l| l.fingerprint.clone()),
+                    log: ran.then(|| format!(".cairn/state/logs/{}.log", stage.stage)),
+                },
+            )?;
+            let Some(locked) = locked else { continue };
+            for (file, keys) in &locked.params {
+                for (key, value) in keys {
+                    let name = if file == cairn_pipeline::spec::DEFAULT_PARAMS {
+                        key.clone()
+                    } else {
+                        format!("{file}:{key}")
+                    };
+                    params.insert(name, param_text(value));
+                }
+            }
+            for (path, content) in &locked.deps {
+                io.insert(("input", path.clone()), content.clone());
+            }
+            for (path, content) in &locked.outs {
+                io.insert(("output", path.clone()), content.clone());
+            }
+        }
+        let records: Vec<IoRecord> = io
+            .into_iter()
+            .map(|((direction, path), c)| IoRecord {
+                direction: direction.into(),
+                path,
+                digest: c.digest,
+                size: c.size as i64,
+            })
+            .collect();
+        self.store.record_io(&self.run_id, &records)?;
+        let now = now_ms();
+        let metrics: Vec<Metric> = metrics_of(repo, project)
+            .into_iter()
+            .map(|(key, value)| Metric { key, value, timestamp: now, step: 0 })
+            .collect();
+        let params: Vec<(String, String)> = params.into_iter().collect();
+        let tags = vec![("cairn.source".to_owned(), "cairn run".to_owned())];
+        self.store.log_batch(&self.run_id, &metrics, &params, &tags)?;
+        self.store.end_run(&self.run_id, status, now)
+    }
+}
+
+fn param_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Numeric values of every declared metrics file, flattened (`train.loss`).
+fn metrics_of(repo: &Repo, project: &Project) -> Vec<(String, f64)> {
+    let mut out = BTreeMap::new();
+    for stage in &project.pipeline.stages {
+        for metric in stage.outs.iter().filter(|o| o.kind == OutKind::Metric) {
+            let Ok(bytes) = std::fs::read(repo.root().join(&metric.path)) else { continue };
+            let Ok(root) = params::parse_file(&metric.path, &bytes) else { continue };
+            for (key, value) in params::flatten(&root) {
+                if let Some(number) = value.as_f64() {
+                    out.insert(key, number);
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// `cairn exp show`: recorded runs with their params and metrics.
+pub fn show(
+    repo: &Repo,
+    limit: usize,
+    sort: Option<&str>,
+    as_json: bool,
+    as_csv: bool,
+) -> Result<(), crate::failure::Failure> {
+    let store = cairn_meta::open(&repo.meta_location()).map_err(|e| {
+        crate::failure::Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
+    })?;
+    let mut runs =
+        store.search_runs(&[], usize::MAX).map_err(|e| crate::failure::Failure::user(e.to_string(), None))?;
+    if let Some(key) = sort {
+        // `-key` sorts descending; runs without the value go last.
+        let (key, descending) = match key.strip_prefix('-') {
+            Some(k) => (k, true),
+            None => (key, false),
+        };
+        let value = |run: &cairn_meta::Run| -> Option<f64> {
+            run.metrics
+                .iter()
+                .find(|m| m.key == key)
+                .map(|m| m.value)
+                .or_else(|| run.params.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok()))
+        };
+        runs.sort_by(|a, b| match (value(a), value(b)) {
+            (Some(x), Some(y)) if descending => y.total_cmp(&x),
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+    }
+    runs.truncate(limit);
+    let param_keys: Vec<String> = {
+        let mut k: Vec<String> = runs.iter().flat_map(|r| r.params.iter().map(|(k, _)| k.clone())).collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let metric_keys: Vec<String> = {
+        let mut k: Vec<String> = runs.iter().flat_map(|r| r.metrics.iter().map(|m| m.key.clone())).collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    if as_json {
+        let list: Vec<Value> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.info.run_id,
+                    "name": r.info.name,
+                    "status": r.info.status,
+                    "start_time": r.info.start_time,
+                    "end_time": r.info.end_time,
+                    "user": r.info.user,
+                    "commit": r.info.git_commit,
+                    "dirty": r.info.git_dirty,
+                    "params": r.params.iter().cloned().collect::<BTreeMap<String, String>>(),
+                    "metrics": r.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<BTreeMap<String, f64>>(),
+                    "stages": store.stages(&r.info.run_id).unwrap_or_default().iter()
+                        .map(|s| serde_json::json!({"stage": s.stage, "action": s.action, "wall_ms": s.wall_ms}))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return crate::output::json(&Value::Array(list));
+    }
+    let mut header = vec!["run".to_owned(), "status".to_owned(), "commit".to_owned()];
+    header.extend(param_keys.iter().cloned());
+    header.extend(metric_keys.iter().cloned());
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let mut row = vec![
+                r.info.run_id[..8].to_owned(),
+                r.info.status.clone(),
+                r.info.git_commit.as_deref().map_or("-".into(), |c| {
+                    format!("{}{}", &c[..c.len().min(8)], if r.info.git_dirty { "+" } else { "" })
+                }),
+            ];
+            for k in &param_keys {
+                row.push(r.params.iter().find(|(p, _)| p == k).map_or("-".into(), |(_, v)| v.clone()));
+            }
+            for k in &metric_keys {
+                row.push(
+                    r.metrics.iter().find(|m| &m.key == k).map_or("-".into(), |m| format!("{}", m.value)),
+                );
+            }
+            row
+        })
+        .collect();
+    if as_csv {
+        let quote = |f: &String| {
+            if f.contains([',', '"', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() }
+        };
+        crate::output::out(header.iter().map(quote).collect::<Vec<_>>().join(","))?;
+        for row in &rows {
+            crate::output::out(row.iter().map(quote).collect::<Vec<_>>().join(","))?;
+        }
+        return Ok(());
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).chain(std::iter::once(header[i].len())).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+    };
+    crate::output::out(line(&header).trim_end())?;
+    for row in &rows {
+        crate::output::out(line(row).trim_end())?;
+    }
+    Ok(())
+}
