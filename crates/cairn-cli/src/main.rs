@@ -263,6 +263,12 @@ struct OutputArgs {
 }
 
 fn main() -> ExitCode {
+    // `cairn __supervise USAGE-FILE PROGRAM ARGS...`: how `cairn run` measures a stage's
+    // commands (not a user command).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "__supervise") {
+        return supervise(&args[2..]);
+    }
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error in cairn (this is a bug; please report it): {info}");
     }));
@@ -286,6 +292,38 @@ fn main() -> ExitCode {
         }
         Err(_) => ExitCode::from(EXIT_INTERNAL),
     }
+}
+
+/// Runs a program, waits for it, writes `CPU-ms PEAK-RSS-KiB` of everything it ran to the
+/// usage file, and ends the way the program ended (same exit code, or same signal).
+fn supervise(args: &[std::ffi::OsString]) -> ExitCode {
+    let [usage_file, program, rest @ ..] = args else {
+        eprintln!("error: usage: cairn __supervise USAGE-FILE PROGRAM [ARGS...]");
+        return ExitCode::from(failure::EXIT_USAGE);
+    };
+    // Ctrl-C and `cairn run` stopping the process group must not take the supervisor down
+    // before the command: it waits, so the command is reaped (not left a zombie) and
+    // measured. Caught signals are reset to their defaults in the command.
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, stopped.clone());
+    }
+    let status = match std::process::Command::new(program).args(rest).status() {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("error: cannot run `{}`: {e}", program.to_string_lossy());
+            return ExitCode::from(127);
+        }
+    };
+    if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN) {
+        let ms = |t: nix::sys::time::TimeVal| t.tv_sec() * 1000 + t.tv_usec() / 1000;
+        let cpu_ms = ms(usage.user_time()) + ms(usage.system_time());
+        let _ = std::fs::write(usage_file, format!("{cpu_ms} {}\n", usage.max_rss()));
+    }
+    // A command killed by a signal is reported the shell's way: 128 + the signal.
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn user_config_path() -> Option<PathBuf> {

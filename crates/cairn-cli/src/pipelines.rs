@@ -269,6 +269,7 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         memory,
         cancel,
         partitions: request,
+        supervisor: std::env::current_exe().ok(),
     };
     let printer = Printer { quiet, json: args.output.json };
     let recorder = crate::record::Recorder::start(&repo, &printer);

@@ -92,8 +92,8 @@ impl Recorder {
                     action: stage.action.name().into(),
                     start_time: self.started,
                     wall_ms: (stage.seconds * 1000.0).round() as i64,
-                    cpu_ms: None,
-                    max_rss_kb: None,
+                    cpu_ms: stage.cpu_ms,
+                    max_rss_kb: stage.max_rss_kb,
                     fingerprint: locked.map(|l| l.fingerprint.clone()),
                     log: ran.then(|| format!(".cairn/state/logs/{}.log", stage.stage)),
                 },
@@ -225,7 +225,10 @@ pub fn show(
                     "params": r.params.iter().cloned().collect::<BTreeMap<String, String>>(),
                     "metrics": r.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<BTreeMap<String, f64>>(),
                     "stages": store.stages(&r.info.run_id).unwrap_or_default().iter()
-                        .map(|s| serde_json::json!({"stage": s.stage, "action": s.action, "wall_ms": s.wall_ms}))
+                        .map(|s| serde_json::json!({
+                            "stage": s.stage, "action": s.action, "wall_ms": s.wall_ms,
+                            "cpu_ms": s.cpu_ms, "max_rss_kb": s.max_rss_kb,
+                        }))
                         .collect::<Vec<_>>(),
                 })
             })

@@ -680,6 +680,11 @@ fn every_run_is_recorded() {
         .collect();
     assert_eq!(stages.len(), 4);
     assert!(stages.iter().all(|(_, a)| *a == "ran"), "{stages:?}");
+    // Each command ran under a supervisor that measured it.
+    for stage in first_run["stages"].as_array().unwrap() {
+        assert!(stage["cpu_ms"].as_i64().is_some_and(|c| c >= 0), "{stage}");
+        assert!(stage["max_rss_kb"].as_i64().is_some_and(|kb| kb > 100), "{stage}");
+    }
     let table = repo.ok(&["exp", "show", "--sort", "-train.lr", "-n", "2"]);
     let lines: Vec<&str> = table.lines().collect();
     assert!(

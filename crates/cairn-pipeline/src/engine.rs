@@ -83,6 +83,8 @@ pub struct RunOptions {
     pub cancel: Cancel,
     /// Partitions to run (for partitioned stages); empty: only stale materialized ones.
     pub partitions: PartitionRequest,
+    /// Measures each command's CPU time and peak memory (see [`crate::exec::Job`]).
+    pub supervisor: Option<std::path::PathBuf>,
 }
 
 /// What happened to a stage in a run.
@@ -122,6 +124,10 @@ pub struct StageReport {
     pub error: Option<String>,
     /// For datum and partitioned stages: what happened to the parts.
     pub parts: Option<PartCounts>,
+    /// CPU time of the stage's commands (summed over parts), when measured.
+    pub cpu_ms: Option<i64>,
+    /// The largest peak resident memory of the stage's commands, when measured.
+    pub max_rss_kb: Option<i64>,
 }
 
 /// What happened to the parts of a datum or partitioned stage.

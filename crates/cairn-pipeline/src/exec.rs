@@ -26,6 +26,17 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub retries: u32,
     pub log: PathBuf,
+    /// A program that runs the command and writes its CPU time and peak memory to a file:
+    /// `SUPERVISOR __supervise USAGE-FILE sh -c CMD` (the `cairn` binary itself). Without
+    /// one, nothing is measured.
+    pub supervisor: Option<PathBuf>,
+}
+
+/// What the commands of a job cost: CPU time (user + system) and peak resident memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_ms: i64,
+    pub max_rss_kb: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +53,14 @@ const GRACE: Duration = Duration::from_secs(3);
 /// Runs the job's commands in order (again from the first, up to `retries` times, after a
 /// failure). Output goes to `sink` and to the log file, which is replaced.
 pub fn run(job: &Job, sink: &dyn OutputSink, cancel: &AtomicBool) -> Outcome {
+    run_measured(job, sink, cancel).0
+}
+
+/// [`run`], also returning what the commands cost when a supervisor measured them (summed
+/// CPU time, the largest peak memory).
+pub fn run_measured(job: &Job, sink: &dyn OutputSink, cancel: &AtomicBool) -> (Outcome, Option<Usage>) {
+    let usage_file = job.log.with_extension("usage");
+    let mut usage: Option<Usage> = None;
     if let Some(parent) = job.log.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
@@ -60,7 +79,13 @@ pub fn run(job: &Job, sink: &dyn OutputSink, cancel: &AtomicBool) -> Outcome {
         }
         outcome = Outcome::Success;
         for cmd in &job.cmds {
-            outcome = run_one(job, cmd, sink, &log, cancel);
+            let _ = std::fs::remove_file(&usage_file);
+            outcome = run_one(job, cmd, sink, &log, cancel, &usage_file);
+            if let Some(measured) = read_usage(&usage_file) {
+                let total = usage.get_or_insert_with(Usage::default);
+                total.cpu_ms += measured.cpu_ms;
+                total.max_rss_kb = total.max_rss_kb.max(measured.max_rss_kb);
+            }
             if outcome != Outcome::Success {
                 break;
             }
@@ -69,7 +94,15 @@ pub fn run(job: &Job, sink: &dyn OutputSink, cancel: &AtomicBool) -> Outcome {
             break;
         }
     }
-    outcome
+    let _ = std::fs::remove_file(&usage_file);
+    (outcome, usage)
+}
+
+/// `cpu_ms max_rss_kb`, as the supervisor writes it.
+fn read_usage(path: &std::path::Path) -> Option<Usage> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<i64>().ok());
+    Some(Usage { cpu_ms: parts.next()??, max_rss_kb: parts.next()?? })
 }
 
 pub fn describe(outcome: &Outcome) -> String {
@@ -87,13 +120,21 @@ fn run_one(
     sink: &dyn OutputSink,
     log: &Mutex<Option<std::fs::File>>,
     cancel: &AtomicBool,
+    usage_file: &std::path::Path,
 ) -> Outcome {
     if let Ok(mut guard) = log.lock()
         && let Some(file) = guard.as_mut()
     {
         let _ = writeln!(file, "$ {cmd}");
     }
-    let mut command = Command::new("sh");
+    let mut command = match &job.supervisor {
+        Some(supervisor) => {
+            let mut c = Command::new(supervisor);
+            c.arg("__supervise").arg(usage_file).arg("sh");
+            c
+        }
+        None => Command::new("sh"),
+    };
     command
         .arg("-c")
         .arg(cmd)
@@ -161,6 +202,10 @@ fn run_one(
                     format!("`{cmd}` exited with 127: command not found (is it installed and on PATH?)")
                 }
                 (Some(126), _) => format!("`{cmd}` exited with 126: not executable (check its permissions)"),
+                // Under a supervisor, a command killed by a signal exits with 128 + signal.
+                (Some(code), _) if job.supervisor.is_some() && code > 128 => {
+                    format!("`{cmd}` was killed by signal {}", code - 128)
+                }
                 (Some(code), _) => format!("`{cmd}` exited with {code}"),
                 (None, Some(signal)) => format!("`{cmd}` was killed by signal {signal}"),
                 (None, None) => format!("`{cmd}` failed"),
@@ -232,6 +277,7 @@ mod tests {
             timeout,
             retries: 0,
             log: dir.join("log"),
+            supervisor: None,
         }
     }
 

@@ -68,11 +68,14 @@ pub(crate) struct Scheduler<'p, 'r> {
     free_memory: u64,
     active: usize,
     stop: bool,
+    /// What each stage's commands cost so far.
+    usage: HashMap<usize, exec::Usage>,
 }
 
 struct Finished {
     task: Task,
     outcome: Outcome,
+    usage: Option<exec::Usage>,
     gpus: Vec<u32>,
     cpus: u32,
     memory: u64,
@@ -108,6 +111,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             free_memory: options.memory,
             active: 0,
             stop: false,
+            usage: HashMap::new(),
         }
     }
 
@@ -125,8 +129,12 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     ) {
         let seconds = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
         let stage = self.name(i);
-        let parts = self.reports.get(&i).and_then(|r| r.parts);
-        self.reports.insert(i, StageReport { stage, action, reasons, seconds, error, parts });
+        let previous = self.reports.get(&i);
+        let parts = previous.and_then(|r| r.parts);
+        let (cpu_ms, max_rss_kb) =
+            self.usage.get(&i).map_or((None, None), |u| (Some(u.cpu_ms), Some(u.max_rss_kb)));
+        self.reports
+            .insert(i, StageReport { stage, action, reasons, seconds, error, parts, cpu_ms, max_rss_kb });
     }
 
     pub(crate) fn drive(&mut self, observer: &dyn Observer) -> Result<()> {
@@ -178,8 +186,8 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     let job = self.job(&task, &gpus, &root)?;
                     let tx = tx.clone();
                     scope.spawn(move || {
-                        let outcome = exec::run(&job, observer, cancel);
-                        let _ = tx.send(Finished { task, outcome, gpus, cpus, memory });
+                        let (outcome, usage) = exec::run_measured(&job, observer, cancel);
+                        let _ = tx.send(Finished { task, outcome, usage, gpus, cpus, memory });
                     });
                 }
                 if self.active == 0 {
@@ -200,6 +208,11 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 self.free_memory += finished.memory;
                 self.free_gpus.extend(finished.gpus);
                 self.free_gpus.sort();
+                if let Some(measured) = finished.usage {
+                    let total = self.usage.entry(finished.task.stage).or_default();
+                    total.cpu_ms += measured.cpu_ms;
+                    total.max_rss_kb = total.max_rss_kb.max(measured.max_rss_kb);
+                }
                 if let Err(e) = self.finish_task(finished.task, finished.outcome, observer) {
                     error.get_or_insert(e);
                     self.stop = true;
@@ -243,7 +256,16 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 )
             }
         };
-        Ok(Job { label, cmds, cwd, env, timeout: stage.timeout, retries: stage.retries, log })
+        Ok(Job {
+            label,
+            cmds,
+            cwd,
+            env,
+            timeout: stage.timeout,
+            retries: stage.retries,
+            log,
+            supervisor: self.options.supervisor.clone(),
+        })
     }
 
     /// Evaluates a ready stage and acts: fresh, record, restore, or queue its command(s).
@@ -377,6 +399,8 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                         seconds: 0.0,
                         error: None,
                         parts: Some(counts),
+                        cpu_ms: None,
+                        max_rss_kb: None,
                     },
                 );
                 let empty = to_run.is_empty();
