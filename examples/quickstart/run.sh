@@ -142,6 +142,9 @@ sed -i 's/bins: 8/bins: 4/' params.yaml
 run "$cairn" run
 run "$cairn" lineage metrics.json
 
+step "every run was recorded: commit, params, metrics, and each stage's time and memory"
+run "$cairn" exp show -n 5
+
 step "share results: push carries outputs and run-cache entries; a teammate restores them"
 run "$cairn" push
 cd "$work/teammate"
