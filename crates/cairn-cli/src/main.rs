@@ -253,6 +253,21 @@ enum ExpCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Params and metrics that differ between two recorded runs.
+    #[command(
+        after_help = "Examples:\n  cairn exp diff 14921add d30c797e\n  cairn exp diff 1492 d30c --all --json"
+    )]
+    Diff {
+        /// A run id (or its first characters, at least 4).
+        a: String,
+        /// Another run id.
+        b: String,
+        /// Show equal values too.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Args)]
@@ -545,6 +560,9 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Partitions(command) => pipelines::partitions_command(&context, command),
         Command::Exp(ExpCommand::Show { limit, sort, csv, output }) => {
             record::show(&context.open()?, limit, sort.as_deref(), output.json, csv)
+        }
+        Command::Exp(ExpCommand::Diff { a, b, all, output }) => {
+            record::diff(&context.open()?, &a, &b, all, output.json)
         }
         Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
         Command::Config { key, value, user, unset, list } => {

@@ -281,3 +281,97 @@ pub fn show(
     }
     Ok(())
 }
+
+/// The run whose id starts with `prefix` (at least 4 hex digits; must be unambiguous).
+fn find_run(
+    store: &Store,
+    runs: &[cairn_meta::Run],
+    prefix: &str,
+) -> Result<cairn_meta::Run, crate::failure::Failure> {
+    use crate::failure::Failure;
+    if prefix.len() < 4 {
+        return Err(Failure::user(
+            format!("run id `{prefix}` is too short"),
+            Some("give at least 4 characters of a run id from `cairn exp show`"),
+        ));
+    }
+    let matches: Vec<&cairn_meta::Run> = runs.iter().filter(|r| r.info.run_id.starts_with(prefix)).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => match store.run(prefix) {
+            Ok(Some(run)) => Ok(run),
+            _ => Err(Failure::user(
+                format!("no run with an id starting `{prefix}`"),
+                Some("list runs with `cairn exp show`"),
+            )),
+        },
+        many => Err(Failure::user(
+            format!("`{prefix}` matches {} runs", many.len()),
+            Some("give more characters of the run id"),
+        )),
+    }
+}
+
+/// `cairn exp diff A B`: params and metrics that differ between two runs.
+pub fn diff(repo: &Repo, a: &str, b: &str, all: bool, as_json: bool) -> Result<(), crate::failure::Failure> {
+    let store = cairn_meta::open(&repo.meta_location()).map_err(|e| {
+        crate::failure::Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
+    })?;
+    let runs =
+        store.search_runs(&[], usize::MAX).map_err(|e| crate::failure::Failure::user(e.to_string(), None))?;
+    let (old, new) = (find_run(&store, &runs, a)?, find_run(&store, &runs, b)?);
+    let mut rows: Vec<(String, String, Option<String>, Option<String>)> = Vec::new();
+    let params = |run: &cairn_meta::Run| run.params.iter().cloned().collect::<BTreeMap<String, String>>();
+    let metrics = |run: &cairn_meta::Run| {
+        run.metrics
+            .iter()
+            .map(|m| (m.key.clone(), format!("{}", m.value)))
+            .collect::<BTreeMap<String, String>>()
+    };
+    for (kind, old_map, new_map) in
+        [("param", params(&old), params(&new)), ("metric", metrics(&old), metrics(&new))]
+    {
+        let mut keys: Vec<&String> = old_map.keys().chain(new_map.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let (o, n) = (old_map.get(key).cloned(), new_map.get(key).cloned());
+            if all || o != n {
+                rows.push((kind.to_owned(), key.clone(), o, n));
+            }
+        }
+    }
+    let (a_id, b_id) = (&old.info.run_id[..8], &new.info.run_id[..8]);
+    if as_json {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|(kind, key, o, n)| {
+                let change = match (
+                    o.as_deref().and_then(|v| v.parse::<f64>().ok()),
+                    n.as_deref().and_then(|v| v.parse::<f64>().ok()),
+                ) {
+                    (Some(x), Some(y)) if kind == "metric" => Some(y - x),
+                    _ => None,
+                };
+                serde_json::json!({"kind": kind, "key": key, "old": o, "new": n, "change": change})
+            })
+            .collect();
+        return crate::output::json(
+            &serde_json::json!({"old": old.info.run_id, "new": new.info.run_id, "differences": list}),
+        );
+    }
+    if rows.is_empty() {
+        return crate::output::out(format!("runs {a_id} and {b_id} have the same params and metrics"));
+    }
+    let width = rows.iter().map(|r| r.1.len() + r.0.len() + 1).max().unwrap_or(0).max(4);
+    crate::output::out(format!("{:<width$}  {:>12}  {:>12}", "", a_id, b_id))?;
+    for (kind, key, o, n) in rows {
+        let name = format!("{kind} {key}");
+        crate::output::out(format!(
+            "{name:<width$}  {:>12}  {:>12}",
+            o.unwrap_or_else(|| "-".into()),
+            n.unwrap_or_else(|| "-".into())
+        ))?;
+    }
+    Ok(())
+}

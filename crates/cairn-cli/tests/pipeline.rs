@@ -692,6 +692,21 @@ fn every_run_is_recorded() {
         "{table}"
     );
     assert!(lines[1].contains("0.1") && lines.len() == 3, "{table}");
+    // Two runs compared: the param and the metrics that changed.
+    let (a, b) = (first_id.as_str(), second["run_id"].as_str().unwrap());
+    let diff = repo.json(&["exp", "diff", &a[..6], b, "--json"]);
+    let keys: Vec<(&str, &str)> = diff["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap(), d["key"].as_str().unwrap()))
+        .collect();
+    assert!(keys.contains(&("param", "train.lr")), "{diff}");
+    assert!(!keys.contains(&("param", "prepare.factor")), "{diff}");
+    let text = repo.ok(&["exp", "diff", a, b]);
+    assert!(text.contains("param train.lr") && text.contains("0.01") && text.contains("0.1"), "{text}");
+    let err = repo.fail(1, &["exp", "diff", "zz", b]);
+    assert!(err.contains("too short"), "{err}");
     let csv = repo.ok(&["exp", "show", "--csv"]);
     assert!(csv.lines().next().unwrap().starts_with("run,status,commit,"), "{csv}");
 }
