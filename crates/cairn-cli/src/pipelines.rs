@@ -272,7 +272,7 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         supervisor: std::env::current_exe().ok(),
     };
     let printer = Printer { quiet, json: args.output.json };
-    let recorder = crate::record::Recorder::start(&repo, &printer);
+    let recorder = crate::record::Recorder::start(&repo, &mut project, &printer);
     let result = project.run(&options, &printer);
     if let Some(recorder) = &recorder {
         let status = match &result {
@@ -768,7 +768,7 @@ pub fn push_runs(
         .map(cairn_pipeline::runcache::RunCache::key)
         .filter(|key| !there.contains(key))
         .filter_map(|key| {
-            let fp = cairn_hash::Digest::parse_bytes(format!("blake3:{}", key.replace('/', "")).as_bytes())?;
+            let fp = cairn_pipeline::runcache::RunCache::fingerprint_of(&key)?;
             cache.read_raw(&fp).map(|bytes| (key, bytes))
         })
         .collect();
@@ -791,8 +791,7 @@ pub fn fetch_runs(repo: &Repo, remote: &cairn_remote::Remote) -> Result<usize, F
         .collect();
     let mut stored = 0;
     for (key, bytes) in remote.get_documents(RUNS, &wanted).map_err(cairn_repo::RepoError::from)? {
-        let Some(fp) = cairn_hash::Digest::parse_bytes(format!("blake3:{}", key.replace('/', "")).as_bytes())
-        else {
+        let Some(fp) = cairn_pipeline::runcache::RunCache::fingerprint_of(&key) else {
             continue;
         };
         if cache.put_raw(&fp, &bytes)? {

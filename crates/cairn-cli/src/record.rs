@@ -21,7 +21,7 @@ pub struct Recorder {
 impl Recorder {
     /// Opens the store and starts a run; a store that cannot be opened is a warning, not a
     /// reason to refuse running the pipeline.
-    pub fn start(repo: &Repo, observer: &dyn Observer) -> Option<Recorder> {
+    pub fn start(repo: &Repo, project: &mut Project, observer: &dyn Observer) -> Option<Recorder> {
         let location = repo.meta_location();
         let store = match cairn_meta::open(&location) {
             Ok(store) => store,
@@ -30,9 +30,7 @@ impl Recorder {
                 return None;
             }
         };
-        let git = cairn_git::GitRepo::discover(repo.root()).ok();
-        let (commit, dirty) =
-            git.and_then(|g| g.head_state().ok().flatten()).map_or((None, false), |(c, d)| (Some(c), d));
+        let (commit, dirty) = project.git_state();
         let user = ["USER", "LOGNAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok())

@@ -114,15 +114,11 @@ impl GitRepo {
         Ok(object.as_blob().map(|blob| blob.content().to_vec()))
     }
 
-    /// The short commit id of HEAD and whether the work tree differs from it (untracked
+    /// The commit id of HEAD and whether the work tree differs from it (untracked
     /// files not ignored count as changes).
     pub fn head_state(&self) -> Result<Option<(String, bool)>> {
         let Some(head) = self.head()? else { return Ok(None) };
-        let mut options = git2::StatusOptions::new();
-        options.include_untracked(true).include_ignored(false).exclude_submodules(true);
-        let statuses =
-            self.repo.statuses(Some(&mut options)).map_err(git_err("reading the work tree status"))?;
-        Ok(Some((head, !statuses.is_empty())))
+        Ok(Some((head, !self.changed_paths()?.is_empty())))
     }
 
     /// Work-tree paths that differ from HEAD or are untracked (ignored files excluded), as

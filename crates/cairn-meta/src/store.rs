@@ -15,6 +15,9 @@ pub struct Store {
     location: String,
 }
 
+const EXPERIMENT_COLUMNS: &str =
+    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time";
+
 const RUN_COLUMNS: &str = "run_id, experiment_id, name, parent_run_id, status, start_time, end_time, user_id, \
      git_commit, git_dirty, source, artifact_uri, lifecycle_stage";
 
@@ -137,8 +140,7 @@ impl Store {
     pub fn experiment(&self, id: i64) -> Result<Option<Experiment>> {
         self.tx(|tx| {
             let rows = tx.query(
-                "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time \
-                 FROM experiments WHERE experiment_id = $1",
+                &format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = $1"),
                 &[id.into()],
             )?;
             Ok(rows.first().map(|r| experiment(r)))
@@ -148,8 +150,7 @@ impl Store {
     pub fn experiment_by_name(&self, name: &str) -> Result<Option<Experiment>> {
         self.tx(|tx| {
             let rows = tx.query(
-                "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time \
-                 FROM experiments WHERE name = $1",
+                &format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE name = $1"),
                 &[name.into()],
             )?;
             Ok(rows.first().map(|r| experiment(r)))
@@ -159,8 +160,7 @@ impl Store {
     pub fn experiments(&self) -> Result<Vec<Experiment>> {
         self.tx(|tx| {
             let rows = tx.query(
-                "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time \
-                 FROM experiments ORDER BY experiment_id",
+                &format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments ORDER BY experiment_id"),
                 &[],
             )?;
             Ok(rows.iter().map(|r| experiment(r)).collect())

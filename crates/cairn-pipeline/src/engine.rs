@@ -164,6 +164,9 @@ pub struct Project<'r> {
     fetching: bool,
     /// What the last `run` did, also when it failed or was interrupted.
     last_report: Option<RunReport>,
+    /// HEAD and the work tree's changed paths, read once before a run (see
+    /// [`Project::git_state`]).
+    git_before: Option<GitBefore>,
     /// The remote's run-cache entries were copied in during this run.
     refreshed: std::cell::Cell<bool>,
 }
@@ -288,6 +291,7 @@ impl<'r> Project<'r> {
             parts: HashMap::new(),
             request: PartitionRequest::default(),
             last_report: None,
+            git_before: None,
         };
         let root_params = match project.params_file(DEFAULT_PARAMS) {
             Ok(Some(value)) => value,
@@ -302,6 +306,13 @@ impl<'r> Project<'r> {
     /// The partitions `plan`, `explain` and `run` consider for partitioned stages.
     pub fn set_partitions(&mut self, request: PartitionRequest) {
         self.request = request;
+    }
+
+    /// HEAD's commit and whether the work tree differs from it, as the next [`Project::run`]
+    /// will see them (read once: the run uses the same reading to spot undeclared writes).
+    pub fn git_state(&mut self) -> (Option<String>, bool) {
+        let state = self.git_before.get_or_insert_with(|| GitBefore::read(self.repo.root()));
+        (state.commit.clone(), !state.changed.is_empty())
     }
 
     /// What the last [`Project::run`] did, including when it returned an error.
@@ -570,7 +581,7 @@ impl<'r> Project<'r> {
     /// Decides what to do with stage `i`.
     pub(crate) fn evaluate(&mut self, i: usize, records: &Records, force: bool) -> Result<Evaluation> {
         let stage = self.pipeline.stages[i].clone();
-        let (mut inputs, deps, params) = self.inputs(i, records)?;
+        let (inputs, deps, params) = self.inputs(i, records)?;
         if stage.has_parts() {
             return self.evaluate_parts(&stage, inputs, deps, params, records, force);
         }
@@ -601,7 +612,6 @@ impl<'r> Project<'r> {
                 }
             }
         }
-        inputs.cmd.clear();
         let mut evaluation = Evaluation {
             fingerprint,
             deps,
@@ -973,12 +983,10 @@ impl<'r> Project<'r> {
                 });
             }
         }
-        let head = cairn_git::GitRepo::discover(self.repo.root()).ok();
-        let commit = head.as_ref().and_then(|g| g.head().ok().flatten());
+        let GitBefore { git: head, commit, changed: before } =
+            self.git_before.take().unwrap_or_else(|| GitBefore::read(self.repo.root()));
         self.fetching = true;
         self.request = options.partitions.clone();
-        let before: HashSet<String> =
-            head.as_ref().and_then(|g| g.changed_paths().ok()).unwrap_or_default().into_iter().collect();
 
         let mut scheduler = Scheduler::new(self, &selected, options, commit);
         let result = scheduler.drive(observer);
@@ -1031,6 +1039,23 @@ impl<'r> Project<'r> {
 }
 
 type ParamValues = BTreeMap<String, BTreeMap<String, Value>>;
+
+/// The Git side of a run's start: HEAD, and the paths that already differed from it.
+struct GitBefore {
+    git: Option<cairn_git::GitRepo>,
+    commit: Option<String>,
+    changed: HashSet<String>,
+}
+
+impl GitBefore {
+    fn read(root: &Path) -> Self {
+        let git = cairn_git::GitRepo::discover(root).ok();
+        let commit = git.as_ref().and_then(|g| g.head().ok().flatten());
+        let changed =
+            git.as_ref().and_then(|g| g.changed_paths().ok()).unwrap_or_default().into_iter().collect();
+        GitBefore { git, commit, changed }
+    }
+}
 
 /// A part's own deps: (path, digest or `None` if absent).
 type PartDeps = Vec<(String, Option<Digest>)>;

@@ -55,6 +55,12 @@ impl RunCache {
         format!("{}/{}", &hex[..2], &hex[2..])
     }
 
+    /// The fingerprint an entry's key names (`ab/cdef…`), if it is one.
+    pub fn fingerprint_of(key: &str) -> Option<Digest> {
+        let (shard, rest) = key.split_once('/')?;
+        Digest::parse_bytes(format!("blake3:{shard}{rest}").as_bytes())
+    }
+
     fn path(&self, fingerprint: &Digest) -> PathBuf {
         self.dir.join(Self::key(fingerprint))
     }
@@ -95,7 +101,7 @@ impl RunCache {
             let Ok(files) = std::fs::read_dir(shard.path()) else { continue };
             for file in files.flatten() {
                 let name = file.file_name().to_string_lossy().into_owned();
-                if let Some(d) = Digest::parse_bytes(format!("blake3:{prefix}{name}").as_bytes()) {
+                if let Some(d) = Self::fingerprint_of(&format!("{prefix}/{name}")) {
                     out.push(d);
                 }
             }
