@@ -8,6 +8,7 @@ mod pipelines;
 mod progress;
 mod record;
 mod remotes;
+mod tracking;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -213,6 +214,18 @@ enum Command {
     /// Pipeline tools.
     #[command(subcommand)]
     Pipeline(pipelines::PipelineCommand),
+    /// Serve the MLflow-compatible tracking API and artifact proxy (loopback by default).
+    #[command(
+        after_help = "Examples:\n  cairn server                      # http://127.0.0.1:5000\n  cairn server --port 0             # a free port, printed on stdout\n  MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python train.py"
+    )]
+    Server {
+        /// Address to listen on; 0.0.0.0 serves other machines (there is no authentication).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on; 0 picks a free one.
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+    },
     /// Get or set configuration (project `.cairn/config`, or the user's with --user).
     #[command(
         after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout, core.remote\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
@@ -565,6 +578,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             record::diff(&context.open()?, &a, &b, all, output.json)
         }
         Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
+        Command::Server { host, port } => tracking::serve(&context.open()?, &host, port, cli.quiet),
         Command::Config { key, value, user, unset, list } => {
             run_config(&context, key, value, user, unset, list)
         }

@@ -259,6 +259,17 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
             .map_err(|e| Failure::user(format!("cannot handle Ctrl-C: {e}"), None))?;
     }
     let (cpus, gpus, memory) = machine();
+    let printer = Printer { quiet, json: args.output.json };
+    let recorder = crate::record::Recorder::start(&repo, &mut project, &printer);
+    // Stages reach the run through MLflow's client: a tracking server for this run's length.
+    let server = recorder.as_ref().and_then(|_| crate::tracking::background(&repo, &|m| printer.warn(m)));
+    let mut extra_env = Vec::new();
+    if let (Some(recorder), Some(server)) = (&recorder, &server) {
+        extra_env.push(("MLFLOW_TRACKING_URI".to_owned(), server.url()));
+        extra_env.push(("MLFLOW_RUN_ID".to_owned(), recorder.run_id.clone()));
+        extra_env.push(("MLFLOW_EXPERIMENT_ID".to_owned(), "0".to_owned()));
+        extra_env.push(("CAIRN_RUN_ID".to_owned(), recorder.run_id.clone()));
+    }
     let options = RunOptions {
         targets: args.stages,
         jobs: args.jobs.unwrap_or(cpus as usize).max(1),
@@ -270,10 +281,10 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         cancel,
         partitions: request,
         supervisor: std::env::current_exe().ok(),
+        extra_env,
     };
-    let printer = Printer { quiet, json: args.output.json };
-    let recorder = crate::record::Recorder::start(&repo, &mut project, &printer);
     let result = project.run(&options, &printer);
+    drop(server);
     if let Some(recorder) = &recorder {
         let status = match &result {
             Ok(_) => "FINISHED",

@@ -129,7 +129,13 @@ impl Recorder {
             .into_iter()
             .map(|(key, value)| Metric { key, value, timestamp: now, step: 0 })
             .collect();
-        let params: Vec<(String, String)> = params.into_iter().collect();
+        // Params a stage logged itself through the tracking API win over the params files
+        // (params are immutable, and the run should not fail to record over it).
+        let logged: std::collections::HashSet<String> = match self.store.run(&self.run_id)? {
+            Some(run) => run.params.into_iter().map(|(k, _)| k).collect(),
+            None => Default::default(),
+        };
+        let params: Vec<(String, String)> = params.into_iter().filter(|(k, _)| !logged.contains(k)).collect();
         let tags = vec![("cairn.source".to_owned(), "cairn run".to_owned())];
         self.store.log_batch(&self.run_id, &metrics, &params, &tags)?;
         self.store.end_run(&self.run_id, status, now)

@@ -28,6 +28,8 @@ pub enum MetaError {
     TooNew { location: String, found: i64, supported: i64 },
     #[error("no run with id `{0}`")]
     NoRun(String),
+    #[error("run `{0}` is deleted; restore it before logging to it")]
+    RunNotActive(String),
     #[error("no experiment `{0}`")]
     NoExperiment(String),
     #[error("an experiment named `{0}` already exists")]
@@ -54,6 +56,42 @@ pub struct Experiment {
     /// Milliseconds since the Unix epoch.
     pub creation_time: i64,
     pub last_update_time: i64,
+    pub tags: Vec<(String, String)>,
+}
+
+/// Which runs or experiments a search sees, by lifecycle stage (MLflow's `ViewType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    #[default]
+    Active,
+    Deleted,
+    All,
+}
+
+impl View {
+    fn clause(self) -> &'static str {
+        match self {
+            View::Active => "lifecycle_stage = 'active'",
+            View::Deleted => "lifecycle_stage = 'deleted'",
+            View::All => "1 = 1",
+        }
+    }
+}
+
+/// Changes to a run's info; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RunUpdate {
+    pub status: Option<String>,
+    pub end_time: Option<i64>,
+    pub name: Option<String>,
+}
+
+/// A file in the artifact tree: a path naming a cache object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub path: String,
+    pub digest: String,
+    pub size: i64,
 }
 
 /// What a new run starts with.
@@ -99,6 +137,8 @@ pub struct Run {
     pub tags: Vec<(String, String)>,
     /// The latest value of each metric (highest step, then latest timestamp).
     pub metrics: Vec<Metric>,
+    /// Dataset inputs, each MLflow's `DatasetInput` as JSON.
+    pub inputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

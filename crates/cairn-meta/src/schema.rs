@@ -81,6 +81,31 @@ CREATE TABLE run_io (
 );
 INSERT INTO experiments VALUES (0, 'Default', '', 'active', 0, 0);
 "#,
+    // 2: what the MLflow-compatible server needs beyond version 1: experiment tags, dataset
+    // inputs of runs, and artifacts (a path in the artifact tree, naming a cache object).
+    r#"
+CREATE TABLE experiment_tags (
+    experiment_id BIGINT NOT NULL REFERENCES experiments (experiment_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, key)
+);
+CREATE TABLE run_inputs (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run_id, name, digest)
+);
+CREATE TABLE artifacts (
+    path TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    modified BIGINT NOT NULL
+);
+CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value);
+UPDATE experiments SET artifact_location = 'mlflow-artifacts:/0' WHERE experiment_id = 0 AND artifact_location = '';
+"#,
 ];
 
 /// The version this build writes.

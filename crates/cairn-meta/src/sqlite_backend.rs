@@ -69,10 +69,8 @@ impl SqliteTx<'_> {
 impl Tx for SqliteTx<'_> {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let values: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
-        self.tx
-            .execute(&numbered(sql), params_from_iter(values))
-            .map(|n| n as u64)
-            .map_err(|e| self.failed(sql, e))
+        let mut statement = self.tx.prepare_cached(&numbered(sql)).map_err(|e| self.failed(sql, e))?;
+        statement.execute(params_from_iter(values)).map(|n| n as u64).map_err(|e| self.failed(sql, e))
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {

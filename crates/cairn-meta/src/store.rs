@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use crate::backend::{Backend, Tx, Value};
 use crate::{
-    Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, StageRecord, now_ms, schema,
+    Artifact, Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, RunUpdate, StageRecord,
+    View, now_ms, schema,
 };
 
 /// An open metadata store. Cheap to share between threads (operations take turns on one
@@ -47,6 +48,7 @@ fn experiment(row: &[Value]) -> Experiment {
         lifecycle_stage: row[3].text(),
         creation_time: row[4].int(),
         last_update_time: row[5].int(),
+        tags: Vec::new(),
     }
 }
 
@@ -121,18 +123,33 @@ impl Store {
 
     // ------------------------------------------------------------------ experiments
 
+    /// Creates an experiment; `artifact_location` empty means `mlflow-artifacts:/<id>`.
     pub fn create_experiment(&self, name: &str, artifact_location: &str) -> Result<i64> {
+        self.create_experiment_with_tags(name, artifact_location, &[])
+    }
+
+    pub fn create_experiment_with_tags(
+        &self,
+        name: &str,
+        artifact_location: &str,
+        tags: &[(String, String)],
+    ) -> Result<i64> {
         self.tx(|tx| {
             if !tx.query("SELECT 1 FROM experiments WHERE name = $1", &[name.into()])?.is_empty() {
                 return Err(MetaError::ExperimentExists(name.to_owned()));
             }
             let next = tx.query("SELECT COALESCE(MAX(experiment_id), 0) + 1 FROM experiments", &[])?[0][0].int();
             let now = now_ms();
+            let location =
+                if artifact_location.is_empty() { format!("mlflow-artifacts:/{next}") } else { artifact_location.to_owned() };
             tx.execute(
                 "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, \
                  last_update_time) VALUES ($1, $2, $3, 'active', $4, $5)",
-                &[next.into(), name.into(), artifact_location.into(), now.into(), now.into()],
+                &[next.into(), name.into(), location.into(), now.into(), now.into()],
             )?;
+            for (key, value) in tags {
+                set_experiment_tag(tx, next, key, value)?;
+            }
             Ok(next)
         })
     }
@@ -143,7 +160,7 @@ impl Store {
                 &format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = $1"),
                 &[id.into()],
             )?;
-            Ok(rows.first().map(|r| experiment(r)))
+            rows.first().map(|r| with_tags(tx, experiment(r))).transpose()
         })
     }
 
@@ -153,29 +170,101 @@ impl Store {
                 &format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE name = $1"),
                 &[name.into()],
             )?;
-            Ok(rows.first().map(|r| experiment(r)))
+            rows.first().map(|r| with_tags(tx, experiment(r))).transpose()
         })
     }
 
+    /// Every experiment, by id.
     pub fn experiments(&self) -> Result<Vec<Experiment>> {
+        self.search_experiments(View::All)
+    }
+
+    /// Experiments in `view`, by id.
+    pub fn search_experiments(&self, view: View) -> Result<Vec<Experiment>> {
         self.tx(|tx| {
             let rows = tx.query(
-                &format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments ORDER BY experiment_id"),
+                &format!(
+                    "SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE {} ORDER BY experiment_id",
+                    view.clause()
+                ),
                 &[],
             )?;
-            Ok(rows.iter().map(|r| experiment(r)).collect())
+            rows.iter().map(|r| with_tags(tx, experiment(r))).collect()
+        })
+    }
+
+    /// Renames an experiment; the new name must be free.
+    pub fn rename_experiment(&self, id: i64, name: &str) -> Result<()> {
+        self.tx(|tx| {
+            let holder = tx.query("SELECT experiment_id FROM experiments WHERE name = $1", &[name.into()])?;
+            if holder.first().is_some_and(|r| r[0].int() != id) {
+                return Err(MetaError::ExperimentExists(name.to_owned()));
+            }
+            let changed = tx.execute(
+                "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3",
+                &[name.into(), now_ms().into(), id.into()],
+            )?;
+            if changed == 0 {
+                return Err(MetaError::NoExperiment(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks an experiment (and, as MLflow does, its runs) `deleted`, or `active` again.
+    pub fn set_experiment_stage(&self, id: i64, stage: &str) -> Result<()> {
+        self.tx(|tx| {
+            let changed = tx.execute(
+                "UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3",
+                &[stage.into(), now_ms().into(), id.into()],
+            )?;
+            if changed == 0 {
+                return Err(MetaError::NoExperiment(id.to_string()));
+            }
+            tx.execute(
+                "UPDATE runs SET lifecycle_stage = $1 WHERE experiment_id = $2",
+                &[stage.into(), id.into()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn set_experiment_tag(&self, id: i64, key: &str, value: &str) -> Result<()> {
+        self.tx(|tx| {
+            if tx.query("SELECT 1 FROM experiments WHERE experiment_id = $1", &[id.into()])?.is_empty() {
+                return Err(MetaError::NoExperiment(id.to_string()));
+            }
+            set_experiment_tag(tx, id, key, value)
         })
     }
 
     // ------------------------------------------------------------------ runs
 
-    /// Starts a run (status `RUNNING`); returns its id.
+    /// Starts a run (status `RUNNING`); returns its id. An empty `artifact_uri` becomes
+    /// `mlflow-artifacts:/<experiment>/<run>/artifacts`, served by `cairn server`.
     pub fn create_run(&self, run: &NewRun) -> Result<String> {
+        self.create_run_with_tags(run, &[])
+    }
+
+    pub fn create_run_with_tags(&self, run: &NewRun, tags: &[(String, String)]) -> Result<String> {
         let id = new_run_id();
         self.tx(|tx| {
-            if tx.query("SELECT 1 FROM experiments WHERE experiment_id = $1", &[run.experiment_id.into()])?.is_empty() {
-                return Err(MetaError::NoExperiment(run.experiment_id.to_string()));
+            let stage = tx.query(
+                "SELECT lifecycle_stage FROM experiments WHERE experiment_id = $1",
+                &[run.experiment_id.into()],
+            )?;
+            match stage.first() {
+                None => return Err(MetaError::NoExperiment(run.experiment_id.to_string())),
+                Some(row) if row[0].text() != "active" => {
+                    return Err(MetaError::NoExperiment(format!("{} (it is deleted)", run.experiment_id)));
+                }
+                Some(_) => {}
             }
+            let artifact_uri = if run.artifact_uri.is_empty() {
+                format!("mlflow-artifacts:/{}/{id}/artifacts", run.experiment_id)
+            } else {
+                run.artifact_uri.clone()
+            };
             tx.execute(
                 &format!(
                     "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, $7, $8, $9, $10, $11, 'active')"
@@ -191,9 +280,12 @@ impl Store {
                     run.git_commit.clone().into(),
                     i64::from(run.git_dirty).into(),
                     run.source.clone().into(),
-                    run.artifact_uri.clone().into(),
+                    artifact_uri.into(),
                 ],
             )?;
+            for (key, value) in tags {
+                set_tag(tx, &id, key, value)?;
+            }
             Ok(())
         })?;
         Ok(id)
@@ -201,13 +293,30 @@ impl Store {
 
     /// Ends a run with a status (`FINISHED`, `FAILED`, `KILLED`).
     pub fn end_run(&self, run_id: &str, status: &str, end_time: i64) -> Result<()> {
+        self.update_run(
+            run_id,
+            &RunUpdate { status: Some(status.to_owned()), end_time: Some(end_time), name: None },
+        )
+    }
+
+    /// Changes a run's status, end time or name.
+    pub fn update_run(&self, run_id: &str, update: &RunUpdate) -> Result<()> {
         self.tx(|tx| {
             let changed = tx.execute(
-                "UPDATE runs SET status = $1, end_time = $2 WHERE run_id = $3",
-                &[status.into(), end_time.into(), run_id.into()],
+                "UPDATE runs SET status = COALESCE($1, status), end_time = COALESCE($2, end_time), \
+                 name = COALESCE($3, name) WHERE run_id = $4",
+                &[
+                    update.status.clone().into(),
+                    update.end_time.into(),
+                    update.name.clone().into(),
+                    run_id.into(),
+                ],
             )?;
             if changed == 0 {
                 return Err(MetaError::NoRun(run_id.to_owned()));
+            }
+            if let Some(name) = &update.name {
+                set_tag(tx, run_id, "mlflow.runName", name)?;
             }
             Ok(())
         })
@@ -215,11 +324,34 @@ impl Store {
 
     /// Marks a run deleted (`lifecycle_stage`), as MLflow does.
     pub fn delete_run(&self, run_id: &str) -> Result<()> {
+        self.set_run_stage(run_id, "deleted")
+    }
+
+    /// Marks a deleted run active again.
+    pub fn restore_run(&self, run_id: &str) -> Result<()> {
+        self.set_run_stage(run_id, "active")
+    }
+
+    fn set_run_stage(&self, run_id: &str, stage: &str) -> Result<()> {
         self.tx(|tx| {
-            if tx
-                .execute("UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_id = $1", &[run_id.into()])?
-                == 0
+            if tx.execute(
+                "UPDATE runs SET lifecycle_stage = $1 WHERE run_id = $2",
+                &[stage.into(), run_id.into()],
+            )? == 0
             {
+                return Err(MetaError::NoRun(run_id.to_owned()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a run and everything recorded about it (`cairn exp remove`).
+    pub fn purge_run(&self, run_id: &str) -> Result<()> {
+        self.tx(|tx| {
+            for table in ["params", "tags", "metrics", "latest_metrics", "stages", "run_io", "run_inputs"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE run_id = $1"), &[run_id.into()])?;
+            }
+            if tx.execute("DELETE FROM runs WHERE run_id = $1", &[run_id.into()])? == 0 {
                 return Err(MetaError::NoRun(run_id.to_owned()));
             }
             Ok(())
@@ -230,30 +362,32 @@ impl Store {
         self.tx(|tx| {
             let rows =
                 tx.query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1"), &[run_id.into()])?;
-            let Some(row) = rows.first() else { return Ok(None) };
-            Ok(Some(complete(tx, run_info(row))?))
+            Ok(complete(tx, rows, "runs.run_id = $1", &[run_id.into()])?.pop())
         })
     }
 
     /// Active runs of the experiments (all when empty), newest first, at most `max`.
     pub fn search_runs(&self, experiment_ids: &[i64], max: usize) -> Result<Vec<Run>> {
+        let mut runs = self.runs(experiment_ids, View::Active)?;
+        runs.truncate(max);
+        Ok(runs)
+    }
+
+    /// Every run of the experiments (all when empty) in `view`, newest first, with params,
+    /// tags and latest metrics: a fixed number of queries however many runs there are.
+    pub fn runs(&self, experiment_ids: &[i64], view: View) -> Result<Vec<Run>> {
         self.tx(|tx| {
-            let rows = tx.query(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE lifecycle_stage = 'active' ORDER BY start_time DESC, run_id"),
-                &[],
-            )?;
-            let mut out = Vec::new();
-            for row in rows {
-                let info = run_info(&row);
-                if !experiment_ids.is_empty() && !experiment_ids.contains(&info.experiment_id) {
-                    continue;
-                }
-                out.push(complete(tx, info)?);
-                if out.len() >= max {
-                    break;
-                }
+            let mut clause = format!("runs.{}", view.clause());
+            let params: Vec<Value> = experiment_ids.iter().map(|&id| id.into()).collect();
+            if !experiment_ids.is_empty() {
+                let slots: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
+                clause.push_str(&format!(" AND runs.experiment_id IN ({})", slots.join(", ")));
             }
-            Ok(out)
+            let rows = tx.query(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE {clause} ORDER BY start_time DESC, run_id"),
+                &params,
+            )?;
+            complete(tx, rows, &clause, &params)
         })
     }
 
@@ -267,8 +401,11 @@ impl Store {
         tags: &[(String, String)],
     ) -> Result<()> {
         self.tx(|tx| {
-            if tx.query("SELECT 1 FROM runs WHERE run_id = $1", &[run_id.into()])?.is_empty() {
-                return Err(MetaError::NoRun(run_id.to_owned()));
+            let stage = tx.query("SELECT lifecycle_stage FROM runs WHERE run_id = $1", &[run_id.into()])?;
+            match stage.first() {
+                None => return Err(MetaError::NoRun(run_id.to_owned())),
+                Some(row) if row[0].text() != "active" => return Err(MetaError::RunNotActive(run_id.to_owned())),
+                Some(_) => {}
             }
             for (key, value) in params {
                 let inserted = tx.execute(
@@ -289,21 +426,53 @@ impl Store {
                 }
             }
             for (key, value) in tags {
-                tx.execute(
-                    "INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
-                    &[run_id.into(), key.as_str().into(), value.as_str().into()],
-                )?;
+                set_tag(tx, run_id, key, value)?;
             }
+            // The newest point of each key in this batch is the only candidate for latest.
+            let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
             for m in metrics {
                 let row = [run_id.into(), m.key.as_str().into(), m.value.into(), m.timestamp.into(), m.step.into()];
                 tx.execute("INSERT INTO metrics (run_id, key, value, timestamp, step) VALUES ($1, $2, $3, $4, $5)", &row)?;
+                let slot = newest.entry(m.key.as_str()).or_insert(m);
+                if (m.step, m.timestamp) >= (slot.step, slot.timestamp) {
+                    *slot = m;
+                }
+            }
+            for m in newest.values() {
                 tx.execute(
                     "INSERT INTO latest_metrics (run_id, key, value, timestamp, step) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, \
                      step = excluded.step WHERE excluded.step > latest_metrics.step OR \
                      (excluded.step = latest_metrics.step AND excluded.timestamp >= latest_metrics.timestamp)",
-                    &row,
+                    &[run_id.into(), m.key.as_str().into(), m.value.into(), m.timestamp.into(), m.step.into()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a tag; an absent tag is not an error.
+    pub fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        self.tx(|tx| {
+            if tx.query("SELECT 1 FROM runs WHERE run_id = $1", &[run_id.into()])?.is_empty() {
+                return Err(MetaError::NoRun(run_id.to_owned()));
+            }
+            tx.execute("DELETE FROM tags WHERE run_id = $1 AND key = $2", &[run_id.into(), key.into()])
+                .map(drop)
+        })
+    }
+
+    /// Records dataset inputs (each `(name, digest, JSON body)`); logging one twice keeps one.
+    pub fn log_inputs(&self, run_id: &str, inputs: &[(String, String, String)]) -> Result<()> {
+        self.tx(|tx| {
+            if tx.query("SELECT 1 FROM runs WHERE run_id = $1", &[run_id.into()])?.is_empty() {
+                return Err(MetaError::NoRun(run_id.to_owned()));
+            }
+            for (name, digest, body) in inputs {
+                tx.execute(
+                    "INSERT INTO run_inputs (run_id, name, digest, body) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (run_id, name, digest) DO UPDATE SET body = excluded.body",
+                    &[run_id.into(), name.as_str().into(), digest.as_str().into(), body.as_str().into()],
                 )?;
             }
             Ok(())
@@ -318,6 +487,69 @@ impl Store {
                 &[run_id.into(), key.into()],
             )?;
             Ok(rows.iter().map(|r| metric(r)).collect())
+        })
+    }
+
+    /// Every metric key a run logged.
+    pub fn metric_keys(&self, run_id: &str) -> Result<Vec<String>> {
+        self.tx(|tx| {
+            let rows =
+                tx.query("SELECT key FROM latest_metrics WHERE run_id = $1 ORDER BY key", &[run_id.into()])?;
+            Ok(rows.iter().map(|r| r[0].text()).collect())
+        })
+    }
+
+    // ------------------------------------------------------------------ artifacts
+
+    /// Records (or replaces) the file at `path` in the artifact tree.
+    pub fn put_artifact(&self, artifact: &Artifact) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO artifacts (path, digest, size, modified) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (path) DO UPDATE SET digest = excluded.digest, size = excluded.size, \
+                 modified = excluded.modified",
+                &[
+                    artifact.path.as_str().into(),
+                    artifact.digest.as_str().into(),
+                    artifact.size.into(),
+                    now_ms().into(),
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn artifact(&self, path: &str) -> Result<Option<Artifact>> {
+        self.tx(|tx| {
+            let rows =
+                tx.query("SELECT path, digest, size FROM artifacts WHERE path = $1", &[path.into()])?;
+            Ok(rows.first().map(|r| artifact(r)))
+        })
+    }
+
+    /// Every file below the directory `prefix` (no trailing `/`; empty: the whole tree).
+    pub fn artifacts_under(&self, prefix: &str) -> Result<Vec<Artifact>> {
+        self.tx(|tx| {
+            // Paths below `a/b` sort between `a/b/` and `a/b0` (`0` follows `/`).
+            let rows = if prefix.is_empty() {
+                tx.query("SELECT path, digest, size FROM artifacts ORDER BY path", &[])?
+            } else {
+                tx.query(
+                    "SELECT path, digest, size FROM artifacts WHERE path >= $1 AND path < $2 ORDER BY path",
+                    &[format!("{prefix}/").into(), format!("{prefix}0").into()],
+                )?
+            };
+            Ok(rows.iter().map(|r| artifact(r)).collect())
+        })
+    }
+
+    /// Forgets the file at `path` or every file below it; returns how many.
+    pub fn delete_artifacts(&self, path: &str) -> Result<u64> {
+        self.tx(|tx| {
+            tx.execute(
+                "DELETE FROM artifacts WHERE path = $1 OR (path >= $2 AND path < $3)",
+                &[path.into(), format!("{path}/").into(), format!("{path}0").into()],
+            )
         })
     }
 
@@ -404,23 +636,87 @@ fn metric(row: &[Value]) -> Metric {
     Metric { key: row[0].text(), value: row[1].real(), timestamp: row[2].int(), step: row[3].int() }
 }
 
-/// A run with its params, tags and latest metrics.
-fn complete(tx: &mut dyn Tx, info: RunInfo) -> Result<Run> {
-    let id: Value = info.run_id.as_str().into();
-    let pairs = |rows: Vec<Vec<Value>>| rows.iter().map(|r| (r[0].text(), r[1].text())).collect();
-    let params = pairs(
-        tx.query("SELECT key, value FROM params WHERE run_id = $1 ORDER BY key", std::slice::from_ref(&id))?,
-    );
-    let tags = pairs(
-        tx.query("SELECT key, value FROM tags WHERE run_id = $1 ORDER BY key", std::slice::from_ref(&id))?,
-    );
-    let metrics = tx
+fn artifact(row: &[Value]) -> Artifact {
+    Artifact { path: row[0].text(), digest: row[1].text(), size: row[2].int() }
+}
+
+fn set_tag(tx: &mut dyn Tx, run_id: &str, key: &str, value: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+        &[run_id.into(), key.into(), value.into()],
+    )
+    .map(drop)
+}
+
+fn set_experiment_tag(tx: &mut dyn Tx, id: i64, key: &str, value: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+        &[id.into(), key.into(), value.into()],
+    )
+    .map(drop)
+}
+
+fn with_tags(tx: &mut dyn Tx, mut experiment: Experiment) -> Result<Experiment> {
+    experiment.tags = tx
         .query(
-            "SELECT key, value, timestamp, step FROM latest_metrics WHERE run_id = $1 ORDER BY key",
-            &[id],
+            "SELECT key, value FROM experiment_tags WHERE experiment_id = $1 ORDER BY key",
+            &[experiment.id.into()],
         )?
         .iter()
-        .map(|r| metric(r))
+        .map(|r| (r[0].text(), r[1].text()))
         .collect();
-    Ok(Run { info, params, tags, metrics })
+    Ok(experiment)
+}
+
+/// The runs in `rows` with their params, tags, latest metrics and inputs, read with one query
+/// per table for every run matching `clause` (the clause that selected `rows`).
+fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Value]) -> Result<Vec<Run>> {
+    let mut runs: Vec<Run> = rows
+        .iter()
+        .map(|row| Run {
+            info: run_info(row),
+            params: Vec::new(),
+            tags: Vec::new(),
+            metrics: Vec::new(),
+            inputs: Vec::new(),
+        })
+        .collect();
+    if runs.is_empty() {
+        return Ok(runs);
+    }
+    let index: std::collections::HashMap<String, usize> =
+        runs.iter().enumerate().map(|(i, r)| (r.info.run_id.clone(), i)).collect();
+    let select = |columns: &str, table: &str| {
+        format!(
+            "SELECT t.run_id, {columns} FROM {table} t JOIN runs ON runs.run_id = t.run_id WHERE {clause} \
+             ORDER BY t.run_id, t.key"
+        )
+    };
+    for row in tx.query(&select("t.key, t.value", "params"), params)? {
+        if let Some(&i) = index.get(&row[0].text()) {
+            runs[i].params.push((row[1].text(), row[2].text()));
+        }
+    }
+    for row in tx.query(&select("t.key, t.value", "tags"), params)? {
+        if let Some(&i) = index.get(&row[0].text()) {
+            runs[i].tags.push((row[1].text(), row[2].text()));
+        }
+    }
+    for row in tx.query(&select("t.key, t.value, t.timestamp, t.step", "latest_metrics"), params)? {
+        if let Some(&i) = index.get(&row[0].text()) {
+            runs[i].metrics.push(metric(&row[1..]));
+        }
+    }
+    let inputs = format!(
+        "SELECT t.run_id, t.body FROM run_inputs t JOIN runs ON runs.run_id = t.run_id WHERE {clause} \
+         ORDER BY t.run_id, t.name, t.digest"
+    );
+    for row in tx.query(&inputs, params)? {
+        if let Some(&i) = index.get(&row[0].text()) {
+            runs[i].inputs.push(row[1].text());
+        }
+    }
+    Ok(runs)
 }

@@ -85,6 +85,9 @@ pub struct RunOptions {
     pub partitions: PartitionRequest,
     /// Measures each command's CPU time and peak memory (see [`crate::exec::Job`]).
     pub supervisor: Option<std::path::PathBuf>,
+    /// Environment for every command that is not part of any stage's fingerprint (the
+    /// tracking server's address and the run id).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// What happened to a stage in a run.

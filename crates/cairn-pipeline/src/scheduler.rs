@@ -231,6 +231,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         let cwd = root.join(&stage.wdir);
         let mut env: Vec<(String, String)> = stage.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("CAIRN_STAGE".into(), stage.name.clone()));
+        env.extend(self.options.extra_env.iter().cloned());
         if !gpus.is_empty() {
             let ids: Vec<String> = gpus.iter().map(u32::to_string).collect();
             env.push(("CUDA_VISIBLE_DEVICES".into(), ids.join(",")));

@@ -1,0 +1,67 @@
+//! `cairn server`, and the tracking server `cairn run` starts for its stages.
+
+use std::sync::Arc;
+
+use cairn_repo::Repo;
+use cairn_server::{Background, State};
+
+use crate::failure::Failure;
+
+fn state(repo: &Repo) -> Result<State, Failure> {
+    let meta = cairn_meta::open(&repo.meta_location())
+        .map_err(|e| Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)")))?;
+    Ok(State { meta: Arc::new(meta), objects: repo.store().clone() })
+}
+
+/// `cairn server`: the MLflow-compatible tracking API until Ctrl-C.
+pub fn serve(repo: &Repo, host: &str, port: u16, quiet: bool) -> Result<(), Failure> {
+    let state = state(repo)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::user(format!("cannot start the server's runtime: {e}"), None))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((host, port)).await.map_err(|e| {
+            Failure::user(
+                format!("cannot listen on {host}:{port}: {e}"),
+                Some("choose another port with --port (0 picks a free one), or stop what holds this one"),
+            )
+        })?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
+        if !quiet {
+            eprintln!(
+                "cairn tracking server on http://{address} (metadata: {}); Ctrl-C stops it\n  export MLFLOW_TRACKING_URI=http://{address}",
+                state.meta.location()
+            );
+        }
+        // Stdout carries only the URL, for scripts that start the server on port 0.
+        println!("http://{address}");
+        cairn_server::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| Failure::user(format!("the server stopped: {e}"), None))
+    })
+}
+
+/// A tracking server on a loopback port for the duration of a `cairn run`; `None` (with a
+/// warning) when it cannot start: the pipeline still runs, and `mlflow` calls in stages
+/// then fail on their own.
+pub fn background(repo: &Repo, warn: &dyn Fn(&str)) -> Option<Background> {
+    let state = match state(repo) {
+        Ok(state) => state,
+        Err(e) => {
+            warn(&format!("no tracking server for this run: {}", e.message));
+            return None;
+        }
+    };
+    match Background::start(state) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            warn(&format!("no tracking server for this run: cannot listen on 127.0.0.1: {e}"));
+            None
+        }
+    }
+}

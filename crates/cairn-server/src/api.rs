@@ -1,0 +1,601 @@
+//! The tracking endpoints under `/api/2.0/mlflow/`.
+//!
+//! Every endpoint takes its fields from the query string (GET) or a JSON body (POST), runs
+//! on the blocking pool (the store's backends are synchronous), and answers JSON.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State as Extract};
+use axum::http::Method;
+use axum::routing::{get, post};
+use cairn_meta::{Metric, NewRun, RunUpdate, View, now_ms};
+use serde_json::{Value, json};
+
+use crate::search::{Filter, OrderBy};
+use crate::wire::{self, Request, experiment_json, metric_json, run_json};
+use crate::{ApiError, State};
+
+/// MLflow's limits on one `log-batch` request.
+pub const MAX_METRICS_PER_BATCH: usize = 1000;
+pub const MAX_PARAMS_TAGS_PER_BATCH: usize = 100;
+pub const MAX_BATCH_BYTES: usize = 1_000_000;
+const MAX_PARAM_VALUE: usize = 6000;
+const MAX_TAG_VALUE: usize = 8000;
+const MAX_KEY: usize = 250;
+const MAX_EXPERIMENT_NAME: usize = 500;
+const MAX_RESULTS: i64 = 50_000;
+
+type Endpoint = fn(&State, &Request, usize) -> Result<Value, ApiError>;
+
+/// Reads the request (query for GET, body otherwise) and runs `endpoint` on the blocking pool.
+async fn dispatch(
+    state: State,
+    method: Method,
+    query: Option<String>,
+    body: Bytes,
+    endpoint: Endpoint,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let size = body.len();
+    let result = tokio::task::spawn_blocking(move || {
+        let request = if method == Method::GET {
+            Request::from_query(query.as_deref())?
+        } else {
+            Request::from_body(&body)?
+        };
+        endpoint(&state, &request, size)
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::internal(format!("the request handler failed: {e}"))));
+    match result {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+macro_rules! endpoint {
+    ($f:path) => {
+        |Extract(state): Extract<State>, method: Method, RawQuery(query): RawQuery, body: Bytes| {
+            dispatch(state, method, query, body, $f)
+        }
+    };
+}
+
+pub(crate) fn routes() -> Router<State> {
+    let api = Router::new()
+        .route("/experiments/create", post(endpoint!(create_experiment)))
+        .route("/experiments/get", get(endpoint!(get_experiment)))
+        .route("/experiments/get-by-name", get(endpoint!(get_experiment_by_name)))
+        .route("/experiments/search", post(endpoint!(search_experiments)).get(endpoint!(search_experiments)))
+        .route("/experiments/update", post(endpoint!(update_experiment)))
+        .route("/experiments/delete", post(endpoint!(delete_experiment)))
+        .route("/experiments/restore", post(endpoint!(restore_experiment)))
+        .route("/experiments/set-experiment-tag", post(endpoint!(set_experiment_tag)))
+        .route("/runs/create", post(endpoint!(create_run)))
+        .route("/runs/update", post(endpoint!(update_run)))
+        .route("/runs/get", get(endpoint!(get_run)))
+        .route("/runs/search", post(endpoint!(search_runs)).get(endpoint!(search_runs)))
+        .route("/runs/delete", post(endpoint!(delete_run)))
+        .route("/runs/restore", post(endpoint!(restore_run)))
+        .route("/runs/set-tag", post(endpoint!(set_tag)))
+        .route("/runs/delete-tag", post(endpoint!(delete_tag)))
+        .route("/runs/log-metric", post(endpoint!(log_metric)))
+        .route("/runs/log-parameter", post(endpoint!(log_parameter)))
+        .route("/runs/log-batch", post(endpoint!(log_batch)))
+        .route("/runs/log-inputs", post(endpoint!(log_inputs)))
+        .route("/metrics/get-history", get(endpoint!(metric_history)))
+        .route("/artifacts/list", get(endpoint!(list_artifacts)))
+        .route("/logged-models/search", post(endpoint!(search_logged_models)))
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError {
+                code: "ENDPOINT_NOT_FOUND",
+                message: format!(
+                    "no endpoint {method} {uri}; see the MLflow REST API reference for the tracking API"
+                ),
+            }
+        })
+        // A batch over MLflow's 1 MB limit gets MLflow's error, not a bare 413.
+        .layer(DefaultBodyLimit::max(16 << 20));
+    Router::new().nest("/api/2.0/mlflow", api.clone()).nest("/ajax-api/2.0/mlflow", api)
+}
+
+// ------------------------------------------------------------------ validation
+
+fn check_key(what: &str, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::invalid(format!("{what} name must not be empty")));
+    }
+    if key.len() > MAX_KEY {
+        return Err(ApiError::invalid(format!(
+            "{what} name `{key}` is {} characters; the limit is {MAX_KEY}",
+            key.len()
+        )));
+    }
+    let path_safe = !key.starts_with('/') && !key.split('/').any(|part| part == "..");
+    if !path_safe
+        || !key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/' | ':'))
+    {
+        return Err(ApiError::invalid(format!(
+            "invalid {what} name `{key}`: names may contain letters, digits, underscores, dashes, periods, spaces, colons and slashes, and may not climb out of their directory"
+        )));
+    }
+    Ok(())
+}
+
+fn check_value(what: &str, key: &str, value: &str, limit: usize) -> Result<(), ApiError> {
+    if value.len() > limit {
+        return Err(ApiError::invalid(format!(
+            "{what} `{key}` has a value of {} characters; the limit is {limit}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn experiment_id(request: &Request) -> Result<i64, ApiError> {
+    let text = request.required("experiment_id")?;
+    text.parse()
+        .map_err(|_| ApiError::not_found(format!("no experiment with id `{text}` (ids are whole numbers)")))
+}
+
+fn page(request: &Request, default: i64) -> Result<(usize, usize), ApiError> {
+    let max = request.int("max_results")?.unwrap_or(default);
+    if !(1..=MAX_RESULTS).contains(&max) {
+        return Err(ApiError::invalid(format!("max_results must be between 1 and {MAX_RESULTS}, not {max}")));
+    }
+    let offset = match request.string("page_token")? {
+        None => 0,
+        Some(token) if token.is_empty() => 0,
+        Some(token) => {
+            token.parse().map_err(|_| ApiError::invalid(format!("invalid page_token `{token}`")))?
+        }
+    };
+    Ok((offset, max as usize))
+}
+
+fn view(request: &Request, field: &str) -> Result<View, ApiError> {
+    Ok(match request.string(field)?.as_deref() {
+        None | Some("ACTIVE_ONLY") | Some("1") => View::Active,
+        Some("DELETED_ONLY") | Some("2") => View::Deleted,
+        Some("ALL") | Some("3") => View::All,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "{field} must be ACTIVE_ONLY, DELETED_ONLY or ALL, not `{other}`"
+            )));
+        }
+    })
+}
+
+/// One page of `items` and the token for the next.
+fn paginate<T>(items: Vec<T>, offset: usize, max: usize) -> (Vec<T>, Option<String>) {
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(offset).take(max).collect();
+    let next = (offset + max < total).then(|| (offset + max).to_string());
+    (page, next)
+}
+
+// ------------------------------------------------------------------ experiments
+
+fn create_experiment(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("experiment name must not be empty"));
+    }
+    if name.len() > MAX_EXPERIMENT_NAME {
+        return Err(ApiError::invalid(format!(
+            "experiment name is {} characters; the limit is {MAX_EXPERIMENT_NAME}",
+            name.len()
+        )));
+    }
+    let location = request.string("artifact_location")?.unwrap_or_default();
+    let tags = request.pairs("tags")?;
+    let id = state.meta.create_experiment_with_tags(&name, &location, &tags)?;
+    Ok(json!({"experiment_id": id.to_string()}))
+}
+
+fn get_experiment(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let id = experiment_id(request)?;
+    let experiment = state
+        .meta
+        .experiment(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no experiment with id `{id}`")))?;
+    Ok(json!({"experiment": experiment_json(&experiment)}))
+}
+
+fn get_experiment_by_name(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("experiment_name")?;
+    let experiment = state
+        .meta
+        .experiment_by_name(&name)?
+        .ok_or_else(|| ApiError::not_found(format!("Could not find experiment with name '{name}'")))?;
+    Ok(json!({"experiment": experiment_json(&experiment)}))
+}
+
+fn search_experiments(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let (offset, max) = page(request, 1000)?;
+    let filter = Filter::parse(&request.string("filter")?.unwrap_or_default())
+        .map_err(|e| ApiError::invalid(format!("invalid filter: {e}")))?;
+    let order: Vec<OrderBy> = request
+        .list("order_by")
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|o| OrderBy::parse(o).map_err(|e| ApiError::invalid(format!("invalid order_by `{o}`: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let experiments = state.meta.search_experiments(view(request, "view_type")?)?;
+    // Experiments are searched as runs with the experiment's name, tags and creation time.
+    let mut as_runs: Vec<(cairn_meta::Run, cairn_meta::Experiment)> = experiments
+        .into_iter()
+        .map(|e| {
+            let run = cairn_meta::Run {
+                info: cairn_meta::RunInfo {
+                    run_id: e.id.to_string(),
+                    experiment_id: e.id,
+                    name: e.name.clone(),
+                    parent_run_id: None,
+                    status: String::new(),
+                    start_time: e.creation_time,
+                    end_time: Some(e.last_update_time),
+                    user: String::new(),
+                    git_commit: None,
+                    git_dirty: false,
+                    source: String::new(),
+                    artifact_uri: e.artifact_location.clone(),
+                    lifecycle_stage: e.lifecycle_stage.clone(),
+                },
+                params: Vec::new(),
+                tags: e.tags.clone(),
+                metrics: Vec::new(),
+                inputs: Vec::new(),
+            };
+            (run, e)
+        })
+        .filter(|(run, _)| filter.matches(run))
+        .collect();
+    if order.is_empty() {
+        as_runs.sort_by(|a, b| b.1.last_update_time.cmp(&a.1.last_update_time).then(b.1.id.cmp(&a.1.id)));
+    } else {
+        let mut runs: Vec<cairn_meta::Run> = as_runs.iter().map(|(r, _)| r.clone()).collect();
+        crate::search::sort(&mut runs, &order);
+        let by_id: std::collections::HashMap<i64, cairn_meta::Experiment> =
+            as_runs.into_iter().map(|(_, e)| (e.id, e)).collect();
+        as_runs = runs
+            .into_iter()
+            .filter_map(|r| by_id.get(&r.info.experiment_id).map(|e| (r, e.clone())))
+            .collect();
+    }
+    let (page, next) = paginate(as_runs, offset, max);
+    let mut out = json!({"experiments": page.iter().map(|(_, e)| experiment_json(e)).collect::<Vec<_>>()});
+    if let Some(next) = next {
+        out["next_page_token"] = json!(next);
+    }
+    Ok(out)
+}
+
+fn update_experiment(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let id = experiment_id(request)?;
+    if let Some(name) = request.string("new_name")? {
+        if name.trim().is_empty() {
+            return Err(ApiError::invalid("new_name must not be empty"));
+        }
+        state.meta.rename_experiment(id, &name)?;
+    }
+    Ok(json!({}))
+}
+
+fn delete_experiment(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let id = experiment_id(request)?;
+    if id == 0 {
+        return Err(ApiError::invalid("the Default experiment (id 0) cannot be deleted"));
+    }
+    state.meta.set_experiment_stage(id, "deleted")?;
+    Ok(json!({}))
+}
+
+fn restore_experiment(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    state.meta.set_experiment_stage(experiment_id(request)?, "active")?;
+    Ok(json!({}))
+}
+
+fn set_experiment_tag(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let id = experiment_id(request)?;
+    let key = request.required("key")?;
+    check_key("tag", &key)?;
+    let value = request.string("value")?.unwrap_or_default();
+    check_value("tag", &key, &value, 5000)?;
+    state.meta.set_experiment_tag(id, &key, &value)?;
+    Ok(json!({}))
+}
+
+// ------------------------------------------------------------------ runs
+
+fn create_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let experiment = match request.string("experiment_id")? {
+        None => 0,
+        Some(text) if text.is_empty() => 0,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::not_found(format!("no experiment with id `{text}` (ids are whole numbers)"))
+        })?,
+    };
+    let mut tags = request.pairs("tags")?;
+    for (key, value) in &tags {
+        check_key("tag", key)?;
+        check_value("tag", key, value, MAX_TAG_VALUE)?;
+    }
+    let tag = |key: &str| tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let name = match request.string("run_name")?.filter(|n| !n.is_empty()).or_else(|| tag("mlflow.runName")) {
+        Some(name) => name,
+        None => format!("run-{:06x}", now_ms() as u64 & 0xff_ffff),
+    };
+    let user = request
+        .string("user_id")?
+        .filter(|u| !u.is_empty())
+        .or_else(|| tag("mlflow.user"))
+        .unwrap_or_default();
+    let run = NewRun {
+        experiment_id: experiment,
+        name: name.clone(),
+        parent_run_id: tag("mlflow.parentRunId"),
+        user,
+        git_commit: tag("mlflow.source.git.commit"),
+        git_dirty: false,
+        start_time: request.int("start_time")?.unwrap_or_else(now_ms),
+        source: tag("mlflow.source.name").unwrap_or_else(|| "mlflow".into()),
+        artifact_uri: String::new(),
+    };
+    if tag("mlflow.runName").is_none() {
+        tags.push(("mlflow.runName".into(), name));
+    }
+    let id = state.meta.create_run_with_tags(&run, &tags)?;
+    let run = state
+        .meta
+        .run(&id)?
+        .ok_or_else(|| ApiError::internal(format!("run {id} vanished after creation")))?;
+    Ok(json!({"run": run_json(&run)}))
+}
+
+fn find_run(state: &State, run_id: &str) -> Result<cairn_meta::Run, ApiError> {
+    state.meta.run(run_id)?.ok_or_else(|| ApiError::not_found(format!("Run with id={run_id} not found")))
+}
+
+fn update_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let status = request.string("status")?;
+    if let Some(s) = &status
+        && !matches!(s.as_str(), "RUNNING" | "SCHEDULED" | "FINISHED" | "FAILED" | "KILLED")
+    {
+        return Err(ApiError::invalid(format!(
+            "status must be RUNNING, SCHEDULED, FINISHED, FAILED or KILLED, not `{s}`"
+        )));
+    }
+    let update = RunUpdate {
+        status,
+        end_time: request.int("end_time")?,
+        name: request.string("run_name")?.filter(|n| !n.is_empty()),
+    };
+    state.meta.update_run(&run_id, &update)?;
+    let run = find_run(state, &run_id)?;
+    Ok(json!({"run_info": run_json(&run)["info"]}))
+}
+
+fn get_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run = find_run(state, &request.run_id()?)?;
+    Ok(json!({"run": run_json(&run)}))
+}
+
+fn delete_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    state.meta.delete_run(&request.run_id()?)?;
+    Ok(json!({}))
+}
+
+fn restore_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    state.meta.restore_run(&request.run_id()?)?;
+    Ok(json!({}))
+}
+
+fn search_runs(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let (offset, max) = page(request, 1000)?;
+    let mut experiments = Vec::new();
+    for id in request.list("experiment_ids") {
+        let parsed = wire::int64(&id)
+            .ok_or_else(|| ApiError::invalid(format!("experiment id {id} is not a whole number")))?;
+        experiments.push(parsed);
+    }
+    let filter_text = request.string("filter")?.unwrap_or_default();
+    let filter = Filter::parse(&filter_text)
+        .map_err(|e| ApiError::invalid(format!("invalid filter `{filter_text}`: {e}")))?;
+    let order: Vec<OrderBy> = request
+        .list("order_by")
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|o| OrderBy::parse(o).map_err(|e| ApiError::invalid(format!("invalid order_by `{o}`: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let mut runs = state.meta.runs(&experiments, view(request, "run_view_type")?)?;
+    runs.retain(|r| filter.matches(r));
+    if !order.is_empty() {
+        crate::search::sort(&mut runs, &order);
+    }
+    let (page, next) = paginate(runs, offset, max);
+    let mut out = json!({"runs": page.iter().map(run_json).collect::<Vec<_>>()});
+    if let Some(next) = next {
+        out["next_page_token"] = json!(next);
+    }
+    Ok(out)
+}
+
+fn set_tag(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let key = request.required("key")?;
+    check_key("tag", &key)?;
+    let value = request.string("value")?.unwrap_or_default();
+    check_value("tag", &key, &value, MAX_TAG_VALUE)?;
+    state.meta.log_batch(&run_id, &[], &[], &[(key.clone(), value.clone())])?;
+    if key == "mlflow.runName" {
+        state.meta.update_run(&run_id, &RunUpdate { name: Some(value), ..RunUpdate::default() })?;
+    }
+    Ok(json!({}))
+}
+
+fn delete_tag(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    state.meta.delete_tag(&request.run_id()?, &request.required("key")?)?;
+    Ok(json!({}))
+}
+
+fn metric(item: &Value, now: i64) -> Result<Metric, ApiError> {
+    let key = match item.get("key") {
+        Some(Value::String(k)) => k.clone(),
+        _ => return Err(ApiError::invalid("a metric needs a string `key`")),
+    };
+    check_key("metric", &key)?;
+    let value = item
+        .get("value")
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| ApiError::invalid(format!("metric `{key}` has no value")))?;
+    let value = wire::double(value)
+        .ok_or_else(|| ApiError::invalid(format!("metric `{key}` has value {value}, not a number")))?;
+    let int = |name: &str| -> Result<Option<i64>, ApiError> {
+        item.get(name)
+            .filter(|v| !v.is_null())
+            .map(|v| {
+                wire::int64(v).ok_or_else(|| {
+                    ApiError::invalid(format!("metric `{key}`: `{name}` {v} is not a whole number"))
+                })
+            })
+            .transpose()
+    };
+    Ok(Metric { timestamp: int("timestamp")?.unwrap_or(now), step: int("step")?.unwrap_or(0), key, value })
+}
+
+fn log_metric(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let mut item = serde_json::Map::new();
+    for field in ["key", "value", "timestamp", "step"] {
+        if let Some(v) = request.get(field) {
+            item.insert(field.into(), v.clone());
+        }
+    }
+    if !item.contains_key("key") {
+        return Err(wire::missing("key"));
+    }
+    let metric = metric(&Value::Object(item), now_ms())?;
+    state.meta.log_batch(&run_id, &[metric], &[], &[])?;
+    Ok(json!({}))
+}
+
+fn log_parameter(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let key = request.required("key")?;
+    check_key("param", &key)?;
+    let value = request.string("value")?.unwrap_or_default();
+    check_value("param", &key, &value, MAX_PARAM_VALUE)?;
+    state.meta.log_batch(&run_id, &[], &[(key, value)], &[])?;
+    Ok(json!({}))
+}
+
+fn log_batch(state: &State, request: &Request, size: usize) -> Result<Value, ApiError> {
+    if size > MAX_BATCH_BYTES {
+        return Err(ApiError::invalid(format!(
+            "the batch is {size} bytes; the limit is {MAX_BATCH_BYTES}: split it into several log-batch calls"
+        )));
+    }
+    let run_id = request.run_id()?;
+    let metrics = request.list("metrics");
+    let params = request.pairs("params")?;
+    let tags = request.pairs("tags")?;
+    if metrics.len() > MAX_METRICS_PER_BATCH {
+        return Err(ApiError::invalid(format!(
+            "a batch may hold at most {MAX_METRICS_PER_BATCH} metrics; this one has {}",
+            metrics.len()
+        )));
+    }
+    if params.len() + tags.len() > MAX_PARAMS_TAGS_PER_BATCH {
+        return Err(ApiError::invalid(format!(
+            "a batch may hold at most {MAX_PARAMS_TAGS_PER_BATCH} params and tags together; this one has {}",
+            params.len() + tags.len()
+        )));
+    }
+    let now = now_ms();
+    let metrics: Vec<Metric> = metrics.iter().map(|m| metric(m, now)).collect::<Result<_, _>>()?;
+    for (key, value) in &params {
+        check_key("param", key)?;
+        check_value("param", key, value, MAX_PARAM_VALUE)?;
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (key, value) in &params {
+        if let Some(old) = seen.insert(key.as_str(), value.as_str())
+            && old != value
+        {
+            return Err(ApiError::invalid(format!(
+                "param `{key}` appears twice in the batch with different values"
+            )));
+        }
+    }
+    for (key, value) in &tags {
+        check_key("tag", key)?;
+        check_value("tag", key, value, MAX_TAG_VALUE)?;
+    }
+    state.meta.log_batch(&run_id, &metrics, &params, &tags)?;
+    if let Some((_, name)) = tags.iter().rev().find(|(k, _)| k == "mlflow.runName") {
+        state.meta.update_run(&run_id, &RunUpdate { name: Some(name.clone()), ..RunUpdate::default() })?;
+    }
+    Ok(json!({}))
+}
+
+fn log_inputs(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let mut inputs = Vec::new();
+    for input in request.list("datasets") {
+        let dataset =
+            input.get("dataset").ok_or_else(|| ApiError::invalid("a dataset input needs `dataset`"))?;
+        let field = |name: &str| dataset.get(name).and_then(Value::as_str).map(str::to_owned);
+        let name = field("name").ok_or_else(|| ApiError::invalid("a dataset needs a `name`"))?;
+        let digest =
+            field("digest").ok_or_else(|| ApiError::invalid(format!("dataset `{name}` needs a `digest`")))?;
+        inputs.push((name, digest, input.to_string()));
+    }
+    state.meta.log_inputs(&run_id, &inputs)?;
+    Ok(json!({}))
+}
+
+fn metric_history(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let key = request.required("metric_key")?;
+    find_run(state, &run_id)?;
+    let (offset, max) = page(request, 25_000)?;
+    let history = state.meta.metric_history(&run_id, &key)?;
+    let (page, next) = paginate(history, offset, max);
+    let mut out = json!({"metrics": page.iter().map(metric_json).collect::<Vec<_>>()});
+    if let Some(next) = next {
+        out["next_page_token"] = json!(next);
+    }
+    Ok(out)
+}
+
+fn list_artifacts(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run = find_run(state, &request.run_id()?)?;
+    let path = request.string("path")?.unwrap_or_default();
+    let Some(root) = crate::artifacts::tree_path(&run.info.artifact_uri) else {
+        return Ok(json!({"root_uri": run.info.artifact_uri, "files": []}));
+    };
+    let relative = path.trim_matches('/');
+    crate::artifacts::check_path(relative)?;
+    let dir = if relative.is_empty() { root.clone() } else { format!("{root}/{relative}") };
+    let files: Vec<Value> = crate::artifacts::children(state, &dir)?
+        .into_iter()
+        .map(|(name, is_dir, size)| {
+            let path = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+            let mut file = json!({"path": path, "is_dir": is_dir});
+            if let Some(size) = size {
+                file["file_size"] = json!(size);
+            }
+            file
+        })
+        .collect();
+    Ok(json!({"root_uri": run.info.artifact_uri, "files": files}))
+}
+
+/// MLflow 3's logged models. Cairn records none yet (models enter through the registry), so
+/// every search is empty; the `mlflow` client asks when it lists a run's artifacts.
+fn search_logged_models(_: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    page(request, 100)?;
+    Ok(json!({"models": []}))
+}

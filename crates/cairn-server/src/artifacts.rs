@@ -1,0 +1,221 @@
+//! MLflow's artifact proxy, `/api/2.0/mlflow-artifacts/artifacts/<path>`: upload (PUT),
+//! download (GET), delete (DELETE), and directory listing (GET `...artifacts?path=DIR`).
+//!
+//! An upload is streamed into a cache object while it is hashed; the object is checked
+//! against that hash before it is linked into the cache, and only then does the path's row
+//! in the metadata store point at it (data first, index last). A killed upload leaves at most
+//! a temporary file that `cairn gc` removes.
+
+use std::io::Write;
+use std::str::FromStr;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State as Extract};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cairn_hash::Digest;
+use cairn_meta::Artifact;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::wire::Request;
+use crate::{ApiError, State};
+
+const PREFIX: &str = "/api/2.0/mlflow-artifacts/artifacts";
+
+pub(crate) fn routes() -> Router<State> {
+    Router::new()
+        .route(PREFIX, get(list))
+        .route(&format!("{PREFIX}/{{*path}}"), get(download).put(upload).delete(remove))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// The artifact-tree path of a run's `artifact_uri` (`mlflow-artifacts:/1/abc/artifacts`
+/// → `1/abc/artifacts`); `None` for URIs this server does not hold.
+pub(crate) fn tree_path(uri: &str) -> Option<String> {
+    let rest = if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
+        // `mlflow-artifacts://host:port/path` names a server; the path is what matters.
+        match rest.strip_prefix("//") {
+            Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
+            None => rest,
+        }
+    } else {
+        let (_, rest) = uri.split_once(PREFIX)?;
+        rest
+    };
+    Some(rest.trim_matches('/').to_owned())
+}
+
+/// A relative path inside the artifact tree: no `..`, no empty or absolute parts.
+pub(crate) fn check_path(path: &str) -> Result<(), ApiError> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    let bad = path.starts_with('/')
+        || path.contains('\\')
+        || path.contains('\0')
+        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        return Err(ApiError::invalid(format!(
+            "invalid artifact path `{path}`: use a relative path without `.`, `..` or empty parts"
+        )));
+    }
+    Ok(())
+}
+
+/// The entries directly inside `dir`: `(name, is_dir, size of a file)`.
+pub(crate) fn children(state: &State, dir: &str) -> Result<Vec<(String, bool, Option<i64>)>, ApiError> {
+    let mut out: Vec<(String, bool, Option<i64>)> = Vec::new();
+    for artifact in state.meta.artifacts_under(dir)? {
+        let rest = if dir.is_empty() { artifact.path.as_str() } else { &artifact.path[dir.len() + 1..] };
+        match rest.split_once('/') {
+            Some((name, _)) => {
+                if out.last().is_none_or(|(last, _, _)| last != name) {
+                    out.push((name.to_owned(), true, None));
+                }
+            }
+            None => out.push((rest.to_owned(), false, Some(artifact.size))),
+        }
+    }
+    Ok(out)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("the artifact handler failed: {e}"))))
+}
+
+async fn list(
+    Extract(state): Extract<State>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Value>, ApiError> {
+    let request = Request::from_query(query.as_deref())?;
+    let dir = request.string("path")?.unwrap_or_default().trim_matches('/').to_owned();
+    check_path(&dir)?;
+    let entries = blocking(move || children(&state, &dir)).await?;
+    let files: Vec<Value> = entries
+        .into_iter()
+        .map(|(name, is_dir, size)| {
+            let mut file = json!({"path": name, "is_dir": is_dir});
+            if let Some(size) = size {
+                file["file_size"] = json!(size);
+            }
+            file
+        })
+        .collect();
+    Ok(axum::Json(json!({ "files": files })))
+}
+
+fn store_error(e: cairn_store::StoreError) -> ApiError {
+    ApiError::internal(format!("the object store failed: {e}"))
+}
+
+async fn upload(
+    Extract(state): Extract<State>,
+    Path(path): Path<String>,
+    body: Body,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_path(&path)?;
+    let objects = state.objects.clone();
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let writer = tokio::task::spawn_blocking(move || -> Result<(Digest, u64), ApiError> {
+        let partial = objects.partial().map_err(store_error)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = receiver.blocking_recv() {
+            hasher.update(&chunk);
+            (&*partial.file()).write_all(&chunk).map_err(|e| {
+                ApiError::internal(format!("cannot write `{}`: {e}", partial.path().display()))
+            })?;
+            size += chunk.len() as u64;
+        }
+        let digest = Digest::blake3(*hasher.finalize().as_bytes());
+        partial.commit(&digest).map_err(store_error)?;
+        Ok((digest, size))
+    });
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid(format!("the upload of `{path}` broke off: {e}")))?;
+        if sender.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(sender);
+    let (digest, size) = writer
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("the upload handler failed: {e}"))))?;
+    let artifact = Artifact { path, digest: digest.to_string(), size: size as i64 };
+    blocking(move || state.meta.put_artifact(&artifact).map_err(ApiError::from)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+async fn download(Extract(state): Extract<State>, Path(path): Path<String>) -> Result<Response, ApiError> {
+    check_path(&path)?;
+    let found = {
+        let (state, path) = (state.clone(), path.clone());
+        blocking(move || state.meta.artifact(&path).map_err(ApiError::from)).await?
+    };
+    let artifact = found.ok_or_else(|| ApiError::not_found(format!("no artifact at `{path}`")))?;
+    let digest = Digest::from_str(&artifact.digest)
+        .map_err(|e| ApiError::internal(format!("artifact `{path}` names a malformed digest: {e}")))?;
+    let objects = state.objects.clone();
+    let file = blocking(move || {
+        objects.open_object(&digest).map_err(|e| {
+            ApiError::internal(format!(
+                "artifact `{}` is recorded but its object is missing from the cache ({e}); pull it from a remote with `cairn exp pull`",
+                artifact.path
+            ))
+        })
+    })
+    .await?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CONTENT_LENGTH, &artifact.size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn remove(
+    Extract(state): Extract<State>,
+    Path(path): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_path(&path)?;
+    blocking(move || state.meta.delete_artifacts(&path).map_err(ApiError::from)).await?;
+    Ok(axum::Json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_uris_map_to_tree_paths() {
+        assert_eq!(tree_path("mlflow-artifacts:/1/abc/artifacts").as_deref(), Some("1/abc/artifacts"));
+        assert_eq!(
+            tree_path("mlflow-artifacts://host:5000/1/abc/artifacts").as_deref(),
+            Some("1/abc/artifacts")
+        );
+        assert_eq!(
+            tree_path("http://h/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts").as_deref(),
+            Some("0/r/artifacts")
+        );
+        assert_eq!(tree_path("s3://bucket/x"), None);
+    }
+
+    #[test]
+    fn paths_may_not_climb_out() {
+        assert!(check_path("1/abc/artifacts/model.pkl").is_ok());
+        for bad in ["../etc/passwd", "a/../../b", "/abs", "a//b", "a/./b"] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+}
