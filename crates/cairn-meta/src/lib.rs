@@ -69,11 +69,12 @@ pub enum View {
 }
 
 impl View {
-    fn clause(self) -> &'static str {
+    /// The SQL condition on `table`'s lifecycle stage.
+    fn clause(self, table: &str) -> String {
         match self {
-            View::Active => "lifecycle_stage = 'active'",
-            View::Deleted => "lifecycle_stage = 'deleted'",
-            View::All => "1 = 1",
+            View::Active => format!("{table}.lifecycle_stage = 'active'"),
+            View::Deleted => format!("{table}.lifecycle_stage = 'deleted'"),
+            View::All => "1 = 1".to_owned(),
         }
     }
 }

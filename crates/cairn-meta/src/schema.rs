@@ -82,7 +82,8 @@ CREATE TABLE run_io (
 INSERT INTO experiments VALUES (0, 'Default', '', 'active', 0, 0);
 "#,
     // 2: what the MLflow-compatible server needs beyond version 1: experiment tags, dataset
-    // inputs of runs, and artifacts (a path in the artifact tree, naming a cache object).
+    // inputs of runs, artifacts (a path in the artifact tree, naming a cache object), and
+    // NaN metric values (SQLite stores a NaN as NULL, so a NaN is `is_nan = 1`, value 0).
     r#"
 CREATE TABLE experiment_tags (
     experiment_id BIGINT NOT NULL REFERENCES experiments (experiment_id) ON DELETE CASCADE,
@@ -104,6 +105,8 @@ CREATE TABLE artifacts (
     modified BIGINT NOT NULL
 );
 CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value);
+ALTER TABLE metrics ADD COLUMN is_nan BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE latest_metrics ADD COLUMN is_nan BIGINT NOT NULL DEFAULT 0;
 UPDATE experiments SET artifact_location = 'mlflow-artifacts:/0' WHERE experiment_id = 0 AND artifact_location = '';
 "#,
 ];

@@ -185,7 +185,7 @@ impl Store {
             let rows = tx.query(
                 &format!(
                     "SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE {} ORDER BY experiment_id",
-                    view.clause()
+                    view.clause("experiments")
                 ),
                 &[],
             )?;
@@ -377,7 +377,7 @@ impl Store {
     /// tags and latest metrics: a fixed number of queries however many runs there are.
     pub fn runs(&self, experiment_ids: &[i64], view: View) -> Result<Vec<Run>> {
         self.tx(|tx| {
-            let mut clause = format!("runs.{}", view.clause());
+            let mut clause = view.clause("runs");
             let params: Vec<Value> = experiment_ids.iter().map(|&id| id.into()).collect();
             if !experiment_ids.is_empty() {
                 let slots: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
@@ -431,8 +431,10 @@ impl Store {
             // The newest point of each key in this batch is the only candidate for latest.
             let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
             for m in metrics {
-                let row = [run_id.into(), m.key.as_str().into(), m.value.into(), m.timestamp.into(), m.step.into()];
-                tx.execute("INSERT INTO metrics (run_id, key, value, timestamp, step) VALUES ($1, $2, $3, $4, $5)", &row)?;
+                tx.execute(
+                    "INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &metric_row(run_id, m),
+                )?;
                 let slot = newest.entry(m.key.as_str()).or_insert(m);
                 if (m.step, m.timestamp) >= (slot.step, slot.timestamp) {
                     *slot = m;
@@ -440,11 +442,11 @@ impl Store {
             }
             for m in newest.values() {
                 tx.execute(
-                    "INSERT INTO latest_metrics (run_id, key, value, timestamp, step) VALUES ($1, $2, $3, $4, $5) \
+                    "INSERT INTO latest_metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, \
-                     step = excluded.step WHERE excluded.step > latest_metrics.step OR \
+                     step = excluded.step, is_nan = excluded.is_nan WHERE excluded.step > latest_metrics.step OR \
                      (excluded.step = latest_metrics.step AND excluded.timestamp >= latest_metrics.timestamp)",
-                    &[run_id.into(), m.key.as_str().into(), m.value.into(), m.timestamp.into(), m.step.into()],
+                    &metric_row(run_id, m),
                 )?;
             }
             Ok(())
@@ -483,7 +485,8 @@ impl Store {
     pub fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>> {
         self.tx(|tx| {
             let rows = tx.query(
-                "SELECT key, value, timestamp, step FROM metrics WHERE run_id = $1 AND key = $2 ORDER BY step, timestamp",
+                "SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_id = $1 AND key = $2 \
+                 ORDER BY step, timestamp",
                 &[run_id.into(), key.into()],
             )?;
             Ok(rows.iter().map(|r| metric(r)).collect())
@@ -632,8 +635,16 @@ impl Store {
     }
 }
 
+/// A metric from `key, value, timestamp, step, is_nan`.
 fn metric(row: &[Value]) -> Metric {
-    Metric { key: row[0].text(), value: row[1].real(), timestamp: row[2].int(), step: row[3].int() }
+    let value = if row[4].int() != 0 { f64::NAN } else { row[1].real() };
+    Metric { key: row[0].text(), value, timestamp: row[2].int(), step: row[3].int() }
+}
+
+/// The bound values of a metric row: `run_id, key, value, timestamp, step, is_nan`.
+fn metric_row(run_id: &str, m: &Metric) -> [Value; 6] {
+    let (value, is_nan) = if m.value.is_nan() { (0.0, 1) } else { (m.value, 0) };
+    [run_id.into(), m.key.as_str().into(), value.into(), m.timestamp.into(), m.step.into(), is_nan.into()]
 }
 
 fn artifact(row: &[Value]) -> Artifact {
@@ -704,7 +715,7 @@ fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Valu
             runs[i].tags.push((row[1].text(), row[2].text()));
         }
     }
-    for row in tx.query(&select("t.key, t.value, t.timestamp, t.step", "latest_metrics"), params)? {
+    for row in tx.query(&select("t.key, t.value, t.timestamp, t.step, t.is_nan", "latest_metrics"), params)? {
         if let Some(&i) = index.get(&row[0].text()) {
             runs[i].metrics.push(metric(&row[1..]));
         }

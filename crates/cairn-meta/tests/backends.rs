@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cairn_meta::{IoRecord, MetaError, Metric, NewRun, StageRecord, Store};
+use cairn_meta::{Artifact, IoRecord, MetaError, Metric, NewRun, RunUpdate, StageRecord, Store, View};
 
 fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
     NewRun {
@@ -131,6 +131,57 @@ fn suite(open: &dyn Fn() -> Store) {
         }
     });
     assert_eq!(store.metric_history(&first, "step_loss").unwrap().len(), 200);
+
+    // Non-finite metric values survive (SQLite alone would turn a NaN into NULL).
+    store
+        .log_batch(&first, &[metric("odd", f64::NAN, 0, 1), metric("inf", f64::INFINITY, 0, 1)], &[], &[])
+        .unwrap();
+    let run = store.run(&first).unwrap().unwrap();
+    assert!(run.metrics.iter().find(|m| m.key == "odd").unwrap().value.is_nan());
+    assert_eq!(run.metrics.iter().find(|m| m.key == "inf").unwrap().value, f64::INFINITY);
+    assert!(store.metric_history(&first, "odd").unwrap()[0].value.is_nan());
+
+    // Deleted runs leave the active view and refuse writes until restored.
+    let doomed = store.create_run(&new_run(churn, "doomed", 3_000)).unwrap();
+    store.delete_run(&doomed).unwrap();
+    assert!(store.runs(&[churn], View::Active).unwrap().iter().all(|r| r.info.run_id != doomed));
+    assert!(store.runs(&[churn], View::Deleted).unwrap().iter().any(|r| r.info.run_id == doomed));
+    assert!(matches!(
+        store.log_batch(&doomed, &[], &[("a".into(), "1".into())], &[]),
+        Err(MetaError::RunNotActive(_))
+    ));
+    store.restore_run(&doomed).unwrap();
+    store.update_run(&doomed, &RunUpdate { name: Some("renamed".into()), ..RunUpdate::default() }).unwrap();
+    let renamed = store.run(&doomed).unwrap().unwrap();
+    assert_eq!(renamed.info.name, "renamed");
+    assert!(renamed.tags.contains(&("mlflow.runName".into(), "renamed".into())));
+    store.purge_run(&doomed).unwrap();
+    assert!(store.run(&doomed).unwrap().is_none());
+
+    // Experiment tags, renames and deletion.
+    let vision = store.create_experiment_with_tags("vision", "", &[("team".into(), "cv".into())]).unwrap();
+    let found = store.experiment(vision).unwrap().unwrap();
+    assert_eq!(found.artifact_location, format!("mlflow-artifacts:/{vision}"));
+    assert_eq!(found.tags, vec![("team".to_owned(), "cv".to_owned())]);
+    assert!(matches!(store.rename_experiment(vision, "churn"), Err(MetaError::ExperimentExists(_))));
+    store.rename_experiment(vision, "vision-2").unwrap();
+    store.set_experiment_stage(vision, "deleted").unwrap();
+    assert!(store.search_experiments(View::Active).unwrap().iter().all(|e| e.id != vision));
+
+    // Artifacts: a path tree over cache objects.
+    for (path, size) in
+        [("0/r/artifacts/a.txt", 1), ("0/r/artifacts/d/b.txt", 2), ("0/r2/artifacts/c.txt", 3)]
+    {
+        store
+            .put_artifact(&Artifact { path: path.into(), digest: format!("blake3:{size:02}"), size })
+            .unwrap();
+    }
+    let under: Vec<String> =
+        store.artifacts_under("0/r/artifacts").unwrap().into_iter().map(|a| a.path).collect();
+    assert_eq!(under, ["0/r/artifacts/a.txt", "0/r/artifacts/d/b.txt"]);
+    assert_eq!(store.artifact("0/r2/artifacts/c.txt").unwrap().unwrap().size, 3);
+    assert_eq!(store.delete_artifacts("0/r/artifacts/d").unwrap(), 1);
+    assert_eq!(store.artifacts_under("0/r").unwrap().len(), 1);
 
     // Opening again finds the schema current and the data there.
     drop(store);

@@ -129,7 +129,7 @@ async fn upload(
         let mut size = 0u64;
         while let Some(chunk) = receiver.blocking_recv() {
             hasher.update(&chunk);
-            (&*partial.file()).write_all(&chunk).map_err(|e| {
+            partial.file().write_all(&chunk).map_err(|e| {
                 ApiError::internal(format!("cannot write `{}`: {e}", partial.path().display()))
             })?;
             size += chunk.len() as u64;

@@ -16,6 +16,8 @@
 //! file's bytes are a cache object (so identical artifacts are stored once and push with the
 //! rest of the cache) and its path is a row in the metadata store's `artifacts` table.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod api;
 mod artifacts;
 mod error;

@@ -39,7 +39,7 @@ impl Attribute {
     fn parse(name: &str) -> Option<Attribute> {
         Some(match name {
             "run_id" | "run_uuid" => Attribute::RunId,
-            "run_name" | "runName" => Attribute::RunName,
+            "run_name" | "runName" | "name" => Attribute::RunName,
             "status" => Attribute::Status,
             "user_id" => Attribute::User,
             "artifact_uri" => Attribute::ArtifactUri,
@@ -140,10 +140,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
         {
             let start = i;
             i += 1;
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+'))
-                && !(matches!(chars[i], '-' | '+') && !matches!(chars[i - 1], 'e' | 'E'))
-            {
+            // Digits, letters (`1e5`), `.`, and a sign only right after an exponent's `e`.
+            let continues = |i: usize| {
+                let c = chars[i];
+                if matches!(c, '-' | '+') {
+                    matches!(chars[i - 1], 'e' | 'E')
+                } else {
+                    c.is_ascii_alphanumeric() || c == '.'
+                }
+            };
+            while i < chars.len() && continues(i) {
                 i += 1;
             }
             let text: String = chars[start..i].iter().collect();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod s3;
+pub mod tools;
 
 pub struct TestRepo {
     _dir: tempfile::TempDir,

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,34 +19,11 @@ pub struct S3Server {
     pub endpoint: String,
 }
 
-fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools")
-}
-
 fn moto_server() -> PathBuf {
     if let Some(path) = std::env::var_os("CAIRN_TEST_MOTO_SERVER") {
         return PathBuf::from(path);
     }
-    let dir = tools_dir();
-    std::fs::create_dir_all(&dir).expect("create target/test-tools");
-    let binary = dir.join("venv/bin/moto_server");
-    // One installer at a time across test processes.
-    let lock = std::fs::File::create(dir.join("install.lock")).expect("create the install lock");
-    lock.lock().expect("lock target/test-tools");
-    if !binary.exists() {
-        let venv = dir.join("venv");
-        let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs");
-        assert!(status.success(), "python3 -m venv {} failed", venv.display());
-        let status = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", MOTO])
-            .status()
-            .expect("pip runs");
-        assert!(
-            status.success(),
-            "pip install {MOTO} failed; install it by hand and set CAIRN_TEST_MOTO_SERVER"
-        );
-    }
-    binary
+    super::tools::venv_tool("venv", MOTO, "moto_server")
 }
 
 impl S3Server {

@@ -1,0 +1,245 @@
+//! The tracking API's handlers, called in-process with `oneshot`: status codes and MLflow's
+//! error bodies for client mistakes, and what the store holds afterwards.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: cairn_server::State,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = cairn_meta::open(dir.path().join("meta.sqlite").to_str().unwrap()).unwrap();
+    let objects = cairn_store::Store::open(&dir.path().join("cache")).unwrap();
+    Fixture { _dir: dir, state: cairn_server::State { meta: Arc::new(meta), objects } }
+}
+
+impl Fixture {
+    async fn call(&self, method: Method, uri: &str, body: impl Into<Body>) -> (StatusCode, Value, Vec<u8>) {
+        let request = Request::builder().method(method).uri(uri).body(body.into()).unwrap();
+        let response = cairn_server::router(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json, bytes)
+    }
+
+    async fn post(&self, endpoint: &str, body: Value) -> (StatusCode, Value) {
+        let (status, json, _) =
+            self.call(Method::POST, &format!("/api/2.0/mlflow/{endpoint}"), body.to_string()).await;
+        (status, json)
+    }
+
+    async fn get(&self, endpoint: &str) -> (StatusCode, Value) {
+        let (status, json, _) =
+            self.call(Method::GET, &format!("/api/2.0/mlflow/{endpoint}"), Body::empty()).await;
+        (status, json)
+    }
+
+    async fn new_run(&self) -> String {
+        let (status, body) = self.post("runs/create", json!({"experiment_id": "0", "start_time": 1})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["run"]["info"]["run_id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str, says: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error_code"], code, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(says), "`{message}` should say `{says}`");
+}
+
+#[tokio::test]
+async fn client_mistakes_get_4xx_with_mlflow_error_bodies() {
+    let f = fixture();
+    let (s, b) = f.get("runs/get?run_id=0123456789abcdef0123456789abcdef").await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "0123456789abcdef");
+
+    let (s, json, _) = f.call(Method::POST, "/api/2.0/mlflow/runs/create", "{not json").await;
+    assert_error(s, &json, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "not valid JSON");
+
+    let (s, json, _) = f.call(Method::POST, "/api/2.0/mlflow/runs/create", "[1, 2]").await;
+    assert_error(s, &json, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "JSON object");
+
+    let (s, b) = f.post("runs/log-metric", json!({"key": "x", "value": 1})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "run_uuid");
+
+    let run = f.new_run().await;
+    let (s, b) = f.post("runs/log-metric", json!({"run_id": run, "key": "x", "value": "high"})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "not a number");
+
+    let (s, b) = f.post("runs/log-parameter", json!({"run_id": run, "key": "../etc", "value": "1"})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "invalid param name");
+
+    let (s, b) =
+        f.post("runs/log-parameter", json!({"run_id": run, "key": "p", "value": "x".repeat(6001)})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "limit is 6000");
+
+    let metrics: Vec<Value> =
+        (0..1001).map(|i| json!({"key": "m", "value": i, "timestamp": 1, "step": i})).collect();
+    let (s, b) = f.post("runs/log-batch", json!({"run_id": run, "metrics": metrics})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "at most 1000 metrics");
+
+    let params: Vec<Value> = (0..101).map(|i| json!({"key": format!("p{i}"), "value": "v"})).collect();
+    let (s, b) = f.post("runs/log-batch", json!({"run_id": run, "params": params})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "at most 100 params and tags");
+
+    // Within the count limits, but over 1 MB: 100 tags of 8,000 characters and 1,000 metrics.
+    let tags: Vec<Value> =
+        (0..100).map(|i| json!({"key": format!("t{i}"), "value": "v".repeat(8000)})).collect();
+    let metrics: Vec<Value> = (0..1000)
+        .map(|i| json!({"key": format!("{i}{}", "k".repeat(240)), "value": 1, "timestamp": 1, "step": 0}))
+        .collect();
+    let (s, b) = f.post("runs/log-batch", json!({"run_id": run, "tags": tags, "metrics": metrics})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "limit is 1000000");
+
+    let (s, b) = f.post("runs/search", json!({"filter": "metrics.acc >> 1"})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "invalid filter");
+
+    let (s, b) = f.post("experiments/create", json!({"name": "Default"})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS", "Default");
+
+    let (s, b) = f.get("experiments/get-by-name?experiment_name=nope").await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "nope");
+
+    let (s, b) = f.post("no/such/endpoint", json!({})).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "ENDPOINT_NOT_FOUND", "no endpoint");
+
+    let (s, json, _) =
+        f.call(Method::PUT, "/api/2.0/mlflow-artifacts/artifacts/0/x/artifacts/../../escape", "x").await;
+    assert!(s.is_client_error(), "{s} {json}");
+
+    // A rejected batch changed nothing.
+    let (_, got) = f.get(&format!("runs/get?run_id={run}")).await;
+    assert_eq!(got["run"]["data"]["params"], json!([]), "{got}");
+    assert_eq!(got["run"]["data"]["metrics"], json!([]), "{got}");
+}
+
+#[tokio::test]
+async fn params_are_immutable_and_deleted_runs_refuse_writes() {
+    let f = fixture();
+    let run = f.new_run().await;
+    let (s, _) = f.post("runs/log-parameter", json!({"run_id": run, "key": "lr", "value": "0.1"})).await;
+    assert_eq!(s, StatusCode::OK);
+    // The same value again is fine (clients retry); another value is not.
+    let (s, _) = f.post("runs/log-parameter", json!({"run_id": run, "key": "lr", "value": "0.1"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = f.post("runs/log-parameter", json!({"run_id": run, "key": "lr", "value": "0.2"})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "immutable");
+
+    let (s, _) = f.post("runs/delete", json!({"run_id": run})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = f.post("runs/log-metric", json!({"run_id": run, "key": "m", "value": 1})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "deleted");
+    let (_, found) = f.post("runs/search", json!({"experiment_ids": ["0"]})).await;
+    assert_eq!(found["runs"], json!([]), "deleted runs are not listed by default");
+    let (_, found) = f.post("runs/search", json!({"experiment_ids": ["0"], "run_view_type": "ALL"})).await;
+    assert_eq!(found["runs"].as_array().unwrap().len(), 1);
+    let (s, _) = f.post("runs/restore", json!({"run_id": run})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = f.post("runs/log-metric", json!({"run_id": run, "key": "m", "value": 1})).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_keep_history_and_non_finite_values() {
+    let f = fixture();
+    let run = f.new_run().await;
+    let metrics = json!([
+        {"key": "loss", "value": 0.5, "timestamp": 10, "step": 1},
+        {"key": "loss", "value": 0.9, "timestamp": 5, "step": 0},
+        {"key": "loss", "value": "NaN", "timestamp": 20, "step": 2},
+        {"key": "gain", "value": "-Infinity", "timestamp": 1, "step": 0},
+    ]);
+    let (s, b) = f.post("runs/log-batch", json!({"run_id": run, "metrics": metrics})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, history) = f.get(&format!("metrics/get-history?run_id={run}&metric_key=loss")).await;
+    let steps: Vec<(i64, Value)> = history["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["step"].as_i64().unwrap(), m["value"].clone()))
+        .collect();
+    assert_eq!(steps, vec![(0, json!(0.9)), (1, json!(0.5)), (2, json!("NaN"))]);
+    let (_, got) = f.get(&format!("runs/get?run_id={run}")).await;
+    let latest: Vec<(String, Value)> = got["run"]["data"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["key"].as_str().unwrap().to_owned(), m["value"].clone()))
+        .collect();
+    assert_eq!(latest, vec![("gain".into(), json!("-Infinity")), ("loss".into(), json!("NaN"))]);
+
+    let (_, page) = f.get(&format!("metrics/get-history?run_id={run}&metric_key=loss&max_results=2")).await;
+    assert_eq!(page["metrics"].as_array().unwrap().len(), 2);
+    let token = page["next_page_token"].as_str().unwrap();
+    let (_, rest) = f
+        .get(&format!("metrics/get-history?run_id={run}&metric_key=loss&max_results=2&page_token={token}"))
+        .await;
+    assert_eq!(rest["metrics"].as_array().unwrap().len(), 1);
+    assert!(rest.get("next_page_token").is_none());
+}
+
+#[tokio::test]
+async fn artifacts_are_stored_by_content_and_listed_by_directory() {
+    let f = fixture();
+    let base = "/api/2.0/mlflow-artifacts/artifacts/0/r1/artifacts";
+    for (path, body) in [("model/weights.bin", "abc"), ("model/config.json", "{}"), ("notes.txt", "abc")] {
+        let (s, json, _) = f.call(Method::PUT, &format!("{base}/{path}"), body).await;
+        assert_eq!(s, StatusCode::OK, "{json}");
+    }
+    let (s, _, bytes) = f.call(Method::GET, &format!("{base}/model/weights.bin"), Body::empty()).await;
+    assert_eq!((s, bytes.as_slice()), (StatusCode::OK, b"abc".as_slice()));
+    let (_, listing, _) =
+        f.call(Method::GET, "/api/2.0/mlflow-artifacts/artifacts?path=0/r1/artifacts", Body::empty()).await;
+    assert_eq!(
+        listing["files"],
+        json!([{"path": "model", "is_dir": true}, {"path": "notes.txt", "is_dir": false, "file_size": 3}])
+    );
+    // Identical bytes are one object.
+    assert_eq!(f.state.objects.list().unwrap().len(), 2);
+    let (s, body, _) = f.call(Method::GET, &format!("{base}/missing.txt"), Body::empty()).await;
+    assert_error(s, &body, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "missing.txt");
+    let (s, _, _) = f.call(Method::DELETE, &format!("{base}/model"), Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, listing, _) =
+        f.call(Method::GET, "/api/2.0/mlflow-artifacts/artifacts?path=0/r1/artifacts", Body::empty()).await;
+    assert_eq!(listing["files"], json!([{"path": "notes.txt", "is_dir": false, "file_size": 3}]));
+}
+
+#[tokio::test]
+async fn experiments_create_rename_search_and_delete() {
+    let f = fixture();
+    let (_, created) = f
+        .post("experiments/create", json!({"name": "vision", "tags": [{"key": "team", "value": "cv"}]}))
+        .await;
+    let id = created["experiment_id"].as_str().unwrap().to_owned();
+    let (_, got) = f.get(&format!("experiments/get?experiment_id={id}")).await;
+    assert_eq!(got["experiment"]["name"], "vision");
+    assert_eq!(got["experiment"]["artifact_location"], format!("mlflow-artifacts:/{id}"));
+    assert_eq!(got["experiment"]["tags"], json!([{"key": "team", "value": "cv"}]));
+    let (s, _) = f.post("experiments/update", json!({"experiment_id": id, "new_name": "vision-2"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, found) = f.post("experiments/search", json!({"filter": "name LIKE 'vision%'"})).await;
+    assert_eq!(found["experiments"].as_array().unwrap().len(), 1);
+    assert_eq!(found["experiments"][0]["name"], "vision-2");
+    let (s, _) = f.post("experiments/delete", json!({"experiment_id": id})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, active) = f.post("experiments/search", json!({})).await;
+    let names: Vec<&str> =
+        active["experiments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["Default"]);
+    let (s, b) = f.post("runs/create", json!({"experiment_id": id})).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "deleted");
+    let (s, b) = f.post("experiments/delete", json!({"experiment_id": "0"})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "Default");
+}
