@@ -2,6 +2,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod exp;
 mod failure;
 mod output;
 mod pipelines;
@@ -260,12 +261,75 @@ enum ExpCommand {
         /// Sort by a metric or param (`-KEY` for descending).
         #[arg(long, allow_hyphen_values = true)]
         sort: Option<String>,
+        /// Only runs matching an MLflow-style filter:
+        /// `metrics.acc > 0.9 and params.lr = '0.01'` (keys as shown in the table).
+        #[arg(long, value_name = "FILTER")]
+        filter: Option<String>,
+        /// Only these param and metric columns (comma-separated; `train.*` matches a prefix).
+        #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+        columns: Vec<String>,
         /// CSV on stdout.
         #[arg(long, conflicts_with = "json")]
         csv: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Run the pipeline with overridden params in an isolated copy of the workspace (no
+    /// commit; your work tree is untouched), reusing the run cache.
+    #[command(
+        after_help = "Examples:\n  cairn exp run -S train.lr=0.01\n  cairn exp run -S train.lr=0.001,0.01,0.1 -S train.depth=range(3,8) --queue\n  cairn exp run --run-all --jobs 4\n  cairn exp run -S config.toml:model.layers=4"
+    )]
+    Run {
+        /// Override a param: `KEY=VALUE` (in params.yaml) or `FILE:KEY=VALUE`; `a,b,c` or
+        /// `range(start,stop[,step])` sweep it (several -S make a grid).
+        #[arg(short = 'S', long = "set-param", value_name = "[FILE:]KEY=VALUE")]
+        set: Vec<String>,
+        /// Only queue the experiments (run them later with --run-all).
+        #[arg(long, conflicts_with = "run_all")]
+        queue: bool,
+        /// Run every queued experiment.
+        #[arg(long)]
+        run_all: bool,
+        /// Experiments to run at once.
+        #[arg(short, long, default_value_t = 1)]
+        jobs: usize,
+        /// A name for the experiment (one experiment only).
+        #[arg(short, long)]
+        name: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Bring an experiment's params, lock and outputs into the work tree.
+    #[command(after_help = "Example:\n  cairn exp apply 1492 && git commit -am 'lr 0.01'")]
+    Apply {
+        /// The experiment's run id (or its first characters, at least 4).
+        id: String,
+    },
+    /// Create a Git branch with an experiment's params and lock, on the commit it started from.
+    #[command(after_help = "Example:\n  cairn exp branch 1492 lr-0.01 && git checkout lr-0.01 && cairn run")]
+    Branch {
+        id: String,
+        /// The new branch's name.
+        name: String,
+    },
+    /// Remove experiments (their records and workspaces).
+    #[command(after_help = "Examples:\n  cairn exp remove 1492 d30c\n  cairn exp remove --queued")]
+    Remove {
+        ids: Vec<String>,
+        /// Every queued experiment.
+        #[arg(long)]
+        queued: bool,
+    },
+    /// Share experiments (records, params files, lock and outputs) through a remote.
+    #[command(after_help = "Examples:\n  cairn exp push origin\n  cairn exp push origin 1492")]
+    Push {
+        remote: String,
+        /// Only these experiments (default: every one that has run).
+        ids: Vec<String>,
+    },
+    /// Fetch the experiments a remote holds that this clone lacks.
+    #[command(after_help = "Example:\n  cairn exp pull origin && cairn exp show")]
+    Pull { remote: String },
     /// Params and metrics that differ between two recorded runs.
     #[command(
         after_help = "Examples:\n  cairn exp diff 14921add d30c797e\n  cairn exp diff 1492 d30c --all --json"
@@ -571,9 +635,20 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Metrics(command) => pipelines::metrics_command(&context, command),
         Command::Lineage { path, output } => pipelines::lineage(&context, &path, &output),
         Command::Partitions(command) => pipelines::partitions_command(&context, command),
-        Command::Exp(ExpCommand::Show { limit, sort, csv, output }) => {
-            record::show(&context.open()?, limit, sort.as_deref(), output.json, csv)
-        }
+        Command::Exp(ExpCommand::Show { limit, sort, filter, columns, csv, output }) => record::show(
+            &context.open()?,
+            &record::ShowOptions { limit, sort, filter, columns, json: output.json, csv },
+        ),
+        Command::Exp(ExpCommand::Run { set, queue, run_all, jobs, name, output }) => exp::run(
+            &context.open()?,
+            exp::RunRequest { set, queue, run_all, jobs: jobs.max(1), name, json: output.json },
+            cli.quiet,
+        ),
+        Command::Exp(ExpCommand::Apply { id }) => exp::apply(&context.open()?, &id, reporter),
+        Command::Exp(ExpCommand::Branch { id, name }) => exp::branch(&context.open()?, &id, &name),
+        Command::Exp(ExpCommand::Remove { ids, queued }) => exp::remove(&context.open()?, &ids, queued),
+        Command::Exp(ExpCommand::Push { remote, ids }) => exp::push(&context.open()?, &remote, &ids, reporter),
+        Command::Exp(ExpCommand::Pull { remote }) => exp::pull(&context.open()?, &remote, reporter),
         Command::Exp(ExpCommand::Diff { a, b, all, output }) => {
             record::diff(&context.open()?, &a, &b, all, output.json)
         }

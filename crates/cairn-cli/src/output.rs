@@ -16,6 +16,11 @@ pub fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
         .map_err(|e| Failure::user(format!("cannot write to stdout: {e}"), None))
 }
 
+/// A warning on stderr.
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {message}");
+}
+
 /// Writes `items` as pretty JSON to stdout.
 pub fn json<T: Serialize>(value: &T) -> Result<(), Failure> {
     out(serde_json::to_string_pretty(value).expect("plain data always serializes"))

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// one dimension.
     #[arg(long, value_name = "RANGE")]
     partitions: Vec<String>,
+    /// Record into this existing (queued) run instead of a new one: how `cairn exp run` runs
+    /// an experiment's workspace.
+    #[arg(long, hide = true, value_name = "RUN_ID")]
+    pub record_as: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -260,7 +264,7 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
     }
     let (cpus, gpus, memory) = machine();
     let printer = Printer { quiet, json: args.output.json };
-    let recorder = crate::record::Recorder::start(&repo, &mut project, &printer);
+    let recorder = crate::record::Recorder::start(&repo, &mut project, args.record_as.as_deref(), &printer);
     // Stages reach the run through MLflow's client: a tracking server for this run's length.
     let server = recorder.as_ref().and_then(|_| crate::tracking::background(&repo, &|m| printer.warn(m)));
     let mut extra_env = Vec::new();

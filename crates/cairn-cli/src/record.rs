@@ -16,12 +16,19 @@ pub struct Recorder {
     store: Store,
     pub run_id: String,
     started: i64,
+    /// Recording into a run created before (`cairn exp run`), which has its own tags.
+    queued: bool,
 }
 
 impl Recorder {
     /// Opens the store and starts a run; a store that cannot be opened is a warning, not a
     /// reason to refuse running the pipeline.
-    pub fn start(repo: &Repo, project: &mut Project, observer: &dyn Observer) -> Option<Recorder> {
+    pub fn start(
+        repo: &Repo,
+        project: &mut Project,
+        existing: Option<&str>,
+        observer: &dyn Observer,
+    ) -> Option<Recorder> {
         let location = repo.meta_location();
         let store = match cairn_meta::open(&location) {
             Ok(store) => store,
@@ -30,6 +37,18 @@ impl Recorder {
                 return None;
             }
         };
+        if let Some(run_id) = existing {
+            // A queued experiment: its commit and name were recorded when it was queued.
+            let started = now_ms();
+            let update = cairn_meta::RunUpdate { status: Some("RUNNING".into()), ..Default::default() };
+            return match store.update_run(run_id, &update) {
+                Ok(()) => Some(Recorder { store, run_id: run_id.to_owned(), started, queued: true }),
+                Err(e) => {
+                    observer.warn(&format!("this run is not recorded: {e}"));
+                    None
+                }
+            };
+        }
         let (commit, dirty) = project.git_state();
         let user = ["USER", "LOGNAME"]
             .iter()
@@ -48,7 +67,7 @@ impl Recorder {
             artifact_uri: String::new(),
         };
         match store.create_run(&run) {
-            Ok(run_id) => Some(Recorder { store, run_id, started }),
+            Ok(run_id) => Some(Recorder { store, run_id, started, queued: false }),
             Err(e) => {
                 observer.warn(&format!("this run is not recorded: {e}"));
                 None
@@ -136,7 +155,7 @@ impl Recorder {
             None => Default::default(),
         };
         let params: Vec<(String, String)> = params.into_iter().filter(|(k, _)| !logged.contains(k)).collect();
-        let tags = vec![("cairn.source".to_owned(), "cairn run".to_owned())];
+        let tags = if self.queued { Vec::new() } else { vec![("cairn.source".to_owned(), "cairn run".to_owned())] };
         self.store.log_batch(&self.run_id, &metrics, &params, &tags)?;
         self.store.end_run(&self.run_id, status, now)
     }
@@ -166,20 +185,40 @@ fn metrics_of(repo: &Repo, project: &Project) -> Vec<(String, f64)> {
     out.into_iter().collect()
 }
 
+/// What `cairn exp show` prints.
+pub struct ShowOptions {
+    pub limit: usize,
+    pub sort: Option<String>,
+    pub filter: Option<String>,
+    pub columns: Vec<String>,
+    pub json: bool,
+    pub csv: bool,
+}
+
+/// Whether a param or metric key is among the chosen columns (`train.*` is a prefix).
+fn chosen(columns: &[String], key: &str) -> bool {
+    columns.is_empty()
+        || columns.iter().any(|c| match c.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => c == key,
+        })
+}
+
 /// `cairn exp show`: recorded runs with their params and metrics.
-pub fn show(
-    repo: &Repo,
-    limit: usize,
-    sort: Option<&str>,
-    as_json: bool,
-    as_csv: bool,
-) -> Result<(), crate::failure::Failure> {
+pub fn show(repo: &Repo, options: &ShowOptions) -> Result<(), crate::failure::Failure> {
+    let (limit, as_json, as_csv) = (options.limit, options.json, options.csv);
     let store = cairn_meta::open(&repo.meta_location()).map_err(|e| {
         crate::failure::Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
     })?;
     let mut runs =
         store.search_runs(&[], usize::MAX).map_err(|e| crate::failure::Failure::user(e.to_string(), None))?;
-    if let Some(key) = sort {
+    if let Some(text) = &options.filter {
+        let filter = cairn_server::search::Filter::parse(text).map_err(|e| {
+            crate::failure::Failure::usage(format!("invalid --filter `{text}`: {e}"))
+        })?;
+        runs.retain(|r| filter.matches(r));
+    }
+    if let Some(key) = options.sort.as_deref() {
         // `-key` sorts descending; runs without the value go last.
         let (key, descending) = match key.strip_prefix('-') {
             Some(k) => (k, true),
@@ -202,13 +241,21 @@ pub fn show(
     }
     runs.truncate(limit);
     let param_keys: Vec<String> = {
-        let mut k: Vec<String> = runs.iter().flat_map(|r| r.params.iter().map(|(k, _)| k.clone())).collect();
+        let mut k: Vec<String> = runs
+            .iter()
+            .flat_map(|r| r.params.iter().map(|(k, _)| k.clone()))
+            .filter(|k| chosen(&options.columns, k))
+            .collect();
         k.sort();
         k.dedup();
         k
     };
     let metric_keys: Vec<String> = {
-        let mut k: Vec<String> = runs.iter().flat_map(|r| r.metrics.iter().map(|m| m.key.clone())).collect();
+        let mut k: Vec<String> = runs
+            .iter()
+            .flat_map(|r| r.metrics.iter().map(|m| m.key.clone()))
+            .filter(|k| chosen(&options.columns, k))
+            .collect();
         k.sort();
         k.dedup();
         k
@@ -287,7 +334,7 @@ pub fn show(
 }
 
 /// The run whose id starts with `prefix` (at least 4 hex digits; must be unambiguous).
-fn find_run(
+pub fn find_run(
     store: &Store,
     runs: &[cairn_meta::Run],
     prefix: &str,

@@ -59,6 +59,62 @@ impl GitRepo {
         Ok(GitRepo { repo, workdir })
     }
 
+    /// Creates an empty repository with a work tree at `path` (an experiment's workspace, so
+    /// that it is a work tree of its own and not part of the one around it).
+    pub fn init(path: &Path) -> Result<Self> {
+        let repo = Repository::init(path).map_err(git_err(format!("creating a repository at `{}`", path.display())))?;
+        Ok(GitRepo { repo, workdir: path.to_path_buf() })
+    }
+
+    /// Makes a commit whose tree is `base`'s with `files` (`/`-separated path, bytes)
+    /// written over it, and points the new branch `branch` at it; returns the commit id.
+    /// Fails if the branch exists. The work tree and HEAD are not touched.
+    pub fn commit_files_to_branch(
+        &self,
+        base: &str,
+        files: &[(String, Vec<u8>)],
+        branch: &str,
+        message: &str,
+    ) -> Result<String> {
+        let resolve = |e: git2::Error| GitError::UnknownRevision { rev: base.to_owned(), message: e.message().to_owned() };
+        let parent = self.repo.revparse_single(base).and_then(|o| o.peel_to_commit()).map_err(resolve)?;
+        let mut index = git2::Index::new().map_err(git_err("creating an index"))?;
+        index.read_tree(&parent.tree().map_err(git_err("reading the base tree"))?).map_err(git_err("reading the base tree"))?;
+        for (path, bytes) in files {
+            let blob = self.repo.blob(bytes).map_err(git_err(format!("storing `{path}`")))?;
+            let mode = index.get_path(Path::new(path), 0).map_or(0o100644, |e| e.mode);
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode,
+                uid: 0,
+                gid: 0,
+                file_size: bytes.len() as u32,
+                id: blob,
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).map_err(git_err(format!("adding `{path}`")))?;
+        }
+        let tree_id = index.write_tree_to(&self.repo).map_err(git_err("writing the tree"))?;
+        let tree = self.repo.find_tree(tree_id).map_err(git_err("reading the new tree"))?;
+        let signature = self
+            .repo
+            .signature()
+            .or_else(|_| git2::Signature::now("cairn", "cairn@localhost"))
+            .map_err(git_err("making a signature"))?;
+        let commit = self
+            .repo
+            .commit(None, &signature, &signature, message, &tree, &[&parent])
+            .map_err(git_err("writing the commit"))?;
+        let commit_object = self.repo.find_commit(commit).map_err(git_err("reading the new commit"))?;
+        self.repo.branch(branch, &commit_object, false).map_err(git_err(format!("creating branch `{branch}`")))?;
+        Ok(commit.to_string())
+    }
+
     /// The root of the work tree.
     pub fn workdir(&self) -> &Path {
         &self.workdir

@@ -345,6 +345,101 @@ impl Store {
         })
     }
 
+    /// Adds a run recorded elsewhere (`cairn exp pull`) with its id, params, tags, metric
+    /// history, stages and records; returns `false` (and changes nothing) if the id is
+    /// already here. One transaction: a run arrives whole or not at all.
+    pub fn import_run(
+        &self,
+        run: &Run,
+        history: &[Metric],
+        stages: &[StageRecord],
+        io: &[IoRecord],
+    ) -> Result<bool> {
+        self.tx(|tx| {
+            let info = &run.info;
+            if !tx.query("SELECT 1 FROM runs WHERE run_id = $1", &[info.run_id.as_str().into()])?.is_empty() {
+                return Ok(false);
+            }
+            if tx.query("SELECT 1 FROM experiments WHERE experiment_id = $1", &[info.experiment_id.into()])?.is_empty() {
+                return Err(MetaError::NoExperiment(info.experiment_id.to_string()));
+            }
+            tx.execute(
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+                &[
+                    info.run_id.as_str().into(),
+                    info.experiment_id.into(),
+                    info.name.as_str().into(),
+                    info.parent_run_id.clone().into(),
+                    info.status.as_str().into(),
+                    info.start_time.into(),
+                    info.end_time.into(),
+                    info.user.as_str().into(),
+                    info.git_commit.clone().into(),
+                    i64::from(info.git_dirty).into(),
+                    info.source.as_str().into(),
+                    info.artifact_uri.as_str().into(),
+                    info.lifecycle_stage.as_str().into(),
+                ],
+            )?;
+            for (key, value) in &run.params {
+                tx.execute(
+                    "INSERT INTO params (run_id, key, value) VALUES ($1, $2, $3)",
+                    &[info.run_id.as_str().into(), key.as_str().into(), value.as_str().into()],
+                )?;
+            }
+            for (key, value) in &run.tags {
+                set_tag(tx, &info.run_id, key, value)?;
+            }
+            let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
+            for m in history {
+                tx.execute(
+                    "INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &metric_row(&info.run_id, m),
+                )?;
+                let slot = newest.entry(m.key.as_str()).or_insert(m);
+                if (m.step, m.timestamp) >= (slot.step, slot.timestamp) {
+                    *slot = m;
+                }
+            }
+            for m in newest.values() {
+                tx.execute(
+                    "INSERT INTO latest_metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &metric_row(&info.run_id, m),
+                )?;
+            }
+            for stage in stages {
+                tx.execute(
+                    "INSERT INTO stages (run_id, stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        info.run_id.as_str().into(),
+                        stage.stage.as_str().into(),
+                        stage.action.as_str().into(),
+                        stage.start_time.into(),
+                        stage.wall_ms.into(),
+                        stage.cpu_ms.into(),
+                        stage.max_rss_kb.into(),
+                        stage.fingerprint.clone().into(),
+                        stage.log.clone().into(),
+                    ],
+                )?;
+            }
+            for r in io {
+                tx.execute(
+                    "INSERT INTO run_io (run_id, direction, path, digest, size) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        info.run_id.as_str().into(),
+                        r.direction.as_str().into(),
+                        r.path.as_str().into(),
+                        r.digest.as_str().into(),
+                        r.size.into(),
+                    ],
+                )?;
+            }
+            Ok(true)
+        })
+    }
+
     /// Removes a run and everything recorded about it (`cairn exp remove`).
     pub fn purge_run(&self, run_id: &str) -> Result<()> {
         self.tx(|tx| {

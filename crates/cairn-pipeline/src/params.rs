@@ -47,6 +47,51 @@ fn parse_table(name: &str, text: &str, delimiter: u8) -> Result<Value, String> {
     Ok(Value::Object(map))
 }
 
+/// Sets the value at a dotted key, creating objects on the way (`-S train.lr=0.1`).
+pub fn set(root: &mut Value, key: &str, new: Value) -> Result<(), String> {
+    let mut value = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !value.is_object() {
+            if value.is_null() {
+                *value = Value::Object(Default::default());
+            } else {
+                return Err(format!("`{}` is not a mapping, so `{key}` cannot be set", parts[..i].join(".")));
+            }
+        }
+        let map = value.as_object_mut().expect("made an object above");
+        if i + 1 == parts.len() {
+            map.insert((*part).to_owned(), new);
+            return Ok(());
+        }
+        value = map.entry((*part).to_owned()).or_insert(Value::Null);
+    }
+    Err(format!("`{key}` is not a key"))
+}
+
+/// Writes `root` in the format `name`'s extension says (YAML by default).
+pub fn write_file(name: &str, root: &Value) -> Result<Vec<u8>, String> {
+    let extension = Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match extension.as_str() {
+        "json" => serde_json::to_vec_pretty(root).map(|mut v| {
+            v.push(b'\n');
+            v
+        }),
+        "toml" => return toml::to_string(root).map(String::into_bytes).map_err(|e| format!("`{name}`: {e}")),
+        "csv" | "tsv" => return Err(format!("`{name}`: params in CSV files cannot be overridden")),
+        _ => return serde_saphyr::to_string(root).map(String::into_bytes).map_err(|e| format!("`{name}`: {e}")),
+    }
+    .map_err(|e| format!("`{name}`: {e}"))
+}
+
+/// A command-line value as YAML reads it: `3` is a number, `true` a boolean, `adam` a string.
+pub fn scalar(text: &str) -> Value {
+    match serde_saphyr::from_str::<Value>(text) {
+        Ok(value @ (Value::Number(_) | Value::Bool(_) | Value::String(_))) => value,
+        _ => Value::String(text.to_owned()),
+    }
+}
+
 /// The value at a dotted key.
 pub fn lookup<'v>(root: &'v Value, key: &str) -> Option<&'v Value> {
     let mut value = root;

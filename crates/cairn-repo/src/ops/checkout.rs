@@ -21,6 +21,7 @@ impl Repo {
         &self,
         scope: Option<&[u8]>,
         force: bool,
+        ignore_in_git: bool,
         reporter: &dyn Reporter,
     ) -> Result<Vec<CheckoutOutcome>> {
         let tracked = self.tracked(scope)?;
@@ -29,13 +30,15 @@ impl Repo {
         {
             return Err(RepoError::NotTracked { path: self.abs(scope) });
         }
-        self.checkout_tracked(tracked, scope, force, reporter)
+        self.checkout_tracked(tracked, scope, force, true, reporter)
     }
 
     /// Restores pipeline outputs from the cache: each path is made to hold exactly the
     /// recorded content, replacing whatever is there (the pipeline decided to replace it).
     pub fn restore_outputs(&self, outputs: Vec<Tracked>, reporter: &dyn Reporter) -> Result<()> {
-        self.checkout_tracked(outputs, None, true, reporter).map(drop)
+        // Outputs' `.gitignore` entries are the pipeline's business (a metrics file is
+        // committed), so restoring one leaves `.gitignore` alone.
+        self.checkout_tracked(outputs, None, true, false, reporter).map(drop)
     }
 
     fn checkout_tracked(
@@ -43,6 +46,7 @@ impl Repo {
         tracked: Vec<Tracked>,
         scope: Option<&[u8]>,
         force: bool,
+        ignore_in_git: bool,
         reporter: &dyn Reporter,
     ) -> Result<Vec<CheckoutOutcome>> {
         let mut cache = self.stat_cache();
@@ -174,7 +178,9 @@ impl Repo {
             for (key, stat, digest) in written {
                 cache.record(key, stat, digest);
             }
-            gitignore::ensure_ignored(&self.root, rel)?;
+            if ignore_in_git {
+                gitignore::ensure_ignored(&self.root, rel)?;
+            }
             outcomes.push(CheckoutOutcome {
                 rel: rel.clone(),
                 written: plan.writes.len() as u64,
