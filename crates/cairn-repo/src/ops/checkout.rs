@@ -21,7 +21,6 @@ impl Repo {
         &self,
         scope: Option<&[u8]>,
         force: bool,
-        ignore_in_git: bool,
         reporter: &dyn Reporter,
     ) -> Result<Vec<CheckoutOutcome>> {
         let tracked = self.tracked(scope)?;
