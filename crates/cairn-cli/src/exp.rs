@@ -222,19 +222,25 @@ fn apply_overrides(ws: &Path, combo: &[(String, String, String)]) -> Result<Vec<
 }
 
 /// Creates a queued experiment: its run record and its workspace snapshot.
-fn create(repo: &Repo, store: &Store, combo: &[(String, String, String)], name: Option<&str>) -> Result<String, Failure> {
+fn create(
+    repo: &Repo,
+    store: &Store,
+    combo: &[(String, String, String)],
+    name: Option<&str>,
+) -> Result<String, Failure> {
     let git = cairn_git::GitRepo::discover(repo.root()).map_err(|e| Failure::user(e.to_string(), None))?;
     let (commit, dirty) = match git.head_state().map_err(|e| Failure::user(e.to_string(), None))? {
         Some((commit, dirty)) => (Some(commit), dirty),
         None => (None, true),
     };
     let summary = describe(combo);
-    let user = ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_else(|| "unknown".into());
+    let user =
+        ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_else(|| "unknown".into());
     let run = NewRun {
         experiment_id: 0,
-        name: name.map(str::to_owned).unwrap_or_else(|| {
-            if summary.is_empty() { "exp".to_owned() } else { format!("exp {summary}") }
-        }),
+        name: name
+            .map(str::to_owned)
+            .unwrap_or_else(|| if summary.is_empty() { "exp".to_owned() } else { format!("exp {summary}") }),
         parent_run_id: None,
         user,
         git_commit: commit,
@@ -262,7 +268,9 @@ fn create(repo: &Repo, store: &Store, combo: &[(String, String, String)], name: 
         files.push(cairn_pipeline::lock::LOCK_FILE.to_owned());
         let update = RunUpdate { status: Some("SCHEDULED".into()), ..Default::default() };
         store.update_run(&run_id, &update).map_err(meta_failure)?;
-        store.log_batch(&run_id, &[], &[], &[(TAG_FILES.to_owned(), files.join("\n"))]).map_err(meta_failure)?;
+        store
+            .log_batch(&run_id, &[], &[], &[(TAG_FILES.to_owned(), files.join("\n"))])
+            .map_err(meta_failure)?;
         Ok(())
     })();
     if let Err(e) = made {
@@ -288,7 +296,8 @@ fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, quiet: boo
             Some("remove it with `cairn exp remove ID` and queue it again"),
         ));
     }
-    let exe = std::env::current_exe().map_err(|e| Failure::user(format!("cannot find the cairn binary: {e}"), None))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::user(format!("cannot find the cairn binary: {e}"), None))?;
     let output = |command: &mut Command| -> Result<(), Failure> {
         if let Some(log) = log {
             let file = std::fs::OpenOptions::new()
@@ -296,7 +305,9 @@ fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, quiet: boo
                 .append(true)
                 .open(log)
                 .map_err(|e| Failure::user(format!("cannot open `{}`: {e}", log.display()), None))?;
-            let err = file.try_clone().map_err(|e| Failure::user(format!("cannot open `{}`: {e}", log.display()), None))?;
+            let err = file
+                .try_clone()
+                .map_err(|e| Failure::user(format!("cannot open `{}`: {e}", log.display()), None))?;
             command.stdout(file).stderr(err);
         } else if quiet {
             command.stdout(Stdio::null());
@@ -313,9 +324,7 @@ fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, quiet: boo
     let status =
         checkout.status().map_err(|e| Failure::user(format!("cannot start `cairn checkout`: {e}"), None))?;
     if !status.success() {
-        store
-            .end_run(run_id, "FAILED", now_ms())
-            .map_err(meta_failure)?;
+        store.end_run(run_id, "FAILED", now_ms()).map_err(meta_failure)?;
         return Ok(false);
     }
     let mut command = Command::new(&exe);
@@ -324,21 +333,33 @@ fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, quiet: boo
         command.arg("-q");
     }
     output(&mut command)?;
-    let status = command.status().map_err(|e| Failure::user(format!("cannot start `cairn run`: {e}"), None))?;
+    let status =
+        command.status().map_err(|e| Failure::user(format!("cannot start `cairn run`: {e}"), None))?;
     // Keep what `apply` and `branch` need: the lock and the changed params files.
-    let files: Vec<String> =
-        tag(run, TAG_FILES).unwrap_or_default().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let files: Vec<String> = tag(run, TAG_FILES)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
     let mut records = Vec::new();
     for file in files {
         let Ok(bytes) = std::fs::read(ws.join(&file)) else { continue };
         let digest = repo.store().put_bytes(&bytes).map_err(cairn_repo::RepoError::from)?;
-        records.push(IoRecord { direction: "file".into(), path: file, digest: digest.to_string(), size: bytes.len() as i64 });
+        records.push(IoRecord {
+            direction: "file".into(),
+            path: file,
+            digest: digest.to_string(),
+            size: bytes.len() as i64,
+        });
     }
     store.record_io(run_id, &records).map_err(meta_failure)?;
     let ran = store.run(run_id).map_err(meta_failure)?;
     if ran.as_ref().is_some_and(|r| r.info.status == "SCHEDULED" || r.info.status == "RUNNING") {
         // `cairn run` could not record (or was killed): the experiment did not finish.
-        store.end_run(run_id, if status.success() { "FINISHED" } else { "FAILED" }, now_ms()).map_err(meta_failure)?;
+        store
+            .end_run(run_id, if status.success() { "FINISHED" } else { "FAILED" }, now_ms())
+            .map_err(meta_failure)?;
     }
     if status.success() {
         let _ = std::fs::remove_dir_all(&ws);
@@ -374,7 +395,8 @@ pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure>
         }
         queued.into_iter().map(|r| r.info.run_id).collect()
     } else {
-        let overrides: Vec<Override> = request.set.iter().map(|s| parse_override(s)).collect::<Result<_, _>>()?;
+        let overrides: Vec<Override> =
+            request.set.iter().map(|s| parse_override(s)).collect::<Result<_, _>>()?;
         let combos = grid(&overrides);
         if combos.len() > 1 && request.name.is_some() {
             return Err(Failure::usage("--name names one experiment; a sweep names each by its params"));
@@ -391,7 +413,7 @@ pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure>
             if request.json {
                 return crate::output::json(&json!({"queued": ids}));
             }
-            return out(format!("run the queue with `cairn exp run --run-all --jobs N`"));
+            return out("run the queue with `cairn exp run --run-all --jobs N`");
         }
         ids
     };
@@ -406,7 +428,10 @@ pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure>
                     let store = match open_store(repo) {
                         Ok(store) => store,
                         Err(e) => {
-                            results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((String::new(), Err(e)));
+                            results
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .push((String::new(), Err(e)));
                             return;
                         }
                     };
@@ -414,7 +439,10 @@ pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure>
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let Some(id) = ids.get(i) else { break };
                         let result = run_one(repo, &store, id, true, quiet);
-                        results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id.clone(), result));
+                        results
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((id.clone(), result));
                     }
                 });
             }
@@ -441,7 +469,8 @@ pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure>
         for id in &ids {
             let run = store.run(id).map_err(meta_failure)?;
             if let Some(run) = run {
-                let metrics: Vec<String> = run.metrics.iter().map(|m| format!("{}={}", m.key, m.value)).collect();
+                let metrics: Vec<String> =
+                    run.metrics.iter().map(|m| format!("{}={}", m.key, m.value)).collect();
                 out(format!(
                     "experiment {}  {:<8}  {}  {}",
                     &id[..8],
@@ -461,7 +490,9 @@ pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure>
                 failed.len(),
                 failed.iter().map(|id| &id[..8]).collect::<Vec<_>>().join(", ")
             ),
-            Some("their workspaces are kept under .cairn/state/exps/ with exp.log; fix and queue again, or `cairn exp remove`"),
+            Some(
+                "their workspaces are kept under .cairn/state/exps/ with exp.log; fix and queue again, or `cairn exp remove`",
+            ),
         ))
     }
 }
@@ -473,7 +504,12 @@ fn run_one(repo: &Repo, store: &Store, id: &str, parallel: bool, quiet: bool) ->
         .ok_or_else(|| Failure::user(format!("experiment {id} vanished from the store"), None))?;
     let log = workspace(repo, id).join("exp.log");
     if parallel && !quiet {
-        let _ = writeln!(std::io::stderr().lock(), "running experiment {}  {}", &id[..8], tag(&run, TAG_OVERRIDES).unwrap_or_default());
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "running experiment {}  {}",
+            &id[..8],
+            tag(&run, TAG_OVERRIDES).unwrap_or_default()
+        );
     }
     execute(repo, store, &run, parallel.then_some(log.as_path()), quiet)
 }
@@ -486,7 +522,14 @@ fn kept_files(repo: &Repo, store: &Store, run: &Run) -> Result<Vec<(String, Vec<
             continue;
         }
         let digest = record.digest.parse::<cairn_hash::Digest>().map_err(|e| {
-            Failure::user(format!("experiment {} names a malformed digest for `{}`: {e}", &run.info.run_id[..8], record.path), None)
+            Failure::user(
+                format!(
+                    "experiment {} names a malformed digest for `{}`: {e}",
+                    &run.info.run_id[..8],
+                    record.path
+                ),
+                None,
+            )
         })?;
         let bytes = repo.store().read_verified(&digest).map_err(|e| {
             Failure::user(
@@ -519,7 +562,10 @@ pub fn apply(repo: &Repo, id: &str, reporter: &dyn cairn_repo::Reporter) -> Resu
     let files = kept_files(repo, &store, &run)?;
     for (path, bytes) in &files {
         let target = repo.root().join(path);
-        let tmp = target.with_file_name(format!(".{}.cairn-tmp", target.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+        let tmp = target.with_file_name(format!(
+            ".{}.cairn-tmp",
+            target.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+        ));
         std::fs::write(&tmp, bytes)
             .and_then(|()| std::fs::rename(&tmp, &target))
             .map_err(|e| Failure::user(format!("cannot write `{}`: {e}", target.display()), None))?;
@@ -650,14 +696,20 @@ fn content_of(repo: &Repo, io: &[IoRecord], label: &str) -> Vec<(String, cairn_r
     let mut out = Vec::new();
     for record in io.iter().filter(|r| r.direction == "file") {
         let Ok(digest) = record.digest.parse::<cairn_hash::Digest>() else { continue };
-        let pointer = Pointer { kind: PointerKind::File { executable: false }, digest, size: record.size as u64 };
-        out.push((format!("{} of {label}", record.path), cairn_repo::Tracked { rel: record.path.as_bytes().to_vec(), pointer }));
+        let pointer =
+            Pointer { kind: PointerKind::File { executable: false }, digest, size: record.size as u64 };
+        out.push((
+            format!("{} of {label}", record.path),
+            cairn_repo::Tracked { rel: record.path.as_bytes().to_vec(), pointer },
+        ));
         if record.path != cairn_pipeline::lock::LOCK_FILE {
             continue;
         }
         let Ok(bytes) = repo.store().read_verified(&digest) else { continue };
         let text = String::from_utf8_lossy(&bytes);
-        let Ok(lock) = cairn_pipeline::lock::LockFile::parse(Path::new(&record.path), &text) else { continue };
+        let Ok(lock) = cairn_pipeline::lock::LockFile::parse(Path::new(&record.path), &text) else {
+            continue;
+        };
         for (stage, locked) in &lock.stages {
             for (path, content) in &locked.outs {
                 if let Some(pointer) = content.to_pointer() {
@@ -686,7 +738,12 @@ fn selection(extra: Vec<(String, cairn_repo::Tracked)>) -> cairn_repo::Selection
 
 /// `cairn exp push REMOTE [ID...]`: experiment records and their content (all experiments
 /// that have run, or the named ones). Objects go first, records last.
-pub fn push(repo: &Repo, remote: &str, ids: &[String], reporter: &dyn cairn_repo::Reporter) -> Result<(), Failure> {
+pub fn push(
+    repo: &Repo,
+    remote: &str,
+    ids: &[String],
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<(), Failure> {
     let store = open_store(repo)?;
     let runs: Vec<Run> = if ids.is_empty() {
         store
@@ -705,7 +762,10 @@ pub fn push(repo: &Repo, remote: &str, ids: &[String], reporter: &dyn cairn_repo
         let io = store.io(&run.info.run_id).map_err(meta_failure)?;
         extra.extend(content_of(repo, &io, &format!("experiment {}", &run.info.run_id[..8])));
         let document = export(&store, run)?;
-        documents.push((format!("{}.json", run.info.run_id), serde_json::to_vec_pretty(&document).unwrap_or_default()));
+        documents.push((
+            format!("{}.json", run.info.run_id),
+            serde_json::to_vec_pretty(&document).unwrap_or_default(),
+        ));
     }
     let outcome = repo.push(&remote, &selection(extra), reporter)?;
     if !outcome.problems.is_empty() {
@@ -730,7 +790,10 @@ pub fn push(repo: &Repo, remote: &str, ids: &[String], reporter: &dyn cairn_repo
 }
 
 /// A document from `exps-v1/` as the store's types.
-fn import(document: &Value) -> Result<(Run, Vec<cairn_meta::Metric>, Vec<cairn_meta::StageRecord>, Vec<IoRecord>), String> {
+/// A pulled run: the run, its metric history, stages and records.
+type Imported = (Run, Vec<cairn_meta::Metric>, Vec<cairn_meta::StageRecord>, Vec<IoRecord>);
+
+fn import(document: &Value) -> Result<Imported, String> {
     if document["format"] != "cairn-exp-v1" {
         return Err(format!("unknown format {}", document["format"]));
     }
@@ -835,7 +898,8 @@ pub fn pull(repo: &Repo, remote: &str, reporter: &dyn cairn_repo::Reporter) -> R
     let mut extra = Vec::new();
     let mut imported = 0;
     for (key, bytes) in remote.get_documents(EXPS_REMOTE_DIR, &wanted).map_err(cairn_repo::RepoError::from)? {
-        let parsed = serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()).and_then(|d| import(&d));
+        let parsed =
+            serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()).and_then(|d| import(&d));
         let (run, history, stages, io) = match parsed {
             Ok(parts) => parts,
             Err(e) => {
@@ -843,7 +907,11 @@ pub fn pull(repo: &Repo, remote: &str, reporter: &dyn cairn_repo::Reporter) -> R
                 continue;
             }
         };
-        extra.extend(content_of(repo, &io, &format!("experiment {}", &run.info.run_id[..8.min(run.info.run_id.len())])));
+        extra.extend(content_of(
+            repo,
+            &io,
+            &format!("experiment {}", &run.info.run_id[..8.min(run.info.run_id.len())]),
+        ));
         if store.import_run(&run, &history, &stages, &io).map_err(meta_failure)? {
             imported += 1;
         }

@@ -647,7 +647,9 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Exp(ExpCommand::Apply { id }) => exp::apply(&context.open()?, &id, reporter),
         Command::Exp(ExpCommand::Branch { id, name }) => exp::branch(&context.open()?, &id, &name),
         Command::Exp(ExpCommand::Remove { ids, queued }) => exp::remove(&context.open()?, &ids, queued),
-        Command::Exp(ExpCommand::Push { remote, ids }) => exp::push(&context.open()?, &remote, &ids, reporter),
+        Command::Exp(ExpCommand::Push { remote, ids }) => {
+            exp::push(&context.open()?, &remote, &ids, reporter)
+        }
         Command::Exp(ExpCommand::Pull { remote }) => exp::pull(&context.open()?, &remote, reporter),
         Command::Exp(ExpCommand::Diff { a, b, all, output }) => {
             record::diff(&context.open()?, &a, &b, all, output.json)

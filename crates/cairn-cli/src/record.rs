@@ -155,7 +155,8 @@ impl Recorder {
             None => Default::default(),
         };
         let params: Vec<(String, String)> = params.into_iter().filter(|(k, _)| !logged.contains(k)).collect();
-        let tags = if self.queued { Vec::new() } else { vec![("cairn.source".to_owned(), "cairn run".to_owned())] };
+        let tags =
+            if self.queued { Vec::new() } else { vec![("cairn.source".to_owned(), "cairn run".to_owned())] };
         self.store.log_batch(&self.run_id, &metrics, &params, &tags)?;
         self.store.end_run(&self.run_id, status, now)
     }
@@ -213,9 +214,8 @@ pub fn show(repo: &Repo, options: &ShowOptions) -> Result<(), crate::failure::Fa
     let mut runs =
         store.search_runs(&[], usize::MAX).map_err(|e| crate::failure::Failure::user(e.to_string(), None))?;
     if let Some(text) = &options.filter {
-        let filter = cairn_server::search::Filter::parse(text).map_err(|e| {
-            crate::failure::Failure::usage(format!("invalid --filter `{text}`: {e}"))
-        })?;
+        let filter = cairn_server::search::Filter::parse(text)
+            .map_err(|e| crate::failure::Failure::usage(format!("invalid --filter `{text}`: {e}")))?;
         runs.retain(|r| filter.matches(r));
     }
     if let Some(key) = options.sort.as_deref() {

@@ -62,7 +62,8 @@ impl GitRepo {
     /// Creates an empty repository with a work tree at `path` (an experiment's workspace, so
     /// that it is a work tree of its own and not part of the one around it).
     pub fn init(path: &Path) -> Result<Self> {
-        let repo = Repository::init(path).map_err(git_err(format!("creating a repository at `{}`", path.display())))?;
+        let repo = Repository::init(path)
+            .map_err(git_err(format!("creating a repository at `{}`", path.display())))?;
         Ok(GitRepo { repo, workdir: path.to_path_buf() })
     }
 
@@ -76,10 +77,15 @@ impl GitRepo {
         branch: &str,
         message: &str,
     ) -> Result<String> {
-        let resolve = |e: git2::Error| GitError::UnknownRevision { rev: base.to_owned(), message: e.message().to_owned() };
+        let resolve = |e: git2::Error| GitError::UnknownRevision {
+            rev: base.to_owned(),
+            message: e.message().to_owned(),
+        };
         let parent = self.repo.revparse_single(base).and_then(|o| o.peel_to_commit()).map_err(resolve)?;
         let mut index = git2::Index::new().map_err(git_err("creating an index"))?;
-        index.read_tree(&parent.tree().map_err(git_err("reading the base tree"))?).map_err(git_err("reading the base tree"))?;
+        index
+            .read_tree(&parent.tree().map_err(git_err("reading the base tree"))?)
+            .map_err(git_err("reading the base tree"))?;
         for (path, bytes) in files {
             let blob = self.repo.blob(bytes).map_err(git_err(format!("storing `{path}`")))?;
             let mode = index.get_path(Path::new(path), 0).map_or(0o100644, |e| e.mode);
@@ -111,7 +117,9 @@ impl GitRepo {
             .commit(None, &signature, &signature, message, &tree, &[&parent])
             .map_err(git_err("writing the commit"))?;
         let commit_object = self.repo.find_commit(commit).map_err(git_err("reading the new commit"))?;
-        self.repo.branch(branch, &commit_object, false).map_err(git_err(format!("creating branch `{branch}`")))?;
+        self.repo
+            .branch(branch, &commit_object, false)
+            .map_err(git_err(format!("creating branch `{branch}`")))?;
         Ok(commit.to_string())
     }
 

@@ -79,7 +79,11 @@ pub fn write_file(name: &str, root: &Value) -> Result<Vec<u8>, String> {
         }),
         "toml" => return toml::to_string(root).map(String::into_bytes).map_err(|e| format!("`{name}`: {e}")),
         "csv" | "tsv" => return Err(format!("`{name}`: params in CSV files cannot be overridden")),
-        _ => return serde_saphyr::to_string(root).map(String::into_bytes).map_err(|e| format!("`{name}`: {e}")),
+        _ => {
+            return serde_saphyr::to_string(root)
+                .map(String::into_bytes)
+                .map_err(|e| format!("`{name}`: {e}"));
+        }
     }
     .map_err(|e| format!("`{name}`: {e}"))
 }
