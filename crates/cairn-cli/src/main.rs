@@ -4,8 +4,10 @@
 
 mod exp;
 mod failure;
+mod live;
 mod output;
 mod pipelines;
+mod plots;
 mod progress;
 mod record;
 mod remotes;
@@ -215,6 +217,9 @@ enum Command {
     /// Pipeline tools.
     #[command(subcommand)]
     Pipeline(pipelines::PipelineCommand),
+    /// Charts of runs' metric series.
+    #[command(subcommand)]
+    Plots(PlotsCommand),
     /// Serve the MLflow-compatible tracking API and artifact proxy (loopback by default).
     #[command(
         after_help = "Examples:\n  cairn server                      # http://127.0.0.1:5000\n  cairn server --port 0             # a free port, printed on stdout\n  MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python train.py"
@@ -344,6 +349,24 @@ enum ExpCommand {
         all: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlotsCommand {
+    /// Write an HTML file with an SVG chart per metric (one line per run) and print a summary.
+    #[command(
+        after_help = "Examples:\n  cairn plots show                  # the latest run with metrics\n  cairn plots show 1492 d30c -m loss -o loss.html"
+    )]
+    Show {
+        /// Runs to compare (ids or their first characters; default: the latest run with metrics).
+        runs: Vec<String>,
+        /// Only these metrics (repeatable).
+        #[arg(short, long = "metric", value_name = "KEY")]
+        metrics: Vec<String>,
+        /// Where to write the HTML (default: .cairn/plots/index.html).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -643,6 +666,10 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             &context.open()?,
             exp::RunRequest { set, queue, run_all, jobs: jobs.max(1), name, json: output.json },
             cli.quiet,
+        ),
+        Command::Plots(PlotsCommand::Show { runs, metrics, output }) => plots::show(
+            &context.open()?,
+            &plots::PlotRequest { runs, metrics, output: output.map(|o| context.cwd.join(o)) },
         ),
         Command::Exp(ExpCommand::Apply { id }) => exp::apply(&context.open()?, &id, reporter),
         Command::Exp(ExpCommand::Branch { id, name }) => exp::branch(&context.open()?, &id, &name),

@@ -287,7 +287,18 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         supervisor: std::env::current_exe().ok(),
         extra_env,
     };
+    let follower = recorder.as_ref().and_then(|recorder| {
+        let store = cairn_meta::open(&repo.meta_location()).ok()?;
+        let warn_printer = Printer { quiet, json: args.output.json };
+        Some(crate::live::Follower::start(
+            repo.root().join(cairn_pipeline::LIVE_METRICS_DIR),
+            store,
+            recorder.run_id.clone(),
+            Box::new(move |m| warn_printer.warn(m)),
+        ))
+    });
     let result = project.run(&options, &printer);
+    drop(follower);
     drop(server);
     if let Some(recorder) = &recorder {
         let status = match &result {

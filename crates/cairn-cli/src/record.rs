@@ -112,7 +112,7 @@ impl Recorder {
                     cpu_ms: stage.cpu_ms,
                     max_rss_kb: stage.max_rss_kb,
                     fingerprint: locked.map(|l| l.fingerprint.clone()),
-                    log: ran.then(|| format!(".cairn/state/logs/{}.log", stage.stage)),
+                    log: if ran { self.keep_logs(repo, &stage.stage) } else { None },
                 },
             )?;
             let Some(locked) = locked else { continue };
@@ -159,6 +159,47 @@ impl Recorder {
             if self.queued { Vec::new() } else { vec![("cairn.source".to_owned(), "cairn run".to_owned())] };
         self.store.log_batch(&self.run_id, &metrics, &params, &tags)?;
         self.store.end_run(&self.run_id, status, now)
+    }
+}
+
+impl Recorder {
+    /// Stores a stage's log (or its parts' logs) in the cache as artifacts of the run
+    /// (`logs/<stage>.log`, visible to `mlflow` clients too); returns where they are in the
+    /// run's artifact tree. A log that cannot be kept is a warning-free `None`: the run still
+    /// records.
+    fn keep_logs(&self, repo: &Repo, stage: &str) -> Option<String> {
+        let logs = repo.root().join(".cairn/state/logs");
+        let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+        let single = logs.join(format!("{stage}.log"));
+        if single.is_file() {
+            files.push((format!("logs/{stage}.log"), single));
+        }
+        if let Ok(parts) = std::fs::read_dir(logs.join(stage)) {
+            for part in parts.flatten() {
+                let name = part.file_name().to_string_lossy().into_owned();
+                files.push((format!("logs/{stage}/{name}"), part.path()));
+            }
+        }
+        let run = self.store.run(&self.run_id).ok()??;
+        let root = cairn_server::tree_path(&run.info.artifact_uri)?;
+        let mut kept = 0;
+        for (name, path) in &files {
+            let Ok(bytes) = std::fs::read(path) else { continue };
+            let Ok(digest) = repo.store().put_bytes(&bytes) else { continue };
+            let artifact = cairn_meta::Artifact {
+                path: format!("{root}/{name}"),
+                digest: digest.to_string(),
+                size: bytes.len() as i64,
+            };
+            if self.store.put_artifact(&artifact).is_ok() {
+                kept += 1;
+            }
+        }
+        match files.as_slice() {
+            _ if kept == 0 => None,
+            [(name, _)] => Some(name.clone()),
+            _ => Some(format!("logs/{stage}/")),
+        }
     }
 }
 
@@ -278,7 +319,7 @@ pub fn show(repo: &Repo, options: &ShowOptions) -> Result<(), crate::failure::Fa
                     "stages": store.stages(&r.info.run_id).unwrap_or_default().iter()
                         .map(|s| serde_json::json!({
                             "stage": s.stage, "action": s.action, "wall_ms": s.wall_ms,
-                            "cpu_ms": s.cpu_ms, "max_rss_kb": s.max_rss_kb,
+                            "cpu_ms": s.cpu_ms, "max_rss_kb": s.max_rss_kb, "log": s.log,
                         }))
                         .collect::<Vec<_>>(),
                 })

@@ -172,7 +172,7 @@ fn the_mlflow_client_works_unchanged_against_cairn_server() {
 #[test]
 fn mlflow_calls_in_a_stage_attach_to_the_cairn_run() {
     let repo = TestRepo::new();
-    let python = mlflow_python();
+    let interpreter = mlflow_python();
     repo.write("params.yaml", "train:\n  lr: 0.05\n");
     repo.write(
         "train.py",
@@ -184,6 +184,7 @@ with mlflow.start_run() as run:
         mlflow.log_metric("train_loss", 1.0 - step / 10, step=step)
     mlflow.log_param("framework", "numpy")
     mlflow.set_tag("stage", os.environ["CAIRN_STAGE"])
+print("training done")
 open("model.bin", "w").write(run.info.run_id)
 "#,
     );
@@ -191,7 +192,7 @@ open("model.bin", "w").write(run.info.run_id)
         "cairn.yaml",
         format!(
             "stages:\n  train:\n    cmd: {} train.py\n    deps: [train.py]\n    params: [train.lr]\n    outs: [model.bin]\n",
-            python.display()
+            interpreter.display()
         ),
     );
     let run = repo.json(&["run", "--json"]);
@@ -204,4 +205,63 @@ open("model.bin", "w").write(run.info.run_id)
     assert_eq!(recorded["metrics"]["train_loss"], 0.8, "the stage's metric is on the Cairn run");
     assert_eq!(recorded["params"]["framework"], "numpy");
     assert_eq!(recorded["params"]["train.lr"], "0.05", "params files are recorded beside it");
+
+    // The stage's log is an artifact of the run, readable with the mlflow client.
+    let server = Server::start(&repo);
+    let script = format!(
+        r#"
+import json, tempfile
+from mlflow import MlflowClient
+path = MlflowClient().download_artifacts("{run_id}", "logs/train.log", tempfile.mkdtemp())
+print(json.dumps({{"log": open(path).read()}}))
+"#
+    );
+    let out = python(&repo, &script, &server.url);
+    assert!(out["log"].as_str().unwrap().contains("training done"), "{out}");
+    assert_eq!(recorded["stages"][0]["log"], "logs/train.log");
+}
+
+#[test]
+fn step_metrics_appended_by_a_stage_are_recorded_while_it_runs_and_plotted() {
+    let repo = TestRepo::new();
+    // The stage writes step 0, then waits until `cairn exp show` (another process) sees it:
+    // the metric is recorded while the stage is still running.
+    repo.write(
+        "train.sh",
+        format!(
+            r#"echo '{{"step": 0, "loss": 1.0}}' >> "$CAIRN_METRICS_FILE"
+for i in $(seq 1 100); do
+  if {cairn} exp show --json -n 1 | grep -q '"loss"'; then echo seen > seen.txt; break; fi
+  sleep 0.1
+done
+for i in 1 2 3 4; do
+  awk -v i=$i 'BEGIN {{ printf "{{\"step\": %d, \"loss\": %g, \"acc\": %g}}\n", i, 1 / (i + 1), i / 10 }}' >> "$CAIRN_METRICS_FILE"
+done
+echo 'not json' >> "$CAIRN_METRICS_FILE"
+test -f seen.txt
+"#,
+            cairn = common::cairn_bin()
+        ),
+    );
+    repo.write(
+        "cairn.yaml",
+        "stages:\n  train:\n    cmd: sh train.sh\n    deps: [train.sh]\n    outs: [seen.txt]\n",
+    );
+    let run = repo.json(&["run", "--json"]);
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(String::from_utf8(repo.read("seen.txt")).unwrap(), "seen\n", "the metric was visible mid-run");
+    let shown = repo.json(&["exp", "show", "--json"]);
+    let recorded = &shown[0];
+    assert_eq!(recorded["run_id"], run_id.as_str());
+    assert_eq!(recorded["metrics"]["loss"], 0.2, "the latest loss is step 4's");
+
+    let summary = repo.ok(&["plots", "show", &run_id[..8], "-o", "plots.html"]);
+    assert!(summary.contains("loss") && summary.contains("5 pts"), "{summary}");
+    assert!(summary.contains("acc") && summary.contains("4 pts"), "{summary}");
+    let html = String::from_utf8(repo.read("plots.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert_eq!(html.matches("<svg").count(), 2, "one chart per metric");
+    assert!(html.contains("<polyline") && !html.contains("<script"), "self-contained SVG, no scripts");
+    let err = repo.fail(1, &["plots", "show", &run_id[..8], "-m", "nope"]);
+    assert!(err.contains("none of the metrics nope"), "{err}");
 }

@@ -32,6 +32,10 @@ use std::path::{Path, PathBuf};
 
 pub use engine::{Observer, Project, RunOptions};
 
+/// Where each command's `$CAIRN_METRICS_FILE` (step-wise metrics as JSON lines) is, from the
+/// project root: one file per stage, or per part of a datum or partitioned stage.
+pub const LIVE_METRICS_DIR: &str = ".cairn/state/live";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("`{}` is not valid: {message}", file.display())]

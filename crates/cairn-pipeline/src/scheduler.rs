@@ -257,6 +257,16 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 )
             }
         };
+        // Step-wise metrics: the command appends JSON lines here; `cairn run` follows the file
+        // and records each line as it arrives.
+        let live: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+            .collect();
+        env.push((
+            "CAIRN_METRICS_FILE".into(),
+            root.join(crate::LIVE_METRICS_DIR).join(format!("{live}.jsonl")).to_string_lossy().into_owned(),
+        ));
         Ok(Job {
             label,
             cmds,

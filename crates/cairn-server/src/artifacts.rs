@@ -34,7 +34,7 @@ pub(crate) fn routes() -> Router<State> {
 
 /// The artifact-tree path of a run's `artifact_uri` (`mlflow-artifacts:/1/abc/artifacts`
 /// → `1/abc/artifacts`); `None` for URIs this server does not hold.
-pub(crate) fn tree_path(uri: &str) -> Option<String> {
+pub fn tree_path(uri: &str) -> Option<String> {
     let rest = if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
         // `mlflow-artifacts://host:port/path` names a server; the path is what matters.
         match rest.strip_prefix("//") {

@@ -27,6 +27,7 @@ mod wire;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use artifacts::tree_path;
 pub use error::ApiError;
 
 /// What the handlers share.
