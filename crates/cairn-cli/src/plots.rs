@@ -33,7 +33,7 @@ fn escape(text: &str) -> String {
 
 /// About five round tick values covering `[low, high]`.
 fn ticks(low: f64, high: f64) -> Vec<f64> {
-    if !(high > low) {
+    if high.partial_cmp(&low) != Some(std::cmp::Ordering::Greater) {
         return vec![low];
     }
     let raw = (high - low) / 5.0;
