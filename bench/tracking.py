@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of `cairn server` and `mlflow server` (SQLite backend), driven by
+the same `mlflow` client code.
+
+    python3 bench/tracking.py [--points 100000] [--calls 1000] [--runs 10000] [--repeat 3]
+                              [--python target/test-tools/mlflow-venv/bin/python]
+
+1. log_batch throughput: --points metric points in batches of 1,000 (MLflow's limit) to one run.
+2. Single log_metric calls: --calls of them, one after another, to one run.
+3. search_runs over --runs runs (each with one param and one metric), paging through every
+   match of `metrics.acc > 0.5` with max_results 1000; median of --repeat.
+4. `cairn exp show` over the same --runs runs (text table of all of them); median of --repeat.
+
+Needs a release build (cargo build --release) and a Python with mlflow (the tests' venv,
+which .ci/run creates). Prints a Markdown table. Not a test: machines are noisy, so compare
+medians and ratios from the same run.
+"""
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAIRN = os.path.join(ROOT, "target", "release", "cairn")
+
+# The client side, run in the mlflow venv; prints JSON timings.
+CLIENT = r'''
+import json, sys, time, concurrent.futures
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+mode, points, calls, runs, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+client = MlflowClient()
+out = {}
+if mode == "log":
+    run = client.create_run("0")
+    rid = run.info.run_id
+    now = int(time.time() * 1000)
+    batches = [[Metric("loss", 1.0 / (i + 1), now, i) for i in range(b, min(b + 1000, points))] for b in range(0, points, 1000)]
+    start = time.perf_counter()
+    for batch in batches:
+        client.log_batch(rid, metrics=batch)
+    out["batch_seconds"] = time.perf_counter() - start
+    assert len(client.get_metric_history(rid, "loss")) == points
+    start = time.perf_counter()
+    for i in range(calls):
+        client.log_metric(rid, "single", float(i), step=i)
+    out["single_seconds"] = time.perf_counter() - start
+elif mode == "populate":
+    def make(i):
+        r = client.create_run("0")
+        client.log_batch(r.info.run_id, metrics=[Metric("acc", (i % 100) / 100, 0, 0)], params=[Param("lr", str(i % 7))])
+        client.set_terminated(r.info.run_id)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(make, range(runs)))
+elif mode == "search":
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        found, token = 0, None
+        while True:
+            page = client.search_runs(["0"], "metrics.acc > 0.5", max_results=1000, page_token=token)
+            found += len(page)
+            token = page.token
+            if not token:
+                break
+        times.append(time.perf_counter() - start)
+    out["search_seconds"] = sorted(times)[len(times) // 2]
+    out["found"] = found
+print(json.dumps(out))
+'''
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, timeout=120):
+    import urllib.request
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/api/2.0/mlflow/experiments/get?experiment_id=0", timeout=2)
+            return
+        except Exception:
+            time.sleep(0.3)
+    sys.exit(f"server at {url} did not come up")
+
+
+def client(python, url, *args):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=url)
+    env.pop("RUST_BACKTRACE", None)
+    proc = subprocess.run([python, "-c", CLIENT, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        sys.exit(f"client failed against {url}:\n{proc.stderr.decode()[-3000:]}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def start_cairn(work):
+    repo = os.path.join(work, "cairn")
+    os.makedirs(repo)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([CAIRN, "init"], cwd=repo, check=True, stdout=subprocess.DEVNULL)
+    env = dict(os.environ)
+    env.pop("RUST_BACKTRACE", None)
+    port = free_port()
+    proc = subprocess.Popen([CAIRN, "server", "--port", str(port)], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}", repo
+
+
+def start_mlflow(work, python):
+    home = os.path.join(work, "mlflow")
+    os.makedirs(home)
+    port = free_port()
+    mlflow = os.path.join(os.path.dirname(python), "mlflow")
+    proc = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{home}/mlflow.db",
+                             "--artifacts-destination", f"{home}/artifacts"],
+                            cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc):
+    try:
+        os.killpg(proc.pid, 15)
+    except Exception:
+        proc.terminate()
+    proc.wait(timeout=30)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--python", default=os.path.join(ROOT, "target", "test-tools", "mlflow-venv", "bin", "python"))
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="cairn-tracking-bench-")
+    results = {}
+    try:
+        cairn, cairn_url, cairn_repo = start_cairn(work)
+        mlflow, mlflow_url = start_mlflow(work, args.python)
+        wait_for(cairn_url)
+        wait_for(mlflow_url)
+        for name, url in [("cairn", cairn_url), ("mlflow", mlflow_url)]:
+            r = client(args.python, url, "log", args.points, args.calls, args.runs, args.repeat)
+            client(args.python, url, "populate", args.points, args.calls, args.runs, args.repeat)
+            r.update(client(args.python, url, "search", args.points, args.calls, args.runs, args.repeat))
+            results[name] = r
+            print(f"{name}: {r}", file=sys.stderr)
+        env = dict(os.environ)
+        env.pop("RUST_BACKTRACE", None)
+        shows = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            subprocess.run([CAIRN, "exp", "show", "-n", str(args.runs + 10)], cwd=cairn_repo, env=env,
+                           stdout=subprocess.DEVNULL, check=True)
+            shows.append(time.perf_counter() - start)
+        results["cairn"]["exp_show_seconds"] = statistics.median(shows)
+        stop(cairn)
+        stop(mlflow)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    c, m = results["cairn"], results["mlflow"]
+    rate = lambda n, s: n / s
+    print(f"| measurement | cairn | mlflow | ratio |")
+    print(f"|---|---|---|---|")
+    print(f"| log_batch, {args.points:,} points | {rate(args.points, c['batch_seconds']):,.0f} points/s | "
+          f"{rate(args.points, m['batch_seconds']):,.0f} points/s | {m['batch_seconds'] / c['batch_seconds']:.1f}× |")
+    print(f"| log_metric, {args.calls:,} single calls | {rate(args.calls, c['single_seconds']):,.0f} calls/s | "
+          f"{rate(args.calls, m['single_seconds']):,.0f} calls/s | {m['single_seconds'] / c['single_seconds']:.1f}× |")
+    print(f"| search_runs over {args.runs:,} runs ({c['found']:,} matches, pages of 1,000) | {c['search_seconds']:.2f} s | "
+          f"{m['search_seconds']:.2f} s | {m['search_seconds'] / c['search_seconds']:.1f}× |")
+    print(f"| `cairn exp show` over {args.runs:,} runs | {c['exp_show_seconds']:.2f} s | – | – |")
+
+
+if __name__ == "__main__":
+    main()
