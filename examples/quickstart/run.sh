@@ -145,11 +145,23 @@ run "$cairn" lineage metrics.json
 step "every run was recorded: commit, params, metrics, and each stage's time and memory"
 run "$cairn" exp show -n 5
 
+step "an experiment sweep: isolated workspaces, no commits; only training and evaluation run"
+run "$cairn" exp run -S 'train.bins=range(2,8,2)' --queue
+run "$cairn" exp run --run-all --jobs 2
+run "$cairn" exp show -n 4 --columns train.bins,buckets --sort -buckets
+git diff --quiet && echo "the work tree is untouched"
+best=$("$cairn" exp show --json --filter "params.train.bins = '6'" | awk -F'"' '/"run_id"/ {print $4; exit}')
+run "$cairn" exp branch "$best" bins-6
+run git log --oneline -1 bins-6
+
 step "share results: push carries outputs and run-cache entries; a teammate restores them"
 run "$cairn" push
+run "$cairn" exp push origin
 cd "$work/teammate"
 run git pull -q
 run "$cairn" run
 cmp model.txt "$work/repo/model.txt" && echo "the teammate got the same model without training"
+run "$cairn" exp pull origin
+run "$cairn" exp show -n 3 --columns train.bins,buckets
 echo
 echo "quickstart finished"
