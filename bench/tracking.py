@@ -3,16 +3,21 @@
 the same `mlflow` client code.
 
     python3 bench/tracking.py [--points 100000] [--calls 1000] [--runs 10000] [--repeat 3]
-                              [--python target/test-tools/mlflow-venv/bin/python]
+                              [--python .venv-bench-mlflow/bin/python]
 
-1. log_batch throughput: --points metric points in batches of 1,000 (MLflow's limit) to one run.
+1. log_batch throughput: --points metric points in batches of 1,000 (MLflow's limit) to one run,
+   through the mlflow client; then the same batches as pre-serialized JSON bodies posted with
+   `requests`, which leaves out the client's own protobuf/JSON work (about 19 ms per batch
+   here, the same for both servers) and so measures the servers.
 2. Single log_metric calls: --calls of them, one after another, to one run.
 3. search_runs over --runs runs (each with one param and one metric), paging through every
    match of `metrics.acc > 0.5` with max_results 1000; median of --repeat.
 4. `cairn exp show` over the same --runs runs (text table of all of them); median of --repeat.
 
-Needs a release build (cargo build --release) and a Python with mlflow (the tests' venv,
-which .ci/run creates). Prints a Markdown table. Not a test: machines are noisy, so compare
+Needs a release build (cargo build --release) and a Python with the mlflow server:
+    python3 -m venv .venv-bench-mlflow
+    .venv-bench-mlflow/bin/pip install mlflow==3.6.0 'sqlalchemy<2.1'
+(mlflow 3.6.0's server does not start with SQLAlchemy 2.1, which pip picks otherwise). Prints a Markdown table. Not a test: machines are noisy, so compare
 medians and ratios from the same run.
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
@@ -38,6 +43,17 @@ if mode == "log":
         client.log_batch(rid, metrics=batch)
     out["batch_seconds"] = time.perf_counter() - start
     assert len(client.get_metric_history(rid, "loss")) == points
+    # The same batches as pre-serialized request bodies: the server's share alone.
+    import requests
+    from mlflow.protos.service_pb2 import LogBatch
+    from mlflow.utils.proto_json_utils import message_to_json
+    bodies = [message_to_json(LogBatch(run_id=rid, metrics=[m.to_proto() for m in b])).replace('"loss"', '"raw"') for b in batches]
+    session = requests.Session()
+    url = client.tracking_uri + "/api/2.0/mlflow/runs/log-batch"
+    start = time.perf_counter()
+    for body in bodies:
+        session.post(url, data=body, headers={"Content-Type": "application/json"}).raise_for_status()
+    out["raw_batch_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(calls):
         client.log_metric(rid, "single", float(i), step=i)
@@ -133,7 +149,7 @@ def main():
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--python", default=os.path.join(ROOT, "target", "test-tools", "mlflow-venv", "bin", "python"))
+    parser.add_argument("--python", default=os.path.join(ROOT, ".venv-bench-mlflow", "bin", "python"))
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="cairn-tracking-bench-")
     results = {}
@@ -167,6 +183,9 @@ def main():
     print(f"|---|---|---|---|")
     print(f"| log_batch, {args.points:,} points | {rate(args.points, c['batch_seconds']):,.0f} points/s | "
           f"{rate(args.points, m['batch_seconds']):,.0f} points/s | {m['batch_seconds'] / c['batch_seconds']:.1f}× |")
+    print(f"| log_batch, same {args.points:,} points as pre-serialized bodies (server only) | "
+          f"{rate(args.points, c['raw_batch_seconds']):,.0f} points/s | {rate(args.points, m['raw_batch_seconds']):,.0f} points/s | "
+          f"{m['raw_batch_seconds'] / c['raw_batch_seconds']:.1f}× |")
     print(f"| log_metric, {args.calls:,} single calls | {rate(args.calls, c['single_seconds']):,.0f} calls/s | "
           f"{rate(args.calls, m['single_seconds']):,.0f} calls/s | {m['single_seconds'] / c['single_seconds']:.1f}× |")
     print(f"| search_runs over {args.runs:,} runs ({c['found']:,} matches, pages of 1,000) | {c['search_seconds']:.2f} s | "

@@ -241,7 +241,8 @@ fn create(
         name: name
             .map(str::to_owned)
             .unwrap_or_else(|| if summary.is_empty() { "exp".to_owned() } else { format!("exp {summary}") }),
-        parent_run_id: None,
+        // The run it varies: the last `cairn run` at the commit it starts from.
+        parent_run_id: commit.as_deref().and_then(|c| store.latest_run_at("cairn run", c).ok().flatten()),
         user,
         git_commit: commit,
         git_dirty: dirty,

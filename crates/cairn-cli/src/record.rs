@@ -58,7 +58,8 @@ impl Recorder {
         let run = NewRun {
             experiment_id: 0,
             name: format!("run-{}", commit.as_deref().map_or("nocommit", |c| &c[..c.len().min(8)])),
-            parent_run_id: None,
+            // A re-run's parent is the last run at the same commit.
+            parent_run_id: commit.as_deref().and_then(|c| store.latest_run_at("cairn run", c).ok().flatten()),
             user,
             git_commit: commit,
             git_dirty: dirty,
@@ -308,6 +309,7 @@ pub fn show(repo: &Repo, options: &ShowOptions) -> Result<(), crate::failure::Fa
                 serde_json::json!({
                     "run_id": r.info.run_id,
                     "name": r.info.name,
+                    "parent": r.info.parent_run_id,
                     "status": r.info.status,
                     "start_time": r.info.start_time,
                     "end_time": r.info.end_time,

@@ -576,6 +576,19 @@ impl Store {
         })
     }
 
+    /// The newest active run from `source` at `commit`: the run a re-run or an experiment
+    /// varies (its parent).
+    pub fn latest_run_at(&self, source: &str, commit: &str) -> Result<Option<String>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT run_id FROM runs WHERE source = $1 AND git_commit = $2 AND lifecycle_stage = 'active' \
+                 ORDER BY start_time DESC, run_id LIMIT 1",
+                &[source.into(), commit.into()],
+            )?;
+            Ok(rows.first().map(|r| r[0].text()))
+        })
+    }
+
     /// Every logged value of one metric, by step then timestamp.
     pub fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>> {
         self.tx(|tx| {
