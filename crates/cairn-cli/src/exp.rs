@@ -757,6 +757,7 @@ pub fn push(
         ids.iter().map(|id| find(&store, id)).collect::<Result<_, _>>()?
     };
     let remote = repo.open_remote(Some(remote), &crate::remotes::aws_environment(), None)?;
+    let _claim = remote.claim_push().map_err(cairn_repo::RepoError::from)?;
     let mut extra = Vec::new();
     let mut documents = Vec::new();
     for run in &runs {

@@ -153,6 +153,9 @@ fn remote_hint(error: &cairn_remote::RemoteError) -> Option<&'static str> {
         RemoteError::Damaged { .. } => Some(
             "the remote holds a damaged file; run `cairn gc --cloud` from a clone that has the data, or push again from one",
         ),
+        RemoteError::Busy { .. } => {
+            Some("pushes and `gc --cloud` take turns on a remote; markers older than 6 hours are ignored")
+        }
         RemoteError::Store(_) | RemoteError::Io { .. } => None,
         RemoteError::Internal(_) => Some("this is a bug in Cairn; please report it with the command you ran"),
     }

@@ -312,6 +312,7 @@ pub fn push(context: &Context, args: TransferArgs, reporter: &Progress) -> Resul
     let runs = if args.paths.is_empty() { crate::pipelines::local_runs(&repo) } else { Vec::new() };
     let selection = selection(context, &repo, &args, &runs)?;
     let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
+    let _claim = remote.claim_push().map_err(cairn_repo::RepoError::from)?;
     let outcome = repo.push(&remote, &selection, reporter)?;
     // Run-cache entries go up only after every object they name did.
     let runs_sent = if outcome.problems.is_empty() {
@@ -453,6 +454,8 @@ pub fn gc_cloud(
 ) -> Result<(), Failure> {
     let repo = context.open()?;
     let remote = repo.open_remote(remote, &aws_environment(), None)?;
+    // Deleting while another clone pushes could remove what its index is about to name.
+    let _claim = if force { Some(remote.claim_gc().map_err(cairn_repo::RepoError::from)?) } else { None };
     // Outputs of every run-cache entry on the remote stay, so other clones can restore them.
     crate::pipelines::fetch_runs(&repo, &remote)?;
     let kept = crate::pipelines::kept_content(&repo)?;

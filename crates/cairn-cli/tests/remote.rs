@@ -386,3 +386,41 @@ fn permanent_s3_errors_fail_fast_and_say_what_to_check() {
     let stderr = repo.fail(1, &["push", "-r", "env"]);
     assert!(stderr.contains("profile `nobody`"), "{stderr}");
 }
+
+#[test]
+fn gc_cloud_and_pushes_take_turns() {
+    let origin = origin_with_data();
+    let dir = tempfile::tempdir().unwrap();
+    add_dir_remote(&origin, "nas", dir.path());
+    origin.ok(&["push", "-r", "nas"]);
+    let locks = dir.path().join("locks");
+    let markers = || std::fs::read_dir(&locks).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(markers(), 0, "a finished push leaves no marker");
+
+    // Another clone's push in progress: a collection refuses and changes nothing.
+    std::fs::create_dir_all(&locks).unwrap();
+    let pushing = locks.join("push-0123456789abcdef.json");
+    std::fs::write(&pushing, "{}").unwrap();
+    let before = common::snapshot(dir.path());
+    let err = origin.fail(1, &["gc", "--cloud", "-r", "nas", "--force"]);
+    assert!(err.contains("busy") && err.contains("a push") && err.contains("push-0123456789abcdef"), "{err}");
+    let mut after = common::snapshot(dir.path());
+    after.retain(|k, _| !k.starts_with(b"locks/gc-"));
+    assert_eq!(after, before, "the refused collection removed nothing");
+    assert_eq!(markers(), 1, "and took its own marker away");
+
+    // A marker left by a killed push stops counting after a while, and gc removes it.
+    let status =
+        std::process::Command::new("touch").args(["-d", "7 hours ago"]).arg(&pushing).status().unwrap();
+    assert!(status.success());
+    origin.ok(&["gc", "--cloud", "-r", "nas", "--force"]);
+    assert_eq!(markers(), 0);
+
+    // A collection in progress: a push refuses.
+    std::fs::create_dir_all(&locks).unwrap();
+    std::fs::write(locks.join("gc-fedcba9876543210.json"), "{}").unwrap();
+    origin.write("data/extra.txt", "more");
+    origin.ok(&["add", "data/extra.txt"]);
+    let err = origin.fail(1, &["push", "-r", "nas"]);
+    assert!(err.contains("busy") && err.contains("gc --cloud"), "{err}");
+}

@@ -47,6 +47,7 @@ pub mod chunk;
 mod documents;
 mod gc;
 mod index;
+pub mod locks;
 pub mod pack;
 mod storage;
 mod transfer;
@@ -79,6 +80,10 @@ pub enum RemoteError {
     Damaged { remote: String, url: String, what: &'static str, key: String, reason: String },
     #[error("cannot {action} `{path}`: {source}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(
+        "remote `{remote}` ({url}) is busy: {other} started {age_seconds} s ago (marker `{marker}`); wait for it to finish and try again, or delete the marker if that process is gone"
+    )]
+    Busy { remote: String, url: String, other: String, marker: String, age_seconds: u64 },
     #[error(transparent)]
     Store(#[from] cairn_store::StoreError),
     /// A state a user cannot cause.
