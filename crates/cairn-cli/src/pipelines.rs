@@ -887,6 +887,13 @@ pub fn kept_content(repo: &Repo) -> Result<Vec<(String, cairn_repo::pointer::Poi
             }
         }
     }
+    // Run artifacts (stage logs, `mlflow.log_artifact`) and experiments' kept files.
+    let store = crate::exp::open_store(repo)?;
+    for (label, digest, size) in store.referenced_objects().map_err(|e| Failure::user(e.to_string(), None))? {
+        let Some(digest) = cairn_hash::Digest::parse_bytes(digest.as_bytes()) else { continue };
+        let kind = cairn_repo::pointer::PointerKind::File { executable: false };
+        out.push((label, cairn_repo::pointer::Pointer { kind, digest, size: size as u64 }));
+    }
     Ok(out)
 }
 

@@ -165,8 +165,10 @@ fn the_mlflow_client_works_unchanged_against_cairn_server() {
         shown.as_array().unwrap().iter().find(|r| r["run_id"] == first).expect("exp show lists the run");
     assert_eq!(run["params"]["lr"], "0.01");
     assert_eq!(run["metrics"]["acc"], 0.93);
-    // The artifact is a verified object in the cache.
+    // The artifact is a verified object in the cache, which gc keeps.
     assert!(!repo.objects().is_empty());
+    let gc = repo.json(&["gc", "--json"]);
+    assert_eq!(gc["unreferenced_objects"], 0, "{gc}");
 }
 
 #[test]

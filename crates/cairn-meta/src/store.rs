@@ -654,6 +654,24 @@ impl Store {
         })
     }
 
+    /// Every cache object the store names — artifacts, and files kept for experiments — as
+    /// `(what, digest, size)`, so garbage collection keeps them.
+    pub fn referenced_objects(&self) -> Result<Vec<(String, String, i64)>> {
+        self.tx(|tx| {
+            let mut out: Vec<(String, String, i64)> = tx
+                .query("SELECT path, digest, size FROM artifacts", &[])?
+                .iter()
+                .map(|r| (format!("artifact {}", r[0].text()), r[1].text(), r[2].int()))
+                .collect();
+            for r in
+                tx.query("SELECT run_id, path, digest, size FROM run_io WHERE direction = 'file'", &[])?
+            {
+                out.push((format!("{} of run {}", r[1].text(), r[0].text()), r[2].text(), r[3].int()));
+            }
+            Ok(out)
+        })
+    }
+
     /// Forgets the file at `path` or every file below it; returns how many.
     pub fn delete_artifacts(&self, path: &str) -> Result<u64> {
         self.tx(|tx| {
