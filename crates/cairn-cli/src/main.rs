@@ -5,6 +5,7 @@
 mod exp;
 mod failure;
 mod live;
+mod model;
 mod output;
 mod pipelines;
 mod plots;
@@ -217,6 +218,9 @@ enum Command {
     /// Pipeline tools.
     #[command(subcommand)]
     Pipeline(pipelines::PipelineCommand),
+    /// The model registry: immutable versions, aliases with history, approvals and policies.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Charts of runs' metric series.
     #[command(subcommand)]
     Plots(PlotsCommand),
@@ -349,6 +353,90 @@ enum ExpCommand {
         all: bool,
         #[command(flatten)]
         output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Register a version of a model: an .onnx file, or a directory with cairn-model.yaml.
+    #[command(
+        after_help = "Examples:\n  cairn model register churn models/churn.onnx\n  cairn model register churn models/churn/ --run 1492 --description 'more data'"
+    )]
+    Register {
+        name: String,
+        path: PathBuf,
+        /// The run that produced it (default: the recorded run that wrote this content).
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Registered models with their latest version and aliases.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Every version of a model.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// One version: signature, lineage, aliases, approvals (`NAME`, `NAME@3`, `NAME@production`).
+    Show {
+        reference: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Point an alias at a version (checked against its policy); also how to roll back.
+    #[command(
+        after_help = "Examples:\n  cairn model alias churn@3 production --reason 'beats v2 on recall'\n  cairn model alias churn@2 production --reason rollback"
+    )]
+    Alias {
+        /// `NAME@VERSION` (or `NAME@OTHER_ALIAS`).
+        reference: String,
+        alias: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Remove an alias.
+    Unalias {
+        name: String,
+        alias: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Every move of a model's aliases: who, when, why.
+    History {
+        name: String,
+        alias: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Approve a version.
+    Approve {
+        reference: String,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Show or set what an alias requires before it may point at a version.
+    #[command(
+        after_help = "Examples:\n  cairn model policy churn production --approvals 1 --require 'accuracy >= 0.9'\n  cairn model policy churn production --clear"
+    )]
+    Policy {
+        name: String,
+        alias: String,
+        /// Approvals the version needs.
+        #[arg(long)]
+        approvals: Option<i64>,
+        /// A condition on the version's recorded metrics (repeatable), e.g. `accuracy >= 0.9`.
+        #[arg(long, value_name = "METRIC OP NUMBER")]
+        require: Vec<String>,
+        /// Remove the policy.
+        #[arg(long, conflicts_with_all = ["approvals", "require"])]
+        clear: bool,
     },
 }
 
@@ -667,6 +755,39 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             exp::RunRequest { set, queue, run_all, jobs: jobs.max(1), name, json: output.json },
             cli.quiet,
         ),
+        Command::Model(command) => {
+            let repo = context.open()?;
+            match command {
+                ModelCommand::Register { name, path, run, description, output } => model::register(
+                    &repo,
+                    &context.cwd,
+                    &model::Register {
+                        name: &name,
+                        path: &path,
+                        run: run.as_deref(),
+                        description: &description,
+                        json: output.json,
+                    },
+                    reporter,
+                ),
+                ModelCommand::List { output } => model::list(&repo, output.json),
+                ModelCommand::Versions { name, output } => model::versions(&repo, &name, output.json),
+                ModelCommand::Show { reference, output } => model::show(&repo, &reference, output.json),
+                ModelCommand::Alias { reference, alias, reason } => {
+                    model::alias(&repo, &reference, &alias, &reason)
+                }
+                ModelCommand::Unalias { name, alias, reason } => {
+                    model::unalias(&repo, &name, &alias, &reason)
+                }
+                ModelCommand::History { name, alias, output } => {
+                    model::history(&repo, &name, alias.as_deref(), output.json)
+                }
+                ModelCommand::Approve { reference, comment } => model::approve(&repo, &reference, &comment),
+                ModelCommand::Policy { name, alias, approvals, require, clear } => {
+                    model::policy(&repo, &name, &alias, approvals, &require, clear)
+                }
+            }
+        }
         Command::Plots(PlotsCommand::Show { runs, metrics, output }) => plots::show(
             &context.open()?,
             &plots::PlotRequest { runs, metrics, output: output.map(|o| context.cwd.join(o)) },

@@ -10,6 +10,7 @@
 
 mod backend;
 mod postgres_backend;
+pub mod registry;
 pub mod schema;
 mod sqlite_backend;
 mod store;
@@ -30,6 +31,8 @@ pub enum MetaError {
     NoRun(String),
     #[error("run `{0}` is deleted; restore it before logging to it")]
     RunNotActive(String),
+    #[error("no model version `{0}`")]
+    NoModelVersion(String),
     #[error("no experiment `{0}`")]
     NoExperiment(String),
     #[error("an experiment named `{0}` already exists")]

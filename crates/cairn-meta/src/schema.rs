@@ -109,6 +109,65 @@ ALTER TABLE metrics ADD COLUMN is_nan BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE latest_metrics ADD COLUMN is_nan BIGINT NOT NULL DEFAULT 0;
 UPDATE experiments SET artifact_location = 'mlflow-artifacts:/0' WHERE experiment_id = 0 AND artifact_location = '';
 "#,
+    // 3: the model registry: models, immutable versions, aliases with the history of every
+    // move, approvals, and the policies an alias move must satisfy.
+    r#"
+CREATE TABLE registered_models (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    creation_time BIGINT NOT NULL,
+    last_update_time BIGINT NOT NULL
+);
+CREATE TABLE model_versions (
+    name TEXT NOT NULL REFERENCES registered_models (name) ON DELETE CASCADE,
+    version BIGINT NOT NULL,
+    digest TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    model_file TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    source TEXT NOT NULL,
+    run_id TEXT,
+    signature TEXT NOT NULL,
+    lineage TEXT NOT NULL,
+    profile TEXT,
+    description TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    creation_time BIGINT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE model_aliases (
+    name TEXT NOT NULL REFERENCES registered_models (name) ON DELETE CASCADE,
+    alias TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE alias_history (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version BIGINT,
+    previous BIGINT,
+    user_id TEXT NOT NULL,
+    time BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX alias_history_by_alias ON alias_history (name, alias, time);
+CREATE TABLE model_approvals (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    user_id TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    time BIGINT NOT NULL
+);
+CREATE INDEX model_approvals_by_version ON model_approvals (name, version);
+CREATE TABLE alias_policies (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    approvals BIGINT NOT NULL,
+    conditions TEXT NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+"#,
 ];
 
 /// The version this build writes.

@@ -78,7 +78,7 @@ impl Store {
         &self.location
     }
 
-    fn tx<T>(&self, mut work: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+    pub(crate) fn tx<T>(&self, mut work: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
         let mut backend = self.backend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = None;
         backend.transaction(&mut |tx| {

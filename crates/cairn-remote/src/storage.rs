@@ -320,18 +320,18 @@ impl Failure {
 /// Classifies an `object_store` error from its variant and, for S3's XML error codes, its text.
 pub(crate) fn classify(error: &object_store::Error) -> Failure {
     let text = error_chain(error);
+    // S3 answers unknown keys with 403, which object_store reports as permission denied
+    // on writes: the error code in the body says which it is.
+    let bad_credentials = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"]
+        .iter()
+        .any(|code| text.contains(code));
     match error {
+        _ if bad_credentials => Failure::BadCredentials,
         object_store::Error::NotFound { .. } if text.contains("NoSuchBucket") => Failure::NoSuchBucket,
         object_store::Error::NotFound { .. } => Failure::NotFound,
         object_store::Error::PermissionDenied { .. } => Failure::AccessDenied,
         object_store::Error::Unauthenticated { .. } => Failure::BadCredentials,
         _ if text.contains("NoSuchBucket") => Failure::NoSuchBucket,
-        _ if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"]
-            .iter()
-            .any(|code| text.contains(code)) =>
-        {
-            Failure::BadCredentials
-        }
         _ if text.contains("AccessDenied") || text.contains("Forbidden") || text.contains("403") => {
             Failure::AccessDenied
         }

@@ -1,0 +1,476 @@
+//! `cairn model`: the registry. A version is immutable and named by content: the model file
+//! or directory is stored in the cache and the version records its digest, its signature
+//! (read from the ONNX graph, or given in `cairn-model.yaml`) and its lineage (the run that
+//! produced it, that run's commit, params, metrics and input digests). Aliases point at
+//! versions; every move is recorded with who, when and why; a policy can require approvals
+//! and metric thresholds before an alias may point at a version; rolling back is pointing
+//! the alias at the older version again.
+
+use std::path::Path;
+
+use cairn_meta::registry::{ModelVersion, NewVersion, Policy};
+use cairn_meta::{Store, View};
+use cairn_repo::Repo;
+use serde_json::{Value, json};
+
+use crate::exp::open_store;
+use crate::failure::Failure;
+use crate::output::out;
+
+fn meta(e: cairn_meta::MetaError) -> Failure {
+    Failure::user(e.to_string(), None)
+}
+
+fn user() -> String {
+    ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_else(|| "unknown".into())
+}
+
+/// Model names: letters, digits, `-`, `_`, `.`, not starting with `.` or `-`.
+fn check_name(name: &str) -> Result<(), Failure> {
+    let valid = !name.is_empty()
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!("invalid model name `{name}`: use letters, digits, `-`, `_` and `.`")))
+    }
+}
+
+/// `NAME@VERSION` or `NAME@ALIAS` (or `NAME`: its latest version) → (name, version).
+pub fn resolve(store: &Store, reference: &str) -> Result<(String, i64), Failure> {
+    let (name, at) = match reference.split_once('@') {
+        Some((name, at)) => (name, Some(at)),
+        None => (reference, None),
+    };
+    let model = store.model(name).map_err(meta)?.ok_or_else(|| {
+        Failure::user(format!("no model named `{name}`"), Some("list models with `cairn model list`"))
+    })?;
+    let version = match at {
+        None => model
+            .latest_version
+            .ok_or_else(|| Failure::user(format!("model `{name}` has no versions"), None))?,
+        Some(text) => match text.parse::<i64>() {
+            Ok(v) => v,
+            Err(_) => store.resolve_alias(name, text).map_err(meta)?.ok_or_else(|| {
+                Failure::user(
+                    format!("model `{name}` has no version {text} and no alias `{text}`"),
+                    Some("list its versions and aliases with `cairn model show NAME`"),
+                )
+            })?,
+        },
+    };
+    store.model_version(name, version).map_err(meta)?.ok_or_else(|| {
+        Failure::user(
+            format!("model `{name}` has no version {version}"),
+            Some("see `cairn model versions NAME`"),
+        )
+    })?;
+    Ok((name.to_owned(), version))
+}
+
+/// The run that wrote `digest` as an output (newest first), if any.
+fn producing_run(store: &Store, digest: &str) -> Result<Option<String>, Failure> {
+    for run in store.runs(&[], View::Active).map_err(meta)? {
+        if store
+            .io(&run.info.run_id)
+            .map_err(meta)?
+            .iter()
+            .any(|r| r.direction == "output" && r.digest == digest)
+        {
+            return Ok(Some(run.info.run_id));
+        }
+    }
+    Ok(None)
+}
+
+fn lineage(store: &Store, run_id: Option<&str>) -> Result<Value, Failure> {
+    let Some(run_id) = run_id else { return Ok(json!({})) };
+    let run = crate::exp::find(store, run_id)?;
+    let inputs: Vec<Value> = store
+        .io(&run.info.run_id)
+        .map_err(meta)?
+        .into_iter()
+        .filter(|r| r.direction == "input")
+        .map(|r| json!({"path": r.path, "digest": r.digest, "size": r.size}))
+        .collect();
+    Ok(json!({
+        "run_id": run.info.run_id,
+        "commit": run.info.git_commit,
+        "dirty": run.info.git_dirty,
+        "params": run.params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "metrics": run.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<std::collections::BTreeMap<_, _>>(),
+        "inputs": inputs,
+    }))
+}
+
+pub struct Register<'a> {
+    pub name: &'a str,
+    pub path: &'a Path,
+    pub run: Option<&'a str>,
+    pub description: &'a str,
+    pub json: bool,
+}
+
+/// `cairn model register NAME PATH`.
+pub fn register(
+    repo: &Repo,
+    cwd: &Path,
+    request: &Register,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<(), Failure> {
+    check_name(request.name)?;
+    let path = cwd.join(request.path);
+    let info = cairn_model::inspect(&path).map_err(|e| {
+        Failure::user(
+            e.to_string(),
+            Some("register an .onnx file, or a directory with cairn-model.yaml naming its runtime and model file"),
+        )
+    })?;
+    let rel = repo.rel_path(&path)?;
+    let pointer = repo
+        .store_outputs(std::slice::from_ref(&rel), reporter)?
+        .pop()
+        .ok_or_else(|| Failure::user(format!("`{}` could not be stored", request.path.display()), None))?;
+    let digest = pointer.digest.to_string();
+    let store = open_store(repo)?;
+    let run_id = match request.run {
+        Some(prefix) => Some(crate::exp::find(&store, prefix)?.info.run_id),
+        None => producing_run(&store, &digest)?,
+    };
+    let lineage = lineage(&store, run_id.as_deref())?;
+    let kind = match pointer.kind {
+        cairn_repo::pointer::PointerKind::Directory { .. } => "directory",
+        cairn_repo::pointer::PointerKind::File { .. } => "file",
+    };
+    let version = NewVersion {
+        digest: digest.clone(),
+        size: pointer.size as i64,
+        kind: kind.into(),
+        model_file: info.model_file.clone(),
+        runtime: info.runtime.clone(),
+        source: String::from_utf8_lossy(&rel).into_owned(),
+        run_id: run_id.clone(),
+        signature: serde_json::to_string(&info.signature).unwrap_or_default(),
+        lineage: lineage.to_string(),
+        profile: None,
+        description: request.description.to_owned(),
+        user: user(),
+    };
+    let (number, created) = store.register_version(request.name, &version).map_err(meta)?;
+    if request.json {
+        return crate::output::json(&json!({
+            "name": request.name, "version": number, "created": created, "digest": digest,
+            "run_id": run_id, "signature": info.signature,
+        }));
+    }
+    if created {
+        out(format!("registered {}@{number} ({digest})", request.name))?;
+    } else {
+        out(format!("{}@{number} already holds this content ({digest}); no new version", request.name))?;
+    }
+    let describe = |specs: &[cairn_model::TensorSpec]| {
+        specs.iter().map(|s| format!("{}: {}", s.name, s.dtype)).collect::<Vec<_>>().join(", ")
+    };
+    out(format!("  inputs:  {}", describe(&info.signature.inputs)))?;
+    out(format!("  outputs: {}", describe(&info.signature.outputs)))?;
+    match &run_id {
+        Some(id) => out(format!("  lineage: run {}", &id[..8.min(id.len())])),
+        None => out("  lineage: no recorded run produced this content (give --run ID to name one)"),
+    }
+}
+
+fn version_json(v: &ModelVersion, store: &Store) -> Result<Value, Failure> {
+    let approvals: Vec<Value> = store
+        .approvals(&v.name, v.version)
+        .map_err(meta)?
+        .into_iter()
+        .map(|a| json!({"user": a.user, "comment": a.comment, "time": a.time}))
+        .collect();
+    Ok(json!({
+        "name": v.name,
+        "version": v.version,
+        "digest": v.digest,
+        "size": v.size,
+        "kind": v.kind,
+        "model_file": v.model_file,
+        "runtime": v.runtime,
+        "source": v.source,
+        "run_id": v.run_id,
+        "signature": serde_json::from_str::<Value>(&v.signature).unwrap_or(Value::Null),
+        "lineage": serde_json::from_str::<Value>(&v.lineage).unwrap_or(Value::Null),
+        "description": v.description,
+        "user": v.user,
+        "creation_time": v.creation_time,
+        "aliases": v.aliases,
+        "approvals": approvals,
+    }))
+}
+
+/// `cairn model list`.
+pub fn list(repo: &Repo, as_json: bool) -> Result<(), Failure> {
+    let store = open_store(repo)?;
+    let models = store.models().map_err(meta)?;
+    if as_json {
+        let list: Vec<Value> = models
+            .iter()
+            .map(|m| {
+                json!({"name": m.name, "latest_version": m.latest_version, "description": m.description,
+                       "aliases": m.aliases.iter().map(|(a, v)| (a.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>()})
+            })
+            .collect();
+        return crate::output::json(&list);
+    }
+    if models.is_empty() {
+        return out("no models registered (cairn model register NAME PATH)");
+    }
+    for m in models {
+        let aliases: Vec<String> = m.aliases.iter().map(|(a, v)| format!("{a}→{v}")).collect();
+        out(format!(
+            "{:<24} latest {:<4} {}",
+            m.name,
+            m.latest_version.map_or("-".into(), |v| v.to_string()),
+            aliases.join(" ")
+        ))?;
+    }
+    Ok(())
+}
+
+/// `cairn model versions NAME`.
+pub fn versions(repo: &Repo, name: &str, as_json: bool) -> Result<(), Failure> {
+    let store = open_store(repo)?;
+    if store.model(name).map_err(meta)?.is_none() {
+        return Err(Failure::user(
+            format!("no model named `{name}`"),
+            Some("list models with `cairn model list`"),
+        ));
+    }
+    let versions = store.model_versions(name).map_err(meta)?;
+    if as_json {
+        let list: Vec<Value> = versions.iter().map(|v| version_json(v, &store)).collect::<Result<_, _>>()?;
+        return crate::output::json(&list);
+    }
+    for v in versions {
+        out(format!(
+            "{}@{:<4} {}  {}  run {}  {}",
+            v.name,
+            v.version,
+            &v.digest[..v.digest.len().min(19)],
+            crate::progress::human_bytes(v.size as u64),
+            v.run_id.as_deref().map_or("-", |r| &r[..8.min(r.len())]),
+            v.aliases.join(",")
+        ))?;
+    }
+    Ok(())
+}
+
+/// `cairn model show NAME[@VERSION|@ALIAS]`.
+pub fn show(repo: &Repo, reference: &str, as_json: bool) -> Result<(), Failure> {
+    let store = open_store(repo)?;
+    let (name, version) = resolve(&store, reference)?;
+    let v =
+        store.model_version(&name, version).map_err(meta)?.ok_or_else(|| Failure::user("vanished", None))?;
+    let value = version_json(&v, &store)?;
+    if as_json {
+        return crate::output::json(&value);
+    }
+    out(format!("{name}@{version}  {}", v.digest))?;
+    out(format!("  registered by {} from {} ({} runtime)", v.user, v.source, v.runtime))?;
+    if !v.aliases.is_empty() {
+        out(format!("  aliases: {}", v.aliases.join(", ")))?;
+    }
+    for (title, key) in [("inputs", "inputs"), ("outputs", "outputs")] {
+        let specs = value["signature"][key].as_array().cloned().unwrap_or_default();
+        let text: Vec<String> = specs
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {} {}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["dtype"].as_str().unwrap_or(""),
+                    s["shape"]
+                )
+            })
+            .collect();
+        out(format!("  {title}: {}", text.join("; ")))?;
+    }
+    let lineage = &value["lineage"];
+    if let Some(run) = lineage["run_id"].as_str() {
+        out(format!("  run {run} at commit {}", lineage["commit"].as_str().unwrap_or("-")))?;
+        if let Some(metrics) = lineage["metrics"].as_object() {
+            let text: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out(format!("  metrics: {}", text.join(" ")))?;
+        }
+    }
+    for a in value["approvals"].as_array().cloned().unwrap_or_default() {
+        out(format!(
+            "  approved by {}: {}",
+            a["user"].as_str().unwrap_or(""),
+            a["comment"].as_str().unwrap_or("")
+        ))?;
+    }
+    Ok(())
+}
+
+/// `metric OP number`, e.g. `accuracy >= 0.9`.
+pub fn parse_condition(text: &str) -> Result<(String, String, f64), Failure> {
+    let bad = || {
+        Failure::usage(format!("invalid condition `{text}`: write METRIC OP NUMBER, e.g. `accuracy >= 0.9`"))
+    };
+    for op in [">=", "<=", "==", "!=", ">", "<"] {
+        if let Some((metric, value)) = text.split_once(op) {
+            let metric = metric.trim();
+            let value: f64 = value.trim().parse().map_err(|_| bad())?;
+            if metric.is_empty() {
+                return Err(bad());
+            }
+            return Ok((metric.to_owned(), op.to_owned(), value));
+        }
+    }
+    Err(bad())
+}
+
+fn holds(value: f64, op: &str, bound: f64) -> bool {
+    match op {
+        ">=" => value >= bound,
+        "<=" => value <= bound,
+        ">" => value > bound,
+        "<" => value < bound,
+        "==" => value == bound,
+        _ => value != bound,
+    }
+}
+
+/// Why `version` may not take `alias` under its policy (empty: it may).
+fn policy_violations(store: &Store, name: &str, alias: &str, version: i64) -> Result<Vec<String>, Failure> {
+    let Some(policy) = store.policy(name, alias).map_err(meta)? else { return Ok(Vec::new()) };
+    let mut problems = Vec::new();
+    let approvals = store.approvals(name, version).map_err(meta)?.len() as i64;
+    if approvals < policy.approvals {
+        problems.push(format!(
+            "`{alias}` needs {} approval(s) and {name}@{version} has {approvals} (cairn model approve {name}@{version} --comment ...)",
+            policy.approvals
+        ));
+    }
+    let v =
+        store.model_version(name, version).map_err(meta)?.ok_or_else(|| Failure::user("vanished", None))?;
+    let lineage: Value = serde_json::from_str(&v.lineage).unwrap_or(Value::Null);
+    for condition in &policy.conditions {
+        let (metric, op, bound) = parse_condition(condition)?;
+        match lineage["metrics"][&metric].as_f64() {
+            Some(value) if holds(value, &op, bound) => {}
+            Some(value) => problems.push(format!("`{alias}` requires {condition}; {name}@{version} has {metric} = {value}")),
+            None => problems.push(format!(
+                "`{alias}` requires {condition}; {name}@{version} has no recorded `{metric}` (register it with --run)"
+            )),
+        }
+    }
+    Ok(problems)
+}
+
+/// `cairn model alias NAME@VERSION ALIAS [--reason ...]` (also how to roll back).
+pub fn alias(repo: &Repo, reference: &str, alias: &str, reason: &str) -> Result<(), Failure> {
+    check_name(alias)?;
+    if alias.parse::<i64>().is_ok() {
+        return Err(Failure::usage(format!("alias `{alias}` is a number; it would read as a version")));
+    }
+    let store = open_store(repo)?;
+    let (name, version) = resolve(&store, reference)?;
+    let problems = policy_violations(&store, &name, alias, version)?;
+    if !problems.is_empty() {
+        return Err(Failure::user(
+            format!("{name}@{version} may not become `{alias}`:\n  {}", problems.join("\n  ")),
+            Some("the alias did not move; see the policy with `cairn model policy NAME ALIAS`"),
+        ));
+    }
+    let previous = store.move_alias(&name, alias, Some(version), &user(), reason).map_err(meta)?;
+    match previous {
+        Some(p) if p == version => out(format!("{name}@{alias} already is version {version}")),
+        Some(p) => out(format!("{name}@{alias}: {p} → {version}")),
+        None => out(format!("{name}@{alias} → {version}")),
+    }
+}
+
+/// `cairn model unalias NAME ALIAS`.
+pub fn unalias(repo: &Repo, name: &str, alias: &str, reason: &str) -> Result<(), Failure> {
+    let store = open_store(repo)?;
+    match store.move_alias(name, alias, None, &user(), reason).map_err(meta)? {
+        Some(p) => out(format!("removed {name}@{alias} (was version {p})")),
+        None => Err(Failure::user(format!("model `{name}` has no alias `{alias}`"), None)),
+    }
+}
+
+/// `cairn model history NAME [ALIAS]`.
+pub fn history(repo: &Repo, name: &str, alias: Option<&str>, as_json: bool) -> Result<(), Failure> {
+    let store = open_store(repo)?;
+    let moves = store.alias_history(name, alias).map_err(meta)?;
+    if as_json {
+        let list: Vec<Value> = moves
+            .iter()
+            .map(|m| json!({"alias": m.alias, "version": m.version, "previous": m.previous, "user": m.user, "time": m.time, "reason": m.reason}))
+            .collect();
+        return crate::output::json(&list);
+    }
+    for m in moves {
+        let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+        out(format!(
+            "{}  {:<12} {} → {}  by {}{}",
+            m.time,
+            m.alias,
+            show(m.previous),
+            show(m.version),
+            m.user,
+            if m.reason.is_empty() { String::new() } else { format!(": {}", m.reason) }
+        ))?;
+    }
+    Ok(())
+}
+
+/// `cairn model approve NAME@VERSION --comment ...`.
+pub fn approve(repo: &Repo, reference: &str, comment: &str) -> Result<(), Failure> {
+    if comment.trim().is_empty() {
+        return Err(Failure::usage("an approval needs --comment saying what was checked"));
+    }
+    let store = open_store(repo)?;
+    let (name, version) = resolve(&store, reference)?;
+    store.approve(&name, version, &user(), comment).map_err(meta)?;
+    out(format!("approved {name}@{version}"))
+}
+
+/// `cairn model policy NAME ALIAS [--approvals N] [--require 'METRIC OP N']... [--clear]`.
+pub fn policy(
+    repo: &Repo,
+    name: &str,
+    alias: &str,
+    approvals: Option<i64>,
+    require: &[String],
+    clear: bool,
+) -> Result<(), Failure> {
+    let store = open_store(repo)?;
+    if store.model(name).map_err(meta)?.is_none() {
+        return Err(Failure::user(
+            format!("no model named `{name}`"),
+            Some("list models with `cairn model list`"),
+        ));
+    }
+    if clear {
+        store.set_policy(name, alias, None).map_err(meta)?;
+        return out(format!("{name}@{alias} has no policy"));
+    }
+    if approvals.is_some() || !require.is_empty() {
+        for condition in require {
+            parse_condition(condition)?;
+        }
+        let policy = Policy { approvals: approvals.unwrap_or(0).max(0), conditions: require.to_vec() };
+        store.set_policy(name, alias, Some(&policy)).map_err(meta)?;
+    }
+    match store.policy(name, alias).map_err(meta)? {
+        Some(p) => out(format!(
+            "{name}@{alias}: {} approval(s){}{}",
+            p.approvals,
+            if p.conditions.is_empty() { "" } else { "; requires " },
+            p.conditions.join(", ")
+        )),
+        None => out(format!("{name}@{alias} has no policy: any version may take it")),
+    }
+}

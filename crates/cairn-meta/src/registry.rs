@@ -1,0 +1,383 @@
+//! The model registry: named models with immutable, numbered versions; aliases (`production`)
+//! that point at a version, with the history of every move; approvals of versions; and the
+//! policy an alias move must satisfy (approvals needed, metric conditions, checked by the
+//! caller, which knows the metrics).
+
+use crate::backend::{Tx, Value};
+use crate::store::Store;
+use crate::{MetaError, Result, now_ms};
+
+/// A version to register.
+#[derive(Debug, Clone, Default)]
+pub struct NewVersion {
+    /// The model's content digest (a file, or a directory's manifest).
+    pub digest: String,
+    pub size: i64,
+    /// `file` or `directory`.
+    pub kind: String,
+    /// The model file inside a directory (empty for a file).
+    pub model_file: String,
+    pub runtime: String,
+    /// The path it was registered from.
+    pub source: String,
+    pub run_id: Option<String>,
+    /// JSON: the signature.
+    pub signature: String,
+    /// JSON: run, commit, params, metrics, data digests.
+    pub lineage: String,
+    /// Digest of the training-data profile, if one was made.
+    pub profile: Option<String>,
+    pub description: String,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: i64,
+    pub digest: String,
+    pub size: i64,
+    pub kind: String,
+    pub model_file: String,
+    pub runtime: String,
+    pub source: String,
+    pub run_id: Option<String>,
+    pub signature: String,
+    pub lineage: String,
+    pub profile: Option<String>,
+    pub description: String,
+    pub user: String,
+    pub creation_time: i64,
+    /// Aliases pointing at this version.
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub description: String,
+    pub creation_time: i64,
+    pub last_update_time: i64,
+    pub latest_version: Option<i64>,
+    /// `(alias, version)`.
+    pub aliases: Vec<(String, i64)>,
+}
+
+/// One move of an alias (`version` `None`: removed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasMove {
+    pub alias: String,
+    pub version: Option<i64>,
+    pub previous: Option<i64>,
+    pub user: String,
+    pub time: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    pub version: i64,
+    pub user: String,
+    pub comment: String,
+    pub time: i64,
+}
+
+/// What moving an alias requires.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Policy {
+    pub approvals: i64,
+    /// Conditions on the version's metrics, such as `accuracy >= 0.9`.
+    pub conditions: Vec<String>,
+}
+
+const VERSION_COLUMNS: &str = "name, version, digest, size, kind, model_file, runtime, source, run_id, signature, \
+     lineage, profile, description, user_id, creation_time";
+
+fn version_row(row: &[Value]) -> ModelVersion {
+    ModelVersion {
+        name: row[0].text(),
+        version: row[1].int(),
+        digest: row[2].text(),
+        size: row[3].int(),
+        kind: row[4].text(),
+        model_file: row[5].text(),
+        runtime: row[6].text(),
+        source: row[7].text(),
+        run_id: row[8].opt_text(),
+        signature: row[9].text(),
+        lineage: row[10].text(),
+        profile: row[11].opt_text(),
+        description: row[12].text(),
+        user: row[13].text(),
+        creation_time: row[14].int(),
+        aliases: Vec::new(),
+    }
+}
+
+fn model_exists(tx: &mut dyn Tx, name: &str) -> Result<bool> {
+    Ok(!tx.query("SELECT 1 FROM registered_models WHERE name = $1", &[name.into()])?.is_empty())
+}
+
+fn with_aliases(tx: &mut dyn Tx, mut v: ModelVersion) -> Result<ModelVersion> {
+    v.aliases = tx
+        .query(
+            "SELECT alias FROM model_aliases WHERE name = $1 AND version = $2 ORDER BY alias",
+            &[v.name.as_str().into(), v.version.into()],
+        )?
+        .iter()
+        .map(|r| r[0].text())
+        .collect();
+    Ok(v)
+}
+
+impl Store {
+    /// Creates the model if it does not exist; returns whether it was created.
+    pub fn create_model(&self, name: &str, description: &str) -> Result<bool> {
+        self.tx(|tx| {
+            if model_exists(tx, name)? {
+                return Ok(false);
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO registered_models (name, description, creation_time, last_update_time) VALUES ($1, $2, $3, $4)",
+                &[name.into(), description.into(), now.into(), now.into()],
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Registers a new version (the next number; the model is created if needed). If the same
+    /// content is already a version of this model, that version is returned instead, with
+    /// `false`: versions are immutable and content-addressed.
+    pub fn register_version(&self, name: &str, version: &NewVersion) -> Result<(i64, bool)> {
+        self.tx(|tx| {
+            let now = now_ms();
+            if !model_exists(tx, name)? {
+                tx.execute(
+                    "INSERT INTO registered_models (name, description, creation_time, last_update_time) VALUES ($1, '', $2, $3)",
+                    &[name.into(), now.into(), now.into()],
+                )?;
+            }
+            let same = tx.query(
+                "SELECT version FROM model_versions WHERE name = $1 AND digest = $2 ORDER BY version LIMIT 1",
+                &[name.into(), version.digest.as_str().into()],
+            )?;
+            if let Some(row) = same.first() {
+                return Ok((row[0].int(), false));
+            }
+            let next =
+                tx.query("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = $1", &[name.into()])?[0][0]
+                    .int();
+            tx.execute(
+                &format!(
+                    "INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                ),
+                &[
+                    name.into(),
+                    next.into(),
+                    version.digest.as_str().into(),
+                    version.size.into(),
+                    version.kind.as_str().into(),
+                    version.model_file.as_str().into(),
+                    version.runtime.as_str().into(),
+                    version.source.as_str().into(),
+                    version.run_id.clone().into(),
+                    version.signature.as_str().into(),
+                    version.lineage.as_str().into(),
+                    version.profile.clone().into(),
+                    version.description.as_str().into(),
+                    version.user.as_str().into(),
+                    now.into(),
+                ],
+            )?;
+            tx.execute("UPDATE registered_models SET last_update_time = $1 WHERE name = $2", &[now.into(), name.into()])?;
+            Ok((next, true))
+        })
+    }
+
+    pub fn models(&self) -> Result<Vec<RegisteredModel>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT m.name, m.description, m.creation_time, m.last_update_time, \
+                 (SELECT MAX(version) FROM model_versions v WHERE v.name = m.name) FROM registered_models m ORDER BY m.name",
+                &[],
+            )?;
+            let mut out = Vec::new();
+            for r in rows {
+                let name = r[0].text();
+                let aliases = tx
+                    .query("SELECT alias, version FROM model_aliases WHERE name = $1 ORDER BY alias", &[name.as_str().into()])?
+                    .iter()
+                    .map(|a| (a[0].text(), a[1].int()))
+                    .collect();
+                out.push(RegisteredModel {
+                    name,
+                    description: r[1].text(),
+                    creation_time: r[2].int(),
+                    last_update_time: r[3].int(),
+                    latest_version: r[4].opt_int(),
+                    aliases,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn model(&self, name: &str) -> Result<Option<RegisteredModel>> {
+        Ok(self.models()?.into_iter().find(|m| m.name == name))
+    }
+
+    /// Every version of a model, oldest first.
+    pub fn model_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                &format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE name = $1 ORDER BY version"),
+                &[name.into()],
+            )?;
+            rows.iter().map(|r| with_aliases(tx, version_row(r))).collect()
+        })
+    }
+
+    pub fn model_version(&self, name: &str, version: i64) -> Result<Option<ModelVersion>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                &format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE name = $1 AND version = $2"),
+                &[name.into(), version.into()],
+            )?;
+            rows.first().map(|r| with_aliases(tx, version_row(r))).transpose()
+        })
+    }
+
+    /// The version an alias points at.
+    pub fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<i64>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT version FROM model_aliases WHERE name = $1 AND alias = $2",
+                &[name.into(), alias.into()],
+            )?;
+            Ok(rows.first().map(|r| r[0].int()))
+        })
+    }
+
+    /// Points `alias` at `version` (`None` removes it) and records the move; returns the
+    /// version it pointed at before. Policies are the caller's to check first.
+    pub fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<i64>,
+        user: &str,
+        reason: &str,
+    ) -> Result<Option<i64>> {
+        self.tx(|tx| {
+            if let Some(v) = version
+                && tx
+                    .query("SELECT 1 FROM model_versions WHERE name = $1 AND version = $2", &[name.into(), v.into()])?
+                    .is_empty()
+            {
+                return Err(MetaError::NoModelVersion(format!("{name}@{v}")));
+            }
+            let previous = tx
+                .query("SELECT version FROM model_aliases WHERE name = $1 AND alias = $2", &[name.into(), alias.into()])?
+                .first()
+                .map(|r| r[0].int());
+            tx.execute("DELETE FROM model_aliases WHERE name = $1 AND alias = $2", &[name.into(), alias.into()])?;
+            if let Some(v) = version {
+                tx.execute(
+                    "INSERT INTO model_aliases (name, alias, version) VALUES ($1, $2, $3)",
+                    &[name.into(), alias.into(), v.into()],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO alias_history (name, alias, version, previous, user_id, time, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[name.into(), alias.into(), version.into(), previous.into(), user.into(), now_ms().into(), reason.into()],
+            )?;
+            Ok(previous)
+        })
+    }
+
+    /// Every move of the model's aliases (or of one), oldest first.
+    pub fn alias_history(&self, name: &str, alias: Option<&str>) -> Result<Vec<AliasMove>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT alias, version, previous, user_id, time, reason FROM alias_history WHERE name = $1 \
+                 ORDER BY time, alias",
+                &[name.into()],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| AliasMove {
+                    alias: r[0].text(),
+                    version: r[1].opt_int(),
+                    previous: r[2].opt_int(),
+                    user: r[3].text(),
+                    time: r[4].int(),
+                    reason: r[5].text(),
+                })
+                .filter(|m| alias.is_none_or(|a| a == m.alias))
+                .collect())
+        })
+    }
+
+    pub fn approve(&self, name: &str, version: i64, user: &str, comment: &str) -> Result<()> {
+        self.tx(|tx| {
+            if tx
+                .query("SELECT 1 FROM model_versions WHERE name = $1 AND version = $2", &[name.into(), version.into()])?
+                .is_empty()
+            {
+                return Err(MetaError::NoModelVersion(format!("{name}@{version}")));
+            }
+            tx.execute(
+                "INSERT INTO model_approvals (name, version, user_id, comment, time) VALUES ($1, $2, $3, $4, $5)",
+                &[name.into(), version.into(), user.into(), comment.into(), now_ms().into()],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn approvals(&self, name: &str, version: i64) -> Result<Vec<Approval>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT version, user_id, comment, time FROM model_approvals WHERE name = $1 AND version = $2 ORDER BY time",
+                &[name.into(), version.into()],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| Approval { version: r[0].int(), user: r[1].text(), comment: r[2].text(), time: r[3].int() })
+                .collect())
+        })
+    }
+
+    /// Sets (or with `None`, removes) the policy for moving `alias` of `name`.
+    pub fn set_policy(&self, name: &str, alias: &str, policy: Option<&Policy>) -> Result<()> {
+        self.tx(|tx| {
+            if !model_exists(tx, name)? {
+                return Err(MetaError::NoModelVersion(name.to_owned()));
+            }
+            tx.execute(
+                "DELETE FROM alias_policies WHERE name = $1 AND alias = $2",
+                &[name.into(), alias.into()],
+            )?;
+            if let Some(p) = policy {
+                tx.execute(
+                    "INSERT INTO alias_policies (name, alias, approvals, conditions) VALUES ($1, $2, $3, $4)",
+                    &[name.into(), alias.into(), p.approvals.into(), p.conditions.join("\n").into()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn policy(&self, name: &str, alias: &str) -> Result<Option<Policy>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT approvals, conditions FROM alias_policies WHERE name = $1 AND alias = $2",
+                &[name.into(), alias.into()],
+            )?;
+            Ok(rows.first().map(|r| Policy {
+                approvals: r[0].int(),
+                conditions: r[1].text().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            }))
+        })
+    }
+}
