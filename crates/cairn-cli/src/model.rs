@@ -312,60 +312,11 @@ pub fn show(repo: &Repo, reference: &str, as_json: bool) -> Result<(), Failure> 
     Ok(())
 }
 
-/// `metric OP number`, e.g. `accuracy >= 0.9`.
-pub fn parse_condition(text: &str) -> Result<(String, String, f64), Failure> {
-    let bad = || {
+/// Checks a policy condition's syntax.
+fn parse_condition(text: &str) -> Result<(), Failure> {
+    cairn_meta::registry::parse_condition(text).map(drop).ok_or_else(|| {
         Failure::usage(format!("invalid condition `{text}`: write METRIC OP NUMBER, e.g. `accuracy >= 0.9`"))
-    };
-    for op in [">=", "<=", "==", "!=", ">", "<"] {
-        if let Some((metric, value)) = text.split_once(op) {
-            let metric = metric.trim();
-            let value: f64 = value.trim().parse().map_err(|_| bad())?;
-            if metric.is_empty() {
-                return Err(bad());
-            }
-            return Ok((metric.to_owned(), op.to_owned(), value));
-        }
-    }
-    Err(bad())
-}
-
-fn holds(value: f64, op: &str, bound: f64) -> bool {
-    match op {
-        ">=" => value >= bound,
-        "<=" => value <= bound,
-        ">" => value > bound,
-        "<" => value < bound,
-        "==" => value == bound,
-        _ => value != bound,
-    }
-}
-
-/// Why `version` may not take `alias` under its policy (empty: it may).
-fn policy_violations(store: &Store, name: &str, alias: &str, version: i64) -> Result<Vec<String>, Failure> {
-    let Some(policy) = store.policy(name, alias).map_err(meta)? else { return Ok(Vec::new()) };
-    let mut problems = Vec::new();
-    let approvals = store.approvals(name, version).map_err(meta)?.len() as i64;
-    if approvals < policy.approvals {
-        problems.push(format!(
-            "`{alias}` needs {} approval(s) and {name}@{version} has {approvals} (cairn model approve {name}@{version} --comment ...)",
-            policy.approvals
-        ));
-    }
-    let v =
-        store.model_version(name, version).map_err(meta)?.ok_or_else(|| Failure::user("vanished", None))?;
-    let lineage: Value = serde_json::from_str(&v.lineage).unwrap_or(Value::Null);
-    for condition in &policy.conditions {
-        let (metric, op, bound) = parse_condition(condition)?;
-        match lineage["metrics"][&metric].as_f64() {
-            Some(value) if holds(value, &op, bound) => {}
-            Some(value) => problems.push(format!("`{alias}` requires {condition}; {name}@{version} has {metric} = {value}")),
-            None => problems.push(format!(
-                "`{alias}` requires {condition}; {name}@{version} has no recorded `{metric}` (register it with --run)"
-            )),
-        }
-    }
-    Ok(problems)
+    })
 }
 
 /// `cairn model alias NAME@VERSION ALIAS [--reason ...]` (also how to roll back).
@@ -376,7 +327,7 @@ pub fn alias(repo: &Repo, reference: &str, alias: &str, reason: &str) -> Result<
     }
     let store = open_store(repo)?;
     let (name, version) = resolve(&store, reference)?;
-    let problems = policy_violations(&store, &name, alias, version)?;
+    let problems = store.policy_violations(&name, alias, version).map_err(meta)?;
     if !problems.is_empty() {
         return Err(Failure::user(
             format!("{name}@{version} may not become `{alias}`:\n  {}", problems.join("\n  ")),

@@ -267,3 +267,76 @@ test -f seen.txt
     let err = repo.fail(1, &["plots", "show", &run_id[..8], "-m", "nope"]);
     assert!(err.contains("none of the metrics nope"), "{err}");
 }
+
+#[test]
+fn the_mlflow_registry_client_works_and_policies_hold() {
+    let repo = TestRepo::new();
+    let server = Server::start(&repo);
+    let script = r#"
+import json, os, tempfile, mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+with mlflow.start_run() as run:
+    mlflow.log_metric("accuracy", 0.85)
+    d = tempfile.mkdtemp()
+    os.makedirs(d + "/model")
+    open(d + "/model/model.onnx", "wb").write(b"weights")
+    mlflow.log_artifacts(d + "/model", artifact_path="model")
+c = MlflowClient()
+c.create_registered_model("churn", description="churn model")
+v = c.create_model_version("churn", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+again = c.create_model_version("churn", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+c.set_registered_model_alias("churn", "champion", v.version)
+found = c.search_registered_models(filter_string="name LIKE 'ch%'")
+def code(call):
+    try:
+        call()
+        return "ok"
+    except MlflowException as e:
+        return e.error_code
+print(json.dumps({
+    "run_id": run.info.run_id,
+    "version": v.version,
+    "again": again.version,
+    "by_alias": c.get_model_version_by_alias("churn", "champion").version,
+    "models": [m.name for m in found],
+    "aliases": found[0].aliases,
+    "versions": [x.version for x in c.search_model_versions("name='churn'")],
+    "delete_version": code(lambda: c.delete_model_version("churn", v.version)),
+    "missing": code(lambda: c.get_registered_model("nope")),
+    "duplicate": code(lambda: c.create_registered_model("churn")),
+}))
+"#;
+    let out = python(&repo, script, &server.url);
+    assert_eq!(out["version"], "1");
+    assert_eq!(out["again"], "1", "the same content is the same version");
+    assert_eq!(out["by_alias"], "1");
+    assert_eq!(out["models"], serde_json::json!(["churn"]));
+    assert_eq!(out["aliases"], serde_json::json!({"champion": "1"}));
+    assert_eq!(out["versions"], serde_json::json!(["1"]));
+    assert_eq!(out["delete_version"], "INVALID_PARAMETER_VALUE", "versions are immutable");
+    assert_eq!(out["missing"], "RESOURCE_DOES_NOT_EXIST");
+    assert_eq!(out["duplicate"], "RESOURCE_ALREADY_EXISTS");
+
+    // The CLI sees the same registry, with the run's lineage; a policy binds REST clients too.
+    let shown = repo.json(&["model", "show", "churn@champion", "--json"]);
+    assert_eq!(shown["run_id"], out["run_id"]);
+    assert_eq!(shown["lineage"]["metrics"]["accuracy"], 0.85);
+    repo.ok(&["model", "policy", "churn", "production", "--require", "accuracy >= 0.9"]);
+    let refused = python(
+        &repo,
+        r#"
+import json
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+try:
+    MlflowClient().set_registered_model_alias("churn", "production", "1")
+    print(json.dumps({"code": "ok"}))
+except MlflowException as e:
+    print(json.dumps({"code": e.error_code, "message": e.message}))
+"#,
+        &server.url,
+    );
+    assert_eq!(refused["code"], "INVALID_PARAMETER_VALUE");
+    assert!(refused["message"].as_str().unwrap().contains("accuracy >= 0.9"), "{refused}");
+}

@@ -381,3 +381,119 @@ impl Store {
         })
     }
 }
+
+/// `metric OP number`, e.g. `accuracy >= 0.9`.
+pub fn parse_condition(text: &str) -> Option<(String, String, f64)> {
+    for op in [">=", "<=", "==", "!=", ">", "<"] {
+        if let Some((metric, value)) = text.split_once(op) {
+            let metric = metric.trim();
+            let value: f64 = value.trim().parse().ok()?;
+            if metric.is_empty() {
+                return None;
+            }
+            return Some((metric.to_owned(), op.to_owned(), value));
+        }
+    }
+    None
+}
+
+fn holds(value: f64, op: &str, bound: f64) -> bool {
+    match op {
+        ">=" => value >= bound,
+        "<=" => value <= bound,
+        ">" => value > bound,
+        "<" => value < bound,
+        "==" => value == bound,
+        _ => value != bound,
+    }
+}
+
+impl Store {
+    /// Why `name@version` may not take `alias` under the alias's policy (empty: it may).
+    pub fn policy_violations(&self, name: &str, alias: &str, version: i64) -> Result<Vec<String>> {
+        let Some(policy) = self.policy(name, alias)? else { return Ok(Vec::new()) };
+        let mut problems = Vec::new();
+        let approvals = self.approvals(name, version)?.len() as i64;
+        if approvals < policy.approvals {
+            problems.push(format!(
+                "`{alias}` needs {} approval(s) and {name}@{version} has {approvals} (cairn model approve {name}@{version} --comment ...)",
+                policy.approvals
+            ));
+        }
+        let v = self
+            .model_version(name, version)?
+            .ok_or_else(|| MetaError::NoModelVersion(format!("{name}@{version}")))?;
+        let lineage: serde_json::Value = serde_json::from_str(&v.lineage).unwrap_or(serde_json::Value::Null);
+        for condition in &policy.conditions {
+            let Some((metric, op, bound)) = parse_condition(condition) else {
+                problems.push(format!("`{alias}` has a malformed condition `{condition}`"));
+                continue;
+            };
+            match lineage["metrics"][&metric].as_f64() {
+                Some(value) if holds(value, &op, bound) => {}
+                Some(value) => problems.push(format!("`{alias}` requires {condition}; {name}@{version} has {metric} = {value}")),
+                None => problems.push(format!(
+                    "`{alias}` requires {condition}; {name}@{version} has no recorded `{metric}` (register it with --run)"
+                )),
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Deletes a model with its versions, aliases and policies (their history stays).
+    pub fn delete_model(&self, name: &str) -> Result<()> {
+        self.tx(|tx| {
+            if !model_exists(tx, name)? {
+                return Err(MetaError::NoModelVersion(name.to_owned()));
+            }
+            for table in
+                ["model_aliases", "model_versions", "alias_policies", "model_approvals", "registered_models"]
+            {
+                tx.execute(&format!("DELETE FROM {table} WHERE name = $1"), &[name.into()])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Renames a model (its versions, aliases, approvals, policies and history follow).
+    pub fn rename_model(&self, name: &str, new_name: &str) -> Result<()> {
+        self.tx(|tx| {
+            if !model_exists(tx, name)? {
+                return Err(MetaError::NoModelVersion(name.to_owned()));
+            }
+            if model_exists(tx, new_name)? {
+                return Err(MetaError::ExperimentExists(format!("model {new_name}")));
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO registered_models (name, description, creation_time, last_update_time) \
+                 SELECT $1, description, creation_time, $2 FROM registered_models WHERE name = $3",
+                &[new_name.into(), now.into(), name.into()],
+            )?;
+            for table in
+                ["model_versions", "model_aliases", "alias_history", "model_approvals", "alias_policies"]
+            {
+                tx.execute(
+                    &format!("UPDATE {table} SET name = $1 WHERE name = $2"),
+                    &[new_name.into(), name.into()],
+                )?;
+            }
+            tx.execute("DELETE FROM registered_models WHERE name = $1", &[name.into()])?;
+            Ok(())
+        })
+    }
+
+    /// Changes a model's description.
+    pub fn describe_model(&self, name: &str, description: &str) -> Result<()> {
+        self.tx(|tx| {
+            let changed = tx.execute(
+                "UPDATE registered_models SET description = $1, last_update_time = $2 WHERE name = $3",
+                &[description.into(), now_ms().into(), name.into()],
+            )?;
+            if changed == 0 {
+                return Err(MetaError::NoModelVersion(name.to_owned()));
+            }
+            Ok(())
+        })
+    }
+}

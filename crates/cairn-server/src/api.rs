@@ -7,10 +7,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State as Extract};
 use axum::http::Method;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use cairn_meta::{Metric, NewRun, RunUpdate, View, now_ms};
 use serde_json::{Value, json};
 
+use crate::registry;
 use crate::search::{Filter, OrderBy};
 use crate::wire::{self, Request, experiment_json, metric_json, run_json};
 use crate::{ApiError, State};
@@ -86,6 +87,28 @@ pub(crate) fn routes() -> Router<State> {
         .route("/metrics/get-history", get(endpoint!(metric_history)))
         .route("/artifacts/list", get(endpoint!(list_artifacts)))
         .route("/logged-models/search", post(endpoint!(search_logged_models)))
+        .route("/registered-models/create", post(endpoint!(registry::create_model)))
+        .route("/registered-models/get", get(endpoint!(registry::get_model)))
+        .route("/registered-models/rename", post(endpoint!(registry::rename_model)))
+        .route("/registered-models/update", patch(endpoint!(registry::update_model)))
+        .route("/registered-models/delete", delete(endpoint!(registry::delete_model)))
+        .route("/registered-models/search", get(endpoint!(registry::search_models)))
+        .route(
+            "/registered-models/get-latest-versions",
+            post(endpoint!(registry::latest_versions)).get(endpoint!(registry::latest_versions)),
+        )
+        .route(
+            "/registered-models/alias",
+            post(endpoint!(registry::set_alias))
+                .delete(endpoint!(registry::delete_alias))
+                .get(endpoint!(registry::get_by_alias)),
+        )
+        .route("/model-versions/create", post(endpoint!(registry::create_version)))
+        .route("/model-versions/get", get(endpoint!(registry::get_version)))
+        .route("/model-versions/update", patch(endpoint!(registry::update_version)))
+        .route("/model-versions/delete", delete(endpoint!(registry::delete_version)))
+        .route("/model-versions/search", get(endpoint!(registry::search_versions)))
+        .route("/model-versions/get-download-uri", get(endpoint!(registry::download_uri)))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError {
                 code: "ENDPOINT_NOT_FOUND",

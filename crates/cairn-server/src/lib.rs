@@ -1,4 +1,5 @@
-//! Cairn's tracking server: MLflow's REST tracking API (`/api/2.0/mlflow/...`) and its
+//! Cairn's tracking server: MLflow's REST tracking and model registry API
+//! (`/api/2.0/mlflow/...`) and its
 //! artifact proxy (`/api/2.0/mlflow-artifacts/artifacts/...`), backed by Cairn's metadata
 //! store ([`cairn_meta`]) and content-addressed object store ([`cairn_store`]).
 //!
@@ -21,6 +22,7 @@
 mod api;
 mod artifacts;
 mod error;
+mod registry;
 pub mod search;
 mod wire;
 

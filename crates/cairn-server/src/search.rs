@@ -249,6 +249,16 @@ impl Filter {
     pub fn matches(&self, run: &Run) -> bool {
         self.0.iter().all(|c| c.matches(run))
     }
+
+    /// As the registry searches: `!=` and `NOT IN` also hold when the value is absent (the
+    /// `mlflow` client excludes prompts with ``tag.`mlflow.prompt.is_prompt` != 'true'``, which
+    /// must keep every model without that tag).
+    pub fn matches_absent_as_unequal(&self, run: &Run) -> bool {
+        self.0.iter().all(|c| {
+            let absent = lookup(run, &c.entity).is_none();
+            (absent && matches!(c.op, Op::Ne | Op::NotIn)) || c.matches(run)
+        })
+    }
 }
 
 fn comparison(tokens: &[Token], at: &mut usize) -> Result<Comparison, String> {

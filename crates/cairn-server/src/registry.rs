@@ -1,0 +1,314 @@
+//! MLflow's model registry endpoints (`registered-models/*`, `model-versions/*`,
+//! `registered-models/alias`) over Cairn's registry, so `MlflowClient` registry calls work.
+//!
+//! Differences a client can see, all deliberate: versions are immutable, so
+//! `model-versions/delete` is refused (move aliases instead) and registering content that is
+//! already a version returns that version; stages (`transition-stage`) are not kept — MLflow
+//! deprecated them for aliases, and every version reports `current_stage: "None"`; an alias
+//! move must satisfy the alias's policy (`cairn model policy`), else it is refused with the
+//! reasons. A version created here from an artifact `source` is named by the digests of the
+//! artifacts under it, when the artifacts are in this server's tree.
+
+use cairn_meta::registry::{ModelVersion, NewVersion, RegisteredModel};
+use serde_json::{Value, json};
+
+use crate::search::Filter;
+use crate::wire::Request;
+use crate::{ApiError, State};
+
+fn version_json(v: &ModelVersion) -> Value {
+    json!({
+        "name": v.name,
+        "version": v.version.to_string(),
+        "creation_timestamp": v.creation_time,
+        "last_updated_timestamp": v.creation_time,
+        "current_stage": "None",
+        "description": v.description,
+        "user_id": v.user,
+        "source": v.source,
+        "run_id": v.run_id.clone().unwrap_or_default(),
+        "status": "READY",
+        "tags": [],
+        "aliases": v.aliases,
+    })
+}
+
+fn model_json(state: &State, m: &RegisteredModel) -> Result<Value, ApiError> {
+    let latest: Vec<Value> = match m.latest_version {
+        Some(v) => state.meta.model_version(&m.name, v)?.iter().map(version_json).collect(),
+        None => Vec::new(),
+    };
+    Ok(json!({
+        "name": m.name,
+        "creation_timestamp": m.creation_time,
+        "last_updated_timestamp": m.last_update_time,
+        "description": m.description,
+        "latest_versions": latest,
+        "tags": [],
+        "aliases": m.aliases.iter().map(|(a, v)| json!({"alias": a, "version": v.to_string()})).collect::<Vec<_>>(),
+    }))
+}
+
+fn find_model(state: &State, name: &str) -> Result<RegisteredModel, ApiError> {
+    state
+        .meta
+        .model(name)?
+        .ok_or_else(|| ApiError::not_found(format!("Registered Model with name={name} not found")))
+}
+
+fn version_number(request: &Request) -> Result<i64, ApiError> {
+    let text = request.required("version")?;
+    text.parse().map_err(|_| ApiError::invalid(format!("version `{text}` is not a whole number")))
+}
+
+fn find_version(state: &State, name: &str, version: i64) -> Result<ModelVersion, ApiError> {
+    state.meta.model_version(name, version)?.ok_or_else(|| {
+        ApiError::not_found(format!("Model Version (name={name}, version={version}) not found"))
+    })
+}
+
+pub(crate) fn create_model(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("a registered model needs a name"));
+    }
+    if !state.meta.create_model(&name, &request.string("description")?.unwrap_or_default())? {
+        return Err(ApiError::exists(format!("Registered Model (name={name}) already exists")));
+    }
+    Ok(json!({"registered_model": model_json(state, &find_model(state, &name)?)?}))
+}
+
+pub(crate) fn get_model(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let model = find_model(state, &request.required("name")?)?;
+    Ok(json!({"registered_model": model_json(state, &model)?}))
+}
+
+pub(crate) fn rename_model(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let new_name = request.required("new_name")?;
+    find_model(state, &name)?;
+    state.meta.rename_model(&name, &new_name)?;
+    Ok(json!({"registered_model": model_json(state, &find_model(state, &new_name)?)?}))
+}
+
+pub(crate) fn update_model(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    find_model(state, &name)?;
+    if let Some(description) = request.string("description")? {
+        state.meta.describe_model(&name, &description)?;
+    }
+    Ok(json!({"registered_model": model_json(state, &find_model(state, &name)?)?}))
+}
+
+pub(crate) fn delete_model(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    find_model(state, &name)?;
+    state.meta.delete_model(&name)?;
+    Ok(json!({}))
+}
+
+/// A model as a run-shaped record, so the run filter syntax applies (`name LIKE 'churn%'`).
+fn as_run(name: &str, time: i64) -> cairn_meta::Run {
+    cairn_meta::Run {
+        info: cairn_meta::RunInfo {
+            run_id: name.to_owned(),
+            experiment_id: 0,
+            name: name.to_owned(),
+            parent_run_id: None,
+            status: String::new(),
+            start_time: time,
+            end_time: None,
+            user: String::new(),
+            git_commit: None,
+            git_dirty: false,
+            source: String::new(),
+            artifact_uri: String::new(),
+            lifecycle_stage: "active".into(),
+        },
+        params: Vec::new(),
+        tags: Vec::new(),
+        metrics: Vec::new(),
+        inputs: Vec::new(),
+    }
+}
+
+fn paged(items: Vec<Value>, request: &Request, key: &str) -> Result<Value, ApiError> {
+    let max = request.int("max_results")?.unwrap_or(100).clamp(1, 50_000) as usize;
+    let offset: usize = match request.string("page_token")? {
+        Some(t) if !t.is_empty() => {
+            t.parse().map_err(|_| ApiError::invalid(format!("invalid page_token `{t}`")))?
+        }
+        _ => 0,
+    };
+    let total = items.len();
+    let page: Vec<Value> = items.into_iter().skip(offset).take(max).collect();
+    let mut out = json!({ key: page });
+    if offset + max < total {
+        out["next_page_token"] = json!((offset + max).to_string());
+    }
+    Ok(out)
+}
+
+pub(crate) fn search_models(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let filter = Filter::parse(&request.string("filter")?.unwrap_or_default())
+        .map_err(|e| ApiError::invalid(format!("invalid filter: {e}")))?;
+    let models: Vec<Value> = state
+        .meta
+        .models()?
+        .iter()
+        .filter(|m| filter.matches_absent_as_unequal(&as_run(&m.name, m.creation_time)))
+        .map(|m| model_json(state, m))
+        .collect::<Result<_, _>>()?;
+    paged(models, request, "registered_models")
+}
+
+pub(crate) fn latest_versions(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let model = find_model(state, &request.required("name")?)?;
+    let versions: Vec<Value> = match model.latest_version {
+        Some(v) => vec![version_json(&find_version(state, &model.name, v)?)],
+        None => Vec::new(),
+    };
+    Ok(json!({"model_versions": versions}))
+}
+
+/// The content a version's `source` names: the digests of the artifacts under it.
+fn source_digest(state: &State, source: &str) -> Result<(String, i64, String), ApiError> {
+    if let Some(tree) = crate::artifacts::tree_path(source) {
+        let files = state.meta.artifacts_under(&tree)?;
+        if !files.is_empty() {
+            let mut hasher = blake3::Hasher::new();
+            let mut size = 0;
+            for f in &files {
+                hasher.update(f.path[tree.len()..].as_bytes());
+                hasher.update(b"\0");
+                hasher.update(f.digest.as_bytes());
+                hasher.update(b"\n");
+                size += f.size;
+            }
+            return Ok((format!("blake3:{}", hasher.finalize().to_hex()), size, "artifacts".into()));
+        }
+    }
+    Ok((format!("blake3:{}", blake3::hash(source.as_bytes()).to_hex()), 0, "external".into()))
+}
+
+pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let source = request.required("source")?;
+    let run_id = request.string("run_id")?.filter(|r| !r.is_empty());
+    let lineage = match &run_id {
+        Some(id) => {
+            let run = state
+                .meta
+                .run(id)?
+                .ok_or_else(|| ApiError::not_found(format!("Run with id={id} not found")))?;
+            json!({
+                "run_id": run.info.run_id,
+                "commit": run.info.git_commit,
+                "dirty": run.info.git_dirty,
+                "params": run.params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "metrics": run.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        }
+        None => json!({}),
+    };
+    let (digest, size, kind) = source_digest(state, &source)?;
+    let version = NewVersion {
+        digest,
+        size,
+        kind,
+        model_file: String::new(),
+        runtime: "mlflow".into(),
+        source,
+        run_id,
+        signature: "{}".into(),
+        lineage: lineage.to_string(),
+        profile: None,
+        description: request.string("description")?.unwrap_or_default(),
+        user: String::new(),
+    };
+    let (number, _) = state.meta.register_version(&name, &version)?;
+    Ok(json!({"model_version": version_json(&find_version(state, &name, number)?)}))
+}
+
+pub(crate) fn get_version(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    Ok(json!({"model_version": version_json(&find_version(state, &name, version_number(request)?)?)}))
+}
+
+pub(crate) fn update_version(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let version = find_version(state, &name, version_number(request)?)?;
+    if request.get("description").is_some() {
+        return Err(ApiError::invalid(
+            "model versions are immutable in Cairn, their descriptions included; describe the model instead",
+        ));
+    }
+    Ok(json!({"model_version": version_json(&version)}))
+}
+
+pub(crate) fn delete_version(_: &State, _: &Request, _: usize) -> Result<Value, ApiError> {
+    Err(ApiError::invalid(
+        "model versions are immutable in Cairn and are not deleted; point aliases elsewhere (registered-models/alias)",
+    ))
+}
+
+pub(crate) fn search_versions(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    // `name = 'churn'` / `name LIKE ...`, `run_id = '...'`.
+    let filter = Filter::parse(&request.string("filter")?.unwrap_or_default())
+        .map_err(|e| ApiError::invalid(format!("invalid filter: {e}")))?;
+    let mut versions = Vec::new();
+    for model in state.meta.models()? {
+        for v in state.meta.model_versions(&model.name)? {
+            let mut record = as_run(&v.name, v.creation_time);
+            record.info.run_id = v.run_id.clone().unwrap_or_default();
+            if filter.matches_absent_as_unequal(&record) {
+                versions.push(version_json(&v));
+            }
+        }
+    }
+    paged(versions, request, "model_versions")
+}
+
+pub(crate) fn download_uri(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let version = find_version(state, &name, version_number(request)?)?;
+    Ok(json!({"artifact_uri": version.source}))
+}
+
+pub(crate) fn set_alias(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let alias = request.required("alias")?;
+    let version = version_number(request)?;
+    find_version(state, &name, version)?;
+    if alias.parse::<i64>().is_ok() || alias.is_empty() {
+        return Err(ApiError::invalid(format!("alias `{alias}` must be a name, not a number")));
+    }
+    let problems = state.meta.policy_violations(&name, &alias, version)?;
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "{name}@{version} may not become `{alias}`: {}",
+            problems.join("; ")
+        )));
+    }
+    state.meta.move_alias(&name, &alias, Some(version), "", "set through the REST API")?;
+    Ok(json!({}))
+}
+
+pub(crate) fn delete_alias(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let alias = request.required("alias")?;
+    if state.meta.move_alias(&name, &alias, None, "", "removed through the REST API")?.is_none() {
+        return Err(ApiError::not_found(format!("Registered model alias {alias} not found")));
+    }
+    Ok(json!({}))
+}
+
+pub(crate) fn get_by_alias(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let alias = request.required("alias")?;
+    let version = state
+        .meta
+        .resolve_alias(&name, &alias)?
+        .ok_or_else(|| ApiError::not_found(format!("Registered model alias {alias} not found")))?;
+    Ok(json!({"model_version": version_json(&find_version(state, &name, version)?)}))
+}
