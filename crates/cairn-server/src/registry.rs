@@ -179,7 +179,7 @@ fn source_digest(state: &State, source: &str) -> Result<(String, i64, String), A
             let mut hasher = blake3::Hasher::new();
             let mut size = 0;
             for f in &files {
-                hasher.update(f.path[tree.len()..].as_bytes());
+                hasher.update(&f.path.as_bytes()[tree.len()..]);
                 hasher.update(b"\0");
                 hasher.update(f.digest.as_bytes());
                 hasher.update(b"\n");
