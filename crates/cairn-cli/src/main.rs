@@ -368,6 +368,9 @@ enum ModelCommand {
         /// The run that produced it (default: the recorded run that wrote this content).
         #[arg(long, value_name = "RUN_ID")]
         run: Option<String>,
+        /// Profile this training data (CSV/TSV) with the version, for drift monitoring.
+        #[arg(long, value_name = "FILE")]
+        training_data: Option<PathBuf>,
         #[arg(long, default_value = "")]
         description: String,
         #[command(flatten)]
@@ -758,18 +761,21 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Model(command) => {
             let repo = context.open()?;
             match command {
-                ModelCommand::Register { name, path, run, description, output } => model::register(
-                    &repo,
-                    &context.cwd,
-                    &model::Register {
-                        name: &name,
-                        path: &path,
-                        run: run.as_deref(),
-                        description: &description,
-                        json: output.json,
-                    },
-                    reporter,
-                ),
+                ModelCommand::Register { name, path, run, training_data, description, output } => {
+                    model::register(
+                        &repo,
+                        &context.cwd,
+                        &model::Register {
+                            name: &name,
+                            path: &path,
+                            run: run.as_deref(),
+                            training_data: training_data.as_deref(),
+                            description: &description,
+                            json: output.json,
+                        },
+                        reporter,
+                    )
+                }
                 ModelCommand::List { output } => model::list(&repo, output.json),
                 ModelCommand::Versions { name, output } => model::versions(&repo, &name, output.json),
                 ModelCommand::Show { reference, output } => model::show(&repo, &reference, output.json),

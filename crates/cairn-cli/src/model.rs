@@ -108,6 +108,7 @@ pub struct Register<'a> {
     pub name: &'a str,
     pub path: &'a Path,
     pub run: Option<&'a str>,
+    pub training_data: Option<&'a Path>,
     pub description: &'a str,
     pub json: bool,
 }
@@ -143,6 +144,22 @@ pub fn register(
         cairn_repo::pointer::PointerKind::Directory { .. } => "directory",
         cairn_repo::pointer::PointerKind::File { .. } => "file",
     };
+    // The training data's profile, kept in the cache for monitoring.
+    let profile = match request.training_data {
+        Some(data) => {
+            let data_path = cwd.join(data);
+            let source = repo.rel_path(&data_path).map_or_else(
+                |_| data_path.display().to_string(),
+                |rel| String::from_utf8_lossy(&rel).into_owned(),
+            );
+            let document = cairn_model::profile::profile_file(&data_path, &source).map_err(|e| {
+                Failure::user(e.to_string(), Some("give a CSV or TSV file with a header row"))
+            })?;
+            let bytes = serde_json::to_vec_pretty(&document).unwrap_or_default();
+            Some(repo.store().put_bytes(&bytes).map_err(cairn_repo::RepoError::from)?.to_string())
+        }
+        None => None,
+    };
     let version = NewVersion {
         digest: digest.clone(),
         size: pointer.size as i64,
@@ -153,7 +170,7 @@ pub fn register(
         run_id: run_id.clone(),
         signature: serde_json::to_string(&info.signature).unwrap_or_default(),
         lineage: lineage.to_string(),
-        profile: None,
+        profile: profile.clone(),
         description: request.description.to_owned(),
         user: user(),
     };
@@ -161,7 +178,7 @@ pub fn register(
     if request.json {
         return crate::output::json(&json!({
             "name": request.name, "version": number, "created": created, "digest": digest,
-            "run_id": run_id, "signature": info.signature,
+            "run_id": run_id, "signature": info.signature, "profile": profile,
         }));
     }
     if created {
@@ -199,6 +216,7 @@ fn version_json(v: &ModelVersion, store: &Store) -> Result<Value, Failure> {
         "run_id": v.run_id,
         "signature": serde_json::from_str::<Value>(&v.signature).unwrap_or(Value::Null),
         "lineage": serde_json::from_str::<Value>(&v.lineage).unwrap_or(Value::Null),
+        "profile": v.profile,
         "description": v.description,
         "user": v.user,
         "creation_time": v.creation_time,

@@ -894,6 +894,21 @@ pub fn kept_content(repo: &Repo) -> Result<Vec<(String, cairn_repo::pointer::Poi
         let kind = cairn_repo::pointer::PointerKind::File { executable: false };
         out.push((label, cairn_repo::pointer::Pointer { kind, digest, size: size as u64 }));
     }
+    // Registered model versions (a directory's manifest keeps its files).
+    for model in store.models().map_err(|e| Failure::user(e.to_string(), None))? {
+        for v in store.model_versions(&model.name).map_err(|e| Failure::user(e.to_string(), None))? {
+            let Some(digest) = cairn_hash::Digest::parse_bytes(v.digest.as_bytes()) else { continue };
+            let kind = match v.kind.as_str() {
+                "file" => cairn_repo::pointer::PointerKind::File { executable: false },
+                "directory" => cairn_repo::pointer::PointerKind::Directory { files: 0 },
+                _ => continue,
+            };
+            out.push((
+                format!("{}@{}", v.name, v.version),
+                cairn_repo::pointer::Pointer { kind, digest, size: v.size as u64 },
+            ));
+        }
+    }
     Ok(out)
 }
 

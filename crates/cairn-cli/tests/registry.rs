@@ -41,8 +41,18 @@ fn versions_carry_signature_and_lineage_and_aliases_obey_policies() {
     let run = repo.json(&["run", "--json"]);
     let run_id = run["run_id"].as_str().unwrap().to_owned();
 
-    let v1 = repo.json(&["model", "register", "churn", "models/churn.onnx", "--json"]);
+    repo.write("data/train.csv", "age,plan\n31,pro\n45,basic\nNA,basic\n");
+    let v1 = repo.json(&[
+        "model",
+        "register",
+        "churn",
+        "models/churn.onnx",
+        "--training-data",
+        "data/train.csv",
+        "--json",
+    ]);
     assert_eq!(v1["version"], 1);
+    assert!(v1["profile"].as_str().unwrap().starts_with("blake3:"), "{v1}");
     assert_eq!(v1["run_id"], run_id.as_str(), "the run that wrote this content is found by digest");
     assert_eq!(v1["signature"]["inputs"][0]["name"], "features");
     let again = repo.json(&["model", "register", "churn", "models/churn.onnx", "--json"]);
@@ -111,6 +121,8 @@ fn registry_mistakes_are_clear() {
     assert!(err.contains("no version 7"), "{err}");
     let err = repo.fail(2, &["model", "approve", "m@1", "--comment", " "]);
     assert!(err.contains("needs --comment"), "{err}");
+    let err = repo.fail(1, &["model", "register", "m", "models/m.onnx", "--training-data", "models/m.onnx"]);
+    assert!(err.contains(".csv or .tsv"), "{err}");
     let err = repo.fail(2, &["model", "policy", "m", "production", "--require", "accuracy is high"]);
     assert!(err.contains("invalid condition"), "{err}");
 }

@@ -668,6 +668,15 @@ impl Store {
             {
                 out.push((format!("{} of run {}", r[1].text(), r[0].text()), r[2].text(), r[3].int()));
             }
+            for r in
+                tx.query("SELECT name, version, profile FROM model_versions WHERE profile IS NOT NULL", &[])?
+            {
+                out.push((
+                    format!("training-data profile of {}@{}", r[0].text(), r[1].int()),
+                    r[2].text(),
+                    0,
+                ));
+            }
             Ok(out)
         })
     }

@@ -16,6 +16,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod onnx;
+pub mod profile;
 
 use std::path::{Path, PathBuf};
 
