@@ -467,7 +467,8 @@ impl Store {
             let now = now_ms();
             tx.execute(
                 "INSERT INTO registered_models (name, description, creation_time, last_update_time) \
-                 SELECT $1, description, creation_time, $2 FROM registered_models WHERE name = $3",
+                 SELECT CAST($1 AS TEXT), description, creation_time, CAST($2 AS BIGINT) FROM registered_models \
+                 WHERE name = $3",
                 &[new_name.into(), now.into(), name.into()],
             )?;
             for table in

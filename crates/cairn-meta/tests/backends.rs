@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cairn_meta::registry::{NewVersion, Policy};
 use cairn_meta::{Artifact, IoRecord, MetaError, Metric, NewRun, RunUpdate, StageRecord, Store, View};
 
 fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
@@ -182,6 +183,51 @@ fn suite(open: &dyn Fn() -> Store) {
     assert_eq!(store.artifact("0/r2/artifacts/c.txt").unwrap().unwrap().size, 3);
     assert_eq!(store.delete_artifacts("0/r/artifacts/d").unwrap(), 1);
     assert_eq!(store.artifacts_under("0/r").unwrap().len(), 1);
+
+    // The model registry.
+    let version = |digest: &str, metrics: &str| NewVersion {
+        digest: digest.into(),
+        size: 10,
+        kind: "file".into(),
+        runtime: "onnx".into(),
+        source: "models/churn.onnx".into(),
+        signature: "{}".into(),
+        lineage: format!("{{\"metrics\": {metrics}}}"),
+        ..NewVersion::default()
+    };
+    assert_eq!(store.register_version("churn", &version("blake3:aa", r#"{"acc": 0.8}"#)).unwrap(), (1, true));
+    assert_eq!(
+        store.register_version("churn", &version("blake3:bb", r#"{"acc": 0.95}"#)).unwrap(),
+        (2, true)
+    );
+    assert_eq!(store.register_version("churn", &version("blake3:aa", "{}")).unwrap(), (1, false));
+    store
+        .set_policy(
+            "churn",
+            "production",
+            Some(&Policy { approvals: 1, conditions: vec!["acc >= 0.9".into()] }),
+        )
+        .unwrap();
+    assert_eq!(store.policy_violations("churn", "production", 2).unwrap().len(), 1, "no approval yet");
+    store.approve("churn", 2, "ada", "checked").unwrap();
+    assert!(store.policy_violations("churn", "production", 2).unwrap().is_empty());
+    assert!(
+        store.policy_violations("churn", "production", 1).unwrap().iter().any(|p| p.contains("acc = 0.8"))
+    );
+    assert_eq!(store.move_alias("churn", "production", Some(2), "ada", "release").unwrap(), None);
+    assert_eq!(store.move_alias("churn", "production", Some(1), "ada", "rollback").unwrap(), Some(2));
+    assert_eq!(store.resolve_alias("churn", "production").unwrap(), Some(1));
+    let history = store.alias_history("churn", Some("production")).unwrap();
+    assert_eq!(
+        history.iter().map(|m| (m.previous, m.version)).collect::<Vec<_>>(),
+        [(None, Some(2)), (Some(2), Some(1))]
+    );
+    assert!(matches!(store.move_alias("churn", "x", Some(9), "ada", ""), Err(MetaError::NoModelVersion(_))));
+    store.rename_model("churn", "churn-v2").unwrap();
+    assert_eq!(store.model_versions("churn-v2").unwrap().len(), 2);
+    assert_eq!(store.resolve_alias("churn-v2", "production").unwrap(), Some(1));
+    store.delete_model("churn-v2").unwrap();
+    assert!(store.model("churn-v2").unwrap().is_none());
 
     // Opening again finds the schema current and the data there.
     drop(store);
