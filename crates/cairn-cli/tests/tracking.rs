@@ -287,6 +287,10 @@ c.create_registered_model("churn", description="churn model")
 v = c.create_model_version("churn", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
 again = c.create_model_version("churn", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
 c.set_registered_model_alias("churn", "champion", v.version)
+c.set_registered_model_tag("churn", "team", "growth")
+c.set_model_version_tag("churn", v.version, "validated", "yes")
+c.set_model_version_tag("churn", v.version, "temporary", "x")
+c.delete_model_version_tag("churn", v.version, "temporary")
 found = c.search_registered_models(filter_string="name LIKE 'ch%'")
 def code(call):
     try:
@@ -302,6 +306,8 @@ print(json.dumps({
     "models": [m.name for m in found],
     "aliases": found[0].aliases,
     "versions": [x.version for x in c.search_model_versions("name='churn'")],
+    "model_tags": c.get_registered_model("churn").tags,
+    "version_tags": c.get_model_version("churn", v.version).tags,
     "delete_version": code(lambda: c.delete_model_version("churn", v.version)),
     "missing": code(lambda: c.get_registered_model("nope")),
     "duplicate": code(lambda: c.create_registered_model("churn")),
@@ -314,6 +320,8 @@ print(json.dumps({
     assert_eq!(out["models"], serde_json::json!(["churn"]));
     assert_eq!(out["aliases"], serde_json::json!({"champion": "1"}));
     assert_eq!(out["versions"], serde_json::json!(["1"]));
+    assert_eq!(out["model_tags"], serde_json::json!({"team": "growth"}));
+    assert_eq!(out["version_tags"], serde_json::json!({"validated": "yes"}));
     assert_eq!(out["delete_version"], "INVALID_PARAMETER_VALUE", "versions are immutable");
     assert_eq!(out["missing"], "RESOURCE_DOES_NOT_EXIST");
     assert_eq!(out["duplicate"], "RESOURCE_ALREADY_EXISTS");

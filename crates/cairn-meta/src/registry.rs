@@ -446,9 +446,14 @@ impl Store {
             if !model_exists(tx, name)? {
                 return Err(MetaError::NoModelVersion(name.to_owned()));
             }
-            for table in
-                ["model_aliases", "model_versions", "alias_policies", "model_approvals", "registered_models"]
-            {
+            for table in [
+                "model_aliases",
+                "model_versions",
+                "alias_policies",
+                "model_approvals",
+                "model_tags",
+                "registered_models",
+            ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE name = $1"), &[name.into()])?;
             }
             Ok(())
@@ -472,7 +477,7 @@ impl Store {
                 &[new_name.into(), now.into(), name.into()],
             )?;
             for table in
-                ["model_versions", "model_aliases", "alias_history", "model_approvals", "alias_policies"]
+                ["model_versions", "model_aliases", "alias_history", "model_approvals", "alias_policies", "model_tags"]
             {
                 tx.execute(
                     &format!("UPDATE {table} SET name = $1 WHERE name = $2"),
@@ -495,6 +500,58 @@ impl Store {
                 return Err(MetaError::NoModelVersion(name.to_owned()));
             }
             Ok(())
+        })
+    }
+}
+
+impl Store {
+    /// Sets a tag on a model (`version` 0) or on one of its versions.
+    pub fn set_model_tag(&self, name: &str, version: i64, key: &str, value: &str) -> Result<()> {
+        self.tx(|tx| {
+            let exists = if version == 0 {
+                model_exists(tx, name)?
+            } else {
+                !tx.query(
+                    "SELECT 1 FROM model_versions WHERE name = $1 AND version = $2",
+                    &[name.into(), version.into()],
+                )?
+                .is_empty()
+            };
+            if !exists {
+                return Err(MetaError::NoModelVersion(if version == 0 {
+                    name.to_owned()
+                } else {
+                    format!("{name}@{version}")
+                }));
+            }
+            tx.execute(
+                "INSERT INTO model_tags (name, version, key, value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
+                &[name.into(), version.into(), key.into(), value.into()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Removes a tag; an absent tag is not an error.
+    pub fn delete_model_tag(&self, name: &str, version: i64, key: &str) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "DELETE FROM model_tags WHERE name = $1 AND version = $2 AND key = $3",
+                &[name.into(), version.into(), key.into()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The tags of a model (`version` 0) or of one version, by key.
+    pub fn model_tags(&self, name: &str, version: i64) -> Result<Vec<(String, String)>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT key, value FROM model_tags WHERE name = $1 AND version = $2 ORDER BY key",
+                &[name.into(), version.into()],
+            )?;
+            Ok(rows.iter().map(|r| (r[0].text(), r[1].text())).collect())
         })
     }
 }

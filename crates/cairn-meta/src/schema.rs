@@ -110,7 +110,8 @@ ALTER TABLE latest_metrics ADD COLUMN is_nan BIGINT NOT NULL DEFAULT 0;
 UPDATE experiments SET artifact_location = 'mlflow-artifacts:/0' WHERE experiment_id = 0 AND artifact_location = '';
 "#,
     // 3: the model registry: models, immutable versions, aliases with the history of every
-    // move, approvals, and the policies an alias move must satisfy.
+    // move, approvals, the policies an alias move must satisfy, and tags (version 0: the
+    // model's own tags).
     r#"
 CREATE TABLE registered_models (
     name TEXT PRIMARY KEY,
@@ -160,6 +161,13 @@ CREATE TABLE model_approvals (
     time BIGINT NOT NULL
 );
 CREATE INDEX model_approvals_by_version ON model_approvals (name, version);
+CREATE TABLE model_tags (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, version, key)
+);
 CREATE TABLE alias_policies (
     name TEXT NOT NULL,
     alias TEXT NOT NULL,

@@ -223,7 +223,14 @@ fn suite(open: &dyn Fn() -> Store) {
         [(None, Some(2)), (Some(2), Some(1))]
     );
     assert!(matches!(store.move_alias("churn", "x", Some(9), "ada", ""), Err(MetaError::NoModelVersion(_))));
+    store.set_model_tag("churn", 0, "team", "growth").unwrap();
+    store.set_model_tag("churn", 2, "validated", "yes").unwrap();
+    store.set_model_tag("churn", 2, "validated", "twice").unwrap();
+    assert!(matches!(store.set_model_tag("churn", 7, "k", "v"), Err(MetaError::NoModelVersion(_))));
     store.rename_model("churn", "churn-v2").unwrap();
+    assert_eq!(store.model_tags("churn-v2", 2).unwrap(), [("validated".to_owned(), "twice".to_owned())]);
+    store.delete_model_tag("churn-v2", 0, "team").unwrap();
+    assert!(store.model_tags("churn-v2", 0).unwrap().is_empty());
     assert_eq!(store.model_versions("churn-v2").unwrap().len(), 2);
     assert_eq!(store.resolve_alias("churn-v2", "production").unwrap(), Some(1));
     store.delete_model("churn-v2").unwrap();

@@ -109,6 +109,10 @@ pub(crate) fn routes() -> Router<State> {
         .route("/model-versions/delete", delete(endpoint!(registry::delete_version)))
         .route("/model-versions/search", get(endpoint!(registry::search_versions)))
         .route("/model-versions/get-download-uri", get(endpoint!(registry::download_uri)))
+        .route("/registered-models/set-tag", post(endpoint!(registry::set_tag)))
+        .route("/registered-models/delete-tag", delete(endpoint!(registry::delete_tag)))
+        .route("/model-versions/set-tag", post(endpoint!(registry::set_tag)))
+        .route("/model-versions/delete-tag", delete(endpoint!(registry::delete_tag)))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError {
                 code: "ENDPOINT_NOT_FOUND",

@@ -16,8 +16,13 @@ use crate::search::Filter;
 use crate::wire::Request;
 use crate::{ApiError, State};
 
-fn version_json(v: &ModelVersion) -> Value {
-    json!({
+fn tags_json(state: &State, name: &str, version: i64) -> Result<Value, ApiError> {
+    let tags = state.meta.model_tags(name, version)?;
+    Ok(Value::Array(tags.into_iter().map(|(k, v)| json!({"key": k, "value": v})).collect()))
+}
+
+fn version_json(state: &State, v: &ModelVersion) -> Result<Value, ApiError> {
+    Ok(json!({
         "name": v.name,
         "version": v.version.to_string(),
         "creation_timestamp": v.creation_time,
@@ -28,14 +33,19 @@ fn version_json(v: &ModelVersion) -> Value {
         "source": v.source,
         "run_id": v.run_id.clone().unwrap_or_default(),
         "status": "READY",
-        "tags": [],
+        "tags": tags_json(state, &v.name, v.version)?,
         "aliases": v.aliases,
-    })
+    }))
 }
 
 fn model_json(state: &State, m: &RegisteredModel) -> Result<Value, ApiError> {
     let latest: Vec<Value> = match m.latest_version {
-        Some(v) => state.meta.model_version(&m.name, v)?.iter().map(version_json).collect(),
+        Some(v) => state
+            .meta
+            .model_version(&m.name, v)?
+            .iter()
+            .map(|v| version_json(state, v))
+            .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
     Ok(json!({
@@ -44,7 +54,7 @@ fn model_json(state: &State, m: &RegisteredModel) -> Result<Value, ApiError> {
         "last_updated_timestamp": m.last_update_time,
         "description": m.description,
         "latest_versions": latest,
-        "tags": [],
+        "tags": tags_json(state, &m.name, 0)?,
         "aliases": m.aliases.iter().map(|(a, v)| json!({"alias": a, "version": v.to_string()})).collect::<Vec<_>>(),
     }))
 }
@@ -165,7 +175,7 @@ pub(crate) fn search_models(state: &State, request: &Request, _: usize) -> Resul
 pub(crate) fn latest_versions(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let model = find_model(state, &request.required("name")?)?;
     let versions: Vec<Value> = match model.latest_version {
-        Some(v) => vec![version_json(&find_version(state, &model.name, v)?)],
+        Some(v) => vec![version_json(state, &find_version(state, &model.name, v)?)?],
         None => Vec::new(),
     };
     Ok(json!({"model_versions": versions}))
@@ -227,12 +237,12 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
         user: String::new(),
     };
     let (number, _) = state.meta.register_version(&name, &version)?;
-    Ok(json!({"model_version": version_json(&find_version(state, &name, number)?)}))
+    Ok(json!({"model_version": version_json(state, &find_version(state, &name, number)?)?}))
 }
 
 pub(crate) fn get_version(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let name = request.required("name")?;
-    Ok(json!({"model_version": version_json(&find_version(state, &name, version_number(request)?)?)}))
+    Ok(json!({"model_version": version_json(state, &find_version(state, &name, version_number(request)?)?)?}))
 }
 
 pub(crate) fn update_version(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
@@ -243,7 +253,7 @@ pub(crate) fn update_version(state: &State, request: &Request, _: usize) -> Resu
             "model versions are immutable in Cairn, their descriptions included; describe the model instead",
         ));
     }
-    Ok(json!({"model_version": version_json(&version)}))
+    Ok(json!({"model_version": version_json(state, &version)?}))
 }
 
 pub(crate) fn delete_version(_: &State, _: &Request, _: usize) -> Result<Value, ApiError> {
@@ -262,7 +272,7 @@ pub(crate) fn search_versions(state: &State, request: &Request, _: usize) -> Res
             let mut record = as_run(&v.name, v.creation_time);
             record.info.run_id = v.run_id.clone().unwrap_or_default();
             if filter.matches_absent_as_unequal(&record) {
-                versions.push(version_json(&v));
+                versions.push(version_json(state, &v)?);
             }
         }
     }
@@ -310,5 +320,45 @@ pub(crate) fn get_by_alias(state: &State, request: &Request, _: usize) -> Result
         .meta
         .resolve_alias(&name, &alias)?
         .ok_or_else(|| ApiError::not_found(format!("Registered model alias {alias} not found")))?;
-    Ok(json!({"model_version": version_json(&find_version(state, &name, version)?)}))
+    Ok(json!({"model_version": version_json(state, &find_version(state, &name, version)?)?}))
+}
+
+fn tag_target(state: &State, request: &Request) -> Result<(String, i64), ApiError> {
+    let name = request.required("name")?;
+    match request.string("version")? {
+        Some(_) => {
+            let version = version_number(request)?;
+            find_version(state, &name, version)?;
+            Ok((name, version))
+        }
+        None => {
+            find_model(state, &name)?;
+            Ok((name, 0))
+        }
+    }
+}
+
+/// `registered-models/set-tag` and `model-versions/set-tag`.
+pub(crate) fn set_tag(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let (name, version) = tag_target(state, request)?;
+    let key = request.required("key")?;
+    if key.is_empty() || key.len() > 250 {
+        return Err(ApiError::invalid("a tag key must have 1 to 250 characters"));
+    }
+    let value = request.string("value")?.unwrap_or_default();
+    if value.len() > 100_000 {
+        return Err(ApiError::invalid(format!(
+            "tag `{key}` has a value of {} characters; the limit is 100000",
+            value.len()
+        )));
+    }
+    state.meta.set_model_tag(&name, version, &key, &value)?;
+    Ok(json!({}))
+}
+
+/// `registered-models/delete-tag` and `model-versions/delete-tag`.
+pub(crate) fn delete_tag(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let (name, version) = tag_target(state, request)?;
+    state.meta.delete_model_tag(&name, version, &request.required("key")?)?;
+    Ok(json!({}))
 }
