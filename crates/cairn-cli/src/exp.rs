@@ -234,8 +234,7 @@ fn create(
         None => (None, true),
     };
     let summary = describe(combo);
-    let user =
-        ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_else(|| "unknown".into());
+    let user = crate::record::user_name();
     let run = NewRun {
         experiment_id: 0,
         name: name

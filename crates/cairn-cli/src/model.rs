@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
+use cairn_meta::Store;
 use cairn_meta::registry::{ModelVersion, NewVersion, Policy};
-use cairn_meta::{Store, View};
 use cairn_repo::Repo;
 use serde_json::{Value, json};
 
@@ -21,20 +21,12 @@ fn meta(e: cairn_meta::MetaError) -> Failure {
     Failure::user(e.to_string(), None)
 }
 
-fn user() -> String {
-    ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_else(|| "unknown".into())
-}
-
-/// Model names: letters, digits, `-`, `_`, `.`, not starting with `.` or `-`.
+/// Model names and aliases follow the rules of remote names: letters, digits, `-`, `_`, `.`,
+/// not starting with `.` or `-`.
 fn check_name(name: &str) -> Result<(), Failure> {
-    let valid = !name.is_empty()
-        && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Failure::usage(format!("invalid model name `{name}`: use letters, digits, `-`, `_` and `.`")))
-    }
+    cairn_repo::config::check_remote_name(name).map_err(|_| {
+        Failure::usage(format!("invalid model name `{name}`: use letters, digits, `-`, `_` and `.`"))
+    })
 }
 
 /// `NAME@VERSION` or `NAME@ALIAS` (or `NAME`: its latest version) → (name, version).
@@ -67,41 +59,6 @@ pub fn resolve(store: &Store, reference: &str) -> Result<(String, i64), Failure>
         )
     })?;
     Ok((name.to_owned(), version))
-}
-
-/// The run that wrote `digest` as an output (newest first), if any.
-fn producing_run(store: &Store, digest: &str) -> Result<Option<String>, Failure> {
-    for run in store.runs(&[], View::Active).map_err(meta)? {
-        if store
-            .io(&run.info.run_id)
-            .map_err(meta)?
-            .iter()
-            .any(|r| r.direction == "output" && r.digest == digest)
-        {
-            return Ok(Some(run.info.run_id));
-        }
-    }
-    Ok(None)
-}
-
-fn lineage(store: &Store, run_id: Option<&str>) -> Result<Value, Failure> {
-    let Some(run_id) = run_id else { return Ok(json!({})) };
-    let run = crate::exp::find(store, run_id)?;
-    let inputs: Vec<Value> = store
-        .io(&run.info.run_id)
-        .map_err(meta)?
-        .into_iter()
-        .filter(|r| r.direction == "input")
-        .map(|r| json!({"path": r.path, "digest": r.digest, "size": r.size}))
-        .collect();
-    Ok(json!({
-        "run_id": run.info.run_id,
-        "commit": run.info.git_commit,
-        "dirty": run.info.git_dirty,
-        "params": run.params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-        "metrics": run.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<std::collections::BTreeMap<_, _>>(),
-        "inputs": inputs,
-    }))
 }
 
 pub struct Register<'a> {
@@ -137,9 +94,12 @@ pub fn register(
     let store = open_store(repo)?;
     let run_id = match request.run {
         Some(prefix) => Some(crate::exp::find(&store, prefix)?.info.run_id),
-        None => producing_run(&store, &digest)?,
+        None => store.run_with_output(&digest).map_err(meta)?,
     };
-    let lineage = lineage(&store, run_id.as_deref())?;
+    let lineage = match &run_id {
+        Some(id) => store.run_lineage(id).map_err(meta)?.unwrap_or_else(|| json!({})),
+        None => json!({}),
+    };
     let kind = match pointer.kind {
         cairn_repo::pointer::PointerKind::Directory { .. } => "directory",
         cairn_repo::pointer::PointerKind::File { .. } => "file",
@@ -172,7 +132,7 @@ pub fn register(
         lineage: lineage.to_string(),
         profile: profile.clone(),
         description: request.description.to_owned(),
-        user: user(),
+        user: crate::record::user_name(),
     };
     let (number, created) = store.register_version(request.name, &version).map_err(meta)?;
     if request.json {
@@ -352,7 +312,8 @@ pub fn alias(repo: &Repo, reference: &str, alias: &str, reason: &str) -> Result<
             Some("the alias did not move; see the policy with `cairn model policy NAME ALIAS`"),
         ));
     }
-    let previous = store.move_alias(&name, alias, Some(version), &user(), reason).map_err(meta)?;
+    let previous =
+        store.move_alias(&name, alias, Some(version), &crate::record::user_name(), reason).map_err(meta)?;
     match previous {
         Some(p) if p == version => out(format!("{name}@{alias} already is version {version}")),
         Some(p) => out(format!("{name}@{alias}: {p} → {version}")),
@@ -363,7 +324,7 @@ pub fn alias(repo: &Repo, reference: &str, alias: &str, reason: &str) -> Result<
 /// `cairn model unalias NAME ALIAS`.
 pub fn unalias(repo: &Repo, name: &str, alias: &str, reason: &str) -> Result<(), Failure> {
     let store = open_store(repo)?;
-    match store.move_alias(name, alias, None, &user(), reason).map_err(meta)? {
+    match store.move_alias(name, alias, None, &crate::record::user_name(), reason).map_err(meta)? {
         Some(p) => out(format!("removed {name}@{alias} (was version {p})")),
         None => Err(Failure::user(format!("model `{name}` has no alias `{alias}`"), None)),
     }
@@ -402,7 +363,7 @@ pub fn approve(repo: &Repo, reference: &str, comment: &str) -> Result<(), Failur
     }
     let store = open_store(repo)?;
     let (name, version) = resolve(&store, reference)?;
-    store.approve(&name, version, &user(), comment).map_err(meta)?;
+    store.approve(&name, version, &crate::record::user_name(), comment).map_err(meta)?;
     out(format!("approved {name}@{version}"))
 }
 

@@ -50,10 +50,7 @@ impl Recorder {
             };
         }
         let (commit, dirty) = project.git_state();
-        let user = ["USER", "LOGNAME"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok())
-            .unwrap_or_else(|| "unknown".into());
+        let user = user_name();
         let started = now_ms();
         let run = NewRun {
             experiment_id: 0,
@@ -98,6 +95,10 @@ impl Recorder {
         status: &str,
     ) -> cairn_meta::Result<()> {
         let stages = report.map(|r| r.stages.as_slice()).unwrap_or_default();
+        // The run as the stages left it: where its artifacts (stage logs) go, and the params
+        // they logged through the tracking API.
+        let current = self.store.run(&self.run_id)?;
+        let artifacts = current.as_ref().and_then(|r| cairn_server::tree_path(&r.info.artifact_uri));
         let mut params: BTreeMap<String, String> = BTreeMap::new();
         let mut io = BTreeMap::new();
         for stage in stages {
@@ -113,7 +114,11 @@ impl Recorder {
                     cpu_ms: stage.cpu_ms,
                     max_rss_kb: stage.max_rss_kb,
                     fingerprint: locked.map(|l| l.fingerprint.clone()),
-                    log: if ran { self.keep_logs(repo, &stage.stage) } else { None },
+                    log: if ran {
+                        artifacts.as_deref().and_then(|root| self.keep_logs(repo, root, &stage.stage))
+                    } else {
+                        None
+                    },
                 },
             )?;
             let Some(locked) = locked else { continue };
@@ -151,7 +156,7 @@ impl Recorder {
             .collect();
         // Params a stage logged itself through the tracking API win over the params files
         // (params are immutable, and the run should not fail to record over it).
-        let logged: std::collections::HashSet<String> = match self.store.run(&self.run_id)? {
+        let logged: std::collections::HashSet<String> = match current {
             Some(run) => run.params.into_iter().map(|(k, _)| k).collect(),
             None => Default::default(),
         };
@@ -168,7 +173,7 @@ impl Recorder {
     /// (`logs/<stage>.log`, visible to `mlflow` clients too); returns where they are in the
     /// run's artifact tree. A log that cannot be kept is a warning-free `None`: the run still
     /// records.
-    fn keep_logs(&self, repo: &Repo, stage: &str) -> Option<String> {
+    fn keep_logs(&self, repo: &Repo, root: &str, stage: &str) -> Option<String> {
         let logs = repo.root().join(".cairn/state/logs");
         let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
         let single = logs.join(format!("{stage}.log"));
@@ -181,8 +186,6 @@ impl Recorder {
                 files.push((format!("logs/{stage}/{name}"), part.path()));
             }
         }
-        let run = self.store.run(&self.run_id).ok()??;
-        let root = cairn_server::tree_path(&run.info.artifact_uri)?;
         let mut kept = 0;
         for (name, path) in &files {
             let Ok(bytes) = std::fs::read(path) else { continue };
@@ -202,6 +205,11 @@ impl Recorder {
             _ => Some(format!("logs/{stage}/")),
         }
     }
+}
+
+/// Who is running: `$USER`, else `$LOGNAME`.
+pub fn user_name() -> String {
+    ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_else(|| "unknown".into())
 }
 
 fn param_text(value: &Value) -> String {

@@ -195,12 +195,29 @@ impl Store {
         })
     }
 
+    /// Every registered model, by name.
     pub fn models(&self) -> Result<Vec<RegisteredModel>> {
+        self.registered(None)
+    }
+
+    pub fn model(&self, name: &str) -> Result<Option<RegisteredModel>> {
+        Ok(self.registered(Some(name))?.pop())
+    }
+
+    /// Models (all, or the one named) with their latest version and aliases.
+    fn registered(&self, name: Option<&str>) -> Result<Vec<RegisteredModel>> {
         self.tx(|tx| {
+            let (clause, params): (&str, Vec<Value>) = match name {
+                Some(name) => ("WHERE m.name = $1", vec![name.into()]),
+                None => ("", Vec::new()),
+            };
             let rows = tx.query(
-                "SELECT m.name, m.description, m.creation_time, m.last_update_time, \
-                 (SELECT MAX(version) FROM model_versions v WHERE v.name = m.name) FROM registered_models m ORDER BY m.name",
-                &[],
+                &format!(
+                    "SELECT m.name, m.description, m.creation_time, m.last_update_time, \
+                     (SELECT MAX(version) FROM model_versions v WHERE v.name = m.name) FROM registered_models m \
+                     {clause} ORDER BY m.name"
+                ),
+                &params,
             )?;
             let mut out = Vec::new();
             for r in rows {
@@ -221,10 +238,6 @@ impl Store {
             }
             Ok(out)
         })
-    }
-
-    pub fn model(&self, name: &str) -> Result<Option<RegisteredModel>> {
-        Ok(self.models()?.into_iter().find(|m| m.name == name))
     }
 
     /// Every version of a model, oldest first.
@@ -553,5 +566,40 @@ impl Store {
             )?;
             Ok(rows.iter().map(|r| (r[0].text(), r[1].text())).collect())
         })
+    }
+}
+
+impl Store {
+    /// The newest active run that wrote `digest` as an output: where a model came from.
+    pub fn run_with_output(&self, digest: &str) -> Result<Option<String>> {
+        self.tx(|tx| {
+            let rows = tx.query(
+                "SELECT runs.run_id FROM run_io JOIN runs ON runs.run_id = run_io.run_id \
+                 WHERE run_io.direction = 'output' AND run_io.digest = $1 AND runs.lifecycle_stage = 'active' \
+                 ORDER BY runs.start_time DESC, runs.run_id LIMIT 1",
+                &[digest.into()],
+            )?;
+            Ok(rows.first().map(|r| r[0].text()))
+        })
+    }
+
+    /// A version's lineage (JSON): the run's id, commit, dirty flag, params, latest metrics and
+    /// the digests of its inputs. `None` if there is no such run.
+    pub fn run_lineage(&self, run_id: &str) -> Result<Option<serde_json::Value>> {
+        let Some(run) = self.run(run_id)? else { return Ok(None) };
+        let inputs: Vec<serde_json::Value> = self
+            .io(run_id)?
+            .into_iter()
+            .filter(|r| r.direction == "input")
+            .map(|r| serde_json::json!({"path": r.path, "digest": r.digest, "size": r.size}))
+            .collect();
+        Ok(Some(serde_json::json!({
+            "run_id": run.info.run_id,
+            "commit": run.info.git_commit,
+            "dirty": run.info.git_dirty,
+            "params": run.params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "metrics": run.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<std::collections::BTreeMap<_, _>>(),
+            "inputs": inputs,
+        })))
     }
 }

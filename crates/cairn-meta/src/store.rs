@@ -390,51 +390,12 @@ impl Store {
             for (key, value) in &run.tags {
                 set_tag(tx, &info.run_id, key, value)?;
             }
-            let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
-            for m in history {
-                tx.execute(
-                    "INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &metric_row(&info.run_id, m),
-                )?;
-                let slot = newest.entry(m.key.as_str()).or_insert(m);
-                if (m.step, m.timestamp) >= (slot.step, slot.timestamp) {
-                    *slot = m;
-                }
-            }
-            for m in newest.values() {
-                tx.execute(
-                    "INSERT INTO latest_metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &metric_row(&info.run_id, m),
-                )?;
-            }
+            insert_metrics(tx, &info.run_id, history)?;
             for stage in stages {
-                tx.execute(
-                    "INSERT INTO stages (run_id, stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    &[
-                        info.run_id.as_str().into(),
-                        stage.stage.as_str().into(),
-                        stage.action.as_str().into(),
-                        stage.start_time.into(),
-                        stage.wall_ms.into(),
-                        stage.cpu_ms.into(),
-                        stage.max_rss_kb.into(),
-                        stage.fingerprint.clone().into(),
-                        stage.log.clone().into(),
-                    ],
-                )?;
+                insert_stage(tx, &info.run_id, stage)?;
             }
             for r in io {
-                tx.execute(
-                    "INSERT INTO run_io (run_id, direction, path, digest, size) VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        info.run_id.as_str().into(),
-                        r.direction.as_str().into(),
-                        r.path.as_str().into(),
-                        r.digest.as_str().into(),
-                        r.size.into(),
-                    ],
-                )?;
+                insert_io(tx, &info.run_id, r)?;
             }
             Ok(true)
         })
@@ -523,28 +484,7 @@ impl Store {
             for (key, value) in tags {
                 set_tag(tx, run_id, key, value)?;
             }
-            // The newest point of each key in this batch is the only candidate for latest.
-            let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
-            for m in metrics {
-                tx.execute(
-                    "INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &metric_row(run_id, m),
-                )?;
-                let slot = newest.entry(m.key.as_str()).or_insert(m);
-                if (m.step, m.timestamp) >= (slot.step, slot.timestamp) {
-                    *slot = m;
-                }
-            }
-            for m in newest.values() {
-                tx.execute(
-                    "INSERT INTO latest_metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, \
-                     step = excluded.step, is_nan = excluded.is_nan WHERE excluded.step > latest_metrics.step OR \
-                     (excluded.step = latest_metrics.step AND excluded.timestamp >= latest_metrics.timestamp)",
-                    &metric_row(run_id, m),
-                )?;
-            }
-            Ok(())
+            insert_metrics(tx, run_id, metrics)
         })
     }
 
@@ -694,23 +634,11 @@ impl Store {
     /// Records (or replaces) what happened to one stage of a run.
     pub fn record_stage(&self, run_id: &str, stage: &StageRecord) -> Result<()> {
         self.tx(|tx| {
-            tx.execute("DELETE FROM stages WHERE run_id = $1 AND stage = $2", &[run_id.into(), stage.stage.as_str().into()])?;
             tx.execute(
-                "INSERT INTO stages (run_id, stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    run_id.into(),
-                    stage.stage.as_str().into(),
-                    stage.action.as_str().into(),
-                    stage.start_time.into(),
-                    stage.wall_ms.into(),
-                    stage.cpu_ms.into(),
-                    stage.max_rss_kb.into(),
-                    stage.fingerprint.clone().into(),
-                    stage.log.clone().into(),
-                ],
-            )
-            .map(drop)
+                "DELETE FROM stages WHERE run_id = $1 AND stage = $2",
+                &[run_id.into(), stage.stage.as_str().into()],
+            )?;
+            insert_stage(tx, run_id, stage)
         })
     }
 
@@ -741,11 +669,7 @@ impl Store {
     pub fn record_io(&self, run_id: &str, records: &[IoRecord]) -> Result<()> {
         self.tx(|tx| {
             for r in records {
-                tx.execute(
-                    "INSERT INTO run_io (run_id, direction, path, digest, size) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (run_id, direction, path) DO UPDATE SET digest = excluded.digest, size = excluded.size",
-                    &[run_id.into(), r.direction.as_str().into(), r.path.as_str().into(), r.digest.as_str().into(), r.size.into()],
-                )?;
+                insert_io(tx, run_id, r)?;
             }
             Ok(())
         })
@@ -780,6 +704,68 @@ fn metric(row: &[Value]) -> Metric {
 fn metric_row(run_id: &str, m: &Metric) -> [Value; 6] {
     let (value, is_nan) = if m.value.is_nan() { (0.0, 1) } else { (m.value, 0) };
     [run_id.into(), m.key.as_str().into(), value.into(), m.timestamp.into(), m.step.into(), is_nan.into()]
+}
+
+/// Appends metric points to their histories and moves each key's latest value forward (a
+/// point is latest if its step, then timestamp, is not older than the recorded one).
+fn insert_metrics(tx: &mut dyn Tx, run_id: &str, metrics: &[Metric]) -> Result<()> {
+    // The newest point of each key in this batch is the only candidate for latest.
+    let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
+    for m in metrics {
+        tx.execute(
+            "INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
+            &metric_row(run_id, m),
+        )?;
+        let slot = newest.entry(m.key.as_str()).or_insert(m);
+        if (m.step, m.timestamp) >= (slot.step, slot.timestamp) {
+            *slot = m;
+        }
+    }
+    for m in newest.values() {
+        tx.execute(
+            "INSERT INTO latest_metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, \
+             step = excluded.step, is_nan = excluded.is_nan WHERE excluded.step > latest_metrics.step OR \
+             (excluded.step = latest_metrics.step AND excluded.timestamp >= latest_metrics.timestamp)",
+            &metric_row(run_id, m),
+        )?;
+    }
+    Ok(())
+}
+
+fn insert_stage(tx: &mut dyn Tx, run_id: &str, stage: &StageRecord) -> Result<()> {
+    tx.execute(
+        "INSERT INTO stages (run_id, stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            run_id.into(),
+            stage.stage.as_str().into(),
+            stage.action.as_str().into(),
+            stage.start_time.into(),
+            stage.wall_ms.into(),
+            stage.cpu_ms.into(),
+            stage.max_rss_kb.into(),
+            stage.fingerprint.clone().into(),
+            stage.log.clone().into(),
+        ],
+    )
+    .map(drop)
+}
+
+/// Records (or replaces) one path a run read or wrote.
+fn insert_io(tx: &mut dyn Tx, run_id: &str, r: &IoRecord) -> Result<()> {
+    tx.execute(
+        "INSERT INTO run_io (run_id, direction, path, digest, size) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (run_id, direction, path) DO UPDATE SET digest = excluded.digest, size = excluded.size",
+        &[
+            run_id.into(),
+            r.direction.as_str().into(),
+            r.path.as_str().into(),
+            r.digest.as_str().into(),
+            r.size.into(),
+        ],
+    )
+    .map(drop)
 }
 
 fn artifact(row: &[Value]) -> Artifact {

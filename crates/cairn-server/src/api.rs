@@ -253,27 +253,11 @@ fn search_experiments(state: &State, request: &Request, _: usize) -> Result<Valu
     let mut as_runs: Vec<(cairn_meta::Run, cairn_meta::Experiment)> = experiments
         .into_iter()
         .map(|e| {
-            let run = cairn_meta::Run {
-                info: cairn_meta::RunInfo {
-                    run_id: e.id.to_string(),
-                    experiment_id: e.id,
-                    name: e.name.clone(),
-                    parent_run_id: None,
-                    status: String::new(),
-                    start_time: e.creation_time,
-                    end_time: Some(e.last_update_time),
-                    user: String::new(),
-                    git_commit: None,
-                    git_dirty: false,
-                    source: String::new(),
-                    artifact_uri: e.artifact_location.clone(),
-                    lifecycle_stage: e.lifecycle_stage.clone(),
-                },
-                params: Vec::new(),
-                tags: e.tags.clone(),
-                metrics: Vec::new(),
-                inputs: Vec::new(),
-            };
+            let mut run = crate::search::record(&e.id.to_string(), &e.name, e.creation_time, e.tags.clone());
+            run.info.experiment_id = e.id;
+            run.info.end_time = Some(e.last_update_time);
+            run.info.artifact_uri = e.artifact_location.clone();
+            run.info.lifecycle_stage = e.lifecycle_stage.clone();
             (run, e)
         })
         .filter(|(run, _)| filter.matches(run))

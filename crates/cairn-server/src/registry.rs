@@ -12,7 +12,7 @@
 use cairn_meta::registry::{ModelVersion, NewVersion, RegisteredModel};
 use serde_json::{Value, json};
 
-use crate::search::Filter;
+use crate::search::{Filter, record};
 use crate::wire::Request;
 use crate::{ApiError, State};
 
@@ -117,31 +117,6 @@ pub(crate) fn delete_model(state: &State, request: &Request, _: usize) -> Result
     Ok(json!({}))
 }
 
-/// A model as a run-shaped record, so the run filter syntax applies (`name LIKE 'churn%'`).
-fn as_run(name: &str, time: i64) -> cairn_meta::Run {
-    cairn_meta::Run {
-        info: cairn_meta::RunInfo {
-            run_id: name.to_owned(),
-            experiment_id: 0,
-            name: name.to_owned(),
-            parent_run_id: None,
-            status: String::new(),
-            start_time: time,
-            end_time: None,
-            user: String::new(),
-            git_commit: None,
-            git_dirty: false,
-            source: String::new(),
-            artifact_uri: String::new(),
-            lifecycle_stage: "active".into(),
-        },
-        params: Vec::new(),
-        tags: Vec::new(),
-        metrics: Vec::new(),
-        inputs: Vec::new(),
-    }
-}
-
 fn paged(items: Vec<Value>, request: &Request, key: &str) -> Result<Value, ApiError> {
     let max = request.int("max_results")?.unwrap_or(100).clamp(1, 50_000) as usize;
     let offset: usize = match request.string("page_token")? {
@@ -166,7 +141,7 @@ pub(crate) fn search_models(state: &State, request: &Request, _: usize) -> Resul
         .meta
         .models()?
         .iter()
-        .filter(|m| filter.matches_absent_as_unequal(&as_run(&m.name, m.creation_time)))
+        .filter(|m| filter.matches_absent_as_unequal(&record(&m.name, &m.name, m.creation_time, Vec::new())))
         .map(|m| model_json(state, m))
         .collect::<Result<_, _>>()?;
     paged(models, request, "registered_models")
@@ -206,19 +181,10 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
     let source = request.required("source")?;
     let run_id = request.string("run_id")?.filter(|r| !r.is_empty());
     let lineage = match &run_id {
-        Some(id) => {
-            let run = state
-                .meta
-                .run(id)?
-                .ok_or_else(|| ApiError::not_found(format!("Run with id={id} not found")))?;
-            json!({
-                "run_id": run.info.run_id,
-                "commit": run.info.git_commit,
-                "dirty": run.info.git_dirty,
-                "params": run.params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "metrics": run.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<std::collections::BTreeMap<_, _>>(),
-            })
-        }
+        Some(id) => state
+            .meta
+            .run_lineage(id)?
+            .ok_or_else(|| ApiError::not_found(format!("Run with id={id} not found")))?,
         None => json!({}),
     };
     let (digest, size, kind) = source_digest(state, &source)?;
@@ -269,9 +235,9 @@ pub(crate) fn search_versions(state: &State, request: &Request, _: usize) -> Res
     let mut versions = Vec::new();
     for model in state.meta.models()? {
         for v in state.meta.model_versions(&model.name)? {
-            let mut record = as_run(&v.name, v.creation_time);
-            record.info.run_id = v.run_id.clone().unwrap_or_default();
-            if filter.matches_absent_as_unequal(&record) {
+            let searched =
+                record(v.run_id.as_deref().unwrap_or_default(), &v.name, v.creation_time, Vec::new());
+            if filter.matches_absent_as_unequal(&searched) {
                 versions.push(version_json(state, &v)?);
             }
         }

@@ -447,6 +447,33 @@ pub fn like(text: &str, pattern: &str, ignore_case: bool) -> bool {
     pattern[p..].iter().all(|&c| c == '%')
 }
 
+/// Something that is not a run — an experiment, a registered model — as a run-shaped record,
+/// so the same filters apply: `name`, `tags.*`, `start_time` (its creation time) and `run_id`
+/// (its id).
+pub fn record(id: &str, name: &str, created: i64, tags: Vec<(String, String)>) -> Run {
+    Run {
+        info: cairn_meta::RunInfo {
+            run_id: id.to_owned(),
+            experiment_id: 0,
+            name: name.to_owned(),
+            parent_run_id: None,
+            status: String::new(),
+            start_time: created,
+            end_time: None,
+            user: String::new(),
+            git_commit: None,
+            git_dirty: false,
+            source: String::new(),
+            artifact_uri: String::new(),
+            lifecycle_stage: "active".into(),
+        },
+        params: Vec::new(),
+        tags,
+        metrics: Vec::new(),
+        inputs: Vec::new(),
+    }
+}
+
 /// One `order_by` clause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderBy {
