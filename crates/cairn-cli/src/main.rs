@@ -12,6 +12,7 @@ mod plots;
 mod progress;
 mod record;
 mod remotes;
+mod serve;
 mod tracking;
 
 use std::path::{Path, PathBuf};
@@ -236,6 +237,61 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         port: u16,
     },
+    /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
+    #[command(
+        after_help = "Models are served by alias (followed live, with its rollout), by version, or by name (the latest).\n\nExamples:\n  cairn serve churn@production                # http://127.0.0.1:8080\n  cairn serve churn@production fraud@3 --port 0\n  cairn serve churn@production --batch-max 64 --batch-wait-ms 2\n  curl -s localhost:8080/models/churn/predict -d '{\"inputs\": {\"age\": 42, \"tenure\": 3, \"plan\": \"pro\"}}'"
+    )]
+    Serve {
+        /// Models to serve: `NAME@ALIAS`, `NAME@VERSION` or `NAME`.
+        #[arg(value_name = "MODEL")]
+        targets: Vec<String>,
+        /// Address to listen on; 0.0.0.0 serves other machines (there is no authentication).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on; 0 picks a free one (printed on stdout).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// ONNX Runtime's shared library (default: $CAIRN_ONNXRUNTIME, else the onnxruntime wheel in the active or the project's .venv).
+        #[arg(long, value_name = "PATH")]
+        onnxruntime: Option<PathBuf>,
+        /// Sessions per model version (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        sessions: usize,
+        /// Batch concurrent requests, up to this many rows (off by default).
+        #[arg(long, value_name = "ROWS")]
+        batch_max: Option<usize>,
+        /// The longest a batch waits for more requests (only while more are arriving).
+        #[arg(long, value_name = "MS", default_value_t = 2)]
+        batch_wait_ms: u64,
+        /// The largest request body accepted.
+        #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+        max_body: usize,
+        /// Take null (and \"NaN\") in float inputs as missing values (NaN) instead of refusing them.
+        #[arg(long)]
+        allow_nan: bool,
+        /// Do not log predictions.
+        #[arg(long)]
+        no_log: bool,
+        /// Where predictions are logged (default: .cairn/predictions).
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+        /// Close a log segment at this size.
+        #[arg(long, value_name = "MB", default_value_t = 64)]
+        log_segment_mb: u64,
+        /// ... or at this age.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        log_segment_secs: u64,
+    },
+    /// Show a logged prediction and walk it back: model version, run, params, metrics, data, commit.
+    Trace {
+        /// The trace id (the x-cairn-trace-id response header).
+        id: String,
+        /// Where predictions were logged (default: .cairn/predictions).
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Get or set configuration (project `.cairn/config`, or the user's with --user).
     #[command(
         after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout, core.remote\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
@@ -440,6 +496,28 @@ enum ModelCommand {
         /// Remove the policy.
         #[arg(long, conflicts_with_all = ["approvals", "require"])]
         clear: bool,
+    },
+    /// Show or change how an alias's traffic is shared: a canary version with a weight, shadows.
+    #[command(
+        after_help = "A running `cairn serve` follows changes within a second. Promote the canary with `cairn model alias NAME@V ALIAS`; roll back with --clear.\n\nExamples:\n  cairn model rollout churn@production --canary 4 --weight 10\n  cairn model rollout churn@production --shadow 5\n  cairn model rollout churn@production --clear"
+    )]
+    Rollout {
+        /// `NAME@ALIAS`.
+        target: String,
+        /// A version that answers --weight percent of the alias's requests (must meet the alias's policy).
+        #[arg(long, value_name = "VERSION")]
+        canary: Option<i64>,
+        /// The canary's share of requests, in percent (default 10).
+        #[arg(long, value_name = "PERCENT")]
+        weight: Option<i64>,
+        /// A version that gets a copy of every request; its answers are logged, never returned (repeatable).
+        #[arg(long, value_name = "VERSION")]
+        shadow: Vec<i64>,
+        /// Remove the canary and the shadows: the alias's version takes all traffic.
+        #[arg(long, conflicts_with_all = ["canary", "weight", "shadow"])]
+        clear: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -792,6 +870,10 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 ModelCommand::Policy { name, alias, approvals, require, clear } => {
                     model::policy(&repo, &name, &alias, approvals, &require, clear)
                 }
+                ModelCommand::Rollout { target, canary, weight, shadow, clear, output } => serve::rollout(
+                    &repo,
+                    &serve::RolloutRequest { target: &target, canary, weight, shadows: &shadow, clear, json: output.json },
+                ),
             }
         }
         Command::Plots(PlotsCommand::Show { runs, metrics, output }) => plots::show(
@@ -810,6 +892,42 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         }
         Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
         Command::Server { host, port } => tracking::serve(&context.open()?, &host, port, cli.quiet),
+        Command::Serve {
+            targets,
+            host,
+            port,
+            onnxruntime,
+            sessions,
+            batch_max,
+            batch_wait_ms,
+            max_body,
+            allow_nan,
+            no_log,
+            log_dir,
+            log_segment_mb,
+            log_segment_secs,
+        } => serve::serve(
+            &context.open()?,
+            serve::ServeRequest {
+                targets,
+                host,
+                port,
+                onnxruntime: onnxruntime.map(|p| context.cwd.join(p)),
+                sessions,
+                batch_max: batch_max.filter(|&n| n > 1),
+                batch_wait: std::time::Duration::from_millis(batch_wait_ms),
+                max_body,
+                allow_nan,
+                log: !no_log,
+                log_dir: log_dir.map(|d| context.cwd.join(d)),
+                segment_bytes: log_segment_mb.max(1) << 20,
+                segment_age: std::time::Duration::from_secs(log_segment_secs.max(1)),
+            },
+            cli.quiet,
+        ),
+        Command::Trace { id, log_dir, output } => {
+            serve::trace(&context.open()?, &id, log_dir.map(|d| context.cwd.join(d)), output.json)
+        }
         Command::Config { key, value, user, unset, list } => {
             run_config(&context, key, value, user, unset, list)
         }

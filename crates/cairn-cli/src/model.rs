@@ -314,6 +314,16 @@ pub fn alias(repo: &Repo, reference: &str, alias: &str, reason: &str) -> Result<
     }
     let previous =
         store.move_alias(&name, alias, Some(version), &crate::record::user_name(), reason).map_err(meta)?;
+    // Promoting the canary ends its rollout share (shadows stay).
+    if let Some(mut rollout) = store.rollout(&name, alias).map_err(meta)?
+        && rollout.canary == Some(version)
+    {
+        rollout.canary = None;
+        rollout.weight = 0;
+        rollout.shadows.retain(|&s| s != version);
+        let keep = !rollout.shadows.is_empty();
+        store.set_rollout(&name, alias, keep.then_some(&rollout)).map_err(meta)?;
+    }
     match previous {
         Some(p) if p == version => out(format!("{name}@{alias} already is version {version}")),
         Some(p) => out(format!("{name}@{alias}: {p} → {version}")),

@@ -395,6 +395,101 @@ impl Store {
     }
 }
 
+/// How an alias's traffic is shared: a canary version takes `weight` percent of it, and
+/// shadow versions get a copy of every request (their answers are logged, never returned).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rollout {
+    pub canary: Option<i64>,
+    /// Percent of requests (0–100) the canary answers.
+    pub weight: i64,
+    pub shadows: Vec<i64>,
+    pub user: String,
+    pub time: i64,
+}
+
+/// What a model server routes by: every alias and every rollout. Small tables, read whole
+/// by each poll.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoutingSnapshot {
+    /// (model, alias) → version.
+    pub aliases: std::collections::BTreeMap<(String, String), i64>,
+    /// (model, alias) → rollout.
+    pub rollouts: std::collections::BTreeMap<(String, String), Rollout>,
+    /// model → latest version.
+    pub latest: std::collections::BTreeMap<String, i64>,
+}
+
+impl Store {
+    /// Sets (or with `None`, clears) the rollout of `alias`. Versions must exist; the alias
+    /// must point somewhere.
+    pub fn set_rollout(&self, name: &str, alias: &str, rollout: Option<&Rollout>) -> Result<()> {
+        self.tx(|tx| {
+            if tx
+                .query("SELECT 1 FROM model_aliases WHERE name = $1 AND alias = $2", &[name.into(), alias.into()])?
+                .is_empty()
+            {
+                return Err(MetaError::NoModelVersion(format!("{name}@{alias}")));
+            }
+            tx.execute("DELETE FROM model_rollouts WHERE name = $1 AND alias = $2", &[name.into(), alias.into()])?;
+            let Some(r) = rollout else { return Ok(()) };
+            for v in r.canary.iter().chain(&r.shadows) {
+                if tx
+                    .query("SELECT 1 FROM model_versions WHERE name = $1 AND version = $2", &[name.into(), (*v).into()])?
+                    .is_empty()
+                {
+                    return Err(MetaError::NoModelVersion(format!("{name}@{v}")));
+                }
+            }
+            let shadows = r.shadows.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            tx.execute(
+                "INSERT INTO model_rollouts (name, alias, canary, weight, shadows, user_id, time) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    name.into(),
+                    alias.into(),
+                    r.canary.into(),
+                    r.weight.into(),
+                    shadows.into(),
+                    r.user.as_str().into(),
+                    now_ms().into(),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn rollout(&self, name: &str, alias: &str) -> Result<Option<Rollout>> {
+        Ok(self.routing_snapshot()?.rollouts.remove(&(name.to_owned(), alias.to_owned())))
+    }
+
+    /// Every alias, rollout and latest version, in one transaction.
+    pub fn routing_snapshot(&self) -> Result<RoutingSnapshot> {
+        self.tx(|tx| {
+            let mut snapshot = RoutingSnapshot::default();
+            for r in tx.query("SELECT name, alias, version FROM model_aliases", &[])? {
+                snapshot.aliases.insert((r[0].text(), r[1].text()), r[2].int());
+            }
+            for r in tx.query(
+                "SELECT name, alias, canary, weight, shadows, user_id, time FROM model_rollouts",
+                &[],
+            )? {
+                let rollout = Rollout {
+                    canary: r[2].opt_int(),
+                    weight: r[3].int(),
+                    shadows: r[4].text().split(',').filter_map(|v| v.parse().ok()).collect(),
+                    user: r[5].text(),
+                    time: r[6].int(),
+                };
+                snapshot.rollouts.insert((r[0].text(), r[1].text()), rollout);
+            }
+            for r in tx.query("SELECT name, MAX(version) FROM model_versions GROUP BY name", &[])? {
+                snapshot.latest.insert(r[0].text(), r[1].int());
+            }
+            Ok(snapshot)
+        })
+    }
+}
+
 /// `metric OP number`, e.g. `accuracy >= 0.9`.
 pub fn parse_condition(text: &str) -> Option<(String, String, f64)> {
     for op in [">=", "<=", "==", "!=", ">", "<"] {
@@ -465,6 +560,7 @@ impl Store {
                 "alias_policies",
                 "model_approvals",
                 "model_tags",
+                "model_rollouts",
                 "registered_models",
             ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE name = $1"), &[name.into()])?;
@@ -490,7 +586,15 @@ impl Store {
                 &[new_name.into(), now.into(), name.into()],
             )?;
             for table in
-                ["model_versions", "model_aliases", "alias_history", "model_approvals", "alias_policies", "model_tags"]
+                [
+                "model_versions",
+                "model_aliases",
+                "alias_history",
+                "model_approvals",
+                "alias_policies",
+                "model_tags",
+                "model_rollouts",
+            ]
             {
                 tx.execute(
                     &format!("UPDATE {table} SET name = $1 WHERE name = $2"),

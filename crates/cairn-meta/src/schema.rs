@@ -176,6 +176,20 @@ CREATE TABLE alias_policies (
     PRIMARY KEY (name, alias)
 );
 "#,
+    // 4: rollouts: a canary version and its share of an alias's traffic, and shadow versions
+    // that get a copy of it.
+    r#"
+CREATE TABLE model_rollouts (
+    name TEXT NOT NULL REFERENCES registered_models (name) ON DELETE CASCADE,
+    alias TEXT NOT NULL,
+    canary BIGINT,
+    weight BIGINT NOT NULL,
+    shadows TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    time BIGINT NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+"#,
 ];
 
 /// The version this build writes.

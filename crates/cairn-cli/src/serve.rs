@@ -1,0 +1,379 @@
+//! `cairn serve`, `cairn model rollout` and `cairn trace`.
+//!
+//! The server serves registered models (`churn@production`, `churn@3`, `churn`) and follows
+//! the registry: alias moves and rollouts (canary weight, shadows) take effect within a
+//! second, without a restart. Every prediction is logged under `.cairn/predictions/` with a
+//! trace id that `cairn trace` walks back to the model version, its run, params, metrics,
+//! training data and commit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_meta::registry::Rollout;
+use cairn_repo::Repo;
+use cairn_serve::batch::BatchConfig;
+use cairn_serve::predlog::{self, LogConfig, PredictionLog};
+use cairn_serve::routing::{Catalog, Routes, Target};
+use cairn_serve::runtime::{OnnxRuntime, locate_onnxruntime};
+use cairn_serve::server::App;
+use cairn_serve::tensor::Strictness;
+use serde_json::{Value, json};
+
+use crate::exp::open_store;
+use crate::failure::Failure;
+use crate::output::out;
+
+/// Where predictions are logged unless `--log-dir` says otherwise.
+pub const PREDICTIONS_DIR: &str = ".cairn/predictions";
+
+pub struct ServeRequest {
+    pub targets: Vec<String>,
+    pub host: String,
+    pub port: u16,
+    pub onnxruntime: Option<PathBuf>,
+    pub sessions: usize,
+    pub batch_max: Option<usize>,
+    pub batch_wait: Duration,
+    pub max_body: usize,
+    pub allow_nan: bool,
+    pub log: bool,
+    pub log_dir: Option<PathBuf>,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+}
+
+fn meta(e: cairn_meta::MetaError) -> Failure {
+    Failure::user(e.to_string(), None)
+}
+
+/// `cairn serve TARGET...` until Ctrl-C or SIGTERM; in-flight requests finish and the
+/// prediction log is sealed before it exits.
+pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Failure> {
+    if request.targets.is_empty() {
+        return Err(Failure::usage("name the models to serve: `cairn serve churn@production` (see `cairn model list`)"));
+    }
+    let targets: Vec<Target> =
+        request.targets.iter().map(|t| t.parse::<Target>().map_err(Failure::usage)).collect::<Result<_, _>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &targets {
+        if !seen.insert(t.model.clone()) {
+            return Err(Failure::usage(format!(
+                "`{}` is named twice; serve one reference per model (its other versions are reachable by number while served as canary or shadow)",
+                t.model
+            )));
+        }
+    }
+    // ONNX Runtime first: a missing library is one clear error before anything else.
+    let library = match &request.onnxruntime {
+        Some(path) => path.clone(),
+        None => locate_onnxruntime(Some(repo.root())).map_err(|e| {
+            Failure::user(e.to_string(), Some("or pass --onnxruntime PATH"))
+        })?,
+    };
+    let runtime = OnnxRuntime::init(&library, request.sessions).map_err(|e| Failure::user(e.to_string(), None))?;
+    let runtime_version = runtime.version();
+    let store = Arc::new(open_store(repo)?);
+    for t in &targets {
+        if store.model(&t.model).map_err(meta)?.is_none() {
+            return Err(Failure::user(
+                format!("no model named `{}` in the registry", t.model),
+                Some("register it with `cairn model register NAME PATH`; list models with `cairn model list`"),
+            ));
+        }
+    }
+    let workers = if request.sessions == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    } else {
+        request.sessions
+    };
+    let batching = request.batch_max.map(|max_batch| BatchConfig { max_batch, max_wait: request.batch_wait, workers });
+    let catalog = Arc::new(Catalog::new(store.clone(), repo.store().clone(), Arc::new(runtime), batching));
+    let snapshot = store.routing_snapshot().map_err(meta)?;
+    let table = catalog.table(&targets, &snapshot);
+    if !quiet {
+        for route in table.routes.values() {
+            let mut line = format!("  {}", route.target);
+            match &route.primary {
+                Some(v) => line.push_str(&format!(" → version {}", v.version)),
+                None => line.push_str(" → nothing"),
+            }
+            if let Some((c, w)) = &route.canary {
+                line.push_str(&format!(", canary {} at {w}%", c.version));
+            }
+            for s in &route.shadows {
+                line.push_str(&format!(", shadow {}", s.version));
+            }
+            match route.reason() {
+                None => line.push_str(" (ready)"),
+                Some(reason) => line.push_str(&format!(" (NOT READY: {reason})")),
+            }
+            eprintln!("{line}");
+        }
+    }
+    let routes = Arc::new(Routes::new(table));
+    let log = if request.log {
+        let dir = request.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR));
+        Some(
+            PredictionLog::start(LogConfig {
+                dir: dir.clone(),
+                segment_bytes: request.segment_bytes,
+                segment_age: request.segment_age,
+            })
+            .map_err(|e| Failure::user(e.to_string(), Some("choose another --log-dir, or --no-log")))?,
+        )
+    } else {
+        None
+    };
+    let app = Arc::new(App {
+        routes: routes.clone(),
+        catalog: catalog.clone(),
+        metrics: cairn_serve::metrics::Metrics::new(),
+        log,
+        strict: Strictness { allow_nan: request.allow_nan },
+        max_body: request.max_body,
+        runtime_version,
+    });
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::user(format!("cannot start the server's runtime: {e}"), None))?;
+    let result = tokio.block_on(async {
+        let (host, port) = (request.host.as_str(), request.port);
+        let listener = tokio::net::TcpListener::bind((host, port)).await.map_err(|e| {
+            Failure::user(
+                format!("cannot listen on {host}:{port}: {e}"),
+                Some("choose another port with --port (0 picks a free one), or stop what holds this one"),
+            )
+        })?;
+        let address =
+            listener.local_addr().map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
+        if !quiet {
+            eprintln!(
+                "cairn model server on http://{address} (ONNX Runtime from {}); Ctrl-C stops it\n  native: POST /models/NAME/predict · KServe v2: /v2/models/NAME/infer · MLflow: POST /invocations · /metrics",
+                library.display()
+            );
+        }
+        // Stdout carries only the URL, for scripts that start the server on port 0.
+        println!("http://{address}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(cairn_serve::routing::watch(catalog, routes, targets, snapshot, stop_rx));
+        let served = axum::serve(listener, cairn_serve::server::router(app.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = watcher.await;
+        served.map_err(|e| Failure::user(format!("the server stopped: {e}"), None))
+    });
+    // Requests have finished; seal the prediction log.
+    if let Some(log) = &app.log {
+        log.close().map_err(|e| Failure::user(format!("the prediction log could not be sealed: {e}"), None))?;
+        if !quiet {
+            eprintln!("prediction log sealed");
+        }
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+pub struct RolloutRequest<'a> {
+    /// `NAME@ALIAS`.
+    pub target: &'a str,
+    pub canary: Option<i64>,
+    pub weight: Option<i64>,
+    pub shadows: &'a [i64],
+    pub clear: bool,
+    pub json: bool,
+}
+
+/// `cairn model rollout NAME@ALIAS [--canary V --weight P] [--shadow V]... [--clear]`.
+pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
+    let Some((name, alias)) = request.target.split_once('@').filter(|(n, a)| !n.is_empty() && !a.is_empty()) else {
+        return Err(Failure::usage(format!("`{}`: give NAME@ALIAS, e.g. churn@production", request.target)));
+    };
+    let store = open_store(repo)?;
+    let Some(current) = store.resolve_alias(name, alias).map_err(meta)? else {
+        return Err(Failure::user(
+            format!("`{name}` has no alias `{alias}`"),
+            Some("point it at a version first: `cairn model alias NAME@VERSION ALIAS`"),
+        ));
+    };
+    let changing = request.canary.is_some() || request.weight.is_some() || !request.shadows.is_empty() || request.clear;
+    if changing {
+        let mut rollout = if request.clear { Rollout::default() } else { store.rollout(name, alias).map_err(meta)?.unwrap_or_default() };
+        if let Some(v) = request.canary {
+            if v == current {
+                return Err(Failure::usage(format!("version {v} already is `{alias}`; a canary must be another version")));
+            }
+            // The canary answers real traffic for the alias: it must meet the alias's policy.
+            let problems = store.policy_violations(name, alias, v).map_err(meta)?;
+            if !problems.is_empty() {
+                return Err(Failure::user(
+                    format!("{name}@{v} may not take `{alias}` traffic:\n  {}", problems.join("\n  ")),
+                    Some("the rollout did not change; see `cairn model policy NAME ALIAS`"),
+                ));
+            }
+            rollout.canary = Some(v);
+            if request.weight.is_none() && rollout.weight == 0 {
+                rollout.weight = 10;
+            }
+        }
+        if let Some(w) = request.weight {
+            if !(0..=100).contains(&w) {
+                return Err(Failure::usage(format!("--weight {w}: give a percentage from 0 to 100")));
+            }
+            if rollout.canary.is_none() {
+                return Err(Failure::usage("--weight needs a canary: add --canary VERSION"));
+            }
+            rollout.weight = w;
+        }
+        for &s in request.shadows {
+            if !rollout.shadows.contains(&s) {
+                rollout.shadows.push(s);
+            }
+        }
+        rollout.user = crate::record::user_name();
+        let empty = rollout.canary.is_none() && rollout.shadows.is_empty();
+        store.set_rollout(name, alias, if empty { None } else { Some(&rollout) }).map_err(|e| match e {
+            cairn_meta::MetaError::NoModelVersion(v) => {
+                Failure::user(format!("no version {v}"), Some("see `cairn model versions NAME`"))
+            }
+            other => meta(other),
+        })?;
+    }
+    let rollout = store.rollout(name, alias).map_err(meta)?;
+    if request.json {
+        return crate::output::json(&json!({
+            "name": name, "alias": alias, "version": current,
+            "canary": rollout.as_ref().and_then(|r| r.canary),
+            "weight": rollout.as_ref().map_or(0, |r| r.weight),
+            "shadows": rollout.as_ref().map(|r| r.shadows.clone()).unwrap_or_default(),
+        }));
+    }
+    match rollout {
+        None => out(format!("{name}@{alias}: version {current} takes all traffic")),
+        Some(r) => {
+            let mut line = match r.canary {
+                Some(c) => format!("{name}@{alias}: version {current} {}%, canary {c} {}%", 100 - r.weight, r.weight),
+                None => format!("{name}@{alias}: version {current} takes all traffic"),
+            };
+            if !r.shadows.is_empty() {
+                line.push_str(&format!("; shadows {}", r.shadows.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")));
+            }
+            out(line)
+        }
+    }
+}
+
+/// `cairn trace ID`: a logged prediction, walked back to its model version, run, params,
+/// metrics, training data and commit.
+pub fn trace(repo: &Repo, id: &str, log_dir: Option<PathBuf>, as_json: bool) -> Result<(), Failure> {
+    let dir = log_dir.unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR));
+    let entries = predlog::find(&dir, id.trim()).map_err(|e| Failure::user(e.to_string(), None))?;
+    let Some(answer) = entries.iter().find(|e| e.role != "shadow").or(entries.first()) else {
+        return Err(Failure::user(
+            format!("no prediction with trace id `{id}` in {}", dir.display()),
+            Some("trace ids come from the x-cairn-trace-id response header; a server started elsewhere logs under its own --log-dir"),
+        ));
+    };
+    let store = open_store(repo)?;
+    let version = store.model_version(&answer.model, answer.version).map_err(meta)?;
+    let lineage: Value = version.as_ref().and_then(|v| serde_json::from_str(&v.lineage).ok()).unwrap_or(Value::Null);
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    if as_json {
+        return crate::output::json(&json!({
+            "trace_id": answer.trace_id,
+            "time_ms": answer.time_ms,
+            "endpoint": answer.endpoint,
+            "model": answer.model,
+            "version": answer.version,
+            "role": answer.role,
+            "protocol": answer.protocol,
+            "status": answer.status,
+            "latency_us": answer.latency_us,
+            "inputs": parse(&answer.inputs),
+            "outputs": parse(&answer.outputs),
+            "error": answer.error,
+            "shadows": entries.iter().filter(|e| e.role == "shadow").map(|e| json!({
+                "version": e.version, "status": e.status, "outputs": parse(&e.outputs), "error": e.error,
+            })).collect::<Vec<_>>(),
+            "model_version": version.as_ref().map(|v| json!({
+                "digest": v.digest, "source": v.source, "run_id": v.run_id, "creation_time": v.creation_time,
+                "profile": v.profile,
+            })),
+            "lineage": lineage,
+        }));
+    }
+    out(format!("prediction {}", answer.trace_id))?;
+    out(format!(
+        "  at        {} ({} protocol, HTTP {}, {:.2} ms)",
+        crate::output::format_time(answer.time_ms),
+        answer.protocol,
+        answer.status,
+        answer.latency_us as f64 / 1000.0
+    ))?;
+    out(format!("  model     {}@{} ({}; endpoint `{}`)", answer.model, answer.version, answer.role, answer.endpoint))?;
+    out(format!("  inputs    {}", answer.inputs))?;
+    match &answer.error {
+        Some(e) => out(format!("  error     {e}"))?,
+        None => out(format!("  outputs   {}", answer.outputs))?,
+    }
+    for shadow in entries.iter().filter(|e| e.role == "shadow") {
+        out(format!(
+            "  shadow    {}@{}: {}",
+            shadow.model,
+            shadow.version,
+            shadow.error.clone().unwrap_or_else(|| shadow.outputs.clone())
+        ))?;
+    }
+    let Some(v) = version else {
+        return out(format!("  version   {}@{} is no longer in the registry", answer.model, answer.version));
+    };
+    out(format!("  version   {}@{}: {} ({}, registered from {})", v.name, v.version, v.digest, v.kind, v.source))?;
+    let Some(run_id) = &v.run_id else {
+        return out("  run       none recorded (registered without --run, and no recorded run wrote this content)");
+    };
+    out(format!("  run       {run_id}"))?;
+    if let Some(params) = lineage.get("params").and_then(Value::as_object).filter(|p| !p.is_empty()) {
+        let text: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_owned))).collect();
+        out(format!("  params    {}", text.join(" ")))?;
+    }
+    if let Some(metrics) = lineage.get("metrics").and_then(Value::as_object).filter(|m| !m.is_empty()) {
+        let text: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out(format!("  metrics   {}", text.join(" ")))?;
+    }
+    for input in lineage.get("inputs").and_then(Value::as_array).into_iter().flatten() {
+        out(format!(
+            "  data      {} {}",
+            input.get("path").and_then(Value::as_str).unwrap_or("?"),
+            input.get("digest").and_then(Value::as_str).unwrap_or("?")
+        ))?;
+    }
+    match lineage.get("commit").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+        Some(commit) => {
+            let dirty = lineage.get("dirty").and_then(Value::as_bool).unwrap_or(false);
+            out(format!("  commit    {commit}{}", if dirty { " (with uncommitted changes)" } else { "" }))
+        }
+        None => out("  commit    none recorded"),
+    }
+}

@@ -1,0 +1,21 @@
+//! `cairn serve`: registered models over HTTP — a native JSON API, KServe v2 (the Open
+//! Inference Protocol) and MLflow's scoring protocol — run by ONNX Runtime, routed by the
+//! registry's aliases and rollouts, optionally batched, and logged prediction by prediction.
+//!
+//! - [`runtime`]: the [`runtime::Runtime`] trait and ONNX Runtime behind it (pooled sessions).
+//! - [`tensor`]: tensors, and JSON → typed inputs with errors that name the field.
+//! - [`routing`]: targets, the registry watcher, canary and shadow routing.
+//! - [`batch`]: adaptive batching.
+//! - [`predlog`]: the prediction log (WAL + Parquet segments) and trace lookup.
+//! - [`server`]: the HTTP protocols.
+//! - [`metrics`]: Prometheus metrics.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod batch;
+pub mod metrics;
+pub mod predlog;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod tensor;

@@ -1,0 +1,367 @@
+//! What the server serves and where each request goes.
+//!
+//! The server is started with targets (`churn@production`, `fraud@3`, `churn`). A target
+//! names a model and a reference: an alias (followed live), a version (fixed) or nothing (the
+//! latest version, followed live). The registry decides the rest: the version an alias points
+//! at, and its rollout ([`cairn_meta::registry::Rollout`]): a canary version with a share of
+//! the traffic, and shadow versions that get a copy of it.
+//!
+//! A watcher reads the registry's routing snapshot every [`POLL`] and, when it changed,
+//! loads what is new and swaps in a new [`Table`]. Requests hold the versions they started
+//! with, so a swap drops nothing and a rollback is in effect within a second.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use cairn_hash::{Digest, Manifest};
+use cairn_meta::registry::{ModelVersion, RoutingSnapshot};
+use cairn_model::TensorSpec;
+
+use crate::batch::{BatchConfig, Batcher};
+use crate::runtime::{Model, Runtime};
+use crate::tensor::{DType, InputSpec};
+
+/// How often the registry is read for alias and rollout changes.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// One served model and how it is referenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub model: String,
+    pub reference: Reference,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    Alias(String),
+    Version(i64),
+    Latest,
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    /// `NAME`, `NAME@ALIAS` or `NAME@VERSION`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (model, reference) = match text.split_once('@') {
+            None => (text, Reference::Latest),
+            Some((model, at)) if !at.is_empty() => {
+                (model, at.parse::<i64>().map_or_else(|_| Reference::Alias(at.to_owned()), Reference::Version))
+            }
+            Some(_) => return Err(format!("`{text}`: give NAME, NAME@ALIAS or NAME@VERSION")),
+        };
+        if model.is_empty() {
+            return Err(format!("`{text}`: the model name is missing"));
+        }
+        Ok(Self { model: model.to_owned(), reference })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reference {
+            Reference::Alias(a) => write!(f, "{}@{a}", self.model),
+            Reference::Version(v) => write!(f, "{}@{v}", self.model),
+            Reference::Latest => write!(f, "{}", self.model),
+        }
+    }
+}
+
+/// One registered model version as the server holds it: loaded, or failed with the reason.
+pub struct Version {
+    pub name: String,
+    pub version: i64,
+    pub digest: String,
+    pub run_id: Option<String>,
+    pub inputs: Vec<InputSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub model: Result<Arc<dyn Model>, String>,
+    pub batcher: Option<Batcher>,
+}
+
+impl Version {
+    pub fn ready(&self) -> bool {
+        self.model.is_ok()
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Where one endpoint's requests go now.
+#[derive(Clone)]
+pub struct Route {
+    pub target: Target,
+    /// The version answering (the alias's, the fixed one, or the latest); `None` with
+    /// `error` when the reference resolves to nothing.
+    pub primary: Option<Arc<Version>>,
+    /// A canary version and the percent of requests it answers.
+    pub canary: Option<(Arc<Version>, u32)>,
+    /// Versions that get a copy of every request; their answers are logged, never returned.
+    pub shadows: Vec<Arc<Version>>,
+    pub error: Option<String>,
+}
+
+impl Route {
+    /// The version that answers one request: the canary for its share, else the primary.
+    pub fn pick(&self) -> Option<&Arc<Version>> {
+        if let Some((canary, weight)) = &self.canary
+            && fastrand::u32(0..100) < *weight
+        {
+            return Some(canary);
+        }
+        self.primary.as_ref()
+    }
+
+    /// Every version this route may answer with or copy to.
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<Version>> {
+        self.primary.iter().chain(self.canary.iter().map(|(v, _)| v)).chain(self.shadows.iter())
+    }
+
+    /// A specific version of this endpoint, when it is being served.
+    pub fn version(&self, number: i64) -> Option<&Arc<Version>> {
+        self.versions().find(|v| v.version == number)
+    }
+
+    pub fn ready(&self) -> bool {
+        self.primary.as_ref().is_some_and(|v| v.ready()) && self.canary.as_ref().is_none_or(|(v, _)| v.ready())
+    }
+
+    /// Why this endpoint is not ready.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(error) = &self.error {
+            return Some(error.clone());
+        }
+        for v in self.primary.iter().chain(self.canary.iter().map(|(v, _)| v)) {
+            if let Err(e) = &v.model {
+                return Some(format!("{}: {e}", v.label()));
+            }
+        }
+        None
+    }
+}
+
+/// Every endpoint, by model name.
+#[derive(Clone, Default)]
+pub struct Table {
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// Loads model versions from the registry and the cache, once each.
+pub struct Catalog {
+    meta: Arc<cairn_meta::Store>,
+    objects: cairn_store::Store,
+    runtime: Arc<dyn Runtime>,
+    batching: Option<BatchConfig>,
+    loaded: Mutex<HashMap<(String, i64), Arc<Version>>>,
+}
+
+impl Catalog {
+    pub fn new(
+        meta: Arc<cairn_meta::Store>,
+        objects: cairn_store::Store,
+        runtime: Arc<dyn Runtime>,
+        batching: Option<BatchConfig>,
+    ) -> Self {
+        Self { meta, objects, runtime, batching, loaded: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn meta(&self) -> &cairn_meta::Store {
+        &self.meta
+    }
+
+    /// The version, loaded (or failed) once and kept while a table uses it.
+    pub fn version(&self, name: &str, number: i64) -> Arc<Version> {
+        let key = (name.to_owned(), number);
+        if let Some(v) = self.loaded.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return v.clone();
+        }
+        let version = Arc::new(self.load(name, number));
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner).insert(key, version.clone());
+        version
+    }
+
+    /// Forgets versions no table uses any more (their memory goes when the last request
+    /// holding them ends).
+    fn retain(&self, table: &Table) {
+        let keep: std::collections::HashSet<(String, i64)> = table
+            .routes
+            .values()
+            .flat_map(|r| r.versions().map(|v| (v.name.clone(), v.version)).collect::<Vec<_>>())
+            .collect();
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner).retain(|k, _| keep.contains(k));
+    }
+
+    fn load(&self, name: &str, number: i64) -> Version {
+        let record = match self.meta.model_version(name, number) {
+            Ok(Some(v)) => v,
+            Ok(None) => return failed(name, number, format!("the registry has no {name}@{number}")),
+            Err(e) => return failed(name, number, format!("cannot read the registry: {e}")),
+        };
+        let signature: cairn_model::Signature = serde_json::from_str(&record.signature).unwrap_or_default();
+        let mut inputs = Vec::new();
+        let mut problems = Vec::new();
+        for spec in &signature.inputs {
+            match DType::from_name(&spec.dtype) {
+                Some(dtype) => inputs.push(InputSpec {
+                    name: spec.name.clone(),
+                    dtype,
+                    row_shape: spec
+                        .shape
+                        .as_ref()
+                        .map(|s| s.iter().skip(1).map(|d| d.and_then(|d| usize::try_from(d).ok())).collect())
+                        .unwrap_or_default(),
+                }),
+                None => problems.push(format!("input `{}` has type {}, which Cairn cannot send", spec.name, spec.dtype)),
+            }
+        }
+        let model = if !problems.is_empty() {
+            Err(problems.join("; "))
+        } else if record.runtime != self.runtime.name() {
+            Err(format!("runtime `{}` is not available (this server runs `{}`)", record.runtime, self.runtime.name()))
+        } else {
+            self.bytes(&record).and_then(|bytes| self.runtime.load(&bytes).map_err(|e| e.to_string()))
+        };
+        let batcher = match (&model, &self.batching) {
+            (Ok(m), Some(config)) => Some(Batcher::start(m.clone(), config.clone(), &format!("{name}@{number}"))),
+            _ => None,
+        };
+        Version {
+            name: name.to_owned(),
+            version: number,
+            digest: record.digest.clone(),
+            run_id: record.run_id.clone(),
+            inputs,
+            outputs: signature.outputs,
+            model,
+            batcher,
+        }
+    }
+
+    /// The model file's bytes from the cache, verified.
+    fn bytes(&self, record: &ModelVersion) -> Result<Vec<u8>, String> {
+        let missing = |digest: &Digest| {
+            format!(
+                "the model file ({digest}) is not in the cache at {}; run `cairn pull` or `cairn fetch` to get it",
+                self.objects.root().display()
+            )
+        };
+        let read = |digest: &Digest| {
+            self.objects.read_verified(digest).map_err(|e| match e {
+                cairn_store::StoreError::MissingObject { .. } => missing(digest),
+                other => other.to_string(),
+            })
+        };
+        let digest = Digest::from_str(&record.digest).map_err(|_| format!("bad digest `{}`", record.digest))?;
+        if record.kind != "directory" {
+            return read(&digest);
+        }
+        let manifest = Manifest::decode(&read(&digest)?).map_err(|e| format!("bad directory manifest: {e}"))?;
+        let entry = manifest
+            .entries()
+            .iter()
+            .find(|e| e.path == record.model_file.as_bytes())
+            .ok_or_else(|| format!("the model directory has no `{}`", record.model_file))?;
+        read(&entry.digest)
+    }
+
+    /// The table for `targets` under `snapshot`.
+    pub fn table(&self, targets: &[Target], snapshot: &RoutingSnapshot) -> Table {
+        let mut table = Table::default();
+        for target in targets {
+            let key = |alias: &str| (target.model.clone(), alias.to_owned());
+            let (number, rollout) = match &target.reference {
+                Reference::Version(v) => (Some(*v), None),
+                Reference::Latest => (snapshot.latest.get(&target.model).copied(), None),
+                Reference::Alias(alias) => (snapshot.aliases.get(&key(alias)).copied(), snapshot.rollouts.get(&key(alias))),
+            };
+            let error = match (number, &target.reference) {
+                (Some(_), _) => None,
+                (None, Reference::Alias(alias)) => Some(format!(
+                    "alias `{alias}` of `{}` points at no version; set it with `cairn model alias {}@VERSION {alias}`",
+                    target.model, target.model
+                )),
+                (None, _) => Some(format!("the registry has no versions of `{}`", target.model)),
+            };
+            let primary = number.map(|n| self.version(&target.model, n));
+            let canary = rollout.and_then(|r| {
+                let v = r.canary?;
+                (Some(v) != number && r.weight > 0).then(|| (self.version(&target.model, v), r.weight.clamp(0, 100) as u32))
+            });
+            let shadows = rollout
+                .map(|r| r.shadows.iter().filter(|&&v| Some(v) != number).map(|&v| self.version(&target.model, v)).collect())
+                .unwrap_or_default();
+            table.routes.insert(target.model.clone(), Route { target: target.clone(), primary, canary, shadows, error });
+        }
+        self.retain(&table);
+        table
+    }
+}
+
+fn failed(name: &str, number: i64, reason: String) -> Version {
+    Version {
+        name: name.to_owned(),
+        version: number,
+        digest: String::new(),
+        run_id: None,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        model: Err(reason),
+        batcher: None,
+    }
+}
+
+/// The current table, swapped whole.
+pub struct Routes {
+    current: RwLock<Arc<Table>>,
+}
+
+impl Routes {
+    pub fn new(table: Table) -> Self {
+        Self { current: RwLock::new(Arc::new(table)) }
+    }
+
+    pub fn get(&self) -> Arc<Table> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn set(&self, table: Table) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+    }
+}
+
+/// Follows the registry: every [`POLL`], reads the routing snapshot and swaps in a new table
+/// when it changed. Runs until `stop` fires.
+pub async fn watch(
+    catalog: Arc<Catalog>,
+    routes: Arc<Routes>,
+    targets: Vec<Target>,
+    mut last: RoutingSnapshot,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let reader = catalog.clone();
+        let Ok(Ok(snapshot)) = tokio::task::spawn_blocking(move || reader.meta().routing_snapshot()).await else {
+            // The registry is unreachable for now: keep serving what is loaded.
+            continue;
+        };
+        if snapshot == last {
+            continue;
+        }
+        let builder = catalog.clone();
+        let (wanted, seen) = (targets.clone(), snapshot.clone());
+        if let Ok(table) = tokio::task::spawn_blocking(move || builder.table(&wanted, &seen)).await {
+            routes.set(table);
+            last = snapshot;
+        }
+    }
+}

@@ -1,0 +1,945 @@
+//! The HTTP server: three protocols over one prediction path.
+//!
+//! | | |
+//! |---|---|
+//! | native | `POST /models/{name}[/versions/{v}]/predict` with `{"inputs": {feature: value}}` or `{"inputs": [records]}`; `GET /models`, `GET /models/{name}` |
+//! | KServe v2 (Open Inference Protocol) | `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `GET /v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer` |
+//! | MLflow scoring | `POST /invocations` (`dataframe_split`, `dataframe_records`, `instances`, `inputs`), `GET /ping`, `/health`, `/version` |
+//! | operations | `GET /metrics` (Prometheus) |
+//!
+//! Bodies are read as JSON whatever the Content-Type says (tritonclient sends none). Every
+//! answer carries `x-cairn-trace-id` and `x-cairn-model-version`; bad input is a 4xx in the
+//! protocol's own error shape naming the field and the type it needs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use crate::metrics::{Metrics, RequestLabels, VersionLabels};
+use crate::predlog::{PredictionLog, Record, now_ms, trace_id};
+use crate::routing::{Catalog, Route, Routes, Version};
+use crate::runtime::RuntimeError;
+use crate::tensor::{BadInput, DType, InputSpec, Output, Strictness, Tensor, column, flatten, from_flat};
+
+pub const TRACE_HEADER: &str = "x-cairn-trace-id";
+pub const VERSION_HEADER: &str = "x-cairn-model-version";
+
+/// Everything the handlers share.
+pub struct App {
+    pub routes: Arc<Routes>,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Metrics,
+    pub log: Option<PredictionLog>,
+    pub strict: Strictness,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// What `/version` and `GET /v2` report about the runtime.
+    pub runtime_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Native,
+    KServe,
+    Mlflow,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::KServe => "kserve",
+            Self::Mlflow => "mlflow",
+        }
+    }
+}
+
+/// A failed request, rendered in its protocol's error shape.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub expected: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None, expected: None }
+    }
+
+    fn bad(input: BadInput) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "INVALID_INPUT",
+            message: input.message,
+            field: input.field,
+            expected: input.expected,
+        }
+    }
+
+    fn render(&self, protocol: Protocol) -> Response {
+        let body = match protocol {
+            Protocol::Native => {
+                let mut error = Map::new();
+                error.insert("code".into(), self.code.into());
+                error.insert("message".into(), self.message.clone().into());
+                if let Some(f) = &self.field {
+                    error.insert("field".into(), f.clone().into());
+                }
+                if let Some(e) = &self.expected {
+                    error.insert("expected".into(), e.clone().into());
+                }
+                json!({ "error": error })
+            }
+            Protocol::KServe => json!({ "error": self.message }),
+            Protocol::Mlflow => {
+                let code = if self.status.is_client_error() { "BAD_REQUEST" } else { "INTERNAL_ERROR" };
+                json!({ "error_code": code, "message": self.message })
+            }
+        };
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        // Native.
+        .route("/models", get(native_list))
+        .route("/models/{name}", get(native_model))
+        .route("/models/{name}/predict", post(native_predict))
+        .route("/models/{name}/versions/{version}/predict", post(native_predict_version))
+        // KServe v2.
+        .route("/v2", get(kserve_server))
+        .route("/v2/health/live", get(|| async { (StatusCode::OK, json_body(&json!({"live": true}))) }))
+        .route("/v2/health/ready", get(kserve_server_ready))
+        .route("/v2/models/{name}", get(kserve_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(kserve_metadata_version))
+        .route("/v2/models/{name}/ready", get(kserve_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(kserve_ready_version))
+        .route("/v2/models/{name}/infer", post(kserve_infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(kserve_infer_version))
+        // MLflow scoring.
+        .route("/invocations", post(mlflow_invocations))
+        .route("/ping", get(health))
+        .route("/health", get(health))
+        .route("/version", get(version))
+        // Operations.
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such endpoint; see /models (native), /v2/models/{name} (KServe v2) or /invocations (MLflow)",
+            )
+            .render(Protocol::Native)
+        })
+        .with_state(app)
+}
+
+fn json_body(value: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+/// Reads the body as JSON (whatever the Content-Type), within the size limit.
+async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let too_big = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request body is larger than this server's limit of {} bytes (cairn serve --max-body)", app.max_body),
+        )
+    };
+    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+        && length > app.max_body
+    {
+        return Err(too_big());
+    }
+    let bytes = axum::body::to_bytes(body, app.max_body).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) || e.to_string().contains("length limit") {
+            too_big()
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "BAD_BODY", format!("cannot read the request body: {e}"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", "the request body is empty; send a JSON object"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("the request body is not valid JSON: {e}"))
+    })
+}
+
+/// Turns one parsed body into a version's inputs.
+type Parse = fn(&Version, &Value, Strictness) -> Result<Vec<(String, Tensor)>, BadInput>;
+
+/// What a successful prediction hands back to the protocol that formats it.
+struct Answer {
+    version: Arc<Version>,
+    outputs: Vec<(String, Output)>,
+    trace_id: String,
+}
+
+fn not_served(table_routes: &std::collections::BTreeMap<String, Route>, name: &str) -> ApiError {
+    let served: Vec<&str> = table_routes.keys().map(String::as_str).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "MODEL_NOT_FOUND",
+        format!("model `{name}` is not served here (serving: {})", if served.is_empty() { "nothing".into() } else { served.join(", ") }),
+    )
+}
+
+/// The prediction path every protocol shares: route, parse, run, log, copy to shadows.
+async fn predict(
+    app: &Arc<App>,
+    protocol: Protocol,
+    endpoint: &str,
+    number: Option<i64>,
+    body: Value,
+    parse: Parse,
+) -> Result<Answer, (ApiError, Option<String>)> {
+    let started = Instant::now();
+    let time_ms = now_ms();
+    let trace = trace_id(time_ms);
+    let table = app.routes.get();
+    let fail = |e: ApiError| (e, Some(trace.clone()));
+    let route = table.routes.get(endpoint).ok_or_else(|| fail(not_served(&table.routes, endpoint)))?;
+    let (version, role) = match number {
+        Some(n) => (
+            route.version(n).ok_or_else(|| {
+                let serving: Vec<String> = route.versions().map(|v| v.version.to_string()).collect();
+                fail(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "VERSION_NOT_FOUND",
+                    format!("version {n} of `{endpoint}` is not served here (serving: {})", serving.join(", ")),
+                ))
+            })?,
+            "direct",
+        ),
+        None => {
+            let picked = route.pick().ok_or_else(|| {
+                fail(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NOT_READY",
+                    route.reason().unwrap_or_else(|| format!("`{endpoint}` has no version to serve")),
+                ))
+            })?;
+            let role = if route.canary.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, picked)) { "canary" } else { "primary" };
+            (picked, role)
+        }
+    };
+    let version = version.clone();
+    let shadows: Vec<Arc<Version>> = if number.is_none() { route.shadows.clone() } else { Vec::new() };
+    drop(table);
+    let model = match &version.model {
+        Ok(m) => m.clone(),
+        Err(reason) => {
+            return Err(fail(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NOT_READY",
+                format!("model {} is not ready: {reason}", version.label()),
+            )));
+        }
+    };
+    let coming = version.batcher.as_ref().map(|b| b.announce());
+    let result = match parse(&version, &body, app.strict) {
+        Err(bad) => Err(ApiError::bad(bad)),
+        Ok(inputs) => {
+            let inputs = Arc::new(inputs);
+            let ran = match (&version.batcher, coming) {
+                (Some(batcher), Some(coming)) => batcher.run(coming, inputs.as_ref().clone()).await,
+                _ => {
+                    let (m, i) = (model.clone(), inputs.clone());
+                    tokio::task::spawn_blocking(move || m.run(&i))
+                        .await
+                        .unwrap_or_else(|e| Err(RuntimeError::Run(format!("the model's thread failed: {e}"))))
+                }
+            };
+            match ran {
+                Ok(outputs) => Ok((inputs, outputs)),
+                Err(RuntimeError::Run(message)) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MODEL_REJECTED_INPUT",
+                    format!("model {} failed on this input: {message}", version.label()),
+                )),
+                Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "MODEL_ERROR", format!("model {}: {e}", version.label()))),
+            }
+        }
+    };
+    let latency = started.elapsed();
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            model: version.name.clone(),
+            version: version.version.to_string(),
+            protocol: protocol.name().into(),
+            status: status.to_string(),
+        })
+        .inc();
+    app.metrics
+        .latency
+        .get_or_create(&VersionLabels { model: version.name.clone(), version: version.version.to_string() })
+        .observe(latency.as_secs_f64());
+    let (inputs, outputs, error) = match &result {
+        Ok((inputs, outputs)) => (inputs.clone(), Some(outputs.clone()), None),
+        Err(e) => (Arc::new(Vec::new()), None, Some(e.message.clone())),
+    };
+    if let Some(log) = &app.log {
+        log.log(Record {
+            trace_id: trace.clone(),
+            time_ms,
+            endpoint: endpoint.to_owned(),
+            model: version.name.clone(),
+            version: version.version,
+            role,
+            protocol: protocol.name(),
+            status,
+            latency_us: latency.as_micros() as i64,
+            inputs,
+            outputs,
+            error,
+        });
+    }
+    if !shadows.is_empty() {
+        let body = Arc::new(body);
+        for shadow in shadows {
+            let (app, body, trace, endpoint) = (app.clone(), body.clone(), trace.clone(), endpoint.to_owned());
+            tokio::spawn(async move { run_shadow(&app, protocol, &endpoint, &shadow, &body, parse, trace, time_ms).await });
+        }
+    }
+    match result {
+        Ok((_, outputs)) => Ok(Answer { version, outputs, trace_id: trace }),
+        Err(e) => Err((e, Some(trace))),
+    }
+}
+
+/// Runs a copy of a request on a shadow version and logs the answer; never returned.
+#[allow(clippy::too_many_arguments)]
+async fn run_shadow(
+    app: &Arc<App>,
+    protocol: Protocol,
+    endpoint: &str,
+    shadow: &Arc<Version>,
+    body: &Value,
+    parse: Parse,
+    trace: String,
+    time_ms: i64,
+) {
+    let started = Instant::now();
+    let outcome = match (&shadow.model, parse(shadow, body, app.strict)) {
+        (Err(reason), _) => Err((503u16, format!("not ready: {reason}"), Vec::new())),
+        (_, Err(bad)) => Err((400, bad.message, Vec::new())),
+        (Ok(model), Ok(inputs)) => {
+            let inputs = Arc::new(inputs);
+            let (m, i) = (model.clone(), inputs.clone());
+            match tokio::task::spawn_blocking(move || m.run(&i)).await {
+                Ok(Ok(outputs)) => Ok((inputs, outputs)),
+                Ok(Err(e)) => Err((400, e.to_string(), inputs.to_vec())),
+                Err(e) => Err((500, e.to_string(), inputs.to_vec())),
+            }
+        }
+    };
+    let status = outcome.as_ref().map_or_else(|e| e.0, |_| 200);
+    app.metrics
+        .shadow_requests
+        .get_or_create(&RequestLabels {
+            model: shadow.name.clone(),
+            version: shadow.version.to_string(),
+            protocol: protocol.name().into(),
+            status: status.to_string(),
+        })
+        .inc();
+    if let Some(log) = &app.log {
+        let (inputs, outputs, error) = match outcome {
+            Ok((inputs, outputs)) => (inputs, Some(outputs), None),
+            Err((_, message, inputs)) => (Arc::new(inputs), None, Some(message)),
+        };
+        log.log(Record {
+            trace_id: trace,
+            time_ms,
+            endpoint: endpoint.to_owned(),
+            model: shadow.name.clone(),
+            version: shadow.version,
+            role: "shadow",
+            protocol: protocol.name(),
+            status,
+            latency_us: started.elapsed().as_micros() as i64,
+            inputs,
+            outputs,
+            error,
+        });
+    }
+}
+
+fn with_trace(mut response: Response, trace: Option<&str>, version: Option<&Version>) -> Response {
+    if let Some(Ok(value)) = trace.map(HeaderValue::from_str) {
+        response.headers_mut().insert(TRACE_HEADER, value);
+    }
+    if let Some(Ok(value)) = version.map(|v| HeaderValue::from_str(&v.label())) {
+        response.headers_mut().insert(VERSION_HEADER, value);
+    }
+    response
+}
+
+async fn serve_prediction(
+    app: Arc<App>,
+    protocol: Protocol,
+    endpoint: &str,
+    number: Option<i64>,
+    headers: &HeaderMap,
+    body: Body,
+    parse: Parse,
+    format: impl FnOnce(&Answer, &Value) -> Value,
+) -> Response {
+    let value = match read_json(&app, headers, body).await {
+        Ok(v) => v,
+        Err(e) => return e.render(protocol),
+    };
+    // Requested outputs (KServe) and the request id are read by `format` from the body.
+    let echo = value.clone();
+    match predict(&app, protocol, endpoint, number, value, parse).await {
+        Ok(answer) => {
+            let body = format(&answer, &echo);
+            with_trace(json_body(&body), Some(&answer.trace_id), Some(&answer.version))
+        }
+        Err((e, trace)) => with_trace(e.render(protocol), trace.as_deref(), None),
+    }
+}
+
+fn parse_version(text: &str, protocol: Protocol) -> Result<i64, Response> {
+    text.parse::<i64>().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "BAD_VERSION", format!("`{text}` is not a version number")).render(protocol)
+    })
+}
+
+// ---------------------------------------------------------------- native
+
+fn describe_inputs(version: &Version) -> String {
+    version.inputs.iter().map(|s| format!("{} ({})", s.name, s.expected())).collect::<Vec<_>>().join(", ")
+}
+
+/// Records (`{feature: value}` objects) → one column per input.
+fn records_to_inputs(version: &Version, records: &[&Map<String, Value>], strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+    if records.is_empty() {
+        return Err(BadInput::new("no rows: an empty batch has nothing to predict"));
+    }
+    for (i, record) in records.iter().enumerate() {
+        if let Some(unknown) = record.keys().find(|k| !version.inputs.iter().any(|s| &s.name == *k)) {
+            return Err(BadInput {
+                field: Some(unknown.clone()),
+                expected: None,
+                message: format!(
+                    "unknown feature `{unknown}` in row {i}; model {} takes: {}",
+                    version.label(),
+                    describe_inputs(version)
+                ),
+            });
+        }
+    }
+    let mut out = Vec::with_capacity(version.inputs.len());
+    let mut column_values: Vec<&Value> = Vec::with_capacity(records.len());
+    for spec in &version.inputs {
+        column_values.clear();
+        for (i, record) in records.iter().enumerate() {
+            let value = record
+                .get(&spec.name)
+                .ok_or_else(|| BadInput::field(spec, format!("missing from row {i} (model {} takes: {})", version.label(), describe_inputs(version))))?;
+            column_values.push(value);
+        }
+        out.push((spec.name.clone(), column(spec, column_values.iter().copied(), strict)?));
+    }
+    Ok(out)
+}
+
+fn native_parse(version: &Version, body: &Value, strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let inputs = body.get("inputs").ok_or_else(|| {
+        BadInput::new(r#"the body needs "inputs": one record ({"feature": value, ...}) or a list of records"#)
+    })?;
+    let records: Vec<&Map<String, Value>> = match inputs {
+        Value::Object(record) => vec![record],
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| item.as_object().ok_or_else(|| BadInput::new(format!("\"inputs\"[{i}] is not a record ({{\"feature\": value}})"))))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(BadInput::new(r#""inputs" must be a record or a list of records"#)),
+    };
+    records_to_inputs(version, &records, strict)
+}
+
+fn row_records(outputs: &[(String, Output)]) -> Vec<Value> {
+    let rows = outputs.first().map_or(0, |(_, o)| o.rows());
+    (0..rows)
+        .map(|i| Value::Object(outputs.iter().map(|(name, out)| (name.clone(), out.row_json(i))).collect()))
+        .collect()
+}
+
+fn native_format(answer: &Answer, request: &Value) -> Value {
+    let mut records = row_records(&answer.outputs);
+    let outputs = if request.get("inputs").is_some_and(Value::is_object) && records.len() == 1 {
+        records.pop().unwrap_or(Value::Null)
+    } else {
+        Value::Array(records)
+    };
+    json!({
+        "model": answer.version.name,
+        "version": answer.version.version,
+        "trace_id": answer.trace_id,
+        "outputs": outputs,
+    })
+}
+
+async fn native_predict(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    serve_prediction(app, Protocol::Native, &name, None, &headers, body, native_parse, native_format).await
+}
+
+async fn native_predict_version(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let number = match parse_version(&version, Protocol::Native) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    serve_prediction(app, Protocol::Native, &name, Some(number), &headers, body, native_parse, native_format).await
+}
+
+fn version_json(v: &Version, role: &str, weight: Option<u32>) -> Value {
+    json!({
+        "version": v.version,
+        "role": role,
+        "weight": weight,
+        "ready": v.ready(),
+        "error": v.model.as_ref().err(),
+        "digest": v.digest,
+        "run_id": v.run_id,
+        "inputs": v.inputs.iter().map(|s| json!({"name": s.name, "type": s.expected()})).collect::<Vec<_>>(),
+        "outputs": v.outputs.iter().map(|s| json!({"name": s.name, "type": s.dtype})).collect::<Vec<_>>(),
+    })
+}
+
+fn route_json(route: &Route) -> Value {
+    let mut versions = Vec::new();
+    if let Some(p) = &route.primary {
+        let weight = route.canary.as_ref().map(|(_, w)| 100 - w).unwrap_or(100);
+        versions.push(version_json(p, "primary", Some(weight)));
+    }
+    if let Some((c, w)) = &route.canary {
+        versions.push(version_json(c, "canary", Some(*w)));
+    }
+    for s in &route.shadows {
+        versions.push(version_json(s, "shadow", None));
+    }
+    json!({
+        "name": route.target.model,
+        "reference": route.target.to_string(),
+        "ready": route.ready(),
+        "reason": route.reason(),
+        "versions": versions,
+    })
+}
+
+async fn native_list(State(app): State<Arc<App>>) -> Response {
+    let table = app.routes.get();
+    json_body(&json!({ "models": table.routes.values().map(route_json).collect::<Vec<_>>() }))
+}
+
+async fn native_model(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let table = app.routes.get();
+    match table.routes.get(&name) {
+        Some(route) => json_body(&route_json(route)),
+        None => not_served(&table.routes, &name).render(Protocol::Native),
+    }
+}
+
+// ---------------------------------------------------------------- KServe v2
+
+fn kserve_datatype(dtype: &str) -> &'static str {
+    match DType::from_name(dtype) {
+        Some(d) => d.kserve(),
+        // ZipMap's class maps go out as an FP32 matrix.
+        None if dtype.starts_with("seq(map(") => "FP32",
+        None => "BYTES",
+    }
+}
+
+fn kserve_shape(spec: &cairn_model::TensorSpec) -> Value {
+    match &spec.shape {
+        Some(dims) => Value::Array(dims.iter().map(|d| Value::from(d.unwrap_or(-1))).collect()),
+        None if spec.dtype.starts_with("seq(") => json!([-1, -1]),
+        None => json!([-1]),
+    }
+}
+
+fn kserve_version_metadata(route: &Route, v: &Version) -> Value {
+    json!({
+        "name": route.target.model,
+        "versions": route.versions().map(|v| v.version.to_string()).collect::<Vec<_>>(),
+        "platform": "onnxruntime_onnx",
+        "inputs": v.inputs.iter().map(|s| {
+            let mut shape = vec![Value::from(-1)];
+            shape.extend(s.row_shape.iter().map(|d| d.map_or(Value::from(-1), Value::from)));
+            json!({"name": s.name, "datatype": s.dtype.kserve(), "shape": shape})
+        }).collect::<Vec<_>>(),
+        "outputs": v.outputs.iter().map(|s| json!({"name": s.name, "datatype": kserve_datatype(&s.dtype), "shape": kserve_shape(s)})).collect::<Vec<_>>(),
+    })
+}
+
+async fn kserve_server(State(app): State<Arc<App>>) -> Response {
+    json_body(&json!({
+        "name": "cairn",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["model_repository_metadata"],
+        "runtime": app.runtime_version,
+    }))
+}
+
+fn all_ready(app: &App) -> (bool, Vec<String>) {
+    let table = app.routes.get();
+    let reasons: Vec<String> =
+        table.routes.values().filter(|r| !r.ready()).map(|r| format!("{}: {}", r.target, r.reason().unwrap_or_default())).collect();
+    (reasons.is_empty() && !table.routes.is_empty(), reasons)
+}
+
+async fn kserve_server_ready(State(app): State<Arc<App>>) -> Response {
+    let (ready, reasons) = all_ready(&app);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, json_body(&json!({"ready": ready, "not_ready": reasons}))).into_response()
+}
+
+fn kserve_lookup(app: &App, name: &str, number: Option<i64>) -> Result<(Route, Arc<Version>), ApiError> {
+    let table = app.routes.get();
+    let route = table.routes.get(name).ok_or_else(|| not_served(&table.routes, name))?;
+    let version = match number {
+        Some(n) => route.version(n).cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "VERSION_NOT_FOUND", format!("version {n} of `{name}` is not served here"))
+        })?,
+        None => route.primary.clone().ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", route.reason().unwrap_or_default())
+        })?,
+    };
+    Ok((route.clone(), version))
+}
+
+fn kserve_metadata_response(app: &App, name: &str, number: Option<i64>) -> Response {
+    match kserve_lookup(app, name, number) {
+        Ok((route, version)) => json_body(&kserve_version_metadata(&route, &version)),
+        Err(e) => e.render(Protocol::KServe),
+    }
+}
+
+async fn kserve_metadata(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    kserve_metadata_response(&app, &name, None)
+}
+
+async fn kserve_metadata_version(State(app): State<Arc<App>>, Path((name, version)): Path<(String, String)>) -> Response {
+    match parse_version(&version, Protocol::KServe) {
+        Ok(n) => kserve_metadata_response(&app, &name, Some(n)),
+        Err(r) => r,
+    }
+}
+
+fn kserve_ready_response(app: &App, name: &str, number: Option<i64>) -> Response {
+    match kserve_lookup(app, name, number) {
+        Ok((route, version)) => {
+            let ready = if number.is_some() { version.ready() } else { route.ready() };
+            let reason = if number.is_some() { version.model.as_ref().err().cloned() } else { route.reason() };
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, json_body(&json!({"name": name, "ready": ready, "reason": reason}))).into_response()
+        }
+        Err(e) => e.render(Protocol::KServe),
+    }
+}
+
+async fn kserve_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    kserve_ready_response(&app, &name, None)
+}
+
+async fn kserve_ready_version(State(app): State<Arc<App>>, Path((name, version)): Path<(String, String)>) -> Response {
+    match parse_version(&version, Protocol::KServe) {
+        Ok(n) => kserve_ready_response(&app, &name, Some(n)),
+        Err(r) => r,
+    }
+}
+
+fn kserve_parse(version: &Version, body: &Value, strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let inputs = body
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| BadInput::new(r#"the body needs "inputs": a list of {"name", "shape", "datatype", "data"}"#))?;
+    let mut out: Vec<(String, Tensor)> = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| BadInput::new(format!("inputs[{i}] has no \"name\"")))?;
+        let spec: &InputSpec = version.inputs.iter().find(|s| s.name == name).ok_or_else(|| BadInput {
+            field: Some(name.to_owned()),
+            expected: None,
+            message: format!("unknown input `{name}`; model {} takes: {}", version.label(), describe_inputs(version)),
+        })?;
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(BadInput::field(spec, "given twice"));
+        }
+        let datatype = input.get("datatype").and_then(Value::as_str).unwrap_or("");
+        if DType::from_kserve(datatype) != Some(spec.dtype) {
+            return Err(BadInput::field(spec, format!("datatype `{datatype}`; the model takes {}", spec.dtype.kserve())));
+        }
+        let shape: Vec<usize> = input
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .ok_or_else(|| BadInput::field(spec, "\"shape\" must be a list of non-negative integers"))?;
+        let data = input.get("data").ok_or_else(|| BadInput::field(spec, "no \"data\" (binary tensor data is not supported; send JSON data)"))?;
+        let mut values = Vec::new();
+        flatten(data, &mut values);
+        out.push((name.to_owned(), from_flat(spec, &shape, &values, strict)?));
+    }
+    if let Some(missing) = version.inputs.iter().find(|s| !out.iter().any(|(n, _)| n == &s.name)) {
+        return Err(BadInput::field(missing, "missing"));
+    }
+    Ok(out)
+}
+
+fn kserve_output(name: &str, output: &Output) -> Value {
+    match output {
+        Output::Tensor(t) => {
+            let data: Vec<Value> = (0..t.data.len()).map(|i| t.data.json(i)).collect();
+            json!({"name": name, "datatype": t.data.dtype().kserve(), "shape": t.shape, "data": data})
+        }
+        Output::Classes { classes, probabilities, rows } => json!({
+            "name": name,
+            "datatype": "FP32",
+            "shape": [rows, classes.len()],
+            "data": probabilities,
+            "parameters": {"classes": classes},
+        }),
+    }
+}
+
+fn kserve_format(answer: &Answer, request: &Value) -> Value {
+    let wanted: Option<Vec<&str>> = request
+        .get("outputs")
+        .and_then(Value::as_array)
+        .map(|outs| outs.iter().filter_map(|o| o.get("name").and_then(Value::as_str)).collect());
+    let outputs: Vec<Value> = answer
+        .outputs
+        .iter()
+        .filter(|(name, _)| wanted.as_ref().is_none_or(|w| w.contains(&name.as_str())))
+        .map(|(name, out)| kserve_output(name, out))
+        .collect();
+    let mut body = json!({
+        "model_name": answer.version.name,
+        "model_version": answer.version.version.to_string(),
+        "outputs": outputs,
+        "parameters": {"trace_id": answer.trace_id},
+    });
+    if let Some(id) = request.get("id") {
+        body["id"] = id.clone();
+    }
+    body
+}
+
+async fn kserve_infer(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    serve_prediction(app, Protocol::KServe, &name, None, &headers, body, kserve_parse, kserve_format).await
+}
+
+async fn kserve_infer_version(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let number = match parse_version(&version, Protocol::KServe) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    serve_prediction(app, Protocol::KServe, &name, Some(number), &headers, body, kserve_parse, kserve_format).await
+}
+
+// ---------------------------------------------------------------- MLflow scoring
+
+/// Rows given positionally (a list per row) for a model: each row feeds the single input, or
+/// — when the model has several inputs of one value each — one value per input in order.
+fn positional(version: &Version, rows: &[&Value], strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+    match version.inputs.as_slice() {
+        [single] => Ok(vec![(single.name.clone(), column(single, rows.iter().copied(), strict)?)]),
+        specs => {
+            let mut out = Vec::with_capacity(specs.len());
+            for (j, spec) in specs.iter().enumerate() {
+                let values: Vec<&Value> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, row)| {
+                        row.as_array().and_then(|r| r.get(j)).ok_or_else(|| {
+                            BadInput::field(spec, format!("row {i} has no value {j}; model {} takes: {}", version.label(), describe_inputs(version)))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                out.push((spec.name.clone(), column(spec, values.into_iter(), strict)?));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Records whose keys are the model's inputs, or — for a single-input model — columns in order.
+fn mlflow_records(version: &Version, records: &[&Map<String, Value>], strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let named = records.iter().all(|r| r.keys().all(|k| version.inputs.iter().any(|s| &s.name == k)));
+    if named || version.inputs.len() != 1 {
+        return records_to_inputs(version, records, strict);
+    }
+    let rows: Vec<Value> = records.iter().map(|r| Value::Array(r.values().cloned().collect())).collect();
+    positional(version, &rows.iter().collect::<Vec<_>>(), strict)
+}
+
+fn mlflow_parse(version: &Version, body: &Value, strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let object = body.as_object().ok_or_else(|| BadInput::new("the body must be a JSON object"))?;
+    const FORMATS: &str = "dataframe_split, dataframe_records, instances or inputs";
+    let keys: Vec<&String> = object.keys().filter(|k| *k != "params").collect();
+    let [key] = keys.as_slice() else {
+        return Err(BadInput::new(format!("give exactly one of {FORMATS}; got {}", keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))));
+    };
+    let value = &object[key.as_str()];
+    let records_of = |items: &[Value], what: &str| -> Result<Vec<Map<String, Value>>, BadInput> {
+        items.iter().enumerate().map(|(i, r)| r.as_object().cloned().ok_or_else(|| BadInput::new(format!("{what}[{i}] is not a record")))).collect()
+    };
+    match key.as_str() {
+        "dataframe_split" => {
+            let columns: Vec<&str> = value
+                .get("columns")
+                .and_then(Value::as_array)
+                .map(|c| c.iter().filter_map(Value::as_str).collect())
+                .ok_or_else(|| BadInput::new(r#"dataframe_split needs "columns" (a list of names)"#))?;
+            let data = value
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| BadInput::new(r#"dataframe_split needs "data" (a list of rows)"#))?;
+            let mut records = Vec::with_capacity(data.len());
+            for (i, row) in data.iter().enumerate() {
+                let cells = row.as_array().ok_or_else(|| BadInput::new(format!("dataframe_split data[{i}] is not a list")))?;
+                if cells.len() != columns.len() {
+                    return Err(BadInput::new(format!("dataframe_split data[{i}] has {} values for {} columns", cells.len(), columns.len())));
+                }
+                records.push(columns.iter().map(|c| (c.to_string(), Value::Null)).zip(cells).map(|((c, _), v)| (c, v.clone())).collect::<Map<_, _>>());
+            }
+            mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
+        }
+        "dataframe_records" => {
+            let items = value.as_array().ok_or_else(|| BadInput::new("dataframe_records must be a list of records"))?;
+            let records = records_of(items, "dataframe_records")?;
+            mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
+        }
+        "instances" | "inputs" => match value {
+            Value::Array(items) if items.first().is_some_and(Value::is_object) => {
+                let records = records_of(items, key)?;
+                mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
+            }
+            Value::Array(items) => positional(version, &items.iter().collect::<Vec<_>>(), strict),
+            // Columnar: {input: [rows]}.
+            Value::Object(columns) => {
+                if let Some(unknown) = columns.keys().find(|k| !version.inputs.iter().any(|s| &s.name == *k)) {
+                    return Err(BadInput {
+                        field: Some(unknown.clone()),
+                        expected: None,
+                        message: format!("unknown input `{unknown}`; model {} takes: {}", version.label(), describe_inputs(version)),
+                    });
+                }
+                version
+                    .inputs
+                    .iter()
+                    .map(|spec| {
+                        let rows = columns
+                            .get(&spec.name)
+                            .and_then(Value::as_array)
+                            .ok_or_else(|| BadInput::field(spec, "missing (give a list of rows per input)"))?;
+                        Ok((spec.name.clone(), column(spec, rows.iter(), strict)?))
+                    })
+                    .collect()
+            }
+            _ => Err(BadInput::new(format!("`{key}` must be a list of rows or an object of columns"))),
+        },
+        other => Err(BadInput::new(format!("unknown format `{other}`; give one of {FORMATS}"))),
+    }
+}
+
+fn mlflow_format(answer: &Answer, _request: &Value) -> Value {
+    json!({ "predictions": row_records(&answer.outputs) })
+}
+
+async fn mlflow_invocations(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!("content type `{content_type}` is not supported; send application/json"),
+        )
+        .render(Protocol::Mlflow);
+    }
+    // MLflow serves one model: the only one, or the one named by `?model=` / `x-cairn-model`.
+    let table = app.routes.get();
+    let named = headers.get("x-cairn-model").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let endpoint = match (named, table.routes.len()) {
+        (Some(name), _) => name,
+        (None, 1) => table.routes.keys().next().cloned().unwrap_or_default(),
+        (None, _) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "AMBIGUOUS_MODEL",
+                format!(
+                    "this server serves {} models; name one with the `x-cairn-model` header ({})",
+                    table.routes.len(),
+                    table.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .render(Protocol::Mlflow);
+        }
+    };
+    drop(table);
+    serve_prediction(app, Protocol::Mlflow, &endpoint, None, &headers, body, mlflow_parse, mlflow_format).await
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    let (ready, reasons) = all_ready(&app);
+    if ready {
+        (StatusCode::OK, "\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", reasons.join("; "))).into_response()
+    }
+}
+
+async fn version(State(app): State<Arc<App>>) -> Response {
+    format!("cairn {} (ONNX Runtime {})\n", env!("CARGO_PKG_VERSION"), app.runtime_version).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let table = app.routes.get();
+    for route in table.routes.values() {
+        for v in route.versions() {
+            app.metrics
+                .ready
+                .get_or_create(&VersionLabels { model: v.name.clone(), version: v.version.to_string() })
+                .set(i64::from(v.ready()));
+        }
+    }
+    if let Some(log) = &app.log {
+        let dropped = log.dropped();
+        let counted = app.metrics.log_dropped.get();
+        if dropped > counted {
+            app.metrics.log_dropped.inc_by(dropped - counted);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.encode()).into_response()
+}
