@@ -154,12 +154,13 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
                 library.display()
             );
         }
+        let shutdown = shutdown_signal()?;
         // Stdout carries only the URL, for scripts that start the server on port 0.
         println!("http://{address}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = tokio::spawn(cairn_serve::routing::watch(catalog, routes, targets, snapshot, stop_rx));
         let served = axum::serve(listener, cairn_serve::server::router(app.clone()))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await;
         let _ = stop_tx.send(true);
         let _ = watcher.await;
@@ -175,25 +176,20 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     result
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, so a signal
+/// that arrives before the server is polled still stops it gracefully.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind| {
+        signal(kind).map_err(|e| Failure::user(format!("cannot install the shutdown signal handler: {e}"), None))
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let (mut interrupt, mut terminate) = (install(SignalKind::interrupt())?, install(SignalKind::terminate())?);
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }
 
 pub struct RolloutRequest<'a> {

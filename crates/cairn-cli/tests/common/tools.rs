@@ -23,7 +23,8 @@ pub fn venv_tool(venv: &str, spec: &str, binary: &str) -> PathBuf {
         let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs");
         assert!(status.success(), "python3 -m venv {} failed", venv.display());
         let status = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", spec])
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(spec.split_whitespace())
             .status()
             .expect("pip runs");
         assert!(status.success(), "pip install {spec} into {} failed", venv.display());
@@ -42,4 +43,27 @@ pub fn mlflow_python() -> PathBuf {
         return PathBuf::from(path);
     }
     venv_tool("mlflow-venv", MLFLOW, "python")
+}
+
+/// ONNX Runtime's Python package (whose shared library `cairn serve` loads) and the real
+/// `tritonclient`, pinned.
+pub const SERVE: &str = "onnxruntime==1.32.0 tritonclient[http]==2.73.0";
+
+/// A Python interpreter with `onnxruntime` and `tritonclient`: `CAIRN_TEST_SERVE_PYTHON`,
+/// else the test tools' `serve-venv`.
+pub fn serve_python() -> PathBuf {
+    if let Some(path) = std::env::var_os("CAIRN_TEST_SERVE_PYTHON") {
+        return PathBuf::from(path);
+    }
+    venv_tool("serve-venv", SERVE, "python")
+}
+
+/// `libonnxruntime.so` from the onnxruntime wheel next to [`serve_python`].
+pub fn onnxruntime_library() -> PathBuf {
+    let output = Command::new(serve_python())
+        .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "import onnxruntime failed: {}", String::from_utf8_lossy(&output.stderr));
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }

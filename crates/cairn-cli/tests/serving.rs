@@ -1,0 +1,587 @@
+//! `cairn serve` end to end: the real `tritonclient` and `mlflow` scoring clients against a
+//! server on 127.0.0.1:0, answers compared with ONNX Runtime's Python API; bad input in each
+//! protocol's error shape; live routing changes; batching; the prediction log and
+//! `cairn trace`; graceful shutdown.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestRepo;
+use common::tools::{mlflow_python, onnxruntime_library, serve_python};
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn-model/tests/fixtures").canonicalize().unwrap()
+}
+
+/// A repository with the four fixture models registered under their own names (version 1,
+/// alias `production`).
+fn project() -> TestRepo {
+    let repo = TestRepo::new();
+    for name in ["logistic", "forest", "regressor", "churn"] {
+        std::fs::create_dir_all(repo.path("models")).unwrap();
+        std::fs::copy(fixtures().join(format!("{name}.onnx")), repo.path(&format!("models/{name}.onnx"))).unwrap();
+        repo.ok(&["model", "register", name, &format!("models/{name}.onnx")]);
+        repo.ok(&["model", "alias", &format!("{name}@1"), "production"]);
+    }
+    repo
+}
+
+/// `cairn serve ... --port 0`, killed when dropped (unless stopped first).
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(repo: &TestRepo, args: &[&str]) -> Server {
+        let mut command = repo.command(&[&["serve", "--port", "0"], args].concat());
+        command.env("CAIRN_ONNXRUNTIME", onnxruntime_library()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("cairn serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        if !line.starts_with("http://127.0.0.1:") {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("cairn serve printed {line:?}\n{err}");
+        }
+        Server { child, addr: line.trim().trim_start_matches("http://").to_owned() }
+    }
+
+    /// SIGTERM, then waits; returns stderr.
+    fn stop(mut self) -> String {
+        // (It may already be on its way out.)
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        );
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "cairn serve exited with {status}:\n{err}");
+        err
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on its own connection. No Content-Type unless given (as tritonclient).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect::<HashMap<_, _>>();
+    Reply { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+fn post(addr: &str, path: &str, body: &Value) -> Reply {
+    http(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+}
+
+/// Runs a Python script; returns the JSON it prints last.
+fn python(interpreter: PathBuf, repo: &TestRepo, script: &str, args: &[&str]) -> Value {
+    repo.write("client.py", script);
+    let output = Command::new(interpreter).arg(repo.path("client.py")).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+const TRITON: &str = r#"
+import json, sys
+import numpy as np
+import onnxruntime as ort
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+url, fixtures = sys.argv[1], sys.argv[2]
+client = http.InferenceServerClient(url=url)
+assert client.is_server_live()
+assert client.is_server_ready()
+
+def reference(model, feeds):
+    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
+    return [o.name for o in session.get_outputs()], session.run(None, feeds)
+
+def dense(value):
+    # ZipMap answers a list of {class: probability}; Cairn answers the [rows, classes] matrix.
+    if isinstance(value, list):
+        return np.array([[row[k] for k in sorted(row)] for row in value], dtype=np.float64)
+    return np.asarray(value)
+
+def check(model, inputs, feeds, version=""):
+    names, expected = reference(model, feeds)
+    outputs = [http.InferRequestedOutput(n, binary_data=False) for n in names]
+    result = client.infer(model, inputs, outputs=outputs, model_version=version)
+    for name, want in zip(names, expected):
+        got = result.as_numpy(name)
+        want = dense(want)
+        if want.dtype.kind in "iu":
+            assert (got.reshape(want.shape) == want).all(), (model, name, got, want)
+        else:
+            np.testing.assert_allclose(got.astype(np.float64).reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+    return result
+
+X = np.random.RandomState(1).normal(size=(8, 4)).astype(np.float32)
+checked = []
+for model in ["logistic", "forest", "regressor"]:
+    assert client.is_model_ready(model)
+    meta = client.get_model_metadata(model)
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}], meta
+    features = http.InferInput("features", list(X.shape), "FP32")
+    features.set_data_from_numpy(X, binary_data=False)
+    check(model, [features], {"features": X})
+    checked.append(model)
+
+# A version by number.
+features = http.InferInput("features", [1, 4], "FP32")
+features.set_data_from_numpy(X[:1], binary_data=False)
+result = check("regressor", [features], {"features": X[:1]}, version="1")
+assert result.get_response()["model_version"] == "1"
+
+# Named inputs of mixed types, strings as BYTES.
+age = np.array([[42.0], [23.0], [67.0]], dtype=np.float32)
+tenure = np.array([[3.0], [48.0], [10.0]], dtype=np.float32)
+plan = np.array([["basic"], ["pro"], ["enterprise"]], dtype=object)
+inputs = []
+for name, value, kind in [("age", age, "FP32"), ("tenure", tenure, "FP32"), ("plan", plan, "BYTES")]:
+    i = http.InferInput(name, list(value.shape), kind)
+    i.set_data_from_numpy(value, binary_data=False)
+    inputs.append(i)
+check("churn", inputs, {"age": age, "tenure": tenure, "plan": plan.astype(str)})
+checked.append("churn")
+
+# Wrong datatype: an error naming the input.
+wrong = http.InferInput("features", [1, 4], "FP64")
+wrong.set_data_from_numpy(X[:1].astype(np.float64), binary_data=False)
+try:
+    client.infer("regressor", [wrong])
+    raise SystemExit("FP64 was accepted")
+except InferenceServerException as e:
+    assert "features" in str(e) and "FP32" in str(e), str(e)
+
+# A model that is not served.
+assert not client.is_model_ready("nothing")
+print(json.dumps({"checked": checked}))
+"#;
+
+#[test]
+fn tritonclient_gets_onnxruntimes_answers() {
+    let repo = project();
+    let server = Server::start(&repo, &["logistic@production", "forest@production", "regressor", "churn@production"]);
+    let fixtures = fixtures().display().to_string();
+    let result = python(serve_python(), &repo, TRITON, &[&server.addr, &fixtures]);
+    assert_eq!(result["checked"], json!(["logistic", "forest", "regressor", "churn"]));
+}
+
+const MLFLOW: &str = r#"
+import json, sys
+import pandas as pd
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+host, port = sys.argv[1].split(":")
+rows = json.loads(sys.argv[2])
+client = ScoringServerClient(host, port)
+client.wait_server_ready(timeout=10)
+assert client.get_version().startswith("cairn")
+frame = pd.DataFrame(rows, columns=["a", "b", "c", "d"])
+answers = {}
+answers["dataframe"] = client.invoke(frame).get_predictions().to_dict(orient="list")
+import numpy as np
+answers["tensor"] = client.invoke(np.array(rows, dtype=np.float32)).get_predictions().to_dict(orient="list")
+print(json.dumps(answers))
+"#;
+
+const REFERENCE: &str = r#"
+import json, sys
+import numpy as np
+import onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+rows = np.array(json.loads(sys.argv[2]), dtype=np.float32)
+print(json.dumps(session.run(None, {"features": rows})[0].reshape(-1).tolist()))
+"#;
+
+#[test]
+fn mlflow_scoring_clients_get_onnxruntimes_answers() {
+    let repo = project();
+    let server = Server::start(&repo, &["regressor@production"]);
+    let rows = json!([[0.1, 0.2, 0.3, 0.4], [-1.0, 0.5, 2.0, 0.0], [1.5, -0.5, -1.0, 0.25]]);
+    let expected = python(
+        serve_python(),
+        &repo,
+        REFERENCE,
+        &[&fixtures().join("regressor.onnx").display().to_string(), &rows.to_string()],
+    );
+    let answers = python(mlflow_python(), &repo, MLFLOW, &[&server.addr, &rows.to_string()]);
+    for form in ["dataframe", "tensor"] {
+        let got: Vec<f64> = answers[form]["variable"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let want: Vec<f64> = expected.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(got.len(), want.len(), "{form}: {answers}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{form}: {got:?} vs {want:?}");
+        }
+    }
+
+    // The other MLflow input formats, by hand.
+    let addr = &server.addr;
+    let first = |reply: Reply| reply.json()["predictions"][0]["variable"].as_f64().unwrap();
+    let want = expected[0].as_f64().unwrap();
+    let records = post(addr, "/invocations", &json!({"dataframe_records": [{"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}]}));
+    assert!((first(records) - want).abs() < 1e-5);
+    let instances = post(addr, "/invocations", &json!({"instances": [[0.1, 0.2, 0.3, 0.4]]}));
+    assert!((first(instances) - want).abs() < 1e-5);
+    let columnar = post(addr, "/invocations", &json!({"inputs": {"features": [[0.1, 0.2, 0.3, 0.4]]}}));
+    assert!((first(columnar) - want).abs() < 1e-5);
+    assert_eq!(http(addr, "GET", "/ping", &[], b"").status, 200);
+    assert_eq!(http(addr, "GET", "/health", &[], b"").status, 200);
+}
+
+#[test]
+fn bad_input_is_a_4xx_naming_the_field_in_each_protocols_shape() {
+    let repo = project();
+    let server = Server::start(&repo, &["churn@production", "--max-body", "4096"]);
+    let addr = &server.addr;
+    let predict = |body: Value| post(addr, "/models/churn/predict", &body);
+
+    let wrong_type = predict(json!({"inputs": {"age": "old", "tenure": 3, "plan": "pro"}}));
+    assert_eq!(wrong_type.status, 400);
+    let error = &wrong_type.json()["error"];
+    assert_eq!((error["field"].as_str(), error["expected"].as_str()), (Some("age"), Some("float32")), "{error}");
+
+    let missing = predict(json!({"inputs": {"age": 40, "plan": "pro"}}));
+    assert_eq!((missing.status, missing.json()["error"]["field"].as_str()), (400, Some("tenure")));
+    let unknown = predict(json!({"inputs": {"age": 40, "tenure": 2, "plan": "pro", "zip": "9"}}));
+    assert_eq!(unknown.status, 400);
+    assert_eq!(unknown.json()["error"]["field"], "zip");
+    assert!(unknown.json()["error"]["message"].as_str().unwrap().contains("takes: age (float32), tenure (float32), plan (string)"));
+    let nan = predict(json!({"inputs": {"age": null, "tenure": 2, "plan": "pro"}}));
+    assert_eq!(nan.status, 400);
+    assert!(nan.json()["error"]["message"].as_str().unwrap().contains("--allow-nan"), "{}", nan.text());
+    let empty = predict(json!({"inputs": []}));
+    assert_eq!(empty.status, 400);
+    assert!(empty.text().contains("empty batch"), "{}", empty.text());
+    let malformed = http(addr, "POST", "/models/churn/predict", &[], b"{\"inputs\": ");
+    assert_eq!((malformed.status, malformed.json()["error"]["code"].as_str()), (400, Some("MALFORMED_JSON")));
+    let big = format!("{{\"inputs\": {{\"plan\": \"{}\"}}}}", "x".repeat(5000));
+    let oversized = http(addr, "POST", "/models/churn/predict", &[], big.as_bytes());
+    assert_eq!(oversized.status, 413);
+    assert!(oversized.json()["error"]["message"].as_str().unwrap().contains("4096"));
+
+    // KServe v2: {"error": "..."}.
+    let kserve = post(
+        addr,
+        "/v2/models/churn/infer",
+        &json!({"inputs": [{"name": "age", "shape": [1, 1], "datatype": "FP32", "data": ["x"]}]}),
+    );
+    assert_eq!(kserve.status, 400);
+    assert!(kserve.json()["error"].as_str().unwrap().contains("input `age`"), "{}", kserve.text());
+    let kserve_missing =
+        post(addr, "/v2/models/churn/infer", &json!({"inputs": [{"name": "age", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}));
+    assert!(kserve_missing.json()["error"].as_str().unwrap().contains("input `tenure`: missing"), "{}", kserve_missing.text());
+    let shape = post(
+        addr,
+        "/v2/models/churn/infer",
+        &json!({"inputs": [{"name": "age", "shape": [2, 1], "datatype": "FP32", "data": [1]}]}),
+    );
+    assert!(shape.json()["error"].as_str().unwrap().contains("holds 2 values but 1 were sent"), "{}", shape.text());
+
+    // MLflow: {"error_code": "BAD_REQUEST", "message": "..."}.
+    let mlflow = post(addr, "/invocations", &json!({"dataframe_split": {"columns": ["age", "tenure", "plan"], "data": [[1, 2, 3]]}}));
+    assert_eq!(mlflow.status, 400);
+    assert_eq!(mlflow.json()["error_code"], "BAD_REQUEST");
+    assert!(mlflow.json()["message"].as_str().unwrap().contains("input `plan`"), "{}", mlflow.text());
+    let two = post(addr, "/invocations", &json!({"instances": [], "inputs": []}));
+    assert!(two.json()["message"].as_str().unwrap().contains("exactly one of"), "{}", two.text());
+
+    // Not served; then a good request still works after all that.
+    assert_eq!(predict_path(addr, "/models/nothing/predict").status, 404);
+    let good = predict(json!({"inputs": {"age": 40, "tenure": 2, "plan": "pro"}}));
+    assert_eq!(good.status, 200, "{}", good.text());
+}
+
+fn predict_path(addr: &str, path: &str) -> Reply {
+    post(addr, path, &json!({"inputs": {"x": 1}}))
+}
+
+#[test]
+fn a_model_that_cannot_load_reports_not_ready_and_the_others_serve() {
+    let repo = project();
+    // Lose churn's model file from the cache.
+    let digest = repo.json(&["model", "show", "churn@1", "--json"])["digest"].as_str().unwrap().to_owned();
+    let hex = digest.trim_start_matches("blake3:");
+    let object = repo.objects().into_iter().find(|p| p.display().to_string().replace('/', "").contains(hex)).unwrap();
+    common::make_writable(&object);
+    std::fs::remove_file(&object).unwrap();
+
+    let server = Server::start(&repo, &["churn@production", "regressor@production"]);
+    let addr = &server.addr;
+    let ready = http(addr, "GET", "/v2/models/churn/ready", &[], b"");
+    assert_eq!(ready.status, 503);
+    assert!(ready.json()["reason"].as_str().unwrap().contains("not in the cache"), "{}", ready.text());
+    assert_eq!(http(addr, "GET", "/v2/models/regressor/ready", &[], b"").status, 200);
+    assert_eq!(http(addr, "GET", "/v2/health/ready", &[], b"").status, 503);
+    let refused = post(addr, "/models/churn/predict", &json!({"inputs": {"age": 1, "tenure": 2, "plan": "pro"}}));
+    assert_eq!(refused.status, 503);
+    assert!(refused.text().contains("cairn pull"), "{}", refused.text());
+    let served = post(addr, "/models/regressor/predict", &json!({"inputs": {"features": [0.1, 0.2, 0.3, 0.4]}}));
+    assert_eq!(served.status, 200, "{}", served.text());
+    let listing = http(addr, "GET", "/models", &[], b"").json();
+    let churn = listing["models"].as_array().unwrap().iter().find(|m| m["name"] == "churn").unwrap();
+    assert_eq!(churn["ready"], false);
+}
+
+#[test]
+fn a_missing_onnxruntime_is_a_clear_error_at_startup() {
+    let repo = project();
+    let out = repo
+        .command(&["serve", "churn@production", "--port", "0"])
+        .env("CAIRN_ONNXRUNTIME", repo.path("nowhere/libonnxruntime.so"))
+        .env_remove("VIRTUAL_ENV")
+        .env("HOME", repo.path("home"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ONNX Runtime was not found") && err.contains("pip install onnxruntime"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The version that answered, from the response header.
+fn answered_by(addr: &str) -> String {
+    let reply = post(addr, "/models/reg/predict", &json!({"inputs": {"features": [0.1, 0.2, 0.3, 0.4]}}));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.headers["x-cairn-model-version"].clone()
+}
+
+/// Polls until `addr` answers with `version` every time for 20 requests; returns how long.
+fn wait_for(addr: &str, version: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        if (0..20).all(|_| answered_by(addr) == version) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still not answered by {version}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rollouts_and_rollbacks_take_effect_live_without_dropping_requests() {
+    let repo = project();
+    for name in ["regressor", "forest", "logistic"] {
+        repo.ok(&["model", "register", "reg", &format!("models/{name}.onnx")]);
+    }
+    repo.ok(&["model", "alias", "reg@1", "production"]);
+    let server = Server::start(&repo, &["reg@production"]);
+    let addr = server.addr.clone();
+    assert_eq!(answered_by(&addr), "reg@1");
+
+    // Steady traffic from four clients for the whole test; every request must succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut count = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reply = post(&addr, "/models/reg/predict", &json!({"inputs": [{"features": [0.1, 0.2, 0.3, 0.4]}]}));
+                    assert_eq!(reply.status, 200, "a request failed during a rollout change: {}", reply.text());
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+
+    // A canary at 100% takes all traffic within a second; at 30% some.
+    repo.ok(&["model", "rollout", "reg@production", "--canary", "2", "--weight", "100"]);
+    assert!(wait_for(&addr, "reg@2") < Duration::from_millis(1500));
+    repo.ok(&["model", "rollout", "reg@production", "--weight", "30"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let versions: Vec<String> = (0..200).map(|_| answered_by(&addr)).collect();
+    let canary = versions.iter().filter(|v| *v == "reg@2").count();
+    assert!((20..=110).contains(&canary), "30% canary answered {canary} of 200");
+
+    // Promote, then roll back: each within a second.
+    repo.ok(&["model", "alias", "reg@2", "production"]);
+    assert!(wait_for(&addr, "reg@2") < Duration::from_millis(1500));
+    let rollout = repo.json(&["model", "rollout", "reg@production", "--json"]);
+    assert_eq!(rollout["canary"], Value::Null, "promoting the canary ends its share: {rollout}");
+    repo.ok(&["model", "alias", "reg@1", "production", "--reason", "rollback"]);
+    assert!(wait_for(&addr, "reg@1") < Duration::from_millis(1500));
+
+    // A shadow gets a copy of every request; its answer is logged, never returned.
+    repo.ok(&["model", "rollout", "reg@production", "--shadow", "3"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let reply = post(&addr, "/models/reg/predict", &json!({"inputs": {"features": [0.1, 0.2, 0.3, 0.4]}}));
+    assert_eq!(reply.headers["x-cairn-model-version"], "reg@1");
+    assert!(reply.json()["outputs"].get("variable").is_some(), "the primary's outputs: {}", reply.text());
+    let trace = reply.headers["x-cairn-trace-id"].clone();
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: usize = load.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(served > 20, "the load threads ran ({served} requests)");
+    let metrics = http(&addr, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains(r#"cairn_requests_total{model="reg",version="2",protocol="native",status="200"}"#), "{metrics}");
+    assert!(metrics.contains("cairn_request_duration_seconds_bucket"), "{metrics}");
+    server.stop();
+
+    let traced = repo.json(&["trace", &trace, "--json"]);
+    assert_eq!((traced["version"].as_i64(), traced["role"].as_str()), (Some(1), Some("primary")));
+    let shadows = traced["shadows"].as_array().unwrap();
+    assert_eq!(shadows[0]["version"], 3);
+    assert_eq!(shadows[0]["outputs"]["output_label"].as_array().unwrap().len(), 1, "{traced}");
+}
+
+#[test]
+fn batching_answers_each_client_its_own_rows() {
+    let repo = project();
+    let server = Server::start(&repo, &["regressor@production", "--batch-max", "64", "--batch-wait-ms", "5"]);
+    let unbatched = Server::start(&repo, &["regressor@production", "--no-log"]);
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (a, b) = (server.addr.clone(), unbatched.addr.clone());
+            std::thread::spawn(move || {
+                for j in 0..20 {
+                    let x = (i * 20 + j) as f64 / 100.0;
+                    let body = json!({"inputs": {"features": [x, -x, x / 2.0, 1.0]}});
+                    let got = post(&a, "/models/regressor/predict", &body).json()["outputs"]["variable"].clone();
+                    let want = post(&b, "/models/regressor/predict", &body).json()["outputs"]["variable"].clone();
+                    assert_eq!(got, want, "client {i} request {j}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn predictions_are_logged_and_traced_back_to_run_data_and_commit() {
+    let repo = TestRepo::new();
+    repo.write("params.yaml", "train:\n  depth: 3\n");
+    repo.write("data/train.csv", "a,b,c,d\n1,2,3,4\n");
+    repo.write(
+        "train.sh",
+        format!(
+            "mkdir -p models && cp {} models/model.onnx && echo '{{\"r2\": 0.91}}' > metrics.json\n",
+            fixtures().join("regressor.onnx").display()
+        ),
+    );
+    repo.write(
+        "cairn.yaml",
+        "stages:\n  train:\n    cmd: sh train.sh\n    deps: [train.sh, data/train.csv]\n    params: [train.depth]\n    outs: [models/model.onnx]\n    metrics: [metrics.json]\n",
+    );
+    repo.commit_all("pipeline");
+    repo.ok(&["run"]);
+    repo.ok(&["model", "register", "reg", "models/model.onnx"]);
+    repo.ok(&["model", "alias", "reg@1", "production"]);
+
+    let server = Server::start(&repo, &["reg@production"]);
+    let reply = post(&server.addr, "/models/reg/predict", &json!({"inputs": {"features": [1, 2, 3, 4]}}));
+    assert_eq!(reply.status, 200);
+    let trace = reply.headers["x-cairn-trace-id"].clone();
+    assert_eq!(reply.json()["trace_id"], trace.as_str());
+    let killed_trace = {
+        let r = post(&server.addr, "/v2/models/reg/infer", &json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [4, 3, 2, 1]}]}));
+        r.headers["x-cairn-trace-id"].clone()
+    };
+    let err = server.stop();
+    assert!(err.contains("prediction log sealed"), "{err}");
+    let segments: Vec<_> = std::fs::read_dir(repo.path(".cairn/predictions")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert!(segments.iter().all(|n| n.starts_with("seg-") && n.ends_with(".parquet")), "{segments:?}");
+
+    let shown = repo.ok(&["trace", &trace]);
+    for expected in ["reg@1", "features", "variable", "run ", "depth=3", "r2=0.91", "data/train.csv", "commit "] {
+        assert!(shown.contains(expected), "`cairn trace` lacks {expected:?}:\n{shown}");
+    }
+    let traced = repo.json(&["trace", &killed_trace, "--json"]);
+    assert_eq!(traced["protocol"], "kserve");
+    assert_eq!(traced["inputs"]["features"], json!([[4.0, 3.0, 2.0, 1.0]]));
+    assert_eq!(traced["lineage"]["params"]["train.depth"], "3", "{traced}");
+
+    // A killed server loses at most the last second: what it logged before is found.
+    let server = Server::start(&repo, &["reg@production"]);
+    let reply = post(&server.addr, "/models/reg/predict", &json!({"inputs": {"features": [1, 1, 1, 1]}}));
+    let last = reply.headers["x-cairn-trace-id"].clone();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(server); // SIGKILL
+    assert_eq!(repo.json(&["trace", &last, "--json"])["status"], 200);
+    // The next server turns the crashed one's WAL into a segment.
+    let server = Server::start(&repo, &["reg@production"]);
+    server.stop();
+    let names: Vec<_> = std::fs::read_dir(repo.path(".cairn/predictions")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert!(names.iter().all(|n| !n.starts_with("wal-")), "{names:?}");
+    assert_eq!(repo.json(&["trace", &last, "--json"])["trace_id"], last.as_str());
+    repo.fail(1, &["trace", "0000000000000000deadbeefdeadbeef"]);
+}
+
+#[test]
+fn graceful_shutdown_finishes_a_request_in_flight() {
+    let repo = project();
+    let server = Server::start(&repo, &["regressor@production"]);
+    let body = json!({"inputs": {"features": [0.1, 0.2, 0.3, 0.4]}}).to_string();
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Headers and half the body, then SIGTERM, then the rest.
+    let head = format!("POST /models/regressor/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body.as_bytes()[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stream.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let reply = parse_reply(&raw);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    server.stop();
+}
