@@ -872,7 +872,14 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 }
                 ModelCommand::Rollout { target, canary, weight, shadow, clear, output } => serve::rollout(
                     &repo,
-                    &serve::RolloutRequest { target: &target, canary, weight, shadows: &shadow, clear, json: output.json },
+                    &serve::RolloutRequest {
+                        target: &target,
+                        canary,
+                        weight,
+                        shadows: &shadow,
+                        clear,
+                        json: output.json,
+                    },
                 ),
             }
         }

@@ -51,10 +51,15 @@ fn meta(e: cairn_meta::MetaError) -> Failure {
 /// prediction log is sealed before it exits.
 pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Failure> {
     if request.targets.is_empty() {
-        return Err(Failure::usage("name the models to serve: `cairn serve churn@production` (see `cairn model list`)"));
+        return Err(Failure::usage(
+            "name the models to serve: `cairn serve churn@production` (see `cairn model list`)",
+        ));
     }
-    let targets: Vec<Target> =
-        request.targets.iter().map(|t| t.parse::<Target>().map_err(Failure::usage)).collect::<Result<_, _>>()?;
+    let targets: Vec<Target> = request
+        .targets
+        .iter()
+        .map(|t| t.parse::<Target>().map_err(Failure::usage))
+        .collect::<Result<_, _>>()?;
     let mut seen = std::collections::BTreeSet::new();
     for t in &targets {
         if !seen.insert(t.model.clone()) {
@@ -67,18 +72,20 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     // ONNX Runtime first: a missing library is one clear error before anything else.
     let library = match &request.onnxruntime {
         Some(path) => path.clone(),
-        None => locate_onnxruntime(Some(repo.root())).map_err(|e| {
-            Failure::user(e.to_string(), Some("or pass --onnxruntime PATH"))
-        })?,
+        None => locate_onnxruntime(Some(repo.root()))
+            .map_err(|e| Failure::user(e.to_string(), Some("or pass --onnxruntime PATH")))?,
     };
-    let runtime = OnnxRuntime::init(&library, request.sessions).map_err(|e| Failure::user(e.to_string(), None))?;
+    let runtime =
+        OnnxRuntime::init(&library, request.sessions).map_err(|e| Failure::user(e.to_string(), None))?;
     let runtime_version = runtime.version();
     let store = Arc::new(open_store(repo)?);
     for t in &targets {
         if store.model(&t.model).map_err(meta)?.is_none() {
             return Err(Failure::user(
                 format!("no model named `{}` in the registry", t.model),
-                Some("register it with `cairn model register NAME PATH`; list models with `cairn model list`"),
+                Some(
+                    "register it with `cairn model register NAME PATH`; list models with `cairn model list`",
+                ),
             ));
         }
     }
@@ -87,7 +94,8 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     } else {
         request.sessions
     };
-    let batching = request.batch_max.map(|max_batch| BatchConfig { max_batch, max_wait: request.batch_wait, workers });
+    let batching =
+        request.batch_max.map(|max_batch| BatchConfig { max_batch, max_wait: request.batch_wait, workers });
     let catalog = Arc::new(Catalog::new(store.clone(), repo.store().clone(), Arc::new(runtime), batching));
     let snapshot = store.routing_snapshot().map_err(meta)?;
     let table = catalog.table(&targets, &snapshot);
@@ -168,7 +176,8 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     });
     // Requests have finished; seal the prediction log.
     if let Some(log) = &app.log {
-        log.close().map_err(|e| Failure::user(format!("the prediction log could not be sealed: {e}"), None))?;
+        log.close()
+            .map_err(|e| Failure::user(format!("the prediction log could not be sealed: {e}"), None))?;
         if !quiet {
             eprintln!("prediction log sealed");
         }
@@ -181,9 +190,11 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let install = |kind: SignalKind| {
-        signal(kind).map_err(|e| Failure::user(format!("cannot install the shutdown signal handler: {e}"), None))
+        signal(kind)
+            .map_err(|e| Failure::user(format!("cannot install the shutdown signal handler: {e}"), None))
     };
-    let (mut interrupt, mut terminate) = (install(SignalKind::interrupt())?, install(SignalKind::terminate())?);
+    let (mut interrupt, mut terminate) =
+        (install(SignalKind::interrupt())?, install(SignalKind::terminate())?);
     Ok(async move {
         tokio::select! {
             _ = interrupt.recv() => {}
@@ -204,7 +215,8 @@ pub struct RolloutRequest<'a> {
 
 /// `cairn model rollout NAME@ALIAS [--canary V --weight P] [--shadow V]... [--clear]`.
 pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
-    let Some((name, alias)) = request.target.split_once('@').filter(|(n, a)| !n.is_empty() && !a.is_empty()) else {
+    let Some((name, alias)) = request.target.split_once('@').filter(|(n, a)| !n.is_empty() && !a.is_empty())
+    else {
         return Err(Failure::usage(format!("`{}`: give NAME@ALIAS, e.g. churn@production", request.target)));
     };
     let store = open_store(repo)?;
@@ -214,12 +226,19 @@ pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
             Some("point it at a version first: `cairn model alias NAME@VERSION ALIAS`"),
         ));
     };
-    let changing = request.canary.is_some() || request.weight.is_some() || !request.shadows.is_empty() || request.clear;
+    let changing =
+        request.canary.is_some() || request.weight.is_some() || !request.shadows.is_empty() || request.clear;
     if changing {
-        let mut rollout = if request.clear { Rollout::default() } else { store.rollout(name, alias).map_err(meta)?.unwrap_or_default() };
+        let mut rollout = if request.clear {
+            Rollout::default()
+        } else {
+            store.rollout(name, alias).map_err(meta)?.unwrap_or_default()
+        };
         if let Some(v) = request.canary {
             if v == current {
-                return Err(Failure::usage(format!("version {v} already is `{alias}`; a canary must be another version")));
+                return Err(Failure::usage(format!(
+                    "version {v} already is `{alias}`; a canary must be another version"
+                )));
             }
             // The canary answers real traffic for the alias: it must meet the alias's policy.
             let problems = store.policy_violations(name, alias, v).map_err(meta)?;
@@ -270,11 +289,16 @@ pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
         None => out(format!("{name}@{alias}: version {current} takes all traffic")),
         Some(r) => {
             let mut line = match r.canary {
-                Some(c) => format!("{name}@{alias}: version {current} {}%, canary {c} {}%", 100 - r.weight, r.weight),
+                Some(c) => {
+                    format!("{name}@{alias}: version {current} {}%, canary {c} {}%", 100 - r.weight, r.weight)
+                }
                 None => format!("{name}@{alias}: version {current} takes all traffic"),
             };
             if !r.shadows.is_empty() {
-                line.push_str(&format!("; shadows {}", r.shadows.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")));
+                line.push_str(&format!(
+                    "; shadows {}",
+                    r.shadows.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                ));
             }
             out(line)
         }
@@ -289,12 +313,15 @@ pub fn trace(repo: &Repo, id: &str, log_dir: Option<PathBuf>, as_json: bool) -> 
     let Some(answer) = entries.iter().find(|e| e.role != "shadow").or(entries.first()) else {
         return Err(Failure::user(
             format!("no prediction with trace id `{id}` in {}", dir.display()),
-            Some("trace ids come from the x-cairn-trace-id response header; a server started elsewhere logs under its own --log-dir"),
+            Some(
+                "trace ids come from the x-cairn-trace-id response header; a server started elsewhere logs under its own --log-dir",
+            ),
         ));
     };
     let store = open_store(repo)?;
     let version = store.model_version(&answer.model, answer.version).map_err(meta)?;
-    let lineage: Value = version.as_ref().and_then(|v| serde_json::from_str(&v.lineage).ok()).unwrap_or(Value::Null);
+    let lineage: Value =
+        version.as_ref().and_then(|v| serde_json::from_str(&v.lineage).ok()).unwrap_or(Value::Null);
     let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
     if as_json {
         return crate::output::json(&json!({
@@ -328,7 +355,10 @@ pub fn trace(repo: &Repo, id: &str, log_dir: Option<PathBuf>, as_json: bool) -> 
         answer.status,
         answer.latency_us as f64 / 1000.0
     ))?;
-    out(format!("  model     {}@{} ({}; endpoint `{}`)", answer.model, answer.version, answer.role, answer.endpoint))?;
+    out(format!(
+        "  model     {}@{} ({}; endpoint `{}`)",
+        answer.model, answer.version, answer.role, answer.endpoint
+    ))?;
     out(format!("  inputs    {}", answer.inputs))?;
     match &answer.error {
         Some(e) => out(format!("  error     {e}"))?,
@@ -345,13 +375,21 @@ pub fn trace(repo: &Repo, id: &str, log_dir: Option<PathBuf>, as_json: bool) -> 
     let Some(v) = version else {
         return out(format!("  version   {}@{} is no longer in the registry", answer.model, answer.version));
     };
-    out(format!("  version   {}@{}: {} ({}, registered from {})", v.name, v.version, v.digest, v.kind, v.source))?;
+    out(format!(
+        "  version   {}@{}: {} ({}, registered from {})",
+        v.name, v.version, v.digest, v.kind, v.source
+    ))?;
     let Some(run_id) = &v.run_id else {
-        return out("  run       none recorded (registered without --run, and no recorded run wrote this content)");
+        return out(
+            "  run       none recorded (registered without --run, and no recorded run wrote this content)",
+        );
     };
     out(format!("  run       {run_id}"))?;
     if let Some(params) = lineage.get("params").and_then(Value::as_object).filter(|p| !p.is_empty()) {
-        let text: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_owned))).collect();
+        let text: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_owned)))
+            .collect();
         out(format!("  params    {}", text.join(" ")))?;
     }
     if let Some(metrics) = lineage.get("metrics").and_then(Value::as_object).filter(|m| !m.is_empty()) {

@@ -18,7 +18,10 @@ use common::tools::{mlflow_python, onnxruntime_library, serve_python};
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn-model/tests/fixtures").canonicalize().unwrap()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cairn-model/tests/fixtures")
+        .canonicalize()
+        .unwrap()
 }
 
 /// A repository with the four fixture models registered under their own names (version 1,
@@ -27,7 +30,8 @@ fn project() -> TestRepo {
     let repo = TestRepo::new();
     for name in ["logistic", "forest", "regressor", "churn"] {
         std::fs::create_dir_all(repo.path("models")).unwrap();
-        std::fs::copy(fixtures().join(format!("{name}.onnx")), repo.path(&format!("models/{name}.onnx"))).unwrap();
+        std::fs::copy(fixtures().join(format!("{name}.onnx")), repo.path(&format!("models/{name}.onnx")))
+            .unwrap();
         repo.ok(&["model", "register", name, &format!("models/{name}.onnx")]);
         repo.ok(&["model", "alias", &format!("{name}@1"), "production"]);
     }
@@ -85,7 +89,8 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -96,7 +101,10 @@ impl Reply {
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -214,7 +222,8 @@ print(json.dumps({"checked": checked}))
 #[test]
 fn tritonclient_gets_onnxruntimes_answers() {
     let repo = project();
-    let server = Server::start(&repo, &["logistic@production", "forest@production", "regressor", "churn@production"]);
+    let server =
+        Server::start(&repo, &["logistic@production", "forest@production", "regressor", "churn@production"]);
     let fixtures = fixtures().display().to_string();
     let result = python(serve_python(), &repo, TRITON, &[&server.addr, &fixtures]);
     assert_eq!(result["checked"], json!(["logistic", "forest", "regressor", "churn"]));
@@ -260,7 +269,8 @@ fn mlflow_scoring_clients_get_onnxruntimes_answers() {
     );
     let answers = python(mlflow_python(), &repo, MLFLOW, &[&server.addr, &rows.to_string()]);
     for form in ["dataframe", "tensor"] {
-        let got: Vec<f64> = answers[form]["variable"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let got: Vec<f64> =
+            answers[form]["variable"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let want: Vec<f64> = expected.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(got.len(), want.len(), "{form}: {answers}");
         for (g, w) in got.iter().zip(&want) {
@@ -272,7 +282,8 @@ fn mlflow_scoring_clients_get_onnxruntimes_answers() {
     let addr = &server.addr;
     let first = |reply: Reply| reply.json()["predictions"][0]["variable"].as_f64().unwrap();
     let want = expected[0].as_f64().unwrap();
-    let records = post(addr, "/invocations", &json!({"dataframe_records": [{"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}]}));
+    let records =
+        post(addr, "/invocations", &json!({"dataframe_records": [{"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}]}));
     assert!((first(records) - want).abs() < 1e-5);
     let instances = post(addr, "/invocations", &json!({"instances": [[0.1, 0.2, 0.3, 0.4]]}));
     assert!((first(instances) - want).abs() < 1e-5);
@@ -292,14 +303,23 @@ fn bad_input_is_a_4xx_naming_the_field_in_each_protocols_shape() {
     let wrong_type = predict(json!({"inputs": {"age": "old", "tenure": 3, "plan": "pro"}}));
     assert_eq!(wrong_type.status, 400);
     let error = &wrong_type.json()["error"];
-    assert_eq!((error["field"].as_str(), error["expected"].as_str()), (Some("age"), Some("float32")), "{error}");
+    assert_eq!(
+        (error["field"].as_str(), error["expected"].as_str()),
+        (Some("age"), Some("float32")),
+        "{error}"
+    );
 
     let missing = predict(json!({"inputs": {"age": 40, "plan": "pro"}}));
     assert_eq!((missing.status, missing.json()["error"]["field"].as_str()), (400, Some("tenure")));
     let unknown = predict(json!({"inputs": {"age": 40, "tenure": 2, "plan": "pro", "zip": "9"}}));
     assert_eq!(unknown.status, 400);
     assert_eq!(unknown.json()["error"]["field"], "zip");
-    assert!(unknown.json()["error"]["message"].as_str().unwrap().contains("takes: age (float32), tenure (float32), plan (string)"));
+    assert!(
+        unknown.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("takes: age (float32), tenure (float32), plan (string)")
+    );
     let nan = predict(json!({"inputs": {"age": null, "tenure": 2, "plan": "pro"}}));
     assert_eq!(nan.status, 400);
     assert!(nan.json()["error"]["message"].as_str().unwrap().contains("--allow-nan"), "{}", nan.text());
@@ -321,18 +341,33 @@ fn bad_input_is_a_4xx_naming_the_field_in_each_protocols_shape() {
     );
     assert_eq!(kserve.status, 400);
     assert!(kserve.json()["error"].as_str().unwrap().contains("input `age`"), "{}", kserve.text());
-    let kserve_missing =
-        post(addr, "/v2/models/churn/infer", &json!({"inputs": [{"name": "age", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}));
-    assert!(kserve_missing.json()["error"].as_str().unwrap().contains("input `tenure`: missing"), "{}", kserve_missing.text());
+    let kserve_missing = post(
+        addr,
+        "/v2/models/churn/infer",
+        &json!({"inputs": [{"name": "age", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}),
+    );
+    assert!(
+        kserve_missing.json()["error"].as_str().unwrap().contains("input `tenure`: missing"),
+        "{}",
+        kserve_missing.text()
+    );
     let shape = post(
         addr,
         "/v2/models/churn/infer",
         &json!({"inputs": [{"name": "age", "shape": [2, 1], "datatype": "FP32", "data": [1]}]}),
     );
-    assert!(shape.json()["error"].as_str().unwrap().contains("holds 2 values but 1 were sent"), "{}", shape.text());
+    assert!(
+        shape.json()["error"].as_str().unwrap().contains("holds 2 values but 1 were sent"),
+        "{}",
+        shape.text()
+    );
 
     // MLflow: {"error_code": "BAD_REQUEST", "message": "..."}.
-    let mlflow = post(addr, "/invocations", &json!({"dataframe_split": {"columns": ["age", "tenure", "plan"], "data": [[1, 2, 3]]}}));
+    let mlflow = post(
+        addr,
+        "/invocations",
+        &json!({"dataframe_split": {"columns": ["age", "tenure", "plan"], "data": [[1, 2, 3]]}}),
+    );
     assert_eq!(mlflow.status, 400);
     assert_eq!(mlflow.json()["error_code"], "BAD_REQUEST");
     assert!(mlflow.json()["message"].as_str().unwrap().contains("input `plan`"), "{}", mlflow.text());
@@ -355,7 +390,8 @@ fn a_model_that_cannot_load_reports_not_ready_and_the_others_serve() {
     // Lose churn's model file from the cache.
     let digest = repo.json(&["model", "show", "churn@1", "--json"])["digest"].as_str().unwrap().to_owned();
     let hex = digest.trim_start_matches("blake3:");
-    let object = repo.objects().into_iter().find(|p| p.display().to_string().replace('/', "").contains(hex)).unwrap();
+    let object =
+        repo.objects().into_iter().find(|p| p.display().to_string().replace('/', "").contains(hex)).unwrap();
     common::make_writable(&object);
     std::fs::remove_file(&object).unwrap();
 
@@ -366,10 +402,12 @@ fn a_model_that_cannot_load_reports_not_ready_and_the_others_serve() {
     assert!(ready.json()["reason"].as_str().unwrap().contains("not in the cache"), "{}", ready.text());
     assert_eq!(http(addr, "GET", "/v2/models/regressor/ready", &[], b"").status, 200);
     assert_eq!(http(addr, "GET", "/v2/health/ready", &[], b"").status, 503);
-    let refused = post(addr, "/models/churn/predict", &json!({"inputs": {"age": 1, "tenure": 2, "plan": "pro"}}));
+    let refused =
+        post(addr, "/models/churn/predict", &json!({"inputs": {"age": 1, "tenure": 2, "plan": "pro"}}));
     assert_eq!(refused.status, 503);
     assert!(refused.text().contains("cairn pull"), "{}", refused.text());
-    let served = post(addr, "/models/regressor/predict", &json!({"inputs": {"features": [0.1, 0.2, 0.3, 0.4]}}));
+    let served =
+        post(addr, "/models/regressor/predict", &json!({"inputs": {"features": [0.1, 0.2, 0.3, 0.4]}}));
     assert_eq!(served.status, 200, "{}", served.text());
     let listing = http(addr, "GET", "/models", &[], b"").json();
     let churn = listing["models"].as_array().unwrap().iter().find(|m| m["name"] == "churn").unwrap();
@@ -430,8 +468,17 @@ fn rollouts_and_rollbacks_take_effect_live_without_dropping_requests() {
             std::thread::spawn(move || {
                 let mut count = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let reply = post(&addr, "/models/reg/predict", &json!({"inputs": [{"features": [0.1, 0.2, 0.3, 0.4]}]}));
-                    assert_eq!(reply.status, 200, "a request failed during a rollout change: {}", reply.text());
+                    let reply = post(
+                        &addr,
+                        "/models/reg/predict",
+                        &json!({"inputs": [{"features": [0.1, 0.2, 0.3, 0.4]}]}),
+                    );
+                    assert_eq!(
+                        reply.status,
+                        200,
+                        "a request failed during a rollout change: {}",
+                        reply.text()
+                    );
                     count += 1;
                 }
                 count
@@ -468,7 +515,10 @@ fn rollouts_and_rollbacks_take_effect_live_without_dropping_requests() {
     let served: usize = load.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(served > 20, "the load threads ran ({served} requests)");
     let metrics = http(&addr, "GET", "/metrics", &[], b"").text();
-    assert!(metrics.contains(r#"cairn_requests_total{model="reg",version="2",protocol="native",status="200"}"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"cairn_requests_total{model="reg",version="2",protocol="native",status="200"}"#),
+        "{metrics}"
+    );
     assert!(metrics.contains("cairn_request_duration_seconds_bucket"), "{metrics}");
     server.stop();
 
@@ -491,8 +541,10 @@ fn batching_answers_each_client_its_own_rows() {
                 for j in 0..20 {
                     let x = (i * 20 + j) as f64 / 100.0;
                     let body = json!({"inputs": {"features": [x, -x, x / 2.0, 1.0]}});
-                    let got = post(&a, "/models/regressor/predict", &body).json()["outputs"]["variable"].clone();
-                    let want = post(&b, "/models/regressor/predict", &body).json()["outputs"]["variable"].clone();
+                    let got =
+                        post(&a, "/models/regressor/predict", &body).json()["outputs"]["variable"].clone();
+                    let want =
+                        post(&b, "/models/regressor/predict", &body).json()["outputs"]["variable"].clone();
                     assert_eq!(got, want, "client {i} request {j}");
                 }
             })
@@ -530,16 +582,26 @@ fn predictions_are_logged_and_traced_back_to_run_data_and_commit() {
     let trace = reply.headers["x-cairn-trace-id"].clone();
     assert_eq!(reply.json()["trace_id"], trace.as_str());
     let killed_trace = {
-        let r = post(&server.addr, "/v2/models/reg/infer", &json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [4, 3, 2, 1]}]}));
+        let r = post(
+            &server.addr,
+            "/v2/models/reg/infer",
+            &json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [4, 3, 2, 1]}]}),
+        );
         r.headers["x-cairn-trace-id"].clone()
     };
     let err = server.stop();
     assert!(err.contains("prediction log sealed"), "{err}");
-    let segments: Vec<_> = std::fs::read_dir(repo.path(".cairn/predictions")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    let segments: Vec<_> = std::fs::read_dir(repo.path(".cairn/predictions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
     assert!(segments.iter().all(|n| n.starts_with("seg-") && n.ends_with(".parquet")), "{segments:?}");
 
     let shown = repo.ok(&["trace", &trace]);
-    for expected in ["reg@1", "features", "variable", "run ", "depth=3", "r2=0.91", "data/train.csv", "commit "] {
+    for expected in
+        ["reg@1", "features", "variable", "run ", "depth=3", "r2=0.91", "data/train.csv", "commit "]
+    {
         assert!(shown.contains(expected), "`cairn trace` lacks {expected:?}:\n{shown}");
     }
     let traced = repo.json(&["trace", &killed_trace, "--json"]);
@@ -557,7 +619,11 @@ fn predictions_are_logged_and_traced_back_to_run_data_and_commit() {
     // The next server turns the crashed one's WAL into a segment.
     let server = Server::start(&repo, &["reg@production"]);
     server.stop();
-    let names: Vec<_> = std::fs::read_dir(repo.path(".cairn/predictions")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    let names: Vec<_> = std::fs::read_dir(repo.path(".cairn/predictions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
     assert!(names.iter().all(|n| !n.starts_with("wal-")), "{names:?}");
     assert_eq!(repo.json(&["trace", &last, "--json"])["trace_id"], last.as_str());
     repo.fail(1, &["trace", "0000000000000000deadbeefdeadbeef"]);
@@ -571,7 +637,10 @@ fn graceful_shutdown_finishes_a_request_in_flight() {
     let mut stream = TcpStream::connect(&server.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Headers and half the body, then SIGTERM, then the rest.
-    let head = format!("POST /models/regressor/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /models/regressor/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body.as_bytes()[..10]).unwrap();
     std::thread::sleep(Duration::from_millis(200));

@@ -425,16 +425,25 @@ impl Store {
     pub fn set_rollout(&self, name: &str, alias: &str, rollout: Option<&Rollout>) -> Result<()> {
         self.tx(|tx| {
             if tx
-                .query("SELECT 1 FROM model_aliases WHERE name = $1 AND alias = $2", &[name.into(), alias.into()])?
+                .query(
+                    "SELECT 1 FROM model_aliases WHERE name = $1 AND alias = $2",
+                    &[name.into(), alias.into()],
+                )?
                 .is_empty()
             {
                 return Err(MetaError::NoModelVersion(format!("{name}@{alias}")));
             }
-            tx.execute("DELETE FROM model_rollouts WHERE name = $1 AND alias = $2", &[name.into(), alias.into()])?;
+            tx.execute(
+                "DELETE FROM model_rollouts WHERE name = $1 AND alias = $2",
+                &[name.into(), alias.into()],
+            )?;
             let Some(r) = rollout else { return Ok(()) };
             for v in r.canary.iter().chain(&r.shadows) {
                 if tx
-                    .query("SELECT 1 FROM model_versions WHERE name = $1 AND version = $2", &[name.into(), (*v).into()])?
+                    .query(
+                        "SELECT 1 FROM model_versions WHERE name = $1 AND version = $2",
+                        &[name.into(), (*v).into()],
+                    )?
                     .is_empty()
                 {
                     return Err(MetaError::NoModelVersion(format!("{name}@{v}")));

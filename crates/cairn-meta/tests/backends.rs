@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cairn_meta::registry::{NewVersion, Policy};
+use cairn_meta::registry::{NewVersion, Policy, Rollout};
 use cairn_meta::{Artifact, IoRecord, MetaError, Metric, NewRun, RunUpdate, StageRecord, Store, View};
 
 fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
@@ -223,6 +223,23 @@ fn suite(open: &dyn Fn() -> Store) {
         [(None, Some(2)), (Some(2), Some(1))]
     );
     assert!(matches!(store.move_alias("churn", "x", Some(9), "ada", ""), Err(MetaError::NoModelVersion(_))));
+    // Rollouts: a canary with a weight and shadows, in the routing snapshot servers poll.
+    let rollout = Rollout { canary: Some(2), weight: 25, shadows: vec![2], user: "ada".into(), time: 0 };
+    store.set_rollout("churn", "production", Some(&rollout)).unwrap();
+    let snapshot = store.routing_snapshot().unwrap();
+    let key = ("churn".to_owned(), "production".to_owned());
+    assert_eq!(snapshot.aliases[&key], 1);
+    assert_eq!(snapshot.latest["churn"], 2);
+    let stored = &snapshot.rollouts[&key];
+    assert_eq!((stored.canary, stored.weight, stored.shadows.clone()), (Some(2), 25, vec![2]));
+    assert!(matches!(
+        store.set_rollout("churn", "production", Some(&Rollout { canary: Some(9), ..rollout.clone() })),
+        Err(MetaError::NoModelVersion(_))
+    ));
+    assert!(matches!(
+        store.set_rollout("churn", "staging", Some(&rollout)),
+        Err(MetaError::NoModelVersion(_))
+    ));
     store.set_model_tag("churn", 0, "team", "growth").unwrap();
     store.set_model_tag("churn", 2, "validated", "yes").unwrap();
     store.set_model_tag("churn", 2, "validated", "twice").unwrap();
@@ -233,6 +250,13 @@ fn suite(open: &dyn Fn() -> Store) {
     assert!(store.model_tags("churn-v2", 0).unwrap().is_empty());
     assert_eq!(store.model_versions("churn-v2").unwrap().len(), 2);
     assert_eq!(store.resolve_alias("churn-v2", "production").unwrap(), Some(1));
+    assert_eq!(
+        store.rollout("churn-v2", "production").unwrap().unwrap().weight,
+        25,
+        "the rollout follows a rename"
+    );
+    store.set_rollout("churn-v2", "production", None).unwrap();
+    assert!(store.rollout("churn-v2", "production").unwrap().is_none());
     store.delete_model("churn-v2").unwrap();
     assert!(store.model("churn-v2").unwrap().is_none());
 

@@ -210,7 +210,10 @@ mod tests {
             let Data::F32(v) = &t.data else { unreachable!() };
             Ok(vec![(
                 "y".into(),
-                Output::Tensor(Tensor { shape: t.shape.clone(), data: Data::F32(v.iter().map(|x| x * 2.0).collect()) }),
+                Output::Tensor(Tensor {
+                    shape: t.shape.clone(),
+                    data: Data::F32(v.iter().map(|x| x * 2.0).collect()),
+                }),
             )])
         }
     }
@@ -232,7 +235,10 @@ mod tests {
         }
         for task in tasks {
             let (i, out) = task.await.unwrap();
-            assert_eq!(out[0].1, Output::Tensor(Tensor { shape: vec![1, 1], data: Data::F32(vec![i as f32 * 2.0]) }));
+            assert_eq!(
+                out[0].1,
+                Output::Tensor(Tensor { shape: vec![1, 1], data: Data::F32(vec![i as f32 * 2.0]) })
+            );
         }
         let runs = model.runs.load(Ordering::SeqCst);
         assert!(runs < 32, "32 concurrent requests ran as {runs} batches");

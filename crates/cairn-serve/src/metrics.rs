@@ -53,7 +53,11 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(BUCKETS));
         let ready = Family::<VersionLabels, Gauge>::default();
         let log_dropped = Counter::default();
-        registry.register("cairn_requests", "Prediction requests answered, by model version, protocol and HTTP status", requests.clone());
+        registry.register(
+            "cairn_requests",
+            "Prediction requests answered, by model version, protocol and HTTP status",
+            requests.clone(),
+        );
         registry.register(
             "cairn_shadow_requests",
             "Copies of requests run by shadow versions, by model version and outcome",
@@ -64,7 +68,11 @@ impl Metrics {
             "Time from a prediction request's arrival to its answer, by model version",
             latency.clone(),
         );
-        registry.register("cairn_model_ready", "1 when a served model version is loaded and ready", ready.clone());
+        registry.register(
+            "cairn_model_ready",
+            "1 when a served model version is loaded and ready",
+            ready.clone(),
+        );
         registry.register(
             "cairn_prediction_log_dropped",
             "Predictions not logged because the log writer fell behind",

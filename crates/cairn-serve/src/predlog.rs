@@ -94,7 +94,9 @@ impl Record {
             .outputs
             .iter()
             .flatten()
-            .map(|(name, out)| (name.clone(), Value::Array((0..out.rows()).map(|i| out.row_json(i)).collect())))
+            .map(|(name, out)| {
+                (name.clone(), Value::Array((0..out.rows()).map(|i| out.row_json(i)).collect()))
+            })
             .collect();
         Entry {
             trace_id: self.trace_id,
@@ -179,7 +181,9 @@ impl PredictionLog {
     /// Hands a record to the writer without waiting. When the writer is this far behind (or
     /// closed) the record is counted as dropped rather than slowing the request.
     pub fn log(&self, record: Record) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(Message::Record(Box::new(record))) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Message::Record(Box::new(record)))
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -190,7 +194,8 @@ impl PredictionLog {
 
     /// Writes everything handed over so far into a closed segment and stops the writer.
     pub fn close(&self) -> Result<(), LogError> {
-        let Some(handle) = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+        let Some(handle) = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        else {
             return Ok(());
         };
         let (done, wait) = std::sync::mpsc::channel();
@@ -219,7 +224,15 @@ struct Writer {
 impl Writer {
     fn open(config: LogConfig) -> Result<Self, LogError> {
         let (wal_path, wal) = new_wal(&config.dir)?;
-        Ok(Self { config, wal_path, wal, wal_bytes: 0, opened: Instant::now(), rows: Vec::new(), segments: 0 })
+        Ok(Self {
+            config,
+            wal_path,
+            wal,
+            wal_bytes: 0,
+            opened: Instant::now(),
+            rows: Vec::new(),
+            segments: 0,
+        })
     }
 
     fn run(mut self, rx: &Receiver<Message>) -> Result<(), LogError> {
@@ -255,7 +268,10 @@ impl Writer {
                 let failed = result.as_ref().err().map(ToString::to_string);
                 let _ = done.send(result);
                 return match failed {
-                    Some(message) => Err(LogError::Io { path: self.config.dir.clone(), source: std::io::Error::other(message) }),
+                    Some(message) => Err(LogError::Io {
+                        path: self.config.dir.clone(),
+                        source: std::io::Error::other(message),
+                    }),
                     None => Ok(()),
                 };
             }
@@ -278,7 +294,8 @@ impl Writer {
         }
         let mut buf = Vec::with_capacity(pending.len() * 256);
         for entry in pending.iter() {
-            serde_json::to_writer(&mut buf, entry).map_err(|e| LogError::Io { path: self.wal_path.clone(), source: e.into() })?;
+            serde_json::to_writer(&mut buf, entry)
+                .map_err(|e| LogError::Io { path: self.wal_path.clone(), source: e.into() })?;
             buf.push(b'\n');
         }
         self.wal.write_all(&buf).map_err(io(&self.wal_path))?;
@@ -310,7 +327,8 @@ impl Writer {
 fn new_wal(dir: &Path) -> Result<(PathBuf, File), LogError> {
     let path = dir.join(format!("wal-{}-{}.jsonl", std::process::id(), now_ms()));
     let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
-    file.try_lock().map_err(|e| LogError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    file.try_lock()
+        .map_err(|e| LogError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
     Ok((path, file))
 }
 
@@ -341,8 +359,10 @@ fn write_segment(dir: &Path, rows: &[Entry], n: u64) -> Result<PathBuf, LogError
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let fail = |message: String| LogError::Parquet { path: path.clone(), message };
-    let strings = |f: fn(&Entry) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
-    let ints = |f: fn(&Entry) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) };
+    let strings =
+        |f: fn(&Entry) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+    let ints =
+        |f: fn(&Entry) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) };
     let columns: Vec<ArrayRef> = vec![
         strings(|r| &r.trace_id),
         ints(|r| r.time_ms),
@@ -391,7 +411,11 @@ fn wals(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("wal-") && n.ends_with(".jsonl")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("wal-") && n.ends_with(".jsonl"))
+        })
         .collect();
     out.sort();
     out
@@ -434,7 +458,10 @@ fn segments(dir: &Path) -> Vec<(PathBuf, i64, i64)> {
 fn entries(path: &Path) -> Result<Vec<Entry>, LogError> {
     let fail = |message: String| LogError::Parquet { path: path.to_path_buf(), message };
     let file = File::open(path).map_err(io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(e.to_string()))?.build().map_err(|e| fail(e.to_string()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| fail(e.to_string()))?
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| fail(e.to_string()))?;
@@ -460,7 +487,8 @@ fn entries(path: &Path) -> Result<Vec<Entry>, LogError> {
             text("outputs")?,
             text("error")?,
         );
-        let (time, version, latency, rows) = (int("time_ms")?, int("version")?, int("latency_us")?, int("rows")?);
+        let (time, version, latency, rows) =
+            (int("time_ms")?, int("version")?, int("latency_us")?, int("rows")?);
         let status = batch
             .column_by_name("status")
             .and_then(|c| c.as_any().downcast_ref::<Int32Array>().cloned())
@@ -537,7 +565,10 @@ mod tests {
             status: 200,
             latency_us: 120,
             inputs: Arc::new(vec![("age".into(), Tensor { shape: vec![1, 1], data: Data::F32(vec![42.0]) })]),
-            outputs: Some(vec![("label".into(), Output::Tensor(Tensor { shape: vec![1], data: Data::I64(vec![1]) }))]),
+            outputs: Some(vec![(
+                "label".into(),
+                Output::Tensor(Tensor { shape: vec![1], data: Data::I64(vec![1]) }),
+            )]),
             error: None,
         }
     }

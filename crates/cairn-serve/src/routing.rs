@@ -47,9 +47,10 @@ impl FromStr for Target {
     fn from_str(text: &str) -> Result<Self, String> {
         let (model, reference) = match text.split_once('@') {
             None => (text, Reference::Latest),
-            Some((model, at)) if !at.is_empty() => {
-                (model, at.parse::<i64>().map_or_else(|_| Reference::Alias(at.to_owned()), Reference::Version))
-            }
+            Some((model, at)) if !at.is_empty() => (
+                model,
+                at.parse::<i64>().map_or_else(|_| Reference::Alias(at.to_owned()), Reference::Version),
+            ),
             Some(_) => return Err(format!("`{text}`: give NAME, NAME@ALIAS or NAME@VERSION")),
         };
         if model.is_empty() {
@@ -127,7 +128,8 @@ impl Route {
     }
 
     pub fn ready(&self) -> bool {
-        self.primary.as_ref().is_some_and(|v| v.ready()) && self.canary.as_ref().is_none_or(|(v, _)| v.ready())
+        self.primary.as_ref().is_some_and(|v| v.ready())
+            && self.canary.as_ref().is_none_or(|(v, _)| v.ready())
     }
 
     /// Why this endpoint is not ready.
@@ -215,18 +217,25 @@ impl Catalog {
                         .map(|s| s.iter().skip(1).map(|d| d.and_then(|d| usize::try_from(d).ok())).collect())
                         .unwrap_or_default(),
                 }),
-                None => problems.push(format!("input `{}` has type {}, which Cairn cannot send", spec.name, spec.dtype)),
+                None => problems
+                    .push(format!("input `{}` has type {}, which Cairn cannot send", spec.name, spec.dtype)),
             }
         }
         let model = if !problems.is_empty() {
             Err(problems.join("; "))
         } else if record.runtime != self.runtime.name() {
-            Err(format!("runtime `{}` is not available (this server runs `{}`)", record.runtime, self.runtime.name()))
+            Err(format!(
+                "runtime `{}` is not available (this server runs `{}`)",
+                record.runtime,
+                self.runtime.name()
+            ))
         } else {
             self.bytes(&record).and_then(|bytes| self.runtime.load(&bytes).map_err(|e| e.to_string()))
         };
         let batcher = match (&model, &self.batching) {
-            (Ok(m), Some(config)) => Some(Batcher::start(m.clone(), config.clone(), &format!("{name}@{number}"))),
+            (Ok(m), Some(config)) => {
+                Some(Batcher::start(m.clone(), config.clone(), &format!("{name}@{number}")))
+            }
             _ => None,
         };
         Version {
@@ -255,11 +264,13 @@ impl Catalog {
                 other => other.to_string(),
             })
         };
-        let digest = Digest::from_str(&record.digest).map_err(|_| format!("bad digest `{}`", record.digest))?;
+        let digest =
+            Digest::from_str(&record.digest).map_err(|_| format!("bad digest `{}`", record.digest))?;
         if record.kind != "directory" {
             return read(&digest);
         }
-        let manifest = Manifest::decode(&read(&digest)?).map_err(|e| format!("bad directory manifest: {e}"))?;
+        let manifest =
+            Manifest::decode(&read(&digest)?).map_err(|e| format!("bad directory manifest: {e}"))?;
         let entry = manifest
             .entries()
             .iter()
@@ -276,7 +287,9 @@ impl Catalog {
             let (number, rollout) = match &target.reference {
                 Reference::Version(v) => (Some(*v), None),
                 Reference::Latest => (snapshot.latest.get(&target.model).copied(), None),
-                Reference::Alias(alias) => (snapshot.aliases.get(&key(alias)).copied(), snapshot.rollouts.get(&key(alias))),
+                Reference::Alias(alias) => {
+                    (snapshot.aliases.get(&key(alias)).copied(), snapshot.rollouts.get(&key(alias)))
+                }
             };
             let error = match (number, &target.reference) {
                 (Some(_), _) => None,
@@ -289,12 +302,22 @@ impl Catalog {
             let primary = number.map(|n| self.version(&target.model, n));
             let canary = rollout.and_then(|r| {
                 let v = r.canary?;
-                (Some(v) != number && r.weight > 0).then(|| (self.version(&target.model, v), r.weight.clamp(0, 100) as u32))
+                (Some(v) != number && r.weight > 0)
+                    .then(|| (self.version(&target.model, v), r.weight.clamp(0, 100) as u32))
             });
             let shadows = rollout
-                .map(|r| r.shadows.iter().filter(|&&v| Some(v) != number).map(|&v| self.version(&target.model, v)).collect())
+                .map(|r| {
+                    r.shadows
+                        .iter()
+                        .filter(|&&v| Some(v) != number)
+                        .map(|&v| self.version(&target.model, v))
+                        .collect()
+                })
                 .unwrap_or_default();
-            table.routes.insert(target.model.clone(), Route { target: target.clone(), primary, canary, shadows, error });
+            table.routes.insert(
+                target.model.clone(),
+                Route { target: target.clone(), primary, canary, shadows, error },
+            );
         }
         self.retain(&table);
         table
@@ -350,7 +373,8 @@ pub async fn watch(
             _ = stop.changed() => return,
         }
         let reader = catalog.clone();
-        let Ok(Ok(snapshot)) = tokio::task::spawn_blocking(move || reader.meta().routing_snapshot()).await else {
+        let Ok(Ok(snapshot)) = tokio::task::spawn_blocking(move || reader.meta().routing_snapshot()).await
+        else {
             // The registry is unreachable for now: keep serving what is loaded.
             continue;
         };

@@ -18,7 +18,7 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 use serde_json::Value;
 
-use crate::tensor::{DType, Data, Output, Tensor};
+use crate::tensor::{Data, Output, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -26,7 +26,9 @@ pub enum RuntimeError {
         "ONNX Runtime was not found (looked in: {searched}); install it with `pip install onnxruntime` in the project's virtual environment, or point CAIRN_ONNXRUNTIME at libonnxruntime.so"
     )]
     LibraryNotFound { searched: String },
-    #[error("cannot load ONNX Runtime from `{path}`: {message}; point CAIRN_ONNXRUNTIME at a working libonnxruntime.so (1.17 or newer)")]
+    #[error(
+        "cannot load ONNX Runtime from `{path}`: {message}; point CAIRN_ONNXRUNTIME at a working libonnxruntime.so (1.17 or newer)"
+    )]
     LibraryLoad { path: PathBuf, message: String },
     #[error("ONNX Runtime cannot load this model: {0}")]
     Load(String),
@@ -97,7 +99,8 @@ fn library_in(candidate: &Path) -> Option<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with("libonnxruntime.so") || n.starts_with("libonnxruntime.") && n.ends_with(".dylib")
+                n.starts_with("libonnxruntime.so")
+                    || n.starts_with("libonnxruntime.") && n.ends_with(".dylib")
             })
         })
         .collect();
@@ -150,7 +153,11 @@ impl OnnxRuntime {
 
     /// The ONNX Runtime version the library reports.
     pub fn version(&self) -> String {
-        ort::info().split(',').find_map(|part| part.trim().strip_prefix("git-branch=rel-")).unwrap_or("unknown").to_owned()
+        ort::info()
+            .split(',')
+            .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
+            .unwrap_or("unknown")
+            .to_owned()
     }
 
     fn session(&self, bytes: &[u8]) -> Result<Session, RuntimeError> {
@@ -281,14 +288,23 @@ fn class_maps(maps: &[ort::value::DynMap]) -> Result<Output, RuntimeError> {
     let Some(first) = maps.first() else {
         return Ok(Output::Classes { classes: Vec::new(), probabilities: Vec::new(), rows: 0 });
     };
-    let string_keys = matches!(first.dtype(), ValueType::Map { key: ort::value::TensorElementType::String, .. });
+    let string_keys =
+        matches!(first.dtype(), ValueType::Map { key: ort::value::TensorElementType::String, .. });
     let mut classes: Vec<Value> = Vec::new();
     let mut probabilities = Vec::new();
     for (i, map) in maps.iter().enumerate() {
         let mut pairs: Vec<(Value, f32)> = if string_keys {
-            map.try_extract_key_values::<String, f32>().map_err(bad)?.into_iter().map(|(k, v)| (Value::from(k), v)).collect()
+            map.try_extract_key_values::<String, f32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect()
         } else {
-            map.try_extract_key_values::<i64, f32>().map_err(bad)?.into_iter().map(|(k, v)| (Value::from(k), v)).collect()
+            map.try_extract_key_values::<i64, f32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect()
         };
         pairs.sort_by(|a, b| match (&a.0, &b.0) {
             (Value::Number(x), Value::Number(y)) => x.as_i64().cmp(&y.as_i64()),
@@ -325,9 +341,4 @@ impl Model for OnnxModel {
         }
         Ok(answer)
     }
-}
-
-/// The Cairn type of a model input, from the signature's dtype name.
-pub fn input_dtype(name: &str) -> Option<DType> {
-    DType::from_name(name)
 }

@@ -155,26 +155,42 @@ async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, 
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
-            format!("the request body is larger than this server's limit of {} bytes (cairn serve --max-body)", app.max_body),
+            format!(
+                "the request body is larger than this server's limit of {} bytes (cairn serve --max-body)",
+                app.max_body
+            ),
         )
     };
-    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
         && length > app.max_body
     {
         return Err(too_big());
     }
     let bytes = axum::body::to_bytes(body, app.max_body).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) || e.to_string().contains("length limit") {
+        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
+            || e.to_string().contains("length limit")
+        {
             too_big()
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "BAD_BODY", format!("cannot read the request body: {e}"))
         }
     })?;
     if bytes.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", "the request body is empty; send a JSON object"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            "the request body is empty; send a JSON object",
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("the request body is not valid JSON: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("the request body is not valid JSON: {e}"),
+        )
     })
 }
 
@@ -193,7 +209,10 @@ fn not_served(table_routes: &std::collections::BTreeMap<String, Route>, name: &s
     ApiError::new(
         StatusCode::NOT_FOUND,
         "MODEL_NOT_FOUND",
-        format!("model `{name}` is not served here (serving: {})", if served.is_empty() { "nothing".into() } else { served.join(", ") }),
+        format!(
+            "model `{name}` is not served here (serving: {})",
+            if served.is_empty() { "nothing".into() } else { served.join(", ") }
+        ),
     )
 }
 
@@ -219,7 +238,10 @@ async fn predict(
                 fail(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "VERSION_NOT_FOUND",
-                    format!("version {n} of `{endpoint}` is not served here (serving: {})", serving.join(", ")),
+                    format!(
+                        "version {n} of `{endpoint}` is not served here (serving: {})",
+                        serving.join(", ")
+                    ),
                 ))
             })?,
             "direct",
@@ -232,7 +254,11 @@ async fn predict(
                     route.reason().unwrap_or_else(|| format!("`{endpoint}` has no version to serve")),
                 ))
             })?;
-            let role = if route.canary.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, picked)) { "canary" } else { "primary" };
+            let role = if route.canary.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, picked)) {
+                "canary"
+            } else {
+                "primary"
+            };
             (picked, role)
         }
     };
@@ -270,7 +296,11 @@ async fn predict(
                     "MODEL_REJECTED_INPUT",
                     format!("model {} failed on this input: {message}", version.label()),
                 )),
-                Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "MODEL_ERROR", format!("model {}: {e}", version.label()))),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "MODEL_ERROR",
+                    format!("model {}: {e}", version.label()),
+                )),
             }
         }
     };
@@ -312,8 +342,11 @@ async fn predict(
     if !shadows.is_empty() {
         let body = Arc::new(body);
         for shadow in shadows {
-            let (app, body, trace, endpoint) = (app.clone(), body.clone(), trace.clone(), endpoint.to_owned());
-            tokio::spawn(async move { run_shadow(&app, protocol, &endpoint, &shadow, &body, parse, trace, time_ms).await });
+            let (app, body, trace, endpoint) =
+                (app.clone(), body.clone(), trace.clone(), endpoint.to_owned());
+            tokio::spawn(async move {
+                run_shadow(&app, protocol, &endpoint, &shadow, &body, parse, trace, time_ms).await
+            });
         }
     }
     match result {
@@ -390,16 +423,27 @@ fn with_trace(mut response: Response, trace: Option<&str>, version: Option<&Vers
     response
 }
 
+/// A protocol's request parser and answer formatter.
+#[derive(Clone, Copy)]
+struct Codec {
+    protocol: Protocol,
+    parse: Parse,
+    format: fn(&Answer, &Value) -> Value,
+}
+
+const NATIVE: Codec = Codec { protocol: Protocol::Native, parse: native_parse, format: native_format };
+const KSERVE: Codec = Codec { protocol: Protocol::KServe, parse: kserve_parse, format: kserve_format };
+const MLFLOW: Codec = Codec { protocol: Protocol::Mlflow, parse: mlflow_parse, format: mlflow_format };
+
 async fn serve_prediction(
     app: Arc<App>,
-    protocol: Protocol,
+    codec: Codec,
     endpoint: &str,
     number: Option<i64>,
     headers: &HeaderMap,
     body: Body,
-    parse: Parse,
-    format: impl FnOnce(&Answer, &Value) -> Value,
 ) -> Response {
+    let Codec { protocol, parse, format } = codec;
     let value = match read_json(&app, headers, body).await {
         Ok(v) => v,
         Err(e) => return e.render(protocol),
@@ -415,9 +459,9 @@ async fn serve_prediction(
     }
 }
 
-fn parse_version(text: &str, protocol: Protocol) -> Result<i64, Response> {
+fn parse_version(text: &str) -> Result<i64, ApiError> {
     text.parse::<i64>().map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "BAD_VERSION", format!("`{text}` is not a version number")).render(protocol)
+        ApiError::new(StatusCode::BAD_REQUEST, "BAD_VERSION", format!("`{text}` is not a version number"))
     })
 }
 
@@ -428,7 +472,11 @@ fn describe_inputs(version: &Version) -> String {
 }
 
 /// Records (`{feature: value}` objects) → one column per input.
-fn records_to_inputs(version: &Version, records: &[&Map<String, Value>], strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+fn records_to_inputs(
+    version: &Version,
+    records: &[&Map<String, Value>],
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
     if records.is_empty() {
         return Err(BadInput::new("no rows: an empty batch has nothing to predict"));
     }
@@ -450,9 +498,16 @@ fn records_to_inputs(version: &Version, records: &[&Map<String, Value>], strict:
     for spec in &version.inputs {
         column_values.clear();
         for (i, record) in records.iter().enumerate() {
-            let value = record
-                .get(&spec.name)
-                .ok_or_else(|| BadInput::field(spec, format!("missing from row {i} (model {} takes: {})", version.label(), describe_inputs(version))))?;
+            let value = record.get(&spec.name).ok_or_else(|| {
+                BadInput::field(
+                    spec,
+                    format!(
+                        "missing from row {i} (model {} takes: {})",
+                        version.label(),
+                        describe_inputs(version)
+                    ),
+                )
+            })?;
             column_values.push(value);
         }
         out.push((spec.name.clone(), column(spec, column_values.iter().copied(), strict)?));
@@ -460,7 +515,11 @@ fn records_to_inputs(version: &Version, records: &[&Map<String, Value>], strict:
     Ok(out)
 }
 
-fn native_parse(version: &Version, body: &Value, strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+fn native_parse(
+    version: &Version,
+    body: &Value,
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
     let inputs = body.get("inputs").ok_or_else(|| {
         BadInput::new(r#"the body needs "inputs": one record ({"feature": value, ...}) or a list of records"#)
     })?;
@@ -469,7 +528,11 @@ fn native_parse(version: &Version, body: &Value, strict: Strictness) -> Result<V
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| item.as_object().ok_or_else(|| BadInput::new(format!("\"inputs\"[{i}] is not a record ({{\"feature\": value}})"))))
+            .map(|(i, item)| {
+                item.as_object().ok_or_else(|| {
+                    BadInput::new(format!("\"inputs\"[{i}] is not a record ({{\"feature\": value}})"))
+                })
+            })
             .collect::<Result<_, _>>()?,
         _ => return Err(BadInput::new(r#""inputs" must be a record or a list of records"#)),
     };
@@ -498,8 +561,13 @@ fn native_format(answer: &Answer, request: &Value) -> Value {
     })
 }
 
-async fn native_predict(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    serve_prediction(app, Protocol::Native, &name, None, &headers, body, native_parse, native_format).await
+async fn native_predict(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve_prediction(app, NATIVE, &name, None, &headers, body).await
 }
 
 async fn native_predict_version(
@@ -508,11 +576,11 @@ async fn native_predict_version(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let number = match parse_version(&version, Protocol::Native) {
+    let number = match parse_version(&version) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return e.render(Protocol::Native),
     };
-    serve_prediction(app, Protocol::Native, &name, Some(number), &headers, body, native_parse, native_format).await
+    serve_prediction(app, NATIVE, &name, Some(number), &headers, body).await
 }
 
 fn version_json(v: &Version, role: &str, weight: Option<u32>) -> Value {
@@ -607,8 +675,12 @@ async fn kserve_server(State(app): State<Arc<App>>) -> Response {
 
 fn all_ready(app: &App) -> (bool, Vec<String>) {
     let table = app.routes.get();
-    let reasons: Vec<String> =
-        table.routes.values().filter(|r| !r.ready()).map(|r| format!("{}: {}", r.target, r.reason().unwrap_or_default())).collect();
+    let reasons: Vec<String> = table
+        .routes
+        .values()
+        .filter(|r| !r.ready())
+        .map(|r| format!("{}: {}", r.target, r.reason().unwrap_or_default()))
+        .collect();
     (reasons.is_empty() && !table.routes.is_empty(), reasons)
 }
 
@@ -623,7 +695,11 @@ fn kserve_lookup(app: &App, name: &str, number: Option<i64>) -> Result<(Route, A
     let route = table.routes.get(name).ok_or_else(|| not_served(&table.routes, name))?;
     let version = match number {
         Some(n) => route.version(n).cloned().ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "VERSION_NOT_FOUND", format!("version {n} of `{name}` is not served here"))
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "VERSION_NOT_FOUND",
+                format!("version {n} of `{name}` is not served here"),
+            )
         })?,
         None => route.primary.clone().ok_or_else(|| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", route.reason().unwrap_or_default())
@@ -643,10 +719,13 @@ async fn kserve_metadata(State(app): State<Arc<App>>, Path(name): Path<String>) 
     kserve_metadata_response(&app, &name, None)
 }
 
-async fn kserve_metadata_version(State(app): State<Arc<App>>, Path((name, version)): Path<(String, String)>) -> Response {
-    match parse_version(&version, Protocol::KServe) {
+async fn kserve_metadata_version(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match parse_version(&version) {
         Ok(n) => kserve_metadata_response(&app, &name, Some(n)),
-        Err(r) => r,
+        Err(e) => e.render(Protocol::KServe),
     }
 }
 
@@ -654,7 +733,8 @@ fn kserve_ready_response(app: &App, name: &str, number: Option<i64>) -> Response
     match kserve_lookup(app, name, number) {
         Ok((route, version)) => {
             let ready = if number.is_some() { version.ready() } else { route.ready() };
-            let reason = if number.is_some() { version.model.as_ref().err().cloned() } else { route.reason() };
+            let reason =
+                if number.is_some() { version.model.as_ref().err().cloned() } else { route.reason() };
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             (status, json_body(&json!({"name": name, "ready": ready, "reason": reason}))).into_response()
         }
@@ -666,18 +746,24 @@ async fn kserve_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> 
     kserve_ready_response(&app, &name, None)
 }
 
-async fn kserve_ready_version(State(app): State<Arc<App>>, Path((name, version)): Path<(String, String)>) -> Response {
-    match parse_version(&version, Protocol::KServe) {
+async fn kserve_ready_version(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match parse_version(&version) {
         Ok(n) => kserve_ready_response(&app, &name, Some(n)),
-        Err(r) => r,
+        Err(e) => e.render(Protocol::KServe),
     }
 }
 
-fn kserve_parse(version: &Version, body: &Value, strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
-    let inputs = body
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| BadInput::new(r#"the body needs "inputs": a list of {"name", "shape", "datatype", "data"}"#))?;
+fn kserve_parse(
+    version: &Version,
+    body: &Value,
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let inputs = body.get("inputs").and_then(Value::as_array).ok_or_else(|| {
+        BadInput::new(r#"the body needs "inputs": a list of {"name", "shape", "datatype", "data"}"#)
+    })?;
     let mut out: Vec<(String, Tensor)> = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
         let name = input
@@ -687,21 +773,30 @@ fn kserve_parse(version: &Version, body: &Value, strict: Strictness) -> Result<V
         let spec: &InputSpec = version.inputs.iter().find(|s| s.name == name).ok_or_else(|| BadInput {
             field: Some(name.to_owned()),
             expected: None,
-            message: format!("unknown input `{name}`; model {} takes: {}", version.label(), describe_inputs(version)),
+            message: format!(
+                "unknown input `{name}`; model {} takes: {}",
+                version.label(),
+                describe_inputs(version)
+            ),
         })?;
         if out.iter().any(|(n, _)| n == name) {
             return Err(BadInput::field(spec, "given twice"));
         }
         let datatype = input.get("datatype").and_then(Value::as_str).unwrap_or("");
         if DType::from_kserve(datatype) != Some(spec.dtype) {
-            return Err(BadInput::field(spec, format!("datatype `{datatype}`; the model takes {}", spec.dtype.kserve())));
+            return Err(BadInput::field(
+                spec,
+                format!("datatype `{datatype}`; the model takes {}", spec.dtype.kserve()),
+            ));
         }
         let shape: Vec<usize> = input
             .get("shape")
             .and_then(Value::as_array)
             .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
             .ok_or_else(|| BadInput::field(spec, "\"shape\" must be a list of non-negative integers"))?;
-        let data = input.get("data").ok_or_else(|| BadInput::field(spec, "no \"data\" (binary tensor data is not supported; send JSON data)"))?;
+        let data = input.get("data").ok_or_else(|| {
+            BadInput::field(spec, "no \"data\" (binary tensor data is not supported; send JSON data)")
+        })?;
         let mut values = Vec::new();
         flatten(data, &mut values);
         out.push((name.to_owned(), from_flat(spec, &shape, &values, strict)?));
@@ -751,8 +846,13 @@ fn kserve_format(answer: &Answer, request: &Value) -> Value {
     body
 }
 
-async fn kserve_infer(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    serve_prediction(app, Protocol::KServe, &name, None, &headers, body, kserve_parse, kserve_format).await
+async fn kserve_infer(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve_prediction(app, KSERVE, &name, None, &headers, body).await
 }
 
 async fn kserve_infer_version(
@@ -761,18 +861,22 @@ async fn kserve_infer_version(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let number = match parse_version(&version, Protocol::KServe) {
+    let number = match parse_version(&version) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return e.render(Protocol::KServe),
     };
-    serve_prediction(app, Protocol::KServe, &name, Some(number), &headers, body, kserve_parse, kserve_format).await
+    serve_prediction(app, KSERVE, &name, Some(number), &headers, body).await
 }
 
 // ---------------------------------------------------------------- MLflow scoring
 
 /// Rows given positionally (a list per row) for a model: each row feeds the single input, or
 /// — when the model has several inputs of one value each — one value per input in order.
-fn positional(version: &Version, rows: &[&Value], strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+fn positional(
+    version: &Version,
+    rows: &[&Value],
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
     match version.inputs.as_slice() {
         [single] => Ok(vec![(single.name.clone(), column(single, rows.iter().copied(), strict)?)]),
         specs => {
@@ -783,7 +887,14 @@ fn positional(version: &Version, rows: &[&Value], strict: Strictness) -> Result<
                     .enumerate()
                     .map(|(i, row)| {
                         row.as_array().and_then(|r| r.get(j)).ok_or_else(|| {
-                            BadInput::field(spec, format!("row {i} has no value {j}; model {} takes: {}", version.label(), describe_inputs(version)))
+                            BadInput::field(
+                                spec,
+                                format!(
+                                    "row {i} has no value {j}; model {} takes: {}",
+                                    version.label(),
+                                    describe_inputs(version)
+                                ),
+                            )
                         })
                     })
                     .collect::<Result<_, _>>()?;
@@ -795,7 +906,11 @@ fn positional(version: &Version, rows: &[&Value], strict: Strictness) -> Result<
 }
 
 /// Records whose keys are the model's inputs, or — for a single-input model — columns in order.
-fn mlflow_records(version: &Version, records: &[&Map<String, Value>], strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+fn mlflow_records(
+    version: &Version,
+    records: &[&Map<String, Value>],
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
     let named = records.iter().all(|r| r.keys().all(|k| version.inputs.iter().any(|s| &s.name == k)));
     if named || version.inputs.len() != 1 {
         return records_to_inputs(version, records, strict);
@@ -804,16 +919,29 @@ fn mlflow_records(version: &Version, records: &[&Map<String, Value>], strict: St
     positional(version, &rows.iter().collect::<Vec<_>>(), strict)
 }
 
-fn mlflow_parse(version: &Version, body: &Value, strict: Strictness) -> Result<Vec<(String, Tensor)>, BadInput> {
+fn mlflow_parse(
+    version: &Version,
+    body: &Value,
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
     let object = body.as_object().ok_or_else(|| BadInput::new("the body must be a JSON object"))?;
     const FORMATS: &str = "dataframe_split, dataframe_records, instances or inputs";
     let keys: Vec<&String> = object.keys().filter(|k| *k != "params").collect();
     let [key] = keys.as_slice() else {
-        return Err(BadInput::new(format!("give exactly one of {FORMATS}; got {}", keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))));
+        return Err(BadInput::new(format!(
+            "give exactly one of {FORMATS}; got {}",
+            keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        )));
     };
     let value = &object[key.as_str()];
     let records_of = |items: &[Value], what: &str| -> Result<Vec<Map<String, Value>>, BadInput> {
-        items.iter().enumerate().map(|(i, r)| r.as_object().cloned().ok_or_else(|| BadInput::new(format!("{what}[{i}] is not a record")))).collect()
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.as_object().cloned().ok_or_else(|| BadInput::new(format!("{what}[{i}] is not a record")))
+            })
+            .collect()
     };
     match key.as_str() {
         "dataframe_split" => {
@@ -828,16 +956,31 @@ fn mlflow_parse(version: &Version, body: &Value, strict: Strictness) -> Result<V
                 .ok_or_else(|| BadInput::new(r#"dataframe_split needs "data" (a list of rows)"#))?;
             let mut records = Vec::with_capacity(data.len());
             for (i, row) in data.iter().enumerate() {
-                let cells = row.as_array().ok_or_else(|| BadInput::new(format!("dataframe_split data[{i}] is not a list")))?;
+                let cells = row
+                    .as_array()
+                    .ok_or_else(|| BadInput::new(format!("dataframe_split data[{i}] is not a list")))?;
                 if cells.len() != columns.len() {
-                    return Err(BadInput::new(format!("dataframe_split data[{i}] has {} values for {} columns", cells.len(), columns.len())));
+                    return Err(BadInput::new(format!(
+                        "dataframe_split data[{i}] has {} values for {} columns",
+                        cells.len(),
+                        columns.len()
+                    )));
                 }
-                records.push(columns.iter().map(|c| (c.to_string(), Value::Null)).zip(cells).map(|((c, _), v)| (c, v.clone())).collect::<Map<_, _>>());
+                records.push(
+                    columns
+                        .iter()
+                        .map(|c| (c.to_string(), Value::Null))
+                        .zip(cells)
+                        .map(|((c, _), v)| (c, v.clone()))
+                        .collect::<Map<_, _>>(),
+                );
             }
             mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
         }
         "dataframe_records" => {
-            let items = value.as_array().ok_or_else(|| BadInput::new("dataframe_records must be a list of records"))?;
+            let items = value
+                .as_array()
+                .ok_or_else(|| BadInput::new("dataframe_records must be a list of records"))?;
             let records = records_of(items, "dataframe_records")?;
             mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
         }
@@ -849,21 +992,25 @@ fn mlflow_parse(version: &Version, body: &Value, strict: Strictness) -> Result<V
             Value::Array(items) => positional(version, &items.iter().collect::<Vec<_>>(), strict),
             // Columnar: {input: [rows]}.
             Value::Object(columns) => {
-                if let Some(unknown) = columns.keys().find(|k| !version.inputs.iter().any(|s| &s.name == *k)) {
+                if let Some(unknown) = columns.keys().find(|k| !version.inputs.iter().any(|s| &s.name == *k))
+                {
                     return Err(BadInput {
                         field: Some(unknown.clone()),
                         expected: None,
-                        message: format!("unknown input `{unknown}`; model {} takes: {}", version.label(), describe_inputs(version)),
+                        message: format!(
+                            "unknown input `{unknown}`; model {} takes: {}",
+                            version.label(),
+                            describe_inputs(version)
+                        ),
                     });
                 }
                 version
                     .inputs
                     .iter()
                     .map(|spec| {
-                        let rows = columns
-                            .get(&spec.name)
-                            .and_then(Value::as_array)
-                            .ok_or_else(|| BadInput::field(spec, "missing (give a list of rows per input)"))?;
+                        let rows = columns.get(&spec.name).and_then(Value::as_array).ok_or_else(|| {
+                            BadInput::field(spec, "missing (give a list of rows per input)")
+                        })?;
                         Ok((spec.name.clone(), column(spec, rows.iter(), strict)?))
                     })
                     .collect()
@@ -879,7 +1026,8 @@ fn mlflow_format(answer: &Answer, _request: &Value) -> Value {
 }
 
 async fn mlflow_invocations(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     if !content_type.starts_with("application/json") {
         return ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -908,7 +1056,7 @@ async fn mlflow_invocations(State(app): State<Arc<App>>, headers: HeaderMap, bod
         }
     };
     drop(table);
-    serve_prediction(app, Protocol::Mlflow, &endpoint, None, &headers, body, mlflow_parse, mlflow_format).await
+    serve_prediction(app, MLFLOW, &endpoint, None, &headers, body).await
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
@@ -941,5 +1089,6 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             app.metrics.log_dropped.inc_by(dropped - counted);
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.encode()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.encode())
+        .into_response()
 }

@@ -158,7 +158,6 @@ pub fn f32_json(x: f32) -> Value {
     buf.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }
 
-
 /// A dense tensor: the first dimension is the batch (rows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -239,7 +238,11 @@ pub enum Output {
     Tensor(Tensor),
     /// A classifier's per-class probabilities as scikit-learn's ZipMap writes them (a
     /// sequence of `{class: probability}` maps), held as a `[rows, classes]` matrix.
-    Classes { classes: Vec<Value>, probabilities: Vec<f32>, rows: usize },
+    Classes {
+        classes: Vec<Value>,
+        probabilities: Vec<f32>,
+        rows: usize,
+    },
 }
 
 impl Output {
@@ -392,7 +395,12 @@ pub fn column<'a>(
 
 /// Builds one input from a flat list of elements and the shape the client declared (the
 /// Open Inference Protocol's form).
-pub fn from_flat(spec: &InputSpec, shape: &[usize], values: &[&Value], strict: Strictness) -> Result<Tensor, BadInput> {
+pub fn from_flat(
+    spec: &InputSpec,
+    shape: &[usize],
+    values: &[&Value],
+    strict: Strictness,
+) -> Result<Tensor, BadInput> {
     let expected: usize = shape.iter().product();
     if values.len() != expected {
         return Err(BadInput::field(
@@ -407,7 +415,10 @@ pub fn from_flat(spec: &InputSpec, shape: &[usize], values: &[&Value], strict: S
     if let Some(w) = spec.width()
         && w != row_width
     {
-        return Err(BadInput::field(spec, format!("shape {shape:?} has {row_width} values per row, the model takes {w}")));
+        return Err(BadInput::field(
+            spec,
+            format!("shape {shape:?} has {row_width} values per row, the model takes {w}"),
+        ));
     }
     let mut data = Data::empty(spec.dtype, values.len());
     for value in values {
@@ -430,9 +441,9 @@ fn push(data: &mut Data, value: &Value, spec: &InputSpec, strict: Strictness) ->
         Data::F32(v) => v.push(float(value, spec, strict)? as f32),
         Data::F64(v) => v.push(float(value, spec, strict)?),
         Data::I64(v) => v.push(value.as_i64().ok_or_else(|| wrong(kind(value)))?),
-        Data::I32(v) => v.push(
-            value.as_i64().and_then(|x| i32::try_from(x).ok()).ok_or_else(|| wrong(kind(value)))?,
-        ),
+        Data::I32(v) => {
+            v.push(value.as_i64().and_then(|x| i32::try_from(x).ok()).ok_or_else(|| wrong(kind(value)))?)
+        }
         Data::Bool(v) => v.push(match value {
             Value::Bool(b) => *b,
             Value::Number(n) if n.as_i64() == Some(0) => false,

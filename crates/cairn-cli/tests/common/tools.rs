@@ -61,9 +61,16 @@ pub fn serve_python() -> PathBuf {
 /// `libonnxruntime.so` from the onnxruntime wheel next to [`serve_python`].
 pub fn onnxruntime_library() -> PathBuf {
     let output = Command::new(serve_python())
-        .args(["-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))",
+        ])
         .output()
         .expect("python runs");
-    assert!(output.status.success(), "import onnxruntime failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "import onnxruntime failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
