@@ -217,22 +217,15 @@ struct Writer {
     wal: File,
     wal_bytes: u64,
     opened: Instant,
-    rows: Vec<Entry>,
+    /// Rows in the open segment.
+    rows: usize,
     segments: u64,
 }
 
 impl Writer {
     fn open(config: LogConfig) -> Result<Self, LogError> {
         let (wal_path, wal) = new_wal(&config.dir)?;
-        Ok(Self {
-            config,
-            wal_path,
-            wal,
-            wal_bytes: 0,
-            opened: Instant::now(),
-            rows: Vec::new(),
-            segments: 0,
-        })
+        Ok(Self { config, wal_path, wal, wal_bytes: 0, opened: Instant::now(), rows: 0, segments: 0 })
     }
 
     fn run(mut self, rx: &Receiver<Message>) -> Result<(), LogError> {
@@ -279,7 +272,7 @@ impl Writer {
                 self.append(&mut pending)?;
                 last_sync = Instant::now();
                 if self.wal_bytes >= self.config.segment_bytes
-                    || (!self.rows.is_empty() && self.opened.elapsed() >= self.config.segment_age)
+                    || (self.rows > 0 && self.opened.elapsed() >= self.config.segment_age)
                 {
                     self.seal(false)?;
                 }
@@ -301,17 +294,19 @@ impl Writer {
         self.wal.write_all(&buf).map_err(io(&self.wal_path))?;
         self.wal.sync_data().map_err(io(&self.wal_path))?;
         self.wal_bytes += buf.len() as u64;
-        self.rows.append(pending);
+        self.rows += pending.len();
+        pending.clear();
         Ok(())
     }
 
-    /// Writes the open segment as Parquet and starts a new WAL (unless `last`).
+    /// Writes the open segment as Parquet (read back from its WAL, so rows are never held in
+    /// memory) and starts a new WAL (unless `last`).
     fn seal(&mut self, last: bool) -> Result<(), LogError> {
-        if !self.rows.is_empty() {
+        if self.rows > 0 {
             self.segments += 1;
-            write_segment(&self.config.dir, &self.rows, self.segments)?;
+            write_segment(&self.config.dir, &self.wal_path, self.segments)?;
         }
-        self.rows.clear();
+        self.rows = 0;
         let old = self.wal_path.clone();
         if !last {
             let (path, wal) = new_wal(&self.config.dir)?;
@@ -352,13 +347,10 @@ fn schema() -> Arc<Schema> {
     ]))
 }
 
-fn write_segment(dir: &Path, rows: &[Entry], n: u64) -> Result<PathBuf, LogError> {
-    let first = rows.iter().map(|r| r.time_ms).min().unwrap_or(0);
-    let last = rows.iter().map(|r| r.time_ms).max().unwrap_or(0);
-    let name = format!("seg-{first}-{last}-{}-{n}.parquet", std::process::id());
-    let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let fail = |message: String| LogError::Parquet { path: path.clone(), message };
+/// Rows per Parquet row group (and per chunk read from a WAL).
+const CHUNK: usize = 8192;
+
+fn batch(rows: &[Entry]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let strings =
         |f: fn(&Entry) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
     let ints =
@@ -378,18 +370,60 @@ fn write_segment(dir: &Path, rows: &[Entry], n: u64) -> Result<PathBuf, LogError
         strings(|r| &r.outputs),
         Arc::new(StringArray::from_iter(rows.iter().map(|r| r.error.as_deref()))),
     ];
-    let batch = RecordBatch::try_new(schema(), columns).map_err(|e| fail(e.to_string()))?;
+    RecordBatch::try_new(schema(), columns)
+}
+
+/// Writes the rows of the WAL at `wal` as one segment, a chunk at a time (temp file, fsync,
+/// rename); `None` when the WAL holds no complete row.
+fn write_segment(dir: &Path, wal: &Path, n: u64) -> Result<Option<PathBuf>, LogError> {
+    let tmp = dir.join(format!(".seg-{}-{n}.parquet.tmp", std::process::id()));
+    let fail = |message: String| LogError::Parquet { path: tmp.clone(), message };
     let file = File::create(&tmp).map_err(io(&tmp))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(CHUNK))
+        .build();
     let mut writer = ArrowWriter::try_new(file, schema(), Some(props)).map_err(|e| fail(e.to_string()))?;
-    writer.write(&batch).map_err(|e| fail(e.to_string()))?;
+    let (mut first, mut last, mut count) = (i64::MAX, i64::MIN, 0usize);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut flush = |chunk: &mut Vec<Entry>, writer: &mut ArrowWriter<File>| -> Result<(), LogError> {
+        for e in chunk.iter() {
+            first = first.min(e.time_ms);
+            last = last.max(e.time_ms);
+        }
+        count += chunk.len();
+        let b = batch(chunk).map_err(|e| fail(e.to_string()))?;
+        writer.write(&b).map_err(|e| fail(e.to_string()))?;
+        chunk.clear();
+        Ok(())
+    };
+    let reader = BufReader::new(File::open(wal).map_err(io(wal))?);
+    for line in reader.lines() {
+        let line = line.map_err(io(wal))?;
+        // A torn last line, from a crash mid-write, is skipped.
+        if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
+            chunk.push(entry);
+            if chunk.len() == CHUNK {
+                flush(&mut chunk, &mut writer)?;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk, &mut writer)?;
+    }
     let file = writer.into_inner().map_err(|e| fail(e.to_string()))?;
+    if count == 0 {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(None);
+    }
     file.sync_all().map_err(io(&tmp))?;
+    let path = dir.join(format!("seg-{first}-{last}-{}-{n}.parquet", std::process::id()));
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(path)
+    Ok(Some(path))
 }
 
 /// Rows of a WAL (a torn last line, from a crash mid-write, is skipped).
@@ -421,7 +455,7 @@ fn wals(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Turns WALs no running server holds into segments.
+/// Turns WALs no running server holds into segments; answers how many.
 pub fn recover(dir: &Path) -> Result<usize, LogError> {
     let mut recovered = 0;
     for path in wals(dir) {
@@ -429,10 +463,8 @@ pub fn recover(dir: &Path) -> Result<usize, LogError> {
         if file.try_lock().is_err() {
             continue; // a running server's
         }
-        let rows = read_wal(&path)?;
-        if !rows.is_empty() {
-            write_segment(dir, &rows, now_ms() as u64)?;
-            recovered += rows.len();
+        if write_segment(dir, &path, now_ms() as u64)?.is_some() {
+            recovered += 1;
         }
         std::fs::remove_file(&path).map_err(io(&path))?;
     }
