@@ -16,10 +16,11 @@ Reported: requests/s, p50 and p99 latency (wrk --latency), and the server's resi
 
 Needs a release build (cargo build --release), `wrk` (apt-get install wrk), and:
     python3 -m venv .venv-bench-serve
-    .venv-bench-serve/bin/pip install mlserver mlserver-sklearn scikit-learn skl2onnx onnxruntime==1.32.0
+    .venv-bench-serve/bin/pip install mlserver mlserver-sklearn 'uvloop<0.22' scikit-learn skl2onnx onnxruntime==1.32.0
+(mlserver 1.7.1's inference workers fail to start with uvloop 0.22 or newer)
     python3 -m venv .venv-bench-mlflow
-    .venv-bench-mlflow/bin/pip install mlflow==3.6.0 'sqlalchemy<2.1'
-Prints a Markdown table. Not a test: machines are noisy, so compare medians and ratios from
+    .venv-bench-mlflow/bin/pip install mlflow==3.6.0 'sqlalchemy<2.1' 'fastapi==0.115.14'
+(mlflow 3.6.0's scoring server does not start with newer FastAPI releases). Prints a Markdown table. Not a test: machines are noisy, so compare medians and ratios from
 the same run.
 """
 import argparse, json, os, re, shutil, socket, subprocess, sys, time, urllib.request
@@ -110,7 +111,7 @@ def wrk(url, body, connections, duration):
     script = os.path.join(WORK, "post.lua")
     with open(script, "w") as f:
         f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        f.write("wrk.body = [[" + body + "]]\n")
+        f.write("wrk.body = [==[" + body + "]==]\n")
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
@@ -216,7 +217,8 @@ def main():
             port = free_port()
             def start_mlflow(model=model, port=port):
                 p = subprocess.Popen([mlflow, "models", "serve", "-m", os.path.join(WORK, model, "mlflow"), "-p", str(port),
-                                      "--env-manager", "local"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--env-manager", "local"],
+                                     env={**env, "PATH": os.path.dirname(args.mlflow_python) + ":" + env["PATH"]}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 return p, f"http://127.0.0.1:{port}/ping"
             urls = {model: (f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": [ROW]}))}
             r = bench_server("mlflow", start_mlflow, urls, args.duration)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cairn quickstart: version a dataset next to code, change it, inspect, go back in time, share
-# it through a remote, and run a pipeline that never redoes work.
+# it through a remote, run a pipeline that never redoes work, then train a model in it,
+# register, approve and serve it, call it over three protocols and trace a prediction back.
 # Runs in a throwaway Git repository under a temporary directory; prints every step.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -163,5 +164,91 @@ run "$cairn" run
 cmp model.txt "$work/repo/model.txt" && echo "the teammate got the same model without training"
 run "$cairn" exp pull origin
 run "$cairn" exp show -n 3 --columns train.bins,buckets
+step "a model: train it in the pipeline (scikit-learn → ONNX), register, approve, serve"
+# The example's own Python environment (scikit-learn, skl2onnx, and ONNX Runtime, whose
+# library cairn serve loads), kept under target/ so later runs reuse it.
+venv="$here/target/quickstart-venv"
+spec="scikit-learn==1.9.1 skl2onnx==1.20.0 onnxruntime==1.32.0 pandas==3.1.1 pyyaml==6.0.3"
+if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$spec" ]; then
+  python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $spec
+  printf '%s' "$spec" > "$venv/.installed"
+fi
+cd "$work/repo"
+cat > make_churn.py <<'PY'
+import csv, random
+random.seed(7)
+with open("data/churn.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["age", "tenure", "plan", "churned"])
+    for _ in range(2000):
+        age, tenure = random.randint(18, 80), random.randint(0, 72)
+        plan = random.choice(["basic", "pro", "enterprise"])
+        risk = 0.6 * (tenure < 12) + 0.3 * (plan == "basic") + 0.1 * (age < 25)
+        w.writerow([age, tenure, plan, int(random.random() < risk)])
+PY
+"$venv/bin/python" make_churn.py
+run "$cairn" add data/churn.csv
+cat > train_churn.py <<'PY'
+import json, os
+import numpy as np, pandas as pd, yaml
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+params = yaml.safe_load(open("params.yaml"))["churn"]
+frame = pd.read_csv("data/churn.csv")
+X, y = frame[["age", "tenure", "plan"]], frame["churned"]
+X = X.astype({"age": np.float32, "tenure": np.float32})
+X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+model = Pipeline([
+    ("prep", ColumnTransformer([("num", StandardScaler(), ["age", "tenure"]),
+                                ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"])])),
+    ("clf", LogisticRegression(C=params["C"])),
+]).fit(X_train, y_train)
+os.makedirs("models", exist_ok=True)
+onnx = to_onnx(model, initial_types=[("age", FloatTensorType([None, 1])), ("tenure", FloatTensorType([None, 1])),
+                                     ("plan", StringTensorType([None, 1]))], target_opset=15)
+open("models/churn.onnx", "wb").write(onnx.SerializeToString())
+json.dump({"accuracy": round(float(model.score(X_test, y_test)), 4)}, open("churn_metrics.json", "w"))
+PY
+printf 'churn:\n  C: 1.0\n' >> params.yaml
+cat >> cairn.yaml <<'YAML'
+  churn:
+    cmd: python train_churn.py
+    deps: [data/churn.csv, train_churn.py]
+    params: [churn.C]
+    outs: [models/churn.onnx]
+    metrics: [churn_metrics.json]
+YAML
+PATH="$venv/bin:$PATH" run "$cairn" run churn
+run "$cairn" model register churn models/churn.onnx --training-data data/churn.csv
+run "$cairn" model policy churn production --approvals 1 --require 'accuracy >= 0.6'
+run "$cairn" model approve churn@1 --comment "holdout accuracy checked"
+run "$cairn" model alias churn@1 production --reason "first release"
+
+step "serve it: one server, three protocols, every prediction traced"
+VIRTUAL_ENV="$venv" "$cairn" serve churn@production --port 0 > "$work/serve.url" 2> "$work/serve.log" &
+server=$!
+for _ in $(seq 50); do [ -s "$work/serve.url" ] && break; sleep 0.1; done
+url=$(cat "$work/serve.url")
+echo "cairn serve churn@production → $url"
+run curl -s "$url/models/churn/predict" -d '{"inputs": {"age": 23, "tenure": 2, "plan": "basic"}}'
+echo
+run curl -s "$url/v2/models/churn/infer" -d '{"inputs": [{"name": "age", "shape": [1, 1], "datatype": "FP32", "data": [61]}, {"name": "tenure", "shape": [1, 1], "datatype": "FP32", "data": [60]}, {"name": "plan", "shape": [1, 1], "datatype": "BYTES", "data": ["enterprise"]}]}'
+echo
+run curl -s "$url/invocations" -H 'Content-Type: application/json' -d '{"dataframe_split": {"columns": ["age", "tenure", "plan"], "data": [[35, 10, "pro"]]}}'
+echo
+run curl -s "$url/models/churn/predict" -d '{"inputs": {"age": "forty", "tenure": 2, "plan": "basic"}}'
+echo
+trace=$(curl -s -D - -o /dev/null "$url/models/churn/predict" -d '{"inputs": {"age": 40, "tenure": 1, "plan": "basic"}}' | awk -F': ' 'tolower($1) == "x-cairn-trace-id" {print $2}' | tr -d '\r')
+kill -TERM "$server"; wait "$server" || true
+run "$cairn" trace "$trace"
+
 echo
 echo "quickstart finished"

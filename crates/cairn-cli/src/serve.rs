@@ -47,6 +47,22 @@ fn meta(e: cairn_meta::MetaError) -> Failure {
     Failure::user(e.to_string(), None)
 }
 
+/// Where ONNX Runtime's library may be, in the order tried: `$CAIRN_ONNXRUNTIME`,
+/// `$ORT_DYLIB_PATH`, the `onnxruntime` wheel in `$VIRTUAL_ENV`, in the project's `.venv`, and
+/// in the user's site-packages (`~/.local/lib/python3.X`).
+fn onnxruntime_candidates(repo: &Repo) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> =
+        ["CAIRN_ONNXRUNTIME", "ORT_DYLIB_PATH"].iter().filter_map(std::env::var_os).map(PathBuf::from).collect();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        out.extend(cairn_serve::runtime::wheel_locations(std::path::Path::new(&venv)));
+    }
+    out.extend(cairn_serve::runtime::wheel_locations(&repo.root().join(".venv")));
+    if let Some(home) = std::env::var_os("HOME") {
+        out.extend(cairn_serve::runtime::wheel_locations(&std::path::Path::new(&home).join(".local")));
+    }
+    out
+}
+
 /// `cairn serve TARGET...` until Ctrl-C or SIGTERM; in-flight requests finish and the
 /// prediction log is sealed before it exits.
 pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Failure> {
@@ -72,7 +88,7 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     // ONNX Runtime first: a missing library is one clear error before anything else.
     let library = match &request.onnxruntime {
         Some(path) => path.clone(),
-        None => locate_onnxruntime(Some(repo.root()))
+        None => locate_onnxruntime(&onnxruntime_candidates(repo))
             .map_err(|e| Failure::user(e.to_string(), Some("or pass --onnxruntime PATH")))?,
     };
     let runtime =

@@ -2,11 +2,12 @@
 //! batches; ONNX Runtime ([`OnnxRuntime`]) is the one there is today.
 //!
 //! ONNX Runtime is loaded at run time from a shared library (`ort`'s `load-dynamic`), so the
-//! build downloads nothing. [`locate_onnxruntime`] looks for it in this order:
-//! `$CAIRN_ONNXRUNTIME`, `$ORT_DYLIB_PATH`, then the `onnxruntime` wheel in the active virtual
-//! environment (`$VIRTUAL_ENV`), in `.venv` under the project, and in the user's site-packages
-//! (`onnxruntime/capi/libonnxruntime.so.*`). The server loads it before anything else, so a
-//! missing library is one clear error at startup.
+//! build downloads nothing. [`locate_onnxruntime`] takes the first of the caller's candidates
+//! that holds it (the CLI tries `$CAIRN_ONNXRUNTIME`, `$ORT_DYLIB_PATH`, then the
+//! `onnxruntime` wheel — `onnxruntime/capi/libonnxruntime.so.*` — in the active virtual
+//! environment, the project's `.venv` and the user's site-packages; see [`wheel_locations`]).
+//! The server loads it before anything else, so a missing library is one clear error at
+//! startup.
 //!
 //! Sessions are pooled: a model holds one session per core, each running single-threaded,
 //! so concurrent requests run on all cores without contending inside one session.
@@ -52,37 +53,17 @@ pub trait Model: Send + Sync {
     fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Output)>, RuntimeError>;
 }
 
-/// Where ONNX Runtime's shared library may be, in the order tried.
-pub fn onnxruntime_candidates(project: Option<&Path>) -> Vec<PathBuf> {
+/// Where the `onnxruntime` wheel keeps its library inside a Python environment (a virtual
+/// environment's root, or a `lib` directory holding `python3.X/`).
+pub fn wheel_locations(env: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for var in ["CAIRN_ONNXRUNTIME", "ORT_DYLIB_PATH"] {
-        if let Some(path) = std::env::var_os(var) {
-            out.push(PathBuf::from(path));
-        }
-    }
-    let mut envs: Vec<PathBuf> = Vec::new();
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        envs.push(PathBuf::from(venv));
-    }
-    if let Some(root) = project {
-        envs.push(root.join(".venv"));
-    }
-    for env in envs {
-        for lib in ["lib", "lib64"] {
-            if let Ok(entries) = std::fs::read_dir(env.join(lib)) {
-                for entry in entries.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with("python") {
-                        out.push(entry.path().join("site-packages/onnxruntime/capi"));
-                    }
+    for lib in [env.join("lib"), env.join("lib64"), env.to_path_buf()] {
+        if let Ok(entries) = std::fs::read_dir(&lib) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("python") {
+                    out.push(entry.path().join("site-packages/onnxruntime/capi"));
                 }
             }
-        }
-    }
-    if let Some(home) = std::env::var_os("HOME")
-        && let Ok(entries) = std::fs::read_dir(Path::new(&home).join(".local/lib"))
-    {
-        for entry in entries.flatten() {
-            out.push(entry.path().join("site-packages/onnxruntime/capi"));
         }
     }
     out
@@ -109,16 +90,16 @@ fn library_in(candidate: &Path) -> Option<PathBuf> {
     found.into_iter().next()
 }
 
-/// Finds ONNX Runtime's shared library.
-pub fn locate_onnxruntime(project: Option<&Path>) -> Result<PathBuf, RuntimeError> {
-    let candidates = onnxruntime_candidates(project);
-    for candidate in &candidates {
+/// Finds ONNX Runtime's shared library: the first candidate that is the library, or a
+/// directory holding `libonnxruntime.so*`.
+pub fn locate_onnxruntime(candidates: &[PathBuf]) -> Result<PathBuf, RuntimeError> {
+    for candidate in candidates {
         if let Some(found) = library_in(candidate) {
             return Ok(found);
         }
     }
     let searched = if candidates.is_empty() {
-        "no CAIRN_ONNXRUNTIME, no virtual environment".to_owned()
+        "nowhere: no CAIRN_ONNXRUNTIME, no virtual environment".to_owned()
     } else {
         candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     };

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_serve::runtime::{OnnxRuntime, Runtime, RuntimeError, locate_onnxruntime};
+use cairn_serve::runtime::{OnnxRuntime, Runtime, RuntimeError, locate_onnxruntime, wheel_locations};
 use cairn_serve::tensor::{Data, Output, Tensor};
 use serde_json::json;
 
@@ -40,8 +40,10 @@ fn features(rows: &[[f32; 4]]) -> Vec<(String, Tensor)> {
 
 #[test]
 fn runs_skl2onnx_models_from_a_pool_of_sessions() {
-    // A file that is not a library is a clear error, not a panic.
+    // Nothing found, and a file that is not a library: clear errors, not panics.
     let dir = tempfile::tempdir().unwrap();
+    let missing = locate_onnxruntime(&[dir.path().join("nowhere")]).unwrap_err();
+    assert!(missing.to_string().contains("pip install onnxruntime"), "{missing}");
     let bogus = dir.path().join("libonnxruntime.so");
     std::fs::write(&bogus, "not a library").unwrap();
     let err = OnnxRuntime::init(&bogus, 1).err().unwrap();
