@@ -51,8 +51,11 @@ fn meta(e: cairn_meta::MetaError) -> Failure {
 /// `$ORT_DYLIB_PATH`, the `onnxruntime` wheel in `$VIRTUAL_ENV`, in the project's `.venv`, and
 /// in the user's site-packages (`~/.local/lib/python3.X`).
 fn onnxruntime_candidates(repo: &Repo) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> =
-        ["CAIRN_ONNXRUNTIME", "ORT_DYLIB_PATH"].iter().filter_map(std::env::var_os).map(PathBuf::from).collect();
+    let mut out: Vec<PathBuf> = ["CAIRN_ONNXRUNTIME", "ORT_DYLIB_PATH"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
+        .collect();
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
         out.extend(cairn_serve::runtime::wheel_locations(std::path::Path::new(&venv)));
     }

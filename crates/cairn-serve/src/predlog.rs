@@ -35,7 +35,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -228,32 +228,26 @@ impl Writer {
         Ok(Self { config, wal_path, wal, wal_bytes: 0, opened: Instant::now(), rows: 0, segments: 0 })
     }
 
+    /// Drains the channel every [`DRAIN`] rather than waking per record, so logging costs a
+    /// request one non-blocking send and no thread wake-up; appends to the WAL once a second.
     fn run(mut self, rx: &Receiver<Message>) -> Result<(), LogError> {
         let mut pending: Vec<Entry> = Vec::new();
         let mut last_sync = Instant::now();
         loop {
-            let tick = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
+            std::thread::sleep(DRAIN);
             let mut closing = None;
-            match rx.recv_timeout(tick) {
-                Ok(Message::Record(record)) => {
-                    pending.push(record.entry());
-                    // Take what else is waiting before writing.
-                    while pending.len() < 4096 {
-                        match rx.try_recv() {
-                            Ok(Message::Record(record)) => pending.push(record.entry()),
-                            Ok(Message::Close(done)) => {
-                                closing = Some(done);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
+            loop {
+                match rx.try_recv() {
+                    Ok(Message::Record(record)) => pending.push(record.entry()),
+                    Ok(Message::Close(done)) => {
+                        closing = Some(done);
+                        break;
                     }
-                }
-                Ok(Message::Close(done)) => closing = Some(done),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.append(&mut pending)?;
-                    return self.seal(true);
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.append(&mut pending)?;
+                        return self.seal(true);
+                    }
                 }
             }
             if let Some(done) = closing {
@@ -346,6 +340,9 @@ fn schema() -> Arc<Schema> {
         Field::new("error", DataType::Utf8, true),
     ]))
 }
+
+/// How often the writer takes what handlers logged.
+const DRAIN: Duration = Duration::from_millis(50);
 
 /// Rows per Parquet row group (and per chunk read from a WAL).
 const CHUNK: usize = 8192;

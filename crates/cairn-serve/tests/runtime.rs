@@ -17,21 +17,14 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn library() -> PathBuf {
-    if let Ok(found) = locate_onnxruntime(None) {
-        return found;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools/serve-venv/lib");
-    for entry in std::fs::read_dir(&venv).into_iter().flatten().flatten() {
-        let capi = entry.path().join("site-packages/onnxruntime/capi");
-        for file in std::fs::read_dir(&capi).into_iter().flatten().flatten() {
-            if file.file_name().to_string_lossy().starts_with("libonnxruntime.so.") {
-                return file.path();
-            }
-        }
-    }
-    panic!(
-        "ONNX Runtime not found: set CAIRN_ONNXRUNTIME, or run .ci/run to install target/test-tools/serve-venv"
-    );
+    let mut candidates: Vec<PathBuf> =
+        std::env::var_os("CAIRN_ONNXRUNTIME").map(PathBuf::from).into_iter().collect();
+    candidates.extend(wheel_locations(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools/serve-venv"),
+    ));
+    locate_onnxruntime(&candidates).unwrap_or_else(|e| {
+        panic!("{e}\n(set CAIRN_ONNXRUNTIME, or run .ci/run to install target/test-tools/serve-venv)")
+    })
 }
 
 fn features(rows: &[[f32; 4]]) -> Vec<(String, Tensor)> {
