@@ -275,6 +275,9 @@ enum Command {
         /// Where predictions are logged (default: .cairn/predictions).
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
+        /// Also copy each sealed log segment to this remote (`<url>/predictions-v1/`).
+        #[arg(long, value_name = "REMOTE")]
+        log_remote: Option<String>,
         /// Close a log segment at this size.
         #[arg(long, value_name = "MB", default_value_t = 64)]
         log_segment_mb: u64,
@@ -289,6 +292,9 @@ enum Command {
         /// Where predictions were logged (default: .cairn/predictions).
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
+        /// When it is not there, look in the segments servers shipped to this remote.
+        #[arg(long, value_name = "REMOTE")]
+        remote: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -911,6 +917,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             allow_nan,
             no_log,
             log_dir,
+            log_remote,
             log_segment_mb,
             log_segment_secs,
         } => serve::serve(
@@ -927,14 +934,19 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 allow_nan,
                 log: !no_log,
                 log_dir: log_dir.map(|d| context.cwd.join(d)),
+                log_remote,
                 segment_bytes: log_segment_mb.max(1) << 20,
                 segment_age: std::time::Duration::from_secs(log_segment_secs.max(1)),
             },
             cli.quiet,
         ),
-        Command::Trace { id, log_dir, output } => {
-            serve::trace(&context.open()?, &id, log_dir.map(|d| context.cwd.join(d)), output.json)
-        }
+        Command::Trace { id, log_dir, remote, output } => serve::trace(
+            &context.open()?,
+            &id,
+            log_dir.map(|d| context.cwd.join(d)),
+            remote.as_deref(),
+            output.json,
+        ),
         Command::Config { key, value, user, unset, list } => {
             run_config(&context, key, value, user, unset, list)
         }

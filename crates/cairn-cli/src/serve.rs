@@ -13,7 +13,7 @@ use std::time::Duration;
 use cairn_meta::registry::Rollout;
 use cairn_repo::Repo;
 use cairn_serve::batch::BatchConfig;
-use cairn_serve::predlog::{self, LogConfig, PredictionLog};
+use cairn_serve::predlog::{self, LogConfig, PredictionLog, SegmentSink};
 use cairn_serve::routing::{Catalog, Routes, Target};
 use cairn_serve::runtime::{OnnxRuntime, locate_onnxruntime};
 use cairn_serve::server::App;
@@ -27,6 +27,20 @@ use crate::output::out;
 /// Where predictions are logged unless `--log-dir` says otherwise.
 pub const PREDICTIONS_DIR: &str = ".cairn/predictions";
 
+/// Where shipped segments live on a remote: `<url>/predictions-v1/seg-....parquet`.
+const REMOTE_PREDICTIONS: &str = "predictions-v1";
+
+/// Ships sealed prediction-log segments to a remote.
+struct RemoteSink(cairn_remote::Remote);
+
+impl SegmentSink for RemoteSink {
+    fn ship(&self, path: &std::path::Path) -> Result<(), String> {
+        let name = path.file_name().and_then(|n| n.to_str()).ok_or("a segment without a name")?.to_owned();
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.0.put_documents(REMOTE_PREDICTIONS, vec![(name, bytes)]).map_err(|e| e.to_string())
+    }
+}
+
 pub struct ServeRequest {
     pub targets: Vec<String>,
     pub host: String,
@@ -39,6 +53,8 @@ pub struct ServeRequest {
     pub allow_nan: bool,
     pub log: bool,
     pub log_dir: Option<PathBuf>,
+    /// Also copy sealed segments to this remote.
+    pub log_remote: Option<String>,
     pub segment_bytes: u64,
     pub segment_age: Duration,
 }
@@ -141,12 +157,23 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     let routes = Arc::new(Routes::new(table));
     let log = if request.log {
         let dir = request.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR));
+        let sink: Option<Box<dyn SegmentSink>> = match &request.log_remote {
+            Some(name) => Some(Box::new(RemoteSink(repo.open_remote(
+                Some(name),
+                &crate::remotes::aws_environment(),
+                None,
+            )?))),
+            None => None,
+        };
         Some(
-            PredictionLog::start(LogConfig {
-                dir: dir.clone(),
-                segment_bytes: request.segment_bytes,
-                segment_age: request.segment_age,
-            })
+            PredictionLog::start(
+                LogConfig {
+                    dir: dir.clone(),
+                    segment_bytes: request.segment_bytes,
+                    segment_age: request.segment_age,
+                },
+                sink,
+            )
             .map_err(|e| Failure::user(e.to_string(), Some("choose another --log-dir, or --no-log")))?,
         )
     } else {
@@ -326,9 +353,40 @@ pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
 
 /// `cairn trace ID`: a logged prediction, walked back to its model version, run, params,
 /// metrics, training data and commit.
-pub fn trace(repo: &Repo, id: &str, log_dir: Option<PathBuf>, as_json: bool) -> Result<(), Failure> {
+pub fn trace(
+    repo: &Repo,
+    id: &str,
+    log_dir: Option<PathBuf>,
+    remote: Option<&str>,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let id = id.trim();
     let dir = log_dir.unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR));
-    let entries = predlog::find(&dir, id.trim()).map_err(|e| Failure::user(e.to_string(), None))?;
+    let mut entries = predlog::find(&dir, id).map_err(|e| Failure::user(e.to_string(), None))?;
+    if entries.is_empty()
+        && let Some(name) = remote
+    {
+        // Segments shipped by servers elsewhere: fetch those whose time range covers the id.
+        let remote = repo.open_remote(Some(name), &crate::remotes::aws_environment(), None)?;
+        let at = predlog::trace_time(id);
+        let wanted: Vec<String> = remote
+            .list_documents(REMOTE_PREDICTIONS)
+            .map_err(cairn_repo::RepoError::from)?
+            .into_iter()
+            .filter(|n| predlog::segment_range(n).is_some_and(|(a, b)| at.is_none_or(|t| a <= t && t <= b)))
+            .collect();
+        let fetched = repo.root().join(".cairn/state/predictions-remote");
+        std::fs::create_dir_all(&fetched)
+            .map_err(|e| Failure::user(format!("cannot create {}: {e}", fetched.display()), None))?;
+        for (name, bytes) in
+            remote.get_documents(REMOTE_PREDICTIONS, &wanted).map_err(cairn_repo::RepoError::from)?
+        {
+            std::fs::write(fetched.join(&name), &bytes).map_err(|e| {
+                Failure::user(format!("cannot write {}: {e}", fetched.join(&name).display()), None)
+            })?;
+        }
+        entries = predlog::find(&fetched, id).map_err(|e| Failure::user(e.to_string(), None))?;
+    }
     let Some(answer) = entries.iter().find(|e| e.role != "shadow").or(entries.first()) else {
         return Err(Failure::user(
             format!("no prediction with trace id `{id}` in {}", dir.display()),

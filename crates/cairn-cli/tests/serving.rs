@@ -627,6 +627,18 @@ fn predictions_are_logged_and_traced_back_to_run_data_and_commit() {
     assert!(names.iter().all(|n| !n.starts_with("wal-")), "{names:?}");
     assert_eq!(repo.json(&["trace", &last, "--json"])["trace_id"], last.as_str());
     repo.fail(1, &["trace", "0000000000000000deadbeefdeadbeef"]);
+
+    // Segments shipped to a remote are found there once the local log is gone.
+    let store = tempfile::tempdir().unwrap();
+    repo.ok(&["remote", "add", "store", &store.path().display().to_string()]);
+    let server = Server::start(&repo, &["reg@production", "--log-remote", "store"]);
+    let reply = post(&server.addr, "/models/reg/predict", &json!({"inputs": {"features": [2, 2, 2, 2]}}));
+    let shipped = reply.headers["x-cairn-trace-id"].clone();
+    server.stop();
+    std::fs::remove_dir_all(repo.path(".cairn/predictions")).unwrap();
+    repo.fail(1, &["trace", &shipped]);
+    let traced = repo.json(&["trace", &shipped, "--remote", "store", "--json"]);
+    assert_eq!(traced["inputs"]["features"], json!([[2.0, 2.0, 2.0, 2.0]]));
 }
 
 #[test]

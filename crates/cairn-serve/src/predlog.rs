@@ -157,25 +157,107 @@ enum Message {
     Close(std::sync::mpsc::Sender<Result<(), LogError>>),
 }
 
+/// Where sealed segments are copied (an object store). Segments stay in the log directory
+/// too; one that could not be shipped is retried after the next seal and at the next start.
+pub trait SegmentSink: Send {
+    /// Copies the sealed segment at `path` (named `seg-...parquet`).
+    fn ship(&self, path: &Path) -> Result<(), String>;
+}
+
+/// The log directory's record of shipped segments (one name per line).
+const SHIPPED: &str = "shipped.txt";
+
+struct Shipper {
+    sink: Box<dyn SegmentSink>,
+    dir: PathBuf,
+    failures: Arc<AtomicU64>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Shipper {
+    /// Ships every segment in the directory not yet shipped.
+    fn ship_pending(&self) {
+        let done: std::collections::HashSet<String> = std::fs::read_to_string(self.dir.join(SHIPPED))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let mut pending: Vec<(PathBuf, i64, i64)> = segments(&self.dir)
+            .into_iter()
+            .filter(|(p, _, _)| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !done.contains(n)))
+            .collect();
+        pending.sort_by_key(|(_, first, _)| *first);
+        for (path, _, _) in pending {
+            match self.sink.ship(&path) {
+                Ok(()) => {
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                    let _ = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(self.dir.join(SHIPPED))
+                        .and_then(|mut f| writeln!(f, "{name}"));
+                }
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(format!("{}: {e}", path.display()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The handle handlers log through.
 pub struct PredictionLog {
     tx: SyncSender<Message>,
     writer: std::sync::Mutex<Option<JoinHandle<Result<(), LogError>>>>,
     dropped: Arc<AtomicU64>,
+    ship_failures: Arc<AtomicU64>,
+    ship_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl PredictionLog {
-    /// Recovers crashed servers' WALs, then starts the writer.
-    pub fn start(config: LogConfig) -> Result<Self, LogError> {
+    /// Recovers crashed servers' WALs, then starts the writer; sealed segments are also
+    /// copied to `sink` when one is given.
+    pub fn start(config: LogConfig, sink: Option<Box<dyn SegmentSink>>) -> Result<Self, LogError> {
         std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
         recover(&config.dir)?;
+        let ship_failures = Arc::new(AtomicU64::new(0));
+        let ship_error = Arc::new(std::sync::Mutex::new(None));
+        let shipper = sink.map(|sink| Shipper {
+            sink,
+            dir: config.dir.clone(),
+            failures: ship_failures.clone(),
+            last_error: ship_error.clone(),
+        });
         let (tx, rx) = sync_channel::<Message>(1 << 16);
-        let writer = Writer::open(config)?;
+        let mut writer = Writer::open(config)?;
+        writer.shipper = shipper;
         let handle = std::thread::Builder::new()
             .name("prediction log".into())
-            .spawn(move || writer.run(&rx))
+            .spawn(move || {
+                if let Some(s) = &writer.shipper {
+                    s.ship_pending();
+                }
+                writer.run(&rx)
+            })
             .map_err(|e| LogError::Io { path: PathBuf::from("<thread>"), source: e })?;
-        Ok(Self { tx, writer: std::sync::Mutex::new(Some(handle)), dropped: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            tx,
+            writer: std::sync::Mutex::new(Some(handle)),
+            dropped: Arc::new(AtomicU64::new(0)),
+            ship_failures,
+            ship_error,
+        })
+    }
+
+    /// How many times shipping a segment failed, and the last reason.
+    pub fn ship_failures(&self) -> (u64, Option<String>) {
+        (
+            self.ship_failures.load(Ordering::Relaxed),
+            self.ship_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        )
     }
 
     /// Hands a record to the writer without waiting. When the writer is this far behind (or
@@ -220,12 +302,22 @@ struct Writer {
     /// Rows in the open segment.
     rows: usize,
     segments: u64,
+    shipper: Option<Shipper>,
 }
 
 impl Writer {
     fn open(config: LogConfig) -> Result<Self, LogError> {
         let (wal_path, wal) = new_wal(&config.dir)?;
-        Ok(Self { config, wal_path, wal, wal_bytes: 0, opened: Instant::now(), rows: 0, segments: 0 })
+        Ok(Self {
+            config,
+            wal_path,
+            wal,
+            wal_bytes: 0,
+            opened: Instant::now(),
+            rows: 0,
+            segments: 0,
+            shipper: None,
+        })
     }
 
     /// Drains the channel every [`DRAIN`] rather than waking per record, so logging costs a
@@ -309,7 +401,11 @@ impl Writer {
             self.wal_bytes = 0;
             self.opened = Instant::now();
         }
-        std::fs::remove_file(&old).map_err(io(&old))
+        std::fs::remove_file(&old).map_err(io(&old))?;
+        if let Some(shipper) = &self.shipper {
+            shipper.ship_pending();
+        }
+        Ok(())
     }
 }
 
@@ -474,11 +570,7 @@ fn segments(dir: &Path) -> Vec<(PathBuf, i64, i64)> {
         .flatten()
         .flatten()
         .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_owned();
-            let stem = name.strip_prefix("seg-")?.strip_suffix(".parquet")?;
-            let mut parts = stem.split('-');
-            let first = parts.next()?.parse().ok()?;
-            let last = parts.next()?.parse().ok()?;
+            let (first, last) = segment_range(e.file_name().to_str()?)?;
             Some((e.path(), first, last))
         })
         .collect()
@@ -541,6 +633,13 @@ fn entries(path: &Path) -> Result<Vec<Entry>, LogError> {
         }
     }
     Ok(out)
+}
+
+/// The first and last milliseconds a segment's name says it covers.
+pub fn segment_range(name: &str) -> Option<(i64, i64)> {
+    let stem = name.strip_prefix("seg-")?.strip_suffix(".parquet")?;
+    let mut parts = stem.split('-');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// Every logged row with this trace id (the answer and any shadows'), from the open WALs
@@ -609,7 +708,7 @@ mod tests {
     #[test]
     fn closing_writes_a_segment_that_find_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let log = PredictionLog::start(config(dir.path())).unwrap();
+        let log = PredictionLog::start(config(dir.path()), None).unwrap();
         let ids: Vec<String> = (0..100).map(|_| trace_id(now_ms())).collect();
         for id in &ids {
             log.log(record(id));
@@ -622,6 +721,44 @@ mod tests {
         assert_eq!(found[0].inputs, r#"{"age":[[42.0]]}"#);
         assert_eq!(found[0].outputs, r#"{"label":[1]}"#);
         assert_eq!(scan(dir.path(), 0).unwrap().len(), 100);
+    }
+
+    /// Copies segments into a directory; fails while `fail` holds.
+    struct Copy {
+        to: PathBuf,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl SegmentSink for Copy {
+        fn ship(&self, path: &Path) -> Result<(), String> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err("the store is down".into());
+            }
+            std::fs::copy(path, self.to.join(path.file_name().unwrap())).map(drop).map_err(|e| e.to_string())
+        }
+    }
+
+    #[test]
+    fn sealed_segments_are_shipped_and_failed_ones_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sink = Copy { to: store.path().to_path_buf(), fail: fail.clone() };
+        let log = PredictionLog::start(config(dir.path()), Some(Box::new(sink))).unwrap();
+        log.log(record(&trace_id(now_ms())));
+        log.close().unwrap();
+        assert_eq!(log.ship_failures().0, 1);
+        assert!(log.ship_failures().1.unwrap().contains("the store is down"));
+        assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
+        // The next start ships what is pending, then its own segment.
+        fail.store(false, Ordering::SeqCst);
+        let sink = Copy { to: store.path().to_path_buf(), fail };
+        let log = PredictionLog::start(config(dir.path()), Some(Box::new(sink))).unwrap();
+        let id = trace_id(now_ms());
+        log.log(record(&id));
+        log.close().unwrap();
+        assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 2);
+        assert_eq!(find(store.path(), &id).unwrap().len(), 1, "the shipped copy is a readable segment");
     }
 
     #[test]
@@ -642,7 +779,7 @@ mod tests {
     #[test]
     fn rows_are_durable_within_a_second_while_running() {
         let dir = tempfile::tempdir().unwrap();
-        let log = PredictionLog::start(config(dir.path())).unwrap();
+        let log = PredictionLog::start(config(dir.path()), None).unwrap();
         let id = trace_id(now_ms());
         log.log(record(&id));
         std::thread::sleep(Duration::from_millis(1300));
