@@ -226,6 +226,8 @@ cat >> cairn.yaml <<'YAML'
     outs: [models/churn.onnx]
     metrics: [churn_metrics.json]
 YAML
+run git add -A
+run git commit -q -m "churn model stage"
 PATH="$venv/bin:$PATH" run "$cairn" run churn
 run "$cairn" model register churn models/churn.onnx --training-data data/churn.csv
 run "$cairn" model policy churn production --approvals 1 --require 'accuracy >= 0.6'

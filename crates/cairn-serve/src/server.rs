@@ -824,7 +824,7 @@ fn kserve_output(name: &str, output: &Output) -> Value {
             "name": name,
             "datatype": "FP32",
             "shape": [rows, classes.len()],
-            "data": probabilities,
+            "data": probabilities.iter().map(|p| crate::tensor::f32_json(*p)).collect::<Vec<_>>(),
             "parameters": {"classes": classes},
         }),
     }
