@@ -8,7 +8,8 @@
 //!   {"name": "age", "kind": "numeric", "count": 990, "missing": 10,
 //!    "min": 18, "max": 90, "mean": 41.2, "std": 12.9,
 //!    "quantiles": {"0.01": 19, "0.05": 22, "0.25": 31, "0.5": 40, "0.75": 50, "0.95": 65, "0.99": 80},
-//!    "histogram": {"edges": [18, 25.2, ..., 90], "counts": [120, ...]}},
+//!    "histogram": {"edges": [18, 25.2, ..., 90], "counts": [120, ...]},
+//!    "sample": [18, 18, 19, ...]},
 //!   {"name": "plan", "kind": "categorical", "count": 1000, "missing": 0, "distinct": 3,
 //!    "top": [["basic", 600], ["pro", 300], ["team", 100]], "other": 0}
 //! ]}
@@ -17,7 +18,10 @@
 //! A column is numeric when every present value parses as a number. Missing values are empty
 //! fields and `NA`, `null`, `NULL`, `NaN`, `nan`. Histograms have ten equal-width bins over
 //! `[min, max]`; categorical columns keep the 50 most frequent values (`other` counts the
-//! rest). Quantiles are exact (the column is sorted). CSV and TSV files are read.
+//! rest). Quantiles are exact (the column is sorted). `sample` is what drift tests compare
+//! live values with: every value, sorted, when the column has at most 1,000; otherwise its
+//! 1,001 quantiles at 0, 0.001, ..., 1 (a sample of equal-weight points that follows the
+//! distribution). CSV and TSV files are read.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,6 +32,8 @@ use crate::ModelError;
 
 const TOP: usize = 50;
 const BINS: usize = 10;
+/// Columns of at most this many values keep them all as their drift sample.
+const SAMPLE: usize = 1000;
 const QUANTILES: [f64; 7] = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99];
 
 fn missing(field: &str) -> bool {
@@ -84,7 +90,13 @@ fn column_profile(name: &str, values: Vec<String>, missing: u64) -> Value {
             let mean = numbers.iter().sum::<f64>() / n;
             let std = (numbers.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
             let (min, max) = (numbers[0], numbers[numbers.len() - 1]);
-            let quantile = |q: f64| numbers[((q * (n - 1.0)).round() as usize).min(numbers.len() - 1)];
+            // Linear interpolation between order statistics (numpy's default).
+            let quantile = |q: f64| {
+                let at = q * (n - 1.0);
+                let (lo, frac) = (at.floor() as usize, at - at.floor());
+                let hi = (lo + 1).min(numbers.len() - 1);
+                numbers[lo] + (numbers[hi] - numbers[lo]) * frac
+            };
             let width = (max - min) / BINS as f64;
             let mut counts = [0u64; BINS];
             for x in &numbers {
@@ -94,10 +106,15 @@ fn column_profile(name: &str, values: Vec<String>, missing: u64) -> Value {
             let edges: Vec<f64> = (0..=BINS).map(|i| min + width * i as f64).collect();
             let quantiles: serde_json::Map<String, Value> =
                 QUANTILES.iter().map(|q| (q.to_string(), json!(quantile(*q)))).collect();
+            let sample: Vec<f64> = if numbers.len() <= SAMPLE {
+                numbers.clone()
+            } else {
+                (0..=SAMPLE).map(|i| quantile(i as f64 / SAMPLE as f64)).collect()
+            };
             json!({
                 "name": name, "kind": "numeric", "count": numbers.len(), "missing": missing,
                 "min": min, "max": max, "mean": mean, "std": std, "quantiles": quantiles,
-                "histogram": {"edges": edges, "counts": counts},
+                "histogram": {"edges": edges, "counts": counts}, "sample": sample,
             })
         }
         _ => {
