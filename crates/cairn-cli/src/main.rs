@@ -6,6 +6,7 @@ mod exp;
 mod failure;
 mod live;
 mod model;
+mod monitor;
 mod output;
 mod pipelines;
 mod plots;
@@ -284,6 +285,30 @@ enum Command {
         /// ... or at this age.
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         log_segment_secs: u64,
+    },
+    /// A served model's inputs and outputs, profiled from its prediction log, and their drift against the training data.
+    #[command(
+        after_help = "Drift is measured against the profile recorded by `cairn model register --training-data`: K-S / chi-squared (p < 0.05) for references of up to 1,000 rows, normed Wasserstein / Jensen-Shannon (>= 0.1) above; the dataset drifts when half its features do.\n\nExamples:\n  cairn monitor churn --since 1h\n  cairn monitor churn --version 3 --html drift.html\n  cairn monitor churn --requests age        # requests with an age the training data never had"
+    )]
+    Monitor {
+        model: String,
+        /// Only this version (default: every version in the log).
+        #[arg(long)]
+        version: Option<i64>,
+        /// Only predictions this recent: 30m, 2h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Where predictions were logged (default: .cairn/predictions).
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+        /// Also write an HTML report with reference and current histograms per feature.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// List the logged requests whose FEATURE lies outside what the training data had.
+        #[arg(long, value_name = "FEATURE")]
+        requests: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Show a logged prediction and walk it back: model version, run, params, metrics, data, commit.
     Trace {
@@ -939,6 +964,18 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 segment_age: std::time::Duration::from_secs(log_segment_secs.max(1)),
             },
             cli.quiet,
+        ),
+        Command::Monitor { model, version, since, log_dir, html, requests, output } => monitor::monitor(
+            &context.open()?,
+            &monitor::MonitorRequest {
+                model,
+                version,
+                since,
+                log_dir: log_dir.map(|d| context.cwd.join(d)),
+                html: html.map(|h| context.cwd.join(h)),
+                requests,
+                json: output.json,
+            },
         ),
         Command::Trace { id, log_dir, remote, output } => serve::trace(
             &context.open()?,

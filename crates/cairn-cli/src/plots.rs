@@ -27,7 +27,7 @@ struct Series<'r> {
     points: Vec<Metric>,
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -143,7 +143,7 @@ fn chart(metric: &str, series: &[Series], colour_of: &dyn Fn(&str) -> &'static s
 }
 
 /// `▁▂▃▄▅▆▇█` over the values (at most `width` characters, resampled).
-fn sparkline(values: &[f64], width: usize) -> String {
+pub(crate) fn sparkline(values: &[f64], width: usize) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if finite.is_empty() {

@@ -666,3 +666,70 @@ fn graceful_shutdown_finishes_a_request_in_flight() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     server.stop();
 }
+
+#[test]
+fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() {
+    let repo = project();
+    // Training data: ages 18–80, three plans (500 rows: the statistical tests apply).
+    let mut csv = String::from("age,tenure,plan\n");
+    for i in 0..500 {
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            18 + (i * 37) % 63,
+            (i * 11) % 73,
+            ["basic", "pro", "enterprise"][i % 3]
+        ));
+    }
+    repo.write("train.csv", csv);
+    repo.ok(&["model", "register", "churn2", "models/churn.onnx", "--training-data", "train.csv"]);
+    repo.ok(&["model", "alias", "churn2@1", "production"]);
+    let server = Server::start(&repo, &["churn2@production"]);
+    // Production: older customers, a plan the training data never had; tenure as before.
+    for i in 0..200 {
+        let plan = if i % 10 == 0 { "student" } else { ["basic", "pro", "enterprise"][i % 3] };
+        let body = json!({"inputs": {"age": 60 + (i * 7) % 35, "tenure": (i * 11) % 73, "plan": plan}});
+        assert_eq!(post(&server.addr, "/models/churn2/predict", &body).status, 200);
+    }
+    server.stop();
+
+    let report = repo.json(&["monitor", "churn2", "--since", "1h", "--json", "--html", "drift.html"]);
+    let version = &report[0];
+    assert_eq!((version["version"].as_i64(), version["predictions"].as_u64()), (Some(1), Some(200)));
+    let drift = |name: &str| {
+        version["drift"]["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["feature"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (drift("age")["method"].as_str(), drift("age")["drifted"].as_bool()),
+        (Some("ks"), Some(true)),
+        "{version}"
+    );
+    assert_eq!(drift("tenure")["drifted"], false, "{version}");
+    assert_eq!(
+        (drift("plan")["method"].as_str(), drift("plan")["drifted"].as_bool()),
+        (Some("chi_squared"), Some(true))
+    );
+    assert_eq!(version["drift"]["drifted"], true, "two of three inputs drifted");
+    let plan = version["features"].as_array().unwrap().iter().find(|f| f["feature"] == "plan").unwrap();
+    assert_eq!(plan["distinct"], 4);
+    let html = String::from_utf8(repo.read("drift.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("age") && html.contains("drifted"),
+        "the HTML report has charts"
+    );
+    let text = repo.ok(&["monitor", "churn2"]);
+    assert!(text.contains("dataset drift: 2 of 3 features drifted"), "{text}");
+
+    // The requests behind the drifted `plan`: the 20 with the unseen plan.
+    let behind = repo.json(&["monitor", "churn2", "--requests", "plan", "--json"]);
+    assert_eq!(behind.as_array().unwrap().len(), 20);
+    let id = behind[0]["trace_id"].as_str().unwrap();
+    assert!(repo.ok(&["trace", id]).contains("student"));
+    repo.fail(2, &["monitor", "churn2", "--since", "soon"]);
+    repo.fail(1, &["monitor", "nothing"]);
+}
