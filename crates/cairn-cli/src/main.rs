@@ -307,6 +307,12 @@ enum Command {
         /// List the logged requests whose FEATURE lies outside what the training data had.
         #[arg(long, value_name = "FEATURE")]
         requests: Option<String>,
+        /// Write the logged inputs (with trace ids) to this CSV file and `cairn add` it, for retraining.
+        #[arg(long, value_name = "FILE.csv", conflicts_with = "requests")]
+        export: Option<PathBuf>,
+        /// With --export: only requests with a drifted feature outside what the training data had.
+        #[arg(long, requires = "export")]
+        drifted_only: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -965,18 +971,23 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             },
             cli.quiet,
         ),
-        Command::Monitor { model, version, since, log_dir, html, requests, output } => monitor::monitor(
-            &context.open()?,
-            &monitor::MonitorRequest {
-                model,
-                version,
-                since,
-                log_dir: log_dir.map(|d| context.cwd.join(d)),
-                html: html.map(|h| context.cwd.join(h)),
-                requests,
-                json: output.json,
-            },
-        ),
+        Command::Monitor { model, version, since, log_dir, html, requests, export, drifted_only, output } => {
+            monitor::monitor(
+                &context.open()?,
+                &monitor::MonitorRequest {
+                    model,
+                    version,
+                    since,
+                    log_dir: log_dir.map(|d| context.cwd.join(d)),
+                    html: html.map(|h| context.cwd.join(h)),
+                    requests,
+                    export: export.map(|e| context.cwd.join(e)),
+                    drifted_only,
+                    json: output.json,
+                },
+                reporter,
+            )
+        }
         Command::Trace { id, log_dir, remote, output } => serve::trace(
             &context.open()?,
             &id,

@@ -27,6 +27,10 @@ pub struct MonitorRequest {
     pub log_dir: Option<PathBuf>,
     pub html: Option<PathBuf>,
     pub requests: Option<String>,
+    /// Write the logged inputs to this CSV file and `cairn add` it.
+    pub export: Option<PathBuf>,
+    /// With `export`: only requests with a drifted feature outside the reference.
+    pub drifted_only: bool,
     pub json: bool,
 }
 
@@ -78,7 +82,11 @@ struct VersionReport {
     errors: usize,
 }
 
-pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
+pub fn monitor(
+    repo: &Repo,
+    request: &MonitorRequest,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<(), Failure> {
     let store = open_store(repo)?;
     if store.model(&request.model).map_err(meta)?.is_none() {
         return Err(Failure::user(
@@ -140,7 +148,11 @@ pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
         report.drift = report.reference.as_ref().map(|r| dataset_drift(r, &report.profile, &config));
     }
     if let Some(feature) = &request.requests {
-        return list_requests(&reports, feature, request.json);
+        let found = outside(&reports, feature)?;
+        return list_requests(&found, feature, request.json);
+    }
+    if let Some(path) = &request.export {
+        return export(repo, &reports, path, request.drifted_only, reporter);
     }
     if let Some(path) = &request.html {
         std::fs::write(path, html(&request.model, &reports))
@@ -353,8 +365,8 @@ fn report_json(model: &str, report: &mut VersionReport) -> Value {
 }
 
 /// Logged requests whose `feature` lies outside the reference: below its minimum or above its
-/// maximum (numeric), or a category it never saw.
-fn list_requests(reports: &[VersionReport], feature: &str, as_json: bool) -> Result<(), Failure> {
+/// maximum (numeric), or a category it never saw. Each as `{trace_id, time_ms, version, values}`.
+fn outside(reports: &[VersionReport], feature: &str) -> Result<Vec<Value>, Failure> {
     let mut found = Vec::new();
     for report in reports {
         let column = report
@@ -385,7 +397,7 @@ fn list_requests(reports: &[VersionReport], feature: &str, as_json: bool) -> Res
                 cairn_serve::tensor::flatten(row, &mut leaves);
                 values.extend(leaves.into_iter().cloned());
             }
-            let outside: Vec<&Value> = values
+            let out: Vec<&Value> = values
                 .iter()
                 .filter(|v| match (v, min, max) {
                     (Value::Number(n), Some(lo), Some(hi)) => n.as_f64().is_some_and(|x| x < lo || x > hi),
@@ -393,21 +405,25 @@ fn list_requests(reports: &[VersionReport], feature: &str, as_json: bool) -> Res
                     _ => false,
                 })
                 .collect();
-            if !outside.is_empty() {
+            if !out.is_empty() {
                 found.push(json!({
                     "trace_id": entry.trace_id, "time_ms": entry.time_ms, "version": entry.version,
-                    "values": outside,
+                    "values": out,
                 }));
             }
         }
     }
+    Ok(found)
+}
+
+fn list_requests(found: &[Value], feature: &str, as_json: bool) -> Result<(), Failure> {
     if as_json {
         return crate::output::json(&found);
     }
     if found.is_empty() {
         return out(format!("no logged request has `{feature}` outside what the reference saw"));
     }
-    for r in &found {
+    for r in found {
         out(format!(
             "{}  {}  v{}  {feature} = {}",
             r["trace_id"].as_str().unwrap_or(""),
@@ -417,6 +433,111 @@ fn list_requests(reports: &[VersionReport], feature: &str, as_json: bool) -> Res
         ))?;
     }
     out(format!("{} request(s); `cairn trace ID` shows one with its lineage", found.len()))
+}
+
+fn csv_field(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
+}
+
+/// Writes the logged inputs (one CSV row per predicted row, with its trace id) to `path` and
+/// `cairn add`s it, so a pipeline stage can retrain on production data.
+fn export(
+    repo: &Repo,
+    reports: &[VersionReport],
+    path: &std::path::Path,
+    drifted_only: bool,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<(), Failure> {
+    if path.extension().and_then(|e| e.to_str()) != Some("csv") {
+        return Err(Failure::usage(format!("--export {}: give a .csv file", path.display())));
+    }
+    // Requests to keep: all, or those with a drifted feature outside the reference.
+    let mut keep: Option<std::collections::HashSet<String>> = None;
+    if drifted_only {
+        let mut ids = std::collections::HashSet::new();
+        for report in reports {
+            for f in report
+                .drift
+                .iter()
+                .flat_map(|d| &d.features)
+                .filter(|f| f.drifted && !f.feature.starts_with("output:"))
+            {
+                for r in outside(std::slice::from_ref(report), &f.feature)? {
+                    ids.insert(r["trace_id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        keep = Some(ids);
+    }
+    let mut columns: Vec<String> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    for report in reports {
+        for entry in &report.entries {
+            if keep.as_ref().is_some_and(|k| !k.contains(&entry.trace_id)) {
+                continue;
+            }
+            let inputs: Value = serde_json::from_str(&entry.inputs).unwrap_or(Value::Null);
+            let Some(map) = inputs.as_object() else { continue };
+            if columns.is_empty() {
+                columns = map.keys().cloned().collect();
+            }
+            let rows = map.values().next().and_then(Value::as_array).map_or(0, Vec::len);
+            for i in 0..rows {
+                let mut fields = vec![entry.trace_id.clone()];
+                for c in &columns {
+                    let cell = map
+                        .get(c)
+                        .and_then(Value::as_array)
+                        .and_then(|r| r.get(i))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let cell = match cell {
+                        Value::Array(items) if items.len() == 1 => items[0].clone(),
+                        other => other,
+                    };
+                    fields.push(csv_field(&cell));
+                }
+                lines.push(fields.join(","));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Err(Failure::user(
+            "no logged predictions to export",
+            Some("widen --since, or drop --drifted-only"),
+        ));
+    }
+    let mut text = std::iter::once("trace_id".to_owned())
+        .chain(columns.iter().map(|c| csv_field(&Value::from(c.as_str()))))
+        .collect::<Vec<_>>()
+        .join(",");
+    text.push('\n');
+    for line in &lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Failure::user(format!("cannot create {}: {e}", parent.display()), None))?;
+    }
+    let tmp = path.with_extension("csv.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Failure::user(format!("cannot write {}: {e}", path.display()), None))?;
+    let rel = repo.rel_path(path)?;
+    let _lock = repo.lock(reporter)?;
+    repo.add(&[rel], reporter)?;
+    out(format!(
+        "exported {} row(s) to {} and added it (commit {}.cairn to version it)",
+        lines.len(),
+        path.display(),
+        path.display()
+    ))
 }
 
 /// A self-contained HTML report: per feature, reference and current histograms as SVG bars.

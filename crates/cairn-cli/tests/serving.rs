@@ -730,6 +730,22 @@ fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() 
     assert_eq!(behind.as_array().unwrap().len(), 20);
     let id = behind[0]["trace_id"].as_str().unwrap();
     assert!(repo.ok(&["trace", id]).contains("student"));
+
+    // Back into training: the logged inputs as a versioned dataset.
+    repo.ok(&["monitor", "churn2", "--export", "data/production.csv"]);
+    let exported = String::from_utf8(repo.read("data/production.csv")).unwrap();
+    assert_eq!(exported.lines().next(), Some("trace_id,age,tenure,plan"));
+    assert_eq!(exported.lines().count(), 201);
+    assert!(repo.exists("data/production.csv.cairn"), "the export is added");
+    repo.ok(&["monitor", "churn2", "--export", "data/drifted.csv", "--drifted-only"]);
+    let drifted = String::from_utf8(repo.read("data/drifted.csv")).unwrap();
+    let rows: Vec<&str> = drifted.lines().skip(1).collect();
+    assert!(!rows.is_empty() && rows.len() < 200, "{} drifted rows", rows.len());
+    assert!(
+        rows.iter()
+            .all(|r| r.ends_with("student") || r.split(',').nth(1).unwrap().parse::<f64>().unwrap() > 80.0),
+        "{drifted}"
+    );
     repo.fail(2, &["monitor", "churn2", "--since", "soon"]);
     repo.fail(1, &["monitor", "nothing"]);
 }
