@@ -80,6 +80,63 @@ struct VersionReport {
     drift: Option<DatasetDrift>,
     entries: Vec<Entry>,
     errors: usize,
+    /// Live quality from `POST /feedback` labels, when there are any.
+    quality: Option<Value>,
+}
+
+/// The predicted value a label is compared with: the output named like `label`, else the
+/// first output; its first row.
+fn predicted(outputs: &str) -> Option<Value> {
+    let outputs: Value = serde_json::from_str(outputs).ok()?;
+    let map = outputs.as_object()?;
+    let (_, rows) = map.iter().find(|(k, _)| k.contains("label")).or_else(|| map.iter().next())?;
+    let mut first = rows.as_array()?.first()?.clone();
+    while let Value::Array(items) = first {
+        first = items.first()?.clone();
+    }
+    Some(first)
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => {
+            a.as_str().map(str::to_owned).unwrap_or_else(|| a.to_string())
+                == b.as_str().map(str::to_owned).unwrap_or_else(|| b.to_string())
+        }
+    }
+}
+
+/// Accuracy, precision and recall (classes; the positive class is 1/true when labels are
+/// binary), or MAE and RMSE (numbers that are not all integers).
+fn quality(pairs: &[(Value, Value)]) -> Option<Value> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let numeric = pairs.iter().all(|(p, l)| p.is_number() && l.is_number());
+    let integral =
+        pairs.iter().all(|(p, l)| [p, l].iter().all(|v| v.as_f64().is_some_and(|x| x.fract() == 0.0)));
+    if numeric && !integral {
+        let errors: Vec<f64> = pairs.iter().filter_map(|(p, l)| Some(p.as_f64()? - l.as_f64()?)).collect();
+        let n = errors.len() as f64;
+        return Some(json!({
+            "labelled": pairs.len(), "task": "regression",
+            "mae": errors.iter().map(|e| e.abs()).sum::<f64>() / n,
+            "rmse": (errors.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
+        }));
+    }
+    let correct = pairs.iter().filter(|(p, l)| same(p, l)).count();
+    let positive =
+        |v: &Value| v.as_f64() == Some(1.0) || v.as_bool() == Some(true) || v.as_str() == Some("1");
+    let tp = pairs.iter().filter(|(p, l)| positive(p) && positive(l)).count() as f64;
+    let predicted_positive = pairs.iter().filter(|(p, _)| positive(p)).count() as f64;
+    let actual_positive = pairs.iter().filter(|(_, l)| positive(l)).count() as f64;
+    Some(json!({
+        "labelled": pairs.len(), "task": "classification",
+        "accuracy": correct as f64 / pairs.len() as f64,
+        "precision": (predicted_positive > 0.0).then(|| tp / predicted_positive),
+        "recall": (actual_positive > 0.0).then(|| tp / actual_positive),
+    }))
 }
 
 pub fn monitor(
@@ -116,6 +173,7 @@ pub fn monitor(
                     drift: None,
                     entries: Vec::new(),
                     errors: 0,
+                    quality: None,
                 });
                 reports.len() - 1
             }
@@ -138,6 +196,15 @@ pub fn monitor(
         ));
     }
     reports.sort_by_key(|r| r.version);
+    let labels = predlog::feedback(&dir).map_err(|e| Failure::user(e.to_string(), None))?;
+    for report in &mut reports {
+        let pairs: Vec<(Value, Value)> = report
+            .entries
+            .iter()
+            .filter_map(|e| Some((predicted(&e.outputs)?, labels.get(&e.trace_id)?.clone())))
+            .collect();
+        report.quality = quality(&pairs);
+    }
     let config = DriftConfig::default();
     for report in &mut reports {
         let rows =
@@ -318,6 +385,12 @@ fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> 
             },
         ))?;
     }
+    if let Some(q) = &report.quality {
+        let metric = |k: &str| q.get(k).and_then(Value::as_f64).map(|v| format!("{k} {v:.4}"));
+        let parts: Vec<String> =
+            ["accuracy", "precision", "recall", "mae", "rmse"].iter().filter_map(|k| metric(k)).collect();
+        out(format!("  live quality ({} labelled): {}", q["labelled"], parts.join(", ")))?;
+    }
     if let Some(d) = &report.drift {
         let scored = d.features.iter().filter(|f| f.skipped.is_none()).count();
         out(format!(
@@ -361,6 +434,7 @@ fn report_json(model: &str, report: &mut VersionReport) -> Value {
         "reference": report.reference.as_ref().map(|r| json!({"source": r.get("source"), "rows": r.get("rows")})),
         "features": features,
         "drift": report.drift,
+        "quality": report.quality,
     })
 }
 

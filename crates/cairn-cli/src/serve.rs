@@ -155,8 +155,9 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         }
     }
     let routes = Arc::new(Routes::new(table));
-    let log = if request.log {
-        let dir = request.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR));
+    let log_dir =
+        request.log.then(|| request.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR)));
+    let log = if let Some(dir) = &log_dir {
         let sink: Option<Box<dyn SegmentSink>> = match &request.log_remote {
             Some(name) => Some(Box::new(RemoteSink(repo.open_remote(
                 Some(name),
@@ -184,6 +185,7 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         catalog: catalog.clone(),
         metrics: cairn_serve::metrics::Metrics::new(),
         log,
+        log_dir,
         strict: Strictness { allow_nan: request.allow_nan },
         max_body: request.max_body,
         runtime_version,

@@ -690,11 +690,41 @@ fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() 
         let body = json!({"inputs": {"age": 60 + (i * 7) % 35, "tenure": (i * 11) % 73, "plan": plan}});
         assert_eq!(post(&server.addr, "/models/churn2/predict", &body).status, 200);
     }
+    // Ground truth arrives later: label a few predictions (all as churned).
+    let mut ids = Vec::new();
+    for age in [25, 70] {
+        let reply = post(
+            &server.addr,
+            "/models/churn2/predict",
+            &json!({"inputs": {"age": age, "tenure": 2, "plan": "basic"}}),
+        );
+        ids.push((
+            reply.headers["x-cairn-trace-id"].clone(),
+            reply.json()["outputs"]["output_label"].clone(),
+        ));
+    }
+    let feedback: Vec<Value> = ids.iter().map(|(id, _)| json!({"trace_id": id, "label": 1})).collect();
+    let recorded = post(&server.addr, "/feedback", &json!({"feedback": feedback}));
+    assert_eq!(
+        (recorded.status, recorded.json()["recorded"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        recorded.text()
+    );
+    let unknown =
+        post(&server.addr, "/feedback", &json!({"trace_id": "0000000000000000deadbeefdeadbeef", "label": 1}));
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.text().contains("nothing was recorded"), "{}", unknown.text());
+    let malformed = post(&server.addr, "/feedback", &json!({"trace_id": "nope", "label": 1}));
+    assert_eq!(malformed.status, 400);
     server.stop();
+    let expected_accuracy = ids.iter().filter(|(_, label)| label == &json!(1)).count() as f64 / 2.0;
 
     let report = repo.json(&["monitor", "churn2", "--since", "1h", "--json", "--html", "drift.html"]);
+    assert_eq!(report[0]["quality"]["labelled"], 2, "{}", report[0]["quality"]);
+    assert_eq!(report[0]["quality"]["accuracy"].as_f64(), Some(expected_accuracy));
     let version = &report[0];
-    assert_eq!((version["version"].as_i64(), version["predictions"].as_u64()), (Some(1), Some(200)));
+    assert_eq!((version["version"].as_i64(), version["predictions"].as_u64()), (Some(1), Some(202)));
     let drift = |name: &str| {
         version["drift"]["features"]
             .as_array()
@@ -735,7 +765,7 @@ fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() 
     repo.ok(&["monitor", "churn2", "--export", "data/production.csv"]);
     let exported = String::from_utf8(repo.read("data/production.csv")).unwrap();
     assert_eq!(exported.lines().next(), Some("trace_id,age,tenure,plan"));
-    assert_eq!(exported.lines().count(), 201);
+    assert_eq!(exported.lines().count(), 203);
     assert!(repo.exists("data/production.csv.cairn"), "the export is added");
     repo.ok(&["monitor", "churn2", "--export", "data/drifted.csv", "--drifted-only"]);
     let drifted = String::from_utf8(repo.read("data/drifted.csv")).unwrap();

@@ -157,6 +157,29 @@ enum Message {
     Close(std::sync::mpsc::Sender<Result<(), LogError>>),
 }
 
+/// True labels for logged predictions (`POST /feedback`), one JSON object per line:
+/// `{"trace_id", "label", "time_ms"}`.
+pub const FEEDBACK: &str = "feedback.jsonl";
+
+/// Every label recorded for a trace id (the latest wins).
+pub fn feedback(dir: &Path) -> Result<std::collections::HashMap<String, Value>, LogError> {
+    let path = dir.join(FEEDBACK);
+    let mut out = std::collections::HashMap::new();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(LogError::Io { path, source: e }),
+    };
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<Value>(line)
+            && let (Some(id), Some(label)) = (v.get("trace_id").and_then(Value::as_str), v.get("label"))
+        {
+            out.insert(id.to_owned(), label.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Where sealed segments are copied (an object store). Segments stay in the log directory
 /// too; one that could not be shipped is retried after the next seal and at the next start.
 pub trait SegmentSink: Send {

@@ -40,6 +40,8 @@ pub struct App {
     pub catalog: Arc<Catalog>,
     pub metrics: Metrics,
     pub log: Option<PredictionLog>,
+    /// The prediction log's directory (where `POST /feedback` records labels).
+    pub log_dir: Option<std::path::PathBuf>,
     pub strict: Strictness,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
@@ -137,6 +139,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/version", get(version))
         // Operations.
         .route("/metrics", get(metrics))
+        // Ground truth.
+        .route("/feedback", post(feedback))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -1098,4 +1102,103 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.encode())
         .into_response()
+}
+
+// ---------------------------------------------------------------- ground truth
+
+/// `POST /feedback` with `{"trace_id": ID, "label": VALUE}` or `{"feedback": [...]}`: true
+/// labels for logged predictions, appended to `feedback.jsonl` in the log directory. Every id
+/// must name a logged prediction; nothing is recorded when one does not.
+async fn feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let value = match read_json(&app, &headers, body).await {
+        Ok(v) => v,
+        Err(e) => return e.render(Protocol::Native),
+    };
+    let Some(dir) = app.log_dir.clone() else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "NO_LOG",
+            "this server does not log predictions (--no-log), so there is nothing to attach labels to",
+        )
+        .render(Protocol::Native);
+    };
+    let items: Vec<Value> = match value.get("feedback") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_INPUT",
+                r#""feedback" must be a list of {"trace_id", "label"}"#,
+            )
+            .render(Protocol::Native);
+        }
+        None => vec![value],
+    };
+    let mut records = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let id = item.get("trace_id").and_then(Value::as_str).unwrap_or_default();
+        let Some(label) = item.get("label").filter(|l| !l.is_null()) else {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_INPUT",
+                format!("feedback {i}: no \"label\""),
+            )
+            .render(Protocol::Native);
+        };
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_INPUT",
+                format!("feedback {i}: `{id}` is not a trace id (32 hex digits)"),
+            )
+            .render(Protocol::Native);
+        }
+        records.push((id.to_owned(), label.clone()));
+    }
+    let result = tokio::task::spawn_blocking(move || record_feedback(&dir, &records)).await;
+    match result {
+        Ok(Ok(count)) => json_body(&json!({"recorded": count})),
+        Ok(Err(e)) => e.render(Protocol::Native),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+            .render(Protocol::Native),
+    }
+}
+
+fn record_feedback(dir: &std::path::Path, records: &[(String, Value)]) -> Result<usize, ApiError> {
+    use std::io::Write as _;
+    for (id, _) in records {
+        let known = |id: &str| crate::predlog::find(dir, id).map(|found| !found.is_empty());
+        let mut found = known(id)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "LOG_UNREADABLE", e.to_string()))?;
+        // A prediction from the last second may not be in the WAL yet.
+        let recent = crate::predlog::trace_time(id).is_some_and(|t| now_ms() - t < 2_000);
+        if !found && recent {
+            std::thread::sleep(std::time::Duration::from_millis(1_200));
+            found = known(id).unwrap_or(false);
+        }
+        if !found {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "UNKNOWN_TRACE_ID",
+                format!("no logged prediction has trace id `{id}`; nothing was recorded"),
+            ));
+        }
+    }
+    let path = dir.join(crate::predlog::FEEDBACK);
+    let mut text = String::new();
+    for (id, label) in records {
+        text.push_str(&json!({"trace_id": id, "label": label, "time_ms": now_ms()}).to_string());
+        text.push('\n');
+    }
+    let io = |e: std::io::Error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "FEEDBACK_UNWRITABLE",
+            format!("{}: {e}", path.display()),
+        )
+    };
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(records.len())
 }
