@@ -82,6 +82,8 @@ struct VersionReport {
     errors: usize,
     /// Live quality from `POST /feedback` labels, when there are any.
     quality: Option<Value>,
+    /// Per-minute windows the server profiled: (start, rows, share of features drifted).
+    windows: Vec<(i64, u64, Option<f64>)>,
 }
 
 /// The predicted value a label is compared with: the output named like `label`, else the
@@ -174,6 +176,7 @@ pub fn monitor(
                     entries: Vec::new(),
                     errors: 0,
                     quality: None,
+                    windows: Vec::new(),
                 });
                 reports.len() - 1
             }
@@ -213,6 +216,10 @@ pub fn monitor(
             report.profile.merge(&window);
         }
         report.drift = report.reference.as_ref().map(|r| dataset_drift(r, &report.profile, &config));
+        for (start, window) in cairn_serve::profiles::read(&dir, &request.model, report.version, since_ms) {
+            let share = report.reference.as_ref().map(|r| dataset_drift(r, &window, &config).share);
+            report.windows.push((start, window.rows, share));
+        }
     }
     if let Some(feature) = &request.requests {
         let found = outside(&reports, feature)?;
@@ -385,6 +392,16 @@ fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> 
             },
         ))?;
     }
+    if !report.windows.is_empty() {
+        let shares: Vec<f64> = report.windows.iter().map(|w| w.2.unwrap_or(0.0)).collect();
+        let rows: Vec<f64> = report.windows.iter().map(|w| w.1 as f64).collect();
+        out(format!(
+            "  by minute ({} windows): rows {}  drifted share {}",
+            report.windows.len(),
+            sparkline(&rows, 60),
+            sparkline(&shares, 60)
+        ))?;
+    }
     if let Some(q) = &report.quality {
         let metric = |k: &str| q.get(k).and_then(Value::as_f64).map(|v| format!("{k} {v:.4}"));
         let parts: Vec<String> =
@@ -435,6 +452,7 @@ fn report_json(model: &str, report: &mut VersionReport) -> Value {
         "features": features,
         "drift": report.drift,
         "quality": report.quality,
+        "windows": report.windows.iter().map(|(start, rows, share)| json!({"start_ms": start, "rows": rows, "drifted_share": share})).collect::<Vec<_>>(),
     })
 }
 

@@ -722,6 +722,10 @@ fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() 
 
     let report = repo.json(&["monitor", "churn2", "--since", "1h", "--json", "--html", "drift.html"]);
     assert_eq!(report[0]["quality"]["labelled"], 2, "{}", report[0]["quality"]);
+    // The server profiled every minute as it went, and persisted it at shutdown.
+    let windows = report[0]["windows"].as_array().unwrap();
+    assert_eq!(windows.iter().map(|w| w["rows"].as_u64().unwrap()).sum::<u64>(), 202, "{windows:?}");
+    assert!(windows.iter().all(|w| w["drifted_share"].as_f64().is_some()));
     assert_eq!(report[0]["quality"]["accuracy"].as_f64(), Some(expected_accuracy));
     let version = &report[0];
     assert_eq!((version["version"].as_i64(), version["predictions"].as_u64()), (Some(1), Some(202)));

@@ -7,6 +7,7 @@
 //! - [`routing`]: targets, the registry watcher, canary and shadow routing.
 //! - [`batch`]: adaptive batching.
 //! - [`predlog`]: the prediction log (WAL + Parquet segments) and trace lookup.
+//! - [`profiles`]: per-minute profiles of every version's inputs and outputs.
 //! - [`server`]: the HTTP protocols.
 //! - [`metrics`]: Prometheus metrics.
 
@@ -15,6 +16,7 @@
 pub mod batch;
 pub mod metrics;
 pub mod predlog;
+pub mod profiles;
 pub mod routing;
 pub mod runtime;
 pub mod server;

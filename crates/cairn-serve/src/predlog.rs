@@ -326,6 +326,7 @@ struct Writer {
     rows: usize,
     segments: u64,
     shipper: Option<Shipper>,
+    profiles: crate::profiles::Windows,
 }
 
 impl Writer {
@@ -340,6 +341,7 @@ impl Writer {
             rows: 0,
             segments: 0,
             shipper: None,
+            profiles: crate::profiles::Windows::default(),
         })
     }
 
@@ -353,7 +355,10 @@ impl Writer {
             let mut closing = None;
             loop {
                 match rx.try_recv() {
-                    Ok(Message::Record(record)) => pending.push(record.entry()),
+                    Ok(Message::Record(record)) => {
+                        self.profiles.add(&record, &self.config.dir);
+                        pending.push(record.entry());
+                    }
                     Ok(Message::Close(done)) => {
                         closing = Some(done);
                         break;
@@ -411,6 +416,9 @@ impl Writer {
     /// Writes the open segment as Parquet (read back from its WAL, so rows are never held in
     /// memory) and starts a new WAL (unless `last`).
     fn seal(&mut self, last: bool) -> Result<(), LogError> {
+        if last {
+            self.profiles.flush_all(&self.config.dir);
+        }
         if self.rows > 0 {
             self.segments += 1;
             write_segment(&self.config.dir, &self.wal_path, self.segments)?;
