@@ -270,9 +270,12 @@ enum Command {
         /// Take null (and \"NaN\") in float inputs as missing values (NaN) instead of refusing them.
         #[arg(long)]
         allow_nan: bool,
-        /// Do not log predictions.
+        /// Do not log predictions (nor profile them).
         #[arg(long)]
         no_log: bool,
+        /// Log predictions but do not keep per-minute profiles of them for monitoring.
+        #[arg(long)]
+        no_profile: bool,
         /// Where predictions are logged (default: .cairn/predictions).
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
@@ -947,6 +950,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             max_body,
             allow_nan,
             no_log,
+            no_profile,
             log_dir,
             log_remote,
             log_segment_mb,
@@ -967,6 +971,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 log_dir: log_dir.map(|d| context.cwd.join(d)),
                 log_remote,
                 segment_bytes: log_segment_mb.max(1) << 20,
+                profiles: !no_profile,
                 segment_age: std::time::Duration::from_secs(log_segment_secs.max(1)),
             },
             cli.quiet,

@@ -56,6 +56,8 @@ pub struct ServeRequest {
     /// Also copy sealed segments to this remote.
     pub log_remote: Option<String>,
     pub segment_bytes: u64,
+    /// Keep per-minute profiles for monitoring.
+    pub profiles: bool,
     pub segment_age: Duration,
 }
 
@@ -172,6 +174,7 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
                     dir: dir.clone(),
                     segment_bytes: request.segment_bytes,
                     segment_age: request.segment_age,
+                    profiles: request.profiles,
                 },
                 sink,
             )

@@ -596,7 +596,10 @@ fn predictions_are_logged_and_traced_back_to_run_data_and_commit() {
         .flatten()
         .map(|e| e.file_name().into_string().unwrap())
         .collect();
-    assert!(segments.iter().all(|n| n.starts_with("seg-") && n.ends_with(".parquet")), "{segments:?}");
+    assert!(
+        segments.iter().all(|n| n == "profiles" || (n.starts_with("seg-") && n.ends_with(".parquet"))),
+        "only sealed segments (and per-minute profiles) remain: {segments:?}"
+    );
 
     let shown = repo.ok(&["trace", &trace]);
     for expected in

@@ -48,7 +48,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::tensor::{Output, Tensor};
+use crate::tensor::{Data, Output, Tensor};
 
 /// One logged prediction, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,16 +88,69 @@ pub struct Record {
 impl Record {
     fn entry(self) -> Entry {
         let rows = self.inputs.first().map_or(0, |(_, t)| t.rows() as i64);
-        let inputs: serde_json::Map<String, Value> =
-            self.inputs.iter().map(|(name, t)| (name.clone(), t.json())).collect();
-        let outputs: serde_json::Map<String, Value> = self
-            .outputs
-            .iter()
-            .flatten()
-            .map(|(name, out)| {
-                (name.clone(), Value::Array((0..out.rows()).map(|i| out.row_json(i)).collect()))
-            })
-            .collect();
+        // Written straight into strings: this runs for every prediction.
+        let mut inputs = String::with_capacity(64);
+        inputs.push('{');
+        for (i, (name, t)) in self.inputs.iter().enumerate() {
+            if i > 0 {
+                inputs.push(',');
+            }
+            push_str(&mut inputs, name);
+            inputs.push(':');
+            push_nested(&mut inputs, &t.data, &t.shape, 0);
+        }
+        inputs.push('}');
+        let mut outputs = String::with_capacity(64);
+        outputs.push('{');
+        for (i, (name, out)) in self.outputs.iter().flatten().enumerate() {
+            if i > 0 {
+                outputs.push(',');
+            }
+            push_str(&mut outputs, name);
+            outputs.push(':');
+            match out {
+                Output::Tensor(t) => {
+                    // One value per row (a `[rows, 1]` tensor as a list of scalars).
+                    let width = t.width();
+                    outputs.push('[');
+                    for r in 0..t.rows() {
+                        if r > 0 {
+                            outputs.push(',');
+                        }
+                        if width == 1 {
+                            push_value(&mut outputs, &t.data, r);
+                        } else {
+                            push_nested(&mut outputs, &t.data, &t.shape[1..], r * width);
+                        }
+                    }
+                    outputs.push(']');
+                }
+                Output::Classes { classes, probabilities, rows } => {
+                    let k = classes.len();
+                    outputs.push('[');
+                    for r in 0..*rows {
+                        if r > 0 {
+                            outputs.push(',');
+                        }
+                        outputs.push('{');
+                        for (j, class) in classes.iter().enumerate() {
+                            if j > 0 {
+                                outputs.push(',');
+                            }
+                            match class {
+                                Value::String(s) => push_str(&mut outputs, s),
+                                other => push_str(&mut outputs, &other.to_string()),
+                            }
+                            outputs.push(':');
+                            push_f32(&mut outputs, probabilities[r * k + j]);
+                        }
+                        outputs.push('}');
+                    }
+                    outputs.push(']');
+                }
+            }
+        }
+        outputs.push('}');
         Entry {
             trace_id: self.trace_id,
             time_ms: self.time_ms,
@@ -109,9 +162,74 @@ impl Record {
             status: i32::from(self.status),
             latency_us: self.latency_us,
             rows,
-            inputs: Value::Object(inputs).to_string(),
-            outputs: Value::Object(outputs).to_string(),
+            inputs,
+            outputs,
             error: self.error,
+        }
+    }
+}
+
+fn push_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
+}
+
+fn push_float(out: &mut String, x: impl std::fmt::Display + Copy, finite: bool, integral: bool) {
+    use std::fmt::Write as _;
+    if !finite {
+        out.push_str("null");
+    } else {
+        let _ = write!(out, "{x}");
+        if integral {
+            out.push_str(".0");
+        }
+    }
+}
+
+fn push_f32(out: &mut String, x: f32) {
+    push_float(out, x, x.is_finite(), x.is_finite() && x.fract() == 0.0 && x.abs() < 1e16);
+}
+
+fn push_value(out: &mut String, data: &Data, i: usize) {
+    use std::fmt::Write as _;
+    match data {
+        Data::F32(v) => push_f32(out, v[i]),
+        Data::F64(v) => push_float(
+            out,
+            v[i],
+            v[i].is_finite(),
+            v[i].is_finite() && v[i].fract() == 0.0 && v[i].abs() < 1e16,
+        ),
+        Data::I64(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::I32(v) => {
+            let _ = write!(out, "{}", v[i]);
+        }
+        Data::Bool(v) => out.push_str(if v[i] { "true" } else { "false" }),
+        Data::Str(v) => push_str(out, &v[i]),
+    }
+}
+
+/// `data` from `offset` as nested lists of `dims`.
+fn push_nested(out: &mut String, data: &Data, dims: &[usize], offset: usize) {
+    match dims {
+        [] => push_value(out, data, offset),
+        [n, rest @ ..] => {
+            let stride: usize = rest.iter().product();
+            out.push('[');
+            for i in 0..*n {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_nested(out, data, rest, offset + i * stride);
+            }
+            out.push(']');
         }
     }
 }
@@ -137,6 +255,8 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// ... or this age.
     pub segment_age: Duration,
+    /// Also keep per-minute profiles of inputs and outputs ([`crate::profiles`]).
+    pub profiles: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +476,9 @@ impl Writer {
             loop {
                 match rx.try_recv() {
                     Ok(Message::Record(record)) => {
-                        self.profiles.add(&record, &self.config.dir);
+                        if self.config.profiles {
+                            self.profiles.add(&record, &self.config.dir);
+                        }
                         pending.push(record.entry());
                     }
                     Ok(Message::Close(done)) => {
@@ -733,7 +855,12 @@ mod tests {
     }
 
     fn config(dir: &Path) -> LogConfig {
-        LogConfig { dir: dir.to_path_buf(), segment_bytes: 1 << 20, segment_age: Duration::from_secs(600) }
+        LogConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 1 << 20,
+            segment_age: Duration::from_secs(600),
+            profiles: true,
+        }
     }
 
     #[test]
