@@ -6,6 +6,9 @@
 //! their way (counted from the moment a handler starts on one), so a lone client never waits:
 //! its latency stays that of an unbatched call, and batches form only under concurrency.
 //!
+//! A request that finds no other one announced or queued for its version skips the queue
+//! and runs directly ([`Batcher::alone`]).
+//!
 //! A batch joins each input along the batch dimension, runs once and splits the outputs by
 //! rows. Requests whose inputs cannot be joined (different widths) run on their own; when a
 //! batch fails, its requests are retried one by one so one bad request fails alone.
@@ -73,6 +76,13 @@ impl Batcher {
     pub fn announce(&self) -> Coming {
         self.coming.fetch_add(1, Ordering::AcqRel);
         Coming { coming: self.coming.clone(), armed: true }
+    }
+
+    /// Whether no other request for this version is on its way or queued: then there is
+    /// nothing to batch with, and the caller runs its request directly (a queue hand-off
+    /// would only add latency).
+    pub fn alone(&self) -> bool {
+        self.coming.load(Ordering::Acquire) <= 1
     }
 
     /// Queues a request and waits for its rows of the batch's answer.

@@ -287,13 +287,23 @@ async fn predict(
         Err(bad) => Err(ApiError::bad(bad)),
         Ok(inputs) => {
             let inputs = Arc::new(inputs);
-            let ran = match (&version.batcher, coming) {
-                (Some(batcher), Some(coming)) => batcher.run(coming, inputs.as_ref().clone()).await,
+            let batched = match (&version.batcher, coming) {
+                (Some(batcher), Some(coming)) if !batcher.alone() => {
+                    Some(batcher.run(coming, inputs.as_ref().clone()).await)
+                }
+                // Alone: withdraw the announcement before running, so no batch waits for it.
+                (_, coming) => {
+                    drop(coming);
+                    None
+                }
+            };
+            let ran = match batched {
+                Some(answer) => answer,
                 // Small requests run right here: a one-row prediction takes tens of
                 // microseconds, less than handing it to another thread. Larger ones go to the
                 // blocking pool so they never hold up the server's I/O threads.
-                _ if inputs.first().is_some_and(|(_, t)| t.rows() <= INLINE_ROWS) => model.run(&inputs),
-                _ => {
+                None if inputs.first().is_some_and(|(_, t)| t.rows() <= INLINE_ROWS) => model.run(&inputs),
+                None => {
                     let (m, i) = (model.clone(), inputs.clone());
                     tokio::task::spawn_blocking(move || m.run(&i))
                         .await
