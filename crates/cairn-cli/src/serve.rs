@@ -185,7 +185,6 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     };
     let app = Arc::new(App {
         routes: routes.clone(),
-        catalog: catalog.clone(),
         metrics: cairn_serve::metrics::Metrics::new(),
         log,
         log_dir,

@@ -798,17 +798,24 @@ pub fn segment_range(name: &str) -> Option<(i64, i64)> {
 /// Every logged row with this trace id (the answer and any shadows'), from the open WALs
 /// and the segments whose time range covers the id's time.
 pub fn find(dir: &Path, trace_id: &str) -> Result<Vec<Entry>, LogError> {
-    let at = trace_time(trace_id);
+    find_all(dir, &[trace_id])
+}
+
+/// Every logged row with any of these trace ids, reading each open WAL and each segment whose
+/// time range covers one of the ids once.
+pub fn find_all(dir: &Path, trace_ids: &[&str]) -> Result<Vec<Entry>, LogError> {
+    let wanted: std::collections::HashSet<&str> = trace_ids.iter().copied().collect();
+    let times: Vec<Option<i64>> = trace_ids.iter().map(|id| trace_time(id)).collect();
     let mut found = Vec::new();
     for path in wals(dir) {
-        found.extend(read_wal(&path)?.into_iter().filter(|e| e.trace_id == trace_id));
+        found.extend(read_wal(&path)?.into_iter().filter(|e| wanted.contains(e.trace_id.as_str())));
     }
     for (path, first, last) in segments(dir) {
         // Ids are made when the request arrives, and `time_ms` is that time.
-        if at.is_some_and(|t| t < first || t > last) {
+        if times.iter().all(|at| at.is_some_and(|t| t < first || t > last)) {
             continue;
         }
-        found.extend(entries(&path)?.into_iter().filter(|e| e.trace_id == trace_id));
+        found.extend(entries(&path)?.into_iter().filter(|e| wanted.contains(e.trace_id.as_str())));
     }
     found.sort_by(|a, b| a.role.cmp(&b.role));
     Ok(found)

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::metrics::{Metrics, RequestLabels, VersionLabels};
 use crate::predlog::{PredictionLog, Record, now_ms, trace_id};
-use crate::routing::{Catalog, Route, Routes, Version};
+use crate::routing::{Route, Routes, Version};
 use crate::runtime::RuntimeError;
 use crate::tensor::{BadInput, DType, InputSpec, Output, Strictness, Tensor, column, flatten, from_flat};
 
@@ -37,7 +37,6 @@ pub const VERSION_HEADER: &str = "x-cairn-model-version";
 /// Everything the handlers share.
 pub struct App {
     pub routes: Arc<Routes>,
-    pub catalog: Arc<Catalog>,
     pub metrics: Metrics,
     pub log: Option<PredictionLog>,
     /// The prediction log's directory (where `POST /feedback` records labels).
@@ -456,15 +455,20 @@ const NATIVE: Codec = Codec { protocol: Protocol::Native, parse: native_parse, f
 const KSERVE: Codec = Codec { protocol: Protocol::KServe, parse: kserve_parse, format: kserve_format };
 const MLFLOW: Codec = Codec { protocol: Protocol::Mlflow, parse: mlflow_parse, format: mlflow_format };
 
+/// Serves one prediction request; `version` is the path's version, when it names one.
 async fn serve_prediction(
     app: Arc<App>,
     codec: Codec,
     endpoint: &str,
-    number: Option<i64>,
+    version: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
     let Codec { protocol, parse, format } = codec;
+    let number = match version.map(parse_version).transpose() {
+        Ok(n) => n,
+        Err(e) => return e.render(protocol),
+    };
     let value = match read_json(&app, headers, body).await {
         Ok(v) => v,
         Err(e) => return e.render(protocol),
@@ -597,11 +601,7 @@ async fn native_predict_version(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let number = match parse_version(&version) {
-        Ok(n) => n,
-        Err(e) => return e.render(Protocol::Native),
-    };
-    serve_prediction(app, NATIVE, &name, Some(number), &headers, body).await
+    serve_prediction(app, NATIVE, &name, Some(&version), &headers, body).await
 }
 
 fn version_json(v: &Version, role: &str, weight: Option<u32>) -> Value {
@@ -882,11 +882,7 @@ async fn kserve_infer_version(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let number = match parse_version(&version) {
-        Ok(n) => n,
-        Err(e) => return e.render(Protocol::KServe),
-    };
-    serve_prediction(app, KSERVE, &name, Some(number), &headers, body).await
+    serve_prediction(app, KSERVE, &name, Some(&version), &headers, body).await
 }
 
 // ---------------------------------------------------------------- MLflow scoring
@@ -1176,23 +1172,32 @@ async fn feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -
 
 fn record_feedback(dir: &std::path::Path, records: &[(String, Value)]) -> Result<usize, ApiError> {
     use std::io::Write as _;
-    for (id, _) in records {
-        let known = |id: &str| crate::predlog::find(dir, id).map(|found| !found.is_empty());
-        let mut found = known(id)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "LOG_UNREADABLE", e.to_string()))?;
-        // A prediction from the last second may not be in the WAL yet.
-        let recent = crate::predlog::trace_time(id).is_some_and(|t| now_ms() - t < 2_000);
-        if !found && recent {
-            std::thread::sleep(std::time::Duration::from_millis(1_200));
-            found = known(id).unwrap_or(false);
-        }
-        if !found {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "UNKNOWN_TRACE_ID",
-                format!("no logged prediction has trace id `{id}`; nothing was recorded"),
-            ));
-        }
+    let unreadable = |e: crate::predlog::LogError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "LOG_UNREADABLE", e.to_string())
+    };
+    /// The ids no logged prediction has.
+    fn missing<'a>(
+        dir: &std::path::Path,
+        ids: Vec<&'a str>,
+    ) -> Result<Vec<&'a str>, crate::predlog::LogError> {
+        let found: std::collections::HashSet<String> =
+            crate::predlog::find_all(dir, &ids)?.into_iter().map(|e| e.trace_id).collect();
+        Ok(ids.into_iter().filter(|id| !found.contains(*id)).collect())
+    }
+    let mut unknown =
+        missing(dir, records.iter().map(|(id, _)| id.as_str()).collect()).map_err(unreadable)?;
+    // A prediction from the last second may not be in the WAL yet: look once more after the
+    // writer's next append.
+    if unknown.iter().any(|id| crate::predlog::trace_time(id).is_some_and(|t| now_ms() - t < 2_000)) {
+        std::thread::sleep(std::time::Duration::from_millis(1_200));
+        unknown = missing(dir, unknown).map_err(unreadable)?;
+    }
+    if let Some(id) = unknown.first() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_TRACE_ID",
+            format!("no logged prediction has trace id `{id}`; nothing was recorded"),
+        ));
     }
     let path = dir.join(crate::predlog::FEEDBACK);
     let mut text = String::new();
