@@ -175,6 +175,7 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
                     segment_bytes: request.segment_bytes,
                     segment_age: request.segment_age,
                     profiles: request.profiles,
+                    profile_checkpoint: Duration::from_secs(5),
                 },
                 sink,
             )

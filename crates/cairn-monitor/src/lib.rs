@@ -5,14 +5,21 @@
 //!   distinct counts, a reservoir sample for the tests).
 //! - [`stats`]: Kolmogorov–Smirnov, chi-squared, Wasserstein, Jensen–Shannon, PSI.
 //! - [`drift`]: per-feature and dataset drift with the common defaults.
+//! - [`quality`]: live accuracy, precision and recall, or MAE and RMSE, from true labels.
+//! - [`rules`]: `monitor.yaml` (rules over any metric, webhooks, drift settings per model),
+//!   the metrics rules read from a window, and the open/resolve state machine.
+//! - [`alerts`]: the alert log (opened, resolved, delivered) and the rules' saved state.
 //!
 //! [`profile_rows`] builds window profiles from prediction-log rows (their `inputs` and
 //! `outputs` JSON, as `cairn serve` logs them).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod alerts;
 pub mod drift;
 pub mod profile;
+pub mod quality;
+pub mod rules;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -84,9 +91,12 @@ fn add_columns(profile: &mut Profile, reference: Option<&Value>, columns: &Value
     }
 }
 
-/// One logged prediction: when, and its inputs and outputs as logged.
+/// One logged prediction: when, whether it failed, how long it took, and its inputs and
+/// outputs as logged.
 pub struct Row<'a> {
     pub time_ms: i64,
+    pub failed: bool,
+    pub latency_ms: f64,
     pub inputs: &'a str,
     pub outputs: &'a str,
 }
@@ -107,6 +117,10 @@ pub fn profile_rows<'a>(
             end_ms: start + window_ms,
             ..Profile::default()
         });
+        profile.traffic.add(row.failed, row.latency_ms);
+        if row.failed {
+            continue;
+        }
         let inputs: Value = serde_json::from_str(row.inputs).unwrap_or(Value::Null);
         let outputs: Value = serde_json::from_str(row.outputs).unwrap_or(Value::Null);
         profile.rows += inputs
@@ -118,4 +132,42 @@ pub fn profile_rows<'a>(
         add_columns(profile, reference, &outputs, "output:");
     }
     windows
+}
+
+/// The reference's column for a feature (`cairn-profile-v1`'s `columns[]` entry).
+pub fn reference_column<'a>(reference: &'a Value, name: &str) -> Option<&'a Value> {
+    reference.get("columns")?.as_array()?.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// What the training data saw of one feature, for telling which production values lie
+/// outside it: below its minimum or above its maximum (numeric), or a category it never had
+/// (only when its profile lists every category).
+pub struct Seen<'a> {
+    min: Option<f64>,
+    max: Option<f64>,
+    categories: Vec<&'a str>,
+    complete: bool,
+}
+
+impl<'a> Seen<'a> {
+    pub fn new(column: &'a Value) -> Self {
+        Self {
+            min: column.get("min").and_then(Value::as_f64),
+            max: column.get("max").and_then(Value::as_f64),
+            categories: column
+                .get("top")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().filter_map(|p| p.get(0).and_then(Value::as_str)).collect())
+                .unwrap_or_default(),
+            complete: column.get("other").and_then(Value::as_u64) == Some(0),
+        }
+    }
+
+    pub fn outside(&self, value: &Value) -> bool {
+        match (value, self.min, self.max) {
+            (Value::Number(n), Some(lo), Some(hi)) => n.as_f64().is_some_and(|x| x < lo || x > hi),
+            (Value::String(s), _, _) => self.complete && !self.categories.contains(&s.as_str()),
+            _ => false,
+        }
+    }
 }

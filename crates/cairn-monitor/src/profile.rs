@@ -273,13 +273,54 @@ impl Feature {
     }
 }
 
+/// Requests over a window, successful or not: how many, how many failed, and a DDSketch of
+/// their latency in milliseconds.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Traffic {
+    pub requests: u64,
+    pub failed: u64,
+    #[serde(with = "empty_sketch")]
+    pub latency_ms: DDSketch,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Self { requests: 0, failed: 0, latency_ms: DDSketch::new(SketchConfig::defaults()) }
+    }
+}
+
+impl Traffic {
+    pub fn add(&mut self, failed: bool, latency_ms: f64) {
+        self.requests += 1;
+        self.failed += u64::from(failed);
+        if latency_ms.is_finite() && latency_ms >= 0.0 {
+            self.latency_ms.add(latency_ms);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Traffic) {
+        self.requests += other.requests;
+        self.failed += other.failed;
+        let _ = self.latency_ms.merge(&other.latency_ms);
+    }
+
+    /// The latency quantile `q` (0..=1) in milliseconds, when any request was timed.
+    pub fn latency_quantile(&self, q: f64) -> Option<f64> {
+        self.latency_ms.quantile(q).ok().flatten()
+    }
+}
+
 /// Every feature's profile over one window.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Profile {
     pub start_ms: i64,
     pub end_ms: i64,
+    /// Rows predicted (successful requests only).
     pub rows: u64,
     pub features: BTreeMap<String, Feature>,
+    /// Every request, failed ones included (absent from profiles written before it existed).
+    #[serde(default)]
+    pub traffic: Traffic,
 }
 
 impl Profile {
@@ -297,6 +338,7 @@ impl Profile {
             self.end_ms = self.end_ms.max(other.end_ms);
         }
         self.rows += other.rows;
+        self.traffic.merge(&other.traffic);
         for (name, feature) in &other.features {
             match self.features.get_mut(name) {
                 Some(mine) => mine.merge(feature),

@@ -7,12 +7,14 @@
 //! - [`routing`]: targets, the registry watcher, canary and shadow routing.
 //! - [`batch`]: adaptive batching.
 //! - [`predlog`]: the prediction log (WAL + Parquet segments) and trace lookup.
-//! - [`profiles`]: per-minute profiles of every version's inputs and outputs.
+//! - [`profiles`]: per-minute profiles of every version's inputs and outputs, rolled up.
+//! - [`alerting`]: `monitor.yaml`'s rules evaluated over the profiles; alerts and webhooks.
 //! - [`server`]: the HTTP protocols.
 //! - [`metrics`]: Prometheus metrics.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod alerting;
 pub mod batch;
 pub mod metrics;
 pub mod predlog;

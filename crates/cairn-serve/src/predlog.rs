@@ -257,6 +257,8 @@ pub struct LogConfig {
     pub segment_age: Duration,
     /// Also keep per-minute profiles of inputs and outputs ([`crate::profiles`]).
     pub profiles: bool,
+    /// How often open minutes' profiles are checkpointed to disk.
+    pub profile_checkpoint: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -470,6 +472,9 @@ impl Writer {
     fn run(mut self, rx: &Receiver<Message>) -> Result<(), LogError> {
         let mut pending: Vec<Entry> = Vec::new();
         let mut last_sync = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        // Roll old minutes up once at start, then every ten minutes.
+        let mut last_compaction: Option<Instant> = None;
         loop {
             std::thread::sleep(DRAIN);
             let mut closing = None;
@@ -503,6 +508,16 @@ impl Writer {
                     }),
                     None => Ok(()),
                 };
+            }
+            if self.config.profiles {
+                if last_checkpoint.elapsed() >= self.config.profile_checkpoint {
+                    self.profiles.checkpoint(&self.config.dir);
+                    last_checkpoint = Instant::now();
+                }
+                if last_compaction.is_none_or(|t| t.elapsed() >= COMPACT_EVERY) {
+                    crate::profiles::compact(&self.config.dir, now_ms());
+                    last_compaction = Some(Instant::now());
+                }
             }
             if last_sync.elapsed() >= Duration::from_secs(1) || pending.len() >= 4096 {
                 self.append(&mut pending)?;
@@ -589,6 +604,9 @@ fn schema() -> Arc<Schema> {
         Field::new("error", DataType::Utf8, true),
     ]))
 }
+
+/// How often the writer rolls old profile minutes up into hours and days.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
 
 /// How often the writer takes what handlers logged.
 const DRAIN: Duration = Duration::from_millis(50);
@@ -867,6 +885,7 @@ mod tests {
             segment_bytes: 1 << 20,
             segment_age: Duration::from_secs(600),
             profiles: true,
+            profile_checkpoint: Duration::from_secs(1),
         }
     }
 

@@ -1,0 +1,437 @@
+//! Rules evaluated continuously over the served versions' profiles; alerts recorded in the
+//! alert log ([`cairn_monitor::alerts`]) and delivered to webhooks with retries.
+//!
+//! [`Evaluator::evaluate`] is one pass: for every model `monitor.yaml` has rules for and every
+//! version of it with profiles in the log, each rule's metric over its window, then the
+//! rule's state machine ([`cairn_monitor::rules::RuleState::step`]). Opened and resolved
+//! alerts are appended to the alert log before anything is delivered, so a delivery that
+//! fails (after its retries) is recorded as such and the alert is not lost. `cairn serve`
+//! runs a pass every `evaluate_every` ([`run`]); `cairn alerts check` runs one.
+//!
+//! A webhook receives `POST` with a JSON body: `{"event": "opened"|"resolved", "text": "...",
+//! "alert": {...}}` (`text` is a one-line summary, which Slack-style incoming webhooks show).
+//! A delivery is retried with exponential backoff from 0.5 s on connection errors, timeouts,
+//! 408, 429 and 5xx, up to the webhook's `attempts`; any other 4xx is final.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_monitor::alerts::{Alert, AlertError, AlertLog, Event, alert_id, state_key};
+use cairn_monitor::drift::{DatasetDrift, dataset_drift};
+use cairn_monitor::profile::Profile;
+use cairn_monitor::quality::{Quality, predicted, quality};
+use cairn_monitor::rules::{Metric, MonitorConfig, Retrain, Rule, Transition, Webhook, Window, value};
+use serde_json::{Value, json};
+
+use crate::predlog::{self, Entry};
+
+/// Finds a version's training-data profile (`None`: registered without one).
+pub type References = Box<dyn Fn(&str, i64) -> Option<Value> + Send + Sync>;
+
+pub struct Evaluator {
+    pub log_dir: PathBuf,
+    pub config: MonitorConfig,
+    pub references: References,
+}
+
+/// What one pass changed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Alerts that opened, with the rule's `retrain`, if it has one.
+    pub opened: Vec<(Alert, Option<Retrain>)>,
+    /// Alerts that resolved, with the value at resolution.
+    pub resolved: Vec<(Alert, Option<f64>)>,
+    /// Rules evaluated (one per rule and served version).
+    pub evaluated: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
+    #[error(transparent)]
+    Log(#[from] predlog::LogError),
+}
+
+/// One window of one version, built once for all the rules that read it.
+struct Built {
+    profile: Profile,
+    drift: Option<DatasetDrift>,
+    quality: Option<Quality>,
+    entries: Option<Vec<Entry>>,
+}
+
+/// The most requests named in an alert.
+const SAMPLE: usize = 20;
+
+impl Evaluator {
+    /// Evaluates every rule once at `now_ms`, records what opened or resolved, and answers it.
+    pub fn evaluate(&self, now_ms: i64) -> Result<Outcome, EvaluateError> {
+        let log = AlertLog::new(&self.log_dir);
+        let _lock = log.lock()?;
+        let mut state = log.state()?;
+        let open: HashMap<String, Alert> = log
+            .read()?
+            .into_iter()
+            .filter(|v| v.resolved_ms.is_none())
+            .map(|v| (v.alert.id.clone(), v.alert))
+            .collect();
+        let needs_labels =
+            self.config.models.values().flat_map(|m| &m.rules).any(|r| r.metric.needs_labels());
+        let labels = if needs_labels { predlog::feedback(&self.log_dir)? } else { HashMap::new() };
+        let served = crate::profiles::versions(&self.log_dir);
+        let mut outcome = Outcome::default();
+        let mut events = Vec::new();
+        for (model, monitor) in &self.config.models {
+            let drift_config = monitor.drift.config();
+            for (_, version) in served.iter().filter(|(m, _)| m == model) {
+                let version = *version;
+                let reference = monitor
+                    .rules
+                    .iter()
+                    .any(|r| r.metric.needs_drift())
+                    .then(|| (self.references)(model, version))
+                    .flatten();
+                let mut windows: BTreeMap<i64, Built> = BTreeMap::new();
+                for rule in &monitor.rules {
+                    outcome.evaluated += 1;
+                    let since = now_ms - rule.window;
+                    if !windows.contains_key(&rule.window) {
+                        let mut profile = Profile::default();
+                        for window in crate::profiles::read(&self.log_dir, model, version, since).values() {
+                            profile.merge(window);
+                        }
+                        let drift = reference.as_ref().map(|r| dataset_drift(r, &profile, &drift_config));
+                        windows.insert(rule.window, Built { profile, drift, quality: None, entries: None });
+                    }
+                    let built = windows.get_mut(&rule.window).expect("inserted above");
+                    if rule.metric.needs_labels() && built.entries.is_none() {
+                        let entries = window_entries(&self.log_dir, model, version, since, now_ms)?;
+                        let pairs: Vec<(Value, Value)> = entries
+                            .iter()
+                            .filter(|e| e.status == 200)
+                            .filter_map(|e| Some((predicted(&e.outputs)?, labels.get(&e.trace_id)?.clone())))
+                            .collect();
+                        built.quality = quality(&pairs);
+                        built.entries = Some(entries);
+                    }
+                    let v = value(
+                        rule,
+                        &Window {
+                            profile: &built.profile,
+                            drift: built.drift.as_ref(),
+                            quality: built.quality.as_ref(),
+                        },
+                    );
+                    let key = state_key(model, version, &rule.name);
+                    let rule_state = state.entry(key).or_default();
+                    match rule_state.step(rule, now_ms, v) {
+                        Some(Transition::Open) => {
+                            if built.entries.is_none() {
+                                built.entries =
+                                    Some(window_entries(&self.log_dir, model, version, since, now_ms)?);
+                            }
+                            let entries = built.entries.as_deref().unwrap_or_default();
+                            let features = drifted_features(rule, built.drift.as_ref());
+                            let id = alert_id(now_ms);
+                            let behind = requests_behind(rule, &features, reference.as_ref(), entries);
+                            let alert = Alert {
+                                id: id.clone(),
+                                model: model.clone(),
+                                version,
+                                rule: rule.name.clone(),
+                                metric: rule.metric.to_string(),
+                                op: rule.op.symbol().to_owned(),
+                                threshold: rule.threshold,
+                                value: v.unwrap_or(f64::NAN),
+                                window_start_ms: since - since.rem_euclid(crate::profiles::WINDOW_MS),
+                                window_end_ms: now_ms,
+                                opened_ms: now_ms,
+                                requests: behind.iter().take(SAMPLE).map(|e| e.trace_id.clone()).collect(),
+                                requests_total: behind.len(),
+                                features,
+                                requests_command: format!("cairn monitor requests {model} --alert {id}"),
+                            };
+                            rule_state.alert_id = Some(id);
+                            events.push(Event::Opened { alert: alert.clone() });
+                            outcome.opened.push((alert, rule.retrain.clone()));
+                        }
+                        Some(Transition::Resolve) => {
+                            let Some(id) = rule_state.alert_id.take() else { continue };
+                            events.push(Event::Resolved { alert_id: id.clone(), time_ms: now_ms, value: v });
+                            if let Some(alert) = open.get(&id) {
+                                outcome.resolved.push((alert.clone(), v));
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        // Data first: the events, then the state that says they happened.
+        log.append(&events)?;
+        log.save_state(&state)?;
+        Ok(outcome)
+    }
+}
+
+/// A version's logged rows in `[since, until]`.
+fn window_entries(
+    dir: &std::path::Path,
+    model: &str,
+    version: i64,
+    since: i64,
+    until: i64,
+) -> Result<Vec<Entry>, predlog::LogError> {
+    let since = since - since.rem_euclid(crate::profiles::WINDOW_MS);
+    Ok(predlog::scan(dir, since)?
+        .into_iter()
+        .filter(|e| e.model == model && e.version == version && e.time_ms <= until)
+        .collect())
+}
+
+/// The input features a rule's alert is about: its own feature, or (for the dataset's drift)
+/// every input feature that drifted.
+pub fn drifted_features(rule: &Rule, drift: Option<&DatasetDrift>) -> Vec<String> {
+    match &rule.metric {
+        Metric::DriftShare | Metric::DriftedFeatures => drift
+            .map(|d| {
+                d.features
+                    .iter()
+                    .filter(|f| f.drifted && !f.feature.starts_with("output:"))
+                    .map(|f| f.feature.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        metric => metric.feature().map(|f| vec![f.to_owned()]).unwrap_or_default(),
+    }
+}
+
+/// The logged requests behind an alert of `rule`: for drift, those whose value of a drifted
+/// feature lies outside what the training data had; for missing values and type errors,
+/// those with such a cell; for errors, the failed ones; for latency, those over the
+/// threshold; for anything else, every request in the window.
+pub fn requests_behind<'a>(
+    rule: &Rule,
+    features: &[String],
+    reference: Option<&Value>,
+    entries: &'a [Entry],
+) -> Vec<&'a Entry> {
+    let cells = |e: &Entry, feature: &str| -> Vec<Value> {
+        let inputs: Value = serde_json::from_str(&e.inputs).unwrap_or(Value::Null);
+        let mut leaves = Vec::new();
+        for row in inputs.get(feature).and_then(Value::as_array).into_iter().flatten() {
+            crate::tensor::flatten(row, &mut leaves);
+        }
+        leaves.into_iter().cloned().collect()
+    };
+    let ok = entries.iter().filter(|e| e.status == 200);
+    match &rule.metric {
+        Metric::ErrorRate => entries.iter().filter(|e| e.status != 200).collect(),
+        Metric::Latency(_) => {
+            let limit = (rule.threshold * 1000.0) as i64;
+            entries.iter().filter(|e| e.latency_us >= limit).collect()
+        }
+        Metric::MissingRate(_) | Metric::TypeErrorRate(_) => {
+            let missing = matches!(rule.metric, Metric::MissingRate(_));
+            ok.filter(|e| {
+                let inputs: Value = serde_json::from_str(&e.inputs).unwrap_or(Value::Null);
+                let names: Vec<String> = match rule.metric.feature() {
+                    Some(f) => vec![f.to_owned()],
+                    None => inputs.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default(),
+                };
+                names.iter().any(|n| {
+                    cells(e, n).iter().any(|v| {
+                        if missing {
+                            v.is_null() || v.as_f64().is_some_and(f64::is_nan)
+                        } else {
+                            let kind = reference
+                                .and_then(|r| cairn_monitor::reference_column(r, n))
+                                .and_then(|c| c.get("kind"))
+                                .and_then(Value::as_str);
+                            match kind {
+                                Some("numeric") => v.is_string(),
+                                Some(_) => v.is_number(),
+                                None => false,
+                            }
+                        }
+                    })
+                })
+            })
+            .collect()
+        }
+        _ if !features.is_empty() && reference.is_some() => {
+            let Some(reference) = reference else { return Vec::new() };
+            let seen: Vec<(&str, cairn_monitor::Seen)> = features
+                .iter()
+                .filter_map(|f| {
+                    Some((
+                        f.as_str(),
+                        cairn_monitor::Seen::new(cairn_monitor::reference_column(reference, f)?),
+                    ))
+                })
+                .collect();
+            ok.filter(|e| seen.iter().any(|(f, s)| cells(e, f).iter().any(|v| s.outside(v)))).collect()
+        }
+        _ => ok.collect(),
+    }
+}
+
+/// The body POSTed to webhooks.
+pub fn payload(what: &str, alert: &Alert, resolved_value: Option<f64>) -> Value {
+    let text = match what {
+        "opened" => format!("ALERT {} (details: {})", alert.summary(), alert.requests_command),
+        _ => format!(
+            "RESOLVED {} — now {}",
+            alert.summary(),
+            resolved_value.map_or("no data".to_owned(), |v| format!("{v:.4}"))
+        ),
+    };
+    json!({"event": what, "text": text, "alert": alert, "resolved_value": resolved_value})
+}
+
+/// POSTs `body` to the webhook, retrying transient failures; answers the attempts made, or
+/// the attempts and the last error.
+pub async fn deliver(client: &reqwest::Client, hook: &Webhook, body: &Value) -> Result<u32, (u32, String)> {
+    let bytes = serde_json::to_vec(body).map_err(|e| (0, e.to_string()))?;
+    let attempts = hook.attempts.max(1);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        let mut request = client
+            .post(&hook.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes.clone());
+        for (k, v) in &hook.headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => return Ok(attempt),
+            Ok(response) => {
+                let status = response.status();
+                last = format!("{} answered {status}", hook.url);
+                let transient = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
+                if !transient {
+                    return Err((attempt, format!("{last}; check the webhook's URL and headers")));
+                }
+            }
+            Err(e) => last = format!("cannot reach {}: {e}", hook.url),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(Duration::from_millis(500 << (attempt - 1).min(6))).await;
+        }
+    }
+    Err((attempts, last))
+}
+
+/// Runs a rule's `retrain` for an alert that opened; answers the event recording it.
+pub type Action = Arc<dyn Fn(&Alert, &Retrain) -> Event + Send + Sync>;
+
+/// Delivers what a pass changed to every webhook and runs retrain actions; records each
+/// delivery and action in the alert log.
+pub async fn dispatch(
+    evaluator: &Evaluator,
+    client: &reqwest::Client,
+    outcome: Outcome,
+    action: Option<&Action>,
+) -> Vec<Event> {
+    let mut jobs = tokio::task::JoinSet::new();
+    let mut notices: Vec<(String, Alert, Option<f64>)> = Vec::new();
+    for (alert, retrain) in outcome.opened {
+        if let (Some(action), Some(retrain)) = (action, retrain) {
+            let (action, alert) = (action.clone(), alert.clone());
+            jobs.spawn(async move {
+                tokio::task::spawn_blocking(move || action(&alert, &retrain)).await.unwrap_or_else(|e| {
+                    Event::Action {
+                        alert_id: String::new(),
+                        time_ms: predlog::now_ms(),
+                        command: "retrain".into(),
+                        ok: false,
+                        detail: e.to_string(),
+                    }
+                })
+            });
+        }
+        notices.push(("opened".into(), alert, None));
+    }
+    for (alert, v) in outcome.resolved {
+        notices.push(("resolved".into(), alert, v));
+    }
+    for (what, alert, v) in notices {
+        for hook in &evaluator.config.webhooks {
+            let (client, hook, body, what, id) =
+                (client.clone(), hook.clone(), payload(&what, &alert, v), what.clone(), alert.id.clone());
+            jobs.spawn(async move {
+                let time_ms = predlog::now_ms();
+                match deliver(&client, &hook, &body).await {
+                    Ok(attempts) => Event::Delivered { alert_id: id, time_ms, what, url: hook.url, attempts },
+                    Err((attempts, error)) => {
+                        Event::DeliveryFailed { alert_id: id, time_ms, what, url: hook.url, attempts, error }
+                    }
+                }
+            });
+        }
+    }
+    let mut events = Vec::new();
+    while let Some(done) = jobs.join_next().await {
+        if let Ok(event) = done {
+            events.push(event);
+        }
+    }
+    let _ = AlertLog::new(&evaluator.log_dir).append(&events);
+    events
+}
+
+/// Evaluates every `evaluate_every` until `stop` turns true, dispatching each pass's alerts;
+/// a pass that fails is reported through `on_error` and the loop goes on.
+pub async fn run(
+    evaluator: Arc<Evaluator>,
+    action: Option<Action>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    on_error: Arc<dyn Fn(String) + Send + Sync>,
+) {
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            on_error(format!("cannot make the webhook client: {e}"));
+            return;
+        }
+    };
+    let every = Duration::from_millis(evaluator.config.evaluate_every.max(100) as u64);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Deliveries may take their retries; evaluation goes on beside them.
+    let mut deliveries = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => break,
+        }
+        while deliveries.try_join_next().is_some() {}
+        let e = evaluator.clone();
+        match tokio::task::spawn_blocking(move || e.evaluate(predlog::now_ms())).await {
+            Ok(Ok(outcome)) => {
+                if outcome.opened.is_empty() && outcome.resolved.is_empty() {
+                    continue;
+                }
+                let (e, client, action, on_error) =
+                    (evaluator.clone(), client.clone(), action.clone(), on_error.clone());
+                deliveries.spawn(async move {
+                    for event in dispatch(&e, &client, outcome, action.as_ref()).await {
+                        if let Event::DeliveryFailed { url, error, .. } = event {
+                            on_error(format!("alert not delivered to {url}: {error}"));
+                        }
+                    }
+                });
+            }
+            Ok(Err(err)) => on_error(format!("evaluating monitor.yaml's rules failed: {err}")),
+            Err(err) => on_error(format!("evaluating monitor.yaml's rules failed: {err}")),
+        }
+    }
+    // At shutdown, deliveries in flight get a few seconds to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while deliveries.join_next().await.is_some() {}
+    })
+    .await;
+}
