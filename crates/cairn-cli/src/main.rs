@@ -2,6 +2,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod alerts;
 mod exp;
 mod failure;
 mod live;
@@ -288,34 +289,52 @@ enum Command {
         /// ... or at this age.
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         log_segment_secs: u64,
+        /// Monitoring rules from this file instead of monitor.yaml (see `cairn alerts --help`).
+        #[arg(long, value_name = "FILE")]
+        monitor: Option<PathBuf>,
+        /// Do not evaluate monitoring rules (profiles are still kept).
+        #[arg(long)]
+        no_alerts: bool,
     },
     /// A served model's inputs and outputs, profiled from its prediction log, and their drift against the training data.
     #[command(
-        after_help = "Drift is measured against the profile recorded by `cairn model register --training-data`: K-S / chi-squared (p < 0.05) for references of up to 1,000 rows, normed Wasserstein / Jensen-Shannon (>= 0.1) above; the dataset drifts when half its features do.\n\nExamples:\n  cairn monitor churn --since 1h\n  cairn monitor churn --version 3 --html drift.html\n  cairn monitor churn --requests age        # requests with an age the training data never had"
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "Drift is measured against the profile recorded by `cairn model register --training-data`: K-S / chi-squared (p < 0.05) for references of up to 1,000 rows, normed Wasserstein / Jensen-Shannon (>= 0.1) above; the dataset drifts when half its features do (per-model settings: `drift:` in monitor.yaml).\n\nExamples:\n  cairn monitor churn --since 1h\n  cairn monitor churn --version 3 --html drift.html\n  cairn monitor churn --window 1h                    # live accuracy per hour, from POST /feedback labels\n  cairn monitor requests churn --feature plan        # requests with a plan the training data never had\n  cairn monitor requests churn --alert 0193a1b2c3d4  # the requests behind an alert\n  cairn monitor export churn --since 1d --with-labels --out data/production"
     )]
     Monitor {
-        model: String,
-        /// Only this version (default: every version in the log).
-        #[arg(long)]
-        version: Option<i64>,
-        /// Only predictions this recent: 30m, 2h, 7d.
-        #[arg(long, value_name = "DURATION")]
-        since: Option<String>,
-        /// Where predictions were logged (default: .cairn/predictions).
-        #[arg(long, value_name = "DIR")]
-        log_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<MonitorCommand>,
+        #[arg(required = true)]
+        model: Option<String>,
+        #[command(flatten)]
+        select: MonitorSelect,
         /// Also write an HTML report with reference and current histograms per feature.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
-        /// List the logged requests whose FEATURE lies outside what the training data had.
-        #[arg(long, value_name = "FEATURE")]
-        requests: Option<String>,
-        /// Write the logged inputs (with trace ids) to this CSV file and `cairn add` it, for retraining.
-        #[arg(long, value_name = "FILE.csv", conflicts_with = "requests")]
-        export: Option<PathBuf>,
-        /// With --export: only requests with a drifted feature outside what the training data had.
-        #[arg(long, requires = "export")]
-        drifted_only: bool,
+        /// Live quality per window of this length (e.g. 1h), besides the total.
+        #[arg(long, value_name = "DURATION")]
+        window: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Alerts opened by the rules in monitor.yaml (`cairn serve` evaluates them continuously).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Rules live in monitor.yaml at the repository's root:\n\n  evaluate_every: 30s\n  webhooks: [{url: https://hooks.example.com/ml}]\n  models:\n    churn:\n      rules:\n        - {name: inputs drifted, metric: drift_share, op: \">=\", threshold: 0.5, window: 5m, for: 1m, cooldown: 5m}\n        - {name: errors, metric: error_rate, op: \">\", threshold: 0.05, window: 5m}\n        - {name: accuracy, metric: accuracy, op: \"<\", threshold: 0.8, window: 1d, min_rows: 100}\n\nMetrics: requests, rows, error_rate, latency_p50/p90/p95/p99 (ms), drift_share, drifted_features, drift.FEATURE, drifted.FEATURE, missing_rate[.FEATURE], type_error_rate[.FEATURE], mean.FEATURE, accuracy, precision, recall, mae, rmse.\n\nExamples:\n  cairn alerts                 # open alerts\n  cairn alerts --all --json\n  cairn alerts show 0193a1b2\n  cairn alerts check           # evaluate every rule once now"
+    )]
+    Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsCommand>,
+        /// Resolved alerts too.
+        #[arg(long)]
+        all: bool,
+        /// Only this model's.
+        #[arg(long)]
+        model: Option<String>,
+        /// Where predictions are logged (default: .cairn/predictions).
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -576,6 +595,84 @@ enum PlotsCommand {
         /// Where to write the HTML (default: .cairn/plots/index.html).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct MonitorSelect {
+    /// Only this version (default: every version in the log).
+    #[arg(long)]
+    version: Option<i64>,
+    /// Only predictions this recent: 30m, 2h, 7d.
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
+    /// Where predictions were logged (default: .cairn/predictions).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum MonitorCommand {
+    /// The logged requests behind a drifted feature (values the training data never had) or an alert.
+    Requests {
+        model: String,
+        /// Requests whose FEATURE lies outside what the training data had.
+        #[arg(long, value_name = "FEATURE", required_unless_present = "alert", conflicts_with = "alert")]
+        feature: Option<String>,
+        /// The requests behind this alert (see `cairn alerts`).
+        #[arg(long, value_name = "ID")]
+        alert: Option<String>,
+        #[command(flatten)]
+        select: MonitorSelect,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Write logged inputs (and true labels) as a CSV or Parquet dataset and `cairn add` it, for retraining.
+    #[command(
+        after_help = "Columns: trace_id, time_ms, version, one per input, and label (with --with-labels; empty where none arrived).\n\nExamples:\n  cairn monitor export churn --since 7d --out data/production          # data/production/production.parquet\n  cairn monitor export churn --labelled-only --out data/feedback.csv\n  cairn monitor export churn --drifted-only --out data/drifted.parquet"
+    )]
+    Export {
+        model: String,
+        /// A .csv or .parquet file, or a directory (it gets production.parquet, or .csv with --format csv).
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// csv or parquet (default: from --out's extension, else parquet).
+        #[arg(long)]
+        format: Option<String>,
+        /// Only requests with a drifted feature outside what the training data had.
+        #[arg(long)]
+        drifted_only: bool,
+        /// Add the true labels sent to POST /feedback (a `label` column).
+        #[arg(long)]
+        with_labels: bool,
+        /// Only requests with a true label (implies --with-labels).
+        #[arg(long)]
+        labelled_only: bool,
+        #[command(flatten)]
+        select: MonitorSelect,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// One alert: its window, value, the requests behind it, deliveries and actions.
+    Show {
+        /// The alert id (or a unique prefix).
+        id: String,
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Evaluate every rule in monitor.yaml once now; record, deliver and act on what changed.
+    Check {
+        /// Rules from this file instead of monitor.yaml.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -955,6 +1052,8 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             log_remote,
             log_segment_mb,
             log_segment_secs,
+            monitor,
+            no_alerts,
         } => serve::serve(
             &context.open()?,
             serve::ServeRequest {
@@ -973,25 +1072,79 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 segment_bytes: log_segment_mb.max(1) << 20,
                 profiles: !no_profile,
                 segment_age: std::time::Duration::from_secs(log_segment_secs.max(1)),
+                monitor: monitor.map(|m| context.cwd.join(m)),
+                alerts: !no_alerts,
             },
             cli.quiet,
         ),
-        Command::Monitor { model, version, since, log_dir, html, requests, export, drifted_only, output } => {
-            monitor::monitor(
-                &context.open()?,
-                &monitor::MonitorRequest {
+        Command::Monitor { action: Some(action), .. } => {
+            let repo = context.open()?;
+            let dir = |d: Option<PathBuf>| d.map(|d| context.cwd.join(d));
+            match action {
+                MonitorCommand::Requests { model, feature, alert, select, output } => monitor::requests(
+                    &repo,
+                    &monitor::RequestsRequest {
+                        model,
+                        version: select.version,
+                        since: select.since,
+                        log_dir: dir(select.log_dir),
+                        feature,
+                        alert,
+                        json: output.json,
+                    },
+                ),
+                MonitorCommand::Export {
                     model,
-                    version,
-                    since,
-                    log_dir: log_dir.map(|d| context.cwd.join(d)),
-                    html: html.map(|h| context.cwd.join(h)),
-                    requests,
-                    export: export.map(|e| context.cwd.join(e)),
+                    out,
+                    format,
                     drifted_only,
-                    json: output.json,
-                },
-                reporter,
-            )
+                    with_labels,
+                    labelled_only,
+                    select,
+                } => monitor::export(
+                    &repo,
+                    &monitor::ExportRequest {
+                        model,
+                        version: select.version,
+                        since: select.since,
+                        log_dir: dir(select.log_dir),
+                        out: context.cwd.join(out),
+                        format,
+                        drifted_only,
+                        with_labels,
+                        labelled_only,
+                    },
+                    reporter,
+                ),
+            }
+        }
+        Command::Monitor { action: None, model, select, html, window, output } => monitor::monitor(
+            &context.open()?,
+            &monitor::MonitorRequest {
+                model: model.unwrap_or_default(),
+                version: select.version,
+                since: select.since,
+                log_dir: select.log_dir.map(|d| context.cwd.join(d)),
+                html: html.map(|h| context.cwd.join(h)),
+                window,
+                json: output.json,
+            },
+        ),
+        Command::Alerts { action, all, model, log_dir, output } => {
+            let repo = context.open()?;
+            let dir = |d: Option<PathBuf>| d.map(|d| context.cwd.join(d));
+            match action {
+                None => alerts::list(
+                    &repo,
+                    &alerts::ListRequest { all, model, log_dir: dir(log_dir), json: output.json },
+                ),
+                Some(AlertsCommand::Show { id, log_dir, output }) => {
+                    alerts::show(&repo, &id, dir(log_dir), output.json)
+                }
+                Some(AlertsCommand::Check { config, log_dir, output }) => {
+                    alerts::check(&repo, config.map(|c| context.cwd.join(c)), dir(log_dir), output.json)
+                }
+            }
         }
         Command::Trace { id, log_dir, remote, output } => serve::trace(
             &context.open()?,

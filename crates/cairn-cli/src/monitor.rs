@@ -1,8 +1,9 @@
 //! `cairn monitor MODEL`: what a served model saw and answered, profiled from its prediction
 //! log, and its drift against the training data's profile recorded at registration; a
 //! terminal report, `--json`, and a self-contained HTML report with reference and current
-//! histograms per feature. `--requests FEATURE` lists the logged requests whose value of that
-//! feature lies outside what the reference saw.
+//! histograms per feature. `cairn monitor requests` lists the logged requests behind a
+//! drifted feature or an alert; `cairn monitor export` writes logged inputs (and labels) as a
+//! CSV or Parquet dataset and `cairn add`s it, for retraining.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::str::FromStr;
 
 use cairn_monitor::drift::{DatasetDrift, DriftConfig, dataset_drift};
 use cairn_monitor::profile::{Kind, Profile};
+use cairn_monitor::quality::{Quality, predicted, quality};
 use cairn_monitor::{Row, profile_rows, stats};
 use cairn_repo::Repo;
 use cairn_serve::predlog::{self, Entry};
@@ -26,51 +28,65 @@ pub struct MonitorRequest {
     pub since: Option<String>,
     pub log_dir: Option<PathBuf>,
     pub html: Option<PathBuf>,
-    pub requests: Option<String>,
-    /// Write the logged inputs to this CSV file and `cairn add` it.
-    pub export: Option<PathBuf>,
-    /// With `export`: only requests with a drifted feature outside the reference.
-    pub drifted_only: bool,
+    /// Buckets for live quality (labels per window of prediction time).
+    pub window: Option<String>,
     pub json: bool,
+}
+
+/// `cairn monitor requests MODEL (--feature F | --alert ID)`.
+pub struct RequestsRequest {
+    pub model: String,
+    pub version: Option<i64>,
+    pub since: Option<String>,
+    pub log_dir: Option<PathBuf>,
+    pub feature: Option<String>,
+    pub alert: Option<String>,
+    pub json: bool,
+}
+
+/// `cairn monitor export MODEL --out PATH`.
+pub struct ExportRequest {
+    pub model: String,
+    pub version: Option<i64>,
+    pub since: Option<String>,
+    pub log_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    /// `csv` or `parquet` (default: from the extension; a directory gets Parquet).
+    pub format: Option<String>,
+    /// Only requests with a drifted feature outside what the reference had.
+    pub drifted_only: bool,
+    /// Add a `label` column from `POST /feedback` (empty where none arrived).
+    pub with_labels: bool,
+    /// Only rows with a label.
+    pub labelled_only: bool,
 }
 
 /// `30m`, `2h`, `7d`, `90s` → milliseconds.
 pub fn parse_duration(text: &str) -> Result<i64, Failure> {
-    let bad = || {
-        Failure::usage(format!(
-            "invalid duration `{text}`: write a number and s, m, h or d (e.g. 30m, 2h, 7d)"
-        ))
-    };
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
-    let n = i64::from_str(number).map_err(|_| bad())?;
-    let ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    Ok(n * ms)
+    cairn_monitor::rules::parse_duration(text).map_err(Failure::usage)
 }
 
 fn meta(e: cairn_meta::MetaError) -> Failure {
     Failure::user(e.to_string(), None)
 }
 
-/// The training-data profile of a version, when it was registered with one.
-fn reference(repo: &Repo, digest: Option<&str>) -> Result<Option<Value>, Failure> {
-    let Some(digest) = digest else { return Ok(None) };
+/// A training-data profile from the cache.
+pub fn read_reference(cache: &cairn_store::Store, digest: &str) -> Result<Value, Failure> {
     let parsed = cairn_hash::Digest::from_str(digest)
         .map_err(|_| Failure::user(format!("bad profile digest `{digest}`"), None))?;
-    let bytes = repo.store().read_verified(&parsed).map_err(|e| {
+    let bytes = cache.read_verified(&parsed).map_err(|e| {
         Failure::user(
             format!("the reference profile {digest} cannot be read: {e}"),
             Some("run `cairn pull` (or `cairn fetch`) to get it from the remote"),
         )
     })?;
     serde_json::from_slice(&bytes)
-        .map(Some)
         .map_err(|e| Failure::user(format!("the reference profile {digest} is not valid JSON: {e}"), None))
+}
+
+/// The training-data profile of a version, when it was registered with one.
+fn reference(repo: &Repo, digest: Option<&str>) -> Result<Option<Value>, Failure> {
+    digest.map(|d| read_reference(repo.store(), d)).transpose()
 }
 
 struct VersionReport {
@@ -81,92 +97,52 @@ struct VersionReport {
     entries: Vec<Entry>,
     errors: usize,
     /// Live quality from `POST /feedback` labels, when there are any.
-    quality: Option<Value>,
+    quality: Option<Quality>,
+    /// ... per window of prediction time.
+    quality_windows: Vec<(i64, Quality)>,
+    /// Failed requests' reasons, most frequent first.
+    failures: Vec<(String, usize)>,
+    /// Labels by trace id.
+    labels: std::sync::Arc<std::collections::HashMap<String, Value>>,
     /// Per-minute windows the server profiled: (start, rows, share of features drifted).
     windows: Vec<(i64, u64, Option<f64>)>,
 }
 
-/// The predicted value a label is compared with: the output named like `label`, else the
-/// first output; its first row.
-fn predicted(outputs: &str) -> Option<Value> {
-    let outputs: Value = serde_json::from_str(outputs).ok()?;
-    let map = outputs.as_object()?;
-    let (_, rows) = map.iter().find(|(k, _)| k.contains("label")).or_else(|| map.iter().next())?;
-    let mut first = rows.as_array()?.first()?.clone();
-    while let Value::Array(items) = first {
-        first = items.first()?.clone();
-    }
-    Some(first)
+/// What `cairn monitor` reads: each version's logged predictions, reference and profile.
+struct Loaded {
+    reports: Vec<VersionReport>,
 }
 
-fn same(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => {
-            a.as_str().map(str::to_owned).unwrap_or_else(|| a.to_string())
-                == b.as_str().map(str::to_owned).unwrap_or_else(|| b.to_string())
-        }
-    }
-}
-
-/// Accuracy, precision and recall (classes; the positive class is 1/true when labels are
-/// binary), or MAE and RMSE (numbers that are not all integers).
-fn quality(pairs: &[(Value, Value)]) -> Option<Value> {
-    if pairs.is_empty() {
-        return None;
-    }
-    let numeric = pairs.iter().all(|(p, l)| p.is_number() && l.is_number());
-    let integral =
-        pairs.iter().all(|(p, l)| [p, l].iter().all(|v| v.as_f64().is_some_and(|x| x.fract() == 0.0)));
-    if numeric && !integral {
-        let errors: Vec<f64> = pairs.iter().filter_map(|(p, l)| Some(p.as_f64()? - l.as_f64()?)).collect();
-        let n = errors.len() as f64;
-        return Some(json!({
-            "labelled": pairs.len(), "task": "regression",
-            "mae": errors.iter().map(|e| e.abs()).sum::<f64>() / n,
-            "rmse": (errors.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
-        }));
-    }
-    let correct = pairs.iter().filter(|(p, l)| same(p, l)).count();
-    let positive =
-        |v: &Value| v.as_f64() == Some(1.0) || v.as_bool() == Some(true) || v.as_str() == Some("1");
-    let tp = pairs.iter().filter(|(p, l)| positive(p) && positive(l)).count() as f64;
-    let predicted_positive = pairs.iter().filter(|(p, _)| positive(p)).count() as f64;
-    let actual_positive = pairs.iter().filter(|(_, l)| positive(l)).count() as f64;
-    Some(json!({
-        "labelled": pairs.len(), "task": "classification",
-        "accuracy": correct as f64 / pairs.len() as f64,
-        "precision": (predicted_positive > 0.0).then(|| tp / predicted_positive),
-        "recall": (actual_positive > 0.0).then(|| tp / actual_positive),
-    }))
-}
-
-pub fn monitor(
+fn load(
     repo: &Repo,
-    request: &MonitorRequest,
-    reporter: &dyn cairn_repo::Reporter,
-) -> Result<(), Failure> {
+    model: &str,
+    version: Option<i64>,
+    since: Option<&str>,
+    log_dir: Option<&PathBuf>,
+    config: &DriftConfig,
+) -> Result<Loaded, Failure> {
     let store = open_store(repo)?;
-    if store.model(&request.model).map_err(meta)?.is_none() {
+    if store.model(model).map_err(meta)?.is_none() {
         return Err(Failure::user(
-            format!("no model named `{}`", request.model),
+            format!("no model named `{model}`"),
             Some("list models with `cairn model list`"),
         ));
     }
-    let since_ms = match &request.since {
+    let since_ms = match since {
         Some(text) => predlog::now_ms() - parse_duration(text)?,
         None => 0,
     };
-    let dir = request.log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
+    let dir = log_dir.cloned().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
     let all = predlog::scan(&dir, since_ms).map_err(|e| Failure::user(e.to_string(), None))?;
+    let labels =
+        std::sync::Arc::new(predlog::feedback(&dir).map_err(|e| Failure::user(e.to_string(), None))?);
     let mut reports: Vec<VersionReport> = Vec::new();
-    for entry in
-        all.into_iter().filter(|e| e.model == request.model && request.version.is_none_or(|v| v == e.version))
-    {
+    let mut failures: Vec<std::collections::BTreeMap<String, usize>> = Vec::new();
+    for entry in all.into_iter().filter(|e| e.model == model && version.is_none_or(|v| v == e.version)) {
         let at = match reports.iter().position(|r| r.version == entry.version) {
             Some(i) => i,
             None => {
-                let record = store.model_version(&request.model, entry.version).map_err(meta)?;
+                let record = store.model_version(model, entry.version).map_err(meta)?;
                 let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_deref()))?;
                 reports.push(VersionReport {
                     version: entry.version,
@@ -176,8 +152,12 @@ pub fn monitor(
                     entries: Vec::new(),
                     errors: 0,
                     quality: None,
+                    quality_windows: Vec::new(),
+                    failures: Vec::new(),
+                    labels: labels.clone(),
                     windows: Vec::new(),
                 });
+                failures.push(Default::default());
                 reports.len() - 1
             }
         };
@@ -185,48 +165,83 @@ pub fn monitor(
             reports[at].entries.push(entry);
         } else {
             reports[at].errors += 1;
+            *failures[at]
+                .entry(entry.error.clone().unwrap_or_else(|| format!("HTTP {}", entry.status)))
+                .or_default() += 1;
         }
     }
     if reports.is_empty() {
         return Err(Failure::user(
             format!(
-                "no logged predictions of `{}`{} in {}",
-                request.model,
-                request.since.as_ref().map(|s| format!(" in the last {s}")).unwrap_or_default(),
+                "no logged predictions of `{model}`{} in {}",
+                since.map(|s| format!(" in the last {s}")).unwrap_or_default(),
                 dir.display()
             ),
             Some("serve it with `cairn serve` (which logs every prediction) and send it requests"),
         ));
     }
+    for (report, failures) in reports.iter_mut().zip(failures) {
+        let mut f: Vec<(String, usize)> = failures.into_iter().collect();
+        f.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        report.failures = f;
+    }
     reports.sort_by_key(|r| r.version);
-    let labels = predlog::feedback(&dir).map_err(|e| Failure::user(e.to_string(), None))?;
     for report in &mut reports {
         let pairs: Vec<(Value, Value)> = report
             .entries
             .iter()
-            .filter_map(|e| Some((predicted(&e.outputs)?, labels.get(&e.trace_id)?.clone())))
+            .filter_map(|e| Some((predicted(&e.outputs)?, report.labels.get(&e.trace_id)?.clone())))
             .collect();
         report.quality = quality(&pairs);
-    }
-    let config = DriftConfig::default();
-    for report in &mut reports {
-        let rows =
-            report.entries.iter().map(|e| Row { time_ms: e.time_ms, inputs: &e.inputs, outputs: &e.outputs });
+        let rows = report.entries.iter().map(|e| Row {
+            time_ms: e.time_ms,
+            failed: false,
+            latency_ms: e.latency_us as f64 / 1000.0,
+            inputs: &e.inputs,
+            outputs: &e.outputs,
+        });
         for (_, window) in profile_rows(rows, report.reference.as_ref(), i64::MAX / 4) {
             report.profile.merge(&window);
         }
-        report.drift = report.reference.as_ref().map(|r| dataset_drift(r, &report.profile, &config));
-        for (start, window) in cairn_serve::profiles::read(&dir, &request.model, report.version, since_ms) {
-            let share = report.reference.as_ref().map(|r| dataset_drift(r, &window, &config).share);
+        report.drift = report.reference.as_ref().map(|r| dataset_drift(r, &report.profile, config));
+        for (start, window) in cairn_serve::profiles::read(&dir, model, report.version, since_ms) {
+            let share = report.reference.as_ref().map(|r| dataset_drift(r, &window, config).share);
             report.windows.push((start, window.rows, share));
         }
     }
-    if let Some(feature) = &request.requests {
-        let found = outside(&reports, feature)?;
-        return list_requests(&found, feature, request.json);
-    }
-    if let Some(path) = &request.export {
-        return export(repo, &reports, path, request.drifted_only, reporter);
+    Ok(Loaded { reports })
+}
+
+/// The drift settings `monitor.yaml` gives the model (the defaults without one).
+fn drift_config(repo: &Repo, model: &str) -> Result<DriftConfig, Failure> {
+    Ok(crate::alerts::load_config(repo, None)?
+        .and_then(|c| c.models.get(model).map(|m| m.drift.config()))
+        .unwrap_or_default())
+}
+
+pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
+    let config = drift_config(repo, &request.model)?;
+    let mut reports = load(
+        repo,
+        &request.model,
+        request.version,
+        request.since.as_deref(),
+        request.log_dir.as_ref(),
+        &config,
+    )?
+    .reports;
+    if let Some(window) = &request.window {
+        let window = parse_duration(window)?.max(1);
+        for report in &mut reports {
+            let mut buckets: std::collections::BTreeMap<i64, Vec<(Value, Value)>> = Default::default();
+            for e in &report.entries {
+                if let (Some(p), Some(l)) = (predicted(&e.outputs), report.labels.get(&e.trace_id)) {
+                    buckets.entry(e.time_ms - e.time_ms.rem_euclid(window)).or_default().push((p, l.clone()));
+                }
+            }
+            report.quality_windows =
+                buckets.into_iter().filter_map(|(start, pairs)| Some((start, quality(&pairs)?))).collect();
+        }
     }
     if let Some(path) = &request.html {
         std::fs::write(path, html(&request.model, &reports))
@@ -244,6 +259,65 @@ pub fn monitor(
         out(format!("wrote {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `cairn monitor requests`: the logged requests behind a drifted feature or an alert.
+pub fn requests(repo: &Repo, request: &RequestsRequest) -> Result<(), Failure> {
+    let dir = request.log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
+    if let Some(id) = &request.alert {
+        let log = cairn_monitor::alerts::AlertLog::new(&dir);
+        let view = log.get(id).map_err(|e| Failure::user(e.to_string(), None))?.ok_or_else(|| {
+            Failure::user(format!("no alert `{id}`"), Some("list them with `cairn alerts --all`"))
+        })?;
+        let alert = view.alert;
+        if alert.model != request.model {
+            return Err(Failure::usage(format!(
+                "alert {id} is about `{}`, not `{}`",
+                alert.model, request.model
+            )));
+        }
+        let rule = cairn_monitor::rules::Rule {
+            name: alert.rule.clone(),
+            metric: alert.metric.parse().map_err(|e: String| Failure::user(e, None))?,
+            op: match alert.op.as_str() {
+                ">" => cairn_monitor::rules::Op::Above,
+                ">=" => cairn_monitor::rules::Op::AtLeast,
+                "<" => cairn_monitor::rules::Op::Below,
+                _ => cairn_monitor::rules::Op::AtMost,
+            },
+            threshold: alert.threshold,
+            window: alert.window_end_ms - alert.window_start_ms,
+            hold: 0,
+            cooldown: 0,
+            min_rows: 0,
+            retrain: None,
+        };
+        let store = open_store(repo)?;
+        let record = store.model_version(&alert.model, alert.version).map_err(meta)?;
+        let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_deref()))?;
+        let entries: Vec<Entry> = predlog::scan(&dir, alert.window_start_ms)
+            .map_err(|e| Failure::user(e.to_string(), None))?
+            .into_iter()
+            .filter(|e| {
+                e.model == alert.model && e.version == alert.version && e.time_ms <= alert.window_end_ms
+            })
+            .collect();
+        let behind =
+            cairn_serve::alerting::requests_behind(&rule, &alert.features, reference.as_ref(), &entries);
+        let found: Vec<Value> = behind
+            .iter()
+            .map(|e| json!({"trace_id": e.trace_id, "time_ms": e.time_ms, "version": e.version, "status": e.status, "values": serde_json::from_str::<Value>(&e.inputs).unwrap_or(Value::Null)}))
+            .collect();
+        return list_requests(&found, &format!("alert {}", alert.id), request.json);
+    }
+    let Some(feature) = &request.feature else {
+        return Err(Failure::usage("name what to list: --feature FEATURE or --alert ID"));
+    };
+    let config = drift_config(repo, &request.model)?;
+    let reports =
+        load(repo, &request.model, request.version, request.since.as_deref(), Some(&dir), &config)?.reports;
+    let found = outside(&reports, feature)?;
+    list_requests(&found, feature, request.json)
 }
 
 fn summary(feature: &mut cairn_monitor::profile::Feature) -> String {
@@ -402,11 +476,57 @@ fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> 
             sparkline(&shares, 60)
         ))?;
     }
+    let describe = |q: &Quality| {
+        ["accuracy", "precision", "recall", "mae", "rmse"]
+            .iter()
+            .filter_map(|k| q.metric(k).map(|v| format!("{k} {v:.4}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(q) = &report.quality {
-        let metric = |k: &str| q.get(k).and_then(Value::as_f64).map(|v| format!("{k} {v:.4}"));
-        let parts: Vec<String> =
-            ["accuracy", "precision", "recall", "mae", "rmse"].iter().filter_map(|k| metric(k)).collect();
-        out(format!("  live quality ({} labelled): {}", q["labelled"], parts.join(", ")))?;
+        out(format!("  live quality ({} labelled): {}", q.labelled, describe(q)))?;
+    }
+    for (start, q) in &report.quality_windows {
+        out(format!(
+            "    from {} ({} labelled): {}",
+            crate::output::format_time(*start),
+            q.labelled,
+            describe(q)
+        ))?;
+    }
+    if !report.failures.is_empty() {
+        out(format!("  failed requests by reason ({}):", report.errors))?;
+        for (reason, n) in report.failures.iter().take(10) {
+            out(format!("    {n:>6}  {reason}"))?;
+        }
+    }
+    if let Some(r) = &report.reference {
+        let missing: Vec<&str> = r
+            .get("columns")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("name").and_then(Value::as_str))
+            .filter(|n| !report.profile.features.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            out(format!(
+                "  in the training data but never seen in production: {} (not model inputs, or always refused)",
+                missing.join(", ")
+            ))?;
+        }
+        let new: Vec<&String> = report
+            .profile
+            .features
+            .keys()
+            .filter(|n| !n.starts_with("output:") && cairn_monitor::reference_column(r, n).is_none())
+            .collect();
+        if !new.is_empty() {
+            out(format!(
+                "  in production but not in the training data (no drift measured): {}",
+                new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))?;
+        }
     }
     if let Some(d) = &report.drift {
         let scored = d.features.iter().filter(|f| f.skipped.is_none()).count();
@@ -452,6 +572,8 @@ fn report_json(model: &str, report: &mut VersionReport) -> Value {
         "features": features,
         "drift": report.drift,
         "quality": report.quality,
+        "quality_windows": report.quality_windows.iter().map(|(start, q)| json!({"start_ms": start, "quality": q})).collect::<Vec<_>>(),
+        "failures": report.failures.iter().map(|(reason, n)| json!({"reason": reason, "requests": n})).collect::<Vec<_>>(),
         "windows": report.windows.iter().map(|(start, rows, share)| json!({"start_ms": start, "rows": rows, "drifted_share": share})).collect::<Vec<_>>(),
     })
 }
@@ -461,26 +583,16 @@ fn report_json(model: &str, report: &mut VersionReport) -> Value {
 fn outside(reports: &[VersionReport], feature: &str) -> Result<Vec<Value>, Failure> {
     let mut found = Vec::new();
     for report in reports {
-        let column = report
-            .reference
-            .as_ref()
-            .and_then(|r| r.get("columns"))
-            .and_then(Value::as_array)
-            .and_then(|c| c.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(feature)))
-            .ok_or_else(|| {
-                Failure::user(
-                    format!("version {}'s reference has no feature `{feature}`", report.version),
-                    Some("features are the model's input names (see `cairn model show`)"),
-                )
-            })?;
-        let (min, max) =
-            (column.get("min").and_then(Value::as_f64), column.get("max").and_then(Value::as_f64));
-        let seen: Vec<&str> = column
-            .get("top")
-            .and_then(Value::as_array)
-            .map(|t| t.iter().filter_map(|p| p.get(0).and_then(Value::as_str)).collect())
-            .unwrap_or_default();
-        let complete = column.get("other").and_then(Value::as_u64) == Some(0);
+        let column =
+            report.reference.as_ref().and_then(|r| cairn_monitor::reference_column(r, feature)).ok_or_else(
+                || {
+                    Failure::user(
+                        format!("version {}'s reference has no feature `{feature}`", report.version),
+                        Some("features are the model's input names (see `cairn model show`)"),
+                    )
+                },
+            )?;
+        let seen = cairn_monitor::Seen::new(column);
         for entry in &report.entries {
             let inputs: Value = serde_json::from_str(&entry.inputs).unwrap_or(Value::Null);
             let mut values = Vec::new();
@@ -489,14 +601,7 @@ fn outside(reports: &[VersionReport], feature: &str) -> Result<Vec<Value>, Failu
                 cairn_serve::tensor::flatten(row, &mut leaves);
                 values.extend(leaves.into_iter().cloned());
             }
-            let out: Vec<&Value> = values
-                .iter()
-                .filter(|v| match (v, min, max) {
-                    (Value::Number(n), Some(lo), Some(hi)) => n.as_f64().is_some_and(|x| x < lo || x > hi),
-                    (Value::String(s), _, _) => complete && !seen.contains(&s.as_str()),
-                    _ => false,
-                })
-                .collect();
+            let out: Vec<&Value> = values.iter().filter(|v| seen.outside(v)).collect();
             if !out.is_empty() {
                 found.push(json!({
                     "trace_id": entry.trace_id, "time_ms": entry.time_ms, "version": entry.version,
@@ -508,16 +613,16 @@ fn outside(reports: &[VersionReport], feature: &str) -> Result<Vec<Value>, Failu
     Ok(found)
 }
 
-fn list_requests(found: &[Value], feature: &str, as_json: bool) -> Result<(), Failure> {
+fn list_requests(found: &[Value], what: &str, as_json: bool) -> Result<(), Failure> {
     if as_json {
         return crate::output::json(&found);
     }
     if found.is_empty() {
-        return out(format!("no logged request has `{feature}` outside what the reference saw"));
+        return out(format!("no logged request is behind {what} (outside what the reference saw)"));
     }
     for r in found {
         out(format!(
-            "{}  {}  v{}  {feature} = {}",
+            "{}  {}  v{}  {what}: {}",
             r["trace_id"].as_str().unwrap_or(""),
             crate::output::format_time(r["time_ms"].as_i64().unwrap_or(0)),
             r["version"],
@@ -536,23 +641,43 @@ fn csv_field(value: &Value) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
 }
 
-/// Writes the logged inputs (one CSV row per predicted row, with its trace id) to `path` and
-/// `cairn add`s it, so a pipeline stage can retrain on production data.
-fn export(
+/// `cairn monitor export`: the logged inputs of successful predictions, one row per
+/// predicted row with its trace id, time and version (and the true label with
+/// `--with-labels`), written as CSV or Parquet and `cairn add`ed, so a pipeline stage can
+/// retrain on production data.
+pub fn export(
     repo: &Repo,
-    reports: &[VersionReport],
-    path: &std::path::Path,
-    drifted_only: bool,
+    request: &ExportRequest,
     reporter: &dyn cairn_repo::Reporter,
 ) -> Result<(), Failure> {
-    if path.extension().and_then(|e| e.to_str()) != Some("csv") {
-        return Err(Failure::usage(format!("--export {}: give a .csv file", path.display())));
-    }
+    let extension = request.out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let format = match (request.format.as_deref(), extension.as_deref()) {
+        (Some(f @ ("csv" | "parquet")), _) => f.to_owned(),
+        (Some(other), _) => return Err(Failure::usage(format!("--format {other}: use csv or parquet"))),
+        (None, Some(e @ ("csv" | "parquet"))) => e.to_owned(),
+        (None, _) => "parquet".to_owned(),
+    };
+    // A path without a file extension is a directory holding one file.
+    let file = if matches!(extension.as_deref(), Some("csv" | "parquet")) {
+        request.out.clone()
+    } else {
+        request.out.join(format!("production.{format}"))
+    };
+    let config = drift_config(repo, &request.model)?;
+    let reports = load(
+        repo,
+        &request.model,
+        request.version,
+        request.since.as_deref(),
+        request.log_dir.as_ref(),
+        &config,
+    )?
+    .reports;
     // Requests to keep: all, or those with a drifted feature outside the reference.
     let mut keep: Option<std::collections::HashSet<String>> = None;
-    if drifted_only {
+    if request.drifted_only {
         let mut ids = std::collections::HashSet::new();
-        for report in reports {
+        for report in &reports {
             for f in report
                 .drift
                 .iter()
@@ -567,69 +692,129 @@ fn export(
         keep = Some(ids);
     }
     let mut columns: Vec<String> = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
-    for report in reports {
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    for report in &reports {
         for entry in &report.entries {
             if keep.as_ref().is_some_and(|k| !k.contains(&entry.trace_id)) {
                 continue;
             }
+            let label = report.labels.get(&entry.trace_id);
+            if request.labelled_only && label.is_none() {
+                continue;
+            }
             let inputs: Value = serde_json::from_str(&entry.inputs).unwrap_or(Value::Null);
             let Some(map) = inputs.as_object() else { continue };
-            if columns.is_empty() {
-                columns = map.keys().cloned().collect();
-            }
-            let rows = map.values().next().and_then(Value::as_array).map_or(0, Vec::len);
-            for i in 0..rows {
-                let mut fields = vec![entry.trace_id.clone()];
-                for c in &columns {
-                    let cell = map
-                        .get(c)
-                        .and_then(Value::as_array)
-                        .and_then(|r| r.get(i))
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    let cell = match cell {
-                        Value::Array(items) if items.len() == 1 => items[0].clone(),
-                        other => other,
-                    };
-                    fields.push(csv_field(&cell));
+            for name in map.keys() {
+                if !columns.contains(name) {
+                    columns.push(name.clone());
                 }
-                lines.push(fields.join(","));
+            }
+            let n = map.values().next().and_then(Value::as_array).map_or(0, Vec::len);
+            for i in 0..n {
+                let mut row = vec![json!(entry.trace_id), json!(entry.time_ms), json!(entry.version)];
+                for c in &columns {
+                    let cell = map.get(c).and_then(Value::as_array).and_then(|r| r.get(i)).cloned();
+                    row.push(match cell {
+                        Some(Value::Array(items)) if items.len() == 1 => items[0].clone(),
+                        Some(other) => other,
+                        None => Value::Null,
+                    });
+                }
+                if request.with_labels || request.labelled_only {
+                    // One label per request: it labels the request's (first) row.
+                    row.push(if i == 0 { label.cloned().unwrap_or(Value::Null) } else { Value::Null });
+                }
+                rows.push(row);
             }
         }
     }
-    if lines.is_empty() {
+    if rows.is_empty() {
         return Err(Failure::user(
             "no logged predictions to export",
-            Some("widen --since, or drop --drifted-only"),
+            Some("widen --since, or drop --drifted-only / --labelled-only"),
         ));
     }
-    let mut text = std::iter::once("trace_id".to_owned())
-        .chain(columns.iter().map(|c| csv_field(&Value::from(c.as_str()))))
-        .collect::<Vec<_>>()
-        .join(",");
-    text.push('\n');
-    for line in &lines {
-        text.push_str(line);
-        text.push('\n');
+    let mut header: Vec<String> = ["trace_id", "time_ms", "version"].map(str::to_owned).to_vec();
+    header.extend(columns.iter().cloned());
+    if request.with_labels || request.labelled_only {
+        header.push("label".into());
     }
-    if let Some(parent) = path.parent() {
+    // Rows from before a column first appeared lack it.
+    for row in &mut rows {
+        row.resize(header.len(), Value::Null);
+    }
+    if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| Failure::user(format!("cannot create {}: {e}", parent.display()), None))?;
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Failure::user(format!("cannot write {}: {e}", path.display()), None))?;
-    let rel = repo.rel_path(path)?;
+    let tmp = file.with_extension(format!("{format}.tmp"));
+    let written =
+        if format == "csv" { write_csv(&tmp, &header, &rows) } else { write_parquet(&tmp, &header, &rows) };
+    written.and_then(|()| std::fs::rename(&tmp, &file).map_err(|e| e.to_string())).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Failure::user(format!("cannot write {}: {e}", file.display()), None)
+    })?;
+    let added = if file == request.out { file.clone() } else { request.out.clone() };
+    let rel = repo.rel_path(&added)?;
     let _lock = repo.lock(reporter)?;
     repo.add(&[rel], reporter)?;
+    let labelled = if header.last().is_some_and(|h| h == "label") {
+        format!(", {} labelled", rows.iter().filter(|r| r.last().is_some_and(|l| !l.is_null())).count())
+    } else {
+        String::new()
+    };
     out(format!(
-        "exported {} row(s) to {} and added it (commit {}.cairn to version it)",
-        lines.len(),
-        path.display(),
-        path.display()
+        "exported {} row(s){labelled} to {} and added it (commit {}.cairn to version it)",
+        rows.len(),
+        file.display(),
+        added.display()
     ))
+}
+
+fn write_csv(path: &std::path::Path, header: &[String], rows: &[Vec<Value>]) -> Result<(), String> {
+    let mut text = header.iter().map(|c| csv_field(&Value::from(c.as_str()))).collect::<Vec<_>>().join(",");
+    text.push('\n');
+    for row in rows {
+        text.push_str(&row.iter().map(csv_field).collect::<Vec<_>>().join(","));
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| e.to_string())
+}
+
+/// Columns whose values are all numbers (or null) become Float64 (Int64 when all are
+/// integers); the rest Utf8. Every column is nullable.
+fn write_parquet(path: &std::path::Path, header: &[String], rows: &[Vec<Value>]) -> Result<(), String> {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (i, name) in header.iter().enumerate() {
+        let cells = rows.iter().map(|r| &r[i]);
+        let numeric = cells.clone().all(|v| v.is_number() || v.is_null());
+        let integral = numeric && cells.clone().all(|v| v.is_null() || v.is_i64());
+        if integral {
+            fields.push(Field::new(name, DataType::Int64, true));
+            arrays.push(std::sync::Arc::new(cells.map(Value::as_i64).collect::<Int64Array>()));
+        } else if numeric {
+            fields.push(Field::new(name, DataType::Float64, true));
+            arrays.push(std::sync::Arc::new(cells.map(Value::as_f64).collect::<Float64Array>()));
+        } else {
+            fields.push(Field::new(name, DataType::Utf8, true));
+            let text = cells.map(|v| match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            });
+            arrays.push(std::sync::Arc::new(text.collect::<StringArray>()));
+        }
+    }
+    let schema = std::sync::Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())?;
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    let file = writer.into_inner().map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())
 }
 
 /// A self-contained HTML report: per feature, reference and current histograms as SVG bars.

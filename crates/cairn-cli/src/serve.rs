@@ -59,6 +59,10 @@ pub struct ServeRequest {
     /// Keep per-minute profiles for monitoring.
     pub profiles: bool,
     pub segment_age: Duration,
+    /// Monitoring rules from this file (default: monitor.yaml, when there is one).
+    pub monitor: Option<PathBuf>,
+    /// Evaluate monitoring rules.
+    pub alerts: bool,
 }
 
 fn meta(e: cairn_meta::MetaError) -> Failure {
@@ -157,6 +161,21 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         }
     }
     let routes = Arc::new(Routes::new(table));
+    // Monitoring rules: evaluated continuously over the profiles the log writer keeps.
+    let monitor = if request.alerts && request.log && request.profiles {
+        crate::alerts::load_config(repo, request.monitor.as_deref())?
+    } else {
+        None
+    };
+    if request.monitor.is_some() && monitor.is_none() && request.alerts {
+        return Err(Failure::user(
+            format!(
+                "no monitoring rules to evaluate from {}",
+                request.monitor.as_deref().unwrap_or(std::path::Path::new("")).display()
+            ),
+            Some("the file must exist, and the prediction log and its profiles must be on"),
+        ));
+    }
     let log_dir =
         request.log.then(|| request.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR)));
     let log = if let Some(dir) = &log_dir {
@@ -175,7 +194,10 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
                     segment_bytes: request.segment_bytes,
                     segment_age: request.segment_age,
                     profiles: request.profiles,
-                    profile_checkpoint: Duration::from_secs(5),
+                    // Rules see the current minute as of the last checkpoint.
+                    profile_checkpoint: monitor.as_ref().map_or(Duration::from_secs(5), |m| {
+                        Duration::from_millis(m.evaluate_every.clamp(500, 5_000) as u64 / 2)
+                    }),
                 },
                 sink,
             )
@@ -183,6 +205,25 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         )
     } else {
         None
+    };
+    let evaluator = match (&monitor, &log_dir) {
+        (Some(config), Some(dir)) => {
+            let rules: usize = config.models.values().map(|m| m.rules.len()).sum();
+            if !quiet {
+                eprintln!(
+                    "  monitoring: {rules} rule(s) for {} model(s), evaluated every {} s; {} webhook(s)",
+                    config.models.len(),
+                    config.evaluate_every as f64 / 1000.0,
+                    config.webhooks.len()
+                );
+            }
+            Some(Arc::new(crate::alerts::evaluator(repo, config.clone(), dir.clone())?))
+        }
+        _ => None,
+    };
+    let action = match &evaluator {
+        Some(_) => Some(crate::alerts::retrain_action(repo)?),
+        None => None,
     };
     let app = Arc::new(App {
         routes: routes.clone(),
@@ -217,12 +258,20 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         // Stdout carries only the URL, for scripts that start the server on port 0.
         println!("http://{address}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let alerting = evaluator.map(|evaluator| {
+            // Alerts go to stderr (the log), `cairn alerts` and the webhooks.
+            let notify: Arc<dyn Fn(String) + Send + Sync> = Arc::new(|line| eprintln!("{line}"));
+            tokio::spawn(cairn_serve::alerting::run(evaluator, action, stop_rx.clone(), notify))
+        });
         let watcher = tokio::spawn(cairn_serve::routing::watch(catalog, routes, targets, snapshot, stop_rx));
         let served = axum::serve(listener, cairn_serve::server::router(app.clone()))
             .with_graceful_shutdown(shutdown)
             .await;
         let _ = stop_tx.send(true);
         let _ = watcher.await;
+        if let Some(alerting) = alerting {
+            let _ = alerting.await;
+        }
         served.map_err(|e| Failure::user(format!("the server stopped: {e}"), None))
     });
     // Requests have finished; seal the prediction log.

@@ -763,26 +763,253 @@ fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() 
     assert!(text.contains("dataset drift: 2 of 3 features drifted"), "{text}");
 
     // The requests behind the drifted `plan`: the 20 with the unseen plan.
-    let behind = repo.json(&["monitor", "churn2", "--requests", "plan", "--json"]);
+    let behind = repo.json(&["monitor", "requests", "churn2", "--feature", "plan", "--json"]);
     assert_eq!(behind.as_array().unwrap().len(), 20);
     let id = behind[0]["trace_id"].as_str().unwrap();
     assert!(repo.ok(&["trace", id]).contains("student"));
 
     // Back into training: the logged inputs as a versioned dataset.
-    repo.ok(&["monitor", "churn2", "--export", "data/production.csv"]);
+    repo.ok(&["monitor", "export", "churn2", "--out", "data/production.csv"]);
     let exported = String::from_utf8(repo.read("data/production.csv")).unwrap();
-    assert_eq!(exported.lines().next(), Some("trace_id,age,tenure,plan"));
+    assert_eq!(exported.lines().next(), Some("trace_id,time_ms,version,age,tenure,plan"));
     assert_eq!(exported.lines().count(), 203);
     assert!(repo.exists("data/production.csv.cairn"), "the export is added");
-    repo.ok(&["monitor", "churn2", "--export", "data/drifted.csv", "--drifted-only"]);
+    repo.ok(&["monitor", "export", "churn2", "--out", "data/drifted.csv", "--drifted-only"]);
     let drifted = String::from_utf8(repo.read("data/drifted.csv")).unwrap();
     let rows: Vec<&str> = drifted.lines().skip(1).collect();
     assert!(!rows.is_empty() && rows.len() < 200, "{} drifted rows", rows.len());
     assert!(
         rows.iter()
-            .all(|r| r.ends_with("student") || r.split(',').nth(1).unwrap().parse::<f64>().unwrap() > 80.0),
+            .all(|r| r.ends_with("student") || r.split(',').nth(3).unwrap().parse::<f64>().unwrap() > 80.0),
         "{drifted}"
     );
+    // Parquet into a directory, with the true labels where they arrived.
+    let said = repo.ok(&["monitor", "export", "churn2", "--with-labels", "--out", "data/production"]);
+    assert!(said.contains("202 row(s), 2 labelled"), "{said}");
+    assert!(repo.exists("data/production.cairn"), "the directory is added");
+    let file = std::fs::File::open(repo.path("data/production/production.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = reader.schema().clone();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["trace_id", "time_ms", "version", "age", "tenure", "plan", "label"]);
+    let batches: Vec<_> = reader.build().unwrap().map(Result::unwrap).collect();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 202);
+    let labels = batches.iter().map(|b| b.column(6).len() - b.column(6).null_count()).sum::<usize>();
+    assert_eq!(labels, 2);
+    let said = repo.ok(&["monitor", "export", "churn2", "--labelled-only", "--out", "data/feedback.csv"]);
+    assert!(said.contains("exported 2 row(s)"), "{said}");
+    let text = repo.ok(&["monitor", "churn2", "--window", "1h"]);
+    assert!(text.contains("live quality (2 labelled)") && text.contains("    from "), "{text}");
     repo.fail(2, &["monitor", "churn2", "--since", "soon"]);
     repo.fail(1, &["monitor", "nothing"]);
+}
+
+/// A webhook receiver on 127.0.0.1:0: `/flaky` answers 503 to its first request and 200 after,
+/// `/gone` always 404. Every request's path and JSON body go to the channel.
+fn webhook() -> (String, std::sync::mpsc::Receiver<(String, Value)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut flaky_seen = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            let path = first.split(' ').nth(1).unwrap_or("").to_owned();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let status = match path.as_str() {
+                "/flaky" => {
+                    flaky_seen += 1;
+                    if flaky_seen == 1 { "503 Service Unavailable" } else { "200 OK" }
+                }
+                _ => "404 Not Found",
+            };
+            let _ = tx.send((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+        }
+    });
+    (addr, rx)
+}
+
+/// Polls `cairn alerts --all --json` until `done` holds (or 30 s pass).
+fn wait_for_alerts(repo: &TestRepo, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let alerts = repo.json(&["alerts", "--all", "--json"]).as_array().unwrap().clone();
+        if done(&alerts) || start.elapsed() > Duration::from_secs(30) {
+            return alerts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn rules_open_alerts_deliver_them_with_retries_and_resolve_without_flapping() {
+    let repo = project();
+    let mut csv = String::from("age,tenure,plan\n");
+    for i in 0..500 {
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            18 + (i * 37) % 63,
+            (i * 11) % 73,
+            ["basic", "pro", "enterprise"][i % 3]
+        ));
+    }
+    repo.write("train.csv", csv);
+    repo.ok(&["model", "register", "churn2", "models/churn.onnx", "--training-data", "train.csv"]);
+    repo.ok(&["model", "alias", "churn2@1", "production"]);
+    let (hook, received) = webhook();
+    repo.write(
+        "monitor.yaml",
+        format!(
+            r#"evaluate_every: 300ms
+webhooks:
+  - url: http://{hook}/flaky
+    attempts: 3
+  - url: http://{hook}/gone
+models:
+  churn2:
+    rules:
+      - {{name: inputs drifted, metric: drift_share, op: ">=", threshold: 0.5, window: 1m, min_rows: 50}}
+      - {{name: refusals, metric: error_rate, op: ">", threshold: 0.1, window: 1m, min_rows: 10, cooldown: 1s}}
+      - {{name: never, metric: latency_p99, op: ">", threshold: 60000, window: 1m}}
+"#
+        ),
+    );
+    // A bad rule is refused before the server starts, naming the file and the rule.
+    repo.write(
+        "bad.yaml",
+        "models:\n  churn2:\n    rules:\n      - {name: r, metric: accuracyy, op: '<', threshold: 1}\n",
+    );
+    let err = repo.fail(1, &["alerts", "check", "--config", "bad.yaml"]);
+    assert!(err.contains("bad.yaml") && err.contains("unknown metric `accuracyy`"), "{err}");
+
+    let server = Server::start(&repo, &["churn2@production"]);
+    // Drifting traffic: older customers, a plan the training data never had.
+    for i in 0..100 {
+        let plan = if i % 4 == 0 { "student" } else { ["basic", "pro", "enterprise"][i % 3] };
+        let body = json!({"inputs": {"age": 70 + i % 25, "tenure": (i * 11) % 73, "plan": plan}});
+        assert_eq!(post(&server.addr, "/models/churn2/predict", &body).status, 200);
+    }
+    let alerts = wait_for_alerts(&repo, |a| a.iter().any(|a| a["rule"] == "inputs drifted"));
+    let drift = alerts.iter().find(|a| a["rule"] == "inputs drifted").expect("a drift alert opened").clone();
+    assert_eq!((drift["model"].as_str(), drift["version"].as_i64()), (Some("churn2"), Some(1)));
+    assert!(drift["value"].as_f64().unwrap() >= 0.5, "{drift}");
+    assert!(drift["resolved_ms"].is_null());
+    let features: Vec<&str> =
+        drift["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(features.contains(&"age") && features.contains(&"plan"), "{features:?}");
+    assert!(drift["requests_total"].as_u64().unwrap() > 0);
+    // The alert links to the requests behind it: values the training data never had.
+    let id = drift["id"].as_str().unwrap().to_owned();
+    let behind = repo.json(&["monitor", "requests", "churn2", "--alert", &id, "--json"]);
+    let behind = behind.as_array().unwrap();
+    assert_eq!(behind.len() as u64, drift["requests_total"].as_u64().unwrap());
+    assert!(
+        behind.iter().all(|r| {
+            let v = &r["values"];
+            v["plan"][0][0] == "student" || v["age"][0][0].as_f64().unwrap() > 80.0
+        }),
+        "{behind:?}"
+    );
+    // Delivered: the flaky hook took two attempts, the gone one failed at once (a 404 is final).
+    let mut got: Vec<(String, Value)> = Vec::new();
+    let start = Instant::now();
+    while got.iter().filter(|(p, _)| p == "/flaky").count() < 2 && start.elapsed() < Duration::from_secs(10) {
+        if let Ok(r) = received.recv_timeout(Duration::from_millis(200)) {
+            got.push(r);
+        }
+    }
+    let flaky: Vec<&Value> = got.iter().filter(|(p, _)| p == "/flaky").map(|(_, b)| b).collect();
+    assert_eq!(flaky.len(), 2, "{got:?}");
+    assert_eq!(flaky[1]["event"], "opened");
+    assert_eq!(flaky[1]["alert"]["id"], id.as_str());
+    assert!(flaky[1]["text"].as_str().unwrap().contains("drift_share"), "{}", flaky[1]);
+    let start = Instant::now();
+    let shown = loop {
+        let shown = repo.ok(&["alerts", "show", &id]);
+        if shown.contains("NOT delivered") && shown.contains("delivered to")
+            || start.elapsed() > Duration::from_secs(10)
+        {
+            break shown;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(shown.contains(&format!("opened: delivered to http://{hook}/flaky (attempt 2)")), "{shown}");
+    assert!(shown.contains(&format!("NOT delivered to http://{hook}/gone after 1 attempt(s)")), "{shown}");
+
+    // Refusals: half of these requests name a column the model doesn't have.
+    for i in 0..40 {
+        let mut inputs = json!({"age": 30, "tenure": 5, "plan": "pro"});
+        if i % 2 == 0 {
+            inputs["region"] = json!("north");
+        }
+        post(&server.addr, "/models/churn2/predict", &json!({"inputs": inputs}));
+    }
+    let alerts = wait_for_alerts(&repo, |a| a.iter().any(|a| a["rule"] == "refusals"));
+    let refusals =
+        alerts.iter().find(|a| a["rule"] == "refusals").expect("an error-rate alert opened").clone();
+    let behind =
+        repo.json(&["monitor", "requests", "churn2", "--alert", refusals["id"].as_str().unwrap(), "--json"]);
+    assert!(behind.as_array().unwrap().iter().all(|r| r["status"] == 400), "{behind}");
+    // Good traffic brings the rate under the threshold; it resolves once, after the cooldown.
+    for _ in 0..200 {
+        post(
+            &server.addr,
+            "/models/churn2/predict",
+            &json!({"inputs": {"age": 30, "tenure": 5, "plan": "pro"}}),
+        );
+    }
+    let alerts =
+        wait_for_alerts(&repo, |a| a.iter().any(|a| a["rule"] == "refusals" && !a["resolved_ms"].is_null()));
+    std::thread::sleep(Duration::from_secs(1));
+    let err = server.stop();
+    assert!(err.contains("alert ") && err.contains("opened"), "alerts also go to the server's log:\n{err}");
+    let alerts_after = repo.json(&["alerts", "--all", "--json"]);
+    let refusal_alerts: Vec<&Value> =
+        alerts_after.as_array().unwrap().iter().filter(|a| a["rule"] == "refusals").collect();
+    assert_eq!(refusal_alerts.len(), 1, "opened once, no flapping: {alerts_after}");
+    assert!(alerts.iter().any(|a| a["rule"] == "refusals" && !a["resolved_ms"].is_null()), "{alerts:?}");
+    assert!(alerts_after.as_array().unwrap().iter().all(|a| a["rule"] != "never"));
+    // The report names why requests failed.
+    let report = repo.ok(&["monitor", "churn2"]);
+    assert!(report.contains("failed requests by reason (20)") && report.contains("region"), "{report}");
+    // Open alerts only, by default.
+    let open = repo.json(&["alerts", "--json"]);
+    assert!(open.as_array().unwrap().iter().all(|a| a["resolved_ms"].is_null()));
+    assert!(open.as_array().unwrap().iter().any(|a| a["rule"] == "inputs drifted"));
+
+    // One evaluation on demand; a rule's retrain registers a candidate version.
+    repo.write(
+        "retrain.yaml",
+        "models:\n  churn2:\n    rules:\n      - {name: busy, metric: requests, op: '>=', threshold: 1, window: 1h, retrain: {model_path: models/forest.onnx}}\n",
+    );
+    let said = repo.ok(&["alerts", "check", "--config", "retrain.yaml"]);
+    assert!(
+        said.contains("opened") && said.contains("cairn model register churn2 models/forest.onnx"),
+        "{said}"
+    );
+    assert!(said.contains("done"), "{said}");
+    let versions = repo.json(&["model", "versions", "churn2", "--json"]);
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+    let again = repo.ok(&["alerts", "check", "--config", "retrain.yaml"]);
+    assert!(again.contains("0 opened"), "an open alert is not opened again: {again}");
 }

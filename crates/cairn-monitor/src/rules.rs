@@ -23,6 +23,7 @@
 //!         retrain:              # optional: when it opens, run these stages and register
 //!           stages: [train]
 //!           model_path: models/churn.onnx
+//!           training_data: data/train.csv
 //! ```
 //!
 //! Metrics ([`Metric`]), each over the rule's window of one served version:
@@ -216,6 +217,8 @@ pub struct Retrain {
     #[serde(default)]
     pub stages: Vec<String>,
     pub model_path: Option<String>,
+    /// Registered with the new version as its training-data profile.
+    pub training_data: Option<String>,
 }
 
 /// A metric a rule reads; see the module docs for the names.

@@ -98,15 +98,14 @@ impl Evaluator {
                 for rule in &monitor.rules {
                     outcome.evaluated += 1;
                     let since = now_ms - rule.window;
-                    if !windows.contains_key(&rule.window) {
+                    let built = windows.entry(rule.window).or_insert_with(|| {
                         let mut profile = Profile::default();
                         for window in crate::profiles::read(&self.log_dir, model, version, since).values() {
                             profile.merge(window);
                         }
                         let drift = reference.as_ref().map(|r| dataset_drift(r, &profile, &drift_config));
-                        windows.insert(rule.window, Built { profile, drift, quality: None, entries: None });
-                    }
-                    let built = windows.get_mut(&rule.window).expect("inserted above");
+                        Built { profile, drift, quality: None, entries: None }
+                    });
                     if rule.metric.needs_labels() && built.entries.is_none() {
                         let entries = window_entries(&self.log_dir, model, version, since, now_ms)?;
                         let pairs: Vec<(Value, Value)> = entries
@@ -325,6 +324,14 @@ pub async fn deliver(client: &reqwest::Client, hook: &Webhook, body: &Value) -> 
     Err((attempts, last))
 }
 
+/// The HTTP client webhooks are delivered with (10 s per attempt).
+pub fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot make the webhook client: {e}"))
+}
+
 /// Runs a rule's `retrain` for an alert that opened; answers the event recording it.
 pub type Action = Arc<dyn Fn(&Alert, &Retrain) -> Event + Send + Sync>;
 
@@ -383,18 +390,20 @@ pub async fn dispatch(
     events
 }
 
-/// Evaluates every `evaluate_every` until `stop` turns true, dispatching each pass's alerts;
-/// a pass that fails is reported through `on_error` and the loop goes on.
+/// Evaluates every `evaluate_every` until `stop` turns true, dispatching each pass's alerts.
+/// Alerts that open or resolve, failed deliveries and a pass that fails (the loop goes on) are
+/// told to `notify`, one line each.
 pub async fn run(
     evaluator: Arc<Evaluator>,
     action: Option<Action>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    on_error: Arc<dyn Fn(String) + Send + Sync>,
+    notify: Arc<dyn Fn(String) + Send + Sync>,
 ) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+    let on_error = notify;
+    let client = match client() {
         Ok(c) => c,
         Err(e) => {
-            on_error(format!("cannot make the webhook client: {e}"));
+            on_error(e);
             return;
         }
     };
@@ -415,12 +424,25 @@ pub async fn run(
                 if outcome.opened.is_empty() && outcome.resolved.is_empty() {
                     continue;
                 }
+                for (alert, _) in &outcome.opened {
+                    on_error(format!("alert {} opened: {}", alert.id, alert.summary()));
+                }
+                for (alert, _) in &outcome.resolved {
+                    on_error(format!("alert {} resolved: {}", alert.id, alert.summary()));
+                }
                 let (e, client, action, on_error) =
                     (evaluator.clone(), client.clone(), action.clone(), on_error.clone());
                 deliveries.spawn(async move {
                     for event in dispatch(&e, &client, outcome, action.as_ref()).await {
-                        if let Event::DeliveryFailed { url, error, .. } = event {
-                            on_error(format!("alert not delivered to {url}: {error}"));
+                        match event {
+                            Event::DeliveryFailed { url, error, alert_id, .. } => {
+                                on_error(format!("alert {alert_id} not delivered to {url}: {error}"))
+                            }
+                            Event::Action { alert_id, command, ok, detail, .. } => on_error(format!(
+                                "alert {alert_id}: `{command}` {}: {detail}",
+                                if ok { "done" } else { "failed" }
+                            )),
+                            _ => {}
                         }
                     }
                 });

@@ -257,7 +257,8 @@ pub struct LogConfig {
     pub segment_age: Duration,
     /// Also keep per-minute profiles of inputs and outputs ([`crate::profiles`]).
     pub profiles: bool,
-    /// How often open minutes' profiles are checkpointed to disk.
+    /// How often open minutes' profiles are checkpointed to disk (at most as often as the WAL
+    /// is synced, once a second).
     pub profile_checkpoint: Duration,
 }
 
@@ -510,10 +511,6 @@ impl Writer {
                 };
             }
             if self.config.profiles {
-                if last_checkpoint.elapsed() >= self.config.profile_checkpoint {
-                    self.profiles.checkpoint(&self.config.dir);
-                    last_checkpoint = Instant::now();
-                }
                 if last_compaction.is_none_or(|t| t.elapsed() >= COMPACT_EVERY) {
                     crate::profiles::compact(&self.config.dir, now_ms());
                     last_compaction = Some(Instant::now());
@@ -522,6 +519,12 @@ impl Writer {
             if last_sync.elapsed() >= Duration::from_secs(1) || pending.len() >= 4096 {
                 self.append(&mut pending)?;
                 last_sync = Instant::now();
+                // Checkpointed right after the WAL, so a profile never counts a request the
+                // log doesn't have yet (alerts look up the requests behind them there).
+                if self.config.profiles && last_checkpoint.elapsed() >= self.config.profile_checkpoint {
+                    self.profiles.checkpoint(&self.config.dir);
+                    last_checkpoint = Instant::now();
+                }
                 if self.wal_bytes >= self.config.segment_bytes
                     || (self.rows > 0 && self.opened.elapsed() >= self.config.segment_age)
                 {
