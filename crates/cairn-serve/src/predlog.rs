@@ -510,11 +510,9 @@ impl Writer {
                     None => Ok(()),
                 };
             }
-            if self.config.profiles {
-                if last_compaction.is_none_or(|t| t.elapsed() >= COMPACT_EVERY) {
-                    crate::profiles::compact(&self.config.dir, now_ms());
-                    last_compaction = Some(Instant::now());
-                }
+            if self.config.profiles && last_compaction.is_none_or(|t| t.elapsed() >= COMPACT_EVERY) {
+                crate::profiles::compact(&self.config.dir, now_ms());
+                last_compaction = Some(Instant::now());
             }
             if last_sync.elapsed() >= Duration::from_secs(1) || pending.len() >= 4096 {
                 self.append(&mut pending)?;
