@@ -483,7 +483,7 @@ enum ModelCommand {
         /// The run that produced it (default: the recorded run that wrote this content).
         #[arg(long, value_name = "RUN_ID")]
         run: Option<String>,
-        /// Profile this training data (CSV/TSV) with the version, for drift monitoring.
+        /// Profile this training data (CSV, TSV or Parquet) with the version, for drift monitoring.
         #[arg(long, value_name = "FILE")]
         training_data: Option<PathBuf>,
         #[arg(long, default_value = "")]

@@ -113,7 +113,10 @@ pub fn register(
                 |rel| String::from_utf8_lossy(&rel).into_owned(),
             );
             let document = cairn_model::profile::profile_file(&data_path, &source).map_err(|e| {
-                Failure::user(e.to_string(), Some("give a CSV or TSV file with a header row"))
+                Failure::user(
+                    e.to_string(),
+                    Some("give a CSV or TSV file with a header row, or a Parquet file"),
+                )
             })?;
             let bytes = serde_json::to_vec_pretty(&document).unwrap_or_default();
             Some(repo.store().put_bytes(&bytes).map_err(cairn_repo::RepoError::from)?.to_string())

@@ -122,7 +122,7 @@ fn registry_mistakes_are_clear() {
     let err = repo.fail(2, &["model", "approve", "m@1", "--comment", " "]);
     assert!(err.contains("needs --comment"), "{err}");
     let err = repo.fail(1, &["model", "register", "m", "models/m.onnx", "--training-data", "models/m.onnx"]);
-    assert!(err.contains(".csv or .tsv"), "{err}");
+    assert!(err.contains(".csv, .tsv or .parquet"), "{err}");
     let err = repo.fail(2, &["model", "policy", "m", "production", "--require", "accuracy is high"]);
     assert!(err.contains("invalid condition"), "{err}");
 }

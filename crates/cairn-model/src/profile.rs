@@ -21,7 +21,9 @@
 //! rest). Quantiles are exact (the column is sorted). `sample` is what drift tests compare
 //! live values with: every value, sorted, when the column has at most 1,000; otherwise its
 //! 1,001 quantiles at 0, 0.001, ..., 1 (a sample of equal-weight points that follows the
-//! distribution). CSV and TSV files are read.
+//! distribution). CSV, TSV and Parquet files are read; in Parquet, integer, float, boolean
+//! and string (plain or dictionary-encoded) columns are profiled, nulls and NaN count as
+//! missing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,10 +48,11 @@ pub fn profile_file(path: &Path, source: &str) -> Result<Value, ModelError> {
     let delimiter = match extension.as_str() {
         "csv" => b',',
         "tsv" => b'\t',
+        "parquet" | "pq" => return profile_parquet(path, source),
         _ => {
             return Err(ModelError::BadSpec {
                 path: path.to_path_buf(),
-                message: "training data profiles are made from .csv or .tsv files".into(),
+                message: "training data profiles are made from .csv, .tsv or .parquet files".into(),
             });
         }
     };
@@ -68,6 +71,92 @@ pub fn profile_file(path: &Path, source: &str) -> Result<Value, ModelError> {
             match record.get(i) {
                 Some(field) if !missing(field) => column.push(field.to_owned()),
                 _ => missing_counts[i] += 1,
+            }
+        }
+    }
+    let profiles: Vec<Value> = headers
+        .iter()
+        .zip(columns)
+        .zip(missing_counts)
+        .map(|((name, values), missing)| column_profile(name, values, missing))
+        .collect();
+    Ok(json!({"format": "cairn-profile-v1", "source": source, "rows": rows, "columns": profiles}))
+}
+
+/// A Parquet file's columns as text cells (numbers formatted so they parse back exactly).
+fn profile_parquet(path: &Path, source: &str) -> Result<Value, ModelError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_array::{Array, RecordBatchReader};
+    use arrow_schema::DataType;
+    let bad = |message: String| ModelError::BadSpec { path: path.to_path_buf(), message };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let schema = reader.schema();
+    let headers: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut columns: Vec<Vec<String>> = vec![Vec::new(); headers.len()];
+    let mut missing_counts = vec![0u64; headers.len()];
+    let mut rows = 0u64;
+    fn push<T: ToString>(column: &mut Vec<String>, missing: &mut u64, value: Option<T>) {
+        match value.map(|v| v.to_string()) {
+            Some(text) if !super::profile::missing(&text) => column.push(text),
+            _ => *missing += 1,
+        }
+    }
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
+        rows += batch.num_rows() as u64;
+        for (i, array) in batch.columns().iter().enumerate() {
+            let (column, missing) = (&mut columns[i], &mut missing_counts[i]);
+            macro_rules! each {
+                ($t:ty) => {
+                    for v in array.as_primitive::<$t>().iter() {
+                        push(column, missing, v);
+                    }
+                };
+            }
+            match array.data_type() {
+                DataType::Int8 => each!(Int8Type),
+                DataType::Int16 => each!(Int16Type),
+                DataType::Int32 => each!(Int32Type),
+                DataType::Int64 => each!(Int64Type),
+                DataType::UInt8 => each!(UInt8Type),
+                DataType::UInt16 => each!(UInt16Type),
+                DataType::UInt32 => each!(UInt32Type),
+                DataType::UInt64 => each!(UInt64Type),
+                DataType::Float32 => each!(Float32Type),
+                DataType::Float64 => each!(Float64Type),
+                DataType::Boolean => {
+                    for v in array.as_boolean().iter() {
+                        push(column, missing, v);
+                    }
+                }
+                DataType::Utf8 => {
+                    for v in array.as_string::<i32>().iter() {
+                        push(column, missing, v);
+                    }
+                }
+                DataType::LargeUtf8 => {
+                    for v in array.as_string::<i64>().iter() {
+                        push(column, missing, v);
+                    }
+                }
+                DataType::Dictionary(_, value) if matches!(**value, DataType::Utf8) => {
+                    let dictionary = array.as_any_dictionary();
+                    let values = dictionary.values().as_string::<i32>();
+                    for (row, key) in dictionary.normalized_keys().into_iter().enumerate() {
+                        push(column, missing, (!array.is_null(row)).then(|| values.value(key)));
+                    }
+                }
+                other => {
+                    return Err(bad(format!(
+                        "column `{}` has type {other}, which is not profiled (use numbers, booleans or strings)",
+                        headers[i]
+                    )));
+                }
             }
         }
     }
@@ -167,7 +256,42 @@ mod tests {
         let plan = &p["columns"][1];
         assert_eq!(plan["kind"], "categorical");
         assert_eq!(plan["top"], json!([["basic", 75], ["pro", 25]]));
-        let err = profile_file(&dir.path().join("x.parquet"), "x").unwrap_err().to_string();
-        assert!(err.contains(".csv or .tsv"), "{err}");
+        let err = profile_file(&dir.path().join("x.json"), "x").unwrap_err().to_string();
+        assert!(err.contains(".csv, .tsv or .parquet"), "{err}");
+    }
+
+    #[test]
+    fn parquet_profiles_like_the_same_csv() {
+        use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let ages: Vec<Option<i64>> = (0..100).map(|i| (i != 7).then_some(i)).collect();
+        let scores: Vec<Option<f64>> =
+            (0..100).map(|i| Some(if i == 3 { f64::NAN } else { i as f64 / 4.0 })).collect();
+        let plans: Vec<Option<&str>> =
+            (0..100).map(|i| Some(if i % 4 == 0 { "pro" } else { "basic" })).collect();
+        let batch = RecordBatch::try_from_iter([
+            ("age", Arc::new(Int64Array::from(ages.clone())) as ArrayRef),
+            ("score", Arc::new(Float64Array::from(scores.clone())) as ArrayRef),
+            ("plan", Arc::new(StringArray::from(plans.clone())) as ArrayRef),
+        ])
+        .unwrap();
+        let path = dir.path().join("train.parquet");
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let mut csv = String::from("age,score,plan\n");
+        for i in 0..100 {
+            let age = ages[i].map(|a| a.to_string()).unwrap_or_default();
+            csv.push_str(&format!("{age},{},{}\n", scores[i].unwrap(), plans[i].unwrap()));
+        }
+        std::fs::write(dir.path().join("train.csv"), csv).unwrap();
+        let from_parquet = profile_file(&path, "train").unwrap();
+        let from_csv = profile_file(&dir.path().join("train.csv"), "train").unwrap();
+        assert_eq!(from_parquet, from_csv);
+        assert_eq!(from_parquet["columns"][1]["missing"], 1, "NaN is missing");
+        assert_eq!(from_parquet["columns"][0]["missing"], 1, "null is missing");
     }
 }
