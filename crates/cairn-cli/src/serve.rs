@@ -178,6 +178,10 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     }
     let log_dir =
         request.log.then(|| request.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR)));
+    if request.log && request.log_dir.is_none() {
+        // The log holds production data: it stays out of Git.
+        repo.ignore_local("/predictions/")?;
+    }
     let log = if let Some(dir) = &log_dir {
         let sink: Option<Box<dyn SegmentSink>> = match &request.log_remote {
             Some(name) => Some(Box::new(RemoteSink(repo.open_remote(

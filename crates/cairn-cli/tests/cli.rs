@@ -20,7 +20,7 @@ fn init_needs_git_and_is_idempotent() {
     assert!(repo.path(".cairn/cache/objects-v1").is_dir());
     assert!(repo.path(".cairn/state").is_dir());
     let ignore = String::from_utf8(repo.read(".cairn/.gitignore")).unwrap();
-    assert!(ignore.contains("/cache/") && ignore.contains("/state/"));
+    assert!(ignore.contains("/cache/") && ignore.contains("/state/") && ignore.contains("/predictions/"));
     repo.ok(&["config", "core.jobs", "2"]);
     let again = repo.ok(&["init"]);
     assert!(again.contains("already initialized"), "{again}");

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! .cairn/
-//!   .gitignore            ignores cache/ and state/ (committed)
+//!   .gitignore            ignores cache/, state/ and predictions/ (committed)
 //!   config                project configuration, TOML (committed)
 //!   cache/objects-v1/     content-addressed objects (see cairn_store)
 //!   cache/tmp/            in-flight object writes
@@ -107,6 +107,11 @@ pub(crate) fn is_under(path: &[u8], ancestor: &[u8]) -> bool {
 }
 
 impl Repo {
+    /// Makes `.cairn/.gitignore` ignore `.cairn/<dir>/` (`/predictions/`, say) if it doesn't.
+    pub fn ignore_local(&self, line: &str) -> Result<()> {
+        ensure_ignored(&self.root.join(DOT_DIR), &[line])
+    }
+
     /// Creates `.cairn/` in the Git work tree containing `path`. Safe to run again.
     pub fn init(path: &Path) -> Result<InitOutcome> {
         let git = GitRepo::discover(path)?;
@@ -119,7 +124,7 @@ impl Repo {
         let files: [(&str, &str); 2] = [
             (
                 ".gitignore",
-                "# Written by cairn init: the cache and local state stay out of Git.\n/cache/\n/state/\n",
+                "# Written by cairn init: the cache, local state and prediction logs stay out of Git.\n/cache/\n/state/\n/predictions/\n",
             ),
             ("config", "# Cairn project configuration (TOML). Edit with `cairn config KEY VALUE`.\n"),
         ];
@@ -129,6 +134,8 @@ impl Repo {
                 std::fs::write(&file, content).map_err(|e| RepoError::io("write", &file, e))?;
             }
         }
+        // Older repositories: add the lines a later version ignores.
+        ensure_ignored(&dot, &["/cache/", "/state/", "/predictions/"])?;
         Store::open(&dot.join("cache"))?;
         Ok(if existed { InitOutcome::AlreadyInitialized } else { InitOutcome::Created })
     }
@@ -402,4 +409,28 @@ pub(crate) fn now_ns() -> i128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0)
+}
+
+/// Appends to `.cairn/.gitignore` whichever of `lines` it lacks.
+fn ensure_ignored(dot: &Path, lines: &[&str]) -> Result<()> {
+    let file = dot.join(".gitignore");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(RepoError::io("read", &file, e)),
+    };
+    let missing: Vec<&str> =
+        lines.iter().copied().filter(|l| !text.lines().any(|t| t.trim() == *l)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut new = text;
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    for line in missing {
+        new.push_str(line);
+        new.push('\n');
+    }
+    std::fs::write(&file, new).map_err(|e| RepoError::io("write", &file, e))
 }
