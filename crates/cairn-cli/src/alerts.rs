@@ -237,6 +237,9 @@ pub fn check(repo: &Repo, config: Option<PathBuf>, dir: Option<PathBuf>, json: b
         .evaluate(cairn_serve::predlog::now_ms())
         .map_err(|e| Failure::user(format!("evaluating the rules failed: {e}"), None))?;
     let evaluated = outcome.evaluated;
+    for warning in &outcome.warnings {
+        crate::output::warn(warning);
+    }
     let opened: Vec<_> = outcome.opened.iter().map(|(a, _)| a.clone()).collect();
     let resolved: Vec<_> = outcome.resolved.iter().map(|(a, _)| a.clone()).collect();
     let action = retrain_action(repo)?;

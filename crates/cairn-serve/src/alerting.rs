@@ -45,6 +45,8 @@ pub struct Outcome {
     pub resolved: Vec<(Alert, Option<f64>)>,
     /// Rules evaluated (one per rule and served version).
     pub evaluated: usize,
+    /// What kept rules from a verdict (a version without a training-data profile).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,11 @@ impl Evaluator {
                     .any(|r| r.metric.needs_drift())
                     .then(|| (self.references)(model, version))
                     .flatten();
+                if reference.is_none() && monitor.rules.iter().any(|r| r.metric.needs_drift()) {
+                    outcome.warnings.push(format!(
+                        "{model}@{version} has no readable training-data profile: its drift rules give no verdict (register with --training-data, or `cairn pull` the profile)"
+                    ));
+                }
                 let mut windows: BTreeMap<i64, Built> = BTreeMap::new();
                 for rule in &monitor.rules {
                     outcome.evaluated += 1;
@@ -412,6 +419,8 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Deliveries may take their retries; evaluation goes on beside them.
     let mut deliveries = tokio::task::JoinSet::new();
+    // Each warning is told once.
+    let mut warned = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -421,6 +430,11 @@ pub async fn run(
         let e = evaluator.clone();
         match tokio::task::spawn_blocking(move || e.evaluate(predlog::now_ms())).await {
             Ok(Ok(outcome)) => {
+                for warning in &outcome.warnings {
+                    if warned.insert(warning.clone()) {
+                        on_error(format!("warning: {warning}"));
+                    }
+                }
                 if outcome.opened.is_empty() && outcome.resolved.is_empty() {
                     continue;
                 }
@@ -456,4 +470,76 @@ pub async fn run(
         while deliveries.join_next().await.is_some() {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_monitor::profile::{Cell, Kind};
+
+    /// A minute profile of `n` requests, `failed` of them failed.
+    fn minute(dir: &std::path::Path, start: i64, n: u64, failed: u64) {
+        let mut p =
+            Profile { start_ms: start, end_ms: start + crate::profiles::WINDOW_MS, ..Profile::default() };
+        for i in 0..n {
+            p.traffic.add(i < failed, 1.0);
+        }
+        p.rows = n - failed;
+        let rows = p.rows;
+        let f = p.feature("age", Kind::Numeric);
+        for i in 0..rows {
+            f.add(Cell::Num(i as f64));
+        }
+        let folder = dir.join("profiles/churn/3");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(format!("{start}-1.json")), serde_json::to_vec(&p).unwrap()).unwrap();
+    }
+
+    fn evaluator(dir: &std::path::Path, yaml: &str) -> Evaluator {
+        Evaluator {
+            log_dir: dir.to_path_buf(),
+            config: MonitorConfig::parse(yaml, "monitor.yaml").unwrap(),
+            references: Box::new(|_, _| None),
+        }
+    }
+
+    const RULES: &str = "models:\n  churn:\n    rules:\n      - {name: errors, metric: error_rate, op: '>', threshold: 0.1, window: 1m, cooldown: 2m}\n      - {name: drift, metric: drift_share, op: '>=', threshold: 0.5, window: 1m}\n";
+
+    #[test]
+    fn alerts_survive_a_restart_and_resolve_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_000 * crate::profiles::WINDOW_MS;
+        minute(dir.path(), t0, 100, 30);
+        let first = evaluator(dir.path(), RULES).evaluate(t0 + 10_000).unwrap();
+        assert_eq!(first.evaluated, 2);
+        assert_eq!(first.opened.len(), 1);
+        let alert = &first.opened[0].0;
+        assert_eq!((alert.rule.as_str(), alert.version, alert.value), ("errors", 3, 0.3));
+        assert_eq!(alert.requests_command, format!("cairn monitor requests churn --alert {}", alert.id));
+        // No reference: the drift rule can't say, and says why.
+        assert!(first.warnings.iter().any(|w| w.contains("churn@3 has no readable training-data profile")));
+        // A new process (a restart) finds the alert open and does not open it again.
+        let again = evaluator(dir.path(), RULES).evaluate(t0 + 20_000).unwrap();
+        assert!(again.opened.is_empty() && again.resolved.is_empty());
+        // Good traffic brings the rate down (30 of 1,100): it resolves only after the cooldown.
+        minute(dir.path(), t0 + crate::profiles::WINDOW_MS, 1000, 0);
+        let e = evaluator(dir.path(), RULES);
+        assert!(e.evaluate(t0 + 70_000).unwrap().resolved.is_empty(), "within the cooldown");
+        let resolved = e.evaluate(t0 + 150_000).unwrap();
+        assert_eq!(resolved.resolved.len(), 1);
+        assert_eq!(resolved.resolved[0].0.id, alert.id);
+        let views = AlertLog::new(dir.path()).read().unwrap();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].resolved_ms, Some(t0 + 150_000));
+        assert!(e.evaluate(t0 + 160_000).unwrap().resolved.is_empty(), "resolved once");
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_an_error_not_a_silent_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("alerts")).unwrap();
+        std::fs::write(dir.path().join("alerts/state.json"), "{not json").unwrap();
+        let err = evaluator(dir.path(), RULES).evaluate(0).unwrap_err().to_string();
+        assert!(err.contains("state.json") && err.contains("move it aside"), "{err}");
+    }
 }
