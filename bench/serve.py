@@ -14,6 +14,14 @@ seconds (KServe v2 JSON for Cairn and MLServer, `{"inputs": [[...]]}` for MLflow
 Reported: requests/s, p50 and p99 latency (wrk --latency), and the server's resident memory
 (all its processes) with both models loaded, after the load.
 
+    python3 bench/serve.py --monitoring 5 [--duration 6] [--python ...]
+
+measures only Cairn, the 100-tree forest from 16 connections, with its prediction log and
+per-minute profiles (the default), with `--no-profile` and with `--no-log`, one round of
+each after another, the given number of rounds; reports medians and the cost of profiling.
+(Any environment with scikit-learn, skl2onnx and onnxruntime will do for this mode, e.g. the
+quickstart's target/quickstart-venv.)
+
 Needs a release build (cargo build --release), `wrk` (apt-get install wrk), and:
     python3 -m venv .venv-bench-serve
     .venv-bench-serve/bin/pip install mlserver mlserver-sklearn 'uvloop<0.22' scikit-learn skl2onnx onnxruntime==1.32.0
@@ -160,7 +168,11 @@ def main():
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv-bench-serve/bin/python"))
     ap.add_argument("--mlflow-python", default=os.path.join(ROOT, ".venv-bench-mlflow/bin/python"))
     ap.add_argument("--only", default="cairn,mlserver,mlflow")
+    ap.add_argument("--monitoring", type=int, default=0, metavar="ROUNDS",
+                    help="measure the cost of monitoring instead (see the module docs)")
     args = ap.parse_args()
+    if args.monitoring:
+        args.only = "cairn"
     only = args.only.split(",")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -185,6 +197,8 @@ def main():
         lib = subprocess.run([args.python, "-c", "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"],
                              capture_output=True, text=True, check=True).stdout.strip()
         port = free_port()
+        if args.monitoring:
+            return monitoring(repo, lib, env, port, kserve_body("FP32"), args)
         def start_cairn():
             p = subprocess.Popen([CAIRN, "serve", "logreg", "forest", "--port", str(port)], cwd=repo,
                                  env={**env, "CAIRN_ONNXRUNTIME": lib}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -245,6 +259,37 @@ def main():
                     for c in (1, 16):
                         ratio = results["cairn"][(model, c)]["rps"] / results[other][(model, c)]["rps"]
                         print(f"- cairn / {other}, {model}, {c} clients: {ratio:.1f}x")
+
+
+def monitoring(repo, lib, env, port, body, args):
+    import statistics
+    configs = [("log and per-minute profiles (default)", []), ("log, no profiles (`--no-profile`)", ["--no-profile"]),
+               ("neither (`--no-log`)", ["--no-log"])]
+    url = f"http://127.0.0.1:{port}/v2/models/forest/infer"
+    rps = {name: [] for name, _ in configs}
+    for round_ in range(args.monitoring):
+        for name, flags in configs:
+            def start(flags=flags):
+                p = subprocess.Popen([CAIRN, "serve", "logreg", "forest", "--port", str(port), *flags], cwd=repo,
+                                     env={**env, "CAIRN_ONNXRUNTIME": lib}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                return p, f"http://127.0.0.1:{port}/v2/health/ready"
+            proc, ready = start()
+            try:
+                wait_ready(ready)
+                check(url, body)
+                r = wrk(url, body, 16, args.duration)
+                rps[name].append(r["rps"])
+                print(f"  round {round_ + 1} {name}: {r['rps']:,.0f} requests/s", file=sys.stderr)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=20)
+    print(f"\nThe forest, one-row KServe requests, 16 connections, {args.duration} s per round, {args.monitoring} rounds.\n")
+    print("| configuration | requests/s (median) | rounds |")
+    print("|---|---:|---|")
+    for name, _ in configs:
+        print(f"| {name} | {statistics.median(rps[name]):,.0f} | {', '.join(f'{x:,.0f}' for x in rps[name])} |")
+    on, off = statistics.median(rps[configs[0][0]]), statistics.median(rps[configs[1][0]])
+    print(f"\nProfiles cost {100 * (1 - on / off):.1f}% of throughput (medians).")
 
 
 if __name__ == "__main__":

@@ -326,7 +326,11 @@ pub struct Profile {
 impl Profile {
     /// The feature's profile, created with `kind` the first time it is seen.
     pub fn feature(&mut self, name: &str, kind: Kind) -> &mut Feature {
-        self.features.entry(name.to_owned()).or_insert_with(|| Feature::new(kind))
+        // No allocation for a feature already there (this runs per value of every request).
+        if !self.features.contains_key(name) {
+            self.features.insert(name.to_owned(), Feature::new(kind));
+        }
+        self.features.get_mut(name).expect("inserted above")
     }
 
     pub fn merge(&mut self, other: &Profile) {

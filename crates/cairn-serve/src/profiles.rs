@@ -30,12 +30,22 @@ use crate::tensor::{Data, Output, Tensor};
 /// A minute.
 pub const WINDOW_MS: i64 = 60_000;
 
-/// Open windows by (model, version, window start).
+/// One open window of one version.
+struct Slot {
+    key: (String, i64, i64),
+    profile: Profile,
+    /// Changed since its last checkpoint.
+    dirty: bool,
+}
+
+/// Open windows by (model, version, window start). A handful at a time (versions served ×
+/// one or two minutes), so a scan finds one without building a key per record.
 #[derive(Default)]
 pub struct Windows {
-    open: BTreeMap<(String, i64, i64), Profile>,
-    /// Windows changed since their last checkpoint.
-    dirty: std::collections::BTreeSet<(String, i64, i64)>,
+    open: Vec<Slot>,
+    /// Feature names built per record (`output:NAME[class]`, `output:NAME`), reused.
+    name: String,
+    output: String,
 }
 
 /// An hour.
@@ -54,7 +64,8 @@ fn cell(data: &Data, i: usize) -> Cell<'_> {
     }
 }
 
-fn add_tensor(profile: &mut Profile, name: &str, tensor: &Tensor) {
+fn add_tensor(profile: &mut Profile, name: &str, tensor: &Tensor, buffer: &mut String) {
+    use std::fmt::Write as _;
     let kind = if matches!(tensor.data, Data::Str(_)) { Kind::Categorical } else { Kind::Numeric };
     let width = tensor.width().max(1);
     if width == 1 {
@@ -65,7 +76,9 @@ fn add_tensor(profile: &mut Profile, name: &str, tensor: &Tensor) {
         return;
     }
     for j in 0..width {
-        let feature = profile.feature(&format!("{name}[{j}]"), kind);
+        buffer.clear();
+        let _ = write!(buffer, "{name}[{j}]");
+        let feature = profile.feature(buffer, kind);
         for row in 0..tensor.rows() {
             feature.add(cell(&tensor.data, row * width + j));
         }
@@ -73,44 +86,67 @@ fn add_tensor(profile: &mut Profile, name: &str, tensor: &Tensor) {
 }
 
 impl Windows {
-    /// Profiles one successful prediction; windows older than the record's are written out.
+    /// Profiles one prediction (a failed one counts only as traffic); windows older than the
+    /// record's are written out.
     pub fn add(&mut self, record: &Record, dir: &Path) {
+        use std::fmt::Write as _;
         let start = record.time_ms - record.time_ms.rem_euclid(WINDOW_MS);
         // Requests arrive in about time order; a minute closes once a later one has begun
         // and a few seconds have passed (late records of it still land in it).
-        let stale: Vec<(String, i64, i64)> =
-            self.open.keys().filter(|(_, _, s)| *s + WINDOW_MS + 5_000 < record.time_ms).cloned().collect();
-        for key in stale {
-            self.dirty.remove(&key);
-            if let Some(profile) = self.open.remove(&key) {
-                write(dir, &key, &profile);
+        if self.open.iter().any(|slot| slot.key.2 + WINDOW_MS + 5_000 < record.time_ms) {
+            let (stale, open): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut self.open)
+                .into_iter()
+                .partition(|slot| slot.key.2 + WINDOW_MS + 5_000 < record.time_ms);
+            self.open = open;
+            for slot in stale {
+                write(dir, &slot.key, &slot.profile);
             }
         }
-        let key = (record.model.clone(), record.version, start);
-        if !self.dirty.contains(&key) {
-            self.dirty.insert(key.clone());
-        }
-        let profile = self.open.entry(key).or_insert_with(|| Profile {
-            start_ms: start,
-            end_ms: start + WINDOW_MS,
-            ..Profile::default()
-        });
+        let at = match self
+            .open
+            .iter()
+            .position(|s| s.key.2 == start && s.key.1 == record.version && s.key.0 == record.model)
+        {
+            Some(at) => at,
+            None => {
+                self.open.push(Slot {
+                    key: (record.model.clone(), record.version, start),
+                    profile: Profile { start_ms: start, end_ms: start + WINDOW_MS, ..Profile::default() },
+                    dirty: false,
+                });
+                self.open.len() - 1
+            }
+        };
+        let slot = &mut self.open[at];
+        slot.dirty = true;
+        let profile = &mut slot.profile;
+        let buffer = &mut self.name;
         profile.traffic.add(record.status != 200, record.latency_us as f64 / 1000.0);
         if record.status != 200 {
             return;
         }
         profile.rows += record.inputs.first().map_or(0, |(_, t)| t.rows() as u64);
+        let prefixed = &mut self.output;
         for (name, tensor) in record.inputs.iter() {
-            add_tensor(profile, name, tensor);
+            add_tensor(profile, name, tensor, buffer);
         }
         for (name, output) in record.outputs.iter().flatten() {
             match output {
-                Output::Tensor(t) => add_tensor(profile, &format!("output:{name}"), t),
+                Output::Tensor(t) => {
+                    prefixed.clear();
+                    let _ = write!(prefixed, "output:{name}");
+                    add_tensor(profile, prefixed, t, buffer);
+                }
                 Output::Classes { classes, probabilities, rows } => {
                     let k = classes.len();
                     for (j, class) in classes.iter().enumerate() {
-                        let label = class.as_str().map_or_else(|| class.to_string(), str::to_owned);
-                        let feature = profile.feature(&format!("output:{name}[{label}]"), Kind::Numeric);
+                        buffer.clear();
+                        match class.as_str() {
+                            Some(label) => write!(buffer, "output:{name}[{label}]"),
+                            None => write!(buffer, "output:{name}[{class}]"),
+                        }
+                        .expect("writing to a String cannot fail");
+                        let feature = profile.feature(buffer, Kind::Numeric);
                         for r in 0..*rows {
                             feature.add(Cell::Num(f64::from(probabilities[r * k + j])));
                         }
@@ -122,18 +158,16 @@ impl Windows {
 
     /// Writes every open window (at shutdown).
     pub fn flush_all(&mut self, dir: &Path) {
-        self.dirty.clear();
-        for (key, profile) in std::mem::take(&mut self.open) {
-            write(dir, &key, &profile);
+        for slot in std::mem::take(&mut self.open) {
+            write(dir, &slot.key, &slot.profile);
         }
     }
 
     /// Writes the open windows that changed since their last checkpoint; they stay open.
     pub fn checkpoint(&mut self, dir: &Path) {
-        for key in std::mem::take(&mut self.dirty) {
-            if let Some(profile) = self.open.get(&key) {
-                write(dir, &key, profile);
-            }
+        for slot in self.open.iter_mut().filter(|s| s.dirty) {
+            slot.dirty = false;
+            write(dir, &slot.key, &slot.profile);
         }
     }
 }
