@@ -305,6 +305,7 @@ enum Command {
     Monitor {
         #[command(subcommand)]
         action: Option<MonitorCommand>,
+        /// The registered model's name.
         #[arg(required = true)]
         model: Option<String>,
         #[command(flatten)]
@@ -321,7 +322,7 @@ enum Command {
     /// Alerts opened by the rules in monitor.yaml (`cairn serve` evaluates them continuously).
     #[command(
         args_conflicts_with_subcommands = true,
-        after_help = "Rules live in monitor.yaml at the repository's root:\n\n  evaluate_every: 30s\n  webhooks: [{url: https://hooks.example.com/ml}]\n  models:\n    churn:\n      rules:\n        - {name: inputs drifted, metric: drift_share, op: \">=\", threshold: 0.5, window: 5m, for: 1m, cooldown: 5m}\n        - {name: errors, metric: error_rate, op: \">\", threshold: 0.05, window: 5m}\n        - {name: accuracy, metric: accuracy, op: \"<\", threshold: 0.8, window: 1d, min_rows: 100}\n\nMetrics: requests, rows, error_rate, latency_p50/p90/p95/p99 (ms), drift_share, drifted_features, drift.FEATURE, drifted.FEATURE, missing_rate[.FEATURE], type_error_rate[.FEATURE], mean.FEATURE, accuracy, precision, recall, mae, rmse.\n\nExamples:\n  cairn alerts                 # open alerts\n  cairn alerts --all --json\n  cairn alerts show 0193a1b2\n  cairn alerts check           # evaluate every rule once now"
+        after_help = "Rules live in monitor.yaml at the repository's root:\n\n  evaluate_every: 30s\n  webhooks: [{url: https://hooks.example.com/ml}]\n  models:\n    churn:\n      rules:\n        - {name: drifted, metric: drift_share, op: \">=\", threshold: 0.5, window: 5m, for: 1m}\n        - {name: errors, metric: error_rate, op: \">\", threshold: 0.05, window: 5m}\n        - {name: accuracy, metric: accuracy, op: \"<\", threshold: 0.8, window: 1d, min_rows: 100}\n\nMetrics: requests, rows, error_rate, latency_p50/p90/p95/p99 (ms), drift_share, drifted_features, drift.FEATURE, drifted.FEATURE, missing_rate[.FEATURE], type_error_rate[.FEATURE], mean.FEATURE, accuracy, precision, recall, mae, rmse.\n\nExamples:\n  cairn alerts                 # open alerts\n  cairn alerts --all --json\n  cairn alerts show 0193a1b2\n  cairn alerts check           # evaluate every rule once now"
     )]
     Alerts {
         #[command(subcommand)]
