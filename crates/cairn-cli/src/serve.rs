@@ -167,6 +167,17 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     } else {
         None
     };
+    if monitor.is_none()
+        && request.alerts
+        && request.monitor.is_none()
+        && !(request.log && request.profiles)
+        && repo.root().join(cairn_monitor::rules::CONFIG_FILE).exists()
+        && !quiet
+    {
+        eprintln!(
+            "warning: monitor.yaml's rules are not evaluated: they need the prediction log and its profiles (drop --no-log / --no-profile)"
+        );
+    }
     if request.monitor.is_some() && monitor.is_none() && request.alerts {
         return Err(Failure::user(
             format!(
