@@ -233,9 +233,24 @@ pub fn check(repo: &Repo, config: Option<PathBuf>, dir: Option<PathBuf>, json: b
         ));
     };
     let evaluator = evaluator(repo, config, log_dir(repo, dir))?;
-    let outcome = evaluator
-        .evaluate(cairn_serve::predlog::now_ms())
+    let now = cairn_serve::predlog::now_ms();
+    let mut outcome = evaluator
+        .evaluate(now)
         .map_err(|e| Failure::user(format!("evaluating the rules failed: {e}"), None))?;
+    // Also what an earlier process recorded but did not finish delivering.
+    let events = AlertLog::new(&evaluator.log_dir).events().map_err(alerts_error)?;
+    outcome.undelivered = cairn_serve::alerting::undelivered(
+        &events,
+        &evaluator.config.webhooks,
+        now - cairn_serve::alerting::REDELIVER_WITHIN_MS,
+    )
+    .into_iter()
+    // Not the alerts this evaluation just opened or resolved: they are being delivered.
+    .filter(|n| {
+        !outcome.opened.iter().any(|(a, _)| a.id == n.alert.id)
+            && !outcome.resolved.iter().any(|(a, _)| a.id == n.alert.id)
+    })
+    .collect();
     let evaluated = outcome.evaluated;
     for warning in &outcome.warnings {
         crate::output::warn(warning);

@@ -11,7 +11,10 @@
 //! A webhook receives `POST` with a JSON body: `{"event": "opened"|"resolved", "text": "...",
 //! "alert": {...}}` (`text` is a one-line summary, which Slack-style incoming webhooks show).
 //! A delivery is retried with exponential backoff from 0.5 s on connection errors, timeouts,
-//! 408, 429 and 5xx, up to the webhook's `attempts`; any other 4xx is final.
+//! 408, 429 and 5xx, up to the webhook's `attempts`; any other 4xx is final. Each outcome is
+//! an event in the alert log; a notice with no outcome (a server stopped while retrying it)
+//! is delivered by the next server that starts, or by `cairn alerts check`, if it is less than
+//! an hour old ([`undelivered`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -47,6 +50,61 @@ pub struct Outcome {
     pub evaluated: usize,
     /// What kept rules from a verdict (a version without a training-data profile).
     pub warnings: Vec<String>,
+    /// Deliveries an earlier process recorded no outcome for ([`undelivered`]).
+    pub undelivered: Vec<Notice>,
+}
+
+/// One alert to tell one webhook.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// `opened` or `resolved`.
+    pub what: String,
+    pub alert: Alert,
+    pub value: Option<f64>,
+    pub hook: Webhook,
+}
+
+/// How far back a starting server looks for deliveries that never finished.
+pub const REDELIVER_WITHIN_MS: i64 = 3_600_000;
+
+/// Alerts opened or resolved since `since_ms` that some webhook has no delivery outcome for
+/// (delivered, or failed for good): a server stopped while it was still retrying them. The
+/// next server delivers them.
+pub fn undelivered(events: &[Event], hooks: &[Webhook], since_ms: i64) -> Vec<Notice> {
+    let done: std::collections::HashSet<(&str, &str, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivered { alert_id, what, url, .. }
+            | Event::DeliveryFailed { alert_id, what, url, .. } => {
+                Some((alert_id.as_str(), what.as_str(), url.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut alerts: HashMap<&str, &Alert> = HashMap::new();
+    let mut out = Vec::new();
+    for event in events {
+        let (what, alert, value) = match event {
+            Event::Opened { alert } => {
+                alerts.insert(&alert.id, alert);
+                if alert.opened_ms < since_ms {
+                    continue;
+                }
+                ("opened", alert, None)
+            }
+            Event::Resolved { alert_id, time_ms, value } if *time_ms >= since_ms => {
+                let Some(alert) = alerts.get(alert_id.as_str()) else { continue };
+                ("resolved", *alert, *value)
+            }
+            _ => continue,
+        };
+        for hook in hooks {
+            if !done.contains(&(alert.id.as_str(), what, hook.url.as_str())) {
+                out.push(Notice { what: what.into(), alert: alert.clone(), value, hook: hook.clone() });
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +409,8 @@ pub async fn dispatch(
     action: Option<&Action>,
 ) -> Vec<Event> {
     let mut jobs = tokio::task::JoinSet::new();
-    let mut notices: Vec<(String, Alert, Option<f64>)> = Vec::new();
+    let mut notices: Vec<Notice> = Vec::new();
+    let hooks = &evaluator.config.webhooks;
     for (alert, retrain) in outcome.opened {
         if let (Some(action), Some(retrain)) = (action, retrain) {
             let (action, alert) = (action.clone(), alert.clone());
@@ -367,25 +426,35 @@ pub async fn dispatch(
                 })
             });
         }
-        notices.push(("opened".into(), alert, None));
+        notices.extend(hooks.iter().map(|h| Notice {
+            what: "opened".into(),
+            alert: alert.clone(),
+            value: None,
+            hook: h.clone(),
+        }));
     }
-    for (alert, v) in outcome.resolved {
-        notices.push(("resolved".into(), alert, v));
+    for (alert, value) in outcome.resolved {
+        notices.extend(hooks.iter().map(|h| Notice {
+            what: "resolved".into(),
+            alert: alert.clone(),
+            value,
+            hook: h.clone(),
+        }));
     }
-    for (what, alert, v) in notices {
-        for hook in &evaluator.config.webhooks {
-            let (client, hook, body, what, id) =
-                (client.clone(), hook.clone(), payload(&what, &alert, v), what.clone(), alert.id.clone());
-            jobs.spawn(async move {
-                let time_ms = predlog::now_ms();
-                match deliver(&client, &hook, &body).await {
-                    Ok(attempts) => Event::Delivered { alert_id: id, time_ms, what, url: hook.url, attempts },
-                    Err((attempts, error)) => {
-                        Event::DeliveryFailed { alert_id: id, time_ms, what, url: hook.url, attempts, error }
-                    }
+    notices.extend(outcome.undelivered);
+    for notice in notices {
+        let client = client.clone();
+        jobs.spawn(async move {
+            let Notice { what, alert, value, hook } = notice;
+            let body = payload(&what, &alert, value);
+            let (time_ms, alert_id) = (predlog::now_ms(), alert.id);
+            match deliver(&client, &hook, &body).await {
+                Ok(attempts) => Event::Delivered { alert_id, time_ms, what, url: hook.url, attempts },
+                Err((attempts, error)) => {
+                    Event::DeliveryFailed { alert_id, time_ms, what, url: hook.url, attempts, error }
                 }
-            });
-        }
+            }
+        });
     }
     let mut events = Vec::new();
     while let Some(done) = jobs.join_next().await {
@@ -421,6 +490,26 @@ pub async fn run(
     let mut deliveries = tokio::task::JoinSet::new();
     // Each warning is told once.
     let mut warned = std::collections::HashSet::new();
+    // What a previous server did not get to deliver.
+    match AlertLog::new(&evaluator.log_dir).events() {
+        Ok(events) => {
+            let pending =
+                undelivered(&events, &evaluator.config.webhooks, predlog::now_ms() - REDELIVER_WITHIN_MS);
+            if !pending.is_empty() {
+                on_error(format!("delivering {} alert notice(s) a previous server did not", pending.len()));
+                let (e, client, on_error) = (evaluator.clone(), client.clone(), on_error.clone());
+                deliveries.spawn(async move {
+                    let outcome = Outcome { undelivered: pending, ..Outcome::default() };
+                    for event in dispatch(&e, &client, outcome, None).await {
+                        if let Event::DeliveryFailed { url, error, alert_id, .. } = event {
+                            on_error(format!("alert {alert_id} not delivered to {url}: {error}"));
+                        }
+                    }
+                });
+            }
+        }
+        Err(e) => on_error(format!("cannot read the alert log: {e}")),
+    }
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -532,6 +621,33 @@ mod tests {
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].resolved_ms, Some(t0 + 150_000));
         assert!(e.evaluate(t0 + 160_000).unwrap().resolved.is_empty(), "resolved once");
+    }
+
+    #[test]
+    fn deliveries_without_an_outcome_are_found_for_the_next_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_000 * crate::profiles::WINDOW_MS;
+        minute(dir.path(), t0, 100, 30);
+        let opened = evaluator(dir.path(), RULES).evaluate(t0 + 10_000).unwrap().opened;
+        let id = opened[0].0.id.clone();
+        let hook = |url: &str| Webhook { url: url.into(), headers: Default::default(), attempts: 1 };
+        let hooks = [hook("http://a/"), hook("http://b/")];
+        let log = AlertLog::new(dir.path());
+        log.append(&[
+            Event::Delivered {
+                alert_id: id.clone(),
+                time_ms: t0,
+                what: "opened".into(),
+                url: "http://a/".into(),
+                attempts: 1,
+            },
+            Event::Resolved { alert_id: id.clone(), time_ms: t0 + 20_000, value: Some(0.0) },
+        ])
+        .unwrap();
+        let pending = undelivered(&log.events().unwrap(), &hooks, 0);
+        let got: Vec<(&str, &str)> = pending.iter().map(|n| (n.what.as_str(), n.hook.url.as_str())).collect();
+        assert_eq!(got, [("opened", "http://b/"), ("resolved", "http://a/"), ("resolved", "http://b/")]);
+        assert!(undelivered(&log.events().unwrap(), &hooks, t0 + 30_000).is_empty(), "too old to send now");
     }
 
     #[test]
