@@ -891,6 +891,7 @@ models:
       - {{name: inputs drifted, metric: drift_share, op: ">=", threshold: 0.5, window: 1m, min_rows: 50}}
       - {{name: refusals, metric: error_rate, op: ">", threshold: 0.1, window: 1m, min_rows: 10, cooldown: 1s}}
       - {{name: never, metric: latency_p99, op: ">", threshold: 60000, window: 1m}}
+      - {{name: accuracy, metric: accuracy, op: "<", threshold: 0.75, window: 1m, min_rows: 4}}
 "#
         ),
     );
@@ -955,6 +956,23 @@ models:
     };
     assert!(shown.contains(&format!("opened: delivered to http://{hook}/flaky (attempt 2)")), "{shown}");
     assert!(shown.contains(&format!("NOT delivered to http://{hook}/gone after 1 attempt(s)")), "{shown}");
+
+    // Ground truth: four answers labelled, two of them wrongly answered: live accuracy 0.5.
+    let mut feedback = Vec::new();
+    for i in 0..4 {
+        let reply = post(
+            &server.addr,
+            "/models/churn2/predict",
+            &json!({"inputs": {"age": 40, "tenure": i, "plan": "pro"}}),
+        );
+        let answer = reply.json()["outputs"]["output_label"].as_i64().unwrap();
+        let label = if i < 2 { answer } else { 1 - answer };
+        feedback.push(json!({"trace_id": reply.headers["x-cairn-trace-id"], "label": label}));
+    }
+    assert_eq!(post(&server.addr, "/feedback", &json!({"feedback": feedback})).status, 200);
+    let alerts = wait_for_alerts(&repo, |a| a.iter().any(|a| a["rule"] == "accuracy"));
+    let accuracy = alerts.iter().find(|a| a["rule"] == "accuracy").expect("a live-accuracy alert opened");
+    assert_eq!(accuracy["value"].as_f64(), Some(0.5), "{accuracy}");
 
     // Refusals: half of these requests name a column the model doesn't have.
     for i in 0..40 {

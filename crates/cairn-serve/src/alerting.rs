@@ -3,7 +3,8 @@
 //!
 //! [`Evaluator::evaluate`] is one pass: for every model `monitor.yaml` has rules for and every
 //! version of it with profiles in the log, each rule's metric over its window, then the
-//! rule's state machine ([`cairn_monitor::rules::RuleState::step`]). Opened and resolved
+//! rule's state machine ([`cairn_monitor::rules::RuleState::step`]). Live quality comes from
+//! `feedback.jsonl`, whose labels carry the answers they label. Opened and resolved
 //! alerts are appended to the alert log before anything is delivered, so a delivery that
 //! fails (after its retries) is recorded as such and the alert is not lost. `cairn serve`
 //! runs a pass every `evaluate_every` ([`run`]); `cairn alerts check` runs one.
@@ -24,7 +25,7 @@ use std::time::Duration;
 use cairn_monitor::alerts::{Alert, AlertError, AlertLog, Event, alert_id, state_key};
 use cairn_monitor::drift::{DatasetDrift, dataset_drift};
 use cairn_monitor::profile::Profile;
-use cairn_monitor::quality::{Quality, predicted, quality};
+use cairn_monitor::quality::{Quality, quality};
 use cairn_monitor::rules::{Metric, MonitorConfig, Retrain, Rule, Transition, Webhook, Window, value};
 use serde_json::{Value, json};
 
@@ -140,7 +141,7 @@ impl Evaluator {
             .collect();
         let needs_labels =
             self.config.models.values().flat_map(|m| &m.rules).any(|r| r.metric.needs_labels());
-        let labels = if needs_labels { predlog::feedback(&self.log_dir)? } else { HashMap::new() };
+        let labels = if needs_labels { predlog::labels(&self.log_dir)? } else { Vec::new() };
         let served = crate::profiles::versions(&self.log_dir);
         let mut outcome = Outcome::default();
         let mut events = Vec::new();
@@ -171,15 +172,15 @@ impl Evaluator {
                         let drift = reference.as_ref().map(|r| dataset_drift(r, &profile, &drift_config));
                         Built { profile, drift, quality: None, entries: None }
                     });
-                    if rule.metric.needs_labels() && built.entries.is_none() {
-                        let entries = window_entries(&self.log_dir, model, version, since, now_ms)?;
-                        let pairs: Vec<(Value, Value)> = entries
+                    if rule.metric.needs_labels() && built.quality.is_none() {
+                        // The labels of answers given in the window, each with its answer.
+                        let pairs: Vec<(Value, Value)> = labels
                             .iter()
-                            .filter(|e| e.status == 200)
-                            .filter_map(|e| Some((predicted(&e.outputs)?, labels.get(&e.trace_id)?.clone())))
+                            .filter(|l| &l.model == model && l.version == version)
+                            .filter(|l| l.predicted_ms >= since && l.predicted_ms <= now_ms)
+                            .filter_map(|l| Some((l.predicted.clone()?, l.label.clone())))
                             .collect();
                         built.quality = quality(&pairs);
-                        built.entries = Some(entries);
                     }
                     let v = value(
                         rule,

@@ -281,8 +281,39 @@ enum Message {
 }
 
 /// True labels for logged predictions (`POST /feedback`), one JSON object per line:
-/// `{"trace_id", "label", "time_ms"}`.
+/// `{"trace_id", "label", "time_ms", "model", "version", "predicted_ms", "predicted"}` — when
+/// the label arrived, and the answer it labels (the version, when it was asked, what it
+/// answered: the output named like `label`, else the first).
 pub const FEEDBACK: &str = "feedback.jsonl";
+
+/// One recorded label with the answer it labels.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Label {
+    pub trace_id: String,
+    pub label: Value,
+    pub model: String,
+    pub version: i64,
+    pub predicted_ms: i64,
+    pub predicted: Option<Value>,
+}
+
+/// Every label recorded with its answer (the latest per trace id). Lines written before
+/// labels carried their answer are skipped here; `feedback` still reads them.
+pub fn labels(dir: &Path) -> Result<Vec<Label>, LogError> {
+    let path = dir.join(FEEDBACK);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LogError::Io { path, source: e }),
+    };
+    let mut latest: std::collections::HashMap<String, Label> = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Ok(label) = serde_json::from_str::<Label>(line) {
+            latest.insert(label.trace_id.clone(), label);
+        }
+    }
+    Ok(latest.into_values().collect())
+}
 
 /// Every label recorded for a trace id (the latest wins).
 pub fn feedback(dir: &Path) -> Result<std::collections::HashMap<String, Value>, LogError> {

@@ -1175,24 +1175,32 @@ fn record_feedback(dir: &std::path::Path, records: &[(String, Value)]) -> Result
     let unreadable = |e: crate::predlog::LogError| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "LOG_UNREADABLE", e.to_string())
     };
-    /// The ids no logged prediction has.
-    fn missing<'a>(
+    /// The logged answers (not shadows') of these ids.
+    fn answers(
         dir: &std::path::Path,
-        ids: Vec<&'a str>,
-    ) -> Result<Vec<&'a str>, crate::predlog::LogError> {
-        let found: std::collections::HashSet<String> =
-            crate::predlog::find_all(dir, &ids)?.into_iter().map(|e| e.trace_id).collect();
-        Ok(ids.into_iter().filter(|id| !found.contains(*id)).collect())
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, crate::predlog::Entry>, crate::predlog::LogError> {
+        Ok(crate::predlog::find_all(dir, ids)?
+            .into_iter()
+            .filter(|e| e.role != "shadow")
+            .map(|e| (e.trace_id.clone(), e))
+            .collect())
     }
-    let mut unknown =
-        missing(dir, records.iter().map(|(id, _)| id.as_str()).collect()).map_err(unreadable)?;
+    let ids: Vec<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
+    let mut found = answers(dir, &ids).map_err(unreadable)?;
     // A prediction from the last second may not be in the WAL yet: look once more after the
     // writer's next append.
-    if unknown.iter().any(|id| crate::predlog::trace_time(id).is_some_and(|t| now_ms() - t < 2_000)) {
+    let recent = |found: &std::collections::HashMap<String, crate::predlog::Entry>| {
+        ids.iter().any(|id| {
+            !found.contains_key(*id) && crate::predlog::trace_time(id).is_some_and(|t| now_ms() - t < 2_000)
+        })
+    };
+    if recent(&found) {
         std::thread::sleep(std::time::Duration::from_millis(1_200));
-        unknown = missing(dir, unknown).map_err(unreadable)?;
+        let unknown: Vec<&str> = ids.iter().copied().filter(|id| !found.contains_key(*id)).collect();
+        found.extend(answers(dir, &unknown).map_err(unreadable)?);
     }
-    if let Some(id) = unknown.first() {
+    if let Some(id) = ids.iter().find(|id| !found.contains_key(**id)) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "UNKNOWN_TRACE_ID",
@@ -1202,7 +1210,14 @@ fn record_feedback(dir: &std::path::Path, records: &[(String, Value)]) -> Result
     let path = dir.join(crate::predlog::FEEDBACK);
     let mut text = String::new();
     for (id, label) in records {
-        text.push_str(&json!({"trace_id": id, "label": label, "time_ms": now_ms()}).to_string());
+        // With the answer it labels, so live quality needs no pass over the log.
+        let entry = &found[id];
+        let predicted = cairn_monitor::quality::predicted(&entry.outputs);
+        text.push_str(
+            &json!({"trace_id": id, "label": label, "time_ms": now_ms(), "model": entry.model,
+                "version": entry.version, "predicted_ms": entry.time_ms, "predicted": predicted})
+            .to_string(),
+        );
         text.push('\n');
     }
     let io = |e: std::io::Error| {
