@@ -109,10 +109,6 @@ struct VersionReport {
 }
 
 /// What `cairn monitor` reads: each version's logged predictions, reference and profile.
-struct Loaded {
-    reports: Vec<VersionReport>,
-}
-
 fn load(
     repo: &Repo,
     model: &str,
@@ -120,7 +116,7 @@ fn load(
     since: Option<&str>,
     log_dir: Option<&PathBuf>,
     config: &DriftConfig,
-) -> Result<Loaded, Failure> {
+) -> Result<Vec<VersionReport>, Failure> {
     let store = open_store(repo)?;
     if store.model(model).map_err(meta)?.is_none() {
         return Err(Failure::user(
@@ -209,7 +205,7 @@ fn load(
             report.windows.push((start, window.rows, share));
         }
     }
-    Ok(Loaded { reports })
+    Ok(reports)
 }
 
 /// The drift settings `monitor.yaml` gives the model (the defaults without one).
@@ -228,8 +224,7 @@ pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
         request.since.as_deref(),
         request.log_dir.as_ref(),
         &config,
-    )?
-    .reports;
+    )?;
     if let Some(window) = &request.window {
         let window = parse_duration(window)?.max(1);
         for report in &mut reports {
@@ -314,8 +309,7 @@ pub fn requests(repo: &Repo, request: &RequestsRequest) -> Result<(), Failure> {
         return Err(Failure::usage("name what to list: --feature FEATURE or --alert ID"));
     };
     let config = drift_config(repo, &request.model)?;
-    let reports =
-        load(repo, &request.model, request.version, request.since.as_deref(), Some(&dir), &config)?.reports;
+    let reports = load(repo, &request.model, request.version, request.since.as_deref(), Some(&dir), &config)?;
     let found = outside(&reports, feature)?;
     list_requests(&found, feature, request.json)
 }
@@ -671,8 +665,7 @@ pub fn export(
         request.since.as_deref(),
         request.log_dir.as_ref(),
         &config,
-    )?
-    .reports;
+    )?;
     // Requests to keep: all, or those with a drifted feature outside the reference.
     let mut keep: Option<std::collections::HashSet<String>> = None;
     if request.drifted_only {

@@ -133,12 +133,8 @@ impl Evaluator {
         let log = AlertLog::new(&self.log_dir);
         let _lock = log.lock()?;
         let mut state = log.state()?;
-        let open: HashMap<String, Alert> = log
-            .read()?
-            .into_iter()
-            .filter(|v| v.resolved_ms.is_none())
-            .map(|v| (v.alert.id.clone(), v.alert))
-            .collect();
+        // The open alerts, read from the log only when one resolves.
+        let mut open: Option<HashMap<String, Alert>> = None;
         let needs_labels =
             self.config.models.values().flat_map(|m| &m.rules).any(|r| r.metric.needs_labels());
         let labels = if needs_labels { predlog::labels(&self.log_dir)? } else { Vec::new() };
@@ -226,7 +222,16 @@ impl Evaluator {
                         Some(Transition::Resolve) => {
                             let Some(id) = rule_state.alert_id.take() else { continue };
                             events.push(Event::Resolved { alert_id: id.clone(), time_ms: now_ms, value: v });
-                            if let Some(alert) = open.get(&id) {
+                            if open.is_none() {
+                                open = Some(
+                                    log.read()?
+                                        .into_iter()
+                                        .filter(|v| v.resolved_ms.is_none())
+                                        .map(|v| (v.alert.id.clone(), v.alert))
+                                        .collect(),
+                                );
+                            }
+                            if let Some(alert) = open.as_ref().and_then(|o| o.get(&id)) {
                                 outcome.resolved.push((alert.clone(), v));
                             }
                         }
