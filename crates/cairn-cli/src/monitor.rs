@@ -274,12 +274,9 @@ pub fn requests(repo: &Repo, request: &RequestsRequest) -> Result<(), Failure> {
         let rule = cairn_monitor::rules::Rule {
             name: alert.rule.clone(),
             metric: alert.metric.parse().map_err(|e: String| Failure::user(e, None))?,
-            op: match alert.op.as_str() {
-                ">" => cairn_monitor::rules::Op::Above,
-                ">=" => cairn_monitor::rules::Op::AtLeast,
-                "<" => cairn_monitor::rules::Op::Below,
-                _ => cairn_monitor::rules::Op::AtMost,
-            },
+            op: cairn_monitor::rules::Op::parse(&alert.op).ok_or_else(|| {
+                Failure::user(format!("alert {id} has an unknown operator `{}`", alert.op), None)
+            })?,
             threshold: alert.threshold,
             window: alert.window_end_ms - alert.window_start_ms,
             hold: 0,

@@ -179,6 +179,11 @@ impl Op {
         }
     }
 
+    /// The operator written as `>`, `>=`, `<` or `<=`.
+    pub fn parse(symbol: &str) -> Option<Self> {
+        [Self::Above, Self::AtLeast, Self::Below, Self::AtMost].into_iter().find(|op| op.symbol() == symbol)
+    }
+
     pub fn symbol(self) -> &'static str {
         match self {
             Self::Above => ">",
