@@ -670,10 +670,10 @@ fn graceful_shutdown_finishes_a_request_in_flight() {
     server.stop();
 }
 
-#[test]
-fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() {
+/// The fixture project with `churn2@production`: the churn model registered with training
+/// data of ages 18–80 and three plans (500 rows: the statistical tests apply).
+fn churn_with_training_data() -> TestRepo {
     let repo = project();
-    // Training data: ages 18–80, three plans (500 rows: the statistical tests apply).
     let mut csv = String::from("age,tenure,plan\n");
     for i in 0..500 {
         csv.push_str(&format!(
@@ -686,6 +686,12 @@ fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() 
     repo.write("train.csv", csv);
     repo.ok(&["model", "register", "churn2", "models/churn.onnx", "--training-data", "train.csv"]);
     repo.ok(&["model", "alias", "churn2@1", "production"]);
+    repo
+}
+
+#[test]
+fn monitor_reports_drift_against_the_training_data_and_the_requests_behind_it() {
+    let repo = churn_with_training_data();
     let server = Server::start(&repo, &["churn2@production"]);
     // Production: older customers, a plan the training data never had; tenure as before.
     for i in 0..200 {
@@ -863,19 +869,7 @@ fn wait_for_alerts(repo: &TestRepo, done: impl Fn(&[Value]) -> bool) -> Vec<Valu
 
 #[test]
 fn rules_open_alerts_deliver_them_with_retries_and_resolve_without_flapping() {
-    let repo = project();
-    let mut csv = String::from("age,tenure,plan\n");
-    for i in 0..500 {
-        csv.push_str(&format!(
-            "{},{},{}\n",
-            18 + (i * 37) % 63,
-            (i * 11) % 73,
-            ["basic", "pro", "enterprise"][i % 3]
-        ));
-    }
-    repo.write("train.csv", csv);
-    repo.ok(&["model", "register", "churn2", "models/churn.onnx", "--training-data", "train.csv"]);
-    repo.ok(&["model", "alias", "churn2@1", "production"]);
+    let repo = churn_with_training_data();
     let (hook, received) = webhook();
     repo.write(
         "monitor.yaml",

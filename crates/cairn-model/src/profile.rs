@@ -74,13 +74,7 @@ pub fn profile_file(path: &Path, source: &str) -> Result<Value, ModelError> {
             }
         }
     }
-    let profiles: Vec<Value> = headers
-        .iter()
-        .zip(columns)
-        .zip(missing_counts)
-        .map(|((name, values), missing)| column_profile(name, values, missing))
-        .collect();
-    Ok(json!({"format": "cairn-profile-v1", "source": source, "rows": rows, "columns": profiles}))
+    Ok(assemble(source, rows, &headers, columns, missing_counts))
 }
 
 /// A Parquet file's columns as text cells (numbers formatted so they parse back exactly).
@@ -160,13 +154,24 @@ fn profile_parquet(path: &Path, source: &str) -> Result<Value, ModelError> {
             }
         }
     }
+    Ok(assemble(source, rows, &headers, columns, missing_counts))
+}
+
+/// The profile document of a table read as text cells per column.
+fn assemble(
+    source: &str,
+    rows: u64,
+    headers: &[String],
+    columns: Vec<Vec<String>>,
+    missing: Vec<u64>,
+) -> Value {
     let profiles: Vec<Value> = headers
         .iter()
         .zip(columns)
-        .zip(missing_counts)
+        .zip(missing)
         .map(|((name, values), missing)| column_profile(name, values, missing))
         .collect();
-    Ok(json!({"format": "cairn-profile-v1", "source": source, "rows": rows, "columns": profiles}))
+    json!({"format": "cairn-profile-v1", "source": source, "rows": rows, "columns": profiles})
 }
 
 fn column_profile(name: &str, values: Vec<String>, missing: u64) -> Value {
