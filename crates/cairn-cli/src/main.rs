@@ -612,6 +612,18 @@ struct MonitorSelect {
     log_dir: Option<PathBuf>,
 }
 
+impl MonitorSelect {
+    /// The selection of `model`'s predictions, paths relative to `cwd`.
+    fn resolve(self, model: String, cwd: &Path) -> monitor::Selection {
+        monitor::Selection {
+            model,
+            version: self.version,
+            since: self.since,
+            log_dir: self.log_dir.map(|d| cwd.join(d)),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum MonitorCommand {
     /// The logged requests behind a drifted feature (values the training data never had) or an alert.
@@ -1080,15 +1092,11 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         ),
         Command::Monitor { action: Some(action), .. } => {
             let repo = context.open()?;
-            let dir = |d: Option<PathBuf>| d.map(|d| context.cwd.join(d));
             match action {
                 MonitorCommand::Requests { model, feature, alert, select, output } => monitor::requests(
                     &repo,
                     &monitor::RequestsRequest {
-                        model,
-                        version: select.version,
-                        since: select.since,
-                        log_dir: dir(select.log_dir),
+                        select: select.resolve(model, &context.cwd),
                         feature,
                         alert,
                         json: output.json,
@@ -1105,10 +1113,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 } => monitor::export(
                     &repo,
                     &monitor::ExportRequest {
-                        model,
-                        version: select.version,
-                        since: select.since,
-                        log_dir: dir(select.log_dir),
+                        select: select.resolve(model, &context.cwd),
                         out: context.cwd.join(out),
                         format,
                         drifted_only,
@@ -1122,10 +1127,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Monitor { action: None, model, select, html, window, output } => monitor::monitor(
             &context.open()?,
             &monitor::MonitorRequest {
-                model: model.unwrap_or_default(),
-                version: select.version,
-                since: select.since,
-                log_dir: select.log_dir.map(|d| context.cwd.join(d)),
+                select: select.resolve(model.unwrap_or_default(), &context.cwd),
                 html: html.map(|h| context.cwd.join(h)),
                 window,
                 json: output.json,

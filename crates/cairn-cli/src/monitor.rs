@@ -22,11 +22,16 @@ use crate::failure::Failure;
 use crate::output::out;
 use crate::plots::{escape, sparkline};
 
-pub struct MonitorRequest {
+/// Which logged predictions a `cairn monitor` command reads.
+pub struct Selection {
     pub model: String,
     pub version: Option<i64>,
     pub since: Option<String>,
     pub log_dir: Option<PathBuf>,
+}
+
+pub struct MonitorRequest {
+    pub select: Selection,
     pub html: Option<PathBuf>,
     /// Buckets for live quality (labels per window of prediction time).
     pub window: Option<String>,
@@ -35,10 +40,7 @@ pub struct MonitorRequest {
 
 /// `cairn monitor requests MODEL (--feature F | --alert ID)`.
 pub struct RequestsRequest {
-    pub model: String,
-    pub version: Option<i64>,
-    pub since: Option<String>,
-    pub log_dir: Option<PathBuf>,
+    pub select: Selection,
     pub feature: Option<String>,
     pub alert: Option<String>,
     pub json: bool,
@@ -46,10 +48,7 @@ pub struct RequestsRequest {
 
 /// `cairn monitor export MODEL --out PATH`.
 pub struct ExportRequest {
-    pub model: String,
-    pub version: Option<i64>,
-    pub since: Option<String>,
-    pub log_dir: Option<PathBuf>,
+    pub select: Selection,
     pub out: PathBuf,
     /// `csv` or `parquet` (default: from the extension; a directory gets Parquet).
     pub format: Option<String>,
@@ -109,14 +108,9 @@ struct VersionReport {
 }
 
 /// What `cairn monitor` reads: each version's logged predictions, reference and profile.
-fn load(
-    repo: &Repo,
-    model: &str,
-    version: Option<i64>,
-    since: Option<&str>,
-    log_dir: Option<&PathBuf>,
-    config: &DriftConfig,
-) -> Result<Vec<VersionReport>, Failure> {
+fn load(repo: &Repo, select: &Selection, config: &DriftConfig) -> Result<Vec<VersionReport>, Failure> {
+    let Selection { model, version, since, log_dir } = select;
+    let (model, version, since) = (model.as_str(), *version, since.as_deref());
     let store = open_store(repo)?;
     if store.model(model).map_err(meta)?.is_none() {
         return Err(Failure::user(
@@ -128,7 +122,7 @@ fn load(
         Some(text) => predlog::now_ms() - parse_duration(text)?,
         None => 0,
     };
-    let dir = log_dir.cloned().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
+    let dir = log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
     let all = predlog::scan(&dir, since_ms).map_err(|e| Failure::user(e.to_string(), None))?;
     let labels =
         std::sync::Arc::new(predlog::feedback(&dir).map_err(|e| Failure::user(e.to_string(), None))?);
@@ -216,15 +210,8 @@ fn drift_config(repo: &Repo, model: &str) -> Result<DriftConfig, Failure> {
 }
 
 pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
-    let config = drift_config(repo, &request.model)?;
-    let mut reports = load(
-        repo,
-        &request.model,
-        request.version,
-        request.since.as_deref(),
-        request.log_dir.as_ref(),
-        &config,
-    )?;
+    let config = drift_config(repo, &request.select.model)?;
+    let mut reports = load(repo, &request.select, &config)?;
     if let Some(window) = &request.window {
         let window = parse_duration(window)?.max(1);
         for report in &mut reports {
@@ -239,16 +226,16 @@ pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
         }
     }
     if let Some(path) = &request.html {
-        std::fs::write(path, html(&request.model, &reports))
+        std::fs::write(path, html(&request.select.model, &reports))
             .map_err(|e| Failure::user(format!("cannot write {}: {e}", path.display()), None))?;
     }
     if request.json {
         return crate::output::json(&Value::Array(
-            reports.iter_mut().map(|r| report_json(&request.model, r)).collect(),
+            reports.iter_mut().map(|r| report_json(&request.select.model, r)).collect(),
         ));
     }
     for report in &mut reports {
-        print_report(&request.model, report)?;
+        print_report(&request.select.model, report)?;
     }
     if let Some(path) = &request.html {
         out(format!("wrote {}", path.display()))?;
@@ -258,17 +245,18 @@ pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
 
 /// `cairn monitor requests`: the logged requests behind a drifted feature or an alert.
 pub fn requests(repo: &Repo, request: &RequestsRequest) -> Result<(), Failure> {
-    let dir = request.log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
+    let dir =
+        request.select.log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
     if let Some(id) = &request.alert {
         let log = cairn_monitor::alerts::AlertLog::new(&dir);
         let view = log.get(id).map_err(|e| Failure::user(e.to_string(), None))?.ok_or_else(|| {
             Failure::user(format!("no alert `{id}`"), Some("list them with `cairn alerts --all`"))
         })?;
         let alert = view.alert;
-        if alert.model != request.model {
+        if alert.model != request.select.model {
             return Err(Failure::usage(format!(
                 "alert {id} is about `{}`, not `{}`",
-                alert.model, request.model
+                alert.model, request.select.model
             )));
         }
         let rule = cairn_monitor::rules::Rule {
@@ -305,8 +293,8 @@ pub fn requests(repo: &Repo, request: &RequestsRequest) -> Result<(), Failure> {
     let Some(feature) = &request.feature else {
         return Err(Failure::usage("name what to list: --feature FEATURE or --alert ID"));
     };
-    let config = drift_config(repo, &request.model)?;
-    let reports = load(repo, &request.model, request.version, request.since.as_deref(), Some(&dir), &config)?;
+    let config = drift_config(repo, &request.select.model)?;
+    let reports = load(repo, &request.select, &config)?;
     let found = outside(&reports, feature)?;
     list_requests(&found, feature, request.json)
 }
@@ -654,15 +642,8 @@ pub fn export(
     } else {
         request.out.join(format!("production.{format}"))
     };
-    let config = drift_config(repo, &request.model)?;
-    let reports = load(
-        repo,
-        &request.model,
-        request.version,
-        request.since.as_deref(),
-        request.log_dir.as_ref(),
-        &config,
-    )?;
+    let config = drift_config(repo, &request.select.model)?;
+    let reports = load(repo, &request.select, &config)?;
     // Requests to keep: all, or those with a drifted feature outside the reference.
     let mut keep: Option<std::collections::HashSet<String>> = None;
     if request.drifted_only {
