@@ -162,30 +162,21 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     }
     let routes = Arc::new(Routes::new(table));
     // Monitoring rules: evaluated continuously over the profiles the log writer keeps.
-    let monitor = if request.alerts && request.log && request.profiles {
-        crate::alerts::load_config(repo, request.monitor.as_deref())?
-    } else {
-        None
-    };
-    if monitor.is_none()
+    let evaluate = request.alerts && request.log && request.profiles;
+    let monitor = if evaluate { crate::alerts::load_config(repo, request.monitor.as_deref())? } else { None };
+    if let Some(path) = &request.monitor
         && request.alerts
-        && request.monitor.is_none()
-        && !(request.log && request.profiles)
-        && repo.root().join(cairn_monitor::rules::CONFIG_FILE).exists()
-        && !quiet
+        && monitor.is_none()
     {
+        return Err(Failure::user(
+            format!("no monitoring rules to evaluate from {}", path.display()),
+            Some("the file must exist, and the prediction log and its profiles must be on"),
+        ));
+    }
+    if request.alerts && !evaluate && !quiet && repo.root().join(cairn_monitor::rules::CONFIG_FILE).exists() {
         eprintln!(
             "warning: monitor.yaml's rules are not evaluated: they need the prediction log and its profiles (drop --no-log / --no-profile)"
         );
-    }
-    if request.monitor.is_some() && monitor.is_none() && request.alerts {
-        return Err(Failure::user(
-            format!(
-                "no monitoring rules to evaluate from {}",
-                request.monitor.as_deref().unwrap_or(std::path::Path::new("")).display()
-            ),
-            Some("the file must exist, and the prediction log and its profiles must be on"),
-        ));
     }
     let log_dir =
         request.log.then(|| request.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR)));
