@@ -160,18 +160,13 @@ impl Remote {
             if !seen.insert(*digest) {
                 continue;
             }
-            let path = store.object_path(digest);
-            let size = match std::fs::metadata(&path) {
-                Ok(meta) => meta.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if index.contains(digest) {
-                        report.objects_skipped += 1;
-                    } else {
-                        report.missing_locally.push(*digest);
-                    }
-                    continue;
+            let Some(size) = store.object_size(digest)? else {
+                if index.contains(digest) {
+                    report.objects_skipped += 1;
+                } else {
+                    report.missing_locally.push(*digest);
                 }
-                Err(e) => return Err(crate::index::io_error("stat", &path, e)),
+                continue;
             };
             if index.contains(digest) {
                 report.objects_skipped += 1;
@@ -607,20 +602,24 @@ async fn fetch_range(
     // on ext4 (measured in issue 2), so cache writes run one per core.
     let _permit = writers.acquire_owned().await.map_err(|e| RemoteError::Internal(e.to_string()))?;
     let mut done = blocking(move || {
+        let objects: Vec<(Digest, &[u8])> = read
+            .pieces
+            .iter()
+            .map(|&(digest, offset, length)| (digest, read.piece(&bytes, offset, length)))
+            .collect();
+        let corrupt = store.put_verified_batch(&objects)?;
         let mut done = FetchDone::default();
-        for &(digest, offset, length) in &read.pieces {
-            match store.put_verified(&digest, read.piece(&bytes, offset, length)) {
-                Ok(_) => {
-                    done.objects += 1;
-                    done.bytes += length;
-                }
-                Err(StoreError::Corrupt { actual, .. }) => {
-                    done.corrupt.push((digest, format!("its bytes in pack {pack} hash to {actual}")))
-                }
-                Err(other) => return Err(other.into()),
+        for (digest, data) in &objects {
+            if !corrupt.iter().any(|(bad, _)| bad == digest) {
+                done.objects += 1;
+                done.bytes += data.len() as u64;
             }
-            let _ = progress.send((1, length));
         }
+        for (digest, actual) in corrupt {
+            done.corrupt.push((digest, format!("its bytes in pack {pack} hash to {actual}")));
+        }
+        let sum = objects.iter().map(|(_, data)| data.len() as u64).sum();
+        let _ = progress.send((objects.len() as u64, sum));
         Ok(done)
     })
     .await?;

@@ -29,6 +29,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod link;
+mod pack;
 mod stat;
 
 use std::fs::{self, File};
@@ -70,6 +71,8 @@ pub enum StoreError {
     MissingObject { digest: Digest, path: PathBuf },
     #[error("cache object {expected} is corrupt: its content hashes to {actual}")]
     Corrupt { expected: Digest, actual: Digest },
+    #[error("pack `{path}` is damaged: {reason}; run `cairn fsck`, then fetch again what it reports missing")]
+    DamagedPack { path: PathBuf, reason: String },
     #[error("no link strategy in `{strategy}` could place `{path}`: {source}")]
     LinkFailed { strategy: String, path: PathBuf, source: io::Error },
 }
@@ -113,6 +116,16 @@ pub struct Store {
     reflink_unsupported: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Set when `O_TMPFILE` + `linkat` does not work here; writes then use named temporaries.
     tmpfile_unsupported: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    packs: std::sync::Arc<pack::Packs>,
+    /// Whether [`Store::put_verified_batch`] writes packs (false: loose objects, for link
+    /// strategies that share objects with the work tree).
+    packing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Where an object was found.
+enum Found {
+    Loose(PathBuf),
+    Packed(std::sync::Arc<pack::PackFile>, u64, u64),
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -145,6 +158,8 @@ impl Store {
             tmp,
             reflink_unsupported: Default::default(),
             tmpfile_unsupported: Default::default(),
+            packs: std::sync::Arc::new(pack::Packs::new(root.join("packs-v1"))),
+            packing: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -152,18 +167,98 @@ impl Store {
         &self.root
     }
 
-    /// Where the object named `digest` lives (whether or not it exists).
+    /// Where the object named `digest` lives as a loose file (whether or not it exists; it
+    /// may be in a pack instead, see [`Store::loose_path`]).
     pub fn object_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.objects.join(&hex[..2]).join(&hex[2..])
     }
 
+    /// Whether the cache has the object, loose or packed.
     pub fn contains(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.find(digest, pack::Refresh::IfChanged)?.is_some())
+    }
+
+    /// Finds an object: in a loaded pack, then as a loose file, then in packs written by
+    /// others since the last look, as far as `refresh` says.
+    fn find(&self, digest: &Digest, refresh: pack::Refresh) -> Result<Option<Found>> {
+        if let Some((pack, offset, length)) = self.packs.locate(digest, pack::Refresh::Never)? {
+            return Ok(Some(Found::Packed(pack, offset, length)));
+        }
         let path = self.object_path(digest);
         match fs::symlink_metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::io("look up", path, e)),
+            Ok(_) => return Ok(Some(Found::Loose(path))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("look up", path, e)),
+        }
+        Ok(self
+            .packs
+            .locate(digest, refresh)?
+            .map(|(pack, offset, length)| Found::Packed(pack, offset, length)))
+    }
+
+    /// The size of the object, or `None` if the cache lacks it.
+    pub fn object_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.find(digest, pack::Refresh::IfChanged)? {
+            Some(Found::Packed(_, _, length)) => Ok(Some(length)),
+            Some(Found::Loose(path)) => match fs::metadata(&path) {
+                Ok(meta) => Ok(Some(meta.len())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(StoreError::io("stat", path, e)),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Whether [`Store::put_verified_batch`] writes packs (the default) or loose objects.
+    /// Loose objects suit link strategies that share objects with the work tree (hard and
+    /// symbolic links, reflinks), which need a file per object anyway.
+    pub fn set_packing(&self, packing: bool) {
+        self.packing.store(packing, Ordering::Relaxed);
+    }
+
+    /// Stores objects that arrived from elsewhere, each under the digest it is supposed to
+    /// have, as one pack (or as loose objects, see [`Store::set_packing`]). Each is hashed
+    /// first; those that do not match are not stored and are returned with the digest their
+    /// bytes really have. Objects the cache already has are skipped.
+    pub fn put_verified_batch(&self, objects: &[(Digest, &[u8])]) -> Result<Vec<(Digest, Digest)>> {
+        let mut corrupt = Vec::new();
+        if !self.packing.load(Ordering::Relaxed) {
+            for (digest, bytes) in objects {
+                match self.put_verified(digest, bytes) {
+                    Ok(_) => {}
+                    Err(StoreError::Corrupt { expected, actual }) => corrupt.push((expected, actual)),
+                    Err(other) => return Err(other),
+                }
+            }
+            return Ok(corrupt);
+        }
+        let mut good = Vec::with_capacity(objects.len());
+        for &(digest, bytes) in objects {
+            let actual = hash_bytes(bytes);
+            if actual != digest {
+                corrupt.push((digest, actual));
+            } else if self.packs.locate(&digest, pack::Refresh::Never)?.is_none() {
+                good.push((digest, bytes));
+            }
+        }
+        if !good.is_empty() {
+            self.packs.write(&self.tmp, &good)?;
+        }
+        Ok(corrupt)
+    }
+
+    /// The path of the object as a loose file, writing it out of its pack first if it is
+    /// packed (for readers that need a file: streaming, links, uploads).
+    pub fn loose_path(&self, digest: &Digest) -> Result<PathBuf> {
+        match self.find(digest, pack::Refresh::Always)? {
+            Some(Found::Loose(path)) => Ok(path),
+            Some(Found::Packed(pack, offset, length)) => {
+                let bytes = pack.read(digest, offset, length)?;
+                self.write_object(digest, &bytes)?;
+                Ok(self.object_path(digest))
+            }
+            None => Err(StoreError::MissingObject { digest: *digest, path: self.object_path(digest) }),
         }
     }
 
@@ -396,8 +491,20 @@ impl Store {
 
     /// Reads a whole object, verifying its digest.
     pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>> {
+        if let Some((pack, offset, length)) = self.packs.locate(digest, pack::Refresh::Never)? {
+            return pack.read(digest, offset, length);
+        }
         let path = self.object_path(digest);
-        let bytes = fs::read(&path).map_err(|e| self.map_missing(digest, &path, e, "read"))?;
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some((pack, offset, length)) = self.packs.locate(digest, pack::Refresh::Always)? {
+                    return pack.read(digest, offset, length);
+                }
+                return Err(self.map_missing(digest, &path, e, "read"));
+            }
+            Err(e) => return Err(StoreError::io("read", path, e)),
+        };
         let actual = hash_bytes(&bytes);
         if actual != *digest {
             return Err(StoreError::Corrupt { expected: *digest, actual });
@@ -405,9 +512,9 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Opens an object for streaming.
+    /// Opens an object for streaming (a packed object is written out as a loose file first).
     pub fn open_object(&self, digest: &Digest) -> Result<File> {
-        let path = self.object_path(digest);
+        let path = self.loose_path(digest)?;
         File::open(&path).map_err(|e| self.map_missing(digest, &path, e, "open"))
     }
 
@@ -421,8 +528,14 @@ impl Store {
 
     /// Hashes an object's content and compares it with its name.
     pub fn verify(&self, digest: &Digest) -> Result<()> {
-        let mut file = self.open_object(digest)?;
-        let path = self.object_path(digest);
+        let path = match self.find(digest, pack::Refresh::Always)? {
+            Some(Found::Packed(pack, offset, length)) => return pack.read(digest, offset, length).map(drop),
+            Some(Found::Loose(path)) => path,
+            None => {
+                return Err(StoreError::MissingObject { digest: *digest, path: self.object_path(digest) });
+            }
+        };
+        let mut file = File::open(&path).map_err(|e| self.map_missing(digest, &path, e, "open"))?;
         let size = file.metadata().map_err(|e| StoreError::io("stat", &path, e))?.len();
         let (actual, _) = hash_reader(&mut file, size, None).map_err(|e| StoreError::io("read", &path, e))?;
         if actual != *digest {
@@ -451,18 +564,37 @@ impl Store {
                 out.push((digest, size));
             }
         }
+        out.extend(self.packs.list()?);
         out.sort_unstable();
+        out.dedup_by_key(|(digest, _)| *digest);
         Ok(out)
     }
 
-    /// Deletes an object. Missing objects are not an error.
+    /// Deletes an object, loose and packed. Missing objects are not an error.
     pub fn remove(&self, digest: &Digest) -> Result<()> {
-        let path = self.object_path(digest);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io("delete", path, e)),
+        self.remove_many(std::slice::from_ref(digest))
+    }
+
+    /// Deletes objects, loose and packed: packs holding some of them are rewritten without
+    /// them (the new pack is complete before the old one goes). Missing objects are not an
+    /// error.
+    pub fn remove_many(&self, digests: &[Digest]) -> Result<()> {
+        for digest in digests {
+            let path = self.object_path(digest);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("delete", path, e)),
+            }
         }
+        let doomed: rustc_hash::FxHashSet<Digest> = digests.iter().copied().collect();
+        self.packs.remove(&self.tmp, &doomed).map(drop)
+    }
+
+    /// Pack indexes that cannot be used (damaged or without their pack), with why; their
+    /// objects count as absent. Up to date as of the last [`Store::list`].
+    pub fn damaged_packs(&self) -> Vec<(PathBuf, String)> {
+        self.packs.damaged()
     }
 
     /// Removes temporary files older than `min_age` left by interrupted writers; returns how
@@ -482,7 +614,7 @@ impl Store {
                 freed += meta.len();
             }
         }
-        Ok(freed)
+        Ok(freed + self.packs.clean_orphans(min_age)?)
     }
 
     /// Makes every write to the cache's filesystem durable (one `syncfs`), so that pointers
@@ -505,13 +637,74 @@ impl Store {
         executable: bool,
         strategy: &LinkStrategy,
     ) -> Result<(LinkKind, FileStat)> {
+        if let Some((pack, offset, length)) = self.packs.locate(digest, pack::Refresh::Never)? {
+            return self.materialize_packed(digest, &pack, offset, length, dest, executable, strategy);
+        }
         let object = self.object_path(digest);
-        link::place(&object, dest, executable, strategy, &self.reflink_unsupported).map_err(|e| match e {
-            StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound && !object.exists() => {
-                StoreError::MissingObject { digest: *digest, path: object.clone() }
+        match link::place(&object, dest, executable, strategy, &self.reflink_unsupported) {
+            Err(StoreError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && !object.exists() =>
+            {
+                match self.packs.locate(digest, pack::Refresh::Always)? {
+                    Some((pack, offset, length)) => {
+                        self.materialize_packed(digest, &pack, offset, length, dest, executable, strategy)
+                    }
+                    None => Err(StoreError::MissingObject { digest: *digest, path: object.clone() }),
+                }
             }
             other => other,
-        })
+        }
+    }
+
+    /// [`Store::materialize`] for a packed object. A pack holds no file to clone or link, so
+    /// where the strategy's first usable kind is a copy the object's bytes are written
+    /// straight from the pack (verified); otherwise the object is first written out as a loose
+    /// file and placed from there.
+    #[allow(clippy::too_many_arguments)]
+    fn materialize_packed(
+        &self,
+        digest: &Digest,
+        pack: &pack::PackFile,
+        offset: u64,
+        length: u64,
+        dest: &Path,
+        executable: bool,
+        strategy: &LinkStrategy,
+    ) -> Result<(LinkKind, FileStat)> {
+        let reflink_known_unsupported = self.reflink_unsupported.load(Ordering::Relaxed);
+        let first = strategy.kinds().iter().copied().find(|kind| match kind {
+            LinkKind::Reflink => !reflink_known_unsupported,
+            LinkKind::Hardlink | LinkKind::Symlink => !executable,
+            LinkKind::Copy => true,
+        });
+        if matches!(first, Some(LinkKind::Copy)) || (first.is_none() && executable) {
+            let bytes = pack.read(digest, offset, length)?;
+            let stat = link::write_new(&bytes, dest, executable)?;
+            return Ok((LinkKind::Copy, stat));
+        }
+        let object = self.loose_path(digest)?;
+        link::place(&object, dest, executable, strategy, &self.reflink_unsupported)
+    }
+
+    /// Whether reflinks work in this cache's filesystem (tried once, with two empty
+    /// temporaries; remembered for the rest of the process).
+    pub fn reflinks_work(&self) -> bool {
+        if self.reflink_unsupported.load(Ordering::Relaxed) {
+            return false;
+        }
+        let works = (|| -> io::Result<bool> {
+            let (source, source_path) = self.create_tmp().map_err(|_| io::Error::other("tmp"))?;
+            let (dest, dest_path) = self.create_tmp().map_err(|_| io::Error::other("tmp"))?;
+            let result = reflink_copy::reflink_file(&source, &dest);
+            let _ = fs::remove_file(source_path);
+            let _ = fs::remove_file(dest_path);
+            Ok(result.is_ok())
+        })()
+        .unwrap_or(false);
+        if !works {
+            self.reflink_unsupported.store(true, Ordering::Relaxed);
+        }
+        works
     }
 }
 
@@ -672,5 +865,157 @@ mod tests {
         assert!(matches!(store.read_verified(&digest), Err(StoreError::Corrupt { .. })));
         store.remove(&digest).unwrap();
         assert!(matches!(store.verify(&digest), Err(StoreError::MissingObject { .. })));
+    }
+}
+
+#[cfg(test)]
+mod pack_tests {
+    use super::*;
+
+    fn packed_store(dir: &Path) -> (Store, Vec<(Digest, Vec<u8>)>) {
+        let store = Store::open(&dir.join("cache")).unwrap();
+        let objects: Vec<(Digest, Vec<u8>)> = (0..50u32)
+            .map(|i| {
+                let bytes = format!("object {i} ").repeat(i as usize + 1).into_bytes();
+                (hash_bytes(&bytes), bytes)
+            })
+            .collect();
+        let batch: Vec<(Digest, &[u8])> = objects.iter().map(|(d, b)| (*d, b.as_slice())).collect();
+        assert!(store.put_verified_batch(&batch).unwrap().is_empty());
+        (store, objects)
+    }
+
+    #[test]
+    fn packed_objects_are_found_read_listed_and_checked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, objects) = packed_store(dir.path());
+        assert_eq!(fs::read_dir(store.root().join("packs-v1")).unwrap().count(), 2, "one pack, one index");
+        assert_eq!(fs::read_dir(store.root().join("objects-v1")).unwrap().count(), 0, "nothing loose");
+        for (digest, bytes) in &objects {
+            assert!(store.contains(digest).unwrap());
+            assert_eq!(store.object_size(digest).unwrap(), Some(bytes.len() as u64));
+            assert_eq!(&store.read_verified(digest).unwrap(), bytes);
+            store.verify(digest).unwrap();
+        }
+        let listed: Vec<Digest> = store.list().unwrap().into_iter().map(|(d, _)| d).collect();
+        let mut expected: Vec<Digest> = objects.iter().map(|(d, _)| *d).collect();
+        expected.sort();
+        assert_eq!(listed, expected);
+
+        // Copies come straight from the pack; links need a loose file, written on demand.
+        let (digest, bytes) = &objects[7];
+        let copy = dir.path().join("copy");
+        let (kind, stat) = store.materialize(digest, &copy, false, &"copy".parse().unwrap()).unwrap();
+        assert_eq!((kind, fs::read(&copy).unwrap()), (LinkKind::Copy, bytes.clone()));
+        assert_eq!(stat, FileStat::of_path(&copy).unwrap());
+        assert!(!store.object_path(digest).exists());
+        let exe = dir.path().join("exe");
+        let (kind, stat) = store.materialize(digest, &exe, true, &"hardlink".parse().unwrap()).unwrap();
+        assert!(kind == LinkKind::Copy && stat.executable());
+        let link = dir.path().join("link");
+        let (kind, _) = store.materialize(digest, &link, false, &"hardlink".parse().unwrap()).unwrap();
+        assert_eq!(kind, LinkKind::Hardlink);
+        assert_eq!(fs::read(&link).unwrap(), *bytes);
+        assert!(store.object_path(digest).exists(), "the hard link needed a loose object");
+        let mut streamed = Vec::new();
+        store.open_object(&objects[8].0).unwrap().read_to_end(&mut streamed).unwrap();
+        assert_eq!(streamed, objects[8].1);
+    }
+
+    #[test]
+    fn another_process_sees_packs_written_after_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let early = Store::open(&dir.path().join("cache")).unwrap();
+        let digest = hash_bytes(b"late");
+        assert!(!early.contains(&digest).unwrap());
+        let writer = Store::open(&dir.path().join("cache")).unwrap();
+        writer.put_verified_batch(&[(digest, b"late")]).unwrap();
+        assert_eq!(early.read_verified(&digest).unwrap(), b"late");
+    }
+
+    #[test]
+    fn damaged_input_is_refused_and_damaged_packs_are_reported_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let good = hash_bytes(b"good");
+        let claimed = hash_bytes(b"claimed");
+        let corrupt = store.put_verified_batch(&[(good, b"good"), (claimed, b"forged")]).unwrap();
+        assert_eq!(corrupt, vec![(claimed, hash_bytes(b"forged"))]);
+        assert!(store.contains(&good).unwrap() && !store.contains(&claimed).unwrap());
+
+        // Bytes damaged inside the pack: the read fails, nothing wrong reaches a file.
+        let pack = fs::read_dir(store.root().join("packs-v1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "pack"))
+            .unwrap();
+        fs::set_permissions(&pack, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut bytes = fs::read(&pack).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&pack, &bytes).unwrap();
+        let fresh = Store::open(&dir.path().join("cache")).unwrap();
+        assert!(matches!(fresh.verify(&good), Err(StoreError::Corrupt { .. })));
+        let dest = dir.path().join("out");
+        assert!(fresh.materialize(&good, &dest, false, &LinkStrategy::default()).is_err());
+        assert!(!dest.exists());
+
+        // A damaged index makes its objects absent and is reported, without breaking the rest.
+        let index = pack.with_extension("idx");
+        fs::set_permissions(&index, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&index, b"CAIRNLI\x01 truncated").unwrap();
+        let other = fresh.put_bytes(b"loose one").unwrap();
+        let fresh = Store::open(&dir.path().join("cache")).unwrap();
+        assert_eq!(fresh.list().unwrap().len(), 1);
+        assert!(fresh.contains(&other).unwrap() && !fresh.contains(&good).unwrap());
+        assert_eq!(fresh.damaged_packs().len(), 1);
+    }
+
+    #[test]
+    fn removing_some_packed_objects_rewrites_the_pack_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, objects) = packed_store(dir.path());
+        let doomed: Vec<Digest> = objects.iter().step_by(2).map(|(d, _)| *d).collect();
+        store.remove_many(&doomed).unwrap();
+        for (i, (digest, bytes)) in objects.iter().enumerate() {
+            if i % 2 == 0 {
+                assert!(!store.contains(digest).unwrap());
+            } else {
+                assert_eq!(&store.read_verified(digest).unwrap(), bytes);
+            }
+        }
+        assert_eq!(fs::read_dir(store.root().join("packs-v1")).unwrap().count(), 2, "the old pack is gone");
+        let rest: Vec<Digest> = objects.iter().skip(1).step_by(2).map(|(d, _)| *d).collect();
+        store.remove_many(&rest).unwrap();
+        assert_eq!(fs::read_dir(store.root().join("packs-v1")).unwrap().count(), 0);
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_pack_left_without_its_index_is_cleaned_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = packed_store(dir.path());
+        let packs = store.root().join("packs-v1");
+        let index = fs::read_dir(&packs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "idx"))
+            .unwrap();
+        fs::remove_file(&index).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(store.clean_tmp(std::time::Duration::from_secs(3600)).unwrap(), 0, "too recent");
+        assert!(store.clean_tmp(std::time::Duration::ZERO).unwrap() > 0);
+        assert_eq!(fs::read_dir(&packs).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn without_packing_a_batch_is_stored_loose() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_packing(false);
+        let digest = hash_bytes(b"loose");
+        store.put_verified_batch(&[(digest, b"loose")]).unwrap();
+        assert!(store.object_path(&digest).exists());
+        assert!(!dir.path().join("packs-v1").exists());
     }
 }

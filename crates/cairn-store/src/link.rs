@@ -104,6 +104,33 @@ pub fn tmp_beside(dest: &Path) -> PathBuf {
     }
 }
 
+/// Writes `bytes` as a new file at `dest`, atomically replacing whatever is there, and
+/// returns its `stat`. The file is written completely under a temporary name beside `dest`
+/// and renamed into place, so a killed process never leaves a partial file at `dest`.
+pub(crate) fn write_new(bytes: &[u8], dest: &Path, executable: bool) -> Result<FileStat, StoreError> {
+    use std::io::Write;
+    let tmp = tmp_beside(dest);
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if executable { 0o755 } else { 0o644 })
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(bytes).map(|()| file));
+    let file = match written {
+        Ok(file) => file,
+        Err(error) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io("write", dest, error));
+        }
+    };
+    if let Err(error) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::io("replace", dest, error));
+    }
+    // Stat after the rename: it changes the ctime the stat cache compares.
+    FileStat::of_file(&file).map_err(|e| StoreError::io("stat", dest, e))
+}
+
 /// Creates `tmp` from `object` by one link kind; returns the new file, still open for copies.
 fn try_kind(
     kind: LinkKind,

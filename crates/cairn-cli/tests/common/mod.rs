@@ -160,6 +160,36 @@ impl TestRepo {
         out.sort();
         out
     }
+
+    /// The hex digests of every object in the cache, loose or in a local pack (read from the
+    /// pack indexes as `cairn-store`'s `pack` module documents them).
+    pub fn cached_digests(&self) -> std::collections::BTreeSet<String> {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut out = std::collections::BTreeSet::new();
+        let cache = self.root.join(".cairn/cache");
+        if let Ok(shards) = std::fs::read_dir(cache.join("objects-v1")) {
+            for shard in shards {
+                let shard = shard.unwrap().path();
+                let prefix = shard.file_name().unwrap().to_string_lossy().into_owned();
+                for entry in std::fs::read_dir(&shard).unwrap() {
+                    out.insert(format!("{prefix}{}", entry.unwrap().file_name().to_string_lossy()));
+                }
+            }
+        }
+        if let Ok(packs) = std::fs::read_dir(cache.join("packs-v1")) {
+            for entry in packs {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "idx") {
+                    let index = std::fs::read(&path).unwrap();
+                    let count = u32::from_le_bytes(index[8..12].try_into().unwrap()) as usize;
+                    for i in 0..count {
+                        out.insert(hex(&index[12 + i * 48..12 + i * 48 + 32]));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 pub fn make_writable(path: &Path) {

@@ -149,10 +149,9 @@ impl Repo {
                 report.unreferenced.len() as u64,
                 report.unreferenced_bytes(),
             );
-            for (digest, size) in &report.unreferenced {
-                self.store.remove(digest)?;
-                reporter.advance(1, *size);
-            }
+            let doomed: Vec<Digest> = report.unreferenced.iter().map(|(digest, _)| *digest).collect();
+            self.store.remove_many(&doomed)?;
+            reporter.advance(doomed.len() as u64, report.unreferenced_bytes());
             reporter.finish();
             report.tmp_bytes_freed = self.store.clean_tmp(std::time::Duration::from_secs(3600))?;
             report.deleted = true;
@@ -182,6 +181,9 @@ impl Repo {
         });
         reporter.finish();
         report.problems.extend(corrupt);
+        for (path, reason) in self.store.damaged_packs() {
+            report.problems.push(format!("pack index `{}` is unusable: {reason}", path.display()));
+        }
         let present: HashSet<Digest> = objects.iter().map(|(d, _)| *d).collect();
         let (tracked, invalid) = self.tracked_lenient(None);
         report.problems.extend(invalid.into_iter().map(|e| e.to_string()));

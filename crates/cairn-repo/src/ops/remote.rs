@@ -243,6 +243,7 @@ impl Repo {
         sources: &[Source],
         reporter: &dyn Reporter,
     ) -> Result<Needed> {
+        self.store.set_packing(self.packs_fetched_objects());
         let (mut objects, unknown) = self.needed(sources)?;
         if unknown.is_empty() {
             return Ok(Needed {
@@ -260,6 +261,19 @@ impl Repo {
         objects.extend(more.into_iter().filter(|(d, _)| !fetched.contains(d)));
         let unknown = still.into_iter().map(|j| unknown[j]).collect();
         Ok(Needed { objects, unknown, manifests: report, fetched })
+    }
+
+    /// Whether fetched small objects go into local packs. A pack holds no file per object, so
+    /// where the work tree shares objects (hard or symbolic links, or reflinks where they
+    /// work) the objects are written loose instead, as checkout would need them anyway.
+    fn packs_fetched_objects(&self) -> bool {
+        use cairn_store::LinkKind;
+        let kinds = self.settings.link.kinds();
+        match kinds.first() {
+            Some(LinkKind::Hardlink | LinkKind::Symlink) => false,
+            Some(LinkKind::Reflink) => !self.store.reflinks_work(),
+            _ => true,
+        }
     }
 
     /// Uploads the objects of the selected pointers that the remote lacks.
