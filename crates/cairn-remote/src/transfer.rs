@@ -160,6 +160,13 @@ impl Remote {
             if !seen.insert(*digest) {
                 continue;
             }
+            // Most objects of a repeated push are already there: answer those from the
+            // index (a blob's entry has its size) without touching the cache.
+            if let Some(at) = index.blob(digest) {
+                report.objects_skipped += 1;
+                report.bytes_skipped += at.entry.length;
+                continue;
+            }
             let Some(size) = store.object_size(digest)? else {
                 if index.contains(digest) {
                     report.objects_skipped += 1;

@@ -199,15 +199,17 @@ impl Store {
 
     /// The size of the object, or `None` if the cache lacks it.
     pub fn object_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        match self.find(digest, pack::Refresh::IfChanged)? {
-            Some(Found::Packed(_, _, length)) => Ok(Some(length)),
-            Some(Found::Loose(path)) => match fs::metadata(&path) {
-                Ok(meta) => Ok(Some(meta.len())),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(StoreError::io("stat", path, e)),
-            },
-            None => Ok(None),
+        // One `stat` for a loose object (the common case when pushing what was added here).
+        if let Some((_, _, length)) = self.packs.locate(digest, pack::Refresh::Never)? {
+            return Ok(Some(length));
         }
+        let path = self.object_path(digest);
+        match fs::metadata(&path) {
+            Ok(meta) => return Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("stat", path, e)),
+        }
+        Ok(self.packs.locate(digest, pack::Refresh::IfChanged)?.map(|(_, _, length)| length))
     }
 
     /// Whether [`Store::put_verified_batch`] writes packs (the default) or loose objects.
