@@ -9,6 +9,7 @@
 //!   .gitignore            ignores cache/, state/ and predictions/ (committed)
 //!   config                project configuration, TOML (committed)
 //!   cache/objects-v1/     content-addressed objects (see cairn_store)
+//!   cache/packs-v1/       fetched small objects, many to a file (see cairn_store)
 //!   cache/tmp/            in-flight object writes
 //!   state/lock            held by any Cairn process changing this repository
 //!   state/stat-cache-v1   path -> (stat, digest), see [`statcache`]

@@ -4,8 +4,13 @@
 //!
 //! ```text
 //! <cache>/objects-v1/<first 2 hex digits>/<remaining 62 hex digits>   read-only objects
+//! <cache>/packs-v1/<name>.pack, <name>.idx                           small objects, packed
 //! <cache>/tmp/                                                       in-flight writes
 //! ```
+//!
+//! Objects arriving in batches (a fetch) may be stored in packs instead of one file each; the
+//! format, its guarantees and a test vector are in the `pack` module's docs (`src/pack.rs`).
+//! Every read finds an object loose or packed alike.
 //!
 //! An object's file name is its BLAKE3 digest, so an object is valid exactly when the BLAKE3
 //! of its bytes equals its name; `cairn fsck` checks that. Objects are hashed from the very
