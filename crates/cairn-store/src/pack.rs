@@ -162,10 +162,15 @@ impl Packs {
                 _ => {}
             }
         }
+        Ok(Self::found(&*self.rescanned()?, digest))
+    }
+
+    /// Rescans the directory and returns the state, locked for writing.
+    fn rescanned(&self) -> Result<std::sync::RwLockWriteGuard<'_, Loaded>> {
         let mut state = self.write_state();
         let stamp = self.stamp()?;
         self.scan(&mut state, stamp)?;
-        Ok(Self::found(&state, digest))
+        Ok(state)
     }
 
     fn found(state: &Loaded, digest: &Digest) -> Option<(Arc<PackFile>, u64, u64)> {
@@ -276,9 +281,7 @@ impl Packs {
 
     /// Every packed object with its size (each once, whatever the number of copies).
     pub fn list(&self) -> Result<Vec<(Digest, u64)>> {
-        let mut state = self.write_state();
-        let stamp = self.stamp()?;
-        self.scan(&mut state, stamp)?;
+        let state = self.rescanned()?;
         Ok(state.objects.iter().map(|(digest, at)| (*digest, at.length)).collect())
     }
 
@@ -289,10 +292,7 @@ impl Packs {
 
     /// Every loaded pack (after a rescan).
     pub fn all(&self) -> Result<Vec<Arc<PackFile>>> {
-        let mut state = self.write_state();
-        let stamp = self.stamp()?;
-        self.scan(&mut state, stamp)?;
-        Ok(state.packs.clone())
+        Ok(self.rescanned()?.packs.clone())
     }
 
     /// Writes `objects` (already verified) as one pack and its index, through `tmp`. Returns
@@ -307,7 +307,7 @@ impl Packs {
         entries.sort_unstable_by_key(|e| e.0);
         entries.dedup_by_key(|e| e.0);
         let index = encode_index(&entries);
-        let name = hex(&index[index.len() - 32..]);
+        let name = Digest::blake3(index[index.len() - 32..].try_into().expect("32 bytes")).hex();
         fs::create_dir_all(&self.dir).map_err(|e| StoreError::io("create directory", &self.dir, e))?;
         let pack_path = self.dir.join(format!("{name}.pack"));
         let index_path = self.dir.join(format!("{name}.idx"));
@@ -367,9 +367,7 @@ impl Packs {
                 }
             }
         }
-        let mut state = self.write_state();
-        let stamp = self.stamp()?;
-        self.scan(&mut state, stamp)?;
+        drop(self.rescanned()?);
         Ok(freed)
     }
 
@@ -401,10 +399,6 @@ impl Packs {
 
 fn is_pack_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes `path` through a named temporary in `tmp` (same filesystem), renamed into place
@@ -495,8 +489,9 @@ mod tests {
         assert_eq!(&index[44..60], &[8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&index[60..92], hello.as_bytes());
         assert_eq!(&index[92..108], &[9, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(hex(&index[108..]), hash_bytes(&index[..108]).hex());
-        assert_eq!(hex(&index[108..]), VECTOR_NAME);
+        let check = Digest::blake3(index[108..].try_into().unwrap());
+        assert_eq!(check, hash_bytes(&index[..108]));
+        assert_eq!(check.hex(), VECTOR_NAME);
         assert_eq!(decode_index(&index).unwrap(), entries);
     }
 
