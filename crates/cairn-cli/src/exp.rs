@@ -561,7 +561,11 @@ pub fn apply(repo: &Repo, id: &str, reporter: &dyn cairn_repo::Reporter) -> Resu
     let run = find(&store, id)?;
     let files = kept_files(repo, &store, &run)?;
     for (path, bytes) in &files {
-        let target = repo.root().join(path);
+        // The record names repository-relative files; one that would leave the repository
+        // (`..`, or a symbolic link on the way) is refused before anything is written.
+        let rel = cairn_pipeline::spec::repo_path("", path)
+            .map_err(|e| Failure::user(format!("experiment {} names a file it cannot write: {e}", run.info.run_id), None))?;
+        let target = repo.prepare_write(rel.as_bytes())?;
         let tmp = target.with_file_name(format!(
             ".{}.cairn-tmp",
             target.file_name().and_then(|n| n.to_str()).unwrap_or("file")

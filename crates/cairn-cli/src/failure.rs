@@ -62,6 +62,15 @@ impl From<RepoError> for Failure {
             RepoError::InvalidPointer { .. } => Some(
                 "restore the file from Git (`git checkout -- FILE`) or fix it by hand; the schema is in ARCHITECTURE.md",
             ),
+            RepoError::UnsafeLink { access: "read", .. } => Some(
+                "a link leaving the repository would have its target stored and pushed; replace it with the data itself, or pass `--follow-external-symlinks` to `cairn add` (or set `cairn config --user core.follow-external-symlinks true`) if that is what you mean",
+            ),
+            RepoError::UnsafeLink { .. } => Some(
+                "like Git, Cairn never writes through a symbolic link that leaves the repository; remove the link (or replace it with a real directory) and run the command again",
+            ),
+            RepoError::Store(StoreError::CorruptObject { .. }) => Some(
+                "the cache object is damaged and nothing was written from it: run `cairn fsck`, remove the object it names, then `cairn fetch` or re-add the data from a good copy",
+            ),
             RepoError::InvalidManifest { .. } | RepoError::Store(StoreError::Corrupt { .. }) => Some(
                 "the cache is damaged: run `cairn fsck` to list every problem, then re-add the data from a good copy",
             ),

@@ -60,6 +60,10 @@ enum Command {
         /// Files or directories to track.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Follow symbolic links that lead out of the repository and store what they point
+        /// to (refused by default: `push` would upload files from outside the repository).
+        #[arg(long)]
+        follow_external_symlinks: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -771,15 +775,30 @@ struct Context {
     cwd: PathBuf,
 }
 
+/// The user config's path, after making sure no one else can read it: it may hold a
+/// remote's credentials. A file others could read is tightened to mode 600, with a warning.
+fn private_user_config() -> Option<PathBuf> {
+    let path = user_config_path()?;
+    match cairn_repo::config::make_private(&path) {
+        Ok(Some(mode)) => eprintln!(
+            "warning: `{}` was readable by others (mode {mode:o}); it may hold credentials, so it is now mode 600",
+            path.display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: could not make `{}` private: {e}", path.display()),
+    }
+    Some(path)
+}
+
 impl Context {
     fn open(&self) -> Result<Repo, Failure> {
-        Ok(Repo::open(&self.cwd, &OpenOptions { user_config: user_config_path() })?)
+        Ok(Repo::open(&self.cwd, &OpenOptions { user_config: private_user_config() })?)
     }
 
     /// The user's config file (`--user`) or the project's.
     fn config_file(&self, user: bool) -> Result<ConfigFile, Failure> {
         let path = if user {
-            user_config_path().ok_or_else(|| {
+            private_user_config().ok_or_else(|| {
                 Failure::user("cannot locate the user config: neither XDG_CONFIG_HOME nor HOME is set", None)
             })?
         } else {
@@ -815,8 +834,11 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Add { paths, output } => {
-            let repo = context.open()?;
+        Command::Add { paths, follow_external_symlinks, output } => {
+            let mut repo = context.open()?;
+            if follow_external_symlinks {
+                repo.follow_external_symlinks(true);
+            }
             let rels = paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<Vec<_>, _>>()?;
             let _lock = repo.lock(reporter)?;
             let outcomes = repo.add(&rels, reporter)?;

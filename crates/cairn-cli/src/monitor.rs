@@ -714,10 +714,8 @@ pub fn export(
     for row in &mut rows {
         row.resize(header.len(), Value::Null);
     }
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Failure::user(format!("cannot create {}: {e}", parent.display()), None))?;
-    }
+    // Inside the repository (it is added as a dataset below), through no link leading out.
+    repo.prepare_write(&repo.rel_path(&file)?)?;
     let tmp = file.with_extension(format!("{format}.tmp"));
     let written =
         if format == "csv" { write_csv(&tmp, &header, &rows) } else { write_parquet(&tmp, &header, &rows) };

@@ -128,6 +128,11 @@ impl GitRepo {
         &self.workdir
     }
 
+    /// Git's own directory (`.git`, or wherever a linked work tree's lives).
+    pub fn git_dir(&self) -> &Path {
+        self.repo.path()
+    }
+
     /// The commit id of HEAD, or `None` in a repository without commits.
     pub fn head(&self) -> Result<Option<String>> {
         match self.repo.head() {

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cairn_hash::hash_bytes;
+use cairn_repo::confine::Access;
 use cairn_repo::{NoReporter, Tracked};
 
 use crate::engine::{
@@ -349,9 +350,8 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             _ if stage.has_parts() => {
                 let plan = evaluation.parts.clone().unwrap_or_default();
                 let out = stage.outs[0].path.clone();
-                let out_abs = self.project.repo.root().join(&out);
-                std::fs::create_dir_all(&out_abs)
-                    .map_err(|e| PipelineError::io("create directory", &out_abs, e))?;
+                let out_abs = self.project.repo.prepare_write(out.as_bytes())?;
+                self.project.repo.confinement().create_dir_all(&out_abs)?;
                 let mut done = plan.locked.clone();
                 // Inputs or partitions that are gone take their outputs with them.
                 for (key, part) in &plan.removed {
@@ -437,9 +437,10 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     /// Deletes outputs (except `persist` ones) before the command runs, so nothing stale is
     /// mistaken for its output, and creates their parent directories.
     fn prepare_outputs(&self, stage: &Stage) -> Result<()> {
-        let root = self.project.repo.root();
         for out in &stage.outs {
-            let path = root.join(&out.path);
+            // Checks that no symbolic link on the way leads out of the repository (the output
+            // itself may be a link: it is removed, never followed), and creates its parents.
+            let path = self.project.repo.prepare_write(out.path.as_bytes())?;
             if !out.persist {
                 let removed = match std::fs::symlink_metadata(&path) {
                     Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
@@ -447,10 +448,6 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     Err(_) => Ok(()),
                 };
                 removed.map_err(|e| PipelineError::io("remove the old output", &path, e))?;
-            }
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| PipelineError::io("create directory", parent, e))?;
             }
         }
         Ok(())
@@ -608,8 +605,10 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         let Some(pointer) = content.to_pointer() else { return Ok(()) };
         let Ok(files) = self.project.repo.content_files(&pointer) else { return Ok(()) };
         let base = self.project.repo.root().join(out);
+        let confine = self.project.repo.confinement();
         for file in files {
             let path = base.join(String::from_utf8_lossy(&file.path).as_ref());
+            confine.check_leading(&path, Access::Write)?;
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -670,16 +669,19 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         let root = repo.root();
         let from = root.join(&staging);
         let to = root.join(&out);
+        // Every destination is reached through real directories or links that stay inside
+        // the repository: a link in the output directory cannot carry a part's files out.
+        let confine = repo.confinement();
         for entry in walkdir::WalkDir::new(&from).min_depth(1) {
             let entry =
                 entry.map_err(|e| PipelineError::Internal(format!("listing `{}`: {e}", from.display())))?;
             let rel = entry.path().strip_prefix(&from).expect("under the staging directory");
             let dest = to.join(rel);
             if entry.file_type().is_dir() {
-                std::fs::create_dir_all(&dest)
-                    .map_err(|e| PipelineError::io("create directory", &dest, e))?;
+                confine.create_dir_all(&dest)?;
                 continue;
             }
+            confine.check_leading(&dest, Access::Write)?;
             if std::fs::symlink_metadata(&dest).is_ok() {
                 return Err(PipelineError::Stage {
                     stage: stage.name.clone(),

@@ -504,8 +504,10 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
                     }
                 }
             };
+            let path = repo_path(&wdir, &render(&path)?)?;
+            check_output_path(&path)?;
             outs.push(Out {
-                path: repo_path(&wdir, &render(&path)?)?,
+                path,
                 kind,
                 cache: options.cache.unwrap_or(kind == OutKind::Out),
                 persist: options.persist.unwrap_or(false),
@@ -558,6 +560,32 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
         datums: None,
         partitions: None,
     })
+}
+
+/// Refuses outputs that are Cairn's or Git's own files: a stage's outputs are deleted before
+/// it runs, so `outs: [.git]` would delete the repository. Reserved: the repository root,
+/// `.git` and `.cairn` and anything inside them, `cairn.yaml`, `cairn.lock` and pointer
+/// files (`*.cairn`).
+pub fn check_output_path(path: &str) -> Result<(), String> {
+    let first = path.split('/').next().unwrap_or_default();
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let reason = if path.is_empty() {
+        Some("is the repository root".to_owned())
+    } else if first == ".git" || first == cairn_repo::DOT_DIR {
+        Some(format!("is inside `{first}`, which belongs to {}", if first == ".git" { "Git" } else { "Cairn" }))
+    } else if path == PIPELINE_FILE || path == crate::lock::LOCK_FILE {
+        Some("is the pipeline's own file".to_owned())
+    } else if name.ends_with(".cairn") {
+        Some("is a pointer file's name (`*.cairn`); pointer files are Cairn's".to_owned())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(format!(
+            "output `{path}` {reason}: outputs are deleted before a stage runs, so it cannot be one; write the output somewhere else"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Joins `path` to the repository-relative `wdir` and normalizes it lexically; a path that

@@ -11,12 +11,17 @@
 //! | `core.lock-timeout` | seconds to wait for another Cairn process in this repo    | `60`           |
 //! | `core.remote`       | the remote push, fetch and pull use without `-r`          | none           |
 //! | `meta.url`          | metadata store: an SQLite path or a `postgres://` URL     | `.cairn/state/meta-v1.sqlite` |
+//! | `core.follow-external-symlinks` | read (add, status) through symbolic links that leave the repository; user config only | `false` |
+//!
+//! Keys that loosen a safety rule are honoured only in the user's file: a cloned repository's
+//! `.cairn/config` naming one is an error, not a silent change of what Cairn will read.
 //!
 //! Remotes are tables `[remote.NAME]` with a `url` and options (`endpoint`, `region`,
 //! `path-style`, `profile`, credentials, `retries`, `jobs`; see `cairn_remote::OPTIONS`).
 //! A remote may be defined in both files: options are merged, the project's winning, so a
 //! team commits the URL and each person keeps credentials in the user file.
 
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cairn_store::LinkStrategy;
@@ -34,6 +39,7 @@ enum ValueKind {
     Path,
     PositiveInteger,
     Name,
+    Bool,
 }
 
 const KEYS: &[Key] = &[
@@ -47,7 +53,18 @@ const KEYS: &[Key] = &[
     },
     Key { name: "core.remote", kind: ValueKind::Name, help: "the default remote" },
     Key { name: "meta.url", kind: ValueKind::Path, help: "metadata store: SQLite path or postgres:// URL" },
+    Key {
+        name: FOLLOW_EXTERNAL_SYMLINKS,
+        kind: ValueKind::Bool,
+        help: "true: add and status read through symbolic links that leave the repository (user config only)",
+    },
 ];
+
+/// The key that lets reads follow links out of the repository.
+pub const FOLLOW_EXTERNAL_SYMLINKS: &str = "core.follow-external-symlinks";
+
+/// Keys only the user's own config may set.
+const USER_ONLY: &[&str] = &[FOLLOW_EXTERNAL_SYMLINKS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -61,6 +78,10 @@ pub enum ConfigError {
     UnknownKey { key: String, known: String },
     #[error("invalid value `{value}` for `{key}`: {reason}")]
     BadValue { key: String, value: String, reason: String },
+    #[error(
+        "`{key}` in `{path}` is ignored from a project's config (a cloned repository must not loosen what Cairn reads); set it with `cairn config --user {key} true` instead, and remove it here"
+    )]
+    UserOnly { key: String, path: PathBuf },
     #[error("no remote named `{name}` in `{path}`")]
     NoSuchRemote { name: String, path: PathBuf },
     #[error("remote `{name}` already exists in `{path}`")]
@@ -90,6 +111,8 @@ pub struct Settings {
     pub remotes: std::collections::BTreeMap<String, cairn_remote::RemoteSpec>,
     /// `meta.url`: a `postgres://` URL, or an SQLite path (resolved from the root).
     pub meta_url: Option<String>,
+    /// `core.follow-external-symlinks` (user config only).
+    pub follow_external_symlinks: bool,
 }
 
 impl Default for Settings {
@@ -102,6 +125,7 @@ impl Default for Settings {
             default_remote: None,
             remotes: Default::default(),
             meta_url: None,
+            follow_external_symlinks: false,
         }
     }
 }
@@ -135,6 +159,11 @@ fn parse_value(key: &Key, value: &str) -> Result<toml::Value, ConfigError> {
             check_remote_name(value).map_err(bad)?;
             Ok(toml::Value::String(value.to_owned()))
         }
+        ValueKind::Bool => match value {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(bad("expected `true` or `false`".into())),
+        },
         ValueKind::PositiveInteger => match value.parse::<i64>() {
             Ok(n) if n > 0 => Ok(toml::Value::Integer(n)),
             _ => Err(bad("expected a whole number greater than 0".into())),
@@ -332,18 +361,57 @@ impl ConfigFile {
         }
         let text = toml::to_string(&self.table).expect("a TOML table always serializes");
         let tmp = self.path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text).map_err(write)?;
+        // The file keeps the mode it had; a new file is private to its owner, since a
+        // remote's credentials may be written to it.
+        let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .and_then(|mut file| {
+                use std::io::Write;
+                file.write_all(text.as_bytes())?;
+                // The umask may have narrowed the mode asked for; never widened it.
+                file.set_permissions(std::fs::Permissions::from_mode(mode))
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(write(e));
+        }
         std::fs::rename(&tmp, &self.path).map_err(write)
     }
 }
 
+/// Makes a config file that others can read private to its owner (mode 600), since it may
+/// hold credentials. Returns the mode it had when it was changed; `None` when it was already
+/// private or does not exist.
+pub fn make_private(path: &Path) -> Result<Option<u32>, ConfigError> {
+    let write = |source| ConfigError::Write { path: path.to_path_buf(), source };
+    let mode = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(write(e)),
+    };
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700)).map_err(write)?;
+    Ok(Some(mode))
+}
+
 /// Resolves settings from config files, lowest priority first. `root` anchors relative
 /// `cache.dir` values.
+/// The files are in precedence order, the project's `.cairn/config` last; keys that only the
+/// user may set are refused there.
 pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigError> {
     let mut settings = Settings::default();
-    for file in files {
+    for (index, file) in files.iter().enumerate() {
         for (key, value) in file.list() {
             let spec = find_key(&key)?;
+            if index + 1 == files.len() && USER_ONLY.contains(&key.as_str()) {
+                return Err(ConfigError::UserOnly { key, path: file.path.clone() });
+            }
             // Re-validate: the file may have been edited by hand.
             let bad = |reason: &str| ConfigError::BadValue {
                 key: format!("{key} (in {})", file.path.display()),
@@ -367,6 +435,7 @@ pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigErr
                 "core.remote" => settings.default_remote = Some(value.clone()),
                 "meta.url" if value.contains("://") => settings.meta_url = Some(value.clone()),
                 "meta.url" => settings.meta_url = Some(root.join(&value).display().to_string()),
+                FOLLOW_EXTERNAL_SYMLINKS => settings.follow_external_symlinks = parsed.as_bool() == Some(true),
                 _ => unreachable!("every key in KEYS is handled"),
             }
         }
@@ -392,6 +461,26 @@ pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_files_are_private_and_loosening_keys_are_user_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user.toml");
+        let mut user = ConfigFile::load(&path).unwrap();
+        user.set(FOLLOW_EXTERNAL_SYMLINKS, "true").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(make_private(&path).unwrap(), Some(0o644));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(make_private(&path).unwrap(), None);
+        let project_path = dir.path().join("project");
+        let mut project = ConfigFile::load(&project_path).unwrap();
+        assert!(resolve(&[&user, &project], dir.path()).unwrap().follow_external_symlinks);
+        project.set(FOLLOW_EXTERNAL_SYMLINKS, "true").unwrap();
+        let error = resolve(&[&user, &project], dir.path()).unwrap_err();
+        assert!(matches!(error, ConfigError::UserOnly { .. }), "{error}");
+        assert!(user.set(FOLLOW_EXTERNAL_SYMLINKS, "yes").is_err());
+    }
 
     #[test]
     fn set_get_and_resolve_with_precedence() {

@@ -50,6 +50,8 @@ pub enum RepoError {
         "`{path}` is neither a regular file nor a directory (sockets, FIFOs and devices cannot be tracked)"
     )]
     UnsupportedFileType { path: PathBuf },
+    #[error("refusing to {access} `{path}`: `{link}` is a symbolic link to `{target}`, {reason}")]
+    UnsafeLink { access: &'static str, path: PathBuf, link: PathBuf, target: PathBuf, reason: &'static str },
     #[error("symbolic link loop at `{path}`")]
     SymlinkLoop { path: PathBuf },
     #[error("`{path}` is a broken symbolic link")]

@@ -21,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
+pub mod confine;
 mod error;
 mod gitignore;
 mod lock;
@@ -71,6 +72,8 @@ pub struct Repo {
     store: Store,
     settings: config::Settings,
     pool: rayon::ThreadPool,
+    /// Canonical directories no symbolic link in the work tree may lead into.
+    reserved: Vec<(PathBuf, &'static str)>,
 }
 
 /// Name of Cairn's directory at the root of the work tree.
@@ -166,7 +169,52 @@ impl Repo {
         let pool = builder
             .build()
             .map_err(|e| RepoError::io("start worker threads for", &root, std::io::Error::other(e)))?;
-        Ok(Repo { root, dot, git: std::sync::Mutex::new(git), store, settings, pool })
+        let canonical = |path: &Path| path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let reserved = vec![
+            (canonical(git.git_dir()), "inside Git's own directory"),
+            (canonical(&dot), "inside `.cairn`"),
+            (canonical(store.root()), "inside the cache"),
+        ];
+        Ok(Repo { root, dot, git: std::sync::Mutex::new(git), store, settings, pool, reserved })
+    }
+
+    /// Lets reads (`add`, `status`) follow symbolic links that leave the repository, as
+    /// `cairn add --follow-external-symlinks` asks (writes never do).
+    pub fn follow_external_symlinks(&mut self, follow: bool) {
+        self.settings.follow_external_symlinks = follow;
+    }
+
+    /// The link rules for one operation (see [`confine`]).
+    pub fn confinement(&self) -> confine::Confinement {
+        let objects = self.store.objects_dir();
+        confine::Confinement::new(
+            self.root.clone(),
+            self.reserved.clone(),
+            objects.canonicalize().unwrap_or_else(|_| objects.to_path_buf()),
+            self.settings.follow_external_symlinks,
+        )
+    }
+
+    /// Checks that writing or deleting the repository-relative `rel` goes through no
+    /// symbolic link leading out of the repository (or into `.git`, `.cairn` or the cache),
+    /// creates its missing parent directories, and returns its absolute path. For front
+    /// ends and the pipeline engine, before they write a work-tree path themselves.
+    pub fn prepare_write(&self, rel: &[u8]) -> Result<PathBuf> {
+        let abs = self.abs(rel);
+        let confine = self.confinement();
+        confine.check_leading(&abs, confine::Access::Write)?;
+        if let Some(parent) = abs.parent() {
+            confine.create_dir_all(parent)?;
+        }
+        Ok(abs)
+    }
+
+    /// Like [`Repo::prepare_write`] for a path that is about to be read: links inside the
+    /// repository are followed, links leading out are refused (unless allowed by the user).
+    pub fn check_read(&self, rel: &[u8]) -> Result<PathBuf> {
+        let abs = self.abs(rel);
+        self.confinement().check_scan_root(&abs)?;
+        Ok(abs)
     }
 
     pub fn root(&self) -> &Path {

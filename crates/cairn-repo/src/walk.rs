@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cairn_store::FileStat;
 use rayon::prelude::*;
 
+use crate::confine::Confinement;
 use crate::error::{RepoError, Result};
 
 /// A file found under a scanned directory.
@@ -34,11 +35,12 @@ enum Found {
     Leftover(PathBuf),
 }
 
-/// Lists every regular file under `root` (following symbolic links, detecting loops),
-/// stat-ing entries in parallel. Cairn's own leftover temporary files are reported apart.
-pub fn scan_dir(root: &Path) -> Result<Scan> {
+/// Lists every regular file under `root` (following symbolic links that `confine` allows,
+/// detecting loops), stat-ing entries in parallel. Cairn's own leftover temporary files are
+/// reported apart.
+pub(crate) fn scan_dir(root: &Path, confine: &Confinement) -> Result<Scan> {
     let meta = fs::metadata(root).map_err(|e| RepoError::io("read", root, e))?;
-    let found = visit(root, &[], &[(meta_dev_ino(&meta))])?;
+    let found = visit(root, &[], &[(meta_dev_ino(&meta))], confine)?;
     let mut scan = Scan { is_dir: true, ..Scan::default() };
     for item in found {
         match item {
@@ -55,7 +57,7 @@ fn meta_dev_ino(meta: &fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
-fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)]) -> Result<Vec<Found>> {
+fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)], confine: &Confinement) -> Result<Vec<Found>> {
     let entries: Vec<_> = fs::read_dir(dir)
         .map_err(|e| RepoError::io("list", dir, e))?
         .collect::<std::io::Result<_>>()
@@ -77,6 +79,7 @@ fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)]) -> Result<Vec<Foun
             rel.extend_from_slice(name);
             let file_type = entry.file_type().map_err(|e| RepoError::io("stat", &abs, e))?;
             let meta = if file_type.is_symlink() {
+                confine.check_scanned_link(&abs)?;
                 match fs::metadata(&abs) {
                     Ok(meta) => meta,
                     Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
@@ -97,7 +100,7 @@ fn visit(dir: &Path, prefix: &[u8], ancestors: &[(u64, u64)]) -> Result<Vec<Foun
                 }
                 let mut chain = ancestors.to_vec();
                 chain.push(id);
-                visit(&abs, &rel, &chain)
+                visit(&abs, &rel, &chain, confine)
             } else if meta.is_file() {
                 Ok(vec![Found::File(ScannedFile { rel, abs, stat: FileStat::from_metadata(&meta) })])
             } else {

@@ -173,15 +173,41 @@ async fn download(Extract(state): Extract<State>, Path(path): Path<String>) -> R
         })
     })
     .await?;
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
             (header::CONTENT_LENGTH, &artifact.size.to_string()),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(verified_stream(file)),
     )
         .into_response())
+}
+
+/// Streams an object's bytes, read on a blocking thread through the store's verifying reader.
+/// Corruption surfaces as a stream error at the end, which aborts the response: the client
+/// sees a truncated body (short of `Content-Length`), never a complete-looking corrupt file.
+fn verified_stream(
+    mut reader: cairn_store::VerifiedReader,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let item = match reader.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => Ok(Bytes::copy_from_slice(&buffer[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            // A closed channel means the client went away: stop reading.
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
 async fn remove(

@@ -76,6 +76,10 @@ pub enum StoreError {
     MissingObject { digest: Digest, path: PathBuf },
     #[error("cache object {expected} is corrupt: its content hashes to {actual}")]
     Corrupt { expected: Digest, actual: Digest },
+    #[error(
+        "cache object {digest} (`{object}`) is corrupt: its content hashes to {actual}; `{dest}` was left as it was"
+    )]
+    CorruptObject { digest: Digest, actual: Digest, object: PathBuf, dest: PathBuf },
     #[error("pack `{path}` is damaged: {reason}; run `cairn fsck`, then fetch again what it reports missing")]
     DamagedPack { path: PathBuf, reason: String },
     #[error("no link strategy in `{strategy}` could place `{path}`: {source}")]
@@ -135,6 +139,47 @@ enum Found {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A cache object opened for reading: yields its bytes and checks them against the digest
+/// when the end is reached (see [`Store::open_object`]).
+#[derive(Debug)]
+pub struct VerifiedReader {
+    file: File,
+    hasher: blake3::Hasher,
+    expected: Digest,
+    path: PathBuf,
+    done: bool,
+}
+
+impl VerifiedReader {
+    /// The object's file (for its length or `stat`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Read for VerifiedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read(buf)?;
+        if read > 0 {
+            self.hasher.update(&buf[..read]);
+        } else if !buf.is_empty() && !self.done {
+            self.done = true;
+            let actual = Digest::blake3(*self.hasher.finalize().as_bytes());
+            if actual != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "cache object {} (`{}`) is corrupt: its content hashes to {actual}",
+                        self.expected,
+                        self.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(read)
+    }
+}
+
 /// Prefix of in-flight files in `tmp/`.
 pub const TMP_PREFIX: &str = ".tmp-";
 
@@ -166,6 +211,11 @@ impl Store {
             packs: std::sync::Arc::new(pack::Packs::new(root.join("packs-v1"))),
             packing: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
+    }
+
+    /// The directory loose objects live in (`<cache>/objects-v1`).
+    pub fn objects_dir(&self) -> &Path {
+        &self.objects
     }
 
     pub fn root(&self) -> &Path {
@@ -520,9 +570,13 @@ impl Store {
     }
 
     /// Opens an object for streaming (a packed object is written out as a loose file first).
-    pub fn open_object(&self, digest: &Digest) -> Result<File> {
+    /// The reader hashes what it yields and fails at the end of the object with
+    /// `InvalidData` (naming the object) if the bytes were not what its name says: a
+    /// consumer that stops on errors never treats a corrupt object as complete.
+    pub fn open_object(&self, digest: &Digest) -> Result<VerifiedReader> {
         let path = self.loose_path(digest)?;
-        File::open(&path).map_err(|e| self.map_missing(digest, &path, e, "open"))
+        let file = File::open(&path).map_err(|e| self.map_missing(digest, &path, e, "open"))?;
+        Ok(VerifiedReader { file, hasher: blake3::Hasher::new(), expected: *digest, path, done: false })
     }
 
     fn map_missing(&self, digest: &Digest, path: &Path, e: io::Error, action: &'static str) -> StoreError {
@@ -648,7 +702,7 @@ impl Store {
             return self.materialize_packed(digest, &pack, offset, length, dest, executable, strategy);
         }
         let object = self.object_path(digest);
-        match link::place(&object, dest, executable, strategy, &self.reflink_unsupported) {
+        match link::place(&object, digest, dest, executable, strategy, &self.reflink_unsupported) {
             Err(StoreError::Io { source, .. })
                 if source.kind() == io::ErrorKind::NotFound && !object.exists() =>
             {
@@ -690,7 +744,7 @@ impl Store {
             return Ok((LinkKind::Copy, stat));
         }
         let object = self.loose_path(digest)?;
-        link::place(&object, dest, executable, strategy, &self.reflink_unsupported)
+        link::place(&object, digest, dest, executable, strategy, &self.reflink_unsupported)
     }
 
     /// Whether reflinks work in this cache's filesystem (tried once, with two empty
@@ -870,6 +924,27 @@ mod tests {
         fs::write(&path, b"evil").unwrap();
         assert!(matches!(store.verify(&digest), Err(StoreError::Corrupt { .. })));
         assert!(matches!(store.read_verified(&digest), Err(StoreError::Corrupt { .. })));
+        // A streamed read fails at the end instead of passing the bad bytes off as complete.
+        let mut streamed = Vec::new();
+        let error = store.open_object(&digest).unwrap().read_to_end(&mut streamed).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains(&digest.to_string()), "{error}");
+        // Every link kind refuses to place it, and what was at the destination stays.
+        for text in ["reflink,copy", "copy", "hardlink", "symlink"] {
+            let strategy: LinkStrategy = text.parse().unwrap();
+            let dest = dir.path().join(format!("out-{text}"));
+            fs::write(&dest, b"kept").unwrap();
+            let error = store.materialize(&digest, &dest, false, &strategy).unwrap_err();
+            assert!(matches!(error, StoreError::CorruptObject { .. }), "{text}: {error}");
+            assert!(error.to_string().contains(&dest.display().to_string()), "{error}");
+            assert_eq!(fs::read(&dest).unwrap(), b"kept", "{text}");
+        }
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(WORKTREE_TMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
         store.remove(&digest).unwrap();
         assert!(matches!(store.verify(&digest), Err(StoreError::MissingObject { .. })));
     }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use cairn_hash::{Digest, hash_reader};
+
 use crate::{FileStat, StoreError, unique_tmp_name};
 
 /// How a workspace file is made from a cache object.
@@ -131,20 +133,48 @@ pub(crate) fn write_new(bytes: &[u8], dest: &Path, executable: bool) -> Result<F
     FileStat::of_file(&file).map_err(|e| StoreError::io("stat", dest, e))
 }
 
+/// Why placing one link kind failed: the file system refused (try the next kind), or the
+/// object's bytes are not what its name says (stop: no kind can fix that).
+enum KindError {
+    Io(io::Error),
+    Corrupt(Digest),
+}
+
+impl From<io::Error> for KindError {
+    fn from(error: io::Error) -> Self {
+        KindError::Io(error)
+    }
+}
+
+/// Hashes `object` and compares it with `expected`: what a link shares must be verified
+/// before the work tree sees it (a copy is verified while it is written instead).
+fn verify_object(object: &Path, expected: &Digest) -> Result<(), KindError> {
+    let file = File::open(object)?;
+    let size = file.metadata()?.len();
+    let (actual, _) = hash_reader(file, size, None)?;
+    if actual != *expected { Err(KindError::Corrupt(actual)) } else { Ok(()) }
+}
+
 /// Creates `tmp` from `object` by one link kind; returns the new file, still open for copies.
+/// A copy hashes the bytes it writes and fails with [`KindError::Corrupt`] when they are not
+/// `expected`; the shared kinds (reflink, hard and symbolic links) verify the object first.
 fn try_kind(
     kind: LinkKind,
     object: &Path,
     tmp: &Path,
     executable: bool,
     reflink_unsupported: &AtomicBool,
-) -> io::Result<Option<File>> {
+    expected: &Digest,
+) -> Result<Option<File>, KindError> {
     match kind {
         LinkKind::Reflink | LinkKind::Copy => {
             if kind == LinkKind::Reflink && reflink_unsupported.load(Ordering::Relaxed) {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "reflink is not supported here"));
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "reflink is not supported here").into());
             }
-            let mut source = File::open(object)?;
+            if kind == LinkKind::Reflink {
+                verify_object(object, expected)?;
+            }
+            let source = File::open(object)?;
             // Created with its final mode: no chmod afterwards.
             let mut dest = fs::OpenOptions::new()
                 .write(true)
@@ -156,22 +186,29 @@ fn try_kind(
                     if is_unsupported(&error) {
                         reflink_unsupported.store(true, Ordering::Relaxed);
                     }
-                    return Err(error);
+                    return Err(error.into());
                 }
             } else {
-                io::copy(&mut source, &mut dest)?;
+                let size = source.metadata()?.len();
+                let (actual, _) = hash_reader(source, size, Some(&mut dest))?;
+                if actual != *expected {
+                    return Err(KindError::Corrupt(actual));
+                }
             }
             Ok(Some(dest))
         }
         LinkKind::Hardlink | LinkKind::Symlink if executable => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "executable files are not linked to read-only cache objects",
-        )),
+        )
+        .into()),
         LinkKind::Hardlink => {
+            verify_object(object, expected)?;
             fs::hard_link(object, tmp)?;
             Ok(None)
         }
         LinkKind::Symlink => {
+            verify_object(object, expected)?;
             std::os::unix::fs::symlink(object, tmp)?;
             Ok(None)
         }
@@ -187,8 +224,12 @@ fn is_unsupported(error: &io::Error) -> bool {
             || code == rustix::io::Errno::MLINK.raw_os_error())
 }
 
+/// Places `object` (whose name is `expected`) at `dest` by the first kind of `strategy` that
+/// works. The bytes are verified against `expected` on the way; a corrupt object leaves
+/// `dest` as it was and fails with [`StoreError::CorruptObject`].
 pub(crate) fn place(
     object: &Path,
+    expected: &Digest,
     dest: &Path,
     executable: bool,
     strategy: &LinkStrategy,
@@ -202,7 +243,7 @@ pub(crate) fn place(
     }
     for kind in kinds {
         let tmp = tmp_beside(dest);
-        match try_kind(kind, object, &tmp, executable, reflink_unsupported) {
+        match try_kind(kind, object, &tmp, executable, reflink_unsupported, expected) {
             Ok(file) => {
                 if let Err(error) = fs::rename(&tmp, dest) {
                     let _ = fs::remove_file(&tmp);
@@ -215,7 +256,16 @@ pub(crate) fn place(
                 };
                 return Ok((kind, stat.map_err(|e| StoreError::io("stat", dest, e))?));
             }
-            Err(error) => {
+            Err(KindError::Corrupt(actual)) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(StoreError::CorruptObject {
+                    digest: *expected,
+                    actual,
+                    object: object.to_path_buf(),
+                    dest: dest.to_path_buf(),
+                });
+            }
+            Err(KindError::Io(error)) => {
                 let _ = fs::remove_file(&tmp);
                 if !is_unsupported(&error) {
                     let action = if error.kind() == io::ErrorKind::NotFound {

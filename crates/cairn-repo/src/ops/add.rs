@@ -16,7 +16,9 @@ use crate::{Repo, RepoError, Reporter, Result, Tracked, gitignore, is_under, joi
 impl Repo {
     /// `pointers` holds every pointer in the work tree, read once (on first need) for all the
     /// paths of one `add`.
-    fn check_addable(&self, rel: &[u8], pointers: &mut Option<Vec<Tracked>>) -> Result<()> {
+    /// Files named `*.cairn` that are not pointers are data when they lie inside the
+    /// directory being added (they become part of it, like any other file).
+    fn check_addable(&self, rel: &[u8], pointers: &mut Option<(Vec<Tracked>, Vec<RepoError>)>) -> Result<()> {
         let path = self.abs(rel);
         if rel.is_empty() {
             return Err(RepoError::RootNotTrackable { path });
@@ -30,10 +32,14 @@ impl Repo {
             return Err(RepoError::InsideTracked { path, tracked: self.abs(&owner.rel) });
         }
         if fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
-            if pointers.is_none() {
-                *pointers = Some(self.tracked(None)?);
+            let (all, unreadable) = pointers.get_or_insert_with(|| self.tracked_lenient(None));
+            let outside = |error: &RepoError| match error {
+                RepoError::InvalidPointer { path: pointer, .. } => !pointer.starts_with(&path),
+                _ => true,
+            };
+            if let Some(index) = unreadable.iter().position(outside) {
+                return Err(unreadable.swap_remove(index));
             }
-            let all = pointers.as_deref().unwrap_or_default();
             if let Some(inner) = all.iter().find(|t| t.rel != rel && is_under(&t.rel, rel)) {
                 return Err(RepoError::ContainsTracked { path, pointer: self.pointer_path(&inner.rel) });
             }
@@ -90,7 +96,7 @@ impl Repo {
         let mut prepared = Vec::new();
         for rel in rels {
             let abs = self.abs(rel);
-            let scan = scan_data(&abs)?.ok_or(RepoError::NotFound { path: abs })?;
+            let scan = scan_data(&abs, &self.confinement())?.ok_or(RepoError::NotFound { path: abs })?;
             prepared.push(self.store_files(rel, scan.is_dir, scan.files, cache, hashed_at, reporter)?);
         }
 

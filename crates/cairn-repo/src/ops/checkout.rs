@@ -9,6 +9,7 @@ use cairn_hash::{Digest, ManifestEntry};
 use rayon::prelude::*;
 
 use super::*;
+use crate::confine::Access;
 use crate::{
     Repo, RepoError, Reporter, Result, Tracked, bytes_to_path, gitignore, is_under, join_rel, now_ns,
 };
@@ -120,6 +121,15 @@ impl Repo {
         }
 
         let strategy = &self.settings.link;
+        // Nothing is written or deleted through a symbolic link that leads out of the
+        // repository (or into `.git` or `.cairn`); checked before the first change.
+        let confine = self.confinement();
+        for plan in &plans {
+            confine.check_leading(&self.abs(&plan.tracked.rel), Access::Write)?;
+            for path in &plan.deletes {
+                confine.check_leading(path, Access::Write)?;
+            }
+        }
         let mut outcomes = Vec::new();
         for plan in plans {
             let rel = &plan.tracked.rel;
@@ -149,7 +159,7 @@ impl Repo {
             dirs.sort();
             dirs.dedup();
             for dir in &dirs {
-                fs::create_dir_all(dir).map_err(|e| RepoError::io("create directory", dir, e))?;
+                confine.create_dir_all(dir)?;
             }
             let bytes: u64 = plan.writes.iter().map(|e| e.size).sum();
             reporter.start(

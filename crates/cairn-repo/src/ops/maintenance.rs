@@ -49,13 +49,15 @@ impl Repo {
         }
         let mut count = 0;
         for owner in owners {
-            let Some(scan) = scan_data(&self.abs(&owner.rel))? else { continue };
+            let confine = self.confinement();
+            let Some(scan) = scan_data(&self.abs(&owner.rel), &confine)? else { continue };
             let targets: Vec<ScannedFile> =
                 scan.files.into_iter().filter(|f| is_under(&join_rel(&owner.rel, &f.rel), rel)).collect();
             let done: Vec<Option<Vec<u8>>> = self.install(|| {
                 targets
                     .par_iter()
                     .map(|f| -> Result<Option<Vec<u8>>> {
+                        confine.check_leading(&f.abs, crate::confine::Access::Write)?;
                         let link =
                             fs::symlink_metadata(&f.abs).map_err(|e| RepoError::io("stat", &f.abs, e))?;
                         let shared = link.file_type().is_symlink()

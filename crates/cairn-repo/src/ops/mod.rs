@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::pointer::Pointer;
 use crate::statcache::StatCache;
+use crate::confine::Confinement;
 use crate::walk::{Scan, ScannedFile, scan_dir};
 use crate::{Repo, RepoError, Reporter, Result, Tracked, join_rel};
 
@@ -183,8 +184,10 @@ fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
     result
 }
 
-/// The data path's files as the work tree has them: `Ok(None)` if it does not exist.
-fn scan_data(abs: &Path) -> Result<Option<Scan>> {
+/// The data path's files as the work tree has them: `Ok(None)` if it does not exist. No
+/// symbolic link on the way, or inside, may lead where `confine` forbids reading.
+fn scan_data(abs: &Path, confine: &Confinement) -> Result<Option<Scan>> {
+    confine.check_scan_root(abs)?;
     let meta = match fs::metadata(abs) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -199,7 +202,7 @@ fn scan_data(abs: &Path) -> Result<Option<Scan>> {
         Err(e) => return Err(RepoError::io("stat", abs, e)),
     };
     if meta.is_dir() {
-        Ok(Some(scan_dir(abs)?))
+        Ok(Some(scan_dir(abs, confine)?))
     } else if meta.is_file() {
         let file =
             ScannedFile { rel: Vec::new(), abs: abs.to_path_buf(), stat: FileStat::from_metadata(&meta) };
@@ -309,7 +312,7 @@ impl Repo {
         let (expected, scan) = self.install(|| {
             rayon::join(
                 || self.expected_files(&pointer_path, &tracked.pointer),
-                || scan_data(&self.abs(&tracked.rel)),
+                || scan_data(&self.abs(&tracked.rel), &self.confinement()),
             )
         });
         let (expected, scan) = (expected?, scan?);
@@ -319,7 +322,7 @@ impl Repo {
     /// The data path's files with their digests (`None` if it does not exist), the fresh
     /// hashes to record, and leftover temporary files from killed runs.
     fn current_files(&self, rel: &[u8], cache: &StatCache, reporter: &dyn Reporter) -> Result<Current> {
-        self.digest_scan(rel, scan_data(&self.abs(rel))?, cache, reporter)
+        self.digest_scan(rel, scan_data(&self.abs(rel), &self.confinement())?, cache, reporter)
     }
 
     fn digest_scan(

@@ -1,0 +1,213 @@
+//! A hostile clone, remote or `cairn.yaml` cannot make Cairn write, delete or read outside
+//! the repository, or hand out corrupt bytes; a killed run leaves nothing behind that matters.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use common::TestRepo;
+
+fn outside_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_clone_whose_history_puts_a_link_where_a_tracked_directory_goes_writes_nothing_outside() {
+    let origin = TestRepo::new();
+    let remote = outside_dir();
+    origin.write("data/raw/authorized_keys", b"ssh-ed25519 AAAA attacker\n");
+    origin.write("data/raw/notes.txt", b"hello\n");
+    origin.ok(&["add", "data/raw"]);
+    origin.ok(&["remote", "add", "origin", remote.path().to_str().unwrap(), "--default"]);
+    origin.ok(&["push"]);
+    // The attacker commits a link where the tracked directory goes, next to its pointer.
+    let victim = outside_dir();
+    std::fs::remove_dir_all(origin.path("data/raw")).unwrap();
+    symlink(victim.path(), origin.path("data/raw")).unwrap();
+    origin.git(&["add", "-A"]);
+    origin.git(&["add", "-f", "data/raw"]);
+    origin.git(&["commit", "-q", "-m", "hostile"]);
+
+    let clone = TestRepo::clone_of(&origin);
+    assert!(std::fs::symlink_metadata(clone.path("data/raw")).unwrap().file_type().is_symlink());
+    for command in [&["pull"][..], &["checkout"], &["checkout", "--force"]] {
+        let stderr = clone.fail(1, command);
+        assert!(stderr.contains("symbolic link") && stderr.contains("outside the repository"), "{stderr}");
+        assert!(stderr.contains("data/raw"), "{stderr}");
+        assert!(entries(victim.path()).is_empty(), "{command:?} wrote {:?}", entries(victim.path()));
+    }
+    // A link in a leading component of a pipeline output is refused the same way when the
+    // run cache restores it.
+    let repo = TestRepo::new();
+    repo.write("cairn.yaml", "stages:\n  train:\n    cmd: mkdir -p models && echo w > models/model.bin\n    outs: [models/model.bin]\n");
+    repo.ok(&["run"]);
+    std::fs::remove_dir_all(repo.path("models")).unwrap();
+    symlink(victim.path(), repo.path("models")).unwrap();
+    for command in [&["run"][..], &["checkout"]] {
+        let stderr = repo.fail(1, command);
+        assert!(stderr.contains("models") && stderr.contains("outside the repository"), "{stderr}");
+        assert!(entries(victim.path()).is_empty(), "{command:?}: {:?}", entries(victim.path()));
+    }
+}
+
+#[test]
+fn links_inside_the_repository_are_followed() {
+    let repo = TestRepo::new();
+    repo.write("data/raw/a.txt", b"a\n");
+    repo.ok(&["add", "data/raw"]);
+    std::fs::remove_dir_all(repo.path("data/raw")).unwrap();
+    std::fs::create_dir_all(repo.path("store")).unwrap();
+    symlink("../store", repo.path("data/raw")).unwrap();
+    repo.ok(&["checkout"]);
+    assert_eq!(repo.read("store/a.txt"), b"a\n");
+    // But never into Git's or Cairn's own directories.
+    std::fs::remove_file(repo.path("data/raw")).unwrap();
+    symlink("../.git", repo.path("data/raw")).unwrap();
+    let stderr = repo.fail(1, &["checkout", "--force"]);
+    assert!(stderr.contains("inside Git's own directory"), "{stderr}");
+    assert!(!repo.exists(".git/a.txt"));
+}
+
+#[test]
+fn adding_a_link_that_leaves_the_repository_needs_a_flag() {
+    let repo = TestRepo::new();
+    let outside = outside_dir();
+    std::fs::write(outside.path().join("secret.txt"), b"private\n").unwrap();
+    symlink(outside.path().join("secret.txt"), repo.path("secret.txt")).unwrap();
+    let stderr = repo.fail(1, &["add", "secret.txt"]);
+    assert!(stderr.contains("outside the repository"), "{stderr}");
+    assert!(stderr.contains("--follow-external-symlinks"), "{stderr}");
+    assert!(!repo.exists("secret.txt.cairn"));
+    // Inside a tracked directory too.
+    repo.write("data/a.txt", b"a");
+    symlink(outside.path(), repo.path("data/escape")).unwrap();
+    let stderr = repo.fail(1, &["add", "data"]);
+    assert!(stderr.contains("data/escape"), "{stderr}");
+    assert!(repo.objects().is_empty(), "nothing was stored");
+    // Asked for explicitly, it is stored.
+    repo.ok(&["add", "--follow-external-symlinks", "secret.txt"]);
+    assert!(repo.exists("secret.txt.cairn"));
+    // A cloned repository cannot turn that on for its user.
+    std::fs::write(repo.path(".cairn/config"), "[core]\nfollow-external-symlinks = true\n").unwrap();
+    let stderr = repo.fail(1, &["status"]);
+    assert!(stderr.contains("cairn config --user core.follow-external-symlinks"), "{stderr}");
+}
+
+#[test]
+fn reserved_paths_are_never_outputs() {
+    let repo = TestRepo::new();
+    repo.write("data.csv", b"x\n");
+    repo.ok(&["add", "data.csv"]);
+    repo.commit_all("data");
+    for (out, why) in [
+        (".git", "belongs to Git"),
+        (".git/hooks/pre-commit", "belongs to Git"),
+        (".cairn", "belongs to Cairn"),
+        (".cairn/config", "belongs to Cairn"),
+        ("cairn.yaml", "pipeline's own file"),
+        ("cairn.lock", "pipeline's own file"),
+        ("data.csv.cairn", "pointer file"),
+        (".", "repository root"),
+    ] {
+        repo.write(
+            "cairn.yaml",
+            format!("stages:\n  ok:\n    cmd: echo ok\n  evil:\n    cmd: echo hi\n    outs: [\"{out}\"]\n"),
+        );
+        let stderr = repo.fail(1, &["run"]);
+        assert!(stderr.contains("cairn.yaml:") && stderr.contains("stage `evil`"), "{out}: {stderr}");
+        assert!(stderr.contains(why), "{out}: {stderr}");
+        assert!(repo.exists(".git/HEAD") && repo.exists(".cairn/config") && repo.exists("data.csv.cairn"));
+    }
+}
+
+#[test]
+fn an_output_behind_a_link_out_of_the_repository_is_not_deleted() {
+    let repo = TestRepo::new();
+    let outside = outside_dir();
+    std::fs::write(outside.path().join("victim.txt"), b"precious\n").unwrap();
+    symlink(outside.path(), repo.path("lnk")).unwrap();
+    repo.write("cairn.yaml", "stages:\n  evil:\n    cmd: echo hi\n    outs: [lnk/victim.txt]\n");
+    let stderr = repo.fail(1, &["run"]);
+    assert!(stderr.contains("lnk") && stderr.contains("outside the repository"), "{stderr}");
+    assert_eq!(std::fs::read(outside.path().join("victim.txt")).unwrap(), b"precious\n");
+    // A datum stage whose output directory is such a link is refused the same way.
+    std::fs::write(outside.path().join("x.png"), b"keep").unwrap();
+    repo.write("images/a.png", b"a");
+    repo.write("cairn.yaml", "stages:\n  thumbs:\n    foreach: {glob: \"images/*.png\"}\n    cmd: cp ${item} ${out}/${item.name}\n    outs: [lnk/thumbs]\n");
+    let stderr = repo.fail(1, &["run"]);
+    assert!(stderr.contains("outside the repository"), "{stderr}");
+    assert_eq!(entries(outside.path()), ["victim.txt", "x.png"]);
+}
+
+#[test]
+fn a_corrupt_cache_object_is_never_checked_out_and_status_says_so() {
+    for strategy in ["copy", "hardlink", "symlink", "reflink,copy"] {
+        let repo = TestRepo::new();
+        repo.ok(&["config", "cache.link", strategy]);
+        repo.write("data/a.csv", b"id,value\n1,10\n");
+        repo.write("data/b.csv", b"id,value\n2,20\n");
+        repo.ok(&["add", "data"]);
+        std::fs::remove_dir_all(repo.path("data")).unwrap();
+        // Flip one bit of one object.
+        let objects = repo.objects();
+        let object = objects
+            .iter()
+            .find(|o| std::fs::read(o).unwrap() == b"id,value\n1,10\n")
+            .expect("a.csv's object")
+            .clone();
+        std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut bytes = std::fs::read(&object).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&object, &bytes).unwrap();
+        let stderr = repo.fail(1, &["checkout"]);
+        assert!(stderr.contains("is corrupt"), "{strategy}: {stderr}");
+        assert!(stderr.contains("a.csv"), "{strategy}: {stderr}");
+        assert!(stderr.contains("hint: "), "{strategy}: {stderr}");
+        assert!(!repo.exists("data/a.csv"), "{strategy}: corrupt bytes reached the work tree");
+        let status = repo.json(&["status", "--json"]);
+        let text = status.to_string();
+        assert!(!text.contains("\"up to date\"") && text.contains("a.csv"), "{strategy}: {text}");
+        // `cat` refuses too.
+        let stderr = repo.fail(1, &["cat", "data/a.csv"]);
+        assert!(stderr.contains("corrupt"), "{strategy}: {stderr}");
+    }
+}
+
+#[test]
+fn data_files_named_like_pointers_inside_a_tracked_directory_are_data() {
+    let repo = TestRepo::new();
+    repo.write("data/notes.cairn", b"not a pointer\n");
+    repo.write("data/x.csv", b"1\n");
+    repo.ok(&["add", "data"]);
+    let listed = repo.ok(&["ls", "data"]);
+    assert!(listed.contains("notes.cairn"), "{listed}");
+    std::fs::remove_dir_all(repo.path("data")).unwrap();
+    repo.ok(&["checkout"]);
+    assert_eq!(repo.read("data/notes.cairn"), b"not a pointer\n");
+    let status = repo.json(&["status", "--json"]);
+    assert!(!status.to_string().contains("modified"), "{status}");
+}
+
+#[test]
+fn the_user_config_is_private() {
+    let repo = TestRepo::new();
+    repo.ok(&["config", "--user", "core.jobs", "2"]);
+    let path = repo.home.join(".config/cairn/config.toml");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = repo.run(&["status"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning:") && stderr.contains("mode 600"), "{stderr}");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
