@@ -150,7 +150,7 @@ fn describe(combo: &[(String, String, String)]) -> String {
 }
 
 pub fn open_store(repo: &Repo) -> Result<Store, Failure> {
-    cairn_meta::open(&repo.meta_location())
+    crate::record::open_meta(&repo.meta_location())
         .map_err(|e| Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)")))
 }
 
@@ -563,8 +563,9 @@ pub fn apply(repo: &Repo, id: &str, reporter: &dyn cairn_repo::Reporter) -> Resu
     for (path, bytes) in &files {
         // The record names repository-relative files; one that would leave the repository
         // (`..`, or a symbolic link on the way) is refused before anything is written.
-        let rel = cairn_pipeline::spec::repo_path("", path)
-            .map_err(|e| Failure::user(format!("experiment {} names a file it cannot write: {e}", run.info.run_id), None))?;
+        let rel = cairn_pipeline::spec::repo_path("", path).map_err(|e| {
+            Failure::user(format!("experiment {} names a file it cannot write: {e}", run.info.run_id), None)
+        })?;
         let target = repo.prepare_write(rel.as_bytes())?;
         let tmp = target.with_file_name(format!(
             ".{}.cairn-tmp",

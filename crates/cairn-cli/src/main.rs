@@ -746,11 +746,40 @@ fn supervise(args: &[std::ffi::OsString]) -> ExitCode {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, stopped.clone());
     }
-    let status = match std::process::Command::new(program).args(rest).status() {
-        Ok(status) => status,
+    // If `cairn run` dies, even by SIGKILL, the kernel sends this supervisor SIGTERM; it
+    // then stops the whole process group it leads (the command and everything it started),
+    // so no stage outlives its run to race the next one.
+    let parent = nix::unistd::getppid();
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    let orphaned = move || nix::unistd::getppid() != parent;
+    if orphaned() {
+        return ExitCode::from(128 + 15);
+    }
+    let mut child = match std::process::Command::new(program).args(rest).spawn() {
+        Ok(child) => child,
         Err(e) => {
             eprintln!("error: cannot run `{}`: {e}", program.to_string_lossy());
             return ExitCode::from(127);
+        }
+    };
+    // The wait runs on its own thread so the command's exit is seen at once, while this
+    // one watches for the parent's death.
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+    let status = loop {
+        match exit.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(Ok(status)) => break status,
+            Ok(Err(e)) => {
+                eprintln!("error: lost track of `{}`: {e}", program.to_string_lossy());
+                return ExitCode::from(1);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return ExitCode::from(1),
+        }
+        if stopped.load(std::sync::atomic::Ordering::Relaxed) && orphaned() {
+            stop_own_group(&exit);
         }
     };
     if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN) {
@@ -762,6 +791,18 @@ fn supervise(args: &[std::ffi::OsString]) -> ExitCode {
     use std::os::unix::process::ExitStatusExt;
     let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// The supervisor's parent is gone: SIGTERM to its process group, SIGKILL after a grace
+/// period. The group includes the supervisor, which is why it ignores the SIGTERM itself.
+fn stop_own_group<T>(exit: &std::sync::mpsc::Receiver<T>) -> ! {
+    use nix::sys::signal::{Signal, killpg};
+    let group = nix::unistd::getpgrp();
+    let _ = killpg(group, Signal::SIGTERM);
+    let _ = exit.recv_timeout(std::time::Duration::from_secs(3));
+    // Whatever else the command started in its group goes too, and this process with it.
+    let _ = killpg(group, Signal::SIGKILL);
+    std::process::exit(128 + 15)
 }
 
 fn user_config_path() -> Option<PathBuf> {

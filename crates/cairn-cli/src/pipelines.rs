@@ -258,6 +258,11 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
         }));
     }
     let cancel = Arc::new(AtomicBool::new(false));
+    if args.record_as.is_some() {
+        // Started by `cairn exp run` for one experiment: if that process dies (even by
+        // SIGKILL), this run is stopped as by Ctrl-C and recorded KILLED, not left running.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    }
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, cancel.clone())
             .map_err(|e| Failure::user(format!("cannot handle Ctrl-C: {e}"), None))?;
@@ -297,7 +302,9 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
             Box::new(move |m| warn_printer.warn(m)),
         ))
     });
+    let heartbeat = recorder.as_ref().map(crate::record::Recorder::heartbeat);
     let result = project.run(&options, &printer);
+    drop(heartbeat);
     drop(follower);
     drop(server);
     if let Some(recorder) = &recorder {

@@ -11,6 +11,62 @@ use cairn_pipeline::{Observer, Project, params};
 use cairn_repo::Repo;
 use serde_json::Value;
 
+/// How often a running `cairn run` says it is alive, and after how long without a word a
+/// run on another host is taken for dead.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+const STALE_MS: i64 = 10 * 60 * 1000;
+
+/// This process as a run's owner.
+pub fn this_process() -> cairn_meta::RunOwner {
+    let pid = std::process::id() as i64;
+    cairn_meta::RunOwner { host: host_name(), pid, process_start: process_start(pid).unwrap_or(0) }
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field 22); `None`
+/// when there is no such process.
+fn process_start(pid: i64) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces or parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that claimed a run is still the one running with that pid.
+fn process_alive(pid: i64, start: i64) -> bool {
+    match process_start(pid) {
+        None => false,
+        Some(now) => start == 0 || now == start,
+    }
+}
+
+/// Opens the metadata store and marks `KILLED` the runs whose process is gone (a `cairn run`
+/// or `cairn exp run` killed with `kill -9`, or on a machine that went away).
+pub fn open_meta(location: &str) -> Result<Store, cairn_meta::MetaError> {
+    let store = cairn_meta::open(location)?;
+    // Best effort: a store that cannot be updated right now is still readable.
+    let _ = store.reap_dead_runs(&host_name(), &process_alive, now_ms(), STALE_MS);
+    Ok(store)
+}
+
+/// Keeps a run's heartbeat while it lives; stops when dropped.
+pub struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A run being recorded.
 pub struct Recorder {
     store: Store,
@@ -18,6 +74,7 @@ pub struct Recorder {
     started: i64,
     /// Recording into a run created before (`cairn exp run`), which has its own tags.
     queued: bool,
+    location: String,
 }
 
 impl Recorder {
@@ -30,7 +87,7 @@ impl Recorder {
         observer: &dyn Observer,
     ) -> Option<Recorder> {
         let location = repo.meta_location();
-        let store = match cairn_meta::open(&location) {
+        let store = match open_meta(&location) {
             Ok(store) => store,
             Err(e) => {
                 observer.warn(&format!("this run is not recorded: {e}"));
@@ -41,8 +98,13 @@ impl Recorder {
             // A queued experiment: its commit and name were recorded when it was queued.
             let started = now_ms();
             let update = cairn_meta::RunUpdate { status: Some("RUNNING".into()), ..Default::default() };
-            return match store.update_run(run_id, &update) {
-                Ok(()) => Some(Recorder { store, run_id: run_id.to_owned(), started, queued: true }),
+            let claimed = store
+                .update_run(run_id, &update)
+                .and_then(|()| store.claim_run(run_id, &this_process(), started));
+            return match claimed {
+                Ok(()) => {
+                    Some(Recorder { store, run_id: run_id.to_owned(), started, queued: true, location })
+                }
                 Err(e) => {
                     observer.warn(&format!("this run is not recorded: {e}"));
                     None
@@ -64,8 +126,12 @@ impl Recorder {
             source: "cairn run".into(),
             artifact_uri: String::new(),
         };
-        match store.create_run(&run) {
-            Ok(run_id) => Some(Recorder { store, run_id, started, queued: false }),
+        let created = store.create_run(&run).and_then(|run_id| {
+            store.claim_run(&run_id, &this_process(), started)?;
+            Ok(run_id)
+        });
+        match created {
+            Ok(run_id) => Some(Recorder { store, run_id, started, queued: false, location }),
             Err(e) => {
                 observer.warn(&format!("this run is not recorded: {e}"));
                 None
@@ -169,6 +235,19 @@ impl Recorder {
 }
 
 impl Recorder {
+    /// Starts the heartbeat that tells other hosts this run is alive.
+    pub fn heartbeat(&self) -> Heartbeat {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (location, run_id) = (self.location.clone(), self.run_id.clone());
+        let thread = std::thread::spawn(move || {
+            let Ok(store) = cairn_meta::open(&location) else { return };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                let _ = store.heartbeat(&run_id, now_ms());
+            }
+        });
+        Heartbeat { stop: Some(stop), thread: Some(thread) }
+    }
+
     /// Stores a stage's log (or its parts' logs) in the cache as artifacts of the run
     /// (`logs/<stage>.log`, visible to `mlflow` clients too); returns where they are in the
     /// run's artifact tree. A log that cannot be kept is a warning-free `None`: the run still
@@ -258,7 +337,7 @@ fn chosen(columns: &[String], key: &str) -> bool {
 /// `cairn exp show`: recorded runs with their params and metrics.
 pub fn show(repo: &Repo, options: &ShowOptions) -> Result<(), crate::failure::Failure> {
     let (limit, as_json, as_csv) = (options.limit, options.json, options.csv);
-    let store = cairn_meta::open(&repo.meta_location()).map_err(|e| {
+    let store = open_meta(&repo.meta_location()).map_err(|e| {
         crate::failure::Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
     })?;
     let mut runs =
@@ -416,7 +495,7 @@ pub fn find_run(
 
 /// `cairn exp diff A B`: params and metrics that differ between two runs.
 pub fn diff(repo: &Repo, a: &str, b: &str, all: bool, as_json: bool) -> Result<(), crate::failure::Failure> {
-    let store = cairn_meta::open(&repo.meta_location()).map_err(|e| {
+    let store = open_meta(&repo.meta_location()).map_err(|e| {
         crate::failure::Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
     })?;
     let runs =

@@ -15,8 +15,10 @@ fn outside_dir() -> tempfile::TempDir {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -210,4 +212,139 @@ fn the_user_config_is_private() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("warning:") && stderr.contains("mode 600"), "{stderr}");
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// Pseudo-random kill points, different on every run; the seed is printed so a failure can
+/// be replayed with `CAIRN_KILL_SEED`.
+fn kill_points(count: usize, max_ms: u64) -> Vec<u64> {
+    let mut seed: u64 =
+        std::env::var("CAIRN_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+    eprintln!("kill points from CAIRN_KILL_SEED={seed}");
+    (0..count)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % max_ms
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live process (a zombie waiting to be reaped is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => !stat[stat.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'),
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn pids(file: &Path) -> Vec<u32> {
+    std::fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn leftovers(root: &Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".cairn-tmp-"))
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+fn statuses(repo: &TestRepo) -> Vec<String> {
+    let shown = repo.json(&["exp", "show", "--json"]);
+    shown.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The stage records its shell's and its sleep's pids, then sleeps unless `fast` exists.
+fn slow_pipeline(repo: &TestRepo, pid_file: &Path) {
+    let pid_file = pid_file.display();
+    repo.write("params.yaml", "train:\n  lr: 0.1\n");
+    repo.write(
+        "cairn.yaml",
+        format!(
+            "stages:\n  slow:\n    cmd: echo $$ >> {pid_file}; if [ ! -f fast ]; then sleep 30 & echo $! >> {pid_file}; wait; fi; echo lr=${{train.lr}} > out.txt\n    params: [train.lr]\n    outs: [out.txt]\n"
+        ),
+    );
+}
+
+#[test]
+fn kill_9_of_cairn_run_at_random_points_leaves_nothing_behind() {
+    let repo = TestRepo::new();
+    let scratch = outside_dir();
+    let pid_file = scratch.path().join("pids");
+    slow_pipeline(&repo, &pid_file);
+    for delay in kill_points(4, 1500) {
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(repo.path("fast"));
+        let mut run = repo
+            .command(&["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        run.kill().unwrap(); // SIGKILL
+        run.wait().unwrap();
+        // Whatever the stage had started dies with the run.
+        let started = pids(&pid_file);
+        wait_until("the stage's processes are gone", || started.iter().all(|&p| !alive(p)));
+        // The next command that opens the store marks the run KILLED.
+        assert!(!statuses(&repo).iter().any(|s| s == "RUNNING"), "delay {delay} ms: {:?}", statuses(&repo));
+        // A rerun does the work and leaves a consistent repository.
+        repo.write("fast", "");
+        repo.ok(&["run"]);
+        assert_eq!(repo.read("out.txt"), b"lr=0.1\n", "delay {delay} ms");
+        assert_eq!(statuses(&repo)[0], "FINISHED");
+        assert!(leftovers(&repo.root).is_empty(), "{:?}", leftovers(&repo.root));
+        std::fs::remove_file(repo.path("out.txt")).unwrap();
+        std::fs::remove_file(repo.path("cairn.lock")).unwrap();
+    }
+}
+
+#[test]
+fn kill_9_of_cairn_exp_run_at_random_points_stops_the_experiment_and_lists_its_workspace() {
+    let repo = TestRepo::new();
+    let scratch = outside_dir();
+    let pid_file = scratch.path().join("pids");
+    slow_pipeline(&repo, &pid_file);
+    repo.commit_all("pipeline");
+    for delay in kill_points(3, 2000) {
+        let _ = std::fs::remove_file(&pid_file);
+        let mut exp = repo
+            .command(&["exp", "run", "-S", "train.lr=0.5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        exp.kill().unwrap();
+        exp.wait().unwrap();
+        let started = pids(&pid_file);
+        wait_until("the experiment's processes are gone", || started.iter().all(|&p| !alive(p)));
+        // Its `cairn run` (if it had started) stopped and recorded the run; nothing stays RUNNING.
+        wait_until("no experiment is RUNNING", || !statuses(&repo).iter().any(|s| s == "RUNNING"));
+        // Its workspace, if one was made, belongs to a listed experiment that `exp remove` cleans.
+        let shown = repo.json(&["exp", "show", "--json"]);
+        let exps = repo.path(".cairn/state/exps");
+        for entry in std::fs::read_dir(&exps).into_iter().flatten() {
+            let id = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(shown.to_string().contains(&id), "workspace {id} of no listed experiment: {shown}");
+            repo.ok(&["exp", "remove", &id]);
+            assert!(!exps.join(&id).exists());
+        }
+    }
+    // The work tree was never touched, and an experiment still runs to the end.
+    assert!(!repo.exists("out.txt"));
+    repo.write("fast", "");
+    repo.ok(&["exp", "run", "-S", "train.lr=0.5"]);
+    assert_eq!(statuses(&repo)[0], "FINISHED");
 }

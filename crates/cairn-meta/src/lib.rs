@@ -98,6 +98,15 @@ pub struct Artifact {
     pub size: i64,
 }
 
+/// The process that runs a run: where, which pid, and when that pid started (ticks since
+/// boot on Linux), so that a pid reused by another process is not taken for the owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOwner {
+    pub host: String,
+    pub pid: i64,
+    pub process_start: i64,
+}
+
 /// What a new run starts with.
 #[derive(Debug, Clone, Default)]
 pub struct NewRun {

@@ -190,6 +190,18 @@ CREATE TABLE model_rollouts (
     PRIMARY KEY (name, alias)
 );
 "#,
+    // 5: the process that owns a running run (host, pid and the pid's start time, so a reused
+    // pid is not mistaken for it) and its last heartbeat: a run whose process is gone is
+    // marked KILLED instead of staying RUNNING forever.
+    r#"
+CREATE TABLE run_owners (
+    run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    process_start BIGINT NOT NULL,
+    heartbeat BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The version this build writes.

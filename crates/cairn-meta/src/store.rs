@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use crate::backend::{Backend, Tx, Value};
 use crate::{
-    Artifact, Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, RunUpdate, StageRecord,
-    View, now_ms, schema,
+    Artifact, Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, RunOwner, RunUpdate,
+    StageRecord, View, now_ms, schema,
 };
 
 /// An open metadata store. Cheap to share between threads (operations take turns on one
@@ -320,6 +320,74 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Records which process runs `run_id` (replacing an earlier owner) with a first
+    /// heartbeat at `now`.
+    pub fn claim_run(&self, run_id: &str, owner: &RunOwner, now: i64) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute("DELETE FROM run_owners WHERE run_id = $1", &[run_id.into()])?;
+            tx.execute(
+                "INSERT INTO run_owners (run_id, host, pid, process_start, heartbeat) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    run_id.into(),
+                    owner.host.clone().into(),
+                    owner.pid.into(),
+                    owner.process_start.into(),
+                    now.into(),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The owner's sign of life: a run on another host whose heartbeat stops is reaped.
+    pub fn heartbeat(&self, run_id: &str, now: i64) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "UPDATE run_owners SET heartbeat = $1 WHERE run_id = $2",
+                &[now.into(), run_id.into()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Marks `KILLED` every `RUNNING` run whose owning process is gone: on `host`, one that
+    /// `alive(pid, process_start)` denies; elsewhere, one whose heartbeat is older than
+    /// `stale_ms` (its host cannot be asked). The end time is the last heartbeat. Returns the
+    /// runs marked. Runs without an owner (an MLflow client's) are left alone.
+    pub fn reap_dead_runs(
+        &self,
+        host: &str,
+        alive: &dyn Fn(i64, i64) -> bool,
+        now: i64,
+        stale_ms: i64,
+    ) -> Result<Vec<String>> {
+        let rows = self.tx(|tx| {
+            tx.query(
+                "SELECT o.run_id, o.host, o.pid, o.process_start, o.heartbeat FROM run_owners o                  JOIN runs r ON r.run_id = o.run_id WHERE r.status = 'RUNNING'",
+                &[],
+            )
+        })?;
+        let mut reaped = Vec::new();
+        for row in rows {
+            let (run_id, owner_host, pid, start, heartbeat) =
+                (row[0].text(), row[1].text(), row[2].int(), row[3].int(), row[4].int());
+            let dead = if owner_host == host { !alive(pid, start) } else { now - heartbeat > stale_ms };
+            if !dead {
+                continue;
+            }
+            let changed = self.tx(|tx| {
+                tx.execute(
+                    "UPDATE runs SET status = 'KILLED', end_time = $1 WHERE run_id = $2 AND status = 'RUNNING'",
+                    &[heartbeat.into(), run_id.clone().into()],
+                )
+            })?;
+            if changed > 0 {
+                reaped.push(run_id);
+            }
+        }
+        Ok(reaped)
     }
 
     /// Marks a run deleted (`lifecycle_stage`), as MLflow does.

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cairn_meta::registry::{NewVersion, Policy, Rollout};
-use cairn_meta::{Artifact, IoRecord, MetaError, Metric, NewRun, RunUpdate, StageRecord, Store, View};
+use cairn_meta::{
+    Artifact, IoRecord, MetaError, Metric, NewRun, RunOwner, RunUpdate, StageRecord, Store, View,
+};
 
 fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
     NewRun {
@@ -43,6 +45,44 @@ fn suite(open: &dyn Fn() -> Store) {
     let other = store.create_run(&new_run(0, "default", 3_000)).unwrap();
     assert_eq!(first.len(), 32);
     assert!(matches!(store.create_run(&new_run(99, "x", 1)), Err(MetaError::NoExperiment(_))));
+
+    // Runs whose owning process is gone are marked KILLED; live ones, finished ones and runs
+    // without an owner (an MLflow client's) are left alone.
+    {
+        let owner = |host: &str, pid: i64| RunOwner { host: host.into(), pid, process_start: 7 };
+        let gone = store.create_run(&new_run(0, "gone", 10)).unwrap();
+        let live = store.create_run(&new_run(0, "live", 10)).unwrap();
+        let remote_stale = store.create_run(&new_run(0, "remote-stale", 10)).unwrap();
+        let remote_fresh = store.create_run(&new_run(0, "remote-fresh", 10)).unwrap();
+        let done = store.create_run(&new_run(0, "done", 10)).unwrap();
+        let unowned = store.create_run(&new_run(0, "unowned", 10)).unwrap();
+        store.claim_run(&gone, &owner("here", 100), 50).unwrap();
+        store.claim_run(&live, &owner("here", 200), 50).unwrap();
+        store.claim_run(&remote_stale, &owner("there", 100), 50).unwrap();
+        store.claim_run(&remote_fresh, &owner("there", 100), 50).unwrap();
+        store.heartbeat(&remote_fresh, 9_000).unwrap();
+        store.claim_run(&done, &owner("here", 100), 50).unwrap();
+        store.end_run(&done, "FINISHED", 60).unwrap();
+        let alive = |pid: i64, start: i64| pid == 200 && start == 7;
+        let mut reaped = store.reap_dead_runs("here", &alive, 10_000, 5_000).unwrap();
+        reaped.sort();
+        let mut expected = vec![gone.clone(), remote_stale.clone()];
+        expected.sort();
+        assert_eq!(reaped, expected);
+        let status = |id: &str| store.run(id).unwrap().unwrap().info.status;
+        assert_eq!(status(&gone), "KILLED");
+        assert_eq!(store.run(&gone).unwrap().unwrap().info.end_time, Some(50));
+        assert_eq!(status(&remote_stale), "KILLED");
+        for (id, want) in
+            [(&live, "RUNNING"), (&remote_fresh, "RUNNING"), (&done, "FINISHED"), (&unowned, "RUNNING")]
+        {
+            assert_eq!(status(id), want);
+        }
+        assert!(store.reap_dead_runs("here", &alive, 10_000, 5_000).unwrap().is_empty());
+        for id in [gone, live, remote_stale, remote_fresh, done, unowned] {
+            store.purge_run(&id).unwrap();
+        }
+    }
 
     let params = vec![("lr".to_owned(), "0.01".to_owned()), ("depth".to_owned(), "3".to_owned())];
     let tags = vec![("team".to_owned(), "ml".to_owned())];

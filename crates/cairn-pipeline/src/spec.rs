@@ -572,7 +572,10 @@ pub fn check_output_path(path: &str) -> Result<(), String> {
     let reason = if path.is_empty() {
         Some("is the repository root".to_owned())
     } else if first == ".git" || first == cairn_repo::DOT_DIR {
-        Some(format!("is inside `{first}`, which belongs to {}", if first == ".git" { "Git" } else { "Cairn" }))
+        Some(format!(
+            "is inside `{first}`, which belongs to {}",
+            if first == ".git" { "Git" } else { "Cairn" }
+        ))
     } else if path == PIPELINE_FILE || path == crate::lock::LOCK_FILE {
         Some("is the pipeline's own file".to_owned())
     } else if name.ends_with(".cairn") {

@@ -364,17 +364,15 @@ impl ConfigFile {
         // The file keeps the mode it had; a new file is private to its owner, since a
         // remote's credentials may be written to it.
         let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .and_then(|mut file| {
-                use std::io::Write;
-                file.write_all(text.as_bytes())?;
-                // The umask may have narrowed the mode asked for; never widened it.
-                file.set_permissions(std::fs::Permissions::from_mode(mode))
-            });
+        let written =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).and_then(
+                |mut file| {
+                    use std::io::Write;
+                    file.write_all(text.as_bytes())?;
+                    // The umask may have narrowed the mode asked for; never widened it.
+                    file.set_permissions(std::fs::Permissions::from_mode(mode))
+                },
+            );
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(write(e));
@@ -435,7 +433,9 @@ pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigErr
                 "core.remote" => settings.default_remote = Some(value.clone()),
                 "meta.url" if value.contains("://") => settings.meta_url = Some(value.clone()),
                 "meta.url" => settings.meta_url = Some(root.join(&value).display().to_string()),
-                FOLLOW_EXTERNAL_SYMLINKS => settings.follow_external_symlinks = parsed.as_bool() == Some(true),
+                FOLLOW_EXTERNAL_SYMLINKS => {
+                    settings.follow_external_symlinks = parsed.as_bool() == Some(true)
+                }
                 _ => unreachable!("every key in KEYS is handled"),
             }
         }

@@ -235,8 +235,12 @@ mod tests {
         let base = dir.path().canonicalize().unwrap();
         let root = base.join("repo");
         let outside = base.join("outside");
-        for d in [root.join(".git/hooks"), root.join(".cairn/cache/objects-v1"), root.join("inner"), outside.clone()]
-        {
+        for d in [
+            root.join(".git/hooks"),
+            root.join(".cairn/cache/objects-v1"),
+            root.join("inner"),
+            outside.clone(),
+        ] {
             fs::create_dir_all(d).unwrap();
         }
         let confine = Confinement::new(

@@ -169,7 +169,9 @@ fn try_kind(
     match kind {
         LinkKind::Reflink | LinkKind::Copy => {
             if kind == LinkKind::Reflink && reflink_unsupported.load(Ordering::Relaxed) {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "reflink is not supported here").into());
+                return Err(
+                    io::Error::new(io::ErrorKind::Unsupported, "reflink is not supported here").into()
+                );
             }
             if kind == LinkKind::Reflink {
                 verify_object(object, expected)?;

@@ -21,9 +21,9 @@ use cairn_hash::{CountingReader, Digest, ManifestEntry, hash_reader};
 use cairn_store::FileStat;
 use rayon::prelude::*;
 
+use crate::confine::Confinement;
 use crate::pointer::Pointer;
 use crate::statcache::StatCache;
-use crate::confine::Confinement;
 use crate::walk::{Scan, ScannedFile, scan_dir};
 use crate::{Repo, RepoError, Reporter, Result, Tracked, join_rel};
 
