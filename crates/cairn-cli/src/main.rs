@@ -1238,7 +1238,10 @@ fn run_config(
     match (key, value) {
         _ if list => {
             for (key, value) in file.list() {
-                out(format!("{key} = {value}"))?;
+                // A metadata URL may carry a password: `--list` shows it redacted (ask for the
+                // key itself to see it).
+                let shown = if key == "meta.url" { cairn_meta::redact(&value) } else { value };
+                out(format!("{key} = {shown}"))?;
             }
             Ok(())
         }

@@ -64,6 +64,11 @@ pub enum RemoteCommand {
     },
 }
 
+/// Options whose values are credentials: never printed, never written to the project config.
+pub fn is_secret(key: &str) -> bool {
+    ["secret", "token", "password"].iter().any(|word| key.contains(word))
+}
+
 fn remote_options_help() -> String {
     let mut text = String::from("Options:\n  url                  the remote's location\n");
     for (key, help) in cairn_remote::OPTIONS {
@@ -179,12 +184,7 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
                     options: spec
                         .options
                         .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.as_str(),
-                                if k.contains("secret") || k.contains("token") { "***" } else { v.as_str() },
-                            )
-                        })
+                        .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
                         .collect(),
                 })
                 .collect();
@@ -233,6 +233,16 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
             let mut file = context.config_file(user)?;
             if !unset && value.is_none() {
                 return Err(Failure::usage("give a VALUE, or --unset"));
+            }
+            if value.is_some() && !user && is_secret(&key) {
+                return Err(Failure::user(
+                    format!(
+                        "`{key}` is a credential: written to `.cairn/config`, it would be committed to Git"
+                    ),
+                    Some(&format!(
+                        "keep it in your user config: cairn remote modify --user {name} {key} VALUE"
+                    )),
+                ));
             }
             if let Some(value) = &value {
                 if key == "url" {

@@ -348,3 +348,86 @@ fn kill_9_of_cairn_exp_run_at_random_points_stops_the_experiment_and_lists_its_w
     repo.ok(&["exp", "run", "-S", "train.lr=0.5"]);
     assert_eq!(statuses(&repo)[0], "FINISHED");
 }
+
+#[test]
+fn gitignore_entries_match_exactly_the_tracked_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let repo = TestRepo::new();
+    let special = [
+        "new\nline",
+        "#hash",
+        "!bang",
+        "star*",
+        "what?",
+        "[set]",
+        "back\\slash",
+        " lead",
+        "trail ",
+        "both  ",
+        "mid dle",
+        "tab\tx",
+        "semi;colon",
+    ];
+    // Look-alikes that must stay visible to Git.
+    let lookalikes = ["hash", "bang", "starry", "what", "set", "backslash", "lead", "trail", "both", "s"];
+    for name in special.iter().chain(&lookalikes) {
+        std::fs::create_dir_all(repo.path("data")).unwrap();
+        std::fs::write(repo.path("data").join(name), name.as_bytes()).unwrap();
+    }
+    for name in special {
+        let path = repo.path("data").join(name);
+        let output = repo.command(&[std::ffi::OsStr::new("add"), path.as_os_str()]).output().unwrap();
+        assert!(output.status.success(), "{name:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let ignored = |name: &str| {
+        let output = std::process::Command::new("git")
+            .current_dir(&repo.root)
+            .args(["check-ignore", "-q", "--no-index", "--"])
+            .arg(std::ffi::OsStr::from_bytes(format!("data/{name}").as_bytes()))
+            .status()
+            .unwrap();
+        output.success()
+    };
+    for name in special {
+        assert!(ignored(name), "{name:?} is tracked by Cairn but not ignored by Git");
+        assert!(!ignored(&format!("{name}.cairn")), "the pointer of {name:?} is ignored");
+    }
+    for name in lookalikes {
+        assert!(!ignored(name), "{name:?} is not tracked by Cairn but Git ignores it");
+    }
+    // Each entry is removed again by `cairn rm`.
+    for name in special {
+        let path = repo.path("data").join(name);
+        let output = repo.command(&[std::ffi::OsStr::new("rm"), path.as_os_str()]).output().unwrap();
+        assert!(output.status.success(), "{name:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(!ignored(name), "{name:?} is still ignored after `cairn rm`");
+    }
+}
+
+#[test]
+fn secrets_stay_out_of_output_errors_and_the_project_config() {
+    let repo = TestRepo::new();
+    let remote = outside_dir();
+    repo.ok(&["remote", "add", "origin", remote.path().to_str().unwrap(), "--default"]);
+    let stderr = repo.fail(1, &["remote", "modify", "origin", "secret-access-key", "hunter2"]);
+    assert!(stderr.contains("--user"), "{stderr}");
+    assert!(!std::fs::read_to_string(repo.path(".cairn/config")).unwrap().contains("hunter2"));
+    repo.ok(&["remote", "modify", "--user", "origin", "secret-access-key", "hunter2"]);
+    repo.ok(&["remote", "modify", "--user", "origin", "session-token", "hunter2"]);
+    let config = repo.home.join(".config/cairn/config.toml");
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    let listed = repo.ok(&["remote", "list", "--json"]);
+    assert!(listed.contains("secret-access-key") && !listed.contains("hunter2"), "{listed}");
+    repo.ok(&["config", "meta.url", "postgres://ada:hunter2@127.0.0.1:1/cairn"]);
+    let listed = repo.ok(&["config", "--list"]);
+    assert!(listed.contains("meta.url") && !listed.contains("hunter2"), "{listed}");
+    let output = repo.run(&["exp", "show", "--json"]);
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success() && all.contains("127.0.0.1") && !all.contains("hunter2"), "{all}");
+    repo.ok(&["config", "meta.url", "mysql://ada:hunter2@127.0.0.1:1/cairn"]);
+    let output = repo.run(&["exp", "show"]);
+    let all =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success() && !all.contains("hunter2"), "{all}");
+}

@@ -193,7 +193,7 @@ pub fn open(location: &str) -> Result<Store> {
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
         Store::new(Box::new(postgres_backend::Postgres::connect(location)?))
     } else if location.contains("://") {
-        Err(MetaError::BadLocation(location.to_owned()))
+        Err(MetaError::BadLocation(redact(location)))
     } else {
         Store::new(Box::new(sqlite_backend::Sqlite::open(std::path::Path::new(location))?))
     }

@@ -5,11 +5,18 @@ use std::path::Path;
 
 use crate::{RepoError, Result, bytes_to_path};
 
-/// Escapes a file name so Git matches it literally: `\`, `*`, `?`, `[` are escaped, as are a
-/// leading `!` or `#` and trailing spaces.
+/// Escapes a file name so Git matches it literally, as gitignore(5) specifies: `\`, `*`, `?`,
+/// `[` are escaped, as are a leading `!` or `#` and trailing spaces (Git strips unescaped
+/// ones; leading spaces are kept as they are). A newline cannot appear in a line of the
+/// file, so it becomes `?`, which matches any one character but `/`: the entry then also
+/// ignores a name that differs from this one only by another character there.
 fn escape(name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 2);
     for (i, &byte) in name.iter().enumerate() {
+        if byte == b'\n' {
+            out.push(b'?');
+            continue;
+        }
         let trailing_space = byte == b' ' && name[i..].iter().all(|&b| b == b' ');
         if matches!(byte, b'\\' | b'*' | b'?' | b'[')
             || trailing_space
@@ -88,6 +95,8 @@ mod tests {
         assert_eq!(escape(b"a*b?[c]"), b"a\\*b\\?\\[c]");
         assert_eq!(escape(b"!x#"), b"\\!x#");
         assert_eq!(escape(b"x  "), b"x\\ \\ ");
+        assert_eq!(escape(b"a\nb"), b"a?b");
+        assert_eq!(escape(b"  lead\\"), b"  lead\\\\");
     }
 
     #[test]
