@@ -242,6 +242,12 @@ enum Command {
         /// Port to listen on; 0 picks a free one.
         #[arg(long, default_value_t = 5000)]
         port: u16,
+        /// Largest artifact a client may upload (`16GiB`, `500MB`, bytes).
+        #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = parse_size)]
+        max_artifact_size: u64,
+        /// Most bytes of artifacts one run may hold.
+        #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+        run_quota: u64,
     },
     /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
     #[command(
@@ -805,6 +811,29 @@ fn stop_own_group<T>(exit: &std::sync::mpsc::Receiver<T>) -> ! {
     std::process::exit(128 + 15)
 }
 
+/// A size such as `16GiB`, `500MB` or `1048576` (bytes).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{text}` is not a size like `16GiB` or `500MB`"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!("unknown unit `{other}` in `{text}`: use B, KB, MB, GB, KiB, MiB, GiB, TiB"));
+        }
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+}
+
 fn user_config_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir).join("cairn/config.toml"));
@@ -1111,7 +1140,13 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             record::diff(&context.open()?, &a, &b, all, output.json)
         }
         Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
-        Command::Server { host, port } => tracking::serve(&context.open()?, &host, port, cli.quiet),
+        Command::Server { host, port, max_artifact_size, run_quota } => {
+            let uploads = cairn_server::UploadLimits {
+                max_artifact_bytes: max_artifact_size,
+                run_quota_bytes: run_quota,
+            };
+            tracking::serve(&context.open()?, &host, port, uploads, cli.quiet)
+        }
         Command::Serve {
             targets,
             host,

@@ -254,6 +254,7 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         })?;
         let address =
             listener.local_addr().map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
+        crate::tracking::warn_if_exposed(&address);
         if !quiet {
             eprintln!(
                 "cairn model server on http://{address} (ONNX Runtime from {}); Ctrl-C stops it\n  native: POST /models/NAME/predict · KServe v2: /v2/models/NAME/infer · MLflow: POST /invocations · /metrics",
@@ -270,9 +271,13 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
             tokio::spawn(cairn_serve::alerting::run(evaluator, action, stop_rx.clone(), notify))
         });
         let watcher = tokio::spawn(cairn_serve::routing::watch(catalog, routes, targets, snapshot, stop_rx));
-        let served = axum::serve(listener, cairn_serve::server::router(app.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = cairn_http::serve(
+            listener,
+            cairn_serve::server::router(app.clone()),
+            cairn_http::Limits::default(),
+            shutdown,
+        )
+        .await;
         let _ = stop_tx.send(true);
         let _ = watcher.await;
         if let Some(alerting) = alerting {

@@ -7,15 +7,31 @@ use cairn_server::{Background, State};
 
 use crate::failure::Failure;
 
-fn state(repo: &Repo) -> Result<State, Failure> {
+fn state(repo: &Repo, uploads: cairn_server::UploadLimits) -> Result<State, Failure> {
     let meta = cairn_meta::open(&repo.meta_location())
         .map_err(|e| Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)")))?;
-    Ok(State { meta: Arc::new(meta), objects: repo.store().clone() })
+    Ok(State { meta: Arc::new(meta), objects: repo.store().clone(), uploads })
+}
+
+/// Warns (even with `--quiet`) when a server listens where other machines can reach it:
+/// Cairn does not authenticate clients yet.
+pub fn warn_if_exposed(address: &std::net::SocketAddr) {
+    if !cairn_http::is_loopback(address) {
+        eprintln!(
+            "warning: listening on {address}, which other machines can reach, without authentication: anyone who can connect can read and change what this server serves; listen on 127.0.0.1 (the default), or put an authenticating proxy in front"
+        );
+    }
 }
 
 /// `cairn server`: the MLflow-compatible tracking API until Ctrl-C.
-pub fn serve(repo: &Repo, host: &str, port: u16, quiet: bool) -> Result<(), Failure> {
-    let state = state(repo)?;
+pub fn serve(
+    repo: &Repo,
+    host: &str,
+    port: u16,
+    uploads: cairn_server::UploadLimits,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let state = state(repo, uploads)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,6 +46,7 @@ pub fn serve(repo: &Repo, host: &str, port: u16, quiet: bool) -> Result<(), Fail
         let address = listener
             .local_addr()
             .map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
+        warn_if_exposed(&address);
         if !quiet {
             eprintln!(
                 "cairn tracking server on http://{address} (metadata: {}); Ctrl-C stops it\n  export MLFLOW_TRACKING_URI=http://{address}",
@@ -50,7 +67,7 @@ pub fn serve(repo: &Repo, host: &str, port: u16, quiet: bool) -> Result<(), Fail
 /// warning) when it cannot start: the pipeline still runs, and `mlflow` calls in stages
 /// then fail on their own.
 pub fn background(repo: &Repo, warn: &dyn Fn(&str)) -> Option<Background> {
-    let state = match state(repo) {
+    let state = match state(repo, Default::default()) {
         Ok(state) => state,
         Err(e) => {
             warn(&format!("no tracking server for this run: {}", e.message));

@@ -118,9 +118,22 @@ fn store_error(e: cairn_store::StoreError) -> ApiError {
 async fn upload(
     Extract(state): Extract<State>,
     Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_path(&path)?;
+    // What this upload may add: the artifact limit, and what is left of its run's quota.
+    let allowed = {
+        let (state, path) = (state.clone(), path.clone());
+        blocking(move || upload_allowance(&state, &path)).await?
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared
+        && length > allowed.bytes
+    {
+        return Err(ApiError::too_large(allowed.refusal(&path, length)));
+    }
     let objects = state.objects.clone();
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(16);
     let writer = tokio::task::spawn_blocking(move || -> Result<(Digest, u64), ApiError> {
@@ -139,8 +152,14 @@ async fn upload(
         Ok((digest, size))
     });
     let mut stream = body.into_data_stream();
+    let mut received = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::invalid(format!("the upload of `{path}` broke off: {e}")))?;
+        received += chunk.len() as u64;
+        if received > allowed.bytes {
+            // Dropping the writer's channel discards the partial object.
+            return Err(ApiError::too_large(allowed.refusal(&path, received)));
+        }
         if sender.send(chunk).await.is_err() {
             break;
         }
@@ -152,6 +171,67 @@ async fn upload(
     let artifact = Artifact { path, digest: digest.to_string(), size: size as i64 };
     blocking(move || state.meta.put_artifact(&artifact).map_err(ApiError::from)).await?;
     Ok(axum::Json(json!({})))
+}
+
+/// How many bytes an upload to `path` may have, and why no more.
+struct Allowance {
+    bytes: u64,
+    /// The run whose quota limits it, when that is tighter than the artifact limit.
+    quota: Option<(String, u64, u64)>,
+    max_artifact: u64,
+}
+
+impl Allowance {
+    fn refusal(&self, path: &str, size: u64) -> String {
+        match &self.quota {
+            Some((run, used, quota)) => format!(
+                "the upload of `{path}` ({size} bytes or more) would take run {run} past its artifact quota ({used} of {quota} bytes used); delete artifacts or raise `--run-quota`"
+            ),
+            None => format!(
+                "the upload of `{path}` ({size} bytes or more) is larger than this server accepts ({} bytes); raise `--max-artifact-size`",
+                self.max_artifact
+            ),
+        }
+    }
+}
+
+/// Artifacts under `<experiment>/<run id>/artifacts/` belong to a run, which must exist and
+/// whose artifacts together stay within the quota.
+fn upload_allowance(state: &State, path: &str) -> Result<Allowance, ApiError> {
+    let limits = state.uploads;
+    let mut allowance =
+        Allowance { bytes: limits.max_artifact_bytes, quota: None, max_artifact: limits.max_artifact_bytes };
+    let parts: Vec<&str> = path.splitn(4, '/').collect();
+    let is_run_id = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let [experiment, run_id, "artifacts", _] = parts.as_slice()
+        && is_run_id(run_id)
+    {
+        let run = state.meta.run(run_id)?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no run {run_id}: artifacts can only be uploaded to a run that exists"
+            ))
+        })?;
+        if run.info.experiment_id.to_string() != *experiment {
+            return Err(ApiError::invalid(format!(
+                "run {run_id} belongs to experiment {}, not {experiment}",
+                run.info.experiment_id
+            )));
+        }
+        let prefix = format!("{experiment}/{run_id}");
+        let used: u64 = state
+            .meta
+            .artifacts_under(&prefix)?
+            .iter()
+            .filter(|a| a.path != path)
+            .map(|a| a.size.max(0) as u64)
+            .sum();
+        let left = limits.run_quota_bytes.saturating_sub(used);
+        if left < allowance.bytes {
+            allowance.bytes = left;
+            allowance.quota = Some((run_id.to_string(), used, limits.run_quota_bytes));
+        }
+    }
+    Ok(allowance)
 }
 
 async fn download(Extract(state): Extract<State>, Path(path): Path<String>) -> Result<Response, ApiError> {

@@ -26,6 +26,11 @@ impl ApiError {
         ApiError { code: "RESOURCE_ALREADY_EXISTS", message: message.into() }
     }
 
+    /// An upload larger than the server accepts, or past its run's quota (413).
+    pub fn too_large(message: impl Into<String>) -> Self {
+        ApiError { code: "RESOURCE_LIMIT_EXCEEDED", message: message.into() }
+    }
+
     /// The server's own failure (500): the store is unreachable or broken.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError { code: "INTERNAL_ERROR", message: message.into() }
@@ -35,6 +40,7 @@ impl ApiError {
         match self.code {
             "RESOURCE_DOES_NOT_EXIST" | "ENDPOINT_NOT_FOUND" => StatusCode::NOT_FOUND,
             "INVALID_PARAMETER_VALUE" | "RESOURCE_ALREADY_EXISTS" | "BAD_REQUEST" => StatusCode::BAD_REQUEST,
+            "RESOURCE_LIMIT_EXCEEDED" => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

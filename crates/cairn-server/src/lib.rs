@@ -37,6 +37,21 @@ pub use error::ApiError;
 pub struct State {
     pub meta: Arc<cairn_meta::Store>,
     pub objects: cairn_store::Store,
+    pub uploads: UploadLimits,
+}
+
+/// How much a client may upload: one artifact, and all the artifacts of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    pub max_artifact_bytes: u64,
+    pub run_quota_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    /// 16 GiB per artifact (a large model), 64 GiB per run.
+    fn default() -> Self {
+        UploadLimits { max_artifact_bytes: 16 << 30, run_quota_bytes: 64 << 30 }
+    }
 }
 
 /// The routes of the tracking API and the artifact proxy.
@@ -44,13 +59,14 @@ pub fn router(state: State) -> axum::Router {
     api::routes().merge(artifacts::routes()).with_state(state)
 }
 
-/// Serves until `shutdown` completes.
+/// Serves until `shutdown` completes, with the header and body timeouts and connection
+/// limit of [`cairn_http::Limits::default`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: State,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    cairn_http::serve(listener, router(state), cairn_http::Limits::default(), shutdown).await
 }
 
 /// A server running on its own threads (for `cairn run`), stopped when dropped.

@@ -19,7 +19,10 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let meta = cairn_meta::open(dir.path().join("meta.sqlite").to_str().unwrap()).unwrap();
     let objects = cairn_store::Store::open(&dir.path().join("cache")).unwrap();
-    Fixture { _dir: dir, state: cairn_server::State { meta: Arc::new(meta), objects } }
+    Fixture {
+        _dir: dir,
+        state: cairn_server::State { meta: Arc::new(meta), objects, uploads: Default::default() },
+    }
 }
 
 impl Fixture {
@@ -242,4 +245,37 @@ async fn experiments_create_rename_search_and_delete() {
     assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "deleted");
     let (s, b) = f.post("experiments/delete", json!({"experiment_id": "0"})).await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "Default");
+}
+
+#[tokio::test]
+async fn uploads_go_to_runs_that_exist_within_the_artifact_limit_and_the_run_quota() {
+    let mut f = fixture();
+    f.state.uploads = cairn_server::UploadLimits { max_artifact_bytes: 1000, run_quota_bytes: 1500 };
+    let base = "/api/2.0/mlflow-artifacts/artifacts";
+    // A run that does not exist gets nothing.
+    let ghost = "0123456789abcdef0123456789abcdef";
+    let (s, b, _) = f.call(Method::PUT, &format!("{base}/0/{ghost}/artifacts/big.bin"), vec![1u8; 10]).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", ghost);
+    assert!(f.state.objects.list().unwrap().is_empty());
+    let run = f.new_run().await;
+    // Nor a run filed under another experiment.
+    let (s, b, _) = f.call(Method::PUT, &format!("{base}/7/{run}/artifacts/x"), vec![1u8; 10]).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "experiment 0");
+    // One artifact over the limit: refused, with or without a Content-Length, and not stored.
+    let (s, b, _) = f.call(Method::PUT, &format!("{base}/0/{run}/artifacts/too-big"), vec![1u8; 1001]).await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_LIMIT_EXCEEDED", "--max-artifact-size");
+    let streamed = Body::from_stream(futures::stream::iter(
+        (0..11).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![2u8; 100]))),
+    ));
+    let (s, b, _) = f.call(Method::PUT, &format!("{base}/0/{run}/artifacts/streamed"), streamed).await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_LIMIT_EXCEEDED", "1100 bytes or more");
+    assert!(f.state.meta.artifact(&format!("0/{run}/artifacts/streamed")).unwrap().is_none());
+    // Within the limit it is stored; the run's quota then bounds the next one.
+    let (s, _, _) = f.call(Method::PUT, &format!("{base}/0/{run}/artifacts/a.bin"), vec![3u8; 900]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b, _) = f.call(Method::PUT, &format!("{base}/0/{run}/artifacts/b.bin"), vec![4u8; 700]).await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_LIMIT_EXCEEDED", "quota");
+    // Replacing an artifact counts its new size, not both.
+    let (s, _, _) = f.call(Method::PUT, &format!("{base}/0/{run}/artifacts/a.bin"), vec![5u8; 1000]).await;
+    assert_eq!(s, StatusCode::OK);
 }
