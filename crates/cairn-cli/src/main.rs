@@ -563,8 +563,12 @@ enum ModelCommand {
         /// A condition on the version's recorded metrics (repeatable), e.g. `accuracy >= 0.9`.
         #[arg(long, value_name = "METRIC OP NUMBER")]
         require: Vec<String>,
+        /// Whether the model may be deleted while this alias points at a version (by
+        /// default a protected alias protects its model from deletion).
+        #[arg(long, value_name = "true|false")]
+        allow_delete: Option<bool>,
         /// Remove the policy.
-        #[arg(long, conflicts_with_all = ["approvals", "require"])]
+        #[arg(long, conflicts_with_all = ["approvals", "require", "allow_delete"])]
         clear: bool,
     },
     /// Show or change how an alias's traffic is shared: a canary version with a weight, shadows.
@@ -1109,8 +1113,8 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                     model::history(&repo, &name, alias.as_deref(), output.json)
                 }
                 ModelCommand::Approve { reference, comment } => model::approve(&repo, &reference, &comment),
-                ModelCommand::Policy { name, alias, approvals, require, clear } => {
-                    model::policy(&repo, &name, &alias, approvals, &require, clear)
+                ModelCommand::Policy { name, alias, approvals, require, allow_delete, clear } => {
+                    model::policy(&repo, &name, &alias, approvals, &require, allow_delete, clear)
                 }
                 ModelCommand::Rollout { target, canary, weight, shadow, clear, output } => serve::rollout(
                     &repo,

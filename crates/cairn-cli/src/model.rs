@@ -387,6 +387,7 @@ pub fn policy(
     alias: &str,
     approvals: Option<i64>,
     require: &[String],
+    allow_delete: Option<bool>,
     clear: bool,
 ) -> Result<(), Failure> {
     let store = open_store(repo)?;
@@ -400,20 +401,21 @@ pub fn policy(
         store.set_policy(name, alias, None).map_err(meta)?;
         return out(format!("{name}@{alias} has no policy"));
     }
-    if approvals.is_some() || !require.is_empty() {
+    if approvals.is_some() || !require.is_empty() || allow_delete.is_some() {
         for condition in require {
             parse_condition(condition)?;
         }
-        let policy = Policy { approvals: approvals.unwrap_or(0).max(0), conditions: require.to_vec() };
+        // Unnamed parts of an existing policy are kept.
+        let current = store.policy(name, alias).map_err(meta)?.unwrap_or_default();
+        let policy = Policy {
+            approvals: approvals.map(|a| a.max(0)).unwrap_or(current.approvals),
+            conditions: if require.is_empty() { current.conditions } else { require.to_vec() },
+            allow_delete: allow_delete.unwrap_or(current.allow_delete),
+        };
         store.set_policy(name, alias, Some(&policy)).map_err(meta)?;
     }
     match store.policy(name, alias).map_err(meta)? {
-        Some(p) => out(format!(
-            "{name}@{alias}: {} approval(s){}{}",
-            p.approvals,
-            if p.conditions.is_empty() { "" } else { "; requires " },
-            p.conditions.join(", ")
-        )),
+        Some(p) => out(format!("{name}@{alias}: {}", p.describe())),
         None => out(format!("{name}@{alias} has no policy: any version may take it")),
     }
 }

@@ -35,6 +35,10 @@ pub enum MetaError {
     NoModelVersion(String),
     #[error("no experiment `{0}`")]
     NoExperiment(String),
+    #[error(
+        "model `{model}` cannot be deleted: its alias `{alias}` is protected by a policy ({policy}); clear the policy (`cairn model policy {model} {alias} --clear`) or allow deletion in it (`--allow-delete`) first"
+    )]
+    Protected { model: String, alias: String, policy: String },
     #[error("an experiment named `{0}` already exists")]
     ExperimentExists(String),
     #[error(

@@ -88,6 +88,23 @@ pub struct Policy {
     pub approvals: i64,
     /// Conditions on the version's metrics, such as `accuracy >= 0.9`.
     pub conditions: Vec<String>,
+    /// Whether the model may be deleted while the alias points at a version.
+    pub allow_delete: bool,
+}
+
+impl Policy {
+    /// The policy in words, for messages: `1 approval(s); requires accuracy >= 0.9`.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} approval(s)", self.approvals);
+        if !self.conditions.is_empty() {
+            text.push_str("; requires ");
+            text.push_str(&self.conditions.join(", "));
+        }
+        if self.allow_delete {
+            text.push_str("; allows deleting the model");
+        }
+        text
+    }
 }
 
 const VERSION_COLUMNS: &str = "name, version, digest, size, kind, model_file, runtime, source, run_id, signature, \
@@ -373,8 +390,14 @@ impl Store {
             )?;
             if let Some(p) = policy {
                 tx.execute(
-                    "INSERT INTO alias_policies (name, alias, approvals, conditions) VALUES ($1, $2, $3, $4)",
-                    &[name.into(), alias.into(), p.approvals.into(), p.conditions.join("\n").into()],
+                    "INSERT INTO alias_policies (name, alias, approvals, conditions, allow_delete) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        name.into(),
+                        alias.into(),
+                        p.approvals.into(),
+                        p.conditions.join("\n").into(),
+                        i64::from(p.allow_delete).into(),
+                    ],
                 )?;
             }
             Ok(())
@@ -384,12 +407,13 @@ impl Store {
     pub fn policy(&self, name: &str, alias: &str) -> Result<Option<Policy>> {
         self.tx(|tx| {
             let rows = tx.query(
-                "SELECT approvals, conditions FROM alias_policies WHERE name = $1 AND alias = $2",
+                "SELECT approvals, conditions, allow_delete FROM alias_policies WHERE name = $1 AND alias = $2",
                 &[name.into(), alias.into()],
             )?;
             Ok(rows.first().map(|r| Policy {
                 approvals: r[0].int(),
                 conditions: r[1].text().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+                allow_delete: r[2].int() != 0,
             }))
         })
     }
@@ -558,10 +582,28 @@ impl Store {
     }
 
     /// Deletes a model with its versions, aliases and policies (their history stays).
+    /// Refused while an alias protected by a policy points at a version, unless that policy
+    /// allows deletion: what a policy guards cannot be removed around it.
     pub fn delete_model(&self, name: &str) -> Result<()> {
         self.tx(|tx| {
             if !model_exists(tx, name)? {
                 return Err(MetaError::NoModelVersion(name.to_owned()));
+            }
+            let protected = tx.query(
+                "SELECT p.alias, p.approvals, p.conditions FROM alias_policies p                  JOIN model_aliases a ON a.name = p.name AND a.alias = p.alias                  WHERE p.name = $1 AND p.allow_delete = 0 ORDER BY p.alias",
+                &[name.into()],
+            )?;
+            if let Some(row) = protected.first() {
+                let policy = Policy {
+                    approvals: row[1].int(),
+                    conditions: row[2].text().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+                    allow_delete: false,
+                };
+                return Err(MetaError::Protected {
+                    model: name.to_owned(),
+                    alias: row[0].text(),
+                    policy: policy.describe(),
+                });
             }
             for table in [
                 "model_aliases",

@@ -192,7 +192,8 @@ CREATE TABLE model_rollouts (
 "#,
     // 5: the process that owns a running run (host, pid and the pid's start time, so a reused
     // pid is not mistaken for it) and its last heartbeat: a run whose process is gone is
-    // marked KILLED instead of staying RUNNING forever.
+    // marked KILLED instead of staying RUNNING forever. And whether an alias's policy lets its
+    // model be deleted (by default a protected alias protects its model).
     r#"
 CREATE TABLE run_owners (
     run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
@@ -201,6 +202,7 @@ CREATE TABLE run_owners (
     process_start BIGINT NOT NULL,
     heartbeat BIGINT NOT NULL
 );
+ALTER TABLE alias_policies ADD COLUMN allow_delete BIGINT NOT NULL DEFAULT 0;
 "#,
 ];
 

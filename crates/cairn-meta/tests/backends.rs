@@ -245,7 +245,7 @@ fn suite(open: &dyn Fn() -> Store) {
         .set_policy(
             "churn",
             "production",
-            Some(&Policy { approvals: 1, conditions: vec!["acc >= 0.9".into()] }),
+            Some(&Policy { approvals: 1, conditions: vec!["acc >= 0.9".into()], allow_delete: false }),
         )
         .unwrap();
     assert_eq!(store.policy_violations("churn", "production", 2).unwrap().len(), 1, "no approval yet");
@@ -263,6 +263,18 @@ fn suite(open: &dyn Fn() -> Store) {
         [(None, Some(2)), (Some(2), Some(1))]
     );
     assert!(matches!(store.move_alias("churn", "x", Some(9), "ada", ""), Err(MetaError::NoModelVersion(_))));
+    // A protected alias protects its model from deletion, naming the policy, unless the
+    // policy allows it.
+    let refused = store.delete_model("churn").unwrap_err();
+    assert!(matches!(&refused, MetaError::Protected { alias, .. } if alias == "production"), "{refused}");
+    assert!(refused.to_string().contains("acc >= 0.9"), "{refused}");
+    assert!(store.model("churn").unwrap().is_some());
+    let mut lenient = store.policy("churn", "production").unwrap().unwrap();
+    lenient.allow_delete = true;
+    store.set_policy("churn", "production", Some(&lenient)).unwrap();
+    assert!(store.policy("churn", "production").unwrap().unwrap().allow_delete);
+    lenient.allow_delete = false;
+    store.set_policy("churn", "production", Some(&lenient)).unwrap();
     // Rollouts: a canary with a weight and shadows, in the routing snapshot servers poll.
     let rollout = Rollout { canary: Some(2), weight: 25, shadows: vec![2], user: "ada".into(), time: 0 };
     store.set_rollout("churn", "production", Some(&rollout)).unwrap();
@@ -297,6 +309,9 @@ fn suite(open: &dyn Fn() -> Store) {
     );
     store.set_rollout("churn-v2", "production", None).unwrap();
     assert!(store.rollout("churn-v2", "production").unwrap().is_none());
+    // The policy followed the rename, and still guards the model.
+    assert!(matches!(store.delete_model("churn-v2"), Err(MetaError::Protected { .. })));
+    store.set_policy("churn-v2", "production", None).unwrap();
     store.delete_model("churn-v2").unwrap();
     assert!(store.model("churn-v2").unwrap().is_none());
 

@@ -438,7 +438,17 @@ pub fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
 fn push(data: &mut Data, value: &Value, spec: &InputSpec, strict: Strictness) -> Result<(), BadInput> {
     let wrong = |what: &str| BadInput::field(spec, format!("got {what} {}", short(value)));
     match data {
-        Data::F32(v) => v.push(float(value, spec, strict)? as f32),
+        Data::F32(v) => {
+            let x = float(value, spec, strict)?;
+            // `as f32` would turn 3.5e38 into infinity: a value FP32 cannot hold is refused.
+            if x.is_finite() && x.abs() > f64::from(f32::MAX) {
+                return Err(BadInput::field(
+                    spec,
+                    format!("{} is out of range for FP32 (largest: {:e})", short(value), f32::MAX),
+                ));
+            }
+            v.push(x as f32)
+        }
         Data::F64(v) => v.push(float(value, spec, strict)?),
         Data::I64(v) => v.push(value.as_i64().ok_or_else(|| wrong(kind(value)))?),
         Data::I32(v) => {
@@ -513,6 +523,20 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("x"));
         assert_eq!(err.expected.as_deref(), Some("float32"));
         assert!(err.message.contains("got a string \"old\""), "{}", err.message);
+    }
+
+    #[test]
+    fn floats_fp32_cannot_hold_are_refused_not_made_infinite() {
+        let s = spec(DType::F32, &[Some(1)]);
+        for too_big in [json!(3.5e38), json!(-3.5e38), json!(1e300)] {
+            let err = column(&s, [too_big.clone()].iter(), Strictness::default()).unwrap_err();
+            assert!(err.message.contains("out of range for FP32"), "{too_big}: {}", err.message);
+            assert_eq!(err.field.as_deref(), Some("x"));
+        }
+        let t = column(&s, [json!(3.4e38)].iter(), Strictness::default()).unwrap();
+        assert!(matches!(&t.data, Data::F32(v) if v[0].is_finite()));
+        // FP64 holds them.
+        assert!(column(&spec(DType::F64, &[Some(1)]), [json!(3.5e38)].iter(), Strictness::default()).is_ok());
     }
 
     #[test]

@@ -41,6 +41,7 @@ impl ApiError {
             "RESOURCE_DOES_NOT_EXIST" | "ENDPOINT_NOT_FOUND" => StatusCode::NOT_FOUND,
             "INVALID_PARAMETER_VALUE" | "RESOURCE_ALREADY_EXISTS" | "BAD_REQUEST" => StatusCode::BAD_REQUEST,
             "RESOURCE_LIMIT_EXCEEDED" => StatusCode::PAYLOAD_TOO_LARGE,
+            "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +53,7 @@ impl From<cairn_meta::MetaError> for ApiError {
         match &e {
             M::NoRun(_) | M::NoExperiment(_) | M::NoModelVersion(_) => ApiError::not_found(e.to_string()),
             M::ExperimentExists(_) => ApiError::exists(e.to_string()),
+            M::Protected { .. } => ApiError { code: "PERMISSION_DENIED", message: e.to_string() },
             M::ParamChanged { .. } | M::RunNotActive(_) => ApiError::invalid(e.to_string()),
             M::Backend { .. } | M::TooNew { .. } | M::BadLocation(_) => ApiError::internal(e.to_string()),
         }
