@@ -8,6 +8,7 @@
 //!   - url: https://hooks.example.com/ml-alerts
 //!     headers: {Authorization: "Bearer ..."}
 //!     attempts: 5              # tries, with exponential backoff from 0.5 s (default 5)
+//! webhook_hosts: [hooks.example.com, "*.slack.com"]   # optional allow-list of webhook hosts
 //! models:
 //!   churn:
 //!     drift: {share: 0.5, distance: 0.1, p_value: 0.05, numeric: psi}   # overrides
@@ -106,8 +107,24 @@ pub struct MonitorConfig {
     pub evaluate_every: i64,
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
+    /// The only hosts webhooks may be delivered to (`*.example.com` matches its subdomains);
+    /// absent: any host. Deliveries never follow a redirect to another host either way.
+    #[serde(default)]
+    pub webhook_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub models: BTreeMap<String, ModelMonitor>,
+}
+
+/// Whether `host` is one of `allowed` (exactly, ignoring case, or below a `*.` pattern).
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.to_ascii_lowercase();
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == pattern,
+        }
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -348,6 +365,25 @@ impl MonitorConfig {
                 message: "evaluate_every must be at least 100ms".into(),
             });
         }
+        for hook in &config.webhooks {
+            let fail = |message: String| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: format!("webhook `{}`: {message}", hook.url),
+            };
+            let url = url::Url::parse(&hook.url).map_err(|e| fail(format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(fail("webhooks are http:// or https:// URLs".into()));
+            }
+            let host = url.host_str().ok_or_else(|| fail("the URL names no host".into()))?;
+            if let Some(allowed) = &config.webhook_hosts
+                && !host_allowed(host, allowed)
+            {
+                return Err(fail(format!(
+                    "host `{host}` is not in webhook_hosts ({}); add it there if it is meant to get alerts",
+                    allowed.join(", ")
+                )));
+            }
+        }
         for (model, monitor) in &config.models {
             let mut names = std::collections::BTreeSet::new();
             for rule in &monitor.rules {
@@ -541,6 +577,23 @@ models:
         threshold: 50
         retrain: {stages: [train], model_path: models/churn.onnx}
 "#;
+
+    #[test]
+    fn webhooks_must_go_to_allowed_hosts() {
+        let with = |hosts: &str, url: &str| {
+            MonitorConfig::parse(&format!("{hosts}webhooks:\n  - url: {url}\n"), "monitor.yaml")
+        };
+        assert!(with("", "https://anywhere.example/x").is_ok());
+        let allow = "webhook_hosts: [hooks.example.com, \"*.slack.com\"]\n";
+        assert!(with(allow, "https://hooks.example.com/a").is_ok());
+        assert!(with(allow, "https://HOOKS.example.com/a").is_ok());
+        assert!(with(allow, "https://team.slack.com/a").is_ok());
+        let refused = with(allow, "http://169.254.169.254/latest/meta-data").unwrap_err().to_string();
+        assert!(refused.contains("169.254.169.254") && refused.contains("webhook_hosts"), "{refused}");
+        assert!(with(allow, "https://slack.com.evil.example/a").is_err());
+        assert!(with("", "file:///etc/passwd").is_err());
+        assert!(with("", "not a url").is_err());
+    }
 
     #[test]
     fn parses_rules_with_defaults() {

@@ -380,7 +380,14 @@ pub async fn deliver(client: &reqwest::Client, hook: &Webhook, body: &Value) -> 
             Ok(response) if response.status().is_success() => return Ok(attempt),
             Ok(response) => {
                 let status = response.status();
-                last = format!("{} answered {status}", hook.url);
+                last = match response.headers().get(reqwest::header::LOCATION) {
+                    Some(to) if status.is_redirection() => format!(
+                        "{} redirected to {} on another host, which webhooks do not follow",
+                        hook.url,
+                        to.to_str().unwrap_or("?")
+                    ),
+                    _ => format!("{} answered {status}", hook.url),
+                };
                 let transient = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
                 if !transient {
                     return Err((attempt, format!("{last}; check the webhook's URL and headers")));
@@ -395,10 +402,27 @@ pub async fn deliver(client: &reqwest::Client, hook: &Webhook, body: &Value) -> 
     Err((attempts, last))
 }
 
-/// The HTTP client webhooks are delivered with (10 s per attempt).
+/// The HTTP client webhooks are delivered with (10 s per attempt). It follows a redirect
+/// only to the same scheme, host and port (at most 5): a webhook cannot be bounced to an
+/// internal address or another service. A redirect elsewhere is answered as the 3xx it is,
+/// which fails the delivery.
 pub fn client() -> Result<reqwest::Client, String> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else { return attempt.stop() };
+        let same = |a: &reqwest::Url, b: &reqwest::Url| {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        };
+        if attempt.previous().len() > 5 || !same(first, attempt.url()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    });
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .redirect(policy)
         .build()
         .map_err(|e| format!("cannot make the webhook client: {e}"))
 }
@@ -627,6 +651,51 @@ mod tests {
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].resolved_ms, Some(t0 + 150_000));
         assert!(e.evaluate(t0 + 160_000).unwrap().resolved.is_empty(), "resolved once");
+    }
+
+    #[tokio::test]
+    async fn deliveries_follow_redirects_on_their_host_only() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let elsewhere = Arc::new(AtomicUsize::new(0));
+        let hits = elsewhere.clone();
+        let redirect = |to: String| {
+            axum::response::Response::builder()
+                .status(307)
+                .header("location", to)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let app = axum::Router::new()
+            .route("/same", axum::routing::post(move || async move { redirect("/ok".into()) }))
+            .route(
+                "/away",
+                axum::routing::post(
+                    move || async move { redirect(format!("http://localhost:{port}/elsewhere")) },
+                ),
+            )
+            .route("/ok", axum::routing::post(|| async { "ok" }))
+            .route(
+                "/elsewhere",
+                axum::routing::post(move || {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    async { "stolen" }
+                }),
+            );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = client().unwrap();
+        let hook = |path: &str| Webhook {
+            url: format!("http://127.0.0.1:{port}{path}"),
+            headers: Default::default(),
+            attempts: 1,
+        };
+        let body = json!({"event": "opened"});
+        assert_eq!(deliver(&client, &hook("/same"), &body).await, Ok(1));
+        let (_, error) = deliver(&client, &hook("/away"), &body).await.unwrap_err();
+        assert!(error.contains("another host"), "{error}");
+        assert_eq!(elsewhere.load(Ordering::Relaxed), 0, "the redirect to another host was followed");
+        server.abort();
     }
 
     #[test]
