@@ -431,3 +431,25 @@ fn secrets_stay_out_of_output_errors_and_the_project_config() {
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(!output.status.success() && !all.contains("hunter2"), "{all}");
 }
+
+#[test]
+fn a_server_reachable_from_other_machines_says_it_has_no_authentication() {
+    use std::io::{BufRead, BufReader};
+    let repo = TestRepo::new();
+    for (host, warns) in [("127.0.0.1", false), ("0.0.0.0", true)] {
+        let mut server = repo
+            .command(&["server", "--host", host, "--port", "0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut url = String::new();
+        BufReader::new(server.stdout.take().unwrap()).read_line(&mut url).unwrap();
+        assert!(url.starts_with("http://"), "{url}");
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(stderr.contains("without authentication"), warns, "{host}: {stderr}");
+    }
+}
