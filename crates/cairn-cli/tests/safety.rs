@@ -453,3 +453,21 @@ fn a_server_reachable_from_other_machines_says_it_has_no_authentication() {
         assert_eq!(stderr.contains("without authentication"), warns, "{host}: {stderr}");
     }
 }
+
+#[test]
+fn a_clone_that_commits_a_link_in_place_of_cairns_own_directories_is_refused() {
+    let origin = TestRepo::new();
+    let victim = outside_dir();
+    for dir in [".cairn/state", ".cairn/cache"] {
+        let _ = std::fs::remove_dir_all(origin.path(dir));
+        symlink(victim.path(), origin.path(dir)).unwrap();
+        origin.git(&["add", "-f", dir]);
+    }
+    origin.git(&["add", "-A"]);
+    origin.git(&["commit", "-q", "-m", "hostile"]);
+    let clone = TestRepo::clone_of(&origin);
+    clone.write("data.csv", b"x\n");
+    let stderr = clone.fail(1, &["add", "data.csv"]);
+    assert!(stderr.contains("committed to Git in place of Cairn's own directory"), "{stderr}");
+    assert!(entries(victim.path()).is_empty(), "{:?}", entries(victim.path()));
+}

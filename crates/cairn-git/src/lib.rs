@@ -128,6 +128,12 @@ impl GitRepo {
         &self.workdir
     }
 
+    /// Whether `path` (relative to the work tree, `/`-separated) is in Git's index.
+    pub fn is_in_index(&self, path: &str) -> Result<bool> {
+        let index = self.repo.index().map_err(git_err("reading the index".to_owned()))?;
+        Ok(index.get_path(Path::new(path), 0).is_some())
+    }
+
     /// Git's own directory (`.git`, or wherever a linked work tree's lives).
     pub fn git_dir(&self) -> &Path {
         self.repo.path()

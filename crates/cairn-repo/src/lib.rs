@@ -149,6 +149,22 @@ impl Repo {
         let git = GitRepo::discover(path)?;
         let root = git.workdir().canonicalize().map_err(|e| RepoError::io("resolve", git.workdir(), e))?;
         let dot = root.join(DOT_DIR);
+        // A clone that commits a link in place of Cairn's own directories would have the
+        // cache, the state (lock, logs, stat cache) or the config live wherever it points.
+        for rel in [DOT_DIR, ".cairn/cache", ".cairn/state", ".cairn/predictions"] {
+            let abs = root.join(rel);
+            if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink())
+                && git.is_in_index(rel)?
+            {
+                return Err(RepoError::UnsafeLink {
+                    access: "use",
+                    target: std::fs::read_link(&abs).unwrap_or_default(),
+                    path: abs.clone(),
+                    link: abs,
+                    reason: "committed to Git in place of Cairn's own directory",
+                });
+            }
+        }
         if !dot.join("config").is_file() {
             return Err(RepoError::NotInitialized { root });
         }

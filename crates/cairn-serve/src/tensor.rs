@@ -401,7 +401,11 @@ pub fn from_flat(
     values: &[&Value],
     strict: Strictness,
 ) -> Result<Tensor, BadInput> {
-    let expected: usize = shape.iter().product();
+    // The shape comes from the client: its product may not fit in a usize.
+    let product = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let Some(expected) = product(shape) else {
+        return Err(BadInput::field(spec, format!("shape {shape:?} holds more values than any request can")));
+    };
     if values.len() != expected {
         return Err(BadInput::field(
             spec,
@@ -411,7 +415,7 @@ pub fn from_flat(
     if shape.first() == Some(&0) || values.is_empty() {
         return Err(BadInput::field(spec, "no rows: an empty batch has nothing to predict"));
     }
-    let row_width: usize = shape.iter().skip(1).product();
+    let row_width = product(shape.get(1..).unwrap_or_default()).unwrap_or(usize::MAX);
     if let Some(w) = spec.width()
         && w != row_width
     {
@@ -537,6 +541,14 @@ mod tests {
         assert!(matches!(&t.data, Data::F32(v) if v[0].is_finite()));
         // FP64 holds them.
         assert!(column(&spec(DType::F64, &[Some(1)]), [json!(3.5e38)].iter(), Strictness::default()).is_ok());
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_refused() {
+        let s = spec(DType::F32, &[None]);
+        let one = json!(1.0);
+        let err = from_flat(&s, &[1 << 40, 1 << 40], &[&one], Strictness::default()).unwrap_err();
+        assert!(err.message.contains("more values than any request can"), "{}", err.message);
     }
 
     #[test]

@@ -46,6 +46,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cairn_hash::{CountingReader, Digest, LARGE_FILE_THRESHOLD, hash_bytes, hash_reader};
 
 pub use link::{LinkKind, LinkStrategy, ParseLinkError, tmp_beside};
+/// The local pack index decoder, for readers of the format and for fuzzing.
+pub use pack::decode_index as decode_pack_index;
 pub use stat::FileStat;
 
 /// Receives progress from long operations (here and in the crates above: the repository,
@@ -818,7 +820,7 @@ impl Drop for PartialObject {
 
 /// Reads a file expected to hold `size` bytes without the size probing of `read_to_end`;
 /// returns what was really there (more or fewer bytes if it changed).
-fn read_small(file: &mut File, size: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn read_small(file: &mut File, size: u64) -> io::Result<Vec<u8>> {
     let mut bytes = vec![0u8; size as usize];
     let mut filled = 0;
     loop {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cairn_hash::{Digest, hash_reader};
+use cairn_hash::{Digest, hash_bytes, hash_reader};
 
 use crate::{FileStat, StoreError, unique_tmp_name};
 
@@ -149,10 +149,31 @@ impl From<io::Error> for KindError {
 /// Hashes `object` and compares it with `expected`: what a link shares must be verified
 /// before the work tree sees it (a copy is verified while it is written instead).
 fn verify_object(object: &Path, expected: &Digest) -> Result<(), KindError> {
-    let file = File::open(object)?;
+    let mut file = File::open(object)?;
     let size = file.metadata()?.len();
-    let (actual, _) = hash_reader(file, size, None)?;
+    let actual = if size <= WHOLE_READ_LIMIT {
+        hash_bytes(&crate::read_small(&mut file, size)?)
+    } else {
+        hash_reader(file, size, None)?.0
+    };
     if actual != *expected { Err(KindError::Corrupt(actual)) } else { Ok(()) }
+}
+
+/// Objects up to this size are read in one piece, hashed and written (a few syscalls, no
+/// streaming buffer); larger ones stream through the hasher.
+const WHOLE_READ_LIMIT: u64 = 1 << 20;
+
+/// Copies `source` (of `size` bytes) into `dest`, hashing what is written; the digest of the
+/// bytes copied.
+fn copy_hashed(mut source: File, dest: &mut File, size: u64) -> io::Result<Digest> {
+    use std::io::Write;
+    if size <= WHOLE_READ_LIMIT {
+        let bytes = crate::read_small(&mut source, size)?;
+        let digest = hash_bytes(&bytes);
+        dest.write_all(&bytes)?;
+        return Ok(digest);
+    }
+    Ok(hash_reader(source, size, Some(dest))?.0)
 }
 
 /// Creates `tmp` from `object` by one link kind; returns the new file, still open for copies.
@@ -192,7 +213,7 @@ fn try_kind(
                 }
             } else {
                 let size = source.metadata()?.len();
-                let (actual, _) = hash_reader(source, size, Some(&mut dest))?;
+                let actual = copy_hashed(source, &mut dest, size)?;
                 if actual != *expected {
                     return Err(KindError::Corrupt(actual));
                 }

@@ -442,7 +442,9 @@ fn encode_index(entries: &[(Digest, u64, u64)]) -> Vec<u8> {
     out
 }
 
-fn decode_index(bytes: &[u8]) -> std::result::Result<Vec<(Digest, u64, u64)>, &'static str> {
+/// Decodes a local pack index (format above): `(digest, offset, length)` per object, or why
+/// the bytes are not a valid index.
+pub fn decode_index(bytes: &[u8]) -> std::result::Result<Vec<(Digest, u64, u64)>, &'static str> {
     if bytes.len() < 8 + 4 + 32 || &bytes[..8] != INDEX_MAGIC {
         return Err("it is not a version 1 pack index");
     }
