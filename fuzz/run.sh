@@ -20,10 +20,21 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 unset RUST_BACKTRACE
-cargo build --release --locked --bins
+# An explicit --target keeps the flags off build scripts and proc macros (they run on the host
+# without libFuzzer's runtime).
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --locked --bins --target "$triple"
+bin="$CARGO_TARGET_DIR/$triple/release"
 for target in "${targets[@]}"; do
-  mkdir -p "corpus/$target" "artifacts/$target"
+  # New inputs go to a working corpus beside the build (kept between runs); the repository's
+  # corpus is read as seeds. CAIRN_FUZZ_MERGE=1 adds to it the working inputs that reach new
+  # code (libFuzzer's -set_cover_merge=1 keeps it small), for committing.
+  work="$CARGO_TARGET_DIR/corpus/$target"
+  mkdir -p "corpus/$target" "artifacts/$target" "$work"
   echo "fuzzing $target for ${seconds}s"
-  "$CARGO_TARGET_DIR/release/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="artifacts/$target/" "corpus/$target" 2>&1 | tail -n 12
+  "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="artifacts/$target/" "$work" "corpus/$target" 2>&1 | tail -n 6
+  if [ "${CAIRN_FUZZ_MERGE:-0}" = 1 ]; then
+    "$bin/$target" -set_cover_merge=1 "corpus/$target" "$work" 2>&1 | tail -n 1
+  fi
 done

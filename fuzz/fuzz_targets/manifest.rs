@@ -8,7 +8,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         assert_eq!(manifest.encode(), data, "decode accepted a non-canonical encoding");
         for entry in manifest.entries() {
             assert!(!entry.path.starts_with(b"/"));
-            assert!(entry.path.split(|&b| b == b'/').all(|part| !part.is_empty() && part != b"." && part != b".."));
+            assert!(
+                entry
+                    .path
+                    .split(|&b| b == b'/')
+                    .all(|part| !part.is_empty() && part != b"." && part != b"..")
+            );
         }
     }
 });

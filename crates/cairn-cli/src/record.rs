@@ -22,8 +22,15 @@ pub fn this_process() -> cairn_meta::RunOwner {
     cairn_meta::RunOwner { host: host_name(), pid, process_start: process_start(pid).unwrap_or(0) }
 }
 
+/// Where a pid means something: the host name and the pid namespace (`pid:[4026531836]`),
+/// so that two containers with the same host name never judge each other's pids.
 fn host_name() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    let host =
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    match std::fs::read_link("/proc/self/ns/pid") {
+        Ok(namespace) => format!("{host} {}", namespace.display()),
+        Err(_) => host,
+    }
 }
 
 /// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field 22); `None`
