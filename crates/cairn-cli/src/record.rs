@@ -25,8 +25,10 @@ pub fn this_process() -> cairn_meta::RunOwner {
 /// Where a pid means something: the host name and the pid namespace (`pid:[4026531836]`),
 /// so that two containers with the same host name never judge each other's pids.
 fn host_name() -> String {
-    let host =
-        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
     match std::fs::read_link("/proc/self/ns/pid") {
         Ok(namespace) => format!("{host} {}", namespace.display()),
         Err(_) => host,
