@@ -248,6 +248,7 @@ fn create(
         start_time: now_ms(),
         source: SOURCE.into(),
         artifact_uri: String::new(),
+        owner: None,
     };
     let tags = vec![("cairn.source".to_owned(), SOURCE.to_owned()), (TAG_OVERRIDES.to_owned(), summary)];
     let run_id = store.create_run_with_tags(&run, &tags).map_err(meta_failure)?;

@@ -107,9 +107,11 @@ impl Recorder {
             // A queued experiment: its commit and name were recorded when it was queued.
             let started = now_ms();
             let update = cairn_meta::RunUpdate { status: Some("RUNNING".into()), ..Default::default() };
+            // The owner first: a process killed in between leaves a SCHEDULED run with an
+            // owner (queued, as it was), never a RUNNING run without one.
             let claimed = store
-                .update_run(run_id, &update)
-                .and_then(|()| store.claim_run(run_id, &this_process(), started));
+                .claim_run(run_id, &this_process(), started)
+                .and_then(|()| store.update_run(run_id, &update));
             return match claimed {
                 Ok(()) => {
                     Some(Recorder { store, run_id: run_id.to_owned(), started, queued: true, location })
@@ -134,12 +136,9 @@ impl Recorder {
             start_time: started,
             source: "cairn run".into(),
             artifact_uri: String::new(),
+            owner: Some(this_process()),
         };
-        let created = store.create_run(&run).and_then(|run_id| {
-            store.claim_run(&run_id, &this_process(), started)?;
-            Ok(run_id)
-        });
-        match created {
+        match store.create_run(&run) {
             Ok(run_id) => Some(Recorder { store, run_id, started, queued: false, location }),
             Err(e) => {
                 observer.warn(&format!("this run is not recorded: {e}"));

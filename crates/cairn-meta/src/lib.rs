@@ -126,6 +126,9 @@ pub struct NewRun {
     /// What started it: `cairn run`, `cairn exp run`, `mlflow`.
     pub source: String,
     pub artifact_uri: String,
+    /// The process that runs it, recorded in the same transaction (see
+    /// [`Store::claim_run`]): a run is never left `RUNNING` without one.
+    pub owner: Option<RunOwner>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

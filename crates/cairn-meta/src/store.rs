@@ -286,6 +286,9 @@ impl Store {
             for (key, value) in tags {
                 set_tag(tx, &id, key, value)?;
             }
+            if let Some(owner) = &run.owner {
+                insert_owner(tx, &id, owner, run.start_time)?;
+            }
             Ok(())
         })?;
         Ok(id)
@@ -325,20 +328,7 @@ impl Store {
     /// Records which process runs `run_id` (replacing an earlier owner) with a first
     /// heartbeat at `now`.
     pub fn claim_run(&self, run_id: &str, owner: &RunOwner, now: i64) -> Result<()> {
-        self.tx(|tx| {
-            tx.execute("DELETE FROM run_owners WHERE run_id = $1", &[run_id.into()])?;
-            tx.execute(
-                "INSERT INTO run_owners (run_id, host, pid, process_start, heartbeat) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    run_id.into(),
-                    owner.host.clone().into(),
-                    owner.pid.into(),
-                    owner.process_start.into(),
-                    now.into(),
-                ],
-            )?;
-            Ok(())
-        })
+        self.tx(|tx| insert_owner(tx, run_id, owner, now))
     }
 
     /// The owner's sign of life: a run on another host whose heartbeat stops is reaped.
@@ -838,6 +828,16 @@ fn insert_io(tx: &mut dyn Tx, run_id: &str, r: &IoRecord) -> Result<()> {
 
 fn artifact(row: &[Value]) -> Artifact {
     Artifact { path: row[0].text(), digest: row[1].text(), size: row[2].int() }
+}
+
+/// Records (or replaces) the owner of a run, with a first heartbeat at `now`.
+fn insert_owner(tx: &mut dyn Tx, run_id: &str, owner: &RunOwner, now: i64) -> Result<()> {
+    tx.execute("DELETE FROM run_owners WHERE run_id = $1", &[run_id.into()])?;
+    tx.execute(
+        "INSERT INTO run_owners (run_id, host, pid, process_start, heartbeat) VALUES ($1, $2, $3, $4, $5)",
+        &[run_id.into(), owner.host.clone().into(), owner.pid.into(), owner.process_start.into(), now.into()],
+    )?;
+    Ok(())
 }
 
 fn set_tag(tx: &mut dyn Tx, run_id: &str, key: &str, value: &str) -> Result<()> {

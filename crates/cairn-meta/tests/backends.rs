@@ -22,6 +22,7 @@ fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
         start_time,
         source: "cairn run".into(),
         artifact_uri: "cairn-artifacts:/".into(),
+        owner: None,
     }
 }
 

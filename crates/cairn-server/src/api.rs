@@ -352,6 +352,8 @@ fn create_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiEr
         start_time: request.int("start_time")?.unwrap_or_else(now_ms),
         source: tag("mlflow.source.name").unwrap_or_else(|| "mlflow".into()),
         artifact_uri: String::new(),
+        // An MLflow client's run has no process Cairn could watch.
+        owner: None,
     };
     if tag("mlflow.runName").is_none() {
         tags.push(("mlflow.runName".into(), name));
