@@ -406,9 +406,13 @@ const FETCH_HINT: &str = "push these files from a clone that has them, or check 
 pub fn fetch(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
     let repo = context.open()?;
     let selection = selection(context, &repo, &args, &[])?;
+    let listed = selection.extra.len();
     let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
-    let outcome = repo.fetch(&remote, &selection, reporter)?;
+    let mut outcome = repo.fetch(&remote, &selection, reporter)?;
     crate::pipelines::fetch_runs(&repo, &remote)?;
+    if args.paths.is_empty() {
+        fetch_parts(&repo, &remote, listed, &mut outcome, reporter)?;
+    }
     fetch_summary(&outcome, args.output.json)?;
     if outcome.problems.is_empty() {
         Ok(())
@@ -435,15 +439,44 @@ pub struct PullArgs {
     output: OutputArgs,
 }
 
+/// A datum or partitioned stage names its parts in a parts list, a cache object: a clone
+/// learns which files the parts have only once the first transfer brought the list. When
+/// the lock now names more than the `listed` it named before, fetches those too.
+fn fetch_parts(
+    repo: &Repo,
+    remote: &cairn_remote::Remote,
+    listed: usize,
+    outcome: &mut cairn_repo::FetchOutcome,
+    reporter: &Progress,
+) -> Result<(), Failure> {
+    let extra = crate::pipelines::lock_content(repo)?;
+    if extra.len() <= listed {
+        return Ok(());
+    }
+    let selection = Selection { extra, extra_only: true, ..Default::default() };
+    let more = repo.fetch(remote, &selection, reporter)?;
+    let (report, added) = (&mut outcome.report, &more.report);
+    report.objects_fetched += added.objects_fetched;
+    report.bytes_fetched += added.bytes_fetched;
+    report.bytes_transferred += added.bytes_transferred;
+    // Objects the first round fetched are "already present" now: not counted twice.
+    report.missing.extend(added.missing.iter().copied());
+    report.corrupt.extend(added.corrupt.iter().cloned());
+    outcome.problems.extend(more.problems);
+    Ok(())
+}
+
 pub fn pull(context: &Context, args: PullArgs, reporter: &Progress) -> Result<(), Failure> {
     let repo = context.open()?;
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<_, _>>()?;
     let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
     let _lock = repo.lock(reporter)?;
     let extra = if paths.is_empty() { crate::pipelines::lock_content(&repo)? } else { Vec::new() };
-    let outcome = repo.pull(&remote, &paths, extra, args.force, reporter)?;
+    let listed = extra.len();
+    let mut outcome = repo.pull(&remote, &paths, extra, args.force, reporter)?;
     crate::pipelines::fetch_runs(&repo, &remote)?;
     if paths.is_empty() {
+        fetch_parts(&repo, &remote, listed, &mut outcome, reporter)?;
         crate::pipelines::checkout_outputs(&repo, args.force, reporter)?;
     }
     fetch_summary(&outcome, args.output.json)?;

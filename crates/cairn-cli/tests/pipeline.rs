@@ -711,3 +711,51 @@ fn every_run_is_recorded() {
     let csv = repo.ok(&["exp", "show", "--csv"]);
     assert!(csv.lines().next().unwrap().starts_with("run,status,commit,"), "{csv}");
 }
+
+/// Datum and partitioned stages in a clone: their parts' records and data travel with push,
+/// pull and the run cache, so the clone restores them instead of failing or running them.
+#[test]
+fn a_clone_restores_datum_and_partitioned_stages() {
+    let origin = TestRepo::new();
+    let remote = tempfile::tempdir().unwrap();
+    origin.ok(&["remote", "add", "store", remote.path().to_str().unwrap(), "--default"]);
+    for name in ["a", "b", "c"] {
+        origin.write(format!("images/{name}.txt"), format!("image {name}\n"));
+    }
+    origin.write(
+        "cairn.yaml",
+        "stages:\n  thumbs:\n    foreach: {glob: \"images/*.txt\"}\n    cmd: tr a-z A-Z < ${item} > ${out}/${item.stem}.up\n    outs: [thumbs]\n  daily:\n    partitions: {day: {static: [mon, tue]}}\n    cmd: echo ${partition.day} > ${out}/${partition.day}.txt\n    outs: [days]\n",
+    );
+    origin.ok(&["add", "images"]);
+    let ran = run(&origin, &["--partitions", "mon..tue"]);
+    assert_eq!(ran["thumbs"], "ran", "{ran:?}");
+    origin.commit_all("pipeline");
+    origin.ok(&["push"]);
+
+    // `pull`, then the outputs deleted and `cairn run`: everything comes back, nothing runs.
+    let clone = TestRepo::clone_of(&origin);
+    clone.ok(&["pull"]);
+    assert_eq!(clone.read("thumbs/b.up"), b"IMAGE B\n");
+    assert_eq!(clone.read("days/tue.txt"), b"tue\n");
+    std::fs::remove_dir_all(clone.path("thumbs")).unwrap();
+    std::fs::remove_dir_all(clone.path("days")).unwrap();
+    let again = run(&clone, &[]);
+    assert!(again.values().all(|a| a != "ran"), "{again:?}");
+    assert_eq!(clone.read("thumbs/a.up"), b"IMAGE A\n");
+    assert_eq!(clone.read("days/mon.txt"), b"mon\n");
+
+    // A clone that never pulled restores from the remote during the run.
+    let fresh = TestRepo::clone_of(&origin);
+    fresh.ok(&["fetch", "images"]);
+    fresh.ok(&["checkout", "images"]);
+    let restored = run(&fresh, &[]);
+    assert!(restored.values().all(|a| a != "ran"), "{restored:?}");
+    assert_eq!(fresh.read("thumbs/c.up"), b"IMAGE C\n");
+    // And one new input runs only its own datum.
+    fresh.write("images/d.txt", "image d\n");
+    fresh.ok(&["commit", "images"]);
+    let one = fresh.json(&["run", "--json"]);
+    let thumbs = one["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "thumbs").unwrap().clone();
+    assert_eq!(thumbs["parts"]["ran"], 1, "{one}");
+    assert_eq!(fresh.read("thumbs/d.up"), b"IMAGE D\n");
+}

@@ -872,28 +872,7 @@ impl<'r> Project<'r> {
             let input = stage.datums.as_ref().and(part_deps.first().and_then(|(_, d)| *d));
             plan.todo.push(Part { key: key.clone(), fingerprint: fp, input, cached });
         }
-        // Run-cache hits need their outputs here: fetch the missing ones in one batch (in a
-        // run), and treat what is still missing as a miss.
-        let has = |c: &Content| c.to_pointer().is_some_and(|p| self.repo.has_content(&p).unwrap_or(false));
-        let absent: Vec<(String, Pointer)> = plan
-            .todo
-            .iter()
-            .filter_map(|d| {
-                d.cached.as_ref().filter(|c| !has(c)).and_then(|c| c.to_pointer()).map(|p| (d.key.clone(), p))
-            })
-            .collect();
-        if !absent.is_empty()
-            && self.fetching
-            && let Some(source) = &self.fetcher
-        {
-            source.fetch(&absent);
-        }
-        let planning = !self.fetching && self.fetcher.is_some();
-        for part in &mut plan.todo {
-            if part.cached.as_ref().is_some_and(|c| !has(c) && !planning) {
-                part.cached = None;
-            }
-        }
+        self.settle_cached(&mut plan.todo);
 
         let out = &stage.outs[0].path;
         let mut reasons = Vec::new();
@@ -933,8 +912,17 @@ impl<'r> Project<'r> {
                 _ => {}
             }
             if !reasons.is_empty() {
-                // Rebuild the directory from every part's recorded outputs.
-                let _ = std::fs::remove_dir_all(self.repo.root().join(out));
+                // Rebuild the directory from every part's recorded outputs (in a run; a plan
+                // changes nothing), through no link that leads out of the repository.
+                if self.fetching {
+                    let abs = self.repo.prepare_write(out.as_bytes())?;
+                    let removed = match std::fs::symlink_metadata(&abs) {
+                        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&abs),
+                        Ok(_) => std::fs::remove_file(&abs),
+                        Err(_) => Ok(()),
+                    };
+                    removed.map_err(|e| PipelineError::io("remove the old output", &abs, e))?;
+                }
                 plan.fresh = 0;
                 plan.todo = locked
                     .iter()
@@ -947,6 +935,9 @@ impl<'r> Project<'r> {
                         cached: Some(d.outs.clone()),
                     })
                     .collect();
+                // A clone may have the records without the parts' data: fetch it, or run
+                // what cannot be had.
+                self.settle_cached(&mut plan.todo);
             }
         }
         let decision = if reasons.is_empty() {
@@ -958,6 +949,30 @@ impl<'r> Project<'r> {
         };
         let fingerprint = fingerprint::fingerprint(&inputs);
         Ok(Evaluation { fingerprint, deps, params, decision, reasons, outs: None, parts: Some(plan) })
+    }
+
+    /// Parts to restore need their outputs here: fetches the missing ones in one batch (in a
+    /// run, from the configured source), and turns what is still missing into parts to run.
+    fn settle_cached(&self, todo: &mut [Part]) {
+        let has = |c: &Content| c.to_pointer().is_some_and(|p| self.repo.has_content(&p).unwrap_or(false));
+        let absent: Vec<(String, Pointer)> = todo
+            .iter()
+            .filter_map(|d| {
+                d.cached.as_ref().filter(|c| !has(c)).and_then(|c| c.to_pointer()).map(|p| (d.key.clone(), p))
+            })
+            .collect();
+        if !absent.is_empty()
+            && self.fetching
+            && let Some(source) = &self.fetcher
+        {
+            source.fetch(&absent);
+        }
+        let planning = !self.fetching && self.fetcher.is_some();
+        for part in todo {
+            if part.cached.as_ref().is_some_and(|c| !has(c) && !planning) {
+                part.cached = None;
+            }
+        }
     }
 
     /// Runs the pipeline (or the targets and what they depend on).
