@@ -363,9 +363,7 @@ enum Command {
         output: OutputArgs,
     },
     /// Get or set configuration (project `.cairn/config`, or the user's with --user).
-    #[command(
-        after_help = "Keys: cache.link (reflink,copy | hardlink | symlink | copy, comma-separated fallbacks),\n      cache.dir, core.jobs, core.lock-timeout, core.remote\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config --list"
-    )]
+    #[command(after_help = config_help())]
     Config {
         /// A key such as `cache.link`.
         key: Option<String>,
@@ -381,6 +379,42 @@ enum Command {
         #[arg(long, conflicts_with_all = ["key", "unset"])]
         list: bool,
     },
+    /// Print a shell completion script for bash, zsh, fish or PowerShell.
+    #[command(
+        after_help = "Examples:\n  cairn completions bash > ~/.local/share/bash-completion/completions/cairn\n  cairn completions zsh > ~/.zfunc/_cairn\n  cairn completions fish > ~/.config/fish/completions/cairn.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from the same definitions as `--help`.
+    #[command(
+        after_help = "Examples:\n  cairn man > cairn.1 && man ./cairn.1\n  cairn man | gzip > /usr/local/share/man/man1/cairn.1.gz"
+    )]
+    Man,
+}
+
+/// Writes generated text to stdout; a reader that stopped early (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    match std::io::Write::write_all(&mut std::io::stdout(), bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::user(format!("cannot write to stdout: {e}"), None))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `cairn config --help`: every key with its meaning and default, from the one list the
+/// library validates against.
+fn config_help() -> String {
+    let mut text = String::from("Keys:\n");
+    for (name, help, default) in cairn_repo::config::keys() {
+        text.push_str(&format!("  {name}\n      {help} (default: {default})\n"));
+    }
+    text.push_str(
+        "  remote.NAME.OPTION\n      a remote's options: see `cairn remote modify --help`\n\nExamples:\n  cairn config cache.link hardlink,copy\n  cairn config --user core.jobs 8\n  cairn config meta.url postgres://cairn@db.internal/cairn\n  cairn config --list",
+    );
+    text
 }
 
 #[derive(Subcommand)]
@@ -1258,6 +1292,20 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             remote.as_deref(),
             output.json,
         ),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "cairn", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .map_err(|e| Failure::user(format!("cannot render the manual page: {e}"), None))?;
+            write_stdout(&page)
+        }
         Command::Config { key, value, user, unset, list } => {
             run_config(&context, key, value, user, unset, list)
         }

@@ -488,3 +488,29 @@ fn paths_inside_tracked_directories_and_nested_tracking() {
     let stderr = other.fail(1, &["add", "nope"]);
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_command_definitions() {
+    let repo = TestRepo::bare();
+    let bash = repo.ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("_cairn()") && bash.contains("checkout") && bash.contains("--follow-external-symlinks")
+    );
+    // The script is valid bash.
+    let script = repo.root.join("cairn.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let checked = std::process::Command::new("bash").arg("-n").arg(&script).status().unwrap();
+    assert!(checked.success());
+    for shell in ["zsh", "fish", "powershell"] {
+        assert!(repo.ok(&["completions", shell]).contains("cairn"), "{shell}");
+    }
+    repo.fail(2, &["completions", "tcsh"]);
+    let man = repo.ok(&["man"]);
+    assert!(man.contains(".TH cairn 1") && man.contains(".SH NAME") && man.contains("checkout"), "{man}");
+    // `cairn config --help` lists every key with its meaning and default.
+    let help = repo.ok(&["config", "--help"]);
+    for key in ["cache.link", "cache.dir", "core.jobs", "core.lock-timeout", "core.remote", "meta.url"] {
+        assert!(help.contains(key), "{key} missing from:\n{help}");
+    }
+    assert!(help.contains("default: .cairn/state/meta-v1.sqlite"), "{help}");
+}

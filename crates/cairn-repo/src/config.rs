@@ -31,6 +31,12 @@ struct Key {
     name: &'static str,
     kind: ValueKind,
     help: &'static str,
+    default: &'static str,
+}
+
+/// Every configuration key: name, meaning and default, for help texts.
+pub fn keys() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    KEYS.iter().map(|key| (key.name, key.help, key.default))
 }
 
 #[derive(Clone, Copy)]
@@ -43,20 +49,42 @@ enum ValueKind {
 }
 
 const KEYS: &[Key] = &[
-    Key { name: "cache.link", kind: ValueKind::Link, help: "link strategies, e.g. reflink,copy" },
-    Key { name: "cache.dir", kind: ValueKind::Path, help: "cache directory" },
-    Key { name: "core.jobs", kind: ValueKind::PositiveInteger, help: "worker threads" },
+    Key {
+        name: "cache.link",
+        kind: ValueKind::Link,
+        help: "link strategies to try, in order: reflink, hardlink, symlink, copy (comma-separated)",
+        default: "reflink,copy",
+    },
+    Key {
+        name: "cache.dir",
+        kind: ValueKind::Path,
+        help: "cache directory (relative paths are from the repository root)",
+        default: ".cairn/cache",
+    },
+    Key {
+        name: "core.jobs",
+        kind: ValueKind::PositiveInteger,
+        help: "worker threads",
+        default: "number of CPUs",
+    },
     Key {
         name: "core.lock-timeout",
         kind: ValueKind::PositiveInteger,
-        help: "seconds to wait for the repository lock",
+        help: "seconds to wait for another Cairn process in this repository",
+        default: "60",
     },
-    Key { name: "core.remote", kind: ValueKind::Name, help: "the default remote" },
-    Key { name: "meta.url", kind: ValueKind::Path, help: "metadata store: SQLite path or postgres:// URL" },
+    Key { name: "core.remote", kind: ValueKind::Name, help: "the default remote", default: "none" },
+    Key {
+        name: "meta.url",
+        kind: ValueKind::Path,
+        help: "metadata store: an SQLite path or a postgres:// URL",
+        default: ".cairn/state/meta-v1.sqlite",
+    },
     Key {
         name: FOLLOW_EXTERNAL_SYMLINKS,
         kind: ValueKind::Bool,
         help: "true: add and status read through symbolic links that leave the repository (user config only)",
+        default: "false",
     },
 ];
 
