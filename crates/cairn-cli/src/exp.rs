@@ -374,7 +374,29 @@ pub struct RunRequest {
     pub run_all: bool,
     pub jobs: usize,
     pub name: Option<String>,
+    /// `--add`: -S may add keys the params file lacks.
+    pub add_keys: bool,
     pub json: bool,
+}
+
+/// Refuses, before anything is created or run, an override of a key its params file does
+/// not have (a typo would otherwise run a copy of the baseline), naming the closest key.
+fn check_keys(repo: &Repo, overrides: &[Override]) -> Result<(), Failure> {
+    for o in overrides {
+        let path = repo.root().join(&o.file);
+        let root = match std::fs::read(&path) {
+            Ok(bytes) => params::parse_file(&o.file, &bytes).map_err(|e| Failure::user(e, None))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Object(Default::default()),
+            Err(e) => return Err(Failure::user(format!("cannot read `{}`: {e}", path.display()), None)),
+        };
+        if params::lookup(&root, &o.key).is_none() {
+            return Err(Failure::user(
+                params::missing_key(&o.file, &o.key, &root),
+                Some("fix the key, or pass --add to add it to the experiment's params"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `cairn exp run`.
@@ -398,6 +420,9 @@ pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure>
     } else {
         let overrides: Vec<Override> =
             request.set.iter().map(|s| parse_override(s)).collect::<Result<_, _>>()?;
+        if !request.add_keys {
+            check_keys(repo, &overrides)?;
+        }
         let combos = grid(&overrides);
         if combos.len() > 1 && request.name.is_some() {
             return Err(Failure::usage("--name names one experiment; a sweep names each by its params"));
@@ -630,6 +655,9 @@ pub fn remove(repo: &Repo, ids: &[String], queued: bool) -> Result<(), Failure> 
         );
     }
     if targets.is_empty() {
+        if queued {
+            return out("no queued experiments");
+        }
         return Err(Failure::usage("name experiments to remove (IDs from `cairn exp show`), or --queued"));
     }
     for run in targets {

@@ -465,6 +465,9 @@ enum ExpCommand {
         /// A name for the experiment (one experiment only).
         #[arg(short, long)]
         name: Option<String>,
+        /// Let -S add keys the params file does not have yet (otherwise a typo is an error).
+        #[arg(long)]
+        add: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -1111,9 +1114,17 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             &context.open()?,
             &record::ShowOptions { limit, sort, filter, columns, json: output.json, csv },
         ),
-        Command::Exp(ExpCommand::Run { set, queue, run_all, jobs, name, output }) => exp::run(
+        Command::Exp(ExpCommand::Run { set, queue, run_all, jobs, name, add, output }) => exp::run(
             &context.open()?,
-            exp::RunRequest { set, queue, run_all, jobs: jobs.max(1), name, json: output.json },
+            exp::RunRequest {
+                set,
+                queue,
+                run_all,
+                jobs: jobs.max(1),
+                name,
+                add_keys: add,
+                json: output.json,
+            },
             cli.quiet,
         ),
         Command::Model(command) => {

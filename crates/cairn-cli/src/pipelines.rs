@@ -307,15 +307,28 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
     drop(heartbeat);
     drop(follower);
     drop(server);
-    if let Some(recorder) = &recorder {
-        let status = match &result {
-            Ok(_) => "FINISHED",
-            Err(PipelineError::Interrupted) => "KILLED",
-            Err(_) => "FAILED",
+    // A run that changed nothing (every stage up to date), or that was refused before any
+    // stage started, is not an experiment: it leaves no row in `exp show`. An experiment's
+    // own run (`--record-as`) is always kept.
+    let did_nothing = args.record_as.is_none()
+        && match &result {
+            Ok(report) => report.stages.iter().all(|s| s.action == cairn_pipeline::engine::Action::Fresh),
+            Err(PipelineError::Interrupted) => false,
+            Err(_) => project.last_report().is_none_or(|r| r.stages.is_empty()),
         };
-        recorder.finish(&repo, &project, project.last_report(), status, &printer);
-        if !quiet {
-            let _ = writeln!(std::io::stderr().lock(), "recorded as run {}", recorder.run_id);
+    if let Some(recorder) = &recorder {
+        if did_nothing {
+            recorder.discard(&printer);
+        } else {
+            let status = match &result {
+                Ok(_) => "FINISHED",
+                Err(PipelineError::Interrupted) => "KILLED",
+                Err(_) => "FAILED",
+            };
+            recorder.finish(&repo, &project, project.last_report(), status, &printer);
+            if !quiet {
+                let _ = writeln!(std::io::stderr().lock(), "recorded as run {}", recorder.run_id);
+            }
         }
     }
     let report = result?;
@@ -331,7 +344,8 @@ pub fn run(context: &Context, args: RunArgs, quiet: bool, reporter: &crate::Prog
                 v
             })
             .collect();
-        return output::json(&json!({ "run_id": recorder.as_ref().map(|r| &r.run_id), "stages": stages }));
+        let run_id = recorder.as_ref().filter(|_| !did_nothing).map(|r| &r.run_id);
+        return output::json(&json!({ "run_id": run_id, "stages": stages }));
     }
     let count = |a: cairn_pipeline::engine::Action| report.stages.iter().filter(|s| s.action == a).count();
     use cairn_pipeline::engine::Action;

@@ -243,6 +243,13 @@ impl Recorder {
 }
 
 impl Recorder {
+    /// Removes the run again: it did nothing worth a record.
+    pub fn discard(&self, observer: &dyn Observer) {
+        if let Err(e) = self.store.purge_run(&self.run_id) {
+            observer.warn(&format!("could not remove the empty run record {}: {e}", self.run_id));
+        }
+    }
+
     /// Starts the heartbeat that tells other hosts this run is alive.
     pub fn heartbeat(&self) -> Heartbeat {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();

@@ -242,3 +242,31 @@ fn experiments_travel_through_a_remote() {
         "pulling again adds nothing"
     );
 }
+
+#[test]
+fn a_param_typo_fails_before_anything_runs_and_empty_runs_leave_no_row() {
+    let repo = TestRepo::new();
+    repo.write("params.yaml", "train:\n  C: 1.0\n");
+    repo.write("cairn.yaml", "stages:\n  train:\n    cmd: echo C=${train.C} > out.txt\n    params: [train.C]\n    outs: [out.txt]\n");
+    repo.commit_all("pipeline");
+    let stderr = repo.fail(1, &["exp", "run", "-S", "train.CC=5"]);
+    assert!(stderr.contains("did you mean `train.C`"), "{stderr}");
+    assert!(stderr.contains("--add"), "{stderr}");
+    let shown = repo.json(&["exp", "show", "--json"]);
+    assert_eq!(shown.as_array().unwrap().len(), 0, "a refused experiment left a record: {shown}");
+    assert!(
+        !repo.exists(".cairn/state/exps")
+            || std::fs::read_dir(repo.path(".cairn/state/exps")).unwrap().count() == 0
+    );
+    // Asked for, a new key is added.
+    repo.ok(&["exp", "run", "--add", "-S", "train.extra=5"]);
+    assert_eq!(repo.json(&["exp", "show", "--json"]).as_array().unwrap().len(), 1);
+    // An empty queue is not an error.
+    assert!(repo.ok(&["exp", "remove", "--queued"]).contains("no queued experiments"));
+    // A run that runs: one row; a second that finds everything up to date: none.
+    repo.ok(&["run"]);
+    let rows = repo.json(&["exp", "show", "--json"]).as_array().unwrap().len();
+    let second = repo.json(&["run", "--json"]);
+    assert!(second["run_id"].is_null(), "{second}");
+    assert_eq!(repo.json(&["exp", "show", "--json"]).as_array().unwrap().len(), rows);
+}
