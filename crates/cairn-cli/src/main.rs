@@ -172,9 +172,14 @@ enum Command {
         /// The remote, with --cloud.
         #[arg(short, long, requires = "cloud")]
         remote: Option<String>,
-        /// Also keep objects referenced by any commit of any branch or tag.
+        /// Also keep objects referenced by any commit of any branch or tag (not only their
+        /// tips).
         #[arg(long)]
         all_commits: bool,
+        /// Keep only what the work tree, pipeline outputs, the run cache and experiments
+        /// reference: the data of other branches and tags is removed (local cache only).
+        #[arg(long, conflicts_with_all = ["all_commits", "cloud"])]
+        workspace: bool,
         /// Delete the objects.
         #[arg(long)]
         force: bool,
@@ -1041,36 +1046,58 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Push(args) => remotes::push(&context, args, reporter),
         Command::Fetch(args) => remotes::fetch(&context, args, reporter),
         Command::Pull(args) => remotes::pull(&context, args, reporter),
-        Command::Gc { cloud: true, remote, all_commits, force, output } => {
+        Command::Gc { cloud: true, remote, all_commits, workspace: _, force, output } => {
             remotes::gc_cloud(&context, remote.as_deref(), all_commits, force, &output, reporter)
         }
-        Command::Gc { cloud: false, remote: _, all_commits, force, output } => {
+        Command::Gc { cloud: false, remote: _, all_commits, workspace, force, output } => {
             let repo = context.open()?;
             let _lock = repo.lock(reporter)?;
             let kept = pipelines::kept_content(&repo)?;
-            let report = repo.gc(all_commits, force, &kept, reporter)?;
+            let scope = match (workspace, all_commits) {
+                (true, _) => cairn_repo::GcScope::WorkTree,
+                (false, true) => cairn_repo::GcScope::AllCommits,
+                (false, false) => cairn_repo::GcScope::Refs,
+            };
+            let report = repo.gc(scope, force, &kept, reporter)?;
             if output.json {
+                let kept_for: Vec<serde_json::Value> = report
+                    .kept_for
+                    .iter()
+                    .map(|(what, pointers)| serde_json::json!({"scope": what, "pointers": pointers}))
+                    .collect();
                 return json(&serde_json::json!({
                     "kept_objects": report.kept,
+                    "kept_for": kept_for,
                     "unreferenced_objects": report.unreferenced.len(),
                     "unreferenced_bytes": report.unreferenced_bytes(),
                     "deleted": report.deleted,
                     "tmp_bytes_freed": report.tmp_bytes_freed,
                 }));
             }
+            let mut lines = vec![format!("keeps {} object(s) referenced by:", report.kept)];
+            for (what, pointers) in &report.kept_for {
+                lines.push(format!("  {what}: {pointers} pointer(s)"));
+            }
+            if scope == cairn_repo::GcScope::WorkTree {
+                lines.push("  (not other branches or tags: their data is removed; `cairn gc` without --workspace keeps it)".into());
+            }
             let size = human_bytes(report.unreferenced_bytes());
             let count = report.unreferenced.len();
-            if report.deleted {
-                out(format!("removed {count} unreferenced object(s), freed {size}; kept {}", report.kept))
+            let flags = match scope {
+                cairn_repo::GcScope::WorkTree => " --workspace",
+                cairn_repo::GcScope::AllCommits => " --all-commits",
+                cairn_repo::GcScope::Refs => "",
+            };
+            lines.push(if report.deleted {
+                format!("removed {count} object(s) nothing in that scope references, freed {size}")
             } else if count == 0 {
-                out(format!("nothing to remove; all {} object(s) are referenced", report.kept))
+                "nothing to remove".to_owned()
             } else {
-                out(format!(
-                    "would remove {count} unreferenced object(s), freeing {size}; kept {}\nrun `cairn gc --force{}` to delete them",
-                    report.kept,
-                    if all_commits { " --all-commits" } else { "" }
-                ))
-            }
+                format!(
+                    "would remove {count} object(s) nothing in that scope references, freeing {size}\nrun `cairn gc --force{flags}` to delete them"
+                )
+            });
+            out(lines.join("\n"))
         }
         Command::Fsck { output } => {
             let repo = context.open()?;

@@ -372,8 +372,13 @@ fn gc_is_a_dry_run_until_forced_and_respects_history() {
 
     let dry = repo.ok(&["gc", "--all-commits"]);
     assert!(dry.contains("nothing to remove"), "{dry}");
+    // The default keeps HEAD's data as well as the work tree's: only version 1 would go.
     let dry = repo.ok(&["gc"]);
-    assert!(dry.contains("would remove 2 unreferenced object(s)") && dry.contains("--force"), "{dry}");
+    assert!(dry.contains("would remove 1 object(s)") && dry.contains("--force"), "{dry}");
+    assert!(dry.contains("the work tree: 1 pointer(s)") && dry.contains("HEAD and the tips"), "{dry}");
+    let dry = repo.ok(&["gc", "--workspace"]);
+    assert!(dry.contains("would remove 2 object(s)") && dry.contains("--force --workspace"), "{dry}");
+    assert!(dry.contains("not other branches or tags"), "{dry}");
     assert_eq!(repo.objects().len(), 3, "dry run deletes nothing");
 
     // Restore the second version's pointer, then collect keeping all commits: v1 and v2 stay.
@@ -387,6 +392,30 @@ fn gc_is_a_dry_run_until_forced_and_respects_history() {
     assert_eq!(repo.objects().len(), 1);
     let old = repo.fail(1, &["cat", "data.csv", "--rev", "HEAD~1"]);
     assert!(old.contains("missing"), "{old}");
+}
+
+#[test]
+fn gc_keeps_the_data_of_tags_and_branches_by_default() {
+    let repo = TestRepo::new();
+    let remote = tempfile::tempdir().unwrap();
+    repo.ok(&["remote", "add", "origin", remote.path().to_str().unwrap(), "--default"]);
+    repo.write("data.csv", b"version 1");
+    repo.ok(&["add", "data.csv"]);
+    repo.commit_all("one");
+    repo.git(&["tag", "v1"]);
+    repo.git(&["branch", "keep-v1"]);
+    repo.write("data.csv", b"version 2");
+    repo.ok(&["commit"]);
+    repo.commit_all("two");
+    let json = repo.json(&["gc", "--force", "--json"]);
+    assert_eq!(json["unreferenced_objects"], 0, "{json}");
+    assert_eq!(repo.ok(&["cat", "data.csv", "--rev", "v1"]), "version 1");
+    // Nothing refuses to run afterwards.
+    repo.ok(&["push", "--all-tags"]);
+    repo.ok(&["gc", "--cloud"]);
+    // Asked for, the narrow scope drops the tag's data, and says so first.
+    let dry = repo.ok(&["gc", "--workspace"]);
+    assert!(dry.contains("would remove 1 object(s)") && dry.contains("not other branches or tags"), "{dry}");
 }
 
 #[test]

@@ -40,7 +40,7 @@ use cairn_store::Store;
 pub use cairn_git::GitError;
 pub use error::{RepoError, Result};
 pub use ops::{
-    AddOutcome, Change, CheckoutOutcome, DiffEntry, FetchOutcome, FileChange, FsckReport, GcReport,
+    AddOutcome, Change, CheckoutOutcome, DiffEntry, FetchOutcome, FileChange, FsckReport, GcReport, GcScope,
     ListedFile, PushOutcome, Selection, Side, TrackedStatus, TransferProblem,
 };
 use pointer::{POINTER_SUFFIX, Pointer, PointerKind};

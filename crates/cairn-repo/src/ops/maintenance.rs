@@ -92,17 +92,48 @@ impl Repo {
 
     fn referenced(
         &self,
-        all_commits: bool,
+        scope: GcScope,
         extra: &[(String, Pointer)],
+        kept_for: &mut Vec<(String, u64)>,
         reporter: &dyn Reporter,
     ) -> Result<HashSet<Digest>> {
         let mut pointers: Vec<(PathBuf, Pointer)> =
             self.tracked(None)?.into_iter().map(|t| (self.pointer_path(&t.rel), t.pointer)).collect();
+        kept_for.push(("the work tree".into(), pointers.len() as u64));
         pointers.extend(extra.iter().map(|(label, p)| (PathBuf::from(label), p.clone())));
-        if all_commits {
-            for file in self.git().files_with_suffix_all_commits(POINTER_SUFFIX.as_bytes())? {
-                let label = PathBuf::from(format!("(history):{}", crate::display_bytes(&file.path)));
-                pointers.push((label.clone(), crate::parse_pointer_bytes(&label, &file.content)?));
+        kept_for.push(("pipeline outputs, the run cache and experiments".into(), extra.len() as u64));
+        match scope {
+            GcScope::WorkTree => {}
+            GcScope::Refs => {
+                let git = self.git();
+                let mut revs: Vec<String> = git.head()?.into_iter().collect();
+                revs.extend(git.ref_tips(true, true)?);
+                revs.sort();
+                revs.dedup();
+                let before = pointers.len();
+                for rev in &revs {
+                    for file in git.files_with_suffix(rev, POINTER_SUFFIX.as_bytes())? {
+                        let label = PathBuf::from(format!(
+                            "{}:{}",
+                            &rev[..rev.len().min(8)],
+                            crate::display_bytes(&file.path)
+                        ));
+                        pointers.push((label.clone(), crate::parse_pointer_bytes(&label, &file.content)?));
+                    }
+                }
+                kept_for.push((
+                    format!("HEAD and the tips of every branch and tag ({} commit(s))", revs.len()),
+                    (pointers.len() - before) as u64,
+                ));
+            }
+            GcScope::AllCommits => {
+                let before = pointers.len();
+                for file in self.git().files_with_suffix_all_commits(POINTER_SUFFIX.as_bytes())? {
+                    let label = PathBuf::from(format!("(history):{}", crate::display_bytes(&file.path)));
+                    pointers.push((label.clone(), crate::parse_pointer_bytes(&label, &file.content)?));
+                }
+                kept_for
+                    .push(("every commit of every branch and tag".into(), (pointers.len() - before) as u64));
             }
         }
         let mut set = HashSet::new();
@@ -126,18 +157,18 @@ impl Repo {
         Ok(set)
     }
 
-    /// Finds cache objects referenced by no pointer in the work tree (and, with
-    /// `all_commits`, in no commit reachable from a branch, tag or HEAD); deletes them if
-    /// `force`. Objects of `extra` (pipeline outputs) are kept too.
+    /// Finds cache objects referenced by no pointer within `scope` (see [`GcScope`]); deletes
+    /// them if `force`. Objects of `extra` (pipeline outputs, the run cache, experiments) are
+    /// kept too. The report says what each part of the scope kept.
     pub fn gc(
         &self,
-        all_commits: bool,
+        scope: GcScope,
         force: bool,
         extra: &[(String, Pointer)],
         reporter: &dyn Reporter,
     ) -> Result<GcReport> {
-        let referenced = self.referenced(all_commits, extra, reporter)?;
         let mut report = GcReport::default();
+        let referenced = self.referenced(scope, extra, &mut report.kept_for, reporter)?;
         for (digest, size) in self.store.list()? {
             if referenced.contains(&digest) {
                 report.kept += 1;

@@ -118,6 +118,23 @@ pub struct GcReport {
     pub unreferenced: Vec<(Digest, u64)>,
     pub deleted: bool,
     pub tmp_bytes_freed: u64,
+    /// What was kept, by where its references came from: (what, pointers read).
+    pub kept_for: Vec<(String, u64)>,
+}
+
+/// Which references `cairn gc` keeps the data of. Each scope includes the narrower ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GcScope {
+    /// Only the work tree's pointers (and what the caller adds: pipeline outputs, the run
+    /// cache, experiment records).
+    WorkTree,
+    /// Also the pointers at HEAD and at the tip of every branch and tag: the default, so
+    /// that nothing a `git checkout` of a branch or tag needs, or `push --all-tags` sends,
+    /// is removed.
+    #[default]
+    Refs,
+    /// Also every commit reachable from a branch, tag or HEAD.
+    AllCommits,
 }
 
 impl GcReport {
