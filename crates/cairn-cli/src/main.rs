@@ -34,8 +34,12 @@ Data lives in a content-addressed cache; small pointer files (`PATH.cairn`) go i
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 command failed, 2 usage error, 255 internal error.";
 
+/// `cairn --version`: the version, the commit it was built from and the build date.
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("CAIRN_COMMIT"), " ", env!("CAIRN_BUILD_DATE"), ")");
+
 #[derive(Parser)]
-#[command(name = "cairn", version, about = ABOUT, after_help = EXIT_CODES)]
+#[command(name = "cairn", version = VERSION, about = ABOUT, after_help = EXIT_CODES)]
 struct Cli {
     /// Run as if started in DIR.
     #[arg(short = 'C', global = true, value_name = "DIR")]
@@ -256,7 +260,7 @@ enum Command {
     },
     /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
     #[command(
-        after_help = "Models are served by alias (followed live, with its rollout), by version, or by name (the latest).\n\nExamples:\n  cairn serve churn@production                # http://127.0.0.1:8080\n  cairn serve churn@production fraud@3 --port 0\n  cairn serve churn@production --batch-max 64 --batch-wait-ms 2\n  curl -s localhost:8080/models/churn/predict -d '{\"inputs\": {\"age\": 42, \"tenure\": 3, \"plan\": \"pro\"}}'"
+        after_help = "Models are served by alias (followed live, with its rollout), by version, or by name (the latest).\n\nExamples:\n  cairn serve churn@production                # http://127.0.0.1:8080\n  cairn serve churn@production fraud@3 --port 0\n  cairn serve churn@production --batch-max 64 --batch-wait-ms 2\n  curl -s localhost:8080/models/churn/predict \\\n      -d '{\"inputs\": {\"age\": 42, \"tenure\": 3, \"plan\": \"pro\"}}'"
     )]
     Serve {
         /// Models to serve: `NAME@ALIAS`, `NAME@VERSION` or `NAME`.
@@ -355,6 +359,9 @@ enum Command {
         output: OutputArgs,
     },
     /// Show a logged prediction and walk it back: model version, run, params, metrics, data, commit.
+    #[command(
+        after_help = "Examples:\n  cairn trace 01JD5Q4W3CT2V9XK7N8M6P0R1S\n  cairn trace 01JD5Q4W3CT2V9XK7N8M6P0R1S --json"
+    )]
     Trace {
         /// The trace id (the x-cairn-trace-id response header).
         id: String,
@@ -545,17 +552,22 @@ enum ModelCommand {
         output: OutputArgs,
     },
     /// Registered models with their latest version and aliases.
+    #[command(after_help = "Examples:\n  cairn model list\n  cairn model list --json")]
     List {
         #[command(flatten)]
         output: OutputArgs,
     },
     /// Every version of a model.
+    #[command(after_help = "Examples:\n  cairn model versions churn\n  cairn model versions churn --json")]
     Versions {
         name: String,
         #[command(flatten)]
         output: OutputArgs,
     },
     /// One version: signature, lineage, aliases, approvals (`NAME`, `NAME@3`, `NAME@production`).
+    #[command(
+        after_help = "Examples:\n  cairn model show churn@production\n  cairn model show churn@3 --json"
+    )]
     Show {
         reference: String,
         #[command(flatten)]
@@ -573,6 +585,7 @@ enum ModelCommand {
         reason: String,
     },
     /// Remove an alias.
+    #[command(after_help = "Example:\n  cairn model unalias churn staging --reason 'experiment over'")]
     Unalias {
         name: String,
         alias: String,
@@ -580,6 +593,9 @@ enum ModelCommand {
         reason: String,
     },
     /// Every move of a model's aliases: who, when, why.
+    #[command(
+        after_help = "Examples:\n  cairn model history churn\n  cairn model history churn production --json"
+    )]
     History {
         name: String,
         alias: Option<String>,
@@ -587,6 +603,9 @@ enum ModelCommand {
         output: OutputArgs,
     },
     /// Approve a version.
+    #[command(
+        after_help = "Example:\n  cairn model approve churn@3 --comment 'validated on the March holdout'"
+    )]
     Approve {
         reference: String,
         #[arg(long)]
@@ -683,6 +702,9 @@ impl MonitorSelect {
 #[derive(Subcommand)]
 enum MonitorCommand {
     /// The logged requests behind a drifted feature (values the training data never had) or an alert.
+    #[command(
+        after_help = "Examples:\n  cairn monitor requests churn --feature tenure\n  cairn monitor requests churn --alert 3f2a --json"
+    )]
     Requests {
         model: String,
         /// Requests whose FEATURE lies outside what the training data had.
@@ -698,7 +720,7 @@ enum MonitorCommand {
     },
     /// Write logged inputs (and true labels) as a CSV or Parquet dataset and `cairn add` it, for retraining.
     #[command(
-        after_help = "Columns: trace_id, time_ms, version, one per input, and label (with --with-labels; empty where none arrived).\n\nExamples:\n  cairn monitor export churn --since 7d --out data/production          # data/production/production.parquet\n  cairn monitor export churn --labelled-only --out data/feedback.csv\n  cairn monitor export churn --drifted-only --out data/drifted.parquet"
+        after_help = "Columns: trace_id, time_ms, version, one per input, and label (with --with-labels; empty where none arrived).\n\nExamples:\n  cairn monitor export churn --since 7d --out data/production   # data/production/production.parquet\n  cairn monitor export churn --labelled-only --out data/feedback.csv\n  cairn monitor export churn --drifted-only --out data/drifted.parquet"
     )]
     Export {
         model: String,
@@ -725,6 +747,7 @@ enum MonitorCommand {
 #[derive(Subcommand)]
 enum AlertsCommand {
     /// One alert: its window, value, the requests behind it, deliveries and actions.
+    #[command(after_help = "Examples:\n  cairn alerts show 3f2a\n  cairn alerts show 3f2a --json")]
     Show {
         /// The alert id (or a unique prefix).
         id: String,
@@ -734,6 +757,9 @@ enum AlertsCommand {
         output: OutputArgs,
     },
     /// Evaluate every rule in monitor.yaml once now; record, deliver and act on what changed.
+    #[command(
+        after_help = "Examples:\n  cairn alerts check\n  cairn alerts check --config staging-monitor.yaml"
+    )]
     Check {
         /// Rules from this file instead of monitor.yaml.
         #[arg(long, value_name = "FILE")]
@@ -1386,5 +1412,40 @@ fn run_config(
             )),
         },
         (None, _) => Err(Failure::usage("name a KEY, or use --list (see `cairn config --help`)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command a user can run shows at least one example in its `--help`, and no
+    /// example line is so long that the terminal wraps it mid-way (a JSON body split in two
+    /// cannot be copied).
+    #[test]
+    fn every_command_has_an_example_that_fits_the_terminal() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>, long: &mut Vec<String>) {
+            let leaves: Vec<&clap::Command> =
+                command.get_subcommands().filter(|c| c.get_name() != "help" && !c.is_hide_set()).collect();
+            if leaves.is_empty() {
+                let after = command.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                if !after.contains("Example") {
+                    missing.push(path.to_owned());
+                }
+                let examples = after.lines().skip_while(|l| !l.starts_with("Example"));
+                for line in examples.filter(|l| l.starts_with("  ")) {
+                    if line.chars().count() > 100 {
+                        long.push(format!("{path}: {line}"));
+                    }
+                }
+            }
+            for sub in leaves {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing, long);
+            }
+        }
+        let (mut missing, mut long) = (Vec::new(), Vec::new());
+        walk(&super::Cli::command(), "cairn", &mut missing, &mut long);
+        assert!(missing.is_empty(), "commands without an example in --help: {missing:?}");
+        assert!(long.is_empty(), "example lines that wrap in an 100-column terminal:\n{}", long.join("\n"));
     }
 }

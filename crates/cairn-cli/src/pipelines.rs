@@ -90,6 +90,7 @@ pub enum MetricsCommand {
 #[derive(Subcommand)]
 pub enum PipelineCommand {
     /// Print the JSON Schema of cairn.yaml (for editors: `# yaml-language-server: $schema=...`).
+    #[command(after_help = "Example:\n  cairn pipeline schema > docs/cairn.schema.json")]
     Schema,
 }
 
@@ -957,6 +958,7 @@ pub enum PartitionsCommand {
         keys: Vec<String>,
     },
     /// Remove keys from a stage's dynamic partition dimension (their outputs go at the next run).
+    #[command(after_help = "Example:\n  cairn partitions remove ingest customer-42 customer-43")]
     Remove {
         stage: String,
         #[arg(required = true)]

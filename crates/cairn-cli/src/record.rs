@@ -302,8 +302,18 @@ impl Recorder {
 }
 
 /// Who is running: `$USER`, else `$LOGNAME`.
+/// Who is acting: `$USER` (or `$LOGNAME`), else the user Git would record here, else
+/// `unknown`.
 pub fn user_name() -> String {
-    ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).unwrap_or_else(|| "unknown".into())
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .or_else(|| {
+            let cwd = std::env::current_dir().ok()?;
+            cairn_git::GitRepo::discover(&cwd).ok()?.user_name()
+        })
+        .or_else(cairn_git::GitRepo::global_user_name)
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn param_text(value: &Value) -> String {

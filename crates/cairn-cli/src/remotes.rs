@@ -33,17 +33,20 @@ pub enum RemoteCommand {
         user: bool,
     },
     /// List remotes with their URLs.
+    #[command(after_help = "Examples:\n  cairn remote list\n  cairn remote list --json")]
     List {
         #[command(flatten)]
         output: OutputArgs,
     },
     /// Remove a remote from the config (its data stays where it is).
+    #[command(after_help = "Example:\n  cairn remote remove old-nas")]
     Remove {
         name: String,
         #[arg(long)]
         user: bool,
     },
     /// Show or set the default remote.
+    #[command(after_help = "Examples:\n  cairn remote default\n  cairn remote default origin")]
     Default {
         name: Option<String>,
         #[arg(long)]

@@ -543,3 +543,24 @@ fn completions_and_the_manual_page_come_from_the_command_definitions() {
     }
     assert!(help.contains("default: .cairn/state/meta-v1.sqlite"), "{help}");
 }
+
+#[test]
+fn version_names_the_commit_and_build_date_and_the_git_user_stands_in_for_user() {
+    let repo = TestRepo::new();
+    let version = repo.ok(&["--version"]);
+    // `cairn 0.1.0 (0123456789ab 2026-12-04)`, or `unknown` outside a checkout.
+    let inner = version.split_once('(').and_then(|(_, rest)| rest.split_once(')')).map(|(v, _)| v).unwrap();
+    let (commit, date) = inner.split_once(' ').unwrap();
+    assert!(commit == "unknown" || commit.trim_end_matches("-dirty").len() == 12, "{version}");
+    assert!(date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-', "{version}");
+    // Without $USER, who registered a model is the Git user, not "unknown".
+    repo.git(&["config", "user.name", "Ada Lovelace"]);
+    repo.write("params.yaml", "a: 1\n");
+    repo.write(
+        "cairn.yaml",
+        "stages:\n  s:\n    cmd: echo a=${a} > out.txt\n    params: [a]\n    outs: [out.txt]\n",
+    );
+    repo.ok(&["run"]);
+    let shown = repo.json(&["exp", "show", "--json"]);
+    assert_eq!(shown[0]["user"], "Ada Lovelace", "{shown}");
+}

@@ -128,6 +128,24 @@ impl GitRepo {
         &self.workdir
     }
 
+    /// The user Git would record for a commit made here: `user.name` (or `user.email`) from
+    /// this repository's config, the user's and the system's.
+    pub fn user_name(&self) -> Option<String> {
+        let config = self.repo.config().ok()?;
+        ["user.name", "user.email"]
+            .iter()
+            .find_map(|key| config.get_string(key).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// `user.name` (or `user.email`) from the user's and the system's Git config, outside
+    /// any repository.
+    pub fn global_user_name() -> Option<String> {
+        let config = git2::Config::open_default().ok()?;
+        ["user.name", "user.email"]
+            .iter()
+            .find_map(|key| config.get_string(key).ok().filter(|v| !v.is_empty()))
+    }
+
     /// Whether `path` (relative to the work tree, `/`-separated) is in Git's index.
     pub fn is_in_index(&self, path: &str) -> Result<bool> {
         let index = self.repo.index().map_err(git_err("reading the index".to_owned()))?;
