@@ -416,6 +416,10 @@ pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
     }
 }
 
+/// How recent a trace id may be for `trace` to wait for its log line (the server writes
+/// within about a second; a little more allows for a loaded machine).
+const RECENT_TRACE_MS: i64 = 10_000;
+
 /// `cairn trace ID`: a logged prediction, walked back to its model version, run, params,
 /// metrics, training data and commit.
 pub fn trace(
@@ -428,6 +432,16 @@ pub fn trace(
     let id = id.trim();
     let dir = log_dir.unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR));
     let mut entries = predlog::find(&dir, id).map_err(|e| Failure::user(e.to_string(), None))?;
+    // The id says when the request came; a server writes its log within about a second, so
+    // a very recent id is waited for (briefly) rather than reported missing.
+    let recent = |id: &str| {
+        predlog::trace_time(id).is_some_and(|t| (0..RECENT_TRACE_MS).contains(&(predlog::now_ms() - t)))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while entries.is_empty() && recent(id) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        entries = predlog::find(&dir, id).map_err(|e| Failure::user(e.to_string(), None))?;
+    }
     if entries.is_empty()
         && let Some(name) = remote
     {
@@ -453,6 +467,12 @@ pub fn trace(
         entries = predlog::find(&fetched, id).map_err(|e| Failure::user(e.to_string(), None))?;
     }
     let Some(answer) = entries.iter().find(|e| e.role != "shadow").or(entries.first()) else {
+        if recent(id) {
+            return Err(Failure::user(
+                format!("prediction `{id}` is not written to {} yet", dir.display()),
+                Some("the server writes its log within a second or two of answering; retry in a second"),
+            ));
+        }
         return Err(Failure::user(
             format!("no prediction with trace id `{id}` in {}", dir.display()),
             Some(

@@ -510,6 +510,10 @@ fn rollouts_and_rollbacks_take_effect_live_without_dropping_requests() {
     assert_eq!(reply.headers["x-cairn-model-version"], "reg@1");
     assert!(reply.json()["outputs"].get("variable").is_some(), "the primary's outputs: {}", reply.text());
     let trace = reply.headers["x-cairn-trace-id"].clone();
+    // Traced at once, while the server runs and before its log is flushed: found, not "no
+    // such prediction".
+    let now = repo.json(&["trace", &trace, "--json"]);
+    assert_eq!((now["trace_id"].as_str(), now["version"].as_i64()), (Some(trace.as_str()), Some(1)), "{now}");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let served: usize = load.into_iter().map(|t| t.join().unwrap()).sum();
