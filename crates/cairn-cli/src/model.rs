@@ -350,7 +350,17 @@ pub fn history(repo: &Repo, name: &str, alias: Option<&str>, as_json: bool) -> R
     if as_json {
         let list: Vec<Value> = moves
             .iter()
-            .map(|m| json!({"alias": m.alias, "version": m.version, "previous": m.previous, "user": m.user, "time": m.time, "reason": m.reason}))
+            .map(|m| {
+                json!({
+                    "alias": m.alias,
+                    "version": m.version,
+                    "previous": m.previous,
+                    "user": m.user,
+                    "time": crate::output::iso_time(m.time),
+                    "time_ms": m.time,
+                    "reason": m.reason,
+                })
+            })
             .collect();
         return crate::output::json(&list);
     }
@@ -358,7 +368,7 @@ pub fn history(repo: &Repo, name: &str, alias: Option<&str>, as_json: bool) -> R
         let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
         out(format!(
             "{}  {:<12} {} → {}  by {}{}",
-            m.time,
+            crate::output::format_time(m.time),
             m.alias,
             show(m.previous),
             show(m.version),

@@ -89,6 +89,12 @@ fn versions_carry_signature_and_lineage_and_aliases_obey_policies() {
         .map(|m| (m["previous"].as_i64(), m["version"].as_i64(), m["reason"].as_str().unwrap()))
         .collect();
     assert_eq!(moves, vec![(None, Some(2), "try the forest"), (Some(2), Some(1), "rollback")]);
+    // Times are ISO 8601 in JSON and human in text.
+    let time = history[0]["time"].as_str().unwrap();
+    assert!(time.len() == 24 && time.as_bytes()[10] == b'T' && time.ends_with('Z'), "{time}");
+    assert!(history[0]["time_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    let text = repo.ok(&["model", "history", "churn", "staging"]);
+    assert!(text.contains(&format!("{} UTC", time[..23].replace('T', " "))), "{text}");
 
     let list = repo.json(&["model", "list", "--json"]);
     assert_eq!(list[0]["latest_version"], 2);
