@@ -602,7 +602,7 @@ pub fn apply(repo: &Repo, id: &str, reporter: &dyn cairn_repo::Reporter) -> Resu
             .map_err(|e| Failure::user(format!("cannot write `{}`: {e}", target.display()), None))?;
         out(format!("wrote {path}"))?;
     }
-    let restored = crate::pipelines::checkout_outputs(repo, false, reporter)?;
+    let restored = crate::pipelines::checkout_outputs(repo, false, reporter)?.len();
     out(format!(
         "applied experiment {} ({}); restored {restored} output(s); commit with git when you like it",
         &run.info.run_id[..8],

@@ -1012,10 +1012,18 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let _lock = repo.lock(reporter)?;
             let outcomes = repo.checkout(scope.as_deref(), force, reporter)?;
-            if scope.is_none() {
-                pipelines::checkout_outputs(&repo, force, reporter)?;
+            let restored = if scope.is_none() {
+                pipelines::checkout_outputs(&repo, force, reporter)?
+            } else {
+                Vec::new()
+            };
+            output::checkout(&outcomes, output.json)?;
+            if !output.json {
+                for label in restored {
+                    out(format!("restored pipeline output {label}"))?;
+                }
             }
-            output::checkout(&outcomes, output.json)
+            Ok(())
         }
         Command::Diff { old, new, output } => {
             let repo = context.open()?;

@@ -852,21 +852,24 @@ pub fn fetch_runs(repo: &Repo, remote: &cairn_remote::Remote) -> Result<usize, F
 /// Makes pipeline outputs match `cairn.lock` (after `git checkout` or `pull`). An output
 /// whose current content is not in the cache is left alone unless `force`. Returns how many
 /// outputs were restored.
+/// Restores the pipeline outputs `cairn.lock` names that differ in the work tree; returns
+/// what was restored, each as `PATH (stage NAME)`.
 pub fn checkout_outputs(
     repo: &Repo,
     force: bool,
     reporter: &dyn cairn_repo::Reporter,
-) -> Result<usize, Failure> {
+) -> Result<Vec<String>, Failure> {
     let outs: Vec<(String, cairn_repo::Tracked)> = lock_content(repo)?
         .into_iter()
         .filter(|(label, _)| !label.contains(", part ") && !label.contains("(parts of stage "))
         .collect();
     if outs.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let rels: Vec<Vec<u8>> = outs.iter().map(|(_, t)| t.rel.clone()).collect();
     let current = repo.digest_paths(&rels, reporter)?;
     let mut restore = Vec::new();
+    let mut restored = Vec::new();
     for ((label, tracked), now) in outs.into_iter().zip(current) {
         if now.as_ref().is_some_and(|n| n.digest == tracked.pointer.digest) {
             continue;
@@ -887,12 +890,12 @@ pub fn checkout_outputs(
             continue;
         }
         restore.push(tracked);
+        restored.push(label);
     }
-    let count = restore.len();
-    if count > 0 {
+    if !restore.is_empty() {
         repo.restore_outputs(restore, reporter)?;
     }
-    Ok(count)
+    Ok(restored)
 }
 
 /// Everything pipelines keep alive in caches: the lock's outputs and the run cache's.

@@ -759,3 +759,14 @@ fn a_clone_restores_datum_and_partitioned_stages() {
     assert_eq!(thumbs["parts"]["ran"], 1, "{one}");
     assert_eq!(fresh.read("thumbs/d.up"), b"IMAGE D\n");
 }
+
+#[test]
+fn checkout_names_the_pipeline_outputs_it_restores() {
+    let repo = TestRepo::new();
+    repo.write("cairn.yaml", "stages:\n  train:\n    cmd: echo weights > model.bin\n    outs: [model.bin]\n");
+    repo.ok(&["run"]);
+    std::fs::remove_file(repo.path("model.bin")).unwrap();
+    let text = repo.ok(&["checkout"]);
+    assert!(text.contains("restored pipeline output model.bin (stage train)"), "{text}");
+    assert_eq!(repo.read("model.bin"), b"weights\n");
+}
