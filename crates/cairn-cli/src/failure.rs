@@ -150,6 +150,9 @@ fn remote_hint(error: &cairn_remote::RemoteError) -> Option<&'static str> {
             Kind::BadCredentials => Some(
                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, or the remote's access-key-id and secret-access-key",
             ),
+            Kind::NoCredentials => Some(
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, name a profile with `cairn remote modify --user NAME profile PROFILE`, or set `access-key-id` and `secret-access-key` with `cairn remote modify --user`",
+            ),
             Kind::AccessDenied => Some(
                 "the credentials work but may not read or write here: check the bucket policy or directory permissions",
             ),

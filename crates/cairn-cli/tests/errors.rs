@@ -304,3 +304,18 @@ fn sigkill_during_checkout_then_rerun_completes() {
         repo.ok(&["fsck"]);
     }
 }
+
+#[test]
+fn an_s3_remote_whose_endpoint_is_down_says_so_even_without_credentials() {
+    let repo = TestRepo::new();
+    repo.write("f.txt", b"x\n");
+    repo.ok(&["add", "f.txt"]);
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port();
+    repo.ok(&["remote", "add", "origin", "s3://bucket/prefix", "--default"]);
+    repo.ok(&["remote", "modify", "origin", "endpoint", &format!("http://127.0.0.1:{port}")]);
+    let stderr = repo.fail(1, &["push"]);
+    assert!(stderr.contains("cannot be reached") && stderr.contains(&port.to_string()), "{stderr}");
+    assert!(!stderr.contains("credentials work"), "{stderr}");
+    assert!(stderr.contains("hint: check the endpoint"), "{stderr}");
+}

@@ -282,8 +282,23 @@ fn open_s3(
                 reason: "only one of the access key id and the secret access key is set".into(),
             });
         }
-        // No static credentials: object_store tries instance metadata (EC2, ECS, web identity).
-        (None, None) => {}
+        // No static credentials: object_store tries instance metadata (EC2, ECS, web
+        // identity). That answers from a cloud machine only; against a custom endpoint that
+        // is down, it would hide the real problem behind a metadata-service error, so the
+        // endpoint is checked first.
+        (None, None) => {
+            if let Some(endpoint) = &endpoint
+                && let Err(reason) = reachable(endpoint)
+            {
+                return Err(RemoteError::Storage {
+                    remote: spec.name.clone(),
+                    url: spec.url.clone(),
+                    action: format!("connect to the endpoint {endpoint}"),
+                    failure: Failure::Unreachable,
+                    message: reason,
+                });
+            }
+        }
     }
     let store = builder.build().map_err(|e| RemoteError::InvalidUrl {
         remote: spec.name.clone(),
@@ -293,12 +308,32 @@ fn open_s3(
     Ok(Storage { store: Arc::new(store), prefix: StorePath::from(prefix), local_root: None })
 }
 
+/// Whether a TCP connection to the endpoint's host and port opens (within 3 s).
+fn reachable(endpoint: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let url = url::Url::parse(endpoint).map_err(|e| format!("`{endpoint}` is not a URL: {e}"))?;
+    let host = url.host_str().ok_or_else(|| format!("`{endpoint}` names no host"))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addresses: Vec<_> =
+        (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve `{host}`: {e}"))?.collect();
+    let mut last = format!("`{host}` has no address");
+    for address in addresses {
+        match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(3)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("{address}: {e}"),
+        }
+    }
+    Err(last)
+}
+
 /// Why a storage request failed, as far as the user needs to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     NotFound,
     NoSuchBucket,
     BadCredentials,
+    /// None were configured, and the cloud's metadata service gave none.
+    NoCredentials,
     AccessDenied,
     Unreachable,
     Other,
@@ -310,6 +345,9 @@ impl Failure {
             Failure::NotFound => "not found",
             Failure::NoSuchBucket => "the bucket does not exist",
             Failure::BadCredentials => "the credentials were rejected",
+            Failure::NoCredentials => {
+                "no credentials are configured, and no instance metadata service provided any"
+            }
             Failure::AccessDenied => "permission denied",
             Failure::Unreachable => "the endpoint cannot be reached",
             Failure::Other => "request failed",
@@ -325,8 +363,12 @@ pub(crate) fn classify(error: &object_store::Error) -> Failure {
     let bad_credentials = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"]
         .iter()
         .any(|code| text.contains(code));
+    // Without credentials, object_store asks the instance metadata service; its failure
+    // means "no credentials", not a permission problem on the bucket.
+    let metadata_service = text.contains("169.254.169.254") || text.contains("169.254.170.2");
     match error {
         _ if bad_credentials => Failure::BadCredentials,
+        _ if metadata_service => Failure::NoCredentials,
         object_store::Error::NotFound { .. } if text.contains("NoSuchBucket") => Failure::NoSuchBucket,
         object_store::Error::NotFound { .. } => Failure::NotFound,
         object_store::Error::PermissionDenied { .. } => Failure::AccessDenied,
@@ -363,6 +405,18 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_metadata_service_means_no_credentials_not_a_denied_bucket() {
+        let error = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing PUT http://169.254.169.254/latest/api/token: 403 Forbidden".into(),
+        };
+        assert_eq!(classify(&error), Failure::NoCredentials);
+        let denied =
+            object_store::Error::Generic { store: "S3", source: "AccessDenied: 403 Forbidden".into() };
+        assert_eq!(classify(&denied), Failure::AccessDenied);
+    }
 
     #[test]
     fn parses_urls() {
