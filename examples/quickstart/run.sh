@@ -178,9 +178,12 @@ step "a model: train it in the pipeline (scikit-learn → ONNX), register, appro
 venv="$here/target/quickstart-venv"
 spec="scikit-learn==1.9.1 skl2onnx==1.20.0 onnxruntime==1.32.0 pandas==3.1.1 pyyaml==6.0.3"
 if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$spec" ]; then
+  echo "installing $spec into $venv (once; a minute or two)"
   python3 -m venv "$venv"
+  # One line per package as pip gets to it, so a slow download shows where it is.
   # shellcheck disable=SC2086
-  "$venv/bin/pip" install --quiet --disable-pip-version-check $spec
+  "$venv/bin/pip" install --disable-pip-version-check --progress-bar off $spec 2>&1 \
+    | sed -n -E 's/^(Collecting|Installing collected packages|Successfully installed|ERROR)/  \1/p'
   printf '%s' "$spec" > "$venv/.installed"
 fi
 cd "$work/repo"
