@@ -546,6 +546,10 @@ enum ModelCommand {
         /// Profile this training data (CSV, TSV or Parquet) with the version, for drift monitoring.
         #[arg(long, value_name = "FILE")]
         training_data: Option<PathBuf>,
+        /// What the columns of a one-tensor model's input are, in order (`age,tenure,plan`);
+        /// default: the training data's columns, when their number matches.
+        #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+        feature_names: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
         #[command(flatten)]
@@ -1191,21 +1195,28 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Model(command) => {
             let repo = context.open()?;
             match command {
-                ModelCommand::Register { name, path, run, training_data, description, output } => {
-                    model::register(
-                        &repo,
-                        &context.cwd,
-                        &model::Register {
-                            name: &name,
-                            path: &path,
-                            run: run.as_deref(),
-                            training_data: training_data.as_deref(),
-                            description: &description,
-                            json: output.json,
-                        },
-                        reporter,
-                    )
-                }
+                ModelCommand::Register {
+                    name,
+                    path,
+                    run,
+                    training_data,
+                    feature_names,
+                    description,
+                    output,
+                } => model::register(
+                    &repo,
+                    &context.cwd,
+                    &model::Register {
+                        name: &name,
+                        path: &path,
+                        run: run.as_deref(),
+                        training_data: training_data.as_deref(),
+                        feature_names: &feature_names,
+                        description: &description,
+                        json: output.json,
+                    },
+                    reporter,
+                ),
                 ModelCommand::List { output } => model::list(&repo, output.json),
                 ModelCommand::Versions { name, output } => model::versions(&repo, &name, output.json),
                 ModelCommand::Show { reference, output } => model::show(&repo, &reference, output.json),

@@ -66,8 +66,66 @@ pub struct Register<'a> {
     pub path: &'a Path,
     pub run: Option<&'a str>,
     pub training_data: Option<&'a Path>,
+    /// `--feature-names`: the columns of a one-tensor model's input.
+    pub feature_names: &'a [String],
     pub description: &'a str,
     pub json: bool,
+}
+
+/// Names the columns of a model that takes one `[N, k]` tensor (most scikit-learn models
+/// exported with skl2onnx take `X`): from `--feature-names`, or else by position from the
+/// training data's columns when there are k of them. A count that does not match is an
+/// error: monitoring would compare the wrong columns.
+fn name_columns(
+    signature: &mut cairn_model::Signature,
+    explicit: &[String],
+    training: Option<&[String]>,
+) -> Result<(), Failure> {
+    let [input] = signature.inputs.as_mut_slice() else {
+        if explicit.is_empty() {
+            return Ok(());
+        }
+        return Err(Failure::user(
+            format!(
+                "--feature-names names the columns of a model with one input; this one has {} (its inputs are named already)",
+                signature.inputs.len()
+            ),
+            Some("drop --feature-names"),
+        ));
+    };
+    let width = input.row_width();
+    let two_dimensional = input.shape.as_ref().is_some_and(|s| s.len() == 2);
+    let (names, from) = match (explicit.is_empty(), training) {
+        (false, _) => (explicit.to_vec(), "--feature-names"),
+        (true, Some(columns)) if two_dimensional && width.is_some_and(|w| w > 1) => {
+            (columns.to_vec(), "the training data")
+        }
+        _ => return Ok(()),
+    };
+    match width {
+        Some(k) if two_dimensional && k == names.len() => {
+            input.columns = Some(names);
+            Ok(())
+        }
+        Some(k) if two_dimensional => Err(Failure::user(
+            format!(
+                "input `{}` takes {k} columns, but {from} has {} ({})",
+                input.name,
+                names.len(),
+                names.join(", ")
+            ),
+            Some(
+                "give the training data's feature columns only (no label column), or name the columns with --feature-names a,b,c",
+            ),
+        )),
+        _ => Err(Failure::user(
+            format!(
+                "input `{}` is not a [N, k] tensor with a fixed k, so its columns cannot be named",
+                input.name
+            ),
+            Some("drop --feature-names"),
+        )),
+    }
 }
 
 /// `cairn model register NAME PATH`.
@@ -79,7 +137,7 @@ pub fn register(
 ) -> Result<(), Failure> {
     check_name(request.name)?;
     let path = cwd.join(request.path);
-    let info = cairn_model::inspect(&path).map_err(|e| {
+    let mut info = cairn_model::inspect(&path).map_err(|e| {
         Failure::user(
             e.to_string(),
             Some("register an .onnx file, or a directory with cairn-model.yaml naming its runtime and model file"),
@@ -105,6 +163,7 @@ pub fn register(
         cairn_repo::pointer::PointerKind::File { .. } => "file",
     };
     // The training data's profile, kept in the cache for monitoring.
+    let mut training_columns: Option<Vec<String>> = None;
     let profile = match request.training_data {
         Some(data) => {
             let data_path = cwd.join(data);
@@ -118,11 +177,15 @@ pub fn register(
                     Some("give a CSV or TSV file with a header row, or a Parquet file"),
                 )
             })?;
+            training_columns = document["columns"].as_array().map(|columns| {
+                columns.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect()
+            });
             let bytes = serde_json::to_vec_pretty(&document).unwrap_or_default();
             Some(repo.store().put_bytes(&bytes).map_err(cairn_repo::RepoError::from)?.to_string())
         }
         None => None,
     };
+    name_columns(&mut info.signature, request.feature_names, training_columns.as_deref())?;
     let version = NewVersion {
         digest: digest.clone(),
         size: pointer.size as i64,

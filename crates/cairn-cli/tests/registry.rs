@@ -41,7 +41,8 @@ fn versions_carry_signature_and_lineage_and_aliases_obey_policies() {
     let run = repo.json(&["run", "--json"]);
     let run_id = run["run_id"].as_str().unwrap().to_owned();
 
-    repo.write("data/train.csv", "age,plan\n31,pro\n45,basic\nNA,basic\n");
+    // The model takes one [N, 4] tensor: four training columns name its columns.
+    repo.write("data/train.csv", "age,tenure,plan,spend\n31,2,pro,10\n45,7,basic,3\nNA,1,basic,4\n");
     let v1 = repo.json(&[
         "model",
         "register",
@@ -55,6 +56,10 @@ fn versions_carry_signature_and_lineage_and_aliases_obey_policies() {
     assert!(v1["profile"].as_str().unwrap().starts_with("blake3:"), "{v1}");
     assert_eq!(v1["run_id"], run_id.as_str(), "the run that wrote this content is found by digest");
     assert_eq!(v1["signature"]["inputs"][0]["name"], "features");
+    assert_eq!(
+        v1["signature"]["inputs"][0]["columns"],
+        serde_json::json!(["age", "tenure", "plan", "spend"])
+    );
     let again = repo.json(&["model", "register", "churn", "models/churn.onnx", "--json"]);
     assert_eq!((again["version"].as_i64(), again["created"].as_bool()), (Some(1), Some(false)));
 

@@ -1029,3 +1029,61 @@ models:
     let again = repo.ok(&["alerts", "check", "--config", "retrain.yaml"]);
     assert!(again.contains("0 opened"), "an open alert is not opened again: {again}");
 }
+
+/// A scikit-learn model exported with skl2onnx takes one tensor `[N, k]`: its columns take
+/// the training data's names, so drift is measured per named feature, not skipped.
+#[test]
+fn a_one_tensor_models_columns_take_the_training_datas_names() {
+    let repo = project();
+    let mut csv = String::from("income,debt,age,score\n");
+    for i in 0..400 {
+        let x = |k: usize| ((i * (7 + 4 * k)) % 97) as f64 / 97.0 - 0.5;
+        csv.push_str(&format!("{},{},{},{}\n", x(0), x(1), x(2), x(3)));
+    }
+    repo.write("train.csv", &csv);
+    // The count must match the tensor's columns: a label column too many is an error.
+    repo.write(
+        "with_label.csv",
+        csv.replacen("score\n", "score,label\n", 1).replace('\n', ",1\n").replacen(",1\n", "\n", 1),
+    );
+    let err = repo.fail(
+        1,
+        &["model", "register", "credit", "models/logistic.onnx", "--training-data", "with_label.csv"],
+    );
+    assert!(err.contains("takes 4 columns") && err.contains("--feature-names"), "{err}");
+    let err =
+        repo.fail(1, &["model", "register", "credit", "models/logistic.onnx", "--feature-names", "a,b"]);
+    assert!(err.contains("takes 4 columns, but --feature-names has 2"), "{err}");
+    let registered = repo.json(&[
+        "model",
+        "register",
+        "credit",
+        "models/logistic.onnx",
+        "--training-data",
+        "train.csv",
+        "--json",
+    ]);
+    assert_eq!(registered["signature"]["inputs"][0]["columns"], json!(["income", "debt", "age", "score"]));
+    repo.ok(&["model", "alias", "credit@1", "production"]);
+
+    let server = Server::start(&repo, &["credit@production"]);
+    // Production: `age` shifted far from training; the others as before.
+    for i in 0..150 {
+        let x = |k: usize| ((i * (7 + 4 * k)) % 97) as f64 / 97.0 - 0.5;
+        let body = json!({"inputs": {"features": [x(0), x(1), x(2) + 3.0, x(3)]}});
+        assert_eq!(post(&server.addr, "/models/credit/predict", &body).status, 200);
+    }
+    server.stop();
+    let report = repo.json(&["monitor", "credit", "--since", "1h", "--json"]);
+    let features = report[0]["drift"]["features"].as_array().unwrap();
+    let find = |name: &str| features.iter().find(|f| f["feature"] == name).cloned();
+    assert_eq!(find("age").map(|f| f["drifted"].clone()), Some(json!(true)), "{}", report[0]["drift"]);
+    assert_eq!(find("income").map(|f| f["drifted"].clone()), Some(json!(false)), "{}", report[0]["drift"]);
+    assert!(find("features[0]").is_none(), "columns are profiled by name: {}", report[0]["drift"]);
+    // The same names in the drill-down and the export.
+    let requests = repo.ok(&["monitor", "requests", "credit", "--feature", "age"]);
+    assert!(!requests.trim().is_empty(), "no requests listed for the drifted feature");
+    repo.ok(&["monitor", "export", "credit", "--since", "1h", "--out", "data/production.csv"]);
+    let exported = String::from_utf8(repo.read("data/production.csv")).unwrap();
+    assert!(exported.lines().next().unwrap().contains("income,debt,age,score"), "{exported}");
+}

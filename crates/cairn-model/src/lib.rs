@@ -48,6 +48,19 @@ pub struct TensorSpec {
     /// Dimensions; `null` where any size goes (the batch dimension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<Vec<Option<i64>>>,
+    /// For a `[N, k]` input: what its k columns are, by position (from the training data's
+    /// header, or `cairn model register --feature-names`). Monitoring profiles, reports,
+    /// rules, exports and the prediction log name the columns so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+}
+
+impl TensorSpec {
+    /// Values per row when every dimension after the batch is fixed (`[N, 4]` → 4).
+    pub fn row_width(&self) -> Option<usize> {
+        let shape = self.shape.as_ref()?;
+        shape.iter().skip(1).try_fold(1usize, |acc, d| acc.checked_mul(usize::try_from((*d)?).ok()?))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

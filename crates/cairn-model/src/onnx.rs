@@ -141,7 +141,7 @@ fn type_name(t: &TypeProto) -> (String, Option<Vec<Option<i64>>>) {
 
 fn spec(v: &ValueInfoProto) -> TensorSpec {
     let (dtype, shape) = v.r#type.as_ref().map_or(("unknown".to_owned(), None), type_name);
-    TensorSpec { name: v.name.clone(), dtype, shape }
+    TensorSpec { name: v.name.clone(), dtype, shape, columns: None }
 }
 
 /// Reads the signature of the ONNX model in `bytes`.

@@ -12,7 +12,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 }
 
 fn spec(name: &str, dtype: &str, shape: Option<Vec<Option<i64>>>) -> TensorSpec {
-    TensorSpec { name: name.into(), dtype: dtype.into(), shape }
+    TensorSpec { name: name.into(), dtype: dtype.into(), shape, columns: None }
 }
 
 #[test]

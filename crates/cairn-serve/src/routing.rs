@@ -21,7 +21,7 @@ use cairn_model::TensorSpec;
 
 use crate::batch::{BatchConfig, Batcher};
 use crate::runtime::{Model, Runtime};
-use crate::tensor::{DType, InputSpec};
+use crate::tensor::{DType, InputSpec, Tensor};
 
 /// How often the registry is read for alias and rollout changes.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -77,12 +77,40 @@ pub struct Version {
     pub digest: String,
     pub run_id: Option<String>,
     pub inputs: Vec<InputSpec>,
+    /// Per input, the names of its columns when the registry has them (a `[N, k]` input).
+    pub columns: Vec<Option<Vec<String>>>,
     pub outputs: Vec<TensorSpec>,
     pub model: Result<Arc<dyn Model>, String>,
     pub batcher: Option<Batcher>,
 }
 
 impl Version {
+    /// The inputs as the prediction log and the profiles see them: an input whose columns
+    /// have names becomes one `[N]` input per column, under those names, so drift, rules,
+    /// exports and drill-downs speak of `age` rather than `X[0]`.
+    pub fn logged_inputs(&self, inputs: &Arc<Vec<(String, Tensor)>>) -> Arc<Vec<(String, Tensor)>> {
+        if self.columns.iter().all(Option::is_none) {
+            return inputs.clone();
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        for (name, tensor) in inputs.iter() {
+            let names = self
+                .inputs
+                .iter()
+                .position(|spec| &spec.name == name)
+                .and_then(|i| self.columns.get(i))
+                .and_then(Option::as_ref)
+                .filter(|names| names.len() == tensor.width() && tensor.shape.len() == 2);
+            match names {
+                Some(names) => {
+                    out.extend(names.iter().enumerate().map(|(j, column)| (column.clone(), tensor.column(j))))
+                }
+                None => out.push((name.clone(), tensor.clone())),
+            }
+        }
+        Arc::new(out)
+    }
+
     pub fn ready(&self) -> bool {
         self.model.is_ok()
     }
@@ -243,6 +271,7 @@ impl Catalog {
             version: number,
             digest: record.digest.clone(),
             run_id: record.run_id.clone(),
+            columns: signature.inputs.iter().map(|spec| spec.columns.clone()).collect(),
             inputs,
             outputs: signature.outputs,
             model,
@@ -331,6 +360,7 @@ fn failed(name: &str, number: i64, reason: String) -> Version {
         digest: String::new(),
         run_id: None,
         inputs: Vec::new(),
+        columns: Vec::new(),
         outputs: Vec::new(),
         model: Err(reason),
         batcher: None,

@@ -354,7 +354,7 @@ async fn predict(
             protocol: protocol.name(),
             status,
             latency_us: latency.as_micros() as i64,
-            inputs,
+            inputs: version.logged_inputs(&inputs),
             outputs,
             error,
         });
@@ -426,7 +426,7 @@ async fn run_shadow(
             protocol: protocol.name(),
             status,
             latency_us: started.elapsed().as_micros() as i64,
-            inputs,
+            inputs: shadow.logged_inputs(&inputs),
             outputs,
             error,
         });

@@ -208,6 +208,17 @@ impl Tensor {
         Tensor { shape, data }
     }
 
+    /// Column `j` of a `[N, k]` tensor, as a `[N]` tensor.
+    pub fn column(&self, j: usize) -> Tensor {
+        let width = self.width();
+        let rows = self.rows();
+        let mut data = Data::empty(self.data.dtype(), rows);
+        for row in 0..rows {
+            data.extend_range(&self.data, row * width + j, row * width + j + 1);
+        }
+        Tensor { shape: vec![rows], data }
+    }
+
     /// Rows `from..to`.
     pub fn slice_rows(&self, from: usize, to: usize) -> Tensor {
         let width = self.width();
@@ -567,6 +578,13 @@ mod tests {
         assert!(column(&s, rows.iter(), Strictness::default()).unwrap_err().message.contains("takes 3"));
         let none: [Value; 0] = [];
         assert!(column(&s, none.iter(), Strictness::default()).unwrap_err().message.contains("empty batch"));
+    }
+
+    #[test]
+    fn a_column_is_every_rows_value_at_that_position() {
+        let t = Tensor { shape: vec![2, 3], data: Data::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) };
+        assert_eq!(t.column(1), Tensor { shape: vec![2], data: Data::F32(vec![2.0, 5.0]) });
+        assert_eq!(t.column(2).row_json(1), json!(6.0));
     }
 
     #[test]
