@@ -288,10 +288,8 @@ async fn push_large(
     use rayon::prelude::*;
     blocking(move || {
         let mut done = PushDone::default();
-        let verifier = {
-            let store = store.clone();
-            std::thread::spawn(move || store.verify(&digest))
-        };
+        // The reader verifies the object as it is cut: a corrupt one fails at its end, before
+        // its recipe (the only thing that names it on the remote) is written.
         let file = store.open_object(&digest)?;
         let path = store.object_path(&digest);
         let mut recipe = Recipe { size: 0, chunks: Vec::new() };
@@ -340,11 +338,6 @@ async fn push_large(
         cutting.map_err(|e| crate::index::io_error("read", &path, e))?;
         for upload in uploads {
             done.bytes_sent += join(handle.block_on(upload))?;
-        }
-        match verifier.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error.into()),
-            Err(_) => return Err(RemoteError::Internal("the verifying thread panicked".into())),
         }
         if recipe.size != size {
             return Err(StoreError::ChangedWhileReading { path }.into());

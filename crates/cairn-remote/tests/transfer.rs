@@ -200,3 +200,26 @@ fn gc_removes_unreferenced_packs_and_keeps_live_chunks() {
         2
     );
 }
+
+#[test]
+fn a_corrupt_large_object_is_never_pushed_as_that_object() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let a = setup.store("a");
+    let big = pseudo_random(12 << 20, 9);
+    let digest = a.put_bytes(&big).unwrap();
+    let path = a.object_path(&digest);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5 << 20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let remote = setup.remote("a");
+    let error = remote.push(&remote.index().unwrap(), &a, &[digest], &NoReporter).unwrap_err();
+    assert!(error.to_string().contains("corrupt"), "{error}");
+    // No recipe names it: another clone cannot fetch corrupt bytes under its digest.
+    let b = setup.store("b");
+    let other = setup.remote("b");
+    let fetched = other.fetch(&other.index().unwrap(), &b, &[digest], &NoReporter).unwrap();
+    assert_eq!(fetched.missing, vec![digest]);
+    assert!(!b.contains(&digest).unwrap());
+}

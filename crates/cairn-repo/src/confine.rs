@@ -70,6 +70,10 @@ impl Confinement {
     /// `abs`): none may be a link that leads out. Components that do not exist yet are fine:
     /// Cairn creates them as real directories.
     pub fn check_leading(&self, abs: &Path, access: Access) -> Result<()> {
+        // The root itself has no leading components inside the repository.
+        if abs == self.root {
+            return Ok(());
+        }
         let Some(parent) = abs.parent() else { return Ok(()) };
         self.check_dir(parent, abs, access)
     }
@@ -274,6 +278,9 @@ mod tests {
         assert!(root.join("new/deeper").is_dir());
         // The final component may be a link: it is replaced, not written through.
         confine.check_leading(&root.join("out"), Access::Write).unwrap();
+        // The root itself (a dep on the whole repository) has nothing to check.
+        confine.check_leading(&root, Access::Read).unwrap();
+        confine.check_scan_root(&root).unwrap();
     }
 
     #[test]
