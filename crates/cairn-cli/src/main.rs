@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod alerts;
+mod civil;
 mod exp;
 mod failure;
 mod live;
