@@ -850,10 +850,8 @@ pub fn fetch_runs(repo: &Repo, remote: &cairn_remote::Remote) -> Result<usize, F
 }
 
 /// Makes pipeline outputs match `cairn.lock` (after `git checkout` or `pull`). An output
-/// whose current content is not in the cache is left alone unless `force`. Returns how many
-/// outputs were restored.
-/// Restores the pipeline outputs `cairn.lock` names that differ in the work tree; returns
-/// what was restored, each as `PATH (stage NAME)`.
+/// whose current content is not in the cache is left alone unless `force`. Returns what was
+/// restored, each as `PATH (stage NAME)`.
 pub fn checkout_outputs(
     repo: &Repo,
     force: bool,

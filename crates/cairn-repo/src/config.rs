@@ -426,10 +426,9 @@ pub fn make_private(path: &Path) -> Result<Option<u32>, ConfigError> {
     Ok(Some(mode))
 }
 
-/// Resolves settings from config files, lowest priority first. `root` anchors relative
+/// Resolves settings from config files, lowest priority first, the project's `.cairn/config`
+/// last (keys that only the user may set are refused there). `root` anchors relative
 /// `cache.dir` values.
-/// The files are in precedence order, the project's `.cairn/config` last; keys that only the
-/// user may set are refused there.
 pub fn resolve(files: &[&ConfigFile], root: &Path) -> Result<Settings, ConfigError> {
     let mut settings = Settings::default();
     for (index, file) in files.iter().enumerate() {
