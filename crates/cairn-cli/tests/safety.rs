@@ -473,3 +473,28 @@ fn a_clone_that_commits_a_link_in_place_of_cairns_own_directories_is_refused() {
     assert!(stderr.contains("committed to Git in place of Cairn's own directory"), "{stderr}");
     assert!(entries(victim.path()).is_empty(), "{:?}", entries(victim.path()));
 }
+
+#[test]
+fn following_a_link_out_of_the_repository_never_changes_what_it_points_to() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = TestRepo::new();
+    repo.ok(&["config", "cache.link", "hardlink"]);
+    let outside = outside_dir();
+    std::fs::write(outside.path().join("shared.csv"), b"a,b\n1,2\n").unwrap();
+    std::fs::set_permissions(outside.path().join("shared.csv"), std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    let before = std::fs::metadata(outside.path().join("shared.csv")).unwrap();
+    repo.write("data/own.csv", b"x\n");
+    symlink(outside.path(), repo.path("data/ext")).unwrap();
+    symlink("own.csv", repo.path("data/alias.csv")).unwrap();
+    repo.ok(&["add", "--follow-external-symlinks", "data"]);
+    // The outside file was read, not adopted into the cache or replaced by a link.
+    let after = std::fs::metadata(outside.path().join("shared.csv")).unwrap();
+    assert_eq!((after.ino(), after.nlink(), after.mode() & 0o777), (before.ino(), 1, 0o644));
+    assert_eq!(std::fs::read(outside.path().join("shared.csv")).unwrap(), b"a,b\n1,2\n");
+    // No cache object is a symbolic link (an in-repository link is stored by its content).
+    for object in repo.objects() {
+        assert!(!std::fs::symlink_metadata(&object).unwrap().file_type().is_symlink(), "{object:?}");
+    }
+    assert!(repo.ok(&["ls", "data"]).contains("ext/shared.csv"));
+}

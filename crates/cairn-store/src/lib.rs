@@ -474,7 +474,11 @@ impl Store {
         use std::os::unix::fs::MetadataExt;
         let copy = || self.put_file(path, Some(expected), progress);
         let racy = expected.mtime_ns >= racy_before_ns;
-        if racy || expected.executable() || fs::metadata(path).map(|m| m.nlink()).unwrap_or(0) != 1 {
+        // Only a regular file with one name is adopted: a symbolic link would make the cache
+        // object a link (and its target read-only, wherever it is).
+        let sole_regular_file =
+            fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1);
+        if racy || expected.executable() || !sole_regular_file {
             return copy();
         }
         let mut file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;

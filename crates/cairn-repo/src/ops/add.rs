@@ -138,6 +138,9 @@ impl Repo {
             hashed: bool,
             new: bool,
             adopted: bool,
+            /// Reached through a link out of the repository (`--follow-external-symlinks`):
+            /// read, never adopted or replaced by a link.
+            outside: bool,
         }
         // Sharing strategies turn work-tree files into objects without copying them.
         let adopt = self.settings.link.preferred().shares_object();
@@ -147,12 +150,15 @@ impl Repo {
                 .into_par_iter()
                 .map(|file| -> Result<Stored> {
                     let key = join_rel(rel, &file.rel);
+                    // Only where the user let reads leave the repository can a file be outside.
+                    let outside = self.settings.follow_external_symlinks
+                        && !file.abs.canonicalize().is_ok_and(|real| real.starts_with(&self.root));
                     let known = read_only_cache.lookup(&key, &file.stat);
                     let (digest, stat, hashed, new, adopted) = match known {
                         Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false, false),
                         _ => {
                             let progress = |n| reporter.advance(0, n);
-                            let put = if adopt {
+                            let put = if adopt && !outside {
                                 store.adopt_file(&file.abs, &file.stat, racy_before, &progress)?
                             } else {
                                 store.put_file(&file.abs, Some(&file.stat), &progress)?
@@ -173,6 +179,7 @@ impl Repo {
                         hashed,
                         new,
                         adopted,
+                        outside,
                     })
                 })
                 .collect::<Result<_>>()
@@ -201,7 +208,7 @@ impl Repo {
         let to_link: Vec<ToLink> = if self.settings.link.preferred().shares_object() {
             stored
                 .iter()
-                .filter(|s| !s.entry.executable)
+                .filter(|s| !s.entry.executable && !s.outside)
                 .filter(|s| {
                     let object = fs::metadata(store.object_path(&s.entry.digest));
                     !object.is_ok_and(|m| m.dev() == s.stat.dev && m.ino() == s.stat.ino)
