@@ -197,6 +197,15 @@ fn copy_work_tree(from: &Path, to: &Path) -> Result<u64, Failure> {
     Ok(copied)
 }
 
+/// A params file's values; a missing file has none.
+fn read_params(path: &Path, file: &str) -> Result<Value, Failure> {
+    match std::fs::read(path) {
+        Ok(bytes) => params::parse_file(file, &bytes).map_err(|e| Failure::user(e, None)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Object(Default::default())),
+        Err(e) => Err(Failure::user(format!("cannot read `{}`: {e}", path.display()), None)),
+    }
+}
+
 /// Writes the overrides into the workspace's params files; returns the files changed.
 fn apply_overrides(ws: &Path, combo: &[(String, String, String)]) -> Result<Vec<String>, Failure> {
     let mut files: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
@@ -205,11 +214,7 @@ fn apply_overrides(ws: &Path, combo: &[(String, String, String)]) -> Result<Vec<
     }
     for (file, sets) in &files {
         let path = ws.join(file);
-        let mut root = match std::fs::read(&path) {
-            Ok(bytes) => params::parse_file(file, &bytes).map_err(|e| Failure::user(e, None))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Object(Default::default()),
-            Err(e) => return Err(Failure::user(format!("cannot read `{file}`: {e}"), None)),
-        };
+        let mut root = read_params(&path, file)?;
         for (key, value) in sets {
             params::set(&mut root, key, params::scalar(value))
                 .map_err(|e| Failure::user(format!("cannot set `{key}` in `{file}`: {e}"), None))?;
@@ -383,12 +388,7 @@ pub struct RunRequest {
 /// not have (a typo would otherwise run a copy of the baseline), naming the closest key.
 fn check_keys(repo: &Repo, overrides: &[Override]) -> Result<(), Failure> {
     for o in overrides {
-        let path = repo.root().join(&o.file);
-        let root = match std::fs::read(&path) {
-            Ok(bytes) => params::parse_file(&o.file, &bytes).map_err(|e| Failure::user(e, None))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Object(Default::default()),
-            Err(e) => return Err(Failure::user(format!("cannot read `{}`: {e}", path.display()), None)),
-        };
+        let root = read_params(&repo.root().join(&o.file), &o.file)?;
         if params::lookup(&root, &o.key).is_none() {
             return Err(Failure::user(
                 params::missing_key(&o.file, &o.key, &root),

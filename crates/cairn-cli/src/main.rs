@@ -253,10 +253,10 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         port: u16,
         /// Largest artifact a client may upload (`16GiB`, `500MB`, bytes).
-        #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = cairn_pipeline::spec::parse_size)]
         max_artifact_size: u64,
         /// Most bytes of artifacts one run may hold.
-        #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = cairn_pipeline::spec::parse_size)]
         run_quota: u64,
     },
     /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
@@ -886,29 +886,6 @@ fn stop_own_group<T>(exit: &std::sync::mpsc::Receiver<T>) -> ! {
     // Whatever else the command started in its group goes too, and this process with it.
     let _ = killpg(group, Signal::SIGKILL);
     std::process::exit(128 + 15)
-}
-
-/// A size such as `16GiB`, `500MB` or `1048576` (bytes).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 =
-        number.parse().map_err(|_| format!("`{text}` is not a size like `16GiB` or `500MB`"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        other => {
-            return Err(format!("unknown unit `{other}` in `{text}`: use B, KB, MB, GB, KiB, MiB, GiB, TiB"));
-        }
-    };
-    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn user_config_path() -> Option<PathBuf> {

@@ -255,9 +255,15 @@ impl Recorder {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let (location, run_id) = (self.location.clone(), self.run_id.clone());
         let thread = std::thread::spawn(move || {
-            let Ok(store) = cairn_meta::open(&location) else { return };
+            // Connected at the first beat: most runs end before one is due.
+            let mut store = None;
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
-                let _ = store.heartbeat(&run_id, now_ms());
+                if store.is_none() {
+                    store = cairn_meta::open(&location).ok();
+                }
+                if let Some(store) = &store {
+                    let _ = store.heartbeat(&run_id, now_ms());
+                }
             }
         });
         Heartbeat { stop: Some(stop), thread: Some(thread) }

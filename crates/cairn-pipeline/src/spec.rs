@@ -615,15 +615,20 @@ pub fn repo_path(wdir: &str, path: &str) -> Result<String, String> {
 }
 
 fn parse_bytes(amount: &Amount) -> Result<u64, String> {
-    let text = match amount {
-        Amount::Number(n) if *n >= 0.0 => return Ok(*n as u64),
-        Amount::Number(n) => return Err(format!("memory cannot be negative ({n})")),
-        Amount::Text(t) => t.trim(),
-    };
+    match amount {
+        Amount::Number(n) if *n >= 0.0 => Ok(*n as u64),
+        Amount::Number(n) => Err(format!("memory cannot be negative ({n})")),
+        Amount::Text(t) => parse_size(t),
+    }
+}
+
+/// An amount of bytes such as `4GiB`, `500MB` or `1048576`: the one size grammar of
+/// cairn.yaml and the command line.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 =
-        number.parse().map_err(|_| format!("`{text}` is not an amount of memory like `4GiB`"))?;
+    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size like `4GiB` or `500MB`"))?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -635,9 +640,7 @@ fn parse_bytes(amount: &Amount) -> Result<u64, String> {
         "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "ti" | "tib" => 1024.0f64.powi(4),
         other => {
-            return Err(format!(
-                "unknown memory unit `{other}` in `{text}`: use B, KB, MB, GB, KiB, MiB, GiB"
-            ));
+            return Err(format!("unknown size unit `{other}` in `{text}`: use B, KB, MB, GB, KiB, MiB, GiB"));
         }
     };
     Ok((number * scale) as u64)
