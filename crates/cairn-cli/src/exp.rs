@@ -574,10 +574,10 @@ fn kept_files(repo: &Repo, store: &Store, run: &Run) -> Result<Vec<(String, Vec<
     Ok(files)
 }
 
-/// The experiment (any run) whose id starts with `prefix`.
-pub fn find(store: &Store, prefix: &str) -> Result<Run, Failure> {
+/// The experiment (any run) that `reference` names: an id prefix or a name.
+pub fn find(store: &Store, reference: &str) -> Result<Run, Failure> {
     let runs = store.runs(&[], View::All).map_err(meta_failure)?;
-    crate::record::find_run(store, &runs, prefix)
+    crate::record::find_run(store, &runs, reference)
 }
 
 /// `cairn exp apply ID`: the experiment's params files and lock into the work tree, and its

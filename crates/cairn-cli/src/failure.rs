@@ -74,6 +74,9 @@ impl From<RepoError> for Failure {
             RepoError::InvalidManifest { .. } | RepoError::Store(StoreError::Corrupt { .. }) => Some(
                 "the cache is damaged: run `cairn fsck` to list every problem, then re-add the data from a good copy",
             ),
+            RepoError::UnknownListings { .. } => Some(
+                "push that data from a clone that has it (`cairn push --all-branches --all-tags`), or delete the branch or tag if that version is gone; then run `cairn gc --cloud` again",
+            ),
             RepoError::MissingObjects { .. } | RepoError::Store(StoreError::MissingObject { .. }) => Some(
                 "the data was never added in this cache or was garbage-collected; run `cairn fsck` to list what is missing and re-add it from a copy",
             ),
@@ -92,6 +95,9 @@ impl From<RepoError> for Failure {
             RepoError::ContainsTracked { .. } => {
                 Some("stop tracking the inner path first with `cairn rm PATH`, or add the paths separately")
             }
+            RepoError::TrackedByGit { .. } => Some(
+                "stop tracking it in Git first with `git rm -r --cached PATH` (the files stay where they are), then `cairn add PATH` and commit the pointer",
+            ),
             RepoError::IsPointer { .. } => Some("run `cairn add` on the data path, without `.cairn`"),
             RepoError::SymlinkLoop { .. } | RepoError::BrokenSymlink { .. } => {
                 Some("fix or remove the symbolic link, then run the command again")

@@ -487,7 +487,7 @@ enum ExpCommand {
     /// Bring an experiment's params, lock and outputs into the work tree.
     #[command(after_help = "Example:\n  cairn exp apply 1492 && git commit -am 'lr 0.01'")]
     Apply {
-        /// The experiment's run id (or its first characters, at least 4).
+        /// The experiment: its run id (or its first characters, at least 4) or its name.
         id: String,
     },
     /// Create a Git branch with an experiment's params and lock, on the commit it started from.
@@ -520,9 +520,9 @@ enum ExpCommand {
         after_help = "Examples:\n  cairn exp diff 14921add d30c797e\n  cairn exp diff 1492 d30c --all --json"
     )]
     Diff {
-        /// A run id (or its first characters, at least 4).
+        /// A run: its id (or its first characters, at least 4) or its name.
         a: String,
-        /// Another run id.
+        /// Another run, by id or name.
         b: String,
         /// Show equal values too.
         #[arg(long)]
@@ -668,7 +668,7 @@ enum PlotsCommand {
         after_help = "Examples:\n  cairn plots show                  # the latest run with metrics\n  cairn plots show 1492 d30c -m loss -o loss.html"
     )]
     Show {
-        /// Runs to compare (ids or their first characters; default: the latest run with metrics).
+        /// Runs to compare, by id (or its first characters) or name (default: the latest run with metrics).
         runs: Vec<String>,
         /// Only these metrics (repeatable).
         #[arg(short, long = "metric", value_name = "KEY")]

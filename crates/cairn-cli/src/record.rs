@@ -494,33 +494,44 @@ pub fn show(repo: &Repo, options: &ShowOptions) -> Result<(), crate::failure::Fa
     Ok(())
 }
 
-/// The run whose id starts with `prefix` (at least 4 hex digits; must be unambiguous).
+/// The run that `reference` names: the start (at least 4 characters) of a run id, or a run's
+/// name (`cairn exp run --name`, MLflow's `runName`). A reference that fits several runs is an
+/// error that lists them, never a guess.
 pub fn find_run(
     store: &Store,
     runs: &[cairn_meta::Run],
-    prefix: &str,
+    reference: &str,
 ) -> Result<cairn_meta::Run, crate::failure::Failure> {
     use crate::failure::Failure;
-    if prefix.len() < 4 {
-        return Err(Failure::user(
-            format!("run id `{prefix}` is too short"),
-            Some("give at least 4 characters of a run id from `cairn exp show`"),
-        ));
-    }
-    let matches: Vec<&cairn_meta::Run> = runs.iter().filter(|r| r.info.run_id.starts_with(prefix)).collect();
+    let by_id = |run: &&cairn_meta::Run| reference.len() >= 4 && run.info.run_id.starts_with(reference);
+    let by_name = |run: &&cairn_meta::Run| !reference.is_empty() && run.info.name == reference;
+    let matches: Vec<&cairn_meta::Run> = runs.iter().filter(|r| by_id(r) || by_name(r)).collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => match store.run(prefix) {
+        [] if reference.len() < 4 => Err(Failure::user(
+            format!("no run is named `{reference}`, and `{reference}` is too short for a run id"),
+            Some("give a run's name or at least 4 characters of its id, from `cairn exp show`"),
+        )),
+        [] => match store.run(reference) {
             Ok(Some(run)) => Ok(run),
             _ => Err(Failure::user(
-                format!("no run with an id starting `{prefix}`"),
+                format!("no run has an id starting `{reference}` or the name `{reference}`"),
                 Some("list runs with `cairn exp show`"),
             )),
         },
-        many => Err(Failure::user(
-            format!("`{prefix}` matches {} runs", many.len()),
-            Some("give more characters of the run id"),
-        )),
+        many => {
+            let ids: Vec<&str> =
+                many.iter().take(5).map(|r| &r.info.run_id[..8.min(r.info.run_id.len())]).collect();
+            Err(Failure::user(
+                format!(
+                    "`{reference}` fits {} runs ({}{})",
+                    many.len(),
+                    ids.join(", "),
+                    if many.len() > ids.len() { ", …" } else { "" }
+                ),
+                Some("name the run by its id (or more of it), from `cairn exp show`"),
+            ))
+        }
     }
 }
 

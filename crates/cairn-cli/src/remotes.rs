@@ -507,9 +507,20 @@ pub fn gc_cloud(
     let kept = crate::pipelines::kept_content(&repo)?;
     let extra =
         kept.into_iter().map(|(label, pointer)| (label, Tracked { rel: Vec::new(), pointer })).collect();
-    let report = repo.gc_cloud(&remote, all_commits, force, extra, reporter)?;
+    let cairn_repo::CloudGc { report, unknown } =
+        repo.gc_cloud(&remote, all_commits, force, extra, reporter)?;
+    if !unknown.is_empty() {
+        crate::output::warn(&format!(
+            "{} need{} data that neither this cache nor `{}` has, so `--force` will refuse to delete anything until \
+             it is pushed from a clone that has it (`cairn push --all-branches --all-tags`) or the branch or tag is deleted",
+            unknown.join(", "),
+            if unknown.len() == 1 { "s" } else { "" },
+            remote.name()
+        ));
+    }
     if output.json {
         return json(&serde_json::json!({
+            "unknown": unknown,
             "remote": remote.name(),
             "packs": report.packs,
             "packs_deleted": report.packs_deleted,

@@ -319,3 +319,25 @@ fn an_s3_remote_whose_endpoint_is_down_says_so_even_without_credentials() {
     assert!(!stderr.contains("credentials work"), "{stderr}");
     assert!(stderr.contains("hint: check the endpoint"), "{stderr}");
 }
+
+#[test]
+fn adding_what_git_already_tracks_is_refused_and_changes_nothing() {
+    let repo = TestRepo::new();
+    repo.write("data/train.csv", b"a,b\n1,2\n");
+    repo.write("data/raw/part-1.csv", b"x\n1\n");
+    repo.git(&["add", "data"]);
+    for path in ["data/train.csv", "data/raw", "data"] {
+        let stderr = repo.fail(1, &["add", path]);
+        assert!(stderr.contains(&format!("{path}` is tracked by Git")), "{stderr}");
+        assert!(
+            stderr.contains("hint: stop tracking it in Git first with `git rm -r --cached PATH`"),
+            "{stderr}"
+        );
+    }
+    assert!(!repo.exists("data/train.csv.cairn") && !repo.exists("data/.gitignore"), "nothing was written");
+    assert_eq!(repo.read("data/train.csv"), b"a,b\n1,2\n");
+    // Once Git lets go, Cairn takes it.
+    repo.git(&["rm", "-r", "-q", "--cached", "data/train.csv"]);
+    repo.ok(&["add", "data/train.csv"]);
+    assert!(repo.exists("data/train.csv.cairn"));
+}

@@ -270,3 +270,22 @@ fn a_param_typo_fails_before_anything_runs_and_empty_runs_leave_no_row() {
     assert!(second["run_id"].is_null(), "{second}");
     assert_eq!(repo.json(&["exp", "show", "--json"]).as_array().unwrap().len(), rows);
 }
+
+#[test]
+fn runs_are_found_by_name_as_well_as_by_id() {
+    let repo = project();
+    repo.ok(&["exp", "run", "-S", "train.lr=0.5", "--name", "fast"]);
+    repo.ok(&["exp", "run", "-S", "train.lr=0.01", "--name", "slow"]);
+    let diff = repo.ok(&["exp", "diff", "fast", "slow"]);
+    assert!(diff.contains("train.lr") && diff.contains("0.5") && diff.contains("0.01"), "{diff}");
+    repo.ok(&["exp", "apply", "slow"]);
+    assert_eq!(String::from_utf8(repo.read("model.txt")).unwrap(), "model lr=0.01 depth=3\n");
+
+    // A name two runs share is an error that lists them, never a guess.
+    repo.ok(&["exp", "run", "-S", "train.lr=0.2", "--name", "fast"]);
+    let stderr = repo.fail(1, &["exp", "apply", "fast"]);
+    assert!(stderr.contains("`fast` fits 2 runs"), "{stderr}");
+    assert!(stderr.contains("hint: name the run by its id"), "{stderr}");
+    let stderr = repo.fail(1, &["exp", "diff", "slow", "nope"]);
+    assert!(stderr.contains("no run has an id starting `nope` or the name `nope`"), "{stderr}");
+}

@@ -295,6 +295,42 @@ fn gc_cloud_removes_only_unreferenced_data() {
 }
 
 #[test]
+fn gc_cloud_in_a_clone_that_lacks_a_tagged_version_reports_it_and_deletes_nothing() {
+    let origin = TestRepo::new();
+    origin.write("data/a.txt", "version 1");
+    origin.ok(&["add", "data"]);
+    let store = tempfile::tempdir().unwrap();
+    add_dir_remote(&origin, "nas", store.path());
+    origin.commit_all("v1");
+    origin.git(&["tag", "v1"]);
+    origin.write("data/a.txt", "version 2");
+    origin.ok(&["commit"]);
+    origin.commit_all("v2");
+    // Only HEAD's data goes to the remote: v1's listing is nowhere but in origin's cache.
+    origin.ok(&["push"]);
+
+    let clone = TestRepo::clone_of(&origin);
+    clone.ok(&["pull"]);
+    let output = clone.run(&["gc", "--cloud", "--json"]);
+    assert!(output.status.success(), "a dry run reports, it does not fail");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["unknown"].as_array().unwrap().len(), 1, "{report}");
+    assert!(report["unknown"][0].as_str().unwrap().starts_with("data@"), "{report}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: data@") && stderr.contains("--force` will refuse"), "{stderr}");
+
+    let stderr = clone.fail(1, &["gc", "--cloud", "--force"]);
+    assert!(stderr.contains("cannot tell which objects on `nas`"), "{stderr}");
+    assert!(stderr.contains("hint: push that data from a clone that has it"), "{stderr}");
+
+    // Once the version is on the remote, gc runs and keeps it.
+    origin.ok(&["push", "--all-tags"]);
+    let done = clone.json(&["gc", "--cloud", "--force", "--json"]);
+    assert_eq!(done["unknown"].as_array().unwrap().len(), 0, "{done}");
+    assert_eq!(done["objects_removed"], 0, "{done}");
+}
+
+#[test]
 fn remote_configuration_commands() {
     let repo = TestRepo::new();
     let store = tempfile::tempdir().unwrap();

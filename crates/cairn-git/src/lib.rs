@@ -152,6 +152,18 @@ impl GitRepo {
         Ok(index.get_path(Path::new(path), 0).is_some())
     }
 
+    /// A path in Git's index that is `path` or lies under it (`path` relative to the work
+    /// tree, `/`-separated), if there is one.
+    pub fn indexed_at_or_under(&self, path: &str) -> Result<Option<String>> {
+        let index = self.repo.index().map_err(git_err("reading the index".to_owned()))?;
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        Ok(index
+            .iter()
+            .map(|entry| entry.path)
+            .find(|entry| entry == path.as_bytes() || entry.starts_with(prefix.as_bytes()))
+            .map(|entry| String::from_utf8_lossy(&entry).into_owned()))
+    }
+
     /// Git's own directory (`.git`, or wherever a linked work tree's lives).
     pub fn git_dir(&self) -> &Path {
         self.repo.path()

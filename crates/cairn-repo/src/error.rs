@@ -42,6 +42,10 @@ pub enum RepoError {
     InsideTracked { path: PathBuf, tracked: PathBuf },
     #[error("`{path}` contains data tracked separately by `{pointer}`")]
     ContainsTracked { path: PathBuf, pointer: PathBuf },
+    #[error(
+        "`{path}` is tracked by Git (`{entry}` is in Git's index), so its data would live in Git as well as in Cairn's cache"
+    )]
+    TrackedByGit { path: PathBuf, entry: String },
     #[error("`{path}` is the repository root; track a file or directory inside it")]
     RootNotTrackable { path: PathBuf },
     #[error("`{path}` is a pointer file; name the data it tracks instead")]
@@ -58,6 +62,12 @@ pub enum RepoError {
     BrokenSymlink { path: PathBuf },
     #[error("the data of `{pointer}` is not in the cache ({} object(s) missing, first {first})", .count)]
     MissingObjects { pointer: PathBuf, first: Digest, count: usize },
+    #[error(
+        "cannot tell which objects on `{remote}` {} need{}: the directory listing is neither in this cache nor on the remote",
+        .versions.join(", "),
+        if .versions.len() == 1 { "s" } else { "" }
+    )]
+    UnknownListings { remote: String, versions: Vec<String> },
     #[error("checkout would overwrite changes that are not in the cache:\n{}", list_paths(.paths))]
     WouldOverwrite { paths: Vec<PathBuf> },
     #[error("`{path}` is not a tracked file at {rev}")]

@@ -40,8 +40,8 @@ use cairn_store::Store;
 pub use cairn_git::GitError;
 pub use error::{RepoError, Result};
 pub use ops::{
-    AddOutcome, Change, CheckoutOutcome, DiffEntry, FetchOutcome, FileChange, FsckReport, GcReport, GcScope,
-    ListedFile, PushOutcome, Selection, Side, TrackedStatus, TransferProblem,
+    AddOutcome, Change, CheckoutOutcome, CloudGc, DiffEntry, FetchOutcome, FileChange, FsckReport, GcReport,
+    GcScope, ListedFile, PushOutcome, Selection, Side, TrackedStatus, TransferProblem,
 };
 use pointer::{POINTER_SUFFIX, Pointer, PointerKind};
 pub use walk::ScannedFile;

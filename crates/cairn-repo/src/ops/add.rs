@@ -31,6 +31,11 @@ impl Repo {
         {
             return Err(RepoError::InsideTracked { path, tracked: self.abs(&owner.rel) });
         }
+        if let Ok(text) = std::str::from_utf8(rel)
+            && let Some(entry) = self.git().indexed_at_or_under(text)?
+        {
+            return Err(RepoError::TrackedByGit { path, entry });
+        }
         if fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
             let (all, unreadable) = pointers.get_or_insert_with(|| self.tracked_lenient(None));
             let outside = |error: &RepoError| match error {

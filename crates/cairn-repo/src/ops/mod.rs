@@ -11,7 +11,7 @@ mod maintenance;
 mod outputs;
 mod remote;
 
-pub use remote::{FetchOutcome, PushOutcome, Selection, TransferProblem};
+pub use remote::{CloudGc, FetchOutcome, PushOutcome, Selection, TransferProblem};
 
 use std::fs::{self, File};
 use std::io::{self};

@@ -60,6 +60,15 @@ pub struct FetchOutcome {
 /// An object and the path (for messages) that needs it.
 type Labeled = (Digest, String);
 
+/// What `gc --cloud` did, or would do.
+#[derive(Debug)]
+pub struct CloudGc {
+    pub report: cairn_remote::CloudGcReport,
+    /// Versions (`path@commit`) whose directory listing is on neither side, so the objects
+    /// they need are unknown: a dry run reports them, and `force` refuses to delete anything.
+    pub unknown: Vec<String>,
+}
+
 /// The objects a selection needs, once the manifests the cache lacked were fetched.
 struct Needed {
     objects: Vec<Labeled>,
@@ -408,7 +417,7 @@ impl Repo {
         force: bool,
         extra: Vec<(String, Tracked)>,
         reporter: &dyn Reporter,
-    ) -> Result<cairn_remote::CloudGcReport> {
+    ) -> Result<CloudGc> {
         let selection =
             Selection { all_branches: true, all_tags: true, all_commits, extra, ..Default::default() };
         let mut sources = self.selected(&selection)?;
@@ -425,16 +434,14 @@ impl Repo {
         let index = remote.index()?;
         let Needed { objects, unknown, .. } =
             self.needed_fetching_manifests(remote, &index, &sources, reporter)?;
-        if let Some(&i) = unknown.first() {
-            // Deleting anything now could delete files of that directory.
-            return Err(RepoError::MissingObjects {
-                pointer: std::path::PathBuf::from(&sources[i].label),
-                first: sources[i].pointer.digest,
-                count: 1,
-            });
+        let unknown: Vec<String> = unknown.iter().map(|&i| sources[i].label.clone()).collect();
+        if force && !unknown.is_empty() {
+            // Deleting anything now could delete files of those directories.
+            return Err(RepoError::UnknownListings { remote: remote.name().to_owned(), versions: unknown });
         }
         let live: HashSet<Digest> = objects.into_iter().map(|(d, _)| d).collect();
-        Ok(remote.gc(&index, &live, force, reporter)?)
+        let report = remote.gc(&index, &live, force, reporter)?;
+        Ok(CloudGc { report, unknown })
     }
 }
 
