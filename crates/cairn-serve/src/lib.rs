@@ -16,6 +16,7 @@
 
 pub mod alerting;
 pub mod batch;
+pub mod encoding;
 pub mod metrics;
 pub mod predlog;
 pub mod profiles;

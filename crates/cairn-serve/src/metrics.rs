@@ -29,6 +29,8 @@ const BUCKETS: [f64; 16] = [
 ];
 
 pub struct Metrics {
+    /// Per-version counts and durations in the form Triton's statistics extension reports.
+    pub stats: Mutex<std::collections::BTreeMap<(String, i64), VersionStats>>,
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<VersionLabels, Histogram, fn() -> Histogram>,
@@ -78,7 +80,16 @@ impl Metrics {
             "Predictions not logged because the log writer fell behind",
             log_dropped.clone(),
         );
-        Self { registry, requests, latency, shadow_requests, ready, log_dropped, lock: Mutex::new(()) }
+        Self {
+            stats: Mutex::default(),
+            registry,
+            requests,
+            latency,
+            shadow_requests,
+            ready,
+            log_dropped,
+            lock: Mutex::new(()),
+        }
     }
 
     /// The text exposition format.
@@ -87,5 +98,44 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One version's inference statistics (Triton's `/v2/models/NAME/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VersionStats {
+    pub success_count: u64,
+    pub success_ns: u64,
+    pub fail_count: u64,
+    pub fail_ns: u64,
+    /// Rows run (a batch of 10 rows counts 10 inferences, 1 execution).
+    pub inference_count: u64,
+    /// When the last request was answered, in milliseconds since the Unix epoch.
+    pub last_inference_ms: i64,
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn record(
+        &self,
+        model: &str,
+        version: i64,
+        ok: bool,
+        rows: u64,
+        duration: std::time::Duration,
+        now_ms: i64,
+    ) {
+        let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = stats.entry((model.to_owned(), version)).or_default();
+        if ok {
+            entry.success_count += 1;
+            entry.success_ns = entry.success_ns.saturating_add(ns);
+            entry.inference_count += rows;
+        } else {
+            entry.fail_count += 1;
+            entry.fail_ns = entry.fail_ns.saturating_add(ns);
+        }
+        entry.last_inference_ms = now_ms;
     }
 }

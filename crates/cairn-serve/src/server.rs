@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,9 @@ use crate::metrics::{Metrics, RequestLabels, VersionLabels};
 use crate::predlog::{PredictionLog, Record, now_ms, trace_id};
 use crate::routing::{Route, Routes, Version};
 use crate::runtime::RuntimeError;
-use crate::tensor::{BadInput, DType, InputSpec, Output, Strictness, Tensor, column, flatten, from_flat};
+use crate::tensor::{
+    BadInput, DType, Data, InputSpec, Output, Strictness, Tensor, column, flatten, from_flat,
+};
 
 pub const TRACE_HEADER: &str = "x-cairn-trace-id";
 
@@ -52,6 +54,8 @@ pub struct App {
 pub enum Protocol {
     Native,
     KServe,
+    /// KServe's first protocol (`/v1/models/NAME:predict`).
+    KServeV1,
     Mlflow,
 }
 
@@ -60,6 +64,7 @@ impl Protocol {
         match self {
             Self::Native => "native",
             Self::KServe => "kserve",
+            Self::KServeV1 => "kserve-v1",
             Self::Mlflow => "mlflow",
         }
     }
@@ -104,7 +109,7 @@ impl ApiError {
                 }
                 json!({ "error": error })
             }
-            Protocol::KServe => json!({ "error": self.message }),
+            Protocol::KServe | Protocol::KServeV1 => json!({ "error": self.message }),
             Protocol::Mlflow => {
                 let code = if self.status.is_client_error() { "BAD_REQUEST" } else { "INTERNAL_ERROR" };
                 json!({ "error_code": code, "message": self.message })
@@ -131,6 +136,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/models/{name}/versions/{version}/ready", get(kserve_ready_version))
         .route("/v2/models/{name}/infer", post(kserve_infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(kserve_infer_version))
+        // Triton's extensions that clients call.
+        .route("/v2/repository/index", get(triton_index).post(triton_index))
+        .route("/v2/models/{name}/config", get(triton_config))
+        .route("/v2/models/{name}/versions/{version}/config", get(triton_config_version))
+        .route("/v2/models/stats", get(triton_stats_all))
+        .route("/v2/models/{name}/stats", get(triton_stats))
+        .route("/v2/models/{name}/versions/{version}/stats", get(triton_stats_version))
+        // KServe v1.
+        .route("/v1/models", get(v1_list))
+        .route("/v1/models/{name}", get(v1_model).post(v1_predict))
         // MLflow scoring.
         .route("/invocations", post(mlflow_invocations))
         .route("/ping", get(health))
@@ -140,14 +155,28 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         // Ground truth.
         .route("/feedback", post(feedback))
-        .fallback(|| async {
+        .fallback(|uri: axum::http::Uri| async move {
+            // Each protocol's clients get its own error shape.
+            let path = uri.path();
+            let protocol = if path.starts_with("/v2") {
+                Protocol::KServe
+            } else if path.starts_with("/v1") {
+                Protocol::KServeV1
+            } else if path.starts_with("/invocations") {
+                Protocol::Mlflow
+            } else {
+                Protocol::Native
+            };
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
-                "no such endpoint; see /models (native), /v2/models/{name} (KServe v2) or /invocations (MLflow)",
+                format!(
+                    "no endpoint {path}; see /models (native), /v2/models/NAME (KServe v2), /v1/models/NAME:predict (KServe v1) or /invocations (MLflow)"
+                ),
             )
-            .render(Protocol::Native)
+            .render(protocol)
         })
+        .layer(axum::middleware::from_fn(crate::encoding::compress_responses))
         .with_state(app)
 }
 
@@ -155,35 +184,33 @@ fn json_body(value: &Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
-/// Reads the body as JSON (whatever the Content-Type), within the size limit.
-async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let too_big = || {
-        ApiError::new(
+/// Reads the body within the size limit, decompressed as its `Content-Encoding` says.
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use crate::encoding::BodyError;
+    crate::encoding::read_body(headers, body, app.max_body).await.map_err(|e| match e {
+        BodyError::TooLarge { limit, decompressed } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             format!(
-                "the request body is larger than this server's limit of {} bytes (cairn serve --max-body)",
-                app.max_body
+                "the request body is larger{} than this server's limit of {limit} bytes (cairn serve --max-body)",
+                if decompressed { " once decompressed" } else { "" }
             ),
-        )
-    };
-    if let Some(length) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && length > app.max_body
-    {
-        return Err(too_big());
-    }
-    let bytes = axum::body::to_bytes(body, app.max_body).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
-            || e.to_string().contains("length limit")
-        {
-            too_big()
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "BAD_BODY", format!("cannot read the request body: {e}"))
-        }
-    })?;
+        ),
+        BodyError::Unsupported(coding) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_ENCODING",
+            format!("Content-Encoding `{coding}` is not supported; send gzip, deflate or an uncompressed body"),
+        ),
+        BodyError::Corrupt { encoding, reason } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_BODY",
+            format!("the request body is not valid {encoding} data: {reason}"),
+        ),
+    })
+}
+
+/// Parses a JSON document (a whole body, or the header of a binary request).
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -191,7 +218,7 @@ async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, 
             "the request body is empty; send a JSON object",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "MALFORMED_JSON",
@@ -200,8 +227,26 @@ async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, 
     })
 }
 
+/// Reads the body as JSON (whatever the Content-Type), within the size limit.
+async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    parse_json(&read_body(app, headers, body).await?)
+}
+
+/// A prediction request as a protocol read it: a JSON document and, with the Open Inference
+/// Protocol's binary tensor data extension, the bytes that follow it.
+pub struct Request {
+    pub json: Value,
+    pub binary: Bytes,
+}
+
+impl Request {
+    fn json(json: Value) -> Self {
+        Self { json, binary: Bytes::new() }
+    }
+}
+
 /// Turns one parsed body into a version's inputs.
-type Parse = fn(&Version, &Value, Strictness) -> Result<Vec<(String, Tensor)>, BadInput>;
+type Parse = fn(&Version, &Request, Strictness) -> Result<Vec<(String, Tensor)>, BadInput>;
 
 /// What a successful prediction hands back to the protocol that formats it.
 struct Answer {
@@ -228,7 +273,7 @@ async fn predict(
     protocol: Protocol,
     endpoint: &str,
     number: Option<i64>,
-    body: Value,
+    body: Arc<Request>,
     parse: Parse,
 ) -> Result<Answer, (ApiError, Option<String>)> {
     let started = Instant::now();
@@ -326,6 +371,8 @@ async fn predict(
     };
     let latency = started.elapsed();
     let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+    let rows = result.as_ref().map_or(0, |(inputs, _)| inputs.first().map_or(0, |(_, t)| t.rows() as u64));
+    app.metrics.record(&version.name, version.version, result.is_ok(), rows, latency, now_ms());
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -360,7 +407,6 @@ async fn predict(
         });
     }
     if !shadows.is_empty() {
-        let body = Arc::new(body);
         for shadow in shadows {
             let (app, body, trace, endpoint) =
                 (app.clone(), body.clone(), trace.clone(), endpoint.to_owned());
@@ -382,7 +428,7 @@ async fn run_shadow(
     protocol: Protocol,
     endpoint: &str,
     shadow: &Arc<Version>,
-    body: &Value,
+    body: &Request,
     parse: Parse,
     trace: String,
     time_ms: i64,
@@ -443,17 +489,39 @@ fn with_trace(mut response: Response, trace: Option<&str>, version: Option<&Vers
     response
 }
 
-/// A protocol's request parser and answer formatter.
+/// A protocol's body reader, request parser and answer formatter.
 #[derive(Clone, Copy)]
 struct Codec {
     protocol: Protocol,
+    read: fn(&HeaderMap, Bytes) -> Result<Request, ApiError>,
     parse: Parse,
-    format: fn(&Answer, &Value) -> Value,
+    format: fn(&Answer, &Request) -> Response,
 }
 
-const NATIVE: Codec = Codec { protocol: Protocol::Native, parse: native_parse, format: native_format };
-const KSERVE: Codec = Codec { protocol: Protocol::KServe, parse: kserve_parse, format: kserve_format };
-const MLFLOW: Codec = Codec { protocol: Protocol::Mlflow, parse: mlflow_parse, format: mlflow_format };
+fn read_json_request(_headers: &HeaderMap, bytes: Bytes) -> Result<Request, ApiError> {
+    Ok(Request::json(parse_json(&bytes)?))
+}
+
+fn native_answer(answer: &Answer, request: &Request) -> Response {
+    json_body(&native_format(answer, &request.json))
+}
+
+fn mlflow_answer(answer: &Answer, request: &Request) -> Response {
+    json_body(&mlflow_format(answer, &request.json))
+}
+
+fn v1_answer(answer: &Answer, _request: &Request) -> Response {
+    json_body(&json!({ "predictions": predictions(&answer.outputs, false) }))
+}
+
+const NATIVE: Codec =
+    Codec { protocol: Protocol::Native, read: read_json_request, parse: native_parse, format: native_answer };
+const KSERVE: Codec =
+    Codec { protocol: Protocol::KServe, read: kserve_read, parse: kserve_parse, format: kserve_format };
+const MLFLOW: Codec =
+    Codec { protocol: Protocol::Mlflow, read: mlflow_read, parse: mlflow_parse, format: mlflow_answer };
+const KSERVE_V1: Codec =
+    Codec { protocol: Protocol::KServeV1, read: read_json_request, parse: v1_parse, format: v1_answer };
 
 /// Serves one prediction request; `version` is the path's version, when it names one.
 async fn serve_prediction(
@@ -464,22 +532,18 @@ async fn serve_prediction(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let Codec { protocol, parse, format } = codec;
+    let Codec { protocol, read, parse, format } = codec;
     let number = match version.map(parse_version).transpose() {
         Ok(n) => n,
         Err(e) => return e.render(protocol),
     };
-    let value = match read_json(&app, headers, body).await {
-        Ok(v) => v,
+    let request = match read_body(&app, headers, body).await.and_then(|bytes| read(headers, bytes)) {
+        Ok(r) => Arc::new(r),
         Err(e) => return e.render(protocol),
     };
-    // Requested outputs (KServe) and the request id are read by `format` from the body.
-    let echo = value.clone();
-    match predict(&app, protocol, endpoint, number, value, parse).await {
-        Ok(answer) => {
-            let body = format(&answer, &echo);
-            with_trace(json_body(&body), Some(&answer.trace_id), Some(&answer.version))
-        }
+    // Requested outputs (KServe) and the request id are read by `format` from the request.
+    match predict(&app, protocol, endpoint, number, request.clone(), parse).await {
+        Ok(answer) => with_trace(format(&answer, &request), Some(&answer.trace_id), Some(&answer.version)),
         Err((e, trace)) => with_trace(e.render(protocol), trace.as_deref(), None),
     }
 }
@@ -542,9 +606,10 @@ fn records_to_inputs(
 
 fn native_parse(
     version: &Version,
-    body: &Value,
+    request: &Request,
     strict: Strictness,
 ) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let body = &request.json;
     let inputs = body.get("inputs").ok_or_else(|| {
         BadInput::new(r#"the body needs "inputs": one record ({"feature": value, ...}) or a list of records"#)
     })?;
@@ -689,7 +754,7 @@ async fn kserve_server(State(app): State<Arc<App>>) -> Response {
     json_body(&json!({
         "name": "cairn",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["model_repository_metadata"],
+        "extensions": ["binary_tensor_data", "model_repository", "model_configuration", "statistics"],
         "runtime": app.runtime_version,
     }))
 }
@@ -777,15 +842,44 @@ async fn kserve_ready_version(
     }
 }
 
+/// The header that says how long a binary request's (or answer's) JSON part is.
+const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Splits a request that uses the binary tensor data extension into its JSON header and the
+/// binary data after it; any other request is JSON through and through.
+fn kserve_read(headers: &HeaderMap, bytes: Bytes) -> Result<Request, ApiError> {
+    let Some(value) = headers.get(INFERENCE_HEADER_LENGTH) else { return read_json_request(headers, bytes) };
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "BAD_BINARY_REQUEST", message);
+    let text = value.to_str().unwrap_or("").trim();
+    let length: usize = text
+        .parse()
+        .map_err(|_| bad(format!("Inference-Header-Content-Length `{text}` is not a byte count")))?;
+    if length > bytes.len() {
+        return Err(bad(format!(
+            "Inference-Header-Content-Length says the JSON header is {length} bytes, but the body has only {}",
+            bytes.len()
+        )));
+    }
+    Ok(Request { json: parse_json(&bytes[..length])?, binary: bytes.slice(length..) })
+}
+
+/// `parameters.NAME` of a request, an input or an output.
+fn parameter<'a>(item: &'a Value, name: &str) -> Option<&'a Value> {
+    item.get("parameters").and_then(|p| p.get(name))
+}
+
 fn kserve_parse(
     version: &Version,
-    body: &Value,
+    request: &Request,
     strict: Strictness,
 ) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let body = &request.json;
     let inputs = body.get("inputs").and_then(Value::as_array).ok_or_else(|| {
         BadInput::new(r#"the body needs "inputs": a list of {"name", "shape", "datatype", "data"}"#)
     })?;
     let mut out: Vec<(String, Tensor)> = Vec::with_capacity(inputs.len());
+    // Binary data follows the JSON header in the order of the inputs that declare it.
+    let mut offset = 0usize;
     for (i, input) in inputs.iter().enumerate() {
         let name = input
             .get("name")
@@ -815,56 +909,154 @@ fn kserve_parse(
             .and_then(Value::as_array)
             .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
             .ok_or_else(|| BadInput::field(spec, "\"shape\" must be a list of non-negative integers"))?;
-        let data = input.get("data").ok_or_else(|| {
-            BadInput::field(spec, "no \"data\" (binary tensor data is not supported; send JSON data)")
-        })?;
-        let mut values = Vec::new();
-        flatten(data, &mut values);
-        out.push((name.to_owned(), from_flat(spec, &shape, &values, strict)?));
+        let tensor = match (parameter(input, "binary_data_size"), input.get("data")) {
+            (Some(size), None) => {
+                let size = size.as_u64().and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
+                    BadInput::field(spec, "parameters.binary_data_size must be a non-negative integer")
+                })?;
+                let end = offset.checked_add(size).filter(|&end| end <= request.binary.len()).ok_or_else(|| {
+                    BadInput::field(
+                        spec,
+                        format!(
+                            "binary_data_size {size} runs past the end of the body ({} bytes of binary data after the JSON header, {offset} taken by earlier inputs)",
+                            request.binary.len()
+                        ),
+                    )
+                })?;
+                let bytes = &request.binary[offset..end];
+                offset = end;
+                crate::tensor::from_binary(spec, &shape, bytes, strict)?
+            }
+            (Some(_), Some(_)) => {
+                return Err(BadInput::field(
+                    spec,
+                    "has both \"data\" and parameters.binary_data_size; send one",
+                ));
+            }
+            (None, Some(data)) => {
+                let mut values = Vec::new();
+                flatten(data, &mut values);
+                from_flat(spec, &shape, &values, strict)?
+            }
+            (None, None) => {
+                return Err(BadInput::field(
+                    spec,
+                    "no \"data\" (send JSON data, or binary data with parameters.binary_data_size)",
+                ));
+            }
+        };
+        out.push((name.to_owned(), tensor));
+    }
+    if offset != request.binary.len() {
+        return Err(BadInput::new(format!(
+            "the body has {} bytes of binary data after the JSON header, but the inputs' binary_data_size add up to {offset}",
+            request.binary.len()
+        )));
     }
     if let Some(missing) = version.inputs.iter().find(|s| !out.iter().any(|(n, _)| n == &s.name)) {
         return Err(BadInput::field(missing, "missing"));
     }
+    for requested in body.get("outputs").and_then(Value::as_array).into_iter().flatten() {
+        let name = requested.get("name").and_then(Value::as_str).unwrap_or("");
+        if !version.outputs.iter().any(|o| o.name == name) {
+            return Err(BadInput {
+                field: Some(name.to_owned()),
+                expected: None,
+                message: format!(
+                    "unknown output `{name}`; model {} answers: {}",
+                    version.label(),
+                    version.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
     Ok(out)
 }
 
-fn kserve_output(name: &str, output: &Output) -> Value {
-    match output {
-        Output::Tensor(t) => {
-            let data: Vec<Value> = (0..t.data.len()).map(|i| t.data.json(i)).collect();
-            json!({"name": name, "datatype": t.data.dtype().kserve(), "shape": t.shape, "data": data})
+/// One output in the Open Inference Protocol's form; with `binary`, its elements go there
+/// (the binary tensor data extension) and the JSON says how many bytes they took.
+fn kserve_output(name: &str, output: &Output, binary: Option<&mut Vec<u8>>) -> Value {
+    let (datatype, shape, mut parameters, data) = match output {
+        Output::Tensor(t) => (t.data.dtype().kserve(), json!(t.shape), Map::new(), &t.data),
+        Output::Classes { classes, rows, .. } => {
+            let mut parameters = Map::new();
+            parameters.insert("classes".into(), json!(classes));
+            ("FP32", json!([rows, classes.len()]), parameters, &Data::F32(Vec::new()))
         }
-        Output::Classes { classes, probabilities, rows } => json!({
-            "name": name,
-            "datatype": "FP32",
-            "shape": [rows, classes.len()],
-            "data": probabilities.iter().map(|p| crate::tensor::f32_json(*p)).collect::<Vec<_>>(),
-            "parameters": {"classes": classes},
-        }),
+    };
+    let mut value = json!({"name": name, "datatype": datatype, "shape": shape});
+    match (binary, output) {
+        (Some(tail), output) => {
+            let before = tail.len();
+            match output {
+                Output::Tensor(t) => crate::tensor::to_binary(&t.data, tail),
+                Output::Classes { probabilities, .. } => {
+                    probabilities.iter().for_each(|p| tail.extend_from_slice(&p.to_le_bytes()))
+                }
+            }
+            parameters.insert("binary_data_size".into(), Value::from(tail.len() - before));
+        }
+        (None, Output::Tensor(_)) => {
+            value["data"] = Value::Array((0..data.len()).map(|i| data.json(i)).collect())
+        }
+        (None, Output::Classes { probabilities, .. }) => {
+            value["data"] = Value::Array(probabilities.iter().map(|p| crate::tensor::f32_json(*p)).collect())
+        }
     }
+    if !parameters.is_empty() {
+        value["parameters"] = Value::Object(parameters);
+    }
+    value
 }
 
-fn kserve_format(answer: &Answer, request: &Value) -> Value {
-    let wanted: Option<Vec<&str>> = request
-        .get("outputs")
-        .and_then(Value::as_array)
-        .map(|outs| outs.iter().filter_map(|o| o.get("name").and_then(Value::as_str)).collect());
-    let outputs: Vec<Value> = answer
-        .outputs
-        .iter()
-        .filter(|(name, _)| wanted.as_ref().is_none_or(|w| w.contains(&name.as_str())))
-        .map(|(name, out)| kserve_output(name, out))
-        .collect();
-    let mut body = json!({
+/// Answers in JSON, or — when the request asks for binary outputs (`binary_data_output`, or
+/// `binary_data` on a requested output) — a JSON header followed by the outputs' bytes.
+fn kserve_format(answer: &Answer, request: &Request) -> Response {
+    let body = &request.json;
+    let all_binary = parameter(body, "binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    let wanted: Option<Vec<(&str, bool)>> = body.get("outputs").and_then(Value::as_array).map(|outs| {
+        outs.iter()
+            .filter_map(|o| {
+                let name = o.get("name")?.as_str()?;
+                Some((name, parameter(o, "binary_data").and_then(Value::as_bool).unwrap_or(all_binary)))
+            })
+            .collect()
+    });
+    let mut tail = Vec::new();
+    let mut outputs = Vec::with_capacity(answer.outputs.len());
+    for (name, out) in &answer.outputs {
+        let binary = match &wanted {
+            None => all_binary,
+            Some(wanted) => match wanted.iter().find(|(n, _)| n == name) {
+                Some(&(_, binary)) => binary,
+                None => continue,
+            },
+        };
+        outputs.push(kserve_output(name, out, binary.then_some(&mut tail)));
+    }
+    let mut json = json!({
         "model_name": answer.version.name,
         "model_version": answer.version.version.to_string(),
         "outputs": outputs,
         "parameters": {"trace_id": answer.trace_id},
     });
-    if let Some(id) = request.get("id") {
-        body["id"] = id.clone();
+    if let Some(id) = body.get("id") {
+        json["id"] = id.clone();
     }
-    body
+    if tail.is_empty() {
+        return json_body(&json);
+    }
+    let mut bytes = json.to_string().into_bytes();
+    let header_length = bytes.len();
+    bytes.extend_from_slice(&tail);
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (header::HeaderName::from_static(INFERENCE_HEADER_LENGTH), HeaderValue::from(header_length)),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 async fn kserve_infer(
@@ -883,6 +1075,207 @@ async fn kserve_infer_version(
     body: Body,
 ) -> Response {
     serve_prediction(app, KSERVE, &name, Some(&version), &headers, body).await
+}
+
+// ---------------------------------------------------------------- Triton's extensions
+
+/// `/v2/repository/index`: every served version and its state.
+async fn triton_index(State(app): State<Arc<App>>) -> Response {
+    let table = app.routes.get();
+    let mut index = Vec::new();
+    for route in table.routes.values() {
+        for v in route.versions() {
+            let mut entry = json!({
+                "name": route.target.model,
+                "version": v.version.to_string(),
+                "state": if v.ready() { "READY" } else { "UNAVAILABLE" },
+            });
+            if let Err(reason) = &v.model {
+                entry["reason"] = Value::from(reason.as_str());
+            }
+            index.push(entry);
+        }
+    }
+    json_body(&Value::Array(index))
+}
+
+fn triton_type(datatype: &str) -> String {
+    format!("TYPE_{}", if datatype == "BYTES" { "STRING" } else { datatype })
+}
+
+/// A model's configuration as Triton describes one (`config.pbtxt` in JSON).
+fn triton_config_json(route: &Route, v: &Version) -> Value {
+    let dims = |shape: &Value| {
+        // The batch dimension is Triton's `max_batch_size`, not part of `dims`.
+        shape.as_array().map(|d| d.iter().skip(1).cloned().collect::<Vec<_>>()).unwrap_or_default()
+    };
+    let metadata = kserve_version_metadata(route, v);
+    let tensors = |key: &str| -> Vec<Value> {
+        metadata[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                json!({
+                    "name": t["name"],
+                    "data_type": triton_type(t["datatype"].as_str().unwrap_or("")),
+                    "dims": dims(&t["shape"]),
+                })
+            })
+            .collect()
+    };
+    json!({
+        "name": route.target.model,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"specific": {"versions": [v.version]}},
+        "max_batch_size": 0,
+        "input": tensors("inputs"),
+        "output": tensors("outputs"),
+        "parameters": {"digest": {"string_value": v.digest}},
+    })
+}
+
+async fn triton_config(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match kserve_lookup(&app, &name, None) {
+        Ok((route, version)) => json_body(&triton_config_json(&route, &version)),
+        Err(e) => e.render(Protocol::KServe),
+    }
+}
+
+async fn triton_config_version(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match parse_version(&version).and_then(|n| kserve_lookup(&app, &name, Some(n))) {
+        Ok((route, version)) => json_body(&triton_config_json(&route, &version)),
+        Err(e) => e.render(Protocol::KServe),
+    }
+}
+
+/// `/v2/models[/NAME[/versions/V]]/stats`: counts and durations per served version.
+fn triton_stats_json(app: &App, name: Option<&str>, number: Option<i64>) -> Result<Value, ApiError> {
+    let table = app.routes.get();
+    let mut versions: Vec<(String, i64)> = Vec::new();
+    match name {
+        Some(name) => {
+            let route = table.routes.get(name).ok_or_else(|| not_served(&table.routes, name))?;
+            for v in route.versions().filter(|v| number.is_none_or(|n| n == v.version)) {
+                versions.push((route.target.model.clone(), v.version));
+            }
+            if versions.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "VERSION_NOT_FOUND",
+                    format!("version {} of `{name}` is not served here", number.unwrap_or_default()),
+                ));
+            }
+        }
+        None => {
+            for route in table.routes.values() {
+                versions.extend(route.versions().map(|v| (route.target.model.clone(), v.version)));
+            }
+        }
+    }
+    drop(table);
+    let stats = app.metrics.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let duration = |count: u64, ns: u64| json!({"count": count, "ns": ns});
+    let model_stats: Vec<Value> = versions
+        .iter()
+        .map(|(model, version)| {
+            let s = stats.get(&(model.clone(), *version)).copied().unwrap_or_default();
+            json!({
+                "name": model,
+                "version": version.to_string(),
+                "last_inference": s.last_inference_ms,
+                "inference_count": s.inference_count,
+                "execution_count": s.success_count,
+                "inference_stats": {
+                    "success": duration(s.success_count, s.success_ns),
+                    "fail": duration(s.fail_count, s.fail_ns),
+                    // Cairn measures a request end to end; it has no queue or stage timings.
+                    "queue": duration(0, 0),
+                    "compute_input": duration(0, 0),
+                    "compute_infer": duration(s.success_count, s.success_ns),
+                    "compute_output": duration(0, 0),
+                },
+            })
+        })
+        .collect();
+    Ok(json!({ "model_stats": model_stats }))
+}
+
+async fn triton_stats_all(State(app): State<Arc<App>>) -> Response {
+    triton_stats_json(&app, None, None).map_or_else(|e| e.render(Protocol::KServe), |v| json_body(&v))
+}
+
+async fn triton_stats(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    triton_stats_json(&app, Some(&name), None).map_or_else(|e| e.render(Protocol::KServe), |v| json_body(&v))
+}
+
+async fn triton_stats_version(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    parse_version(&version)
+        .and_then(|n| triton_stats_json(&app, Some(&name), Some(n)))
+        .map_or_else(|e| e.render(Protocol::KServe), |v| json_body(&v))
+}
+
+// ---------------------------------------------------------------- KServe v1
+
+async fn v1_list(State(app): State<Arc<App>>) -> Response {
+    let table = app.routes.get();
+    json_body(&json!({ "models": table.routes.keys().collect::<Vec<_>>() }))
+}
+
+async fn v1_model(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let table = app.routes.get();
+    match table.routes.get(&name) {
+        Some(route) => {
+            let status = if route.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, json_body(&json!({"name": name, "ready": route.ready()}))).into_response()
+        }
+        None => not_served(&table.routes, &name).render(Protocol::KServeV1),
+    }
+}
+
+/// `POST /v1/models/NAME:predict` (the verb rides on the last path segment).
+async fn v1_predict(
+    State(app): State<Arc<App>>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match segment.rsplit_once(':') {
+        Some((name, "predict")) => serve_prediction(app, KSERVE_V1, name, None, &headers, body).await,
+        Some((_, verb)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("`:{verb}` is not supported; this server answers `:predict`"),
+        )
+        .render(Protocol::KServeV1),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("POST /v1/models/{segment}:predict to get predictions"),
+        )
+        .render(Protocol::KServeV1),
+    }
+}
+
+/// `{"instances": [...]}` (or `{"inputs": [...]}`): rows, records, or columns.
+fn v1_parse(
+    version: &Version,
+    request: &Request,
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let object = request.json.as_object().ok_or_else(|| BadInput::new("the body must be a JSON object"))?;
+    match (object.get("instances"), object.get("inputs")) {
+        (Some(value), None) => instances(version, "instances", value, strict),
+        (None, Some(value)) => instances(version, "inputs", value, strict),
+        _ => Err(BadInput::new(r#"give one of "instances" or "inputs": a list of rows or records"#)),
+    }
 }
 
 // ---------------------------------------------------------------- MLflow scoring
@@ -938,9 +1331,10 @@ fn mlflow_records(
 
 fn mlflow_parse(
     version: &Version,
-    body: &Value,
+    request: &Request,
     strict: Strictness,
 ) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let body = &request.json;
     let object = body.as_object().ok_or_else(|| BadInput::new("the body must be a JSON object"))?;
     const FORMATS: &str = "dataframe_split, dataframe_records, instances or inputs";
     let keys: Vec<&String> = object.keys().filter(|k| *k != "params").collect();
@@ -951,49 +1345,8 @@ fn mlflow_parse(
         )));
     };
     let value = &object[key.as_str()];
-    let records_of = |items: &[Value], what: &str| -> Result<Vec<Map<String, Value>>, BadInput> {
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.as_object().cloned().ok_or_else(|| BadInput::new(format!("{what}[{i}] is not a record")))
-            })
-            .collect()
-    };
     match key.as_str() {
-        "dataframe_split" => {
-            let columns: Vec<&str> = value
-                .get("columns")
-                .and_then(Value::as_array)
-                .map(|c| c.iter().filter_map(Value::as_str).collect())
-                .ok_or_else(|| BadInput::new(r#"dataframe_split needs "columns" (a list of names)"#))?;
-            let data = value
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| BadInput::new(r#"dataframe_split needs "data" (a list of rows)"#))?;
-            let mut records = Vec::with_capacity(data.len());
-            for (i, row) in data.iter().enumerate() {
-                let cells = row
-                    .as_array()
-                    .ok_or_else(|| BadInput::new(format!("dataframe_split data[{i}] is not a list")))?;
-                if cells.len() != columns.len() {
-                    return Err(BadInput::new(format!(
-                        "dataframe_split data[{i}] has {} values for {} columns",
-                        cells.len(),
-                        columns.len()
-                    )));
-                }
-                records.push(
-                    columns
-                        .iter()
-                        .map(|c| (c.to_string(), Value::Null))
-                        .zip(cells)
-                        .map(|((c, _), v)| (c, v.clone()))
-                        .collect::<Map<_, _>>(),
-                );
-            }
-            mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
-        }
+        "dataframe_split" => dataframe_split(version, value, strict),
         "dataframe_records" => {
             let items = value
                 .as_array()
@@ -1001,61 +1354,190 @@ fn mlflow_parse(
             let records = records_of(items, "dataframe_records")?;
             mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
         }
-        "instances" | "inputs" => match value {
-            Value::Array(items) if items.first().is_some_and(Value::is_object) => {
-                let records = records_of(items, key)?;
-                mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
-            }
-            Value::Array(items) => positional(version, &items.iter().collect::<Vec<_>>(), strict),
-            // Columnar: {input: [rows]}.
-            Value::Object(columns) => {
-                if let Some(unknown) = columns.keys().find(|k| !version.inputs.iter().any(|s| &s.name == *k))
-                {
-                    return Err(BadInput {
-                        field: Some(unknown.clone()),
-                        expected: None,
-                        message: format!(
-                            "unknown input `{unknown}`; model {} takes: {}",
-                            version.label(),
-                            describe_inputs(version)
-                        ),
-                    });
-                }
-                version
-                    .inputs
-                    .iter()
-                    .map(|spec| {
-                        let rows = columns.get(&spec.name).and_then(Value::as_array).ok_or_else(|| {
-                            BadInput::field(spec, "missing (give a list of rows per input)")
-                        })?;
-                        Ok((spec.name.clone(), column(spec, rows.iter(), strict)?))
-                    })
-                    .collect()
-            }
-            _ => Err(BadInput::new(format!("`{key}` must be a list of rows or an object of columns"))),
-        },
+        "instances" | "inputs" => instances(version, key, value, strict),
         other => Err(BadInput::new(format!("unknown format `{other}`; give one of {FORMATS}"))),
     }
 }
 
-fn mlflow_format(answer: &Answer, _request: &Value) -> Value {
-    json!({ "predictions": row_records(&answer.outputs) })
+fn records_of(items: &[Value], what: &str) -> Result<Vec<Map<String, Value>>, BadInput> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.as_object().cloned().ok_or_else(|| BadInput::new(format!("{what}[{i}] is not a record")))
+        })
+        .collect()
 }
 
-async fn mlflow_invocations(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+/// pandas' `split` orientation: `{"columns": [...], "data": [[...], ...]}`. Without
+/// `columns` the rows are positional (as for a single-tensor model's features).
+fn dataframe_split(
+    version: &Version,
+    value: &Value,
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
+    let data = value
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| BadInput::new(r#"dataframe_split needs "data" (a list of rows)"#))?;
+    let Some(columns) = value.get("columns") else {
+        return positional(version, &data.iter().collect::<Vec<_>>(), strict);
+    };
+    let columns: Vec<&str> = columns
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .ok_or_else(|| BadInput::new(r#"dataframe_split "columns" must be a list of names"#))?;
+    let mut records = Vec::with_capacity(data.len());
+    for (i, row) in data.iter().enumerate() {
+        let cells = row
+            .as_array()
+            .ok_or_else(|| BadInput::new(format!("dataframe_split data[{i}] is not a list")))?;
+        if cells.len() != columns.len() {
+            return Err(BadInput::new(format!(
+                "dataframe_split data[{i}] has {} values for {} columns",
+                cells.len(),
+                columns.len()
+            )));
+        }
+        records.push(columns.iter().map(|c| c.to_string()).zip(cells.iter().cloned()).collect::<Map<_, _>>());
+    }
+    mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
+}
+
+/// TF Serving's (and KServe v1's) `instances` / `inputs`: a list of rows or records, or an
+/// object of columns.
+fn instances(
+    version: &Version,
+    key: &str,
+    value: &Value,
+    strict: Strictness,
+) -> Result<Vec<(String, Tensor)>, BadInput> {
+    match value {
+        Value::Array(items) if items.first().is_some_and(Value::is_object) => {
+            let records = records_of(items, key)?;
+            mlflow_records(version, &records.iter().collect::<Vec<_>>(), strict)
+        }
+        Value::Array(items) => positional(version, &items.iter().collect::<Vec<_>>(), strict),
+        // Columnar: {input: [rows]}.
+        Value::Object(columns) => {
+            if let Some(unknown) = columns.keys().find(|k| !version.inputs.iter().any(|s| &s.name == *k)) {
+                return Err(BadInput {
+                    field: Some(unknown.clone()),
+                    expected: None,
+                    message: format!(
+                        "unknown input `{unknown}`; model {} takes: {}",
+                        version.label(),
+                        describe_inputs(version)
+                    ),
+                });
+            }
+            version
+                .inputs
+                .iter()
+                .map(|spec| {
+                    let rows = columns
+                        .get(&spec.name)
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| BadInput::field(spec, "missing (give a list of rows per input)"))?;
+                    Ok((spec.name.clone(), column(spec, rows.iter(), strict)?))
+                })
+                .collect()
+        }
+        _ => Err(BadInput::new(format!("`{key}` must be a list of rows or an object of columns"))),
+    }
+}
+
+/// The label output of a classifier: a one-dimensional output named `…label` next to class
+/// probabilities, as scikit-learn models export.
+fn classifier_label(outputs: &[(String, Output)]) -> Option<&Output> {
+    let (_, label) = outputs.iter().find(|(name, out)| {
+        name.ends_with("label") && matches!(out, Output::Tensor(t) if t.shape.len() == 1)
+    })?;
+    let probabilities = outputs
+        .iter()
+        .any(|(name, out)| matches!(out, Output::Classes { .. }) || name.contains("probabilit"));
+    (outputs.len() == 2 && probabilities).then_some(label)
+}
+
+/// One prediction per row, as MLflow's and KServe v1's scikit-learn servers answer: a
+/// classifier's label; with `records`, one `{output: value}` record per row for any other
+/// model (MLflow's answer for a model with named outputs), else the single output's value.
+fn predictions(outputs: &[(String, Output)], records: bool) -> Vec<Value> {
+    let plain = |out: &Output| (0..out.rows()).map(|i| out.row_json(i)).collect();
+    match (classifier_label(outputs), outputs) {
+        (Some(label), _) => plain(label),
+        (None, [(_, only)]) if !records => plain(only),
+        _ => row_records(outputs),
+    }
+}
+
+fn mlflow_format(answer: &Answer, _request: &Value) -> Value {
+    json!({ "predictions": predictions(&answer.outputs, true) })
+}
+
+/// `application/json`, or `text/csv` (a header row, then one row per instance; numbers are
+/// numbers, empty cells missing, anything else text), as MLflow's scoring server takes.
+fn mlflow_read(headers: &HeaderMap, bytes: Bytes) -> Result<Request, ApiError> {
     let content_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        return ApiError::new(
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" | "" => read_json_request(headers, bytes),
+        "text/csv" => Ok(Request::json(json!({ "dataframe_split": csv_frame(&bytes)? }))),
+        _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
-            format!("content type `{content_type}` is not supported; send application/json"),
-        )
-        .render(Protocol::Mlflow);
+            format!("content type `{content_type}` is not supported; send application/json or text/csv"),
+        )),
     }
-    // MLflow serves one model: the only one, or the one named by `?model=` / `x-cairn-model`.
+}
+
+fn csv_frame(bytes: &[u8]) -> Result<Value, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_CSV", message);
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
+    let columns: Vec<Value> = reader
+        .headers()
+        .map_err(|e| bad(format!("the CSV header row cannot be read: {e}")))?
+        .iter()
+        .map(|c| Value::from(c.trim()))
+        .collect();
+    let mut data = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| bad(format!("CSV row {}: {e}", i + 1)))?;
+        data.push(Value::Array(
+            record
+                .iter()
+                .map(|cell| {
+                    let cell = cell.trim();
+                    if cell.is_empty() {
+                        Value::Null
+                    } else if let Ok(n) = cell.parse::<i64>() {
+                        Value::from(n)
+                    } else if let Some(n) = cell.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                        Value::Number(n)
+                    } else {
+                        Value::from(cell)
+                    }
+                })
+                .collect(),
+        ));
+    }
+    Ok(json!({"columns": columns, "data": data}))
+}
+
+/// The model a request to `/invocations` is for: `?model=NAME`, the `x-cairn-model` header,
+/// or the only one served.
+async fn mlflow_invocations(
+    State(app): State<Arc<App>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let table = app.routes.get();
-    let named = headers.get("x-cairn-model").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let named = query
+        .get("model")
+        .cloned()
+        .or_else(|| headers.get("x-cairn-model").and_then(|v| v.to_str().ok()).map(str::to_owned));
     let endpoint = match (named, table.routes.len()) {
         (Some(name), _) => name,
         (None, 1) => table.routes.keys().next().cloned().unwrap_or_default(),
@@ -1064,7 +1546,7 @@ async fn mlflow_invocations(State(app): State<Arc<App>>, headers: HeaderMap, bod
                 StatusCode::BAD_REQUEST,
                 "AMBIGUOUS_MODEL",
                 format!(
-                    "this server serves {} models; name one with the `x-cairn-model` header ({})",
+                    "this server serves {} models; name one with `?model=NAME` or the `x-cairn-model` header ({})",
                     table.routes.len(),
                     table.routes.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),

@@ -412,34 +412,21 @@ pub fn from_flat(
     values: &[&Value],
     strict: Strictness,
 ) -> Result<Tensor, BadInput> {
-    // The shape comes from the client: its product may not fit in a usize.
-    let product = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let Some(expected) = product(shape) else {
-        return Err(BadInput::field(spec, format!("shape {shape:?} holds more values than any request can")));
-    };
+    if shape.first() == Some(&0) || values.is_empty() {
+        return Err(BadInput::field(spec, "no rows: an empty batch has nothing to predict"));
+    }
+    let (expected, model_shape) = checked_shape(spec, shape)?;
     if values.len() != expected {
         return Err(BadInput::field(
             spec,
             format!("shape {shape:?} holds {expected} values but {} were sent", values.len()),
         ));
     }
-    if shape.first() == Some(&0) || values.is_empty() {
-        return Err(BadInput::field(spec, "no rows: an empty batch has nothing to predict"));
-    }
-    let row_width = product(shape.get(1..).unwrap_or_default()).unwrap_or(usize::MAX);
-    if let Some(w) = spec.width()
-        && w != row_width
-    {
-        return Err(BadInput::field(
-            spec,
-            format!("shape {shape:?} has {row_width} values per row, the model takes {w}"),
-        ));
-    }
     let mut data = Data::empty(spec.dtype, values.len());
     for value in values {
         push(&mut data, value, spec, strict)?;
     }
-    Ok(Tensor { shape: shape.to_vec(), data })
+    Ok(Tensor { shape: model_shape, data })
 }
 
 /// Appends the leaves of `value` (scalars, depth first).
@@ -595,5 +582,186 @@ mod tests {
         assert_eq!(joined.shape, vec![3, 2]);
         assert_eq!(joined.slice_rows(1, 3), b);
         assert_eq!(joined.slice_rows(0, 1), a);
+    }
+}
+
+/// The shape a tensor goes to the model with: the client's, unless it holds the same
+/// elements per row as the signature but in another rank (`[N]` for an `[N, 1]` input, or
+/// `[N, 4]` for `[N, 2, 2]`), in which case the signature's.
+fn model_shape(spec: &InputSpec, shape: &[usize]) -> Result<Vec<usize>, BadInput> {
+    if shape.len() == spec.row_shape.len() + 1 {
+        return Ok(shape.to_vec());
+    }
+    let rows = shape.first().copied().unwrap_or(0);
+    match spec.row_shape.iter().map(|d| d.ok_or(())).collect::<Result<Vec<usize>, ()>>() {
+        Ok(row) => Ok([vec![rows], row].concat()),
+        Err(()) => Err(BadInput::field(
+            spec,
+            format!(
+                "shape {shape:?} has {} dimensions; the model takes {} ([rows, {}])",
+                shape.len(),
+                spec.row_shape.len() + 1,
+                spec.row_shape
+                    .iter()
+                    .map(|d| d.map_or("any".to_owned(), |d| d.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// Checks a client's shape against the signature: its element count (without overflow), at
+/// least one row, and the elements per row. Returns the element count and the shape for
+/// the model.
+fn checked_shape(spec: &InputSpec, shape: &[usize]) -> Result<(usize, Vec<usize>), BadInput> {
+    // The shape comes from the client: its product may not fit in a usize.
+    let product = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let Some(count) = product(shape) else {
+        return Err(BadInput::field(spec, format!("shape {shape:?} holds more values than any request can")));
+    };
+    if shape.first() == Some(&0) || count == 0 {
+        return Err(BadInput::field(spec, "no rows: an empty batch has nothing to predict"));
+    }
+    let row_width = product(shape.get(1..).unwrap_or_default()).unwrap_or(usize::MAX);
+    if let Some(w) = spec.width()
+        && w != row_width
+    {
+        return Err(BadInput::field(
+            spec,
+            format!("shape {shape:?} has {row_width} values per row, the model takes {w}"),
+        ));
+    }
+    Ok((count, model_shape(spec, shape)?))
+}
+
+/// Builds one input from the Open Inference Protocol's binary tensor data: elements
+/// little-endian and row-major, `BOOL` one byte each, `BYTES` each a 4-byte little-endian
+/// length followed by that many bytes (UTF-8 here, since models take strings).
+pub fn from_binary(
+    spec: &InputSpec,
+    shape: &[usize],
+    bytes: &[u8],
+    strict: Strictness,
+) -> Result<Tensor, BadInput> {
+    let (count, shape) = checked_shape(spec, shape)?;
+    let fixed = |size: usize| -> Result<(), BadInput> {
+        match count.checked_mul(size) {
+            Some(expected) if expected == bytes.len() => Ok(()),
+            _ => Err(BadInput::field(
+                spec,
+                format!(
+                    "binary data of {} bytes does not hold shape {shape:?} of {} ({size} bytes per element)",
+                    bytes.len(),
+                    spec.dtype.kserve()
+                ),
+            )),
+        }
+    };
+    let no_nan = |any_nan: bool| -> Result<(), BadInput> {
+        if any_nan && !strict.allow_nan {
+            return Err(BadInput::field(
+                spec,
+                "holds NaN (a missing value); this server refuses missing values (start it with --allow-nan to pass them)",
+            ));
+        }
+        Ok(())
+    };
+    let data = match spec.dtype {
+        DType::F32 => {
+            fixed(4)?;
+            let v: Vec<f32> =
+                bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            no_nan(v.iter().any(|x| x.is_nan()))?;
+            Data::F32(v)
+        }
+        DType::F64 => {
+            fixed(8)?;
+            let v: Vec<f64> = bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")))
+                .collect();
+            no_nan(v.iter().any(|x| x.is_nan()))?;
+            Data::F64(v)
+        }
+        DType::I64 => {
+            fixed(8)?;
+            Data::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")))
+                    .collect(),
+            )
+        }
+        DType::I32 => {
+            fixed(4)?;
+            Data::I32(bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        DType::Bool => {
+            fixed(1)?;
+            let mut v = Vec::with_capacity(count);
+            for (i, &b) in bytes.iter().enumerate() {
+                v.push(match b {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(BadInput::field(
+                            spec,
+                            format!("element {i} is byte {other}; BOOL takes 0 or 1"),
+                        ));
+                    }
+                });
+            }
+            Data::Bool(v)
+        }
+        DType::Str => {
+            let mut v = Vec::with_capacity(count.min(bytes.len() / 4));
+            let mut rest = bytes;
+            while let Some((length, tail)) = rest.split_first_chunk::<4>() {
+                let length = u32::from_le_bytes(*length) as usize;
+                let Some((element, tail)) = tail.split_at_checked(length) else {
+                    return Err(BadInput::field(
+                        spec,
+                        format!(
+                            "BYTES element {} claims {length} bytes but only {} remain",
+                            v.len(),
+                            tail.len()
+                        ),
+                    ));
+                };
+                let text = std::str::from_utf8(element).map_err(|_| {
+                    BadInput::field(spec, format!("BYTES element {} is not UTF-8 text", v.len()))
+                })?;
+                v.push(text.to_owned());
+                rest = tail;
+            }
+            if !rest.is_empty() || v.len() != count {
+                return Err(BadInput::field(
+                    spec,
+                    format!(
+                        "binary data holds {} BYTES element(s){} but shape {shape:?} needs {count}",
+                        v.len(),
+                        if rest.is_empty() { "" } else { " and a partial length prefix" }
+                    ),
+                ));
+            }
+            Data::Str(v)
+        }
+    };
+    Ok(Tensor { shape, data })
+}
+
+/// Appends `data` in the binary tensor data extension's layout (see [`from_binary`]).
+pub fn to_binary(data: &Data, out: &mut Vec<u8>) {
+    match data {
+        Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        Data::Str(v) => v.iter().for_each(|s| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }),
     }
 }
