@@ -1087,3 +1087,288 @@ fn a_one_tensor_models_columns_take_the_training_datas_names() {
     let exported = String::from_utf8(repo.read("data/production.csv")).unwrap();
     assert!(exported.lines().next().unwrap().contains("income,debt,age,score"), "{exported}");
 }
+
+/// The fixture models the protocol tests use besides `project()`'s: float64 and int64 inputs.
+fn project_with_number_models() -> TestRepo {
+    let repo = project();
+    for name in ["linear64", "counts"] {
+        std::fs::copy(fixtures().join(format!("{name}.onnx")), repo.path(&format!("models/{name}.onnx")))
+            .unwrap();
+        repo.ok(&["model", "register", name, &format!("models/{name}.onnx")]);
+    }
+    repo
+}
+
+const TRITON_BINARY: &str = r#"
+import gzip, json, sys, urllib.request, urllib.error
+import numpy as np
+import onnxruntime as ort
+import tritonclient.http as http
+
+url, fixtures = sys.argv[1], sys.argv[2]
+client = http.InferenceServerClient(url=url)
+
+def reference(model, feeds):
+    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
+    return [o.name for o in session.get_outputs()], session.run(None, feeds)
+
+def dense(value):
+    if isinstance(value, list):
+        return np.array([[row[k] for k in sorted(row)] for row in value], dtype=np.float64)
+    return np.asarray(value)
+
+def infer(model, feeds, kinds, binary_in=True, binary_out=True, name_outputs=True, **options):
+    names, expected = reference(model, feeds)
+    inputs = []
+    for name, value in feeds.items():
+        i = http.InferInput(name, list(value.shape), kinds[name])
+        i.set_data_from_numpy(value, binary_data=binary_in)
+        inputs.append(i)
+    outputs = [http.InferRequestedOutput(n, binary_data=binary_out) for n in names] if name_outputs else None
+    result = client.infer(model, inputs, outputs=outputs, **options)
+    return [(result.as_numpy(n), dense(w)) for n, w in zip(names, expected)]
+
+def close(pairs, what):
+    for got, want in pairs:
+        if want.dtype.kind in "iu":
+            assert (got.reshape(want.shape) == want).all(), (what, got, want)
+        else:
+            np.testing.assert_allclose(got.astype(np.float64).reshape(want.shape), want, rtol=1e-5, atol=1e-6, err_msg=what)
+
+def exact(pairs, what):
+    for got, want in pairs:
+        assert got.dtype == want.dtype, (what, got.dtype, want.dtype)
+        assert np.array_equal(got.reshape(want.shape).view(np.uint64), want.view(np.uint64)), what
+
+checked = []
+rng = np.random.RandomState(3)
+# FP32 in the default (binary) mode, both ways, and with binary inputs but JSON outputs.
+for rows in [1, 100, 10000]:
+    X = rng.normal(size=(rows, 4)).astype(np.float32)
+    close(infer("forest", {"features": X}, {"features": "FP32"}), f"forest {rows}")
+    close(infer("regressor", {"features": X}, {"features": "FP32"}, binary_out=False), f"regressor {rows}")
+    checked.append(f"FP32 x{rows}")
+# No outputs named: the client asks for every output in binary.
+X = rng.normal(size=(5, 4)).astype(np.float32)
+close(infer("logistic", {"features": X}, {"features": "FP32"}, name_outputs=False), "logistic, all outputs")
+# BYTES (4-byte length-prefixed strings) next to FP32.
+feeds = {
+    "age": np.array([[42.0], [23.0], [67.0]], dtype=np.float32),
+    "tenure": np.array([[3.0], [48.0], [10.0]], dtype=np.float32),
+    "plan": np.array([["basic"], ["pro"], ["enterprise"]], dtype=object),
+}
+names, expected = reference("churn", {**feeds, "plan": feeds["plan"].astype(str)})
+inputs = []
+for name, kind in [("age", "FP32"), ("tenure", "FP32"), ("plan", "BYTES")]:
+    i = http.InferInput(name, list(feeds[name].shape), kind)
+    i.set_data_from_numpy(feeds[name])
+    inputs.append(i)
+result = client.infer("churn", inputs, outputs=[http.InferRequestedOutput(n) for n in names])
+close([(result.as_numpy(n), dense(w)) for n, w in zip(names, expected)], "churn BYTES")
+checked.append("BYTES")
+# INT64 inputs, binary and JSON.
+counts = rng.randint(0, 1000, size=(100, 3)).astype(np.int64)
+close(infer("counts", {"counts": counts}, {"counts": "INT64"}), "counts binary")
+close(infer("counts", {"counts": counts}, {"counts": "INT64"}, binary_in=False, binary_out=False), "counts JSON")
+checked.append("INT64")
+# FP64, bit for bit: binary both ways, and JSON both ways (every float round-trips exactly).
+X64 = rng.normal(size=(10000, 4)) * np.array([1e-3, 1.0, 1e5, 3.0])
+exact(infer("linear64", {"features": X64}, {"features": "FP64"}), "FP64 binary")
+exact(infer("linear64", {"features": X64}, {"features": "FP64"}, binary_in=False, binary_out=False), "FP64 JSON")
+checked.append("FP64 exact")
+# Compressed requests and answers, each coding.
+X = rng.normal(size=(100, 4)).astype(np.float32)
+for request, response in [("gzip", "deflate"), ("deflate", "gzip")]:
+    close(infer("forest", {"features": X}, {"features": "FP32"},
+                request_compression_algorithm=request, response_compression_algorithm=response), request)
+checked.append("compression")
+# Triton's extensions.
+index = client.get_model_repository_index()
+assert {"name": "forest", "version": "1", "state": "READY"} in index, index
+config = client.get_model_config("forest")
+assert config["name"] == "forest" and config["input"][0]["data_type"] == "TYPE_FP32", config
+assert config["input"][0]["dims"] == [4], config
+stats = client.get_inference_statistics("forest")["model_stats"][0]
+assert stats["inference_stats"]["success"]["count"] >= 5 and stats["inference_count"] >= 10101, stats
+checked.append("extensions")
+# A gzip bomb: 64 MiB of zeros in a small body is refused once it passes the limit.
+bomb = gzip.compress(b" " * (64 << 20))
+request = urllib.request.Request(f"http://{url}/v2/models/forest/infer", data=bomb, headers={"Content-Encoding": "gzip"})
+try:
+    urllib.request.urlopen(request)
+    raise SystemExit("the bomb was accepted")
+except urllib.error.HTTPError as e:
+    assert e.code == 413, e.code
+    assert "once decompressed" in json.loads(e.read())["error"]
+checked.append("bomb")
+print(json.dumps({"checked": checked}))
+"#;
+
+#[test]
+fn tritonclient_in_its_default_binary_mode_with_compression_and_extensions() {
+    let repo = project_with_number_models();
+    let server = Server::start(
+        &repo,
+        &["logistic", "forest", "regressor", "churn", "linear64", "counts", "--max-body", "33554432"],
+    );
+    let fixtures = fixtures().display().to_string();
+    let result = python(serve_python(), &repo, TRITON_BINARY, &[&server.addr, &fixtures]);
+    assert_eq!(
+        result["checked"],
+        json!([
+            "FP32 x1",
+            "FP32 x100",
+            "FP32 x10000",
+            "BYTES",
+            "INT64",
+            "FP64 exact",
+            "compression",
+            "extensions",
+            "bomb"
+        ])
+    );
+}
+
+#[test]
+fn malformed_binary_requests_get_a_400_that_says_what_is_wrong() {
+    let repo = project();
+    let server = Server::start(&repo, &["regressor", "churn"]);
+    let addr = &server.addr;
+    // A one-dimensional input for an [N, 1] tensor is taken as the column it is.
+    let reply = post(
+        addr,
+        "/v2/models/churn/infer",
+        &json!({"inputs": [
+            {"name": "age", "shape": [2], "datatype": "FP32", "data": [42, 23]},
+            {"name": "tenure", "shape": [2], "datatype": "FP32", "data": [3, 48]},
+            {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["basic", "pro"]}]}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["outputs"][0]["shape"], json!([2]));
+    let infer = |header: &str, tail: &[u8]| {
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(tail);
+        let length = header.len().to_string();
+        http(
+            addr,
+            "POST",
+            "/v2/models/regressor/infer",
+            &[("Inference-Header-Content-Length", &length)],
+            &body,
+        )
+    };
+    let input = |size: usize| {
+        json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32",
+            "parameters": {"binary_data_size": size}}]})
+        .to_string()
+    };
+    let ok = infer(&input(16), &[0u8; 16]);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    for (header, tail, says) in [
+        (input(16), &[0u8; 12][..], "runs past the end of the body"),
+        (input(12), &[0u8; 12][..], "does not hold shape [1, 4] of FP32"),
+        (input(16), &[0u8; 20][..], "20 bytes of binary data after the JSON header"),
+    ] {
+        let reply = infer(&header, tail);
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        assert!(reply.json()["error"].as_str().unwrap().contains(says), "{}", reply.text());
+    }
+    let reply = http(
+        addr,
+        "POST",
+        "/v2/models/regressor/infer",
+        &[("Inference-Header-Content-Length", "999")],
+        b"{}",
+    );
+    assert_eq!(reply.status, 400);
+    assert!(reply.text().contains("the body has only 2"), "{}", reply.text());
+    // A requested output the model does not have, and an endpoint that does not exist, in
+    // the Open Inference Protocol's error shape.
+    let reply = post(
+        addr,
+        "/v2/models/regressor/infer",
+        &json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}],
+            "outputs": [{"name": "nope"}]}),
+    );
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["error"].as_str().unwrap().contains("unknown output `nope`"), "{}", reply.text());
+    let reply = http(addr, "GET", "/v2/nope", &[], b"");
+    assert_eq!(reply.status, 404);
+    assert!(reply.json()["error"].as_str().unwrap().contains("no endpoint /v2/nope"), "{}", reply.text());
+}
+
+const V1_AND_CSV: &str = r#"
+import gzip, json, sys
+import requests
+
+base, rows, expected = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+out = {}
+out["models"] = requests.get(f"{base}/v1/models").json()["models"]
+out["ready"] = requests.get(f"{base}/v1/models/regressor").json()
+out["instances"] = requests.post(f"{base}/v1/models/regressor:predict", json={"instances": rows}).json()
+out["inputs"] = requests.post(f"{base}/v1/models/regressor:predict", json={"inputs": rows}).json()
+body = gzip.compress(json.dumps({"instances": rows}).encode())
+out["gzipped"] = requests.post(f"{base}/v1/models/regressor:predict", data=body,
+                               headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}).json()
+out["labels"] = requests.post(f"{base}/v1/models/logistic:predict", json={"instances": rows}).json()
+r = requests.post(f"{base}/v1/models/nope:predict", json={"instances": rows})
+out["unknown"] = [r.status_code, r.json()]
+csv = "a,b,c,d\n" + "\n".join(",".join(repr(x) for x in row) for row in rows) + "\n"
+out["csv"] = requests.post(f"{base}/invocations?model=regressor", data=csv, headers={"Content-Type": "text/csv"}).json()
+out["positional"] = requests.post(f"{base}/invocations?model=logistic", json={"dataframe_split": {"data": rows}}).json()
+# Answers come compressed when asked (requests asks for gzip and reads it).
+big = requests.post(f"{base}/v1/models/regressor:predict", json={"instances": rows * 200})
+out["encoding"] = big.headers.get("Content-Encoding")
+out["big"] = len(big.json()["predictions"])
+print(json.dumps(out))
+"#;
+
+const LABELS: &str = r#"
+import json, sys
+import numpy as np
+import onnxruntime as ort
+fixtures, rows = sys.argv[1], np.array(json.loads(sys.argv[2]), dtype=np.float32)
+out = {}
+for model in ["regressor", "logistic"]:
+    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
+    out[model] = session.run(None, {"features": rows})[0].reshape(-1).tolist()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn kserve_v1_and_mlflow_csv_clients_get_onnxruntimes_answers() {
+    let repo = project();
+    let server = Server::start(&repo, &["regressor", "logistic"]);
+    let rows = json!([[0.1, 0.2, 0.3, 0.4], [-1.0, 0.5, 2.0, 0.0], [1.5, -0.5, -1.0, 0.25]]);
+    let fixtures = fixtures().display().to_string();
+    let expected = python(serve_python(), &repo, LABELS, &[&fixtures, &rows.to_string()]);
+    let base = format!("http://{}", server.addr);
+    let got = python(mlflow_python(), &repo, V1_AND_CSV, &[&base, &rows.to_string(), &expected.to_string()]);
+    assert_eq!(got["models"], json!(["logistic", "regressor"]));
+    assert_eq!(got["ready"], json!({"name": "regressor", "ready": true}));
+    let values = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    let want = values(&expected["regressor"]);
+    for form in ["instances", "inputs", "gzipped"] {
+        let predictions = values(&got[form]["predictions"]);
+        assert_eq!(predictions.len(), 3, "{form}: {got}");
+        for (p, w) in predictions.iter().zip(&want) {
+            assert!((p - w).abs() < 1e-5, "{form}: {got}");
+        }
+    }
+    // A classifier answers its labels, as scikit-learn servers do.
+    assert_eq!(got["labels"]["predictions"], expected["logistic"], "{got}");
+    assert_eq!(got["positional"]["predictions"], expected["logistic"], "{got}");
+    assert_eq!(got["unknown"][0], 404);
+    assert!(got["unknown"][1]["error"].as_str().unwrap().contains("`nope` is not served"), "{got}");
+    let csv: Vec<f64> = got["csv"]["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["variable"].as_f64().unwrap())
+        .collect();
+    for (p, w) in csv.iter().zip(&want) {
+        assert!((p - w).abs() < 1e-5, "csv: {got}");
+    }
+    assert_eq!(got["encoding"], "gzip");
+    assert_eq!(got["big"], 600);
+}
