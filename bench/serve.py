@@ -200,7 +200,7 @@ def main():
         if args.monitoring:
             return monitoring(repo, lib, env, port, kserve_body("FP32"), args)
         def start_cairn():
-            p = subprocess.Popen([CAIRN, "serve", "logreg", "forest", "--port", str(port)], cwd=repo,
+            p = subprocess.Popen([CAIRN, "serve", "logreg", "forest", "--port", str(port), "--grpc-port", "0"], cwd=repo,
                                  env={**env, "CAIRN_ONNXRUNTIME": lib}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return p, f"http://127.0.0.1:{port}/v2/health/ready"
         urls = {m: (f"http://127.0.0.1:{port}/v2/models/{m}/infer", kserve_body("FP32")) for m in ("logreg", "forest")}
@@ -270,7 +270,7 @@ def monitoring(repo, lib, env, port, body, args):
     for round_ in range(args.monitoring):
         for name, flags in configs:
             def start(flags=flags):
-                p = subprocess.Popen([CAIRN, "serve", "logreg", "forest", "--port", str(port), *flags], cwd=repo,
+                p = subprocess.Popen([CAIRN, "serve", "logreg", "forest", "--port", str(port), "--grpc-port", "0", *flags], cwd=repo,
                                      env={**env, "CAIRN_ONNXRUNTIME": lib}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 return p, f"http://127.0.0.1:{port}/v2/health/ready"
             proc, ready = start()

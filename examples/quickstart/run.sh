@@ -321,7 +321,7 @@ server=$!
 stop_all() { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; kill "$hook" 2>/dev/null || true; }
 trap 'stop_all; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/serve.url" ] && break; sleep 0.1; done
-url=$(cat "$work/serve.url")
+url=$(head -n 1 "$work/serve.url")   # the HTTP URL; the gRPC address follows
 echo "cairn serve churn@production → $url"
 run curl -s "$url/models/churn/predict" -d '{"inputs": {"age": 23, "tenure": 2, "plan": "basic"}}'
 echo

@@ -273,6 +273,10 @@ enum Command {
         /// Port to listen on; 0 picks a free one (printed on stdout).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Port for the Open Inference Protocol over gRPC; 0 picks a free one (printed on stdout).
+        /// Default: 8081, or a free one with --port 0.
+        #[arg(long, value_name = "PORT")]
+        grpc_port: Option<u16>,
         /// ONNX Runtime's shared library (default: $CAIRN_ONNXRUNTIME, else the onnxruntime wheel in the active or the project's .venv).
         #[arg(long, value_name = "PATH")]
         onnxruntime: Option<PathBuf>,
@@ -1250,6 +1254,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             targets,
             host,
             port,
+            grpc_port,
             onnxruntime,
             sessions,
             batch_max,
@@ -1270,6 +1275,8 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 targets,
                 host,
                 port,
+                // With --port 0 (tests, scripts), gRPC takes a free port too unless told.
+                grpc_port: grpc_port.unwrap_or(if port == 0 { 0 } else { 8081 }),
                 onnxruntime: onnxruntime.map(|p| context.cwd.join(p)),
                 sessions,
                 batch_max: batch_max.filter(|&n| n > 1),

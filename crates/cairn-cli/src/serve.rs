@@ -45,6 +45,8 @@ pub struct ServeRequest {
     pub targets: Vec<String>,
     pub host: String,
     pub port: u16,
+    /// The Open Inference Protocol over gRPC listens here.
+    pub grpc_port: u16,
     pub onnxruntime: Option<PathBuf>,
     pub sessions: usize,
     pub batch_max: Option<usize>,
@@ -254,16 +256,27 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         })?;
         let address =
             listener.local_addr().map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
+        let grpc_listener = tokio::net::TcpListener::bind((host, request.grpc_port)).await.map_err(|e| {
+            Failure::user(
+                format!("cannot listen for gRPC on {host}:{}: {e}", request.grpc_port),
+                Some("choose another port with --grpc-port (0 picks a free one), or stop what holds this one"),
+            )
+        })?;
+        let grpc_address = grpc_listener
+            .local_addr()
+            .map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
         crate::tracking::warn_if_exposed(&address);
         if !quiet {
             eprintln!(
-                "cairn model server on http://{address} (ONNX Runtime from {}); Ctrl-C stops it\n  native: POST /models/NAME/predict · KServe v2: /v2/models/NAME/infer · MLflow: POST /invocations · /metrics",
+                "cairn model server on http://{address} and gRPC {grpc_address} (ONNX Runtime from {}); Ctrl-C stops it\n  native: POST /models/NAME/predict · KServe v2: /v2/models/NAME/infer, gRPC inference.GRPCInferenceService · KServe v1: /v1/models/NAME:predict · MLflow: POST /invocations · /metrics",
                 library.display()
             );
         }
         let shutdown = shutdown_signal()?;
-        // Stdout carries only the URL, for scripts that start the server on port 0.
-        println!("http://{address}");
+        // Stdout carries only the addresses, for scripts that start the server on port 0: the
+        // HTTP URL first, then the gRPC address.
+        // One write, so a reader that takes the first line and goes cannot break the second.
+        println!("http://{address}\ngrpc://{grpc_address}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alerting = evaluator.map(|evaluator| {
             // Alerts go to stderr (the log), `cairn alerts` and the webhooks.
@@ -271,13 +284,42 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
             tokio::spawn(cairn_serve::alerting::run(evaluator, action, stop_rx.clone(), notify))
         });
         let watcher = tokio::spawn(cairn_serve::routing::watch(catalog, routes, targets, snapshot, stop_rx));
-        let served = cairn_http::serve(
-            listener,
-            cairn_serve::server::router(app.clone()),
-            cairn_http::Limits::default(),
-            shutdown,
-        )
-        .await;
+        // One signal stops both transports, and so does either one stopping on its own;
+        // each lets its requests in flight finish.
+        let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
+        let signal_tx = Arc::new(signal_tx);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let relay = {
+            let signal_tx = signal_tx.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                let _ = signal_tx.send(true);
+            })
+        };
+        let (served, grpc) = tokio::join!(
+            async {
+                let served = cairn_http::serve(
+                    listener,
+                    cairn_serve::server::router(app.clone()),
+                    cairn_http::Limits::default(),
+                    stopped(signal_rx.clone()),
+                )
+                .await;
+                let _ = signal_tx.send(true);
+                served
+            },
+            async {
+                let served = cairn_serve::grpc::serve(grpc_listener, app.clone(), stopped(signal_rx.clone())).await;
+                let _ = signal_tx.send(true);
+                served
+            },
+        );
+        relay.abort();
+        let served = served.and_then(|()| {
+            grpc.map_err(|e| std::io::Error::other(format!("the gRPC server failed: {e}")))
+        });
         let _ = stop_tx.send(true);
         let _ = watcher.await;
         if let Some(alerting) = alerting {

@@ -13,7 +13,7 @@
 //!   "installed" it, `python`, `jq` and `curl`, an activated virtual environment with
 //!   `onnxruntime` (so `pip install onnxruntime` is satisfied at once), and an S3 server (moto)
 //!   on 127.0.0.1 behind `AWS_ENDPOINT_URL`, holding the README's bucket.
-//! - Tests never use fixed ports: the README's 8080 and 5000 are replaced by free ports.
+//! - Tests never use fixed ports: the README's 8080, 8081 and 5000 are replaced by free ports.
 //!   A server a block starts with `&` is stopped (SIGTERM, then waited for) when the block ends.
 //!   `curl` retries while a just-started server is not yet listening and fails on an HTTP
 //!   error, as a person would wait and read the error.
@@ -163,7 +163,11 @@ fn every_shell_block_of_the_readme_runs() {
     }
     let venv = common::tools::serve_python().parent().unwrap().parent().unwrap().to_path_buf();
     let s3 = common::s3::S3Server::start(&["bucket"]);
-    let ports = [("8080", free_port().to_string()), ("5000", free_port().to_string())];
+    let ports = [
+        ("8080", free_port().to_string()),
+        ("8081", free_port().to_string()),
+        ("5000", free_port().to_string()),
+    ];
     let path = std::env::join_paths(
         [home.join(".cargo/bin"), bin.clone(), venv.join("bin")]
             .into_iter()
@@ -189,9 +193,13 @@ fn every_shell_block_of_the_readme_runs() {
                 if block.section == "Model registry" && block.text.contains("credit") {
                     copy_tree(&source.join("examples/readme-credit"), &project);
                 }
+                // Two passes, so a free port that contains another README port stays whole.
                 let mut script = block.text.clone();
-                for (port, free) in &ports {
-                    script = script.replace(port, free);
+                for (i, (port, _)) in ports.iter().enumerate() {
+                    script = script.replace(port, &format!("\u{0}{i}\u{0}"));
+                }
+                for (i, (_, free)) in ports.iter().enumerate() {
+                    script = script.replace(&format!("\u{0}{i}\u{0}"), free);
                 }
                 let output = Command::new("bash")
                     .args(["-euo", "pipefail", "-c"])

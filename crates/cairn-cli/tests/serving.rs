@@ -42,6 +42,8 @@ fn project() -> TestRepo {
 struct Server {
     child: Child,
     addr: String,
+    /// The gRPC listener's `host:port`.
+    grpc: String,
 }
 
 impl Server {
@@ -49,14 +51,20 @@ impl Server {
         let mut command = repo.command(&[&["serve", "--port", "0"], args].concat());
         command.env("CAIRN_ONNXRUNTIME", onnxruntime_library()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("cairn serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        if !line.starts_with("http://127.0.0.1:") {
+        let (mut line, mut grpc) = (String::new(), String::new());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        stdout.read_line(&mut grpc).unwrap();
+        if !line.starts_with("http://127.0.0.1:") || !grpc.starts_with("grpc://127.0.0.1:") {
             let mut err = String::new();
             child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("cairn serve printed {line:?}\n{err}");
+            panic!("cairn serve printed {line:?} {grpc:?}\n{err}");
         }
-        Server { child, addr: line.trim().trim_start_matches("http://").to_owned() }
+        Server {
+            child,
+            addr: line.trim().trim_start_matches("http://").to_owned(),
+            grpc: grpc.trim().trim_start_matches("grpc://").to_owned(),
+        }
     }
 
     /// SIGTERM, then waits; returns stderr.
@@ -1371,4 +1379,129 @@ fn kserve_v1_and_mlflow_csv_clients_get_onnxruntimes_answers() {
     }
     assert_eq!(got["encoding"], "gzip");
     assert_eq!(got["big"], 600);
+}
+
+const TRITON_GRPC: &str = r#"
+import json, sys
+import numpy as np
+import onnxruntime as ort
+import grpc as grpcio
+import tritonclient.grpc as grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+url, fixtures = sys.argv[1], sys.argv[2]
+client = grpc.InferenceServerClient(url=url)
+assert client.is_server_live() and client.is_server_ready()
+assert client.is_model_ready("forest") and not client.is_model_ready("nothing")
+meta = client.get_model_metadata("forest", as_json=True)
+assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", "4"]}], meta
+assert client.get_server_metadata(as_json=True)["name"] == "cairn"
+
+def reference(model, feeds):
+    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
+    return [o.name for o in session.get_outputs()], session.run(None, feeds)
+
+def dense(value):
+    if isinstance(value, list):
+        return np.array([[row[k] for k in sorted(row)] for row in value], dtype=np.float64)
+    return np.asarray(value)
+
+def infer(model, feeds, kinds, exact=False, **options):
+    names, expected = reference(model, {k: (v.astype(str) if v.dtype == object else v) for k, v in feeds.items()})
+    inputs = []
+    for name, value in feeds.items():
+        i = grpc.InferInput(name, list(value.shape), kinds[name])
+        i.set_data_from_numpy(value)
+        inputs.append(i)
+    result = client.infer(model, inputs, outputs=[grpc.InferRequestedOutput(n) for n in names], **options)
+    for name, want in zip(names, expected):
+        got, want = result.as_numpy(name), dense(want)
+        if exact:
+            assert got.dtype == want.dtype and np.array_equal(got.reshape(want.shape).view(np.uint64), want.view(np.uint64)), model
+        elif want.dtype.kind in "iu":
+            assert (got.reshape(want.shape) == want).all(), (model, name)
+        else:
+            np.testing.assert_allclose(got.astype(np.float64).reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+    return result
+
+checked = []
+rng = np.random.RandomState(4)
+for rows in [1, 100, 10000]:
+    result = infer("forest", {"features": rng.normal(size=(rows, 4)).astype(np.float32)}, {"features": "FP32"})
+    checked.append(f"FP32 x{rows}")
+trace = result.get_response(as_json=True)["parameters"]["trace_id"]["string_param"]
+assert len(trace) == 32, trace
+infer("churn", {
+    "age": np.array([[42.0], [23.0]], dtype=np.float32),
+    "tenure": np.array([[3.0], [48.0]], dtype=np.float32),
+    "plan": np.array([["basic"], ["enterprise"]], dtype=object),
+}, {"age": "FP32", "tenure": "FP32", "plan": "BYTES"})
+checked.append("BYTES")
+infer("counts", {"counts": rng.randint(0, 1000, size=(100, 3)).astype(np.int64)}, {"counts": "INT64"})
+checked.append("INT64")
+infer("linear64", {"features": rng.normal(size=(10000, 4)) * 1e3}, {"features": "FP64"}, exact=True)
+checked.append("FP64 exact")
+infer("forest", {"features": rng.normal(size=(100, 4)).astype(np.float32)}, {"features": "FP32"},
+      compression_algorithm="gzip")
+checked.append("gzip")
+
+# Typed contents (not raw), through the protocol's own stubs: typed contents come back.
+channel = grpcio.insecure_channel(url)
+stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+X = rng.normal(size=(3, 4)).astype(np.float32)
+request = service_pb2.ModelInferRequest(model_name="regressor")
+tensor = request.inputs.add(name="features", datatype="FP32", shape=[3, 4])
+tensor.contents.fp32_contents.extend(X.reshape(-1).tolist())
+response, call = stub.ModelInfer.with_call(request)
+_, expected = reference("regressor", {"features": X})
+got = np.array(response.outputs[0].contents.fp32_contents, dtype=np.float32)
+np.testing.assert_allclose(got, expected[0].reshape(-1), rtol=1e-5, atol=1e-6)
+assert len(response.raw_output_contents) == 0
+metadata = dict(call.trailing_metadata() or []) | dict(call.initial_metadata() or [])
+assert metadata["x-cairn-trace-id"] == response.parameters["trace_id"].string_param, metadata
+checked.append("typed contents")
+
+# Errors: the status code and a message naming what is wrong.
+try:
+    client.infer("nothing", [grpc.InferInput("x", [1], "FP32")])
+    raise SystemExit("an unknown model answered")
+except InferenceServerException as e:
+    assert e.status() == "StatusCode.NOT_FOUND" and "`nothing` is not served" in e.message(), (e.status(), e.message())
+wrong = grpc.InferInput("features", [1, 4], "FP64")
+wrong.set_data_from_numpy(np.zeros((1, 4)))
+try:
+    client.infer("forest", [wrong])
+    raise SystemExit("FP64 was accepted")
+except InferenceServerException as e:
+    assert e.status() == "StatusCode.INVALID_ARGUMENT" and "FP32" in e.message(), (e.status(), e.message())
+checked.append("errors")
+print(json.dumps({"checked": checked, "trace": trace}))
+"#;
+
+#[test]
+fn tritonclient_grpc_gets_onnxruntimes_answers_and_a_traceable_id() {
+    let repo = project_with_number_models();
+    let server = Server::start(&repo, &["forest", "regressor", "churn", "linear64", "counts"]);
+    let fixtures = fixtures().display().to_string();
+    let result = python(serve_python(), &repo, TRITON_GRPC, &[&server.grpc, &fixtures]);
+    assert_eq!(
+        result["checked"],
+        json!([
+            "FP32 x1",
+            "FP32 x100",
+            "FP32 x10000",
+            "BYTES",
+            "INT64",
+            "FP64 exact",
+            "gzip",
+            "typed contents",
+            "errors"
+        ])
+    );
+    // The trace id a gRPC answer carried finds the prediction, logged like any other.
+    let trace = result["trace"].as_str().unwrap().to_owned();
+    server.stop();
+    let traced = repo.ok(&["trace", &trace]);
+    assert!(traced.contains("forest@1") && traced.contains("grpc"), "{traced}");
 }

@@ -17,6 +17,7 @@
 pub mod alerting;
 pub mod batch;
 pub mod encoding;
+pub mod grpc;
 pub mod metrics;
 pub mod predlog;
 pub mod profiles;

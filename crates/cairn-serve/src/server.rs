@@ -1,15 +1,19 @@
-//! The HTTP server: three protocols over one prediction path.
+//! The HTTP server: every protocol over one prediction path.
 //!
 //! | | |
 //! |---|---|
 //! | native | `POST /models/{name}[/versions/{v}]/predict` with `{"inputs": {feature: value}}` or `{"inputs": [records]}`; `GET /models`, `GET /models/{name}` |
-//! | KServe v2 (Open Inference Protocol) | `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `GET /v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer` |
-//! | MLflow scoring | `POST /invocations` (`dataframe_split`, `dataframe_records`, `instances`, `inputs`), `GET /ping`, `/health`, `/version` |
+//! | KServe v2 (Open Inference Protocol) | `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `GET /v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer` (JSON, or the binary tensor data extension both ways) |
+//! | Triton's extensions | `GET|POST /v2/repository/index`, `GET /v2/models/{name}[/versions/{v}]/config`, `GET /v2/models[/{name}[/versions/{v}]]/stats` |
+//! | KServe v1 | `GET /v1/models`, `GET /v1/models/{name}`, `POST /v1/models/{name}:predict` (`instances` or `inputs`; answers `predictions`) |
+//! | MLflow scoring | `POST /invocations[?model=NAME]` (`dataframe_split`, `dataframe_records`, `instances`, `inputs`, or `text/csv`), `GET /ping`, `/health`, `/version` |
 //! | operations | `GET /metrics` (Prometheus) |
 //!
-//! Bodies are read as JSON whatever the Content-Type says (tritonclient sends none). Every
-//! answer carries `x-cairn-trace-id` and `x-cairn-model-version`; bad input is a 4xx in the
-//! protocol's own error shape naming the field and the type it needs.
+//! Bodies may be gzip- or deflate-compressed (see [`crate::encoding`]) and are read as JSON
+//! whatever the Content-Type says (tritonclient sends none), except MLflow's `text/csv`.
+//! Every answer carries `x-cairn-trace-id` and `x-cairn-model-version`; bad input is a 4xx in
+//! the protocol's own error shape naming the field and the type it needs, and so is an
+//! unknown endpoint. The same models also answer over gRPC ([`crate::grpc`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,6 +60,8 @@ pub enum Protocol {
     KServe,
     /// KServe's first protocol (`/v1/models/NAME:predict`).
     KServeV1,
+    /// The Open Inference Protocol over gRPC.
+    Grpc,
     Mlflow,
 }
 
@@ -65,6 +71,7 @@ impl Protocol {
             Self::Native => "native",
             Self::KServe => "kserve",
             Self::KServeV1 => "kserve-v1",
+            Self::Grpc => "grpc",
             Self::Mlflow => "mlflow",
         }
     }
@@ -109,7 +116,7 @@ impl ApiError {
                 }
                 json!({ "error": error })
             }
-            Protocol::KServe | Protocol::KServeV1 => json!({ "error": self.message }),
+            Protocol::KServe | Protocol::KServeV1 | Protocol::Grpc => json!({ "error": self.message }),
             Protocol::Mlflow => {
                 let code = if self.status.is_client_error() { "BAD_REQUEST" } else { "INTERNAL_ERROR" };
                 json!({ "error_code": code, "message": self.message })
@@ -246,13 +253,13 @@ impl Request {
 }
 
 /// Turns one parsed body into a version's inputs.
-type Parse = fn(&Version, &Request, Strictness) -> Result<Vec<(String, Tensor)>, BadInput>;
+pub(crate) type Parse = fn(&Version, &Request, Strictness) -> Result<Vec<(String, Tensor)>, BadInput>;
 
 /// What a successful prediction hands back to the protocol that formats it.
-struct Answer {
-    version: Arc<Version>,
-    outputs: Vec<(String, Output)>,
-    trace_id: String,
+pub(crate) struct Answer {
+    pub(crate) version: Arc<Version>,
+    pub(crate) outputs: Vec<(String, Output)>,
+    pub(crate) trace_id: String,
 }
 
 fn not_served(table_routes: &std::collections::BTreeMap<String, Route>, name: &str) -> ApiError {
@@ -268,7 +275,7 @@ fn not_served(table_routes: &std::collections::BTreeMap<String, Route>, name: &s
 }
 
 /// The prediction path every protocol shares: route, parse, run, log, copy to shadows.
-async fn predict(
+pub(crate) async fn predict(
     app: &Arc<App>,
     protocol: Protocol,
     endpoint: &str,
@@ -548,7 +555,7 @@ async fn serve_prediction(
     }
 }
 
-fn parse_version(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_version(text: &str) -> Result<i64, ApiError> {
     text.parse::<i64>().map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_VERSION", format!("`{text}` is not a version number"))
     })
@@ -736,7 +743,7 @@ fn kserve_shape(spec: &cairn_model::TensorSpec) -> Value {
     }
 }
 
-fn kserve_version_metadata(route: &Route, v: &Version) -> Value {
+pub(crate) fn kserve_version_metadata(route: &Route, v: &Version) -> Value {
     json!({
         "name": route.target.model,
         "versions": route.versions().map(|v| v.version.to_string()).collect::<Vec<_>>(),
@@ -759,7 +766,7 @@ async fn kserve_server(State(app): State<Arc<App>>) -> Response {
     }))
 }
 
-fn all_ready(app: &App) -> (bool, Vec<String>) {
+pub(crate) fn all_ready(app: &App) -> (bool, Vec<String>) {
     let table = app.routes.get();
     let reasons: Vec<String> = table
         .routes
@@ -776,7 +783,11 @@ async fn kserve_server_ready(State(app): State<Arc<App>>) -> Response {
     (status, json_body(&json!({"ready": ready, "not_ready": reasons}))).into_response()
 }
 
-fn kserve_lookup(app: &App, name: &str, number: Option<i64>) -> Result<(Route, Arc<Version>), ApiError> {
+pub(crate) fn kserve_lookup(
+    app: &App,
+    name: &str,
+    number: Option<i64>,
+) -> Result<(Route, Arc<Version>), ApiError> {
     let table = app.routes.get();
     let route = table.routes.get(name).ok_or_else(|| not_served(&table.routes, name))?;
     let version = match number {
@@ -868,7 +879,7 @@ fn parameter<'a>(item: &'a Value, name: &str) -> Option<&'a Value> {
     item.get("parameters").and_then(|p| p.get(name))
 }
 
-fn kserve_parse(
+pub(crate) fn kserve_parse(
     version: &Version,
     request: &Request,
     strict: Strictness,

@@ -47,7 +47,7 @@ pub fn mlflow_python() -> PathBuf {
 
 /// ONNX Runtime's Python package (whose shared library `cairn serve` loads) and the real
 /// `tritonclient`, pinned.
-pub const SERVE: &str = "onnxruntime==1.32.0 tritonclient[http]==2.73.0";
+pub const SERVE: &str = "onnxruntime==1.32.0 tritonclient[http,grpc]==2.73.0";
 
 /// A Python interpreter with `onnxruntime` and `tritonclient`: `CAIRN_TEST_SERVE_PYTHON`,
 /// else the test tools' `serve-venv`.
