@@ -500,91 +500,6 @@ fn short(value: &Value) -> String {
     if text.len() > 40 { format!("{}…", &text[..text.floor_char_boundary(40)]) } else { text }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn spec(dtype: DType, row: &[Option<usize>]) -> InputSpec {
-        InputSpec { name: "x".into(), dtype, row_shape: row.to_vec() }
-    }
-
-    #[test]
-    fn rows_become_a_tensor_with_the_batch_first() {
-        let rows = [json!([1, 2.5]), json!([3, 4])];
-        let t = column(&spec(DType::F32, &[Some(2)]), rows.iter(), Strictness::default()).unwrap();
-        assert_eq!(t.shape, vec![2, 2]);
-        assert_eq!(t.data, Data::F32(vec![1.0, 2.5, 3.0, 4.0]));
-        assert_eq!(t.row_json(1), json!([3.0, 4.0]));
-    }
-
-    #[test]
-    fn a_wrong_type_names_the_field_and_the_expected_type() {
-        let rows = [json!("old")];
-        let err = column(&spec(DType::F32, &[Some(1)]), rows.iter(), Strictness::default()).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("x"));
-        assert_eq!(err.expected.as_deref(), Some("float32"));
-        assert!(err.message.contains("got a string \"old\""), "{}", err.message);
-    }
-
-    #[test]
-    fn floats_fp32_cannot_hold_are_refused_not_made_infinite() {
-        let s = spec(DType::F32, &[Some(1)]);
-        for too_big in [json!(3.5e38), json!(-3.5e38), json!(1e300)] {
-            let err = column(&s, [too_big.clone()].iter(), Strictness::default()).unwrap_err();
-            assert!(err.message.contains("out of range for FP32"), "{too_big}: {}", err.message);
-            assert_eq!(err.field.as_deref(), Some("x"));
-        }
-        let t = column(&s, [json!(3.4e38)].iter(), Strictness::default()).unwrap();
-        assert!(matches!(&t.data, Data::F32(v) if v[0].is_finite()));
-        // FP64 holds them.
-        assert!(column(&spec(DType::F64, &[Some(1)]), [json!(3.5e38)].iter(), Strictness::default()).is_ok());
-    }
-
-    #[test]
-    fn a_shape_whose_size_overflows_is_refused() {
-        let s = spec(DType::F32, &[None]);
-        let one = json!(1.0);
-        let err = from_flat(&s, &[1 << 40, 1 << 40], &[&one], Strictness::default()).unwrap_err();
-        assert!(err.message.contains("more values than any request can"), "{}", err.message);
-    }
-
-    #[test]
-    fn null_is_refused_unless_allowed() {
-        let rows = [json!(null)];
-        let s = spec(DType::F64, &[Some(1)]);
-        assert!(column(&s, rows.iter(), Strictness::default()).is_err());
-        let t = column(&s, rows.iter(), Strictness { allow_nan: true }).unwrap();
-        assert!(matches!(&t.data, Data::F64(v) if v[0].is_nan()));
-    }
-
-    #[test]
-    fn widths_must_match_and_batches_must_not_be_empty() {
-        let s = spec(DType::I64, &[Some(3)]);
-        let rows = [json!([1, 2])];
-        assert!(column(&s, rows.iter(), Strictness::default()).unwrap_err().message.contains("takes 3"));
-        let none: [Value; 0] = [];
-        assert!(column(&s, none.iter(), Strictness::default()).unwrap_err().message.contains("empty batch"));
-    }
-
-    #[test]
-    fn a_column_is_every_rows_value_at_that_position() {
-        let t = Tensor { shape: vec![2, 3], data: Data::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) };
-        assert_eq!(t.column(1), Tensor { shape: vec![2], data: Data::F32(vec![2.0, 5.0]) });
-        assert_eq!(t.column(2).row_json(1), json!(6.0));
-    }
-
-    #[test]
-    fn concat_and_slice_are_inverse() {
-        let a = Tensor { shape: vec![1, 2], data: Data::I64(vec![1, 2]) };
-        let b = Tensor { shape: vec![2, 2], data: Data::I64(vec![3, 4, 5, 6]) };
-        let joined = Tensor::concat(&[&a, &b]);
-        assert_eq!(joined.shape, vec![3, 2]);
-        assert_eq!(joined.slice_rows(1, 3), b);
-        assert_eq!(joined.slice_rows(0, 1), a);
-    }
-}
-
 /// The shape a tensor goes to the model with: the client's, unless it holds the same
 /// elements per row as the signature but in another rank (`[N]` for an `[N, 1]` input, or
 /// `[N, 4]` for `[N, 2, 2]`), in which case the signature's.
@@ -763,5 +678,147 @@ pub fn to_binary(data: &Data, out: &mut Vec<u8>) {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(dtype: DType, row: &[Option<usize>]) -> InputSpec {
+        InputSpec { name: "x".into(), dtype, row_shape: row.to_vec() }
+    }
+
+    #[test]
+    fn rows_become_a_tensor_with_the_batch_first() {
+        let rows = [json!([1, 2.5]), json!([3, 4])];
+        let t = column(&spec(DType::F32, &[Some(2)]), rows.iter(), Strictness::default()).unwrap();
+        assert_eq!(t.shape, vec![2, 2]);
+        assert_eq!(t.data, Data::F32(vec![1.0, 2.5, 3.0, 4.0]));
+        assert_eq!(t.row_json(1), json!([3.0, 4.0]));
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field_and_the_expected_type() {
+        let rows = [json!("old")];
+        let err = column(&spec(DType::F32, &[Some(1)]), rows.iter(), Strictness::default()).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("x"));
+        assert_eq!(err.expected.as_deref(), Some("float32"));
+        assert!(err.message.contains("got a string \"old\""), "{}", err.message);
+    }
+
+    #[test]
+    fn floats_fp32_cannot_hold_are_refused_not_made_infinite() {
+        let s = spec(DType::F32, &[Some(1)]);
+        for too_big in [json!(3.5e38), json!(-3.5e38), json!(1e300)] {
+            let err = column(&s, [too_big.clone()].iter(), Strictness::default()).unwrap_err();
+            assert!(err.message.contains("out of range for FP32"), "{too_big}: {}", err.message);
+            assert_eq!(err.field.as_deref(), Some("x"));
+        }
+        let t = column(&s, [json!(3.4e38)].iter(), Strictness::default()).unwrap();
+        assert!(matches!(&t.data, Data::F32(v) if v[0].is_finite()));
+        // FP64 holds them.
+        assert!(column(&spec(DType::F64, &[Some(1)]), [json!(3.5e38)].iter(), Strictness::default()).is_ok());
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_refused() {
+        let s = spec(DType::F32, &[None]);
+        let one = json!(1.0);
+        let err = from_flat(&s, &[1 << 40, 1 << 40], &[&one], Strictness::default()).unwrap_err();
+        assert!(err.message.contains("more values than any request can"), "{}", err.message);
+    }
+
+    #[test]
+    fn null_is_refused_unless_allowed() {
+        let rows = [json!(null)];
+        let s = spec(DType::F64, &[Some(1)]);
+        assert!(column(&s, rows.iter(), Strictness::default()).is_err());
+        let t = column(&s, rows.iter(), Strictness { allow_nan: true }).unwrap();
+        assert!(matches!(&t.data, Data::F64(v) if v[0].is_nan()));
+    }
+
+    #[test]
+    fn widths_must_match_and_batches_must_not_be_empty() {
+        let s = spec(DType::I64, &[Some(3)]);
+        let rows = [json!([1, 2])];
+        assert!(column(&s, rows.iter(), Strictness::default()).unwrap_err().message.contains("takes 3"));
+        let none: [Value; 0] = [];
+        assert!(column(&s, none.iter(), Strictness::default()).unwrap_err().message.contains("empty batch"));
+    }
+
+    #[test]
+    fn a_column_is_every_rows_value_at_that_position() {
+        let t = Tensor { shape: vec![2, 3], data: Data::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) };
+        assert_eq!(t.column(1), Tensor { shape: vec![2], data: Data::F32(vec![2.0, 5.0]) });
+        assert_eq!(t.column(2).row_json(1), json!(6.0));
+    }
+
+    #[test]
+    fn concat_and_slice_are_inverse() {
+        let a = Tensor { shape: vec![1, 2], data: Data::I64(vec![1, 2]) };
+        let b = Tensor { shape: vec![2, 2], data: Data::I64(vec![3, 4, 5, 6]) };
+        let joined = Tensor::concat(&[&a, &b]);
+        assert_eq!(joined.shape, vec![3, 2]);
+        assert_eq!(joined.slice_rows(1, 3), b);
+        assert_eq!(joined.slice_rows(0, 1), a);
+    }
+}
+
+#[cfg(test)]
+mod binary_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec(dtype: DType, row_shape: Vec<Option<usize>>) -> InputSpec {
+        InputSpec { name: "x".into(), dtype, row_shape }
+    }
+
+    #[test]
+    fn every_datatype_round_trips_through_the_binary_layout() {
+        let cases = [
+            (DType::F32, Data::F32(vec![1.5, -0.25, f32::MIN_POSITIVE, 3.0e38])),
+            (DType::F64, Data::F64(vec![0.1, -1e-300, 2.5e300, 7.0])),
+            (DType::I64, Data::I64(vec![i64::MIN, -1, 0, i64::MAX])),
+            (DType::I32, Data::I32(vec![i32::MIN, -1, 0, i32::MAX])),
+            (DType::Bool, Data::Bool(vec![true, false, false, true])),
+            (DType::Str, Data::Str(vec!["a".into(), String::new(), "naïve".into(), "x".repeat(300)])),
+        ];
+        for (dtype, data) in cases {
+            let mut bytes = Vec::new();
+            to_binary(&data, &mut bytes);
+            let tensor =
+                from_binary(&spec(dtype, vec![Some(2)]), &[2, 2], &bytes, Strictness::default()).unwrap();
+            assert_eq!(tensor.data, data, "{dtype:?}");
+            assert_eq!(tensor.shape, vec![2, 2]);
+        }
+    }
+
+    #[test]
+    fn malformed_binary_data_is_refused_with_the_reason() {
+        let message = |dtype, shape: &[usize], bytes: &[u8]| {
+            from_binary(&spec(dtype, vec![Some(1)]), shape, bytes, Strictness::default()).unwrap_err().message
+        };
+        assert!(message(DType::F32, &[2, 1], &[0; 7]).contains("does not hold shape [2, 1] of FP32"));
+        assert!(message(DType::Bool, &[1, 1], &[2]).contains("BOOL takes 0 or 1"));
+        // A length prefix that claims more than is there, a partial prefix, a count mismatch.
+        assert!(message(DType::Str, &[1, 1], &[9, 0, 0, 0, b'a']).contains("claims 9 bytes"));
+        assert!(message(DType::Str, &[1, 1], &[1, 0, 0, 0, b'a', 1]).contains("partial length prefix"));
+        assert!(message(DType::Str, &[2, 1], &[1, 0, 0, 0, b'a']).contains("holds 1 BYTES element(s)"));
+        assert!(message(DType::Str, &[1, 1], &[1, 0, 0, 0, 0xff]).contains("not UTF-8"));
+        assert!(message(DType::F32, &[1, 1], &f32::NAN.to_le_bytes()).contains("NaN"));
+        let overflow = [usize::MAX, 2];
+        assert!(message(DType::F32, &overflow, &[]).contains("more values than any request can"));
+    }
+
+    #[test]
+    fn a_flat_input_takes_the_signatures_rank_when_the_row_width_matches() {
+        let column = spec(DType::F32, vec![Some(1)]);
+        let tensor = from_binary(&column, &[3], &[0; 12], Strictness::default()).unwrap();
+        assert_eq!(tensor.shape, vec![3, 1]);
+        let open = spec(DType::F32, vec![None, Some(2)]);
+        let refused = from_binary(&open, &[2, 4], &[0; 32], Strictness::default()).unwrap_err();
+        assert!(refused.message.contains("has 2 dimensions; the model takes 3"), "{}", refused.message);
     }
 }
