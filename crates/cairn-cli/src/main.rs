@@ -261,7 +261,7 @@ enum Command {
     },
     /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
     #[command(
-        after_help = "Models are served by alias (followed live, with its rollout), by version, or by name (the latest).\n\nExamples:\n  cairn serve churn@production                # http://127.0.0.1:8080\n  cairn serve churn@production fraud@3 --port 0\n  cairn serve churn@production --batch-max 64 --batch-wait-ms 2\n  curl -s localhost:8080/models/churn/predict \\\n      -d '{\"inputs\": {\"age\": 42, \"tenure\": 3, \"plan\": \"pro\"}}'"
+        after_help = "Models are served by alias (followed live, with its rollout), by version, or by name (the latest).\n\nExamples:\n  cairn serve churn@production                # http://127.0.0.1:8080, gRPC on 8081\n  cairn serve churn@production fraud@3 --port 0   # free ports, printed on stdout\n  cairn serve churn@production --batch-max 64 --batch-wait-ms 2\n  curl -s localhost:8080/models/churn/predict \\\n      -d '{\"inputs\": {\"age\": 42, \"tenure\": 3, \"plan\": \"pro\"}}'"
     )]
     Serve {
         /// Models to serve: `NAME@ALIAS`, `NAME@VERSION` or `NAME`.
