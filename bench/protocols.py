@@ -16,7 +16,9 @@ as ONNX (skl2onnx, no ZipMap; prediction log on, the default) and by MLServer fr
 workload runs --rounds times, interleaved, and the table shows medians of requests/s and of
 p50/p99 latency. Not a test: machines are noisy, so compare medians and ratios from one run.
 """
-import argparse, json, os, shutil, socket, statistics, struct, subprocess, sys, time, urllib.request
+import argparse, json, os, shutil, statistics, struct, subprocess, sys
+
+from serve import free_port, wait_ready  # bench/serve.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAIRN = os.path.join(ROOT, "target", "release", "cairn")
@@ -38,25 +40,6 @@ onnx = to_onnx(model, initial_types=[("features", FloatTensorType([None, 10]))],
                options={id(model): {"zipmap": False}}, target_opset=15)
 open(os.path.join(out, "forest.onnx"), "wb").write(onnx.SerializeToString())
 '''
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"not ready: {url}")
 
 
 def values(rows):

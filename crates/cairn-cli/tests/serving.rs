@@ -149,6 +149,28 @@ fn python(interpreter: PathBuf, repo: &TestRepo, script: &str, args: &[&str]) ->
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// Python the client scripts share (prepended by [`client`]): ONNX Runtime's answers for a
+/// fixture model, and ZipMap's list of `{class: probability}` as the `[rows, classes]` matrix
+/// Cairn answers. `fixtures` is the scripts' global, set before either is called.
+const ORT_HELPERS: &str = r#"
+import numpy as np
+import onnxruntime as ort
+
+def reference(model, feeds):
+    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
+    return [o.name for o in session.get_outputs()], session.run(None, feeds)
+
+def dense(value):
+    if isinstance(value, list):
+        return np.array([[row[k] for k in sorted(row)] for row in value], dtype=np.float64)
+    return np.asarray(value)
+"#;
+
+/// A client script with [`ORT_HELPERS`] before it.
+fn client(script: &str) -> String {
+    format!("{ORT_HELPERS}{script}")
+}
+
 const TRITON: &str = r#"
 import json, sys
 import numpy as np
@@ -160,16 +182,6 @@ url, fixtures = sys.argv[1], sys.argv[2]
 client = http.InferenceServerClient(url=url)
 assert client.is_server_live()
 assert client.is_server_ready()
-
-def reference(model, feeds):
-    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
-    return [o.name for o in session.get_outputs()], session.run(None, feeds)
-
-def dense(value):
-    # ZipMap answers a list of {class: probability}; Cairn answers the [rows, classes] matrix.
-    if isinstance(value, list):
-        return np.array([[row[k] for k in sorted(row)] for row in value], dtype=np.float64)
-    return np.asarray(value)
 
 def check(model, inputs, feeds, version=""):
     names, expected = reference(model, feeds)
@@ -233,7 +245,7 @@ fn tritonclient_gets_onnxruntimes_answers() {
     let server =
         Server::start(&repo, &["logistic@production", "forest@production", "regressor", "churn@production"]);
     let fixtures = fixtures().display().to_string();
-    let result = python(serve_python(), &repo, TRITON, &[&server.addr, &fixtures]);
+    let result = python(serve_python(), &repo, &client(TRITON), &[&server.addr, &fixtures]);
     assert_eq!(result["checked"], json!(["logistic", "forest", "regressor", "churn"]));
 }
 
@@ -1116,15 +1128,6 @@ import tritonclient.http as http
 url, fixtures = sys.argv[1], sys.argv[2]
 client = http.InferenceServerClient(url=url)
 
-def reference(model, feeds):
-    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
-    return [o.name for o in session.get_outputs()], session.run(None, feeds)
-
-def dense(value):
-    if isinstance(value, list):
-        return np.array([[row[k] for k in sorted(row)] for row in value], dtype=np.float64)
-    return np.asarray(value)
-
 def infer(model, feeds, kinds, binary_in=True, binary_out=True, name_outputs=True, **options):
     names, expected = reference(model, feeds)
     inputs = []
@@ -1220,7 +1223,7 @@ fn tritonclient_in_its_default_binary_mode_with_compression_and_extensions() {
         &["logistic", "forest", "regressor", "churn", "linear64", "counts", "--max-body", "33554432"],
     );
     let fixtures = fixtures().display().to_string();
-    let result = python(serve_python(), &repo, TRITON_BINARY, &[&server.addr, &fixtures]);
+    let result = python(serve_python(), &repo, &client(TRITON_BINARY), &[&server.addr, &fixtures]);
     assert_eq!(
         result["checked"],
         json!([
@@ -1398,15 +1401,6 @@ meta = client.get_model_metadata("forest", as_json=True)
 assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", "4"]}], meta
 assert client.get_server_metadata(as_json=True)["name"] == "cairn"
 
-def reference(model, feeds):
-    session = ort.InferenceSession(f"{fixtures}/{model}.onnx", providers=["CPUExecutionProvider"])
-    return [o.name for o in session.get_outputs()], session.run(None, feeds)
-
-def dense(value):
-    if isinstance(value, list):
-        return np.array([[row[k] for k in sorted(row)] for row in value], dtype=np.float64)
-    return np.asarray(value)
-
 def infer(model, feeds, kinds, exact=False, **options):
     names, expected = reference(model, {k: (v.astype(str) if v.dtype == object else v) for k, v in feeds.items()})
     inputs = []
@@ -1484,7 +1478,7 @@ fn tritonclient_grpc_gets_onnxruntimes_answers_and_a_traceable_id() {
     let repo = project_with_number_models();
     let server = Server::start(&repo, &["forest", "regressor", "churn", "linear64", "counts"]);
     let fixtures = fixtures().display().to_string();
-    let result = python(serve_python(), &repo, TRITON_GRPC, &[&server.grpc, &fixtures]);
+    let result = python(serve_python(), &repo, &client(TRITON_GRPC), &[&server.grpc, &fixtures]);
     assert_eq!(
         result["checked"],
         json!([
