@@ -53,7 +53,10 @@ async fn http_client(url: hyper::Uri, body: Bytes, headers: Vec<(String, String)
     let driver = tokio::spawn(connection);
     let (mut latencies, mut errors) = (Vec::new(), 0);
     while Instant::now() < until {
-        let mut request = hyper::Request::post(url.clone()).header("host", authority.as_str());
+        // Origin form (`/path`), as browsers and load tools send it; some servers refuse the
+        // absolute form.
+        let target = url.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = hyper::Request::post(target).header("host", authority.as_str());
         for (k, v) in &headers {
             request = request.header(k, v);
         }
@@ -83,6 +86,9 @@ async fn grpc_client(endpoint: String, request: proto::ModelInferRequest, until:
     let channel = tonic::transport::Endpoint::from_shared(endpoint)
         .expect("an endpoint")
         .tcp_nodelay(true)
+        // Large messages (10,000 rows) should not wait on HTTP/2 flow control.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
         .connect()
         .await
         .expect("connect");

@@ -349,8 +349,19 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    use tokio_stream::StreamExt;
+    // Answers go out at once: without TCP_NODELAY, Nagle's algorithm holds a reply's last
+    // frame until the client's delayed ACK (about 40 ms on Linux).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
+        stream.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     tonic::transport::Server::builder()
+        // Large requests and answers (10,000 rows) should not wait on HTTP/2 flow control.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
         .add_service(service(app))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
