@@ -244,6 +244,7 @@ async fn download(Extract(state): Extract<State>, Path(path): Path<String>) -> R
     let digest = Digest::from_str(&artifact.digest)
         .map_err(|e| ApiError::internal(format!("artifact `{path}` names a malformed digest: {e}")))?;
     let objects = state.objects.clone();
+    let served_as = content_type(&artifact.path);
     let file = blocking(move || {
         objects.open_object(&digest).map_err(|e| {
             ApiError::internal(format!(
@@ -255,12 +256,32 @@ async fn download(Extract(state): Extract<State>, Path(path): Path<String>) -> R
     .await?;
     Ok((
         [
-            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CONTENT_TYPE, served_as),
             (header::CONTENT_LENGTH, &artifact.size.to_string()),
+            // Browsers must take the type as given: an artifact is whatever a client uploaded.
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         Body::from_stream(verified_stream(file)),
     )
         .into_response())
+}
+
+/// The type an artifact is served as, from its extension. Markup and scripts (HTML, SVG,
+/// JavaScript, XML) go out as plain text, so an uploaded page never runs in a browser that
+/// opens it from this server.
+fn content_type(path: &str) -> &'static str {
+    let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "json" => "application/json",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "pdf" => "application/pdf",
+        "txt" | "log" | "md" | "csv" | "tsv" | "yaml" | "yml" | "toml" | "cfg" | "ini" | "py" | "html"
+        | "htm" | "svg" | "js" | "xml" => "text/plain; charset=utf-8",
+        _ if path.rsplit('/').next() == Some("MLmodel") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
 }
 
 /// Streams an object's bytes, read on a blocking thread through the store's verifying reader.

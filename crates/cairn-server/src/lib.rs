@@ -54,9 +54,13 @@ impl Default for UploadLimits {
     }
 }
 
-/// The routes of the tracking API and the artifact proxy.
+/// The routes of the tracking API and the artifact proxy, and `GET /health` (`OK`, as
+/// `mlflow server` answers it, for load balancers and clients that wait for the server).
 pub fn router(state: State) -> axum::Router {
-    api::routes().merge(artifacts::routes()).with_state(state)
+    api::routes()
+        .merge(artifacts::routes())
+        .route("/health", axum::routing::get(|| async { "OK" }))
+        .with_state(state)
 }
 
 /// Serves until `shutdown` completes, with the header and body timeouts and connection

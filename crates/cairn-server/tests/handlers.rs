@@ -35,6 +35,13 @@ impl Fixture {
         (status, json, bytes)
     }
 
+    /// A GET's status and headers.
+    async fn head_of(&self, uri: &str) -> (StatusCode, axum::http::HeaderMap) {
+        let request = Request::builder().method(Method::GET).uri(uri).body(Body::empty()).unwrap();
+        let response = cairn_server::router(self.state.clone()).oneshot(request).await.unwrap();
+        (response.status(), response.headers().clone())
+    }
+
     async fn post(&self, endpoint: &str, body: Value) -> (StatusCode, Value) {
         let (status, json, _) =
             self.call(Method::POST, &format!("/api/2.0/mlflow/{endpoint}"), body.to_string()).await;
@@ -278,4 +285,35 @@ async fn uploads_go_to_runs_that_exist_within_the_artifact_limit_and_the_run_quo
     // Replacing an artifact counts its new size, not both.
     let (s, _, _) = f.call(Method::PUT, &format!("{base}/0/{run}/artifacts/a.bin"), vec![5u8; 1000]).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn artifact_downloads_say_what_they_are_and_are_never_sniffed() {
+    let f = fixture();
+    let run = f.new_run().await;
+    let base = format!("/api/2.0/mlflow-artifacts/artifacts/0/{run}/artifacts");
+    for (path, expected) in [
+        ("metrics.json", "application/json"),
+        ("plot.png", "image/png"),
+        ("notes.txt", "text/plain; charset=utf-8"),
+        // Markup an uploader controls is never rendered.
+        ("report.html", "text/plain; charset=utf-8"),
+        ("chart.SVG", "text/plain; charset=utf-8"),
+        ("model/MLmodel", "text/plain; charset=utf-8"),
+        ("model/model.pkl", "application/octet-stream"),
+    ] {
+        let (s, json, _) = f.call(Method::PUT, &format!("{base}/{path}"), "<script>alert(1)</script>").await;
+        assert_eq!(s, StatusCode::OK, "{json}");
+        let (s, headers) = f.head_of(&format!("{base}/{path}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(headers["content-type"], expected, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn health_answers_ok_as_mlflow_server_does() {
+    let f = fixture();
+    let (s, _, body) = f.call(Method::GET, "/health", Body::empty()).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, b"OK".as_slice()));
 }
