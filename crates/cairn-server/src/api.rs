@@ -246,7 +246,10 @@ fn search_experiments(state: &State, request: &Request, _: usize) -> Result<Valu
         .list("order_by")
         .iter()
         .filter_map(Value::as_str)
-        .map(|o| OrderBy::parse(o).map_err(|e| ApiError::invalid(format!("invalid order_by `{o}`: {e}"))))
+        .map(|o| {
+            OrderBy::parse(&experiment_order(o))
+                .map_err(|e| ApiError::invalid(format!("invalid order_by `{o}`: {e}")))
+        })
         .collect::<Result<_, _>>()?;
     let experiments = state.meta.search_experiments(view(request, "view_type")?)?;
     // Experiments are searched as runs with the experiment's name, tags and creation time.
@@ -280,6 +283,22 @@ fn search_experiments(state: &State, request: &Request, _: usize) -> Result<Valu
         out["next_page_token"] = json!(next);
     }
     Ok(out)
+}
+
+/// MLflow orders experiments by their own attributes (`name`, `creation_time`,
+/// `last_update_time`, with or without `attributes.`). Experiments are searched as runs here
+/// (see [`search_experiments`]), so those keys become the run attributes that hold them.
+fn experiment_order(text: &str) -> String {
+    let trimmed = text.trim();
+    let (key, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
+    let bare = key.strip_prefix("attributes.").or_else(|| key.strip_prefix("attribute.")).unwrap_or(key);
+    let run_key = match bare {
+        "name" => "attributes.run_name",
+        "creation_time" => "attributes.start_time",
+        "last_update_time" => "attributes.end_time",
+        _ => return text.to_owned(),
+    };
+    format!("{run_key} {rest}")
 }
 
 fn update_experiment(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {

@@ -317,3 +317,35 @@ async fn health_answers_ok_as_mlflow_server_does() {
     let (s, _, body) = f.call(Method::GET, "/health", Body::empty()).await;
     assert_eq!((s, body.as_slice()), (StatusCode::OK, b"OK".as_slice()));
 }
+
+#[tokio::test]
+async fn experiments_are_ordered_by_their_own_attributes_as_mlflow_documents() {
+    let f = fixture();
+    for name in ["beta", "alpha", "gamma"] {
+        let (s, body) = f.post("experiments/create", json!({"name": name})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    let names = |body: &Value| -> Vec<String> {
+        body["experiments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (s, body) = f.post("experiments/search", json!({"order_by": ["name DESC"]})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(names(&body), ["gamma", "beta", "alpha", "Default"]);
+    let (_, body) = f.post("experiments/search", json!({"order_by": ["attributes.name"]})).await;
+    assert_eq!(names(&body), ["Default", "alpha", "beta", "gamma"]);
+    // The Default experiment is the oldest; the others follow their creation.
+    let (_, body) = f.post("experiments/search", json!({"order_by": ["creation_time ASC"]})).await;
+    assert_eq!(names(&body)[0], "Default");
+    let (_, body) =
+        f.post("experiments/search", json!({"order_by": ["attributes.creation_time DESC"]})).await;
+    assert_eq!(names(&body)[3], "Default");
+    let (_, body) = f.post("experiments/search", json!({"order_by": ["last_update_time DESC"]})).await;
+    assert_eq!(names(&body)[3], "Default");
+    let (s, body) = f.post("experiments/search", json!({"order_by": ["colour"]})).await;
+    assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "invalid order_by `colour`");
+}
