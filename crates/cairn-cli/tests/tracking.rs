@@ -109,7 +109,20 @@ ordered = client.search_runs([experiment.experiment_id], order_by=["metrics.acc 
 paged = client.search_runs([experiment.experiment_id], max_results=1)
 r = client.get_run(first)
 download = client.download_artifacts(first, "checkpoints/best/model.txt", tempfile.mkdtemp())
+# Experiments ordered by their own attributes, and their tags removed, as against mlflow server.
+mlflow.set_experiment("zeta")
+by_name = [e.name for e in client.search_experiments(order_by=["name DESC"])]
+by_update = [e.name for e in client.search_experiments(order_by=["last_update_time DESC", "name"])]
+client.set_experiment_tag(experiment.experiment_id, "stage", "dev")
+client.delete_experiment_tag(experiment.experiment_id, "stage")
+tags_after_delete = client.get_experiment(experiment.experiment_id).tags
+import urllib.request
+health = urllib.request.urlopen(os.environ["MLFLOW_TRACKING_URI"] + "/health").read().decode()
 print(json.dumps({
+    "by_name": by_name,
+    "by_update": by_update,
+    "tags_after_delete": tags_after_delete,
+    "health": health,
     "first": first,
     "status": r.info.status,
     "run_name": r.info.run_name,
@@ -157,6 +170,10 @@ fn the_mlflow_client_works_unchanged_against_cairn_server() {
     assert_eq!(out["download"], "weights v1");
     assert_eq!(out["param_change"], "INVALID_PARAMETER_VALUE");
     assert_eq!(out["missing_run"], "RESOURCE_DOES_NOT_EXIST");
+    assert_eq!(out["by_name"], serde_json::json!(["zeta", "demo", "Default"]));
+    assert_eq!(out["by_update"].as_array().unwrap().len(), 3);
+    assert_eq!(out["tags_after_delete"], serde_json::json!({}));
+    assert_eq!(out["health"], "OK");
 
     // The same store backs `cairn exp show`.
     let shown = repo.json(&["exp", "show", "--json"]);

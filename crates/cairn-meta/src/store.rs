@@ -238,6 +238,20 @@ impl Store {
         })
     }
 
+    /// Removes an experiment's tag; an absent tag is not an error (as for runs' tags).
+    pub fn delete_experiment_tag(&self, id: i64, key: &str) -> Result<()> {
+        self.tx(|tx| {
+            if tx.query("SELECT 1 FROM experiments WHERE experiment_id = $1", &[id.into()])?.is_empty() {
+                return Err(MetaError::NoExperiment(id.to_string()));
+            }
+            tx.execute(
+                "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2",
+                &[id.into(), key.into()],
+            )
+            .map(drop)
+        })
+    }
+
     // ------------------------------------------------------------------ runs
 
     /// Starts a run (status `RUNNING`); returns its id. An empty `artifact_uri` becomes

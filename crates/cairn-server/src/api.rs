@@ -72,6 +72,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/experiments/delete", post(endpoint!(delete_experiment)))
         .route("/experiments/restore", post(endpoint!(restore_experiment)))
         .route("/experiments/set-experiment-tag", post(endpoint!(set_experiment_tag)))
+        .route("/experiments/delete-experiment-tag", post(endpoint!(delete_experiment_tag)))
         .route("/runs/create", post(endpoint!(create_run)))
         .route("/runs/update", post(endpoint!(update_run)))
         .route("/runs/get", get(endpoint!(get_run)))
@@ -333,6 +334,13 @@ fn set_experiment_tag(state: &State, request: &Request, _: usize) -> Result<Valu
     let value = request.string("value")?.unwrap_or_default();
     check_value("tag", &key, &value, 5000)?;
     state.meta.set_experiment_tag(id, &key, &value)?;
+    Ok(json!({}))
+}
+
+fn delete_experiment_tag(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let id = experiment_id(request)?;
+    let key = request.required("key")?;
+    state.meta.delete_experiment_tag(id, &key)?;
     Ok(json!({}))
 }
 

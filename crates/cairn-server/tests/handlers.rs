@@ -349,3 +349,24 @@ async fn experiments_are_ordered_by_their_own_attributes_as_mlflow_documents() {
     let (s, body) = f.post("experiments/search", json!({"order_by": ["colour"]})).await;
     assert_error(s, &body, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "invalid order_by `colour`");
 }
+
+#[tokio::test]
+async fn experiment_tags_are_set_and_deleted() {
+    let f = fixture();
+    let (_, created) = f.post("experiments/create", json!({"name": "tagged"})).await;
+    let id = created["experiment_id"].as_str().unwrap().to_owned();
+    let (s, body) = f
+        .post("experiments/set-experiment-tag", json!({"experiment_id": id, "key": "team", "value": "ml"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, got) = f.get(&format!("experiments/get?experiment_id={id}")).await;
+    assert_eq!(got["experiment"]["tags"], json!([{"key": "team", "value": "ml"}]));
+    let (s, body) =
+        f.post("experiments/delete-experiment-tag", json!({"experiment_id": id, "key": "team"})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, got) = f.get(&format!("experiments/get?experiment_id={id}")).await;
+    assert!(got["experiment"]["tags"].as_array().is_none_or(Vec::is_empty), "{got}");
+    let (s, body) =
+        f.post("experiments/delete-experiment-tag", json!({"experiment_id": "999", "key": "team"})).await;
+    assert_error(s, &body, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "999");
+}
