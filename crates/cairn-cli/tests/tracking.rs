@@ -300,7 +300,7 @@ with mlflow.start_run() as run:
     open(d + "/model/model.onnx", "wb").write(b"weights")
     mlflow.log_artifacts(d + "/model", artifact_path="model")
 c = MlflowClient()
-c.create_registered_model("churn", description="churn model")
+c.create_registered_model("churn", description="churn model", tags={"owner": "ml-team"})
 v = c.create_model_version("churn", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
 again = c.create_model_version("churn", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
 c.set_registered_model_alias("churn", "champion", v.version)
@@ -337,7 +337,11 @@ print(json.dumps({
     assert_eq!(out["models"], serde_json::json!(["churn"]));
     assert_eq!(out["aliases"], serde_json::json!({"champion": "1"}));
     assert_eq!(out["versions"], serde_json::json!(["1"]));
-    assert_eq!(out["model_tags"], serde_json::json!({"team": "growth"}));
+    assert_eq!(
+        out["model_tags"],
+        serde_json::json!({"owner": "ml-team", "team": "growth"}),
+        "tags given at creation stay"
+    );
     assert_eq!(out["version_tags"], serde_json::json!({"validated": "yes"}));
     assert_eq!(out["delete_version"], "INVALID_PARAMETER_VALUE", "versions are immutable");
     assert_eq!(out["missing"], "RESOURCE_DOES_NOT_EXIST");

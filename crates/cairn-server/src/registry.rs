@@ -82,8 +82,16 @@ pub(crate) fn create_model(state: &State, request: &Request, _: usize) -> Result
     if name.trim().is_empty() {
         return Err(ApiError::invalid("a registered model needs a name"));
     }
+    // Tags are checked before anything is written, so bad ones leave no model behind.
+    let tags = request.pairs("tags")?;
+    if let Some((key, _)) = tags.iter().find(|(k, _)| k.is_empty() || k.len() > 250) {
+        return Err(ApiError::invalid(format!("tag key `{key}` must have 1 to 250 characters")));
+    }
     if !state.meta.create_model(&name, &request.string("description")?.unwrap_or_default())? {
         return Err(ApiError::exists(format!("Registered Model (name={name}) already exists")));
+    }
+    for (key, value) in &tags {
+        state.meta.set_model_tag(&name, 0, key, value)?;
     }
     Ok(json!({"registered_model": model_json(state, &find_model(state, &name)?)?}))
 }
