@@ -112,6 +112,14 @@ impl Store {
                 tx.batch(sql)?;
                 tx.execute("UPDATE cairn_schema SET version = $1", &[Value::Int(i as i64 + 1)])?;
             }
+            if current == 0 {
+                // A new store: the Default experiment was created now (the schema's SQL
+                // cannot say when, portably).
+                tx.execute(
+                    "UPDATE experiments SET creation_time = $1, last_update_time = $1 WHERE experiment_id = 0",
+                    &[Value::Int(now_ms())],
+                )?;
+            }
             Ok(())
         })
     }

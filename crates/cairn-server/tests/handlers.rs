@@ -338,6 +338,11 @@ async fn experiments_are_ordered_by_their_own_attributes_as_mlflow_documents() {
     assert_eq!(names(&body), ["gamma", "beta", "alpha", "Default"]);
     let (_, body) = f.post("experiments/search", json!({"order_by": ["attributes.name"]})).await;
     assert_eq!(names(&body), ["Default", "alpha", "beta", "gamma"]);
+    // The Default experiment has real times (those of the store's creation).
+    let (_, default) = f.get("experiments/get?experiment_id=0").await;
+    let created = default["experiment"]["creation_time"].as_i64().unwrap();
+    assert!(created > 1_700_000_000_000, "{default}");
+    assert_eq!(default["experiment"]["last_update_time"].as_i64(), Some(created));
     // The Default experiment is the oldest; the others follow their creation.
     let (_, body) = f.post("experiments/search", json!({"order_by": ["creation_time ASC"]})).await;
     assert_eq!(names(&body)[0], "Default");
