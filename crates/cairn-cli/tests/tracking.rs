@@ -309,6 +309,10 @@ c.set_model_version_tag("churn", v.version, "validated", "yes")
 c.set_model_version_tag("churn", v.version, "temporary", "x")
 c.delete_model_version_tag("churn", v.version, "temporary")
 found = c.search_registered_models(filter_string="name LIKE 'ch%'")
+# Stages are aliases: Staging moves `staging` to the version, None takes it off.
+staged = c.transition_model_version_stage("churn", v.version, "Staging")
+staging_alias = c.get_model_version_by_alias("churn", "staging").version
+unstaged = c.transition_model_version_stage("churn", v.version, "None")
 def code(call):
     try:
         call()
@@ -328,6 +332,11 @@ print(json.dumps({
     "delete_version": code(lambda: c.delete_model_version("churn", v.version)),
     "missing": code(lambda: c.get_registered_model("nope")),
     "duplicate": code(lambda: c.create_registered_model("churn")),
+    "staged": staged.current_stage,
+    "staging_alias": staging_alias,
+    "unstaged": unstaged.current_stage,
+    "unstaged_aliases": list(c.get_model_version("churn", v.version).aliases),
+    "bad_stage": code(lambda: c.transition_model_version_stage("churn", v.version, "Shipped")),
 }))
 "#;
     let out = python(&repo, script, &server.url);
@@ -346,6 +355,11 @@ print(json.dumps({
     assert_eq!(out["delete_version"], "INVALID_PARAMETER_VALUE", "versions are immutable");
     assert_eq!(out["missing"], "RESOURCE_DOES_NOT_EXIST");
     assert_eq!(out["duplicate"], "RESOURCE_ALREADY_EXISTS");
+    assert_eq!(out["staged"], "Staging");
+    assert_eq!(out["staging_alias"], "1");
+    assert_eq!(out["unstaged"], "None");
+    assert_eq!(out["unstaged_aliases"], serde_json::json!(["champion"]));
+    assert_eq!(out["bad_stage"], "INVALID_PARAMETER_VALUE");
 
     // The CLI sees the same registry, with the run's lineage; a policy binds REST clients too.
     let shown = repo.json(&["model", "show", "churn@champion", "--json"]);

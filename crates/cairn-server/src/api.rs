@@ -110,6 +110,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/model-versions/delete", delete(endpoint!(registry::delete_version)))
         .route("/model-versions/search", get(endpoint!(registry::search_versions)))
         .route("/model-versions/get-download-uri", get(endpoint!(registry::download_uri)))
+        .route("/model-versions/transition-stage", post(endpoint!(registry::transition_stage)))
         .route("/registered-models/set-tag", post(endpoint!(registry::set_tag)))
         .route("/registered-models/delete-tag", delete(endpoint!(registry::delete_tag)))
         .route("/model-versions/set-tag", post(endpoint!(registry::set_tag)))

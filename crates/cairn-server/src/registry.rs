@@ -3,10 +3,12 @@
 //!
 //! Differences a client can see, all deliberate: versions are immutable, so
 //! `model-versions/delete` is refused (move aliases instead) and registering content that is
-//! already a version returns that version; stages (`transition-stage`) are not kept — MLflow
-//! deprecated them for aliases, and every version reports `current_stage: "None"`; an alias
-//! move must satisfy the alias's policy (`cairn model policy`), else it is refused with the
-//! reasons. A version created here from an artifact `source` is named by the digests of the
+//! already a version returns that version; stages, which MLflow deprecated for aliases, are
+//! aliases here: `transition-stage` to `Staging` or `Production` moves the alias `staging` or
+//! `production` to the version (so the previous holder is archived, as with
+//! `archive_existing_versions`), `None` and `Archived` take those aliases off it, and a
+//! version's `current_stage` is read back from its aliases; an alias move must satisfy the
+//! alias's policy (`cairn model policy`), else it is refused with the reasons. A version created here from an artifact `source` is named by the digests of the
 //! artifacts under it, when the artifacts are in this server's tree.
 
 use cairn_meta::registry::{ModelVersion, NewVersion, RegisteredModel};
@@ -27,7 +29,7 @@ fn version_json(state: &State, v: &ModelVersion) -> Result<Value, ApiError> {
         "version": v.version.to_string(),
         "creation_timestamp": v.creation_time,
         "last_updated_timestamp": v.creation_time,
-        "current_stage": "None",
+        "current_stage": stage_of(&v.aliases),
         "description": v.description,
         "user_id": v.user,
         "source": v.source,
@@ -36,6 +38,57 @@ fn version_json(state: &State, v: &ModelVersion) -> Result<Value, ApiError> {
         "tags": tags_json(state, &v.name, v.version)?,
         "aliases": v.aliases,
     }))
+}
+
+/// The stages MLflow knows, as the aliases that stand for them here.
+const STAGES: [(&str, &str); 2] = [("Production", "production"), ("Staging", "staging")];
+
+/// A version's MLflow stage, from its aliases (`production` outranks `staging`).
+fn stage_of(aliases: &[String]) -> &'static str {
+    STAGES.iter().find(|(_, alias)| aliases.iter().any(|a| a == alias)).map_or("None", |(stage, _)| stage)
+}
+
+/// `model-versions/transition-stage`: a stage is an alias (see the module docs).
+pub(crate) fn transition_stage(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let name = request.required("name")?;
+    let version = version_number(request)?;
+    let stage = request.required("stage")?;
+    let current = find_version(state, &name, version)?;
+    match STAGES.iter().find(|(s, _)| s.eq_ignore_ascii_case(&stage)) {
+        Some((_, alias)) => {
+            let problems = state.meta.policy_violations(&name, alias, version)?;
+            if !problems.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "{name}@{version} may not move to stage {stage} (alias `{alias}`): {}",
+                    problems.join("; ")
+                )));
+            }
+            state.meta.move_alias(
+                &name,
+                alias,
+                Some(version),
+                "",
+                &format!("stage {stage} through the REST API"),
+            )?;
+        }
+        None if stage.eq_ignore_ascii_case("none") || stage.eq_ignore_ascii_case("archived") => {
+            for (_, alias) in STAGES.iter().filter(|(_, a)| current.aliases.iter().any(|x| x == a)) {
+                state.meta.move_alias(
+                    &name,
+                    alias,
+                    None,
+                    "",
+                    &format!("stage {stage} through the REST API"),
+                )?;
+            }
+        }
+        None => {
+            return Err(ApiError::invalid(format!(
+                "unknown stage `{stage}`; use None, Staging, Production or Archived"
+            )));
+        }
+    }
+    Ok(json!({"model_version": version_json(state, &find_version(state, &name, version)?)?}))
 }
 
 fn model_json(state: &State, m: &RegisteredModel) -> Result<Value, ApiError> {
