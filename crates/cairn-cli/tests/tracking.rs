@@ -77,6 +77,8 @@ with mlflow.start_run(run_name="baseline") as run:
     mlflow.log_artifact(path)
     mlflow.log_artifact(path, artifact_path="checkpoints/best")
     first = run.info.run_id
+    import pandas as pd
+    mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame({"x": [1, 2]}), name="churn-train"), context="training")
 
 with mlflow.start_run(run_name="worse") as run:
     mlflow.log_param("lr", 0.1)
@@ -117,12 +119,14 @@ client.set_experiment_tag(experiment.experiment_id, "stage", "dev")
 client.delete_experiment_tag(experiment.experiment_id, "stage")
 tags_after_delete = client.get_experiment(experiment.experiment_id).tags
 import urllib.request
+by_dataset = [x.info.run_id for x in client.search_runs([experiment.experiment_id], "datasets.name = 'churn-train' AND datasets.context = 'training'")]
 health = urllib.request.urlopen(os.environ["MLFLOW_TRACKING_URI"] + "/health").read().decode()
 print(json.dumps({
     "by_name": by_name,
     "by_update": by_update,
     "tags_after_delete": tags_after_delete,
     "health": health,
+    "by_dataset": by_dataset,
     "first": first,
     "status": r.info.status,
     "run_name": r.info.run_name,
@@ -174,6 +178,7 @@ fn the_mlflow_client_works_unchanged_against_cairn_server() {
     assert_eq!(out["by_update"].as_array().unwrap().len(), 3);
     assert_eq!(out["tags_after_delete"], serde_json::json!({}));
     assert_eq!(out["health"], "OK");
+    assert_eq!(out["by_dataset"], serde_json::json!([out["first"]]), "runs are searched by their datasets");
 
     // The same store backs `cairn exp show`.
     let shown = repo.json(&["exp", "show", "--json"]);

@@ -9,6 +9,8 @@
 //! `<`, `<=`, `>`, `>=`); params, tags and the other attributes as strings (`=`, `!=`,
 //! `LIKE`, `ILIKE`, `IN (...)`, `NOT IN (...)`), and any of them `IS NULL`/`IS NOT NULL`.
 //! A run without the metric, param or tag matches no comparison except `IS NULL`.
+//! `datasets.name`, `datasets.digest` and `datasets.context` compare as strings with a run's
+//! dataset inputs (`log_input`); a run matches when any of its datasets does, as in MLflow.
 
 use std::cmp::Ordering;
 
@@ -21,6 +23,38 @@ pub enum Entity {
     Param(String),
     Tag(String),
     Attribute(Attribute),
+    Dataset(DatasetField),
+}
+
+/// What a `datasets.` comparison reads from each of a run's dataset inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetField {
+    Name,
+    Digest,
+    /// The input's `mlflow.data.context` tag (`training`, `evaluation`, ...).
+    Context,
+}
+
+impl DatasetField {
+    /// This field of every dataset input of `run` that has it.
+    fn values(self, run: &Run) -> Vec<String> {
+        run.inputs
+            .iter()
+            .filter_map(|input| serde_json::from_str::<serde_json::Value>(input).ok())
+            .filter_map(|input| {
+                let text = match self {
+                    DatasetField::Name => input["dataset"]["name"].as_str().map(str::to_owned),
+                    DatasetField::Digest => input["dataset"]["digest"].as_str().map(str::to_owned),
+                    DatasetField::Context => input["tags"].as_array().and_then(|tags| {
+                        tags.iter()
+                            .find(|t| t["key"] == "mlflow.data.context")
+                            .and_then(|t| t["value"].as_str().map(str::to_owned))
+                    }),
+                };
+                text
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,13 +231,19 @@ fn entity(tokens: &[Token], at: &mut usize) -> Result<Entity, String> {
         "metric" | "metrics" => Ok(Entity::Metric(key)),
         "param" | "params" | "parameter" | "parameters" => Ok(Entity::Param(key)),
         "tag" | "tags" => Ok(Entity::Tag(key)),
+        "dataset" | "datasets" => match key.as_str() {
+            "name" => Ok(Entity::Dataset(DatasetField::Name)),
+            "digest" => Ok(Entity::Dataset(DatasetField::Digest)),
+            "context" => Ok(Entity::Dataset(DatasetField::Context)),
+            other => Err(format!("unknown dataset field `{other}`; use datasets.name, datasets.digest or datasets.context")),
+        },
         "attribute" | "attributes" | "attr" | "run" | "" => Attribute::parse(&key).map(Entity::Attribute).ok_or_else(|| {
             format!(
                 "unknown attribute `{key}`; searchable attributes are run_id, run_name, status, user_id, artifact_uri, lifecycle_stage, start_time, end_time"
             )
         }),
         other => Err(format!(
-            "unknown entity `{other}` in `{word}`; use metrics., params., tags. or attributes."
+            "unknown entity `{other}` in `{word}`; use metrics., params., tags., attributes. or datasets."
         )),
     }
 }
@@ -377,6 +417,8 @@ fn lookup(run: &Run, entity: &Entity) -> Option<Found> {
         Entity::Metric(key) => run.metrics.iter().find(|m| &m.key == key).map(|m| Found::Number(m.value)),
         Entity::Param(key) => run.params.iter().find(|(k, _)| k == key).map(|(_, v)| Found::Text(v.clone())),
         Entity::Tag(key) => run.tags.iter().find(|(k, _)| k == key).map(|(_, v)| Found::Text(v.clone())),
+        // Several datasets may answer; sorting takes the first (comparisons try each).
+        Entity::Dataset(field) => field.values(run).into_iter().next().map(Found::Text),
         Entity::Attribute(a) => match a {
             Attribute::RunId => Some(Found::Text(info.run_id.clone())),
             Attribute::RunName => Some(Found::Text(info.name.clone())),
@@ -392,7 +434,18 @@ fn lookup(run: &Run, entity: &Entity) -> Option<Found> {
 
 impl Comparison {
     pub fn matches(&self, run: &Run) -> bool {
-        let found = lookup(run, &self.entity);
+        if let Entity::Dataset(field) = &self.entity {
+            let values = field.values(run);
+            return match self.op {
+                Op::IsNull => values.is_empty(),
+                Op::IsNotNull => !values.is_empty(),
+                _ => values.into_iter().any(|v| self.holds(Some(Found::Text(v)))),
+            };
+        }
+        self.holds(lookup(run, &self.entity))
+    }
+
+    fn holds(&self, found: Option<Found>) -> bool {
         match (self.op, found, &self.value) {
             (Op::IsNull, found, _) => found.is_none(),
             (Op::IsNotNull, found, _) => found.is_some(),

@@ -375,3 +375,55 @@ async fn experiment_tags_are_set_and_deleted() {
         f.post("experiments/delete-experiment-tag", json!({"experiment_id": "999", "key": "team"})).await;
     assert_error(s, &body, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "999");
 }
+
+#[tokio::test]
+async fn runs_are_searched_by_their_datasets() {
+    let f = fixture();
+    let input = |name: &str, digest: &str, context: &str| {
+        json!({"dataset": {"name": name, "digest": digest, "source_type": "local", "source": "{}"},
+            "tags": [{"key": "mlflow.data.context", "value": context}]})
+    };
+    let train = f.new_run().await;
+    let (s, body) = f
+        .post("runs/log-inputs", json!({"run_id": train, "datasets": [input("churn", "abc123", "training")]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let eval = f.new_run().await;
+    f.post(
+        "runs/log-inputs",
+        json!({"run_id": eval, "datasets": [input("churn", "abc123", "training"), input("holdout", "def456", "evaluation")]}),
+    )
+    .await;
+    let plain = f.new_run().await;
+    let found = |filter: &'static str| {
+        let f = &f;
+        async move {
+            let (s, body) = f.post("runs/search", json!({"experiment_ids": ["0"], "filter": filter})).await;
+            assert_eq!(s, StatusCode::OK, "{filter}: {body}");
+            let mut ids: Vec<String> = body["runs"]
+                .as_array()
+                .map(|runs| runs.iter().map(|r| r["info"]["run_id"].as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut ids: Vec<&String>| {
+        ids.sort();
+        ids.into_iter().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(found("datasets.name = 'churn'").await, sorted(vec![&train, &eval]));
+    assert_eq!(found("datasets.context = 'evaluation'").await, [eval.clone()]);
+    assert_eq!(found("datasets.digest IN ('def456', 'zzz')").await, [eval.clone()]);
+    assert_eq!(found("datasets.name LIKE 'hold%' AND datasets.context = 'training'").await, [eval.clone()]);
+    assert_eq!(found("datasets.name IS NULL").await, [plain.clone()]);
+    let (s, body) =
+        f.post("runs/search", json!({"experiment_ids": ["0"], "filter": "datasets.size = '1'"})).await;
+    assert_error(
+        s,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETER_VALUE",
+        "unknown dataset field `size`",
+    );
+}
