@@ -41,17 +41,14 @@ impl DatasetField {
         run.inputs
             .iter()
             .filter_map(|input| serde_json::from_str::<serde_json::Value>(input).ok())
-            .filter_map(|input| {
-                let text = match self {
-                    DatasetField::Name => input["dataset"]["name"].as_str().map(str::to_owned),
-                    DatasetField::Digest => input["dataset"]["digest"].as_str().map(str::to_owned),
-                    DatasetField::Context => input["tags"].as_array().and_then(|tags| {
-                        tags.iter()
-                            .find(|t| t["key"] == "mlflow.data.context")
-                            .and_then(|t| t["value"].as_str().map(str::to_owned))
-                    }),
-                };
-                text
+            .filter_map(|input| match self {
+                DatasetField::Name => input["dataset"]["name"].as_str().map(str::to_owned),
+                DatasetField::Digest => input["dataset"]["digest"].as_str().map(str::to_owned),
+                DatasetField::Context => input["tags"].as_array().and_then(|tags| {
+                    tags.iter()
+                        .find(|t| t["key"] == "mlflow.data.context")
+                        .and_then(|t| t["value"].as_str().map(str::to_owned))
+                }),
             })
             .collect()
     }

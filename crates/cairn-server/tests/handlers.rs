@@ -413,10 +413,13 @@ async fn runs_are_searched_by_their_datasets() {
         ids.into_iter().cloned().collect::<Vec<_>>()
     };
     assert_eq!(found("datasets.name = 'churn'").await, sorted(vec![&train, &eval]));
-    assert_eq!(found("datasets.context = 'evaluation'").await, [eval.clone()]);
-    assert_eq!(found("datasets.digest IN ('def456', 'zzz')").await, [eval.clone()]);
-    assert_eq!(found("datasets.name LIKE 'hold%' AND datasets.context = 'training'").await, [eval.clone()]);
-    assert_eq!(found("datasets.name IS NULL").await, [plain.clone()]);
+    assert_eq!(found("datasets.context = 'evaluation'").await, vec![eval.clone()]);
+    assert_eq!(found("datasets.digest IN ('def456', 'zzz')").await, vec![eval.clone()]);
+    assert_eq!(
+        found("datasets.name LIKE 'hold%' AND datasets.context = 'training'").await,
+        vec![eval.clone()]
+    );
+    assert_eq!(found("datasets.name IS NULL").await, vec![plain.clone()]);
     let (s, body) =
         f.post("runs/search", json!({"experiment_ids": ["0"], "filter": "datasets.size = '1'"})).await;
     assert_error(
