@@ -174,8 +174,9 @@ run "$cairn" exp pull origin
 run "$cairn" exp show -n 3 --columns train.bins,buckets
 step "a model: train it in the pipeline (scikit-learn → ONNX), register, approve, serve"
 # The example's own Python environment (scikit-learn, skl2onnx, and ONNX Runtime, whose
-# library cairn serve loads), kept under target/ so later runs reuse it.
-venv="$here/target/quickstart-venv"
+# library cairn serve loads), kept under target/ (or $CAIRN_QUICKSTART_VENV) so later runs
+# reuse it.
+venv="${CAIRN_QUICKSTART_VENV:-$here/target/quickstart-venv}"
 spec="scikit-learn==1.9.1 skl2onnx==1.20.0 onnxruntime==1.32.0 pandas==3.1.1 pyyaml==6.0.3"
 if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$spec" ]; then
   echo "installing $spec into $venv (once; a minute or two)"
