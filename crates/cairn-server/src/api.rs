@@ -245,7 +245,7 @@ fn search_experiments(state: &State, request: &Request, _: usize) -> Result<Valu
     let filter = Filter::parse(&request.string("filter")?.unwrap_or_default())
         .map_err(|e| ApiError::invalid(format!("invalid filter: {e}")))?;
     let order: Vec<OrderBy> = request
-        .list("order_by")
+        .list("order_by")?
         .iter()
         .filter_map(Value::as_str)
         .map(|o| {
@@ -436,7 +436,7 @@ fn restore_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiE
 fn search_runs(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let (offset, max) = page(request, 1000)?;
     let mut experiments = Vec::new();
-    for id in request.list("experiment_ids") {
+    for id in request.list("experiment_ids")? {
         let parsed = wire::int64(&id)
             .ok_or_else(|| ApiError::invalid(format!("experiment id {id} is not a whole number")))?;
         experiments.push(parsed);
@@ -445,7 +445,7 @@ fn search_runs(state: &State, request: &Request, _: usize) -> Result<Value, ApiE
     let filter = Filter::parse(&filter_text)
         .map_err(|e| ApiError::invalid(format!("invalid filter `{filter_text}`: {e}")))?;
     let order: Vec<OrderBy> = request
-        .list("order_by")
+        .list("order_by")?
         .iter()
         .filter_map(Value::as_str)
         .map(|o| OrderBy::parse(o).map_err(|e| ApiError::invalid(format!("invalid order_by `{o}`: {e}"))))
@@ -539,7 +539,7 @@ fn log_batch(state: &State, request: &Request, size: usize) -> Result<Value, Api
         )));
     }
     let run_id = request.run_id()?;
-    let metrics = request.list("metrics");
+    let metrics = request.list("metrics")?;
     let params = request.pairs("params")?;
     let tags = request.pairs("tags")?;
     if metrics.len() > MAX_METRICS_PER_BATCH {
@@ -584,7 +584,7 @@ fn log_batch(state: &State, request: &Request, size: usize) -> Result<Value, Api
 fn log_inputs(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let run_id = request.run_id()?;
     let mut inputs = Vec::new();
-    for input in request.list("datasets") {
+    for input in request.list("datasets")? {
         let dataset =
             input.get("dataset").ok_or_else(|| ApiError::invalid("a dataset input needs `dataset`"))?;
         let field = |name: &str| dataset.get(name).and_then(Value::as_str).map(str::to_owned);

@@ -7,17 +7,23 @@ use serde_json::{Map, Value, json};
 use crate::ApiError;
 
 /// A request's fields, from a JSON body or a query string.
+///
+/// Fields are typed as MLflow's messages type them, and a value of another type is
+/// `INVALID_PARAMETER_VALUE`, as `mlflow server` answers: a number where a string goes, or —
+/// in a JSON body — one value where a list goes. (A query string has only strings, and a key
+/// given once is a list of one.)
 pub(crate) struct Request {
     fields: Map<String, Value>,
+    from_query: bool,
 }
 
 impl Request {
     pub(crate) fn from_body(body: &[u8]) -> Result<Request, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Request { fields: Map::new() });
+            return Ok(Request { fields: Map::new(), from_query: false });
         }
         match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(fields)) => Ok(Request { fields }),
+            Ok(Value::Object(fields)) => Ok(Request { fields, from_query: false }),
             Ok(other) => Err(ApiError::invalid(format!(
                 "the request body must be a JSON object, not {}",
                 kind(&other)
@@ -40,7 +46,7 @@ impl Request {
                 Some(first) => *first = Value::Array(vec![first.take(), Value::String(value)]),
             }
         }
-        Ok(Request { fields })
+        Ok(Request { fields, from_query: true })
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Value> {
@@ -51,8 +57,7 @@ impl Request {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(ApiError::invalid(format!("`{name}` must be a string, not {}", kind(other)))),
+            Some(other) => Err(ApiError::invalid(format!("`{name}` must be a string, not {other}"))),
         }
     }
 
@@ -72,18 +77,20 @@ impl Request {
         self.get(name).map(|v| int64(v).ok_or_else(|| not_a(name, "an integer", v))).transpose()
     }
 
-    /// A repeated field (a JSON list, or one value).
-    pub(crate) fn list(&self, name: &str) -> Vec<Value> {
+    /// A repeated field: a JSON list, or in a query string the values of a key given once or
+    /// more.
+    pub(crate) fn list(&self, name: &str) -> Result<Vec<Value>, ApiError> {
         match self.get(name) {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items.clone(),
-            Some(one) => vec![one.clone()],
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => Ok(items.clone()),
+            Some(one) if self.from_query => Ok(vec![one.clone()]),
+            Some(other) => Err(ApiError::invalid(format!("`{name}` must be a list, not {other}"))),
         }
     }
 
     /// `[{"key": ..., "value": ...}]` as pairs.
     pub(crate) fn pairs(&self, name: &str) -> Result<Vec<(String, String)>, ApiError> {
-        self.list(name).iter().map(|item| key_value(name, item)).collect()
+        self.list(name)?.iter().map(|item| key_value(name, item)).collect()
     }
 }
 
@@ -222,7 +229,7 @@ mod tests {
     #[test]
     fn a_repeated_query_key_is_a_list() {
         let request = Request::from_query(Some("experiment_ids=1&experiment_ids=2&run_id=abc")).unwrap();
-        assert_eq!(request.list("experiment_ids"), vec![json!("1"), json!("2")]);
+        assert_eq!(request.list("experiment_ids").unwrap(), vec![json!("1"), json!("2")]);
         assert_eq!(request.run_id().unwrap(), "abc");
     }
 }

@@ -430,3 +430,33 @@ async fn runs_are_searched_by_their_datasets() {
         "unknown dataset field `size`",
     );
 }
+
+#[tokio::test]
+async fn wrongly_typed_fields_are_invalid_parameter_values_as_in_mlflow() {
+    let f = fixture();
+    let run = f.new_run().await;
+    for (endpoint, body, says) in [
+        (
+            "runs/log-parameter",
+            json!({"run_id": run, "key": 5, "value": "x"}),
+            "`key` must be a string, not 5",
+        ),
+        ("experiments/create", json!({"name": 12}), "`name` must be a string, not 12"),
+        ("runs/search", json!({"experiment_ids": "0"}), "`experiment_ids` must be a list, not \"0\""),
+        ("runs/log-batch", json!({"run_id": run, "params": {"a": "1"}}), "`params` must be a list"),
+        (
+            "runs/log-metric",
+            json!({"run_id": run, "key": "a", "value": "high", "timestamp": 1}),
+            "not a number",
+        ),
+    ] {
+        let (s, b) = f.post(endpoint, body).await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", says);
+    }
+    // Nothing was written by the refused calls.
+    let (_, got) = f.get(&format!("runs/get?run_id={run}")).await;
+    assert_eq!(got["run"]["data"]["params"], json!([]), "{got}");
+    // A query string has only strings, and one value of a repeated field is a list of one.
+    let (s, body) = f.get("experiments/search?max_results=5&order_by=name").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
