@@ -121,11 +121,15 @@ tags_after_delete = client.get_experiment(experiment.experiment_id).tags
 import urllib.request
 by_dataset = [x.info.run_id for x in client.search_runs([experiment.experiment_id], "datasets.name = 'churn-train' AND datasets.context = 'training'")]
 health = urllib.request.urlopen(os.environ["MLFLOW_TRACKING_URI"] + "/health").read().decode()
+from mlflow.store.tracking.rest_store import RestStore
+from mlflow.utils.rest_utils import MlflowHostCreds
+server_version = str(RestStore._get_server_version(MlflowHostCreds(os.environ["MLFLOW_TRACKING_URI"])))
 print(json.dumps({
     "by_name": by_name,
     "by_update": by_update,
     "tags_after_delete": tags_after_delete,
     "health": health,
+    "server_version": server_version,
     "by_dataset": by_dataset,
     "first": first,
     "status": r.info.status,
@@ -178,6 +182,8 @@ fn the_mlflow_client_works_unchanged_against_cairn_server() {
     assert_eq!(out["by_update"].as_array().unwrap().len(), 3);
     assert_eq!(out["tags_after_delete"], serde_json::json!({}));
     assert_eq!(out["health"], "OK");
+    // The client parses /version to decide which features the server has.
+    assert!(out["server_version"].as_str().unwrap().starts_with("3.3.0+cairn."), "{}", out["server_version"]);
     assert_eq!(out["by_dataset"], serde_json::json!([out["first"]]), "runs are searched by their datasets");
 
     // The same store backs `cairn exp show`.

@@ -54,12 +54,21 @@ impl Default for UploadLimits {
     }
 }
 
-/// The routes of the tracking API and the artifact proxy, and `GET /health` (`OK`, as
-/// `mlflow server` answers it, for load balancers and clients that wait for the server).
+/// What `GET /version` answers. The `mlflow` client reads it as a version of MLflow's server
+/// to decide which features to use: it is the newest MLflow whose client-gated features this
+/// server has (3.4 added OpenTelemetry spans, which Cairn does not serve, so a client says
+/// "not supported" rather than failing on a missing endpoint), with Cairn's own version as
+/// the local part (`3.3.0+cairn.0.1.0`).
+pub const MLFLOW_VERSION: &str = concat!("3.3.0+cairn.", env!("CARGO_PKG_VERSION"));
+
+/// The routes of the tracking API and the artifact proxy; `GET /health` (`OK`, as
+/// `mlflow server` answers it, for load balancers and clients that wait for the server) and
+/// `GET /version` ([`MLFLOW_VERSION`]).
 pub fn router(state: State) -> axum::Router {
     api::routes()
         .merge(artifacts::routes())
         .route("/health", axum::routing::get(|| async { "OK" }))
+        .route("/version", axum::routing::get(|| async { MLFLOW_VERSION }))
         .with_state(state)
 }
 
