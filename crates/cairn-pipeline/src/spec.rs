@@ -648,7 +648,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_duration(amount: &Amount) -> Result<Duration, String> {
     let text = match amount {
-        Amount::Number(n) if *n > 0.0 => return Ok(Duration::from_secs_f64(*n)),
+        Amount::Number(n) if *n > 0.0 => {
+            return Duration::try_from_secs_f64(*n)
+                .map_err(|_| format!("{n} seconds is longer than any timeout can be"));
+        }
         Amount::Number(n) => return Err(format!("a timeout must be positive, not {n}")),
         Amount::Text(t) => t.trim(),
     };
@@ -675,7 +678,8 @@ fn parse_duration(amount: &Amount) -> Result<Duration, String> {
     if total <= 0.0 {
         return Err(format!("a timeout must be positive, not `{text}`"));
     }
-    Ok(Duration::from_secs_f64(total))
+    // A number of hours can be larger than any duration (or infinite): an error, not a panic.
+    Duration::try_from_secs_f64(total).map_err(|_| format!("`{text}` is longer than any timeout can be"))
 }
 
 /// Adds "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" messages.
@@ -721,5 +725,9 @@ mod tests {
         assert_eq!(parse_duration(&Amount::Text("1h30m".into())).unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration(&Amount::Number(2.5)).unwrap(), Duration::from_millis(2500));
         assert!(parse_duration(&Amount::Text("5 fortnights".into())).is_err());
+        // Found by fuzzing: more hours than a Duration holds is an error, not a panic.
+        let huge = parse_duration(&Amount::Text("2222222222222222222222222h".into())).unwrap_err();
+        assert!(huge.contains("longer than any timeout can be"), "{huge}");
+        assert!(parse_duration(&Amount::Number(f64::MAX)).is_err());
     }
 }
