@@ -8,8 +8,9 @@
 //! `production` to the version (so the previous holder is archived, as with
 //! `archive_existing_versions`), `None` and `Archived` take those aliases off it, and a
 //! version's `current_stage` is read back from its aliases; an alias move must satisfy the
-//! alias's policy (`cairn model policy`), else it is refused with the reasons. A version created here from an artifact `source` is named by the digests of the
-//! artifacts under it, when the artifacts are in this server's tree.
+//! alias's policy (`cairn model policy`), else it is refused with the reasons. A version
+//! created here from an artifact `source` is named by the digests of the artifacts under it,
+//! when the artifacts are in this server's tree.
 
 use cairn_meta::registry::{ModelVersion, NewVersion, RegisteredModel};
 use serde_json::{Value, json};
@@ -56,20 +57,7 @@ pub(crate) fn transition_stage(state: &State, request: &Request, _: usize) -> Re
     let current = find_version(state, &name, version)?;
     match STAGES.iter().find(|(s, _)| s.eq_ignore_ascii_case(&stage)) {
         Some((_, alias)) => {
-            let problems = state.meta.policy_violations(&name, alias, version)?;
-            if !problems.is_empty() {
-                return Err(ApiError::invalid(format!(
-                    "{name}@{version} may not move to stage {stage} (alias `{alias}`): {}",
-                    problems.join("; ")
-                )));
-            }
-            state.meta.move_alias(
-                &name,
-                alias,
-                Some(version),
-                "",
-                &format!("stage {stage} through the REST API"),
-            )?;
+            move_alias(state, &name, alias, version, &format!("stage {stage} through the REST API"))?
         }
         None if stage.eq_ignore_ascii_case("none") || stage.eq_ignore_ascii_case("archived") => {
             for (_, alias) in STAGES.iter().filter(|(_, a)| current.aliases.iter().any(|x| x == a)) {
@@ -320,15 +308,21 @@ pub(crate) fn set_alias(state: &State, request: &Request, _: usize) -> Result<Va
     if alias.parse::<i64>().is_ok() || alias.is_empty() {
         return Err(ApiError::invalid(format!("alias `{alias}` must be a name, not a number")));
     }
-    let problems = state.meta.policy_violations(&name, &alias, version)?;
+    move_alias(state, &name, &alias, version, "set through the REST API")?;
+    Ok(json!({}))
+}
+
+/// Moves `alias` to `version` if the alias's policy allows it, else refuses with the reasons.
+fn move_alias(state: &State, name: &str, alias: &str, version: i64, reason: &str) -> Result<(), ApiError> {
+    let problems = state.meta.policy_violations(name, alias, version)?;
     if !problems.is_empty() {
         return Err(ApiError::invalid(format!(
             "{name}@{version} may not become `{alias}`: {}",
             problems.join("; ")
         )));
     }
-    state.meta.move_alias(&name, &alias, Some(version), "", "set through the REST API")?;
-    Ok(json!({}))
+    state.meta.move_alias(name, alias, Some(version), "", reason)?;
+    Ok(())
 }
 
 pub(crate) fn delete_alias(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
