@@ -913,6 +913,7 @@ fn import(document: &Value) -> Result<Imported, String> {
         tags: pairs(&document["tags"]),
         metrics: Vec::new(),
         inputs: Vec::new(),
+        models: Vec::new(),
     };
     Ok((run, history, stages, io))
 }

@@ -9,12 +9,14 @@
 //! history of `(value, timestamp, step)`), so the MLflow-compatible server can sit on it.
 
 mod backend;
+pub mod logged_models;
 mod postgres_backend;
 pub mod registry;
 pub mod schema;
 mod sqlite_backend;
 mod store;
 
+pub use logged_models::{LoggedModel, LoggedModelStatus, ModelMetric, NewLoggedModel};
 pub use store::Store;
 
 /// An error from the metadata store; each names the store (a path or a URL without its
@@ -35,6 +37,14 @@ pub enum MetaError {
     NoModelVersion(String),
     #[error("no experiment `{0}`")]
     NoExperiment(String),
+    #[error("experiment `{0}` is deleted; restore it before logging to it")]
+    ExperimentNotActive(String),
+    #[error("no logged model with id `{0}`")]
+    NoLoggedModel(String),
+    #[error(
+        "param `{key}` of logged model `{model}` is already `{old}` and cannot become `{new}`; params are immutable (log the new value under another key)"
+    )]
+    ModelParamChanged { model: String, key: String, old: String, new: String },
     #[error(
         "model `{model}` cannot be deleted: its alias `{alias}` is protected by a policy ({policy}); clear the policy (`cairn model policy {model} {alias} --clear`) or allow deletion in it (`--allow-delete`) first"
     )]
@@ -159,6 +169,31 @@ pub struct Run {
     pub metrics: Vec<Metric>,
     /// Dataset inputs, each MLflow's `DatasetInput` as JSON.
     pub inputs: Vec<String>,
+    /// The logged models the run read or produced.
+    pub models: Vec<RunModel>,
+}
+
+/// A logged model a run read (MLflow's `ModelInput`) or produced (`ModelOutput`, at a step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunModel {
+    pub model_id: String,
+    pub direction: ModelDirection,
+    pub step: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelDirection {
+    Input,
+    Output,
+}
+
+impl ModelDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelDirection::Input => "input",
+            ModelDirection::Output => "output",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -204,6 +204,59 @@ CREATE TABLE run_owners (
 );
 ALTER TABLE alias_policies ADD COLUMN allow_delete BIGINT NOT NULL DEFAULT 0;
 "#,
+    // 6: MLflow 3's logged models: a model logged from training code, with its own params,
+    // tags and metrics (each metric naming the run and dataset it was measured on), the
+    // content digest of its artifacts once it is finalized, and the models each run read
+    // (`input`) or produced (`output`, at a step).
+    r#"
+CREATE TABLE logged_models (
+    model_id TEXT PRIMARY KEY,
+    experiment_id BIGINT NOT NULL REFERENCES experiments (experiment_id),
+    name TEXT NOT NULL,
+    artifact_uri TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_message TEXT NOT NULL,
+    model_type TEXT NOT NULL,
+    source_run_id TEXT,
+    user_id TEXT NOT NULL,
+    lifecycle_stage TEXT NOT NULL,
+    digest TEXT,
+    creation_time BIGINT NOT NULL,
+    last_update_time BIGINT NOT NULL
+);
+CREATE INDEX logged_models_by_experiment ON logged_models (experiment_id, creation_time);
+CREATE TABLE logged_model_params (
+    model_id TEXT NOT NULL REFERENCES logged_models (model_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (model_id, key)
+);
+CREATE TABLE logged_model_tags (
+    model_id TEXT NOT NULL REFERENCES logged_models (model_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (model_id, key)
+);
+CREATE TABLE logged_model_metrics (
+    model_id TEXT NOT NULL REFERENCES logged_models (model_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    is_nan BIGINT NOT NULL,
+    timestamp BIGINT NOT NULL,
+    step BIGINT NOT NULL,
+    run_id TEXT,
+    dataset_name TEXT,
+    dataset_digest TEXT
+);
+CREATE INDEX logged_model_metrics_by_model ON logged_model_metrics (model_id, key, timestamp, step);
+CREATE TABLE run_models (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    model_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    step BIGINT NOT NULL,
+    PRIMARY KEY (run_id, model_id, direction)
+);
+"#,
 ];
 
 /// The version this build writes.

@@ -53,7 +53,7 @@ fn experiment(row: &[Value]) -> Experiment {
 }
 
 /// A new run id: 32 hex digits, like MLflow's.
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let state = std::collections::hash_map::RandomState::new();
     let mut a = state.build_hasher();
     a.write_i64(now_ms());
@@ -484,7 +484,16 @@ impl Store {
     /// Removes a run and everything recorded about it (`cairn exp remove`).
     pub fn purge_run(&self, run_id: &str) -> Result<()> {
         self.tx(|tx| {
-            for table in ["params", "tags", "metrics", "latest_metrics", "stages", "run_io", "run_inputs"] {
+            for table in [
+                "params",
+                "tags",
+                "metrics",
+                "latest_metrics",
+                "stages",
+                "run_io",
+                "run_inputs",
+                "run_models",
+            ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE run_id = $1"), &[run_id.into()])?;
             }
             if tx.execute("DELETE FROM runs WHERE run_id = $1", &[run_id.into()])? == 0 {
@@ -775,20 +784,20 @@ impl Store {
 }
 
 /// A metric from `key, value, timestamp, step, is_nan`.
-fn metric(row: &[Value]) -> Metric {
+pub(crate) fn metric(row: &[Value]) -> Metric {
     let value = if row[4].int() != 0 { f64::NAN } else { row[1].real() };
     Metric { key: row[0].text(), value, timestamp: row[2].int(), step: row[3].int() }
 }
 
 /// The bound values of a metric row: `run_id, key, value, timestamp, step, is_nan`.
-fn metric_row(run_id: &str, m: &Metric) -> [Value; 6] {
+pub(crate) fn metric_row(run_id: &str, m: &Metric) -> [Value; 6] {
     let (value, is_nan) = if m.value.is_nan() { (0.0, 1) } else { (m.value, 0) };
     [run_id.into(), m.key.as_str().into(), value.into(), m.timestamp.into(), m.step.into(), is_nan.into()]
 }
 
 /// Appends metric points to their histories and moves each key's latest value forward (a
 /// point is latest if its step, then timestamp, is not older than the recorded one).
-fn insert_metrics(tx: &mut dyn Tx, run_id: &str, metrics: &[Metric]) -> Result<()> {
+pub(crate) fn insert_metrics(tx: &mut dyn Tx, run_id: &str, metrics: &[Metric]) -> Result<()> {
     // The newest point of each key in this batch is the only candidate for latest.
     let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
     for m in metrics {
@@ -903,6 +912,7 @@ fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Valu
             tags: Vec::new(),
             metrics: Vec::new(),
             inputs: Vec::new(),
+            models: Vec::new(),
         })
         .collect();
     if runs.is_empty() {
@@ -938,6 +948,20 @@ fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Valu
     for row in tx.query(&inputs, params)? {
         if let Some(&i) = index.get(&row[0].text()) {
             runs[i].inputs.push(row[1].text());
+        }
+    }
+    let models = format!(
+        "SELECT t.run_id, t.model_id, t.direction, t.step FROM run_models t JOIN runs ON runs.run_id = t.run_id \
+         WHERE {clause} ORDER BY t.run_id, t.step, t.model_id"
+    );
+    for row in tx.query(&models, params)? {
+        if let Some(&i) = index.get(&row[0].text()) {
+            let direction = if row[2].text() == "input" {
+                crate::ModelDirection::Input
+            } else {
+                crate::ModelDirection::Output
+            };
+            runs[i].models.push(crate::RunModel { model_id: row[1].text(), direction, step: row[3].int() });
         }
     }
     Ok(runs)

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use cairn_meta::registry::{NewVersion, Policy, Rollout};
 use cairn_meta::{
-    Artifact, IoRecord, MetaError, Metric, NewRun, RunOwner, RunUpdate, StageRecord, Store, View,
+    Artifact, IoRecord, LoggedModelStatus, MetaError, Metric, ModelDirection, ModelMetric, NewLoggedModel,
+    NewRun, RunModel, RunOwner, RunUpdate, StageRecord, Store, View,
 };
 
 fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
@@ -316,10 +317,89 @@ fn suite(open: &dyn Fn() -> Store) {
     store.delete_model("churn-v2").unwrap();
     assert!(store.model("churn-v2").unwrap().is_none());
 
+    logged_models(&store, churn, &first);
+
     // Opening again finds the schema current and the data there.
     drop(store);
     let again = open();
     assert_eq!(again.run(&first).unwrap().unwrap().params.len(), 2);
+}
+
+/// MLflow 3's logged models: created pending under the experiment's artifact location,
+/// params immutable, tags replaceable, metrics linked to a run without repeating the run's
+/// points, finalized with a digest, searched per experiment, deleted softly.
+fn logged_models(store: &Store, experiment: i64, run: &str) {
+    let new = NewLoggedModel {
+        experiment_id: experiment,
+        name: "model".into(),
+        model_type: "sklearn".into(),
+        source_run_id: Some(run.to_owned()),
+        user: "ada".into(),
+        params: vec![("alpha".into(), "0.5".into())],
+        tags: vec![("team".into(), "growth".into())],
+    };
+    let model = store.create_logged_model(&new).unwrap();
+    assert!(model.model_id.starts_with("m-") && model.model_id.len() == 34, "{}", model.model_id);
+    assert_eq!(model.artifact_uri, format!("s3://bucket/churn/models/{}/artifacts", model.model_id));
+    assert_eq!(model.status, LoggedModelStatus::Pending);
+    assert_eq!(model.params, [("alpha".to_owned(), "0.5".to_owned())]);
+    let unnamed =
+        store.create_logged_model(&NewLoggedModel { experiment_id: 0, ..NewLoggedModel::default() }).unwrap();
+    assert!(!unnamed.name.is_empty(), "a model logged without a name gets one");
+    assert!(matches!(
+        store.create_logged_model(&NewLoggedModel { experiment_id: 99, ..NewLoggedModel::default() }),
+        Err(MetaError::NoExperiment(_))
+    ));
+    assert!(matches!(
+        store.log_logged_model_params(&model.model_id, &[("alpha".into(), "0.9".into())]),
+        Err(MetaError::ModelParamChanged { .. })
+    ));
+    store
+        .log_logged_model_params(
+            &model.model_id,
+            &[("alpha".into(), "0.5".into()), ("depth".into(), "3".into())],
+        )
+        .unwrap();
+    store.set_logged_model_tags(&model.model_id, &[("team".into(), "core".into())]).unwrap();
+    assert!(store.delete_logged_model_tag(&model.model_id, "absent").is_ok_and(|removed| !removed));
+
+    // The client re-logs the run's point for the model: the run keeps one copy.
+    let point = metric("auc", 0.8, 1, 5_000);
+    store.log_batch(run, std::slice::from_ref(&point), &[], &[]).unwrap();
+    let linked = ModelMetric {
+        metric: point,
+        run_id: Some(run.to_owned()),
+        dataset_name: Some("eval".into()),
+        dataset_digest: Some("d1".into()),
+    };
+    store.log_model_metrics(Some(run), &model.model_id, std::slice::from_ref(&linked)).unwrap();
+    assert_eq!(store.metric_history(run, "auc").unwrap().len(), 1);
+    store.log_run_models(run, ModelDirection::Output, &[(model.model_id.clone(), 1)]).unwrap();
+    assert!(matches!(
+        store.log_run_models(run, ModelDirection::Output, &[("m-missing".into(), 0)]),
+        Err(MetaError::NoLoggedModel(_))
+    ));
+    let outputs = store.run(run).unwrap().unwrap().models;
+    assert_eq!(
+        outputs,
+        [RunModel { model_id: model.model_id.clone(), direction: ModelDirection::Output, step: 1 }]
+    );
+
+    let ready =
+        store.finalize_logged_model(&model.model_id, LoggedModelStatus::Ready, Some("blake3:ab")).unwrap();
+    assert_eq!(ready.status, LoggedModelStatus::Ready);
+    assert_eq!(ready.digest.as_deref(), Some("blake3:ab"));
+    assert_eq!(ready.metrics, [linked]);
+    assert_eq!(ready.tags, [("team".to_owned(), "core".to_owned())]);
+    assert_eq!(ready.params.len(), 2);
+    let found: Vec<String> =
+        store.logged_models(&[experiment]).unwrap().into_iter().map(|m| m.model_id).collect();
+    assert_eq!(found, [model.model_id.clone()]);
+    assert_eq!(store.logged_models(&[]).unwrap().len(), 2);
+    store.delete_logged_model(&model.model_id).unwrap();
+    assert!(store.logged_models(&[experiment]).unwrap().is_empty());
+    assert_eq!(store.logged_model(&model.model_id).unwrap().unwrap().lifecycle_stage, "deleted");
+    assert!(matches!(store.delete_logged_model("m-missing"), Err(MetaError::NoLoggedModel(_))));
 }
 
 #[test]

@@ -51,10 +51,15 @@ impl From<cairn_meta::MetaError> for ApiError {
     fn from(e: cairn_meta::MetaError) -> Self {
         use cairn_meta::MetaError as M;
         match &e {
-            M::NoRun(_) | M::NoExperiment(_) | M::NoModelVersion(_) => ApiError::not_found(e.to_string()),
+            M::NoRun(_) | M::NoExperiment(_) | M::NoModelVersion(_) | M::NoLoggedModel(_) => {
+                ApiError::not_found(e.to_string())
+            }
             M::ExperimentExists(_) => ApiError::exists(e.to_string()),
             M::Protected { .. } => ApiError { code: "PERMISSION_DENIED", message: e.to_string() },
-            M::ParamChanged { .. } | M::RunNotActive(_) => ApiError::invalid(e.to_string()),
+            M::ParamChanged { .. }
+            | M::ModelParamChanged { .. }
+            | M::RunNotActive(_)
+            | M::ExperimentNotActive(_) => ApiError::invalid(e.to_string()),
             M::Backend { .. } | M::TooNew { .. } | M::BadLocation(_) => ApiError::internal(e.to_string()),
         }
     }

@@ -521,6 +521,7 @@ pub fn record(id: &str, name: &str, created: i64, tags: Vec<(String, String)>) -
         tags,
         metrics: Vec::new(),
         inputs: Vec::new(),
+        models: Vec::new(),
     }
 }
 
@@ -606,6 +607,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             inputs: Vec::new(),
+            models: Vec::new(),
         }
     }
 
