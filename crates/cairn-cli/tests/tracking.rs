@@ -394,3 +394,222 @@ except MlflowException as e:
     assert_eq!(refused["code"], "INVALID_PARAMETER_VALUE");
     assert!(refused["message"].as_str().unwrap().contains("accuracy >= 0.9"), "{refused}");
 }
+
+/// An unchanged MLflow 3 training script: `log_model` with `registered_model_name`, an alias,
+/// `pyfunc.load_model("models:/name@alias")`, registration from `runs:/` and `models:/<id>`,
+/// and the logged-model API itself (get, tags, search with filters and order).
+const LOG_MODEL: &str = r#"
+import json
+import numpy as np
+import pandas as pd
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
+from mlflow.exceptions import MlflowException
+from sklearn.linear_model import LogisticRegression
+
+X = np.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9], [0.9, 0.1], [0.4, 0.6], [0.7, 0.2]])
+y = np.array([0, 1, 0, 1, 0, 1])
+mlflow.set_experiment("churn")
+with mlflow.start_run(run_name="train") as run:
+    mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(X, columns=["a", "b"]), name="churn-train"), context="training")
+    model = LogisticRegression(C=0.5).fit(X, y)
+    mlflow.log_param("C", 0.5)
+    mlflow.log_metric("accuracy", float(model.score(X, y)))
+    info = mlflow.sklearn.log_model(model, name="model", registered_model_name="churn", input_example=X[:2])
+    weak = mlflow.pyfunc.log_model(name="weak", python_model=mlflow.pyfunc.PythonModel())
+client = MlflowClient()
+# A metric measured for the model on a dataset.
+client.log_metric(run.info.run_id, "auc", 0.75, model_id=info.model_id, dataset_name="holdout", dataset_digest="d1")
+client.set_registered_model_alias("churn", "champion", info.registered_model_version)
+loaded = mlflow.pyfunc.load_model("models:/churn@champion")
+from_run = mlflow.register_model(f"runs:/{run.info.run_id}/model", "churn-from-run")
+by_id = mlflow.register_model(f"models:/{info.model_id}", "churn-from-id")
+client.set_logged_model_tags(info.model_id, {"reviewed": "yes", "temporary": "x"})
+client.delete_logged_model_tag(info.model_id, "temporary")
+logged = client.get_logged_model(info.model_id)
+experiment = run.info.experiment_id
+def ids(**kwargs):
+    return [m.model_id for m in client.search_logged_models([experiment], **kwargs)]
+def code(call):
+    try:
+        call()
+        return "ok"
+    except MlflowException as e:
+        return e.error_code
+r = client.get_run(run.info.run_id)
+client.create_registered_model("external")
+print(json.dumps({
+    "model_id": info.model_id,
+    "weak_id": weak.model_id,
+    "run_id": run.info.run_id,
+    "status": str(logged.status),
+    "name": logged.name,
+    "source_run": logged.source_run_id,
+    "artifact_location": logged.artifact_location,
+    "params": logged.params,
+    "tags": {k: v for k, v in logged.tags.items() if not k.startswith("mlflow.")},
+    "metrics": sorted([m.key, m.value, m.dataset_name] for m in logged.metrics),
+    "version": info.registered_model_version,
+    "predicted": loaded.predict(X).tolist(),
+    "expected": model.predict(X).tolist(),
+    "from_run": [from_run.version, from_run.source],
+    "by_id": [by_id.version, by_id.source],
+    "by_filter": ids(filter_string="params.C = '0.5' AND metrics.accuracy > 0.5 AND tags.reviewed = 'yes'"),
+    "by_name": ids(filter_string="name = 'weak'"),
+    "by_status": ids(filter_string="status = 'READY' AND source_run_id = '" + run.info.run_id + "'"),
+    "on_holdout": ids(datasets=[{"dataset_name": "holdout"}]),
+    "newest_first": ids(),
+    "by_name_order": ids(order_by=[{"field_name": "name", "ascending": False}]),
+    "paged": len(client.search_logged_models([experiment], max_results=1)),
+    "bad_filter": code(lambda: ids(filter_string="colour = 'red'")),
+    "missing": code(lambda: client.get_logged_model("m-" + "0" * 32)),
+    "outputs": sorted(o.model_id for o in r.outputs.model_outputs),
+    "history": len(client.get_metric_history(run.info.run_id, "accuracy")),
+    "deleted": code(lambda: client.delete_logged_model(weak.model_id)),
+    "after_delete": ids(),
+    "unknown_run_version": code(lambda: client.create_model_version("external", "s3://elsewhere/model", run_id="f" * 32)),
+}))
+"#;
+
+#[test]
+fn mlflow_3_logged_models_register_load_and_search() {
+    let repo = TestRepo::new();
+    let server = Server::start(&repo);
+    let out = python(&repo, LOG_MODEL, &server.url);
+    let model_id = out["model_id"].as_str().unwrap();
+    let run_id = out["run_id"].as_str().unwrap();
+    assert!(model_id.starts_with("m-"), "{out}");
+    assert_eq!(out["status"], "READY", "log_model finalizes the model once its files are up");
+    assert_eq!(out["name"], "model");
+    assert_eq!(out["source_run"], run_id);
+    assert!(
+        out["artifact_location"].as_str().unwrap().ends_with(&format!("/models/{model_id}/artifacts")),
+        "{out}"
+    );
+    assert_eq!(out["params"], serde_json::json!({"C": "0.5"}), "the run's params become the model's");
+    assert_eq!(out["tags"], serde_json::json!({"reviewed": "yes"}));
+    assert_eq!(out["metrics"], serde_json::json!([["accuracy", 1.0, null], ["auc", 0.75, "holdout"]]));
+    assert_eq!(out["version"], "1");
+    assert_eq!(out["predicted"], out["expected"], "the registered model loads by alias and predicts");
+    assert_eq!(out["from_run"], serde_json::json!(["1", format!("models:/{model_id}")]));
+    assert_eq!(out["by_id"], serde_json::json!(["1", format!("models:/{model_id}")]));
+    assert_eq!(out["by_filter"], serde_json::json!([model_id]));
+    assert_eq!(out["by_name"], serde_json::json!([out["weak_id"]]));
+    assert_eq!(out["by_status"], serde_json::json!([out["weak_id"], model_id]));
+    assert_eq!(out["on_holdout"], serde_json::json!([model_id]));
+    assert_eq!(out["newest_first"], serde_json::json!([out["weak_id"], model_id]));
+    assert_eq!(out["by_name_order"], serde_json::json!([out["weak_id"], model_id]));
+    assert_eq!(out["paged"], 1);
+    assert_eq!(out["bad_filter"], "INVALID_PARAMETER_VALUE");
+    assert_eq!(out["missing"], "RESOURCE_DOES_NOT_EXIST");
+    let mut outputs = vec![model_id, out["weak_id"].as_str().unwrap()];
+    outputs.sort();
+    assert_eq!(out["outputs"], serde_json::json!(outputs), "the run records the models it produced");
+    assert_eq!(out["history"], 1, "re-logging the run's metric for the model does not repeat it");
+    assert_eq!(out["deleted"], "ok");
+    assert_eq!(out["after_delete"], serde_json::json!([model_id]));
+    assert_eq!(out["unknown_run_version"], "ok", "MLflow accepts a run it does not know");
+
+    // The registered version is the logged model's content, with its run's lineage.
+    let shown = repo.json(&["model", "show", "churn@champion", "--json"]);
+    assert_eq!(shown["run_id"], run_id);
+    assert_eq!(shown["lineage"]["params"]["C"], "0.5");
+    assert_eq!(shown["lineage"]["metrics"]["accuracy"], 1.0);
+    assert_eq!(shown["lineage"]["datasets"][0]["name"], "churn-train");
+    assert_eq!(shown["lineage"]["logged_model"]["model_id"], model_id);
+    assert_eq!(shown["lineage"]["logged_model"]["digest"], shown["digest"], "{shown}");
+    let from_run = repo.json(&["model", "show", "churn-from-run@1", "--json"]);
+    assert_eq!(from_run["digest"], shown["digest"], "one model, one content, however it was registered");
+}
+
+/// `mlflow server` from the mlflow venv on a free port, with a SQLite store in `dir`, stopped
+/// when dropped.
+struct MlflowServer {
+    child: Child,
+    url: String,
+}
+
+impl MlflowServer {
+    fn start(dir: &std::path::Path) -> MlflowServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mlflow = mlflow_python().with_file_name("mlflow");
+        let child = Command::new(mlflow)
+            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.join("mlflow.sqlite").display()))
+            .arg("--artifacts-destination")
+            .arg(dir.join("artifacts"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mlflow server starts");
+        let server = MlflowServer { child, url: format!("http://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "mlflow server did not start on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        server
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What autolog records for one `fit`: run params, run metrics, the logged model with its
+/// params and metrics, the run's outputs and artifacts.
+const AUTOLOG: &str = r#"
+import json, sys
+import numpy as np
+import mlflow
+from mlflow import MlflowClient
+from sklearn.ensemble import RandomForestClassifier
+
+X = np.random.RandomState(0).rand(40, 3)
+y = (X[:, 0] > 0.5).astype(int)
+out = {}
+for kind in ["sklearn", "generic"]:
+    mlflow.set_experiment("autolog-" + kind)
+    (mlflow.sklearn.autolog if kind == "sklearn" else mlflow.autolog)()
+    with mlflow.start_run() as run:
+        RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(X, y)
+    client = MlflowClient()
+    r = client.get_run(run.info.run_id)
+    models = client.search_logged_models([run.info.experiment_id])
+    out[kind] = {
+        "params": r.data.params,
+        "metrics": sorted(r.data.metrics),
+        "models": [[m.name, str(m.status), m.source_run_id == run.info.run_id, sorted(m.params), sorted(x.key for x in m.metrics)] for m in models],
+        "outputs": [o.model_id for o in r.outputs.model_outputs] == [m.model_id for m in models],
+        "artifacts": sorted(a.path for a in client.list_artifacts(run.info.run_id)),
+        "model_files": sorted(a.path for a in mlflow.artifacts.list_artifacts(f"models:/{models[0].model_id}")) if models else [],
+    }
+    mlflow.autolog(disable=True)
+print(json.dumps(out))
+"#;
+
+#[test]
+fn autolog_records_what_it_records_against_mlflow_server() {
+    let repo = TestRepo::new();
+    let server = Server::start(&repo);
+    let scratch = tempfile::tempdir().unwrap();
+    let reference = MlflowServer::start(scratch.path());
+    let expected = python(&repo, AUTOLOG, &reference.url);
+    let got = python(&repo, AUTOLOG, &server.url);
+    for kind in ["sklearn", "generic"] {
+        let run = &got[kind];
+        assert!(run["params"]["n_estimators"] == "5", "autolog logged no params: {run}");
+        assert!(
+            run["metrics"].as_array().unwrap().iter().any(|m| m == "training_accuracy_score"),
+            "no metrics: {run}"
+        );
+        assert_eq!(run["models"].as_array().unwrap().len(), 1, "no model: {run}");
+        assert!(run["model_files"].as_array().unwrap().iter().any(|f| f == "MLmodel"), "{run}");
+        assert_eq!(run, &expected[kind], "{kind} autolog differs from mlflow server's");
+    }
+}

@@ -748,7 +748,15 @@ impl Store {
             .filter(|r| r.direction == "input")
             .map(|r| serde_json::json!({"path": r.path, "digest": r.digest, "size": r.size}))
             .collect();
+        // The datasets an MLflow client logged as the run's inputs, by name and digest.
+        let datasets: Vec<serde_json::Value> = run
+            .inputs
+            .iter()
+            .filter_map(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+            .map(|input| serde_json::json!({"name": input["dataset"]["name"], "digest": input["dataset"]["digest"]}))
+            .collect();
         Ok(Some(serde_json::json!({
+            "datasets": datasets,
             "run_id": run.info.run_id,
             "commit": run.info.git_commit,
             "dirty": run.info.git_dirty,

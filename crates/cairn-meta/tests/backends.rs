@@ -394,7 +394,7 @@ fn logged_models(store: &Store, experiment: i64, run: &str) {
     assert_eq!(ready.params.len(), 2);
     let found: Vec<String> =
         store.logged_models(&[experiment]).unwrap().into_iter().map(|m| m.model_id).collect();
-    assert_eq!(found, [model.model_id.clone()]);
+    assert_eq!(found, std::slice::from_ref(&model.model_id));
     assert_eq!(store.logged_models(&[]).unwrap().len(), 2);
     store.delete_logged_model(&model.model_id).unwrap();
     assert!(store.logged_models(&[experiment]).unwrap().is_empty());

@@ -5,16 +5,16 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State as Extract};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State as Extract};
 use axum::http::Method;
 use axum::routing::{delete, get, patch, post};
 use cairn_meta::{Metric, NewRun, RunUpdate, View, now_ms};
 use serde_json::{Value, json};
 
-use crate::registry;
 use crate::search::{Filter, OrderBy};
 use crate::wire::{self, Request, experiment_json, metric_json, run_json};
 use crate::{ApiError, State};
+use crate::{logged_models, registry};
 
 /// MLflow's limits on one `log-batch` request.
 pub const MAX_METRICS_PER_BATCH: usize = 1000;
@@ -28,10 +28,12 @@ const MAX_RESULTS: i64 = 50_000;
 
 type Endpoint = fn(&State, &Request, usize) -> Result<Value, ApiError>;
 
-/// Reads the request (query for GET, body otherwise) and runs `endpoint` on the blocking pool.
+/// Reads the request (query for GET, body otherwise, and the path's parameters over both) and
+/// runs `endpoint` on the blocking pool.
 async fn dispatch(
     state: State,
     method: Method,
+    path: Vec<(String, String)>,
     query: Option<String>,
     body: Bytes,
     endpoint: Endpoint,
@@ -39,11 +41,14 @@ async fn dispatch(
     use axum::response::IntoResponse;
     let size = body.len();
     let result = tokio::task::spawn_blocking(move || {
-        let request = if method == Method::GET {
+        let mut request = if method == Method::GET {
             Request::from_query(query.as_deref())?
         } else {
             Request::from_body(&body)?
         };
+        for (name, value) in path {
+            request.set(&name, value);
+        }
         endpoint(&state, &request, size)
     })
     .await
@@ -57,8 +62,19 @@ async fn dispatch(
 macro_rules! endpoint {
     ($f:path) => {
         |Extract(state): Extract<State>, method: Method, RawQuery(query): RawQuery, body: Bytes| {
-            dispatch(state, method, query, body, $f)
+            dispatch(state, method, Vec::new(), query, body, $f)
         }
+    };
+}
+
+/// An endpoint with parameters in its path (`/logged-models/{model_id}`).
+macro_rules! endpoint_with_path {
+    ($f:path) => {
+        |Extract(state): Extract<State>,
+         method: Method,
+         Path(path): Path<Vec<(String, String)>>,
+         RawQuery(query): RawQuery,
+         body: Bytes| { dispatch(state, method, path, query, body, $f) }
     };
 }
 
@@ -85,9 +101,28 @@ pub(crate) fn routes() -> Router<State> {
         .route("/runs/log-parameter", post(endpoint!(log_parameter)))
         .route("/runs/log-batch", post(endpoint!(log_batch)))
         .route("/runs/log-inputs", post(endpoint!(log_inputs)))
+        .route("/runs/outputs", post(endpoint!(log_outputs)))
+        .route("/runs/log-model", post(endpoint!(log_model)))
         .route("/metrics/get-history", get(endpoint!(metric_history)))
         .route("/artifacts/list", get(endpoint!(list_artifacts)))
-        .route("/logged-models/search", post(endpoint!(search_logged_models)))
+        .route("/logged-models", post(endpoint!(logged_models::create)))
+        .route("/logged-models/search", post(endpoint!(logged_models::search)))
+        .route(
+            "/logged-models/{model_id}",
+            get(endpoint_with_path!(logged_models::get))
+                .patch(endpoint_with_path!(logged_models::finalize))
+                .delete(endpoint_with_path!(logged_models::delete)),
+        )
+        .route("/logged-models/{model_id}/tags", patch(endpoint_with_path!(logged_models::set_tags)))
+        .route(
+            "/logged-models/{model_id}/tags/{tag_key}",
+            delete(endpoint_with_path!(logged_models::delete_tag)),
+        )
+        .route("/logged-models/{model_id}/params", post(endpoint_with_path!(logged_models::log_params)))
+        .route(
+            "/logged-models/{model_id}/artifacts/directories",
+            get(endpoint_with_path!(logged_models::list_artifacts)),
+        )
         .route("/registered-models/create", post(endpoint!(registry::create_model)))
         .route("/registered-models/get", get(endpoint!(registry::get_model)))
         .route("/registered-models/rename", post(endpoint!(registry::rename_model)))
@@ -130,7 +165,7 @@ pub(crate) fn routes() -> Router<State> {
 
 // ------------------------------------------------------------------ validation
 
-fn check_key(what: &str, key: &str) -> Result<(), ApiError> {
+pub(crate) fn check_key(what: &str, key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::invalid(format!("{what} name must not be empty")));
     }
@@ -151,7 +186,7 @@ fn check_key(what: &str, key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_value(what: &str, key: &str, value: &str, limit: usize) -> Result<(), ApiError> {
+pub(crate) fn check_value(what: &str, key: &str, value: &str, limit: usize) -> Result<(), ApiError> {
     if value.len() > limit {
         return Err(ApiError::invalid(format!(
             "{what} `{key}` has a value of {} characters; the limit is {limit}",
@@ -506,10 +541,77 @@ fn metric(item: &Value, now: i64) -> Result<Metric, ApiError> {
     Ok(Metric { timestamp: int("timestamp")?.unwrap_or(now), step: int("step")?.unwrap_or(0), key, value })
 }
 
+/// The logged model a metric point is measured for (MLflow 3's `model_id`), with the dataset
+/// it was measured on.
+struct ModelLink {
+    model_id: String,
+    dataset_name: Option<String>,
+    dataset_digest: Option<String>,
+}
+
+fn model_link(item: &Value) -> Result<Option<ModelLink>, ApiError> {
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        match item.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => {
+                Err(ApiError::invalid(format!("a metric's `{name}` must be a string, not {other}")))
+            }
+        }
+    };
+    let Some(model_id) = text("model_id")? else { return Ok(None) };
+    Ok(Some(ModelLink {
+        model_id,
+        dataset_name: text("dataset_name")?,
+        dataset_digest: text("dataset_digest")?,
+    }))
+}
+
+/// Logs metric points (and params and tags) to a run; points that name a logged model are
+/// also linked to it. Every named model is checked first, so an unknown one changes nothing.
+fn log_linked(
+    state: &State,
+    run_id: &str,
+    items: &[Value],
+    params: &[(String, String)],
+    tags: &[(String, String)],
+) -> Result<(), ApiError> {
+    let now = now_ms();
+    let mut plain = Vec::new();
+    let mut linked: Vec<(String, Vec<cairn_meta::ModelMetric>)> = Vec::new();
+    for item in items {
+        let metric = metric(item, now)?;
+        match model_link(item)? {
+            None => plain.push(metric),
+            Some(link) => {
+                let point = cairn_meta::ModelMetric {
+                    metric,
+                    run_id: Some(run_id.to_owned()),
+                    dataset_name: link.dataset_name,
+                    dataset_digest: link.dataset_digest,
+                };
+                match linked.iter_mut().find(|(m, _)| *m == link.model_id) {
+                    Some((_, points)) => points.push(point),
+                    None => linked.push((link.model_id, vec![point])),
+                }
+            }
+        }
+    }
+    for (model, _) in &linked {
+        logged_models::find(state, model)?;
+    }
+    state.meta.log_batch(run_id, &plain, params, tags)?;
+    for (model, points) in &linked {
+        state.meta.log_model_metrics(Some(run_id), model, points)?;
+    }
+    Ok(())
+}
+
 fn log_metric(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let run_id = request.run_id()?;
     let mut item = serde_json::Map::new();
-    for field in ["key", "value", "timestamp", "step"] {
+    for field in ["key", "value", "timestamp", "step", "model_id", "dataset_name", "dataset_digest"] {
         if let Some(v) = request.get(field) {
             item.insert(field.into(), v.clone());
         }
@@ -517,8 +619,7 @@ fn log_metric(state: &State, request: &Request, _: usize) -> Result<Value, ApiEr
     if !item.contains_key("key") {
         return Err(wire::missing("key"));
     }
-    let metric = metric(&Value::Object(item), now_ms())?;
-    state.meta.log_batch(&run_id, &[metric], &[], &[])?;
+    log_linked(state, &run_id, &[Value::Object(item)], &[], &[])?;
     Ok(json!({}))
 }
 
@@ -554,8 +655,6 @@ fn log_batch(state: &State, request: &Request, size: usize) -> Result<Value, Api
             params.len() + tags.len()
         )));
     }
-    let now = now_ms();
-    let metrics: Vec<Metric> = metrics.iter().map(|m| metric(m, now)).collect::<Result<_, _>>()?;
     for (key, value) in &params {
         check_key("param", key)?;
         check_value("param", key, value, MAX_PARAM_VALUE)?;
@@ -574,7 +673,7 @@ fn log_batch(state: &State, request: &Request, size: usize) -> Result<Value, Api
         check_key("tag", key)?;
         check_value("tag", key, value, MAX_TAG_VALUE)?;
     }
-    state.meta.log_batch(&run_id, &metrics, &params, &tags)?;
+    log_linked(state, &run_id, &metrics, &params, &tags)?;
     if let Some((_, name)) = tags.iter().rev().find(|(k, _)| k == "mlflow.runName") {
         state.meta.update_run(&run_id, &RunUpdate { name: Some(name.clone()), ..RunUpdate::default() })?;
     }
@@ -593,7 +692,71 @@ fn log_inputs(state: &State, request: &Request, _: usize) -> Result<Value, ApiEr
             field("digest").ok_or_else(|| ApiError::invalid(format!("dataset `{name}` needs a `digest`")))?;
         inputs.push((name, digest, input.to_string()));
     }
+    let models = model_ids(request, "models")?;
+    for (model, _) in &models {
+        logged_models::find(state, model)?;
+    }
     state.meta.log_inputs(&run_id, &inputs)?;
+    if !models.is_empty() {
+        state.meta.log_run_models(&run_id, cairn_meta::ModelDirection::Input, &models)?;
+    }
+    Ok(json!({}))
+}
+
+/// `[{"model_id": ..., "step": ...}]` as `(model id, step)` pairs.
+fn model_ids(request: &Request, field: &str) -> Result<Vec<(String, i64)>, ApiError> {
+    let mut out = Vec::new();
+    for item in request.list(field)? {
+        let model = item
+            .get("model_id")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ApiError::invalid(format!("an entry of `{field}` needs a `model_id`")))?;
+        let step = match item.get("step") {
+            None | Some(Value::Null) => 0,
+            Some(v) => wire::int64(v).ok_or_else(|| {
+                ApiError::invalid(format!("model `{model}`: `step` {v} is not a whole number"))
+            })?,
+        };
+        out.push((model.to_owned(), step));
+    }
+    Ok(out)
+}
+
+/// `runs/outputs`: the logged models a run produced, each at a step.
+fn log_outputs(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let models = model_ids(request, "models")?;
+    state.meta.log_run_models(&run_id, cairn_meta::ModelDirection::Output, &models)?;
+    Ok(json!({}))
+}
+
+/// The run tag MLflow keeps the history of `log_model` calls in.
+const LOGGED_MODELS_TAG: &str = "mlflow.log-model.history";
+
+/// `runs/log-model`: appends the model's description (its MLmodel as JSON) to the run's
+/// `mlflow.log-model.history` tag, as `mlflow server` does.
+fn log_model(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+    let run_id = request.run_id()?;
+    let text = request.required("model_json")?;
+    let model: Value = serde_json::from_str(&text)
+        .map_err(|e| ApiError::invalid(format!("`model_json` is not valid JSON: {e}")))?;
+    for field in ["artifact_path", "flavors", "utc_time_created", "run_id"] {
+        if model.get(field).is_none() {
+            return Err(ApiError::invalid(format!("Model json is missing mandatory fields: ['{field}']")));
+        }
+    }
+    let run = find_run(state, &run_id)?;
+    let mut history: Vec<Value> = run
+        .tags
+        .iter()
+        .find(|(k, _)| k == LOGGED_MODELS_TAG)
+        .and_then(|(_, v)| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    history.push(model);
+    let value = Value::Array(history).to_string();
+    check_value("tag", LOGGED_MODELS_TAG, &value, MAX_TAG_VALUE)?;
+    state.meta.log_batch(&run_id, &[], &[], &[(LOGGED_MODELS_TAG.to_owned(), value)])?;
     Ok(json!({}))
 }
 
@@ -632,11 +795,4 @@ fn list_artifacts(state: &State, request: &Request, _: usize) -> Result<Value, A
         })
         .collect();
     Ok(json!({"root_uri": run.info.artifact_uri, "files": files}))
-}
-
-/// MLflow 3's logged models. Cairn records none yet (models enter through the registry), so
-/// every search is empty; the `mlflow` client asks when it lists a run's artifacts.
-fn search_logged_models(_: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
-    page(request, 100)?;
-    Ok(json!({"models": []}))
 }

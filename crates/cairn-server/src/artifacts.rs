@@ -65,6 +65,26 @@ pub(crate) fn check_path(path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The digest of the files under `tree` (each file's path below `tree` and its content
+/// digest) and their total size; `None` when there are none. Equal trees have equal digests
+/// wherever they live, so a model logged twice with the same files is one content.
+pub(crate) fn tree_digest(state: &State, tree: &str) -> Result<Option<(String, i64)>, ApiError> {
+    let files = state.meta.artifacts_under(tree)?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0;
+    for f in &files {
+        hasher.update(&f.path.as_bytes()[tree.len()..]);
+        hasher.update(b"\0");
+        hasher.update(f.digest.as_bytes());
+        hasher.update(b"\n");
+        size += f.size;
+    }
+    Ok(Some((format!("blake3:{}", hasher.finalize().to_hex()), size)))
+}
+
 /// The entries directly inside `dir`: `(name, is_dir, size of a file)`.
 pub(crate) fn children(state: &State, dir: &str) -> Result<Vec<(String, bool, Option<i64>)>, ApiError> {
     let mut out: Vec<(String, bool, Option<i64>)> = Vec::new();
@@ -176,7 +196,8 @@ async fn upload(
 /// How many bytes an upload to `path` may have, and why no more.
 struct Allowance {
     bytes: u64,
-    /// The run whose quota limits it, when that is tighter than the artifact limit.
+    /// The run or logged model whose quota limits it, when that is tighter than the artifact
+    /// limit.
     quota: Option<(String, u64, u64)>,
     max_artifact: u64,
 }
@@ -184,8 +205,8 @@ struct Allowance {
 impl Allowance {
     fn refusal(&self, path: &str, size: u64) -> String {
         match &self.quota {
-            Some((run, used, quota)) => format!(
-                "the upload of `{path}` ({size} bytes or more) would take run {run} past its artifact quota ({used} of {quota} bytes used); delete artifacts or raise `--run-quota`"
+            Some((owner, used, quota)) => format!(
+                "the upload of `{path}` ({size} bytes or more) would take {owner} past its artifact quota ({used} of {quota} bytes used); delete artifacts or raise `--run-quota`"
             ),
             None => format!(
                 "the upload of `{path}` ({size} bytes or more) is larger than this server accepts ({} bytes); raise `--max-artifact-size`",
@@ -195,15 +216,31 @@ impl Allowance {
     }
 }
 
-/// Artifacts under `<experiment>/<run id>/artifacts/` belong to a run, which must exist and
-/// whose artifacts together stay within the quota.
+/// Artifacts under `<experiment>/<run id>/artifacts/` belong to a run, and those under
+/// `<experiment>/models/<model id>/artifacts/` to a logged model; the owner must exist, and
+/// its artifacts together stay within the quota.
 fn upload_allowance(state: &State, path: &str) -> Result<Allowance, ApiError> {
     let limits = state.uploads;
     let mut allowance =
         Allowance { bytes: limits.max_artifact_bytes, quota: None, max_artifact: limits.max_artifact_bytes };
     let parts: Vec<&str> = path.splitn(4, '/').collect();
     let is_run_id = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let [experiment, run_id, "artifacts", _] = parts.as_slice()
+    let model_parts: Vec<&str> = path.splitn(5, '/').collect();
+    if let [experiment, "models", model_id, "artifacts", _] = model_parts.as_slice() {
+        let model = crate::logged_models::find(state, model_id).map_err(|_| {
+            ApiError::not_found(format!(
+                "no logged model {model_id}: its artifacts can only be uploaded after it is created"
+            ))
+        })?;
+        if model.experiment_id.to_string() != *experiment {
+            return Err(ApiError::invalid(format!(
+                "logged model {model_id} belongs to experiment {}, not {experiment}",
+                model.experiment_id
+            )));
+        }
+        let prefix = format!("{experiment}/models/{model_id}");
+        limit_to_quota(state, &mut allowance, path, &prefix, &format!("logged model {model_id}"))?;
+    } else if let [experiment, run_id, "artifacts", _] = parts.as_slice()
         && is_run_id(run_id)
     {
         let run = state.meta.run(run_id)?.ok_or_else(|| {
@@ -217,21 +254,40 @@ fn upload_allowance(state: &State, path: &str) -> Result<Allowance, ApiError> {
                 run.info.experiment_id
             )));
         }
-        let prefix = format!("{experiment}/{run_id}");
-        let used: u64 = state
-            .meta
-            .artifacts_under(&prefix)?
-            .iter()
-            .filter(|a| a.path != path)
-            .map(|a| a.size.max(0) as u64)
-            .sum();
-        let left = limits.run_quota_bytes.saturating_sub(used);
-        if left < allowance.bytes {
-            allowance.bytes = left;
-            allowance.quota = Some((run_id.to_string(), used, limits.run_quota_bytes));
-        }
+        limit_to_quota(
+            state,
+            &mut allowance,
+            path,
+            &format!("{experiment}/{run_id}"),
+            &format!("run {run_id}"),
+        )?;
     }
     Ok(allowance)
+}
+
+/// Lowers `allowance` to what is left of the quota of `owner` (a run or a logged model), whose
+/// artifacts are under `prefix`; `path` itself is being replaced, so its size does not count.
+fn limit_to_quota(
+    state: &State,
+    allowance: &mut Allowance,
+    path: &str,
+    prefix: &str,
+    owner: &str,
+) -> Result<(), ApiError> {
+    let quota = state.uploads.run_quota_bytes;
+    let used: u64 = state
+        .meta
+        .artifacts_under(prefix)?
+        .iter()
+        .filter(|a| a.path != path)
+        .map(|a| a.size.max(0) as u64)
+        .sum();
+    let left = quota.saturating_sub(used);
+    if left < allowance.bytes {
+        allowance.bytes = left;
+        allowance.quota = Some((owner.to_owned(), used, quota));
+    }
+    Ok(())
 }
 
 async fn download(Extract(state): Extract<State>, Path(path): Path<String>) -> Result<Response, ApiError> {

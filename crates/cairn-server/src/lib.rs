@@ -22,6 +22,7 @@
 mod api;
 mod artifacts;
 mod error;
+mod logged_models;
 mod registry;
 pub mod search;
 mod wire;

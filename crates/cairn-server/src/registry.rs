@@ -38,6 +38,7 @@ fn version_json(state: &State, v: &ModelVersion) -> Result<Value, ApiError> {
         "status": "READY",
         "tags": tags_json(state, &v.name, v.version)?,
         "aliases": v.aliases,
+        "model_id": crate::logged_models::model_id_of(&v.source).unwrap_or_default(),
     }))
 }
 
@@ -205,38 +206,62 @@ pub(crate) fn latest_versions(state: &State, request: &Request, _: usize) -> Res
     Ok(json!({"model_versions": versions}))
 }
 
-/// The content a version's `source` names: the digests of the artifacts under it.
-fn source_digest(state: &State, source: &str) -> Result<(String, i64, String), ApiError> {
-    if let Some(tree) = crate::artifacts::tree_path(source) {
-        let files = state.meta.artifacts_under(&tree)?;
-        if !files.is_empty() {
-            let mut hasher = blake3::Hasher::new();
-            let mut size = 0;
-            for f in &files {
-                hasher.update(&f.path.as_bytes()[tree.len()..]);
-                hasher.update(b"\0");
-                hasher.update(f.digest.as_bytes());
-                hasher.update(b"\n");
-                size += f.size;
-            }
-            return Ok((format!("blake3:{}", hasher.finalize().to_hex()), size, "artifacts".into()));
-        }
+/// The content a version's storage location names: the digest of the artifacts under it
+/// (see [`crate::artifacts::tree_digest`]), or for a location this server does not hold, of
+/// the location itself.
+fn source_digest(state: &State, location: &str) -> Result<(String, i64, String), ApiError> {
+    if let Some(tree) = crate::artifacts::tree_path(location)
+        && let Some((digest, size)) = crate::artifacts::tree_digest(state, &tree)?
+    {
+        return Ok((digest, size, "artifacts".into()));
     }
-    Ok((format!("blake3:{}", blake3::hash(source.as_bytes()).to_hex()), 0, "external".into()))
+    Ok((format!("blake3:{}", blake3::hash(location.as_bytes()).to_hex()), 0, "external".into()))
 }
 
+/// `model-versions/create`. The source may be an artifact location, or a logged model
+/// (`models:/<model id>`, or `model_id` given) whose files and source run are then used. As in
+/// MLflow, a run this server does not know is accepted: the version then records no lineage.
 pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let name = request.required("name")?;
     let source = request.required("source")?;
-    let run_id = request.string("run_id")?.filter(|r| !r.is_empty());
-    let lineage = match &run_id {
-        Some(id) => state
-            .meta
-            .run_lineage(id)?
-            .ok_or_else(|| ApiError::not_found(format!("Run with id={id} not found")))?,
+    let mut run_id = request.string("run_id")?.filter(|r| !r.is_empty());
+    let tags = request.pairs("tags")?;
+    if let Some((key, _)) = tags.iter().find(|(k, _)| k.is_empty() || k.len() > 250) {
+        return Err(ApiError::invalid(format!("tag key `{key}` must have 1 to 250 characters")));
+    }
+    let model_id = request
+        .string("model_id")?
+        .filter(|m| !m.is_empty())
+        .or_else(|| crate::logged_models::model_id_of(&source).map(str::to_owned));
+    let logged = match &model_id {
+        Some(id) => Some(state.meta.logged_model(id)?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Unable to fetch model from model URI source artifact location '{source}': Logged model with ID '{id}' not found."
+            ))
+        })?),
+        None => None,
+    };
+    let location = match &logged {
+        Some(model) => {
+            run_id = run_id.or_else(|| model.source_run_id.clone());
+            model.artifact_uri.clone()
+        }
+        None => source.clone(),
+    };
+    let mut lineage = match &run_id {
+        Some(id) => state.meta.run_lineage(id)?.unwrap_or_else(|| json!({"run_id": id, "unknown_run": true})),
         None => json!({}),
     };
-    let (digest, size, kind) = source_digest(state, &source)?;
+    let (mut digest, size, kind) = source_digest(state, &location)?;
+    if let Some(model) = &logged {
+        digest = model.digest.clone().unwrap_or(digest);
+        lineage["logged_model"] = json!({
+            "model_id": model.model_id,
+            "digest": digest,
+            "params": model.params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "metrics": model.metrics.iter().map(|m| (m.metric.key.clone(), m.metric.value)).collect::<std::collections::BTreeMap<_, _>>(),
+        });
+    }
     let version = NewVersion {
         digest,
         size,
@@ -252,6 +277,9 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
         user: String::new(),
     };
     let (number, _) = state.meta.register_version(&name, &version)?;
+    for (key, value) in &tags {
+        state.meta.set_model_tag(&name, number, key, value)?;
+    }
     Ok(json!({"model_version": version_json(state, &find_version(state, &name, number)?)?}))
 }
 
@@ -297,7 +325,16 @@ pub(crate) fn search_versions(state: &State, request: &Request, _: usize) -> Res
 pub(crate) fn download_uri(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let name = request.required("name")?;
     let version = find_version(state, &name, version_number(request)?)?;
-    Ok(json!({"artifact_uri": version.source}))
+    Ok(json!({"artifact_uri": storage_location(state, &version.source)?}))
+}
+
+/// Where a version's files are: a logged model's artifact location for `models:/<model id>`,
+/// else the source itself.
+pub(crate) fn storage_location(state: &State, source: &str) -> Result<String, ApiError> {
+    match crate::logged_models::model_id_of(source) {
+        Some(id) => Ok(state.meta.logged_model(id)?.map_or_else(|| source.to_owned(), |m| m.artifact_uri)),
+        None => Ok(source.to_owned()),
+    }
 }
 
 pub(crate) fn set_alias(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {

@@ -64,10 +64,38 @@ pub enum Attribute {
     LifecycleStage,
     StartTime,
     EndTime,
+    /// A run's `source`; searchable only as a logged model's `model_type` (see [`Searched`]).
+    Source,
+    /// A run's parent; searchable only as a logged model's `source_run_id`.
+    ParentRunId,
+}
+
+/// What a filter searches, which decides its attribute names. Logged models are searched as
+/// run-shaped records ([`record`]): `model_id` is the run id, `name` the run name,
+/// `creation_timestamp` the start time, `last_updated_timestamp` the end time, `model_type`
+/// the source and `source_run_id` the parent run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Searched {
+    Runs,
+    LoggedModels,
 }
 
 impl Attribute {
-    fn parse(name: &str) -> Option<Attribute> {
+    fn parse(name: &str, searched: Searched) -> Option<Attribute> {
+        if searched == Searched::LoggedModels {
+            return Some(match name {
+                "model_id" => Attribute::RunId,
+                "name" => Attribute::RunName,
+                "status" => Attribute::Status,
+                "model_type" => Attribute::Source,
+                "source_run_id" => Attribute::ParentRunId,
+                "creation_timestamp" | "creation_time" | "creation_timestamp_ms" => Attribute::StartTime,
+                "last_updated_timestamp" | "last_updated_time" | "last_updated_timestamp_ms" => {
+                    Attribute::EndTime
+                }
+                _ => return None,
+            });
+        }
         Some(match name {
             "run_id" | "run_uuid" => Attribute::RunId,
             "run_name" | "runName" | "name" => Attribute::RunName,
@@ -203,7 +231,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 }
 
 /// Parses `entity.key` from the word (and a following quoted key when the word ends in `.`).
-fn entity(tokens: &[Token], at: &mut usize) -> Result<Entity, String> {
+fn entity(tokens: &[Token], at: &mut usize, searched: Searched) -> Result<Entity, String> {
     let Some(Token::Word(word)) = tokens.get(*at) else {
         return Err(format!(
             "expected `metrics.KEY`, `params.KEY`, `tags.KEY` or `attributes.NAME`, found {}",
@@ -234,11 +262,16 @@ fn entity(tokens: &[Token], at: &mut usize) -> Result<Entity, String> {
             "context" => Ok(Entity::Dataset(DatasetField::Context)),
             other => Err(format!("unknown dataset field `{other}`; use datasets.name, datasets.digest or datasets.context")),
         },
-        "attribute" | "attributes" | "attr" | "run" | "" => Attribute::parse(&key).map(Entity::Attribute).ok_or_else(|| {
-            format!(
-                "unknown attribute `{key}`; searchable attributes are run_id, run_name, status, user_id, artifact_uri, lifecycle_stage, start_time, end_time"
-            )
-        }),
+        "attribute" | "attributes" | "attr" | "run" | "" => {
+            Attribute::parse(&key, searched).map(Entity::Attribute).ok_or_else(|| match searched {
+                Searched::Runs => format!(
+                    "unknown attribute `{key}`; searchable attributes are run_id, run_name, status, user_id, artifact_uri, lifecycle_stage, start_time, end_time"
+                ),
+                Searched::LoggedModels => format!(
+                    "unknown attribute `{key}`; a logged model's searchable attributes are model_id, name, status, model_type, source_run_id, creation_timestamp, last_updated_timestamp"
+                ),
+            })
+        }
         other => Err(format!(
             "unknown entity `{other}` in `{word}`; use metrics., params., tags., attributes. or datasets."
         )),
@@ -265,6 +298,11 @@ fn is_word(token: Option<&Token>, word: &str) -> bool {
 impl Filter {
     /// Parses MLflow's filter syntax; an empty string matches every run.
     pub fn parse(text: &str) -> Result<Filter, String> {
+        Filter::parse_for(text, Searched::Runs)
+    }
+
+    /// Parses a filter over runs or over logged models (whose attributes have other names).
+    pub fn parse_for(text: &str, searched: Searched) -> Result<Filter, String> {
         let tokens = tokenize(text)?;
         let mut comparisons = Vec::new();
         let mut at = 0;
@@ -278,7 +316,7 @@ impl Filter {
                 }
                 at += 1;
             }
-            comparisons.push(comparison(&tokens, &mut at)?);
+            comparisons.push(comparison(&tokens, &mut at, searched)?);
         }
         Ok(Filter(comparisons))
     }
@@ -298,8 +336,8 @@ impl Filter {
     }
 }
 
-fn comparison(tokens: &[Token], at: &mut usize) -> Result<Comparison, String> {
-    let entity = entity(tokens, at)?;
+fn comparison(tokens: &[Token], at: &mut usize, searched: Searched) -> Result<Comparison, String> {
+    let entity = entity(tokens, at, searched)?;
     let numeric =
         matches!(&entity, Entity::Metric(_)) || matches!(&entity, Entity::Attribute(a) if a.numeric());
     let op = match tokens.get(*at) {
@@ -425,6 +463,8 @@ fn lookup(run: &Run, entity: &Entity) -> Option<Found> {
             Attribute::LifecycleStage => Some(Found::Text(info.lifecycle_stage.clone())),
             Attribute::StartTime => Some(Found::Number(info.start_time as f64)),
             Attribute::EndTime => info.end_time.map(|t| Found::Number(t as f64)),
+            Attribute::Source => Some(Found::Text(info.source.clone())),
+            Attribute::ParentRunId => info.parent_run_id.clone().map(Found::Text),
         },
     }
 }
@@ -537,7 +577,7 @@ impl OrderBy {
     pub fn parse(text: &str) -> Result<OrderBy, String> {
         let tokens = tokenize(text)?;
         let mut at = 0;
-        let entity = entity(&tokens, &mut at)?;
+        let entity = entity(&tokens, &mut at, Searched::Runs)?;
         let descending = match tokens.get(at) {
             None => false,
             Some(Token::Word(w)) if w.eq_ignore_ascii_case("asc") => false,

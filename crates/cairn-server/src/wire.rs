@@ -1,7 +1,7 @@
 //! MLflow's messages as JSON: reading requests (a JSON body, or a query string for GET) and
 //! writing experiments, runs and metrics.
 
-use cairn_meta::{Experiment, Metric, Run};
+use cairn_meta::{Experiment, Metric, ModelDirection, Run};
 use serde_json::{Map, Value, json};
 
 use crate::ApiError;
@@ -47,6 +47,11 @@ impl Request {
             }
         }
         Ok(Request { fields, from_query: true })
+    }
+
+    /// Sets a field (a path parameter, which wins over the body's).
+    pub(crate) fn set(&mut self, name: &str, value: String) {
+        self.fields.insert(name.to_owned(), Value::String(value));
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Value> {
@@ -200,6 +205,16 @@ pub(crate) fn run_json(run: &Run) -> Value {
         info_json["end_time"] = json!(end);
     }
     let inputs: Vec<Value> = run.inputs.iter().filter_map(|body| serde_json::from_str(body).ok()).collect();
+    let models = |direction: ModelDirection| -> Vec<Value> {
+        run.models
+            .iter()
+            .filter(|m| m.direction == direction)
+            .map(|m| match direction {
+                ModelDirection::Input => json!({"model_id": m.model_id}),
+                ModelDirection::Output => json!({"model_id": m.model_id, "step": m.step}),
+            })
+            .collect()
+    };
     json!({
         "info": info_json,
         "data": {
@@ -207,7 +222,8 @@ pub(crate) fn run_json(run: &Run) -> Value {
             "params": pairs_json(&run.params),
             "tags": pairs_json(&run.tags),
         },
-        "inputs": {"dataset_inputs": inputs},
+        "inputs": {"dataset_inputs": inputs, "model_inputs": models(ModelDirection::Input)},
+        "outputs": {"model_outputs": models(ModelDirection::Output)},
     })
 }
 

@@ -460,3 +460,78 @@ async fn wrongly_typed_fields_are_invalid_parameter_values_as_in_mlflow() {
     let (s, body) = f.get("experiments/search?max_results=5&order_by=name").await;
     assert_eq!(s, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn logged_model_files_go_to_models_that_exist_within_their_quota() {
+    let mut f = fixture();
+    f.state.uploads = cairn_server::UploadLimits { max_artifact_bytes: 1000, run_quota_bytes: 1500 };
+    let base = "/api/2.0/mlflow-artifacts/artifacts";
+    let ghost = format!("m-{}", "0".repeat(32));
+    let (s, b, _) =
+        f.call(Method::PUT, &format!("{base}/0/models/{ghost}/artifacts/MLmodel"), vec![1u8; 10]).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", &ghost);
+    assert!(f.state.objects.list().unwrap().is_empty());
+
+    let (s, created) = f.post("logged-models", json!({"experiment_id": "0", "name": "model"})).await;
+    assert_eq!(s, StatusCode::OK, "{created}");
+    let id = created["model"]["info"]["model_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["model"]["info"]["status"], "LOGGED_MODEL_PENDING");
+    assert_eq!(
+        created["model"]["info"]["artifact_uri"],
+        format!("mlflow-artifacts:/0/models/{id}/artifacts")
+    );
+    let (s, b, _) =
+        f.call(Method::PUT, &format!("{base}/9/models/{id}/artifacts/MLmodel"), vec![1u8; 10]).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "experiment 0");
+    let (s, _, _) =
+        f.call(Method::PUT, &format!("{base}/0/models/{id}/artifacts/model.pkl"), vec![3u8; 900]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b, _) =
+        f.call(Method::PUT, &format!("{base}/0/models/{id}/artifacts/more.pkl"), vec![4u8; 700]).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RESOURCE_LIMIT_EXCEEDED",
+        &format!("logged model {id}"),
+    );
+
+    // Finalizing records the digest of its files; a bad status is refused.
+    let (s, b, _) = f
+        .call(
+            Method::PATCH,
+            &format!("/api/2.0/mlflow/logged-models/{id}"),
+            json!({"status": "DONE"}).to_string(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "LOGGED_MODEL_READY");
+    let (s, ready, _) = f
+        .call(
+            Method::PATCH,
+            &format!("/api/2.0/mlflow/logged-models/{id}"),
+            json!({"model_id": id, "status": "LOGGED_MODEL_READY"}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+    assert_eq!(ready["model"]["info"]["status"], "LOGGED_MODEL_READY");
+    let stored = f.state.meta.logged_model(&id).unwrap().unwrap();
+    assert!(stored.digest.as_deref().is_some_and(|d| d.starts_with("blake3:")), "{stored:?}");
+
+    // Names follow MLflow's rules; a metric for a model that does not exist changes nothing.
+    let (s, b) = f.post("logged-models", json!({"experiment_id": "0", "name": "a/b"})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", "Invalid model name");
+    let run = f.new_run().await;
+    let (s, b) = f
+        .post(
+            "runs/log-batch",
+            json!({"run_id": run, "params": [{"key": "p", "value": "1"}],
+                   "metrics": [{"key": "m", "value": 1, "timestamp": 1, "step": 0, "model_id": ghost}]}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", &ghost);
+    assert!(f.state.meta.run(&run).unwrap().unwrap().params.is_empty());
+    let (s, b, _) = f
+        .call(Method::DELETE, &format!("/api/2.0/mlflow/logged-models/{id}/tags/absent"), Body::empty())
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", "absent");
+}

@@ -34,7 +34,7 @@ pub fn venv_tool(venv: &str, spec: &str, binary: &str) -> PathBuf {
 }
 
 /// The real `mlflow` client, pinned.
-pub const MLFLOW: &str = "mlflow==3.6.0";
+pub const MLFLOW: &str = "mlflow==3.6.0 sqlalchemy<2.1";
 
 /// A Python interpreter that can `import mlflow`: `CAIRN_TEST_MLFLOW_PYTHON`, else the test
 /// tools' `mlflow-venv`.
