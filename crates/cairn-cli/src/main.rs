@@ -280,9 +280,15 @@ enum Command {
         /// ONNX Runtime's shared library (default: $CAIRN_ONNXRUNTIME, else the onnxruntime wheel in the active or the project's .venv).
         #[arg(long, value_name = "PATH")]
         onnxruntime: Option<PathBuf>,
-        /// Sessions per model version (0: one per core).
+        /// Sessions per model version (0: one per core); for MLflow models, Python worker processes.
         #[arg(long, default_value_t = 0)]
         sessions: usize,
+        /// How an MLflow model's Python environment is made: `virtualenv` builds one per distinct requirements.txt (cached), `local` uses --python as it is.
+        #[arg(long, value_name = "MANAGER", default_value = "virtualenv", value_parser = ["virtualenv", "local"])]
+        env_manager: String,
+        /// The Python interpreter for MLflow models: the base of their environments, or with --env-manager local the one they run in (default: $CAIRN_PYTHON, else python3).
+        #[arg(long, value_name = "PATH")]
+        python: Option<PathBuf>,
         /// Batch concurrent requests, up to this many rows (off by default).
         #[arg(long, value_name = "ROWS")]
         batch_max: Option<usize>,
@@ -1257,6 +1263,8 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             grpc_port,
             onnxruntime,
             sessions,
+            env_manager,
+            python,
             batch_max,
             batch_wait_ms,
             max_body,
@@ -1279,6 +1287,11 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 grpc_port: grpc_port.unwrap_or(if port == 0 { 0 } else { 8081 }),
                 onnxruntime: onnxruntime.map(|p| context.cwd.join(p)),
                 sessions,
+                local_python: env_manager == "local",
+                python: python
+                    .map(|p| if p.components().count() > 1 { context.cwd.join(p) } else { p })
+                    .or_else(|| std::env::var_os("CAIRN_PYTHON").map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from("python3")),
                 batch_max: batch_max.filter(|&n| n > 1),
                 batch_wait: std::time::Duration::from_millis(batch_wait_ms),
                 max_body,

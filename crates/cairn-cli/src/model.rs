@@ -140,7 +140,9 @@ pub fn register(
     let mut info = cairn_model::inspect(&path).map_err(|e| {
         Failure::user(
             e.to_string(),
-            Some("register an .onnx file, or a directory with cairn-model.yaml naming its runtime and model file"),
+            Some(
+                "register an .onnx file, a directory with cairn-model.yaml naming its runtime and model file, or an MLflow model directory (MLmodel with a python_function flavor and a signature)",
+            ),
         )
     })?;
     let rel = repo.rel_path(&path)?;

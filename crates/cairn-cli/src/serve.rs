@@ -14,6 +14,7 @@ use cairn_meta::registry::Rollout;
 use cairn_repo::Repo;
 use cairn_serve::batch::BatchConfig;
 use cairn_serve::predlog::{self, LogConfig, PredictionLog, SegmentSink};
+use cairn_serve::python::{EnvManager, PythonRuntime};
 use cairn_serve::routing::{Catalog, Routes, Target};
 use cairn_serve::runtime::{OnnxRuntime, locate_onnxruntime};
 use cairn_serve::server::App;
@@ -23,6 +24,22 @@ use serde_json::{Value, json};
 use crate::exp::open_store;
 use crate::failure::Failure;
 use crate::output::out;
+
+/// Where MLflow models' directories are laid out for their Python workers, by content.
+const MODEL_DIRS: &str = ".cairn/serve/models";
+
+/// Where MLflow models' Python environments are kept, by requirements: `$CAIRN_PYTHON_ENVS`,
+/// else `$XDG_CACHE_HOME/cairn/python-envs`, else `~/.cache/cairn/python-envs`.
+fn python_envs() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAIRN_PYTHON_ENVS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("cairn/python-envs")
+}
 
 /// Where predictions are logged unless `--log-dir` says otherwise.
 pub const PREDICTIONS_DIR: &str = ".cairn/predictions";
@@ -49,6 +66,9 @@ pub struct ServeRequest {
     pub grpc_port: u16,
     pub onnxruntime: Option<PathBuf>,
     pub sessions: usize,
+    /// Run MLflow models in `python` as it is, instead of an environment built per model.
+    pub local_python: bool,
+    pub python: PathBuf,
     pub batch_max: Option<usize>,
     pub batch_wait: Duration,
     pub max_body: usize,
@@ -139,9 +159,28 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     };
     let batching =
         request.batch_max.map(|max_batch| BatchConfig { max_batch, max_wait: request.batch_wait, workers });
-    let catalog = Arc::new(Catalog::new(store.clone(), repo.store().clone(), Arc::new(runtime), batching));
+    let env = if request.local_python {
+        EnvManager::Local(request.python.clone())
+    } else {
+        EnvManager::Virtualenv { python: request.python.clone(), cache: python_envs() }
+    };
+    let runtimes: Vec<Arc<dyn cairn_serve::runtime::Runtime>> =
+        vec![Arc::new(runtime), Arc::new(PythonRuntime::new(env, workers))];
+    let scratch = repo.root().join(MODEL_DIRS);
+    // Laid-out copies of cache objects: derived, never committed.
+    repo.ignore_local("/serve/")?;
+    let catalog = Arc::new(Catalog::new(store.clone(), repo.store().clone(), runtimes, scratch, batching));
     let snapshot = store.routing_snapshot().map_err(meta)?;
     let table = catalog.table(&targets, &snapshot);
+    // A model this server can never run is refused now, not answered with 503s.
+    if let Some(v) = table.routes.values().flat_map(|r| r.versions()).find(|v| v.refused) {
+        return Err(Failure::user(
+            format!("{} cannot be served: {}", v.label(), v.problem().unwrap_or_default()),
+            Some(
+                "register a model this server can run (an ONNX file, or an MLflow model with a python_function flavor and a signature), or point the alias elsewhere",
+            ),
+        ));
+    }
     if !quiet {
         for route in table.routes.values() {
             let mut line = format!("  {}", route.target);

@@ -48,8 +48,16 @@ struct Server {
 
 impl Server {
     fn start(repo: &TestRepo, args: &[&str]) -> Server {
+        Server::start_with(repo, args, &[])
+    }
+
+    /// With more environment variables.
+    fn start_with(repo: &TestRepo, args: &[&str], env: &[(&str, &std::path::Path)]) -> Server {
         let mut command = repo.command(&[&["serve", "--port", "0"], args].concat());
         command.env("CAIRN_ONNXRUNTIME", onnxruntime_library()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let mut child = command.spawn().expect("cairn serve starts");
         let (mut line, mut grpc) = (String::new(), String::new());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -1498,4 +1506,149 @@ fn tritonclient_grpc_gets_onnxruntimes_answers_and_a_traceable_id() {
     server.stop();
     let traced = repo.ok(&["trace", &trace]);
     assert!(traced.contains("forest@1") && traced.contains("grpc"), "{traced}");
+}
+
+/// Saves MLflow models with the mlflow venv: `echo`, a custom pyfunc whose `predict` doubles
+/// column `x` (and kills its own process on a negative value, to test crash recovery), the
+/// same with a requirement no index has (`broken`), and a Keras-only model with no
+/// python_function flavor (`keras-only`).
+const PYFUNC_MODELS: &str = r#"
+import json, os, sys
+import pandas as pd
+import mlflow.pyfunc
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        if (model_input["x"] < 0).any():
+            os._exit(3)
+        return model_input["x"].to_numpy() * 2
+
+root = sys.argv[1]
+example = pd.DataFrame({"x": [1.0, 2.0]})
+mlflow.pyfunc.save_model(f"{root}/echo", python_model=Doubler(), input_example=example)
+mlflow.pyfunc.save_model(f"{root}/broken", python_model=Doubler(), input_example=example,
+                         pip_requirements=["cairn-no-such-package-anywhere==0.0.1"])
+os.makedirs(f"{root}/keras-only")
+open(f"{root}/keras-only/MLmodel", "w").write("flavors:\n  keras: {keras_version: 3.0}\n")
+print(json.dumps({"saved": True}))
+"#;
+
+fn pyfunc_project() -> TestRepo {
+    let repo = project();
+    python(mlflow_python(), &repo, PYFUNC_MODELS, &[repo.path("models").to_str().unwrap()]);
+    for name in ["echo", "broken"] {
+        repo.ok(&["model", "register", name, &format!("models/{name}")]);
+        repo.ok(&["model", "alias", &format!("{name}@1"), "production"]);
+    }
+    repo
+}
+
+/// Polls a model's readiness until it is ready or `limit` passes; the last answer.
+fn wait_ready(addr: &str, model: &str, limit: Duration) -> Reply {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = http(addr, "GET", &format!("/v2/models/{model}/ready"), &[], b"");
+        let starting =
+            reply.json()["reason"].as_str().is_some_and(|r| r.starts_with(&format!("{model}@1: starting")));
+        if reply.status == 200 || !starting || Instant::now() > deadline {
+            return reply;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_custom_pyfunc_model_is_served_by_python_workers_that_are_restarted_when_they_crash() {
+    let repo = pyfunc_project();
+    let python = mlflow_python();
+    let server = Server::start(
+        &repo,
+        &[
+            "echo@production",
+            "--env-manager",
+            "local",
+            "--python",
+            python.to_str().unwrap(),
+            "--sessions",
+            "2",
+        ],
+    );
+    let addr = &server.addr;
+    let ready = wait_ready(addr, "echo", Duration::from_secs(120));
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    // MLflow's scoring answer for a model that returns an array, and the other protocols.
+    let mlflow =
+        post(addr, "/invocations", &json!({"dataframe_split": {"columns": ["x"], "data": [[1.5], [4]]}}));
+    assert_eq!(mlflow.json(), json!({"predictions": [3.0, 8.0]}), "{}", mlflow.text());
+    let native = post(addr, "/models/echo/predict", &json!({"inputs": {"x": 21}}));
+    assert_eq!(native.json()["outputs"]["predictions"], 42.0, "{}", native.text());
+    let v2 = post(
+        addr,
+        "/v2/models/echo/infer",
+        &json!({"inputs": [{"name": "x", "datatype": "FP64", "shape": [3], "data": [1, 2, 3]}]}),
+    );
+    assert_eq!(v2.json()["outputs"][0]["data"], json!([2.0, 4.0, 6.0]), "{}", v2.text());
+    let metadata = http(addr, "GET", "/v2/models/echo", &[], b"").json();
+    assert_eq!(metadata["platform"], "mlflow");
+    assert_eq!(metadata["inputs"][0]["name"], "x");
+
+    // A worker that dies answers an error that says so; it is replaced, and the next
+    // requests are answered.
+    let crashed = post(addr, "/invocations", &json!({"dataframe_split": {"columns": ["x"], "data": [[-1]]}}));
+    assert_eq!(crashed.status, 500, "{}", crashed.text());
+    assert!(
+        crashed.text().contains("worker died") && crashed.text().contains("restarted"),
+        "{}",
+        crashed.text()
+    );
+    for i in 0..6 {
+        let again =
+            post(addr, "/invocations", &json!({"dataframe_split": {"columns": ["x"], "data": [[i]]}}));
+        assert_eq!(again.json(), json!({"predictions": [2.0 * f64::from(i)]}), "{}", again.text());
+    }
+    assert_eq!(http(addr, "GET", "/v2/models/echo/ready", &[], b"").status, 200);
+}
+
+#[test]
+fn uninstallable_requirements_are_a_clear_not_ready_reason_and_other_models_serve() {
+    let repo = pyfunc_project();
+    let envs = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &repo,
+        &["broken@production", "regressor@production"],
+        &[("CAIRN_PYTHON_ENVS", envs.path())],
+    );
+    let addr = &server.addr;
+    let served =
+        post(addr, "/models/regressor/predict", &json!({"inputs": {"features": [0.1, 0.2, 0.3, 0.4]}}));
+    assert_eq!(
+        served.status,
+        200,
+        "the ONNX model serves while the other's environment builds: {}",
+        served.text()
+    );
+    let broken = wait_ready(addr, "broken", Duration::from_secs(300));
+    assert_eq!(broken.status, 503, "{}", broken.text());
+    let reason = broken.json()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("requirements") && reason.contains("cairn-no-such-package-anywhere"), "{reason}");
+    assert!(reason.contains("--env-manager local"), "the reason names a fix: {reason}");
+    let refused = post(
+        addr,
+        "/invocations?model=broken",
+        &json!({"dataframe_split": {"columns": ["x"], "data": [[1]]}}),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(http(addr, "GET", "/v2/models/regressor/ready", &[], b"").status, 200);
+    // No half-built environment is left behind.
+    let left: Vec<_> = std::fs::read_dir(envs.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn an_mlflow_model_no_python_can_load_is_refused_at_registration() {
+    let repo = pyfunc_project();
+    let err = repo.fail(1, &["model", "register", "keras", "models/keras-only"]);
+    assert!(err.contains("no python_function flavor") && err.contains("keras"), "{err}");
+    assert!(repo.json(&["model", "list", "--json"]).to_string().contains("echo"));
+    assert!(!repo.json(&["model", "list", "--json"]).to_string().contains("keras"));
 }

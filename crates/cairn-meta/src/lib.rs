@@ -251,6 +251,24 @@ pub fn redact(location: &str) -> String {
     }
 }
 
+/// The path in the artifact tree (the `artifacts` table) that an artifact URI names:
+/// `mlflow-artifacts:/1/abc/artifacts` → `1/abc/artifacts`, also with a host
+/// (`mlflow-artifacts://host:5000/...`) or as the proxy's HTTP URL; `None` for URIs the tree
+/// does not hold (`s3://...`).
+pub fn artifact_tree_path(uri: &str) -> Option<String> {
+    const PROXY: &str = "/api/2.0/mlflow-artifacts/artifacts";
+    let rest = if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
+        match rest.strip_prefix("//") {
+            Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
+            None => rest,
+        }
+    } else {
+        let (_, rest) = uri.split_once(PROXY)?;
+        rest
+    };
+    Some(rest.trim_matches('/').to_owned())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

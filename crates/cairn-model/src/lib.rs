@@ -12,9 +12,13 @@
 //!
 //! The signature — named, typed inputs and outputs — is read from the ONNX graph
 //! ([`onnx::signature`]) unless the YAML gives one.
+//!
+//! A directory holding an MLflow model (`MLmodel`, with a `python_function` flavor and a
+//! signature) is a model for the `mlflow` runtime, which runs it in Python ([`mlflow`]).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod mlflow;
 pub mod onnx;
 pub mod profile;
 
@@ -33,8 +37,12 @@ pub enum ModelError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("`{path}` is not valid: {message}")]
     BadSpec { path: PathBuf, message: String },
-    #[error("`{path}` is neither an .onnx file nor a directory with {MODEL_YAML}")]
+    #[error(
+        "`{path}` is neither an .onnx file nor a directory with {MODEL_YAML} or an MLflow model's MLmodel"
+    )]
     Unknown { path: PathBuf },
+    #[error("`{path}` cannot be served: {reason}")]
+    NotServable { path: PathBuf, reason: String },
     #[error("runtime `{runtime}` in `{path}` is not supported; supported: onnx")]
     UnsupportedRuntime { path: PathBuf, runtime: String },
 }
@@ -107,6 +115,20 @@ fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
 
 /// Reads the model at `path`: an `.onnx` file, or a directory with [`MODEL_YAML`].
 pub fn inspect(path: &Path) -> Result<ModelInfo, ModelError> {
+    if path.is_dir() && path.join(mlflow::MLMODEL).is_file() && !path.join(MODEL_YAML).is_file() {
+        let mlmodel = path.join(mlflow::MLMODEL);
+        let text = String::from_utf8_lossy(&read(&mlmodel)?).into_owned();
+        let model = mlflow::read_mlmodel(&text)
+            .map_err(|message| ModelError::BadSpec { path: mlmodel.clone(), message })?;
+        if let Some(reason) = model.unservable() {
+            return Err(ModelError::NotServable { path: path.to_path_buf(), reason });
+        }
+        return Ok(ModelInfo {
+            runtime: "mlflow".into(),
+            model_file: mlflow::MLMODEL.into(),
+            signature: model.signature.unwrap_or_default(),
+        });
+    }
     if path.is_dir() {
         let yaml_path = path.join(MODEL_YAML);
         if !yaml_path.is_file() {

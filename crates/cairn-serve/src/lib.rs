@@ -3,6 +3,7 @@
 //! registry's aliases and rollouts, optionally batched, and logged prediction by prediction.
 //!
 //! - [`runtime`]: the [`runtime::Runtime`] trait and ONNX Runtime behind it (pooled sessions).
+//! - [`python`]: MLflow models in Python worker processes, one environment per requirements.
 //! - [`tensor`]: tensors, and JSON → typed inputs with errors that name the field.
 //! - [`routing`]: targets, the registry watcher, canary and shadow routing.
 //! - [`batch`]: adaptive batching.
@@ -21,6 +22,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod predlog;
 pub mod profiles;
+pub mod python;
 pub mod routing;
 pub mod runtime;
 pub mod server;

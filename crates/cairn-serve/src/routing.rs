@@ -20,7 +20,7 @@ use cairn_meta::registry::{ModelVersion, RoutingSnapshot};
 use cairn_model::TensorSpec;
 
 use crate::batch::{BatchConfig, Batcher};
-use crate::runtime::{Model, Runtime};
+use crate::runtime::{Model, ModelFiles, Runtime};
 use crate::tensor::{DType, InputSpec, Tensor};
 
 /// How often the registry is read for alias and rollout changes.
@@ -76,6 +76,11 @@ pub struct Version {
     pub version: i64,
     pub digest: String,
     pub run_id: Option<String>,
+    /// The runtime that runs it (`onnx`, `mlflow`).
+    pub runtime: String,
+    /// Set when this server can never run it (no such runtime, a model it cannot serve):
+    /// `cairn serve` refuses to start with such a target rather than answer 503s.
+    pub refused: bool,
     pub inputs: Vec<InputSpec>,
     /// Per input, the names of its columns when the registry has them (a `[N, k]` input).
     pub columns: Vec<Option<Vec<String>>>,
@@ -112,7 +117,16 @@ impl Version {
     }
 
     pub fn ready(&self) -> bool {
-        self.model.is_ok()
+        self.problem().is_none()
+    }
+
+    /// Why it cannot answer now: it failed to load, or its runtime is still starting it or
+    /// lost it.
+    pub fn problem(&self) -> Option<String> {
+        match &self.model {
+            Err(reason) => Some(reason.clone()),
+            Ok(model) => model.status().err(),
+        }
     }
 
     pub fn label(&self) -> String {
@@ -166,7 +180,7 @@ impl Route {
             return Some(error.clone());
         }
         for v in self.primary.iter().chain(self.canary.iter().map(|(v, _)| v)) {
-            if let Err(e) = &v.model {
+            if let Some(e) = v.problem() {
                 return Some(format!("{}: {e}", v.label()));
             }
         }
@@ -184,19 +198,24 @@ pub struct Table {
 pub struct Catalog {
     meta: Arc<cairn_meta::Store>,
     objects: cairn_store::Store,
-    runtime: Arc<dyn Runtime>,
+    runtimes: Vec<Arc<dyn Runtime>>,
+    /// Where model directories are laid out for runtimes that read files.
+    scratch: std::path::PathBuf,
     batching: Option<BatchConfig>,
     loaded: Mutex<HashMap<(String, i64), Arc<Version>>>,
 }
 
 impl Catalog {
+    /// `runtimes` by name (a version runs on the one named in the registry); model
+    /// directories are laid out under `scratch`.
     pub fn new(
         meta: Arc<cairn_meta::Store>,
         objects: cairn_store::Store,
-        runtime: Arc<dyn Runtime>,
+        runtimes: Vec<Arc<dyn Runtime>>,
+        scratch: std::path::PathBuf,
         batching: Option<BatchConfig>,
     ) -> Self {
-        Self { meta, objects, runtime, batching, loaded: Mutex::new(HashMap::new()) }
+        Self { meta, objects, runtimes, scratch, batching, loaded: Mutex::new(HashMap::new()) }
     }
 
     pub fn meta(&self) -> &cairn_meta::Store {
@@ -249,16 +268,21 @@ impl Catalog {
                     .push(format!("input `{}` has type {}, which Cairn cannot send", spec.name, spec.dtype)),
             }
         }
+        let runtime = self.runtimes.iter().find(|r| r.name() == record.runtime);
+        let mut refused = false;
         let model = if !problems.is_empty() {
+            refused = true;
             Err(problems.join("; "))
-        } else if record.runtime != self.runtime.name() {
-            Err(format!(
-                "runtime `{}` is not available (this server runs `{}`)",
-                record.runtime,
-                self.runtime.name()
-            ))
+        } else if let Some(runtime) = runtime {
+            self.load_with(runtime.as_ref(), &record, &mut refused)
         } else {
-            self.bytes(&record).and_then(|bytes| self.runtime.load(&bytes).map_err(|e| e.to_string()))
+            refused = true;
+            let names: Vec<&str> = self.runtimes.iter().map(|r| r.name()).collect();
+            Err(format!(
+                "runtime `{}` is not available (this server runs: {})",
+                record.runtime,
+                names.join(", ")
+            ))
         };
         let batcher = match (&model, &self.batching) {
             (Ok(m), Some(config)) => {
@@ -271,12 +295,134 @@ impl Catalog {
             version: number,
             digest: record.digest.clone(),
             run_id: record.run_id.clone(),
+            runtime: record.runtime.clone(),
+            refused,
             columns: signature.inputs.iter().map(|spec| spec.columns.clone()).collect(),
             inputs,
             outputs: signature.outputs,
             model,
             batcher,
         }
+    }
+
+    /// Loads `record` on `runtime`: a file's bytes, or a directory laid out from the cache.
+    /// An MLflow model this server cannot serve sets `refused`.
+    fn load_with(
+        &self,
+        runtime: &dyn Runtime,
+        record: &ModelVersion,
+        refused: &mut bool,
+    ) -> Result<Arc<dyn Model>, String> {
+        if record.runtime != "mlflow" {
+            let bytes = self.bytes(record)?;
+            return runtime.load(ModelFiles::Bytes(&bytes)).map_err(|e| e.to_string());
+        }
+        let dir = self.directory(record)?;
+        let mlmodel = std::fs::read_to_string(dir.join(cairn_model::mlflow::MLMODEL))
+            .map_err(|e| format!("the model has no readable MLmodel file: {e}"));
+        let unservable =
+            mlmodel.and_then(|text| cairn_model::mlflow::read_mlmodel(&text)).map(|m| m.unservable());
+        match unservable {
+            Ok(None) => runtime.load(ModelFiles::Directory(&dir)).map_err(|e| e.to_string()),
+            Ok(Some(reason)) | Err(reason) => {
+                *refused = true;
+                Err(reason)
+            }
+        }
+    }
+
+    /// The files of a directory model, laid out under the scratch directory by content
+    /// (once; every object read is verified): a registered directory's manifest, or the
+    /// artifacts a version registered through the tracking server names.
+    fn directory(&self, record: &ModelVersion) -> Result<std::path::PathBuf, String> {
+        let entries: Vec<(String, Digest)> = match record.kind.as_str() {
+            "directory" => {
+                let digest = Digest::from_str(&record.digest)
+                    .map_err(|_| format!("bad digest `{}`", record.digest))?;
+                let bytes = self.read(&digest)?;
+                let manifest =
+                    Manifest::decode(&bytes).map_err(|e| format!("bad directory manifest: {e}"))?;
+                manifest
+                    .entries()
+                    .iter()
+                    .map(|e| (String::from_utf8_lossy(&e.path).into_owned(), e.digest))
+                    .collect()
+            }
+            "artifacts" => {
+                let location = self.storage_location(&record.source)?;
+                let tree = cairn_meta::artifact_tree_path(&location).ok_or_else(|| {
+                    format!("the model's files at `{location}` are not in this repository's artifact tree")
+                })?;
+                let files = self.meta.artifacts_under(&tree).map_err(|e| e.to_string())?;
+                let mut entries = Vec::with_capacity(files.len());
+                for f in files {
+                    let digest = Digest::from_str(&f.digest)
+                        .map_err(|_| format!("artifact `{}` has a bad digest", f.path))?;
+                    entries.push((f.path[tree.len()..].trim_start_matches('/').to_owned(), digest));
+                }
+                entries
+            }
+            other => {
+                return Err(format!("a {other} model is not a directory of files; an MLflow model must be"));
+            }
+        };
+        if entries.is_empty() {
+            return Err("the model's directory holds no files".into());
+        }
+        let hex = record.digest.rsplit(':').next().unwrap_or(&record.digest).to_owned();
+        let dir = self.scratch.join(&hex);
+        if dir.join(LAID_OUT).is_file() {
+            return Ok(dir);
+        }
+        let partial = self.scratch.join(format!(".partial-{hex}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
+        let written = (|| -> Result<(), String> {
+            for (path, digest) in &entries {
+                let target = partial.join(safe_relative(path)?);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                }
+                std::fs::write(&target, self.read(digest)?)
+                    .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+            }
+            std::fs::write(partial.join(LAID_OUT), b"").map_err(|e| e.to_string())
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+        if std::fs::rename(&partial, &dir).is_err() {
+            // Laid out meanwhile by another server.
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        if dir.join(LAID_OUT).is_file() {
+            Ok(dir)
+        } else {
+            Err(format!("cannot lay out the model at {}", dir.display()))
+        }
+    }
+
+    /// Where a version's files are: a logged model's artifact location for `models:/<id>`.
+    fn storage_location(&self, source: &str) -> Result<String, String> {
+        match source.strip_prefix("models:/").filter(|id| id.starts_with("m-")) {
+            Some(id) => match self.meta.logged_model(id.trim_end_matches('/')) {
+                Ok(Some(model)) => Ok(model.artifact_uri),
+                Ok(None) => Err(format!("the logged model `{id}` this version was registered from is gone")),
+                Err(e) => Err(format!("cannot read the registry: {e}")),
+            },
+            None => Ok(source.to_owned()),
+        }
+    }
+
+    fn read(&self, digest: &Digest) -> Result<Vec<u8>, String> {
+        self.objects.read_verified(digest).map_err(|e| match e {
+            cairn_store::StoreError::MissingObject { .. } => format!(
+                "the model file ({digest}) is not in the cache at {}; run `cairn pull` or `cairn fetch` to get it",
+                self.objects.root().display()
+            ),
+            other => other.to_string(),
+        })
     }
 
     /// The model file's bytes from the cache, verified.
@@ -353,12 +499,28 @@ impl Catalog {
     }
 }
 
+/// The file that marks a model directory laid out completely.
+const LAID_OUT: &str = ".cairn-laid-out";
+
+/// A path from a manifest or the artifact tree as a relative path that stays inside the
+/// directory it is joined to: only normal components.
+fn safe_relative(path: &str) -> Result<std::path::PathBuf, String> {
+    let relative = std::path::Path::new(path);
+    let normal = relative.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if path.is_empty() || !normal {
+        return Err(format!("the model's file list holds `{path}`, which is not a relative path inside it"));
+    }
+    Ok(relative.to_path_buf())
+}
+
 fn failed(name: &str, number: i64, reason: String) -> Version {
     Version {
         name: name.to_owned(),
         version: number,
         digest: String::new(),
         run_id: None,
+        runtime: String::new(),
+        refused: false,
         inputs: Vec::new(),
         columns: Vec::new(),
         outputs: Vec::new(),

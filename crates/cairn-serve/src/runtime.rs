@@ -1,5 +1,6 @@
-//! Runtimes run models. A [`Runtime`] loads a model's bytes into a [`Model`] that runs
-//! batches; ONNX Runtime ([`OnnxRuntime`]) is the one there is today.
+//! Runtimes run models. A [`Runtime`] loads a model's files into a [`Model`] that runs
+//! batches: ONNX Runtime ([`OnnxRuntime`]) for ONNX files, and Python workers
+//! ([`crate::python::PythonRuntime`]) for MLflow models.
 //!
 //! ONNX Runtime is loaded at run time from a shared library (`ort`'s `load-dynamic`), so the
 //! build downloads nothing. [`locate_onnxruntime`] takes the first of the caller's candidates
@@ -35,15 +36,27 @@ pub enum RuntimeError {
     Load(String),
     #[error("the model failed on this input: {0}")]
     Run(String),
+    /// The process running the model died (not the input's fault).
+    #[error("{0}")]
+    Crashed(String),
     #[error("the model answered an output Cairn cannot return: {0}")]
     Output(String),
 }
 
-/// Something that runs models of one kind (`onnx`).
+/// A model's files as a runtime takes them.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelFiles<'a> {
+    /// One model file's bytes (ONNX).
+    Bytes(&'a [u8]),
+    /// A directory of files (an MLflow model), already verified and laid out on disk.
+    Directory(&'a Path),
+}
+
+/// Something that runs models of one kind (`onnx`, `mlflow`).
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Loads a model from its bytes.
-    fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Model>, RuntimeError>;
+    /// Loads a model from its files.
+    fn load(&self, files: ModelFiles<'_>) -> Result<Arc<dyn Model>, RuntimeError>;
 }
 
 /// A loaded model.
@@ -51,6 +64,18 @@ pub trait Model: Send + Sync {
     /// Runs one batch: `inputs` in any order, by name; answers every output, by name, in the
     /// model's order.
     fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Output)>, RuntimeError>;
+
+    /// Whether it can answer now; `Err` says what it is waiting for (a runtime that starts in
+    /// the background) or why it cannot.
+    fn status(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether `run` waits on something outside this process (a worker), so that even a
+    /// small batch must not run on the server's I/O threads.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Where the `onnxruntime` wheel keeps its library inside a Python environment (a virtual
@@ -159,7 +184,10 @@ impl Runtime for OnnxRuntime {
         "onnx"
     }
 
-    fn load(&self, bytes: &[u8]) -> Result<Arc<dyn Model>, RuntimeError> {
+    fn load(&self, files: ModelFiles<'_>) -> Result<Arc<dyn Model>, RuntimeError> {
+        let ModelFiles::Bytes(bytes) = files else {
+            return Err(RuntimeError::Load("an ONNX model is one file".into()));
+        };
         let first = self.session(bytes)?;
         let outputs = first.outputs().iter().map(|o| o.name().to_owned()).collect();
         let mut sessions = vec![first];

@@ -323,13 +323,13 @@ pub(crate) async fn predict(
     let version = version.clone();
     let shadows: Vec<Arc<Version>> = if number.is_none() { route.shadows.clone() } else { Vec::new() };
     drop(table);
-    let model = match &version.model {
-        Ok(m) => m.clone(),
-        Err(reason) => {
+    let model = match (&version.model, version.problem()) {
+        (Ok(m), None) => m.clone(),
+        (_, reason) => {
             return Err(fail(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NOT_READY",
-                format!("model {} is not ready: {reason}", version.label()),
+                format!("model {} is not ready: {}", version.label(), reason.unwrap_or_default()),
             )));
         }
     };
@@ -353,7 +353,9 @@ pub(crate) async fn predict(
                 // Small requests run right here: a one-row prediction takes tens of
                 // microseconds, less than handing it to another thread. Larger ones go to the
                 // blocking pool so they never hold up the server's I/O threads.
-                None if inputs.first().is_some_and(|(_, t)| t.rows() <= INLINE_ROWS) => model.run(&inputs),
+                None if !model.blocks() && inputs.first().is_some_and(|(_, t)| t.rows() <= INLINE_ROWS) => {
+                    model.run(&inputs)
+                }
                 None => {
                     let (m, i) = (model.clone(), inputs.clone());
                     tokio::task::spawn_blocking(move || m.run(&i))
@@ -442,6 +444,9 @@ async fn run_shadow(
 ) {
     let started = Instant::now();
     let outcome = match (&shadow.model, parse(shadow, body, app.strict)) {
+        (_, _) if shadow.problem().is_some() => {
+            Err((503u16, format!("not ready: {}", shadow.problem().unwrap_or_default()), Vec::new()))
+        }
         (Err(reason), _) => Err((503u16, format!("not ready: {reason}"), Vec::new())),
         (_, Err(bad)) => Err((400, bad.message, Vec::new())),
         (Ok(model), Ok(inputs)) => {
@@ -682,7 +687,7 @@ fn version_json(v: &Version, role: &str, weight: Option<u32>) -> Value {
         "role": role,
         "weight": weight,
         "ready": v.ready(),
-        "error": v.model.as_ref().err(),
+        "error": v.problem(),
         "digest": v.digest,
         "run_id": v.run_id,
         "inputs": v.inputs.iter().map(|s| json!({"name": s.name, "type": s.expected()})).collect::<Vec<_>>(),
@@ -743,11 +748,16 @@ fn kserve_shape(spec: &cairn_model::TensorSpec) -> Value {
     }
 }
 
+/// The platform and backend a version reports, as Triton and MLServer name theirs.
+fn platform(v: &Version) -> (&'static str, &'static str) {
+    if v.runtime == "mlflow" { ("mlflow", "python") } else { ("onnxruntime_onnx", "onnxruntime") }
+}
+
 pub(crate) fn kserve_version_metadata(route: &Route, v: &Version) -> Value {
     json!({
         "name": route.target.model,
         "versions": route.versions().map(|v| v.version.to_string()).collect::<Vec<_>>(),
-        "platform": "onnxruntime_onnx",
+        "platform": platform(v).0,
         "inputs": v.inputs.iter().map(|s| {
             let mut shape = vec![Value::from(-1)];
             shape.extend(s.row_shape.iter().map(|d| d.map_or(Value::from(-1), Value::from)));
@@ -830,8 +840,7 @@ fn kserve_ready_response(app: &App, name: &str, number: Option<i64>) -> Response
     match kserve_lookup(app, name, number) {
         Ok((route, version)) => {
             let ready = if number.is_some() { version.ready() } else { route.ready() };
-            let reason =
-                if number.is_some() { version.model.as_ref().err().cloned() } else { route.reason() };
+            let reason = if number.is_some() { version.problem() } else { route.reason() };
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             (status, json_body(&json!({"name": name, "ready": ready, "reason": reason}))).into_response()
         }
@@ -1101,8 +1110,8 @@ async fn triton_index(State(app): State<Arc<App>>) -> Response {
                 "version": v.version.to_string(),
                 "state": if v.ready() { "READY" } else { "UNAVAILABLE" },
             });
-            if let Err(reason) = &v.model {
-                entry["reason"] = Value::from(reason.as_str());
+            if let Some(reason) = v.problem() {
+                entry["reason"] = Value::from(reason);
             }
             index.push(entry);
         }
@@ -1137,8 +1146,8 @@ fn triton_config_json(route: &Route, v: &Version) -> Value {
     };
     json!({
         "name": route.target.model,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
+        "platform": platform(v).0,
+        "backend": platform(v).1,
         "version_policy": {"specific": {"versions": [v.version]}},
         "max_batch_size": 0,
         "input": tensors("inputs"),
@@ -1482,8 +1491,11 @@ fn predictions(outputs: &[(String, Output)], records: bool) -> Vec<Value> {
     }
 }
 
+/// MLflow's scoring server answers a list for a model that returns an array (a Python
+/// model's single output), and records for named outputs.
 fn mlflow_format(answer: &Answer, _request: &Value) -> Value {
-    json!({ "predictions": predictions(&answer.outputs, true) })
+    let array = answer.version.runtime == "mlflow" && answer.outputs.len() == 1;
+    json!({ "predictions": predictions(&answer.outputs, !array) })
 }
 
 /// `application/json`, or `text/csv` (a header row, then one row per instance; numbers are

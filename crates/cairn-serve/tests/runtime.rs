@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_serve::runtime::{OnnxRuntime, Runtime, RuntimeError, locate_onnxruntime, wheel_locations};
+use cairn_serve::runtime::{
+    ModelFiles, OnnxRuntime, Runtime, RuntimeError, locate_onnxruntime, wheel_locations,
+};
 use cairn_serve::tensor::{Data, Output, Tensor};
 use serde_json::json;
 
@@ -44,10 +46,10 @@ fn runs_skl2onnx_models_from_a_pool_of_sessions() {
     assert!(err.to_string().contains("CAIRN_ONNXRUNTIME"), "{err}");
 
     let rt = OnnxRuntime::init(&library(), 2).unwrap();
-    assert!(rt.load(b"not onnx").is_err());
+    assert!(rt.load(ModelFiles::Bytes(b"not onnx")).is_err());
 
     // Scaler + logistic regression with scikit-learn's ZipMap: class maps become a matrix.
-    let logistic = rt.load(&fixture("logistic.onnx")).unwrap();
+    let logistic = rt.load(ModelFiles::Bytes(&fixture("logistic.onnx"))).unwrap();
     let out = logistic.run(&features(&[[2.0, 1.0, 0.0, 0.0], [-2.0, -1.0, 0.0, 0.0]])).unwrap();
     assert_eq!(out[0].0, "output_label");
     assert_eq!(out[0].1, Output::Tensor(Tensor { shape: vec![2], data: Data::I64(vec![1, 0]) }));
@@ -57,10 +59,10 @@ fn runs_skl2onnx_models_from_a_pool_of_sessions() {
     assert!((probabilities[0] + probabilities[1] - 1.0).abs() < 1e-5);
 
     // Tree ensembles: a forest classifier and a gradient-boosted regressor.
-    let forest = rt.load(&fixture("forest.onnx")).unwrap();
+    let forest = rt.load(ModelFiles::Bytes(&fixture("forest.onnx"))).unwrap();
     let out = forest.run(&features(&[[2.0, 1.0, 0.0, 0.0]])).unwrap();
     assert!(matches!(&out[1].1, Output::Tensor(t) if t.shape == vec![1, 2]), "{out:?}");
-    let regressor = Arc::new(rt.load(&fixture("regressor.onnx")).unwrap());
+    let regressor = Arc::new(rt.load(ModelFiles::Bytes(&fixture("regressor.onnx"))).unwrap());
     let one = regressor.run(&features(&[[1.0, 0.0, 0.0, 0.0]])).unwrap();
     let Output::Tensor(Tensor { data: Data::F32(y), .. }) = &one[0].1 else { panic!("{one:?}") };
     assert!(y[0] > 1.0 && y[0] < 3.0, "about 2·x0 − x2: {y:?}");
@@ -82,7 +84,7 @@ fn runs_skl2onnx_models_from_a_pool_of_sessions() {
 
     // Named inputs of mixed types; an unseen category is handled by the model, a wrong
     // input name is a run error.
-    let churn = rt.load(&fixture("churn.onnx")).unwrap();
+    let churn = rt.load(ModelFiles::Bytes(&fixture("churn.onnx"))).unwrap();
     let column = |name: &str, data: Data| (name.to_owned(), Tensor { shape: vec![1, 1], data });
     let out = churn
         .run(&[

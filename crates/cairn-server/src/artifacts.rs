@@ -32,21 +32,7 @@ pub(crate) fn routes() -> Router<State> {
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
-/// The artifact-tree path of a run's `artifact_uri` (`mlflow-artifacts:/1/abc/artifacts`
-/// → `1/abc/artifacts`); `None` for URIs this server does not hold.
-pub fn tree_path(uri: &str) -> Option<String> {
-    let rest = if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
-        // `mlflow-artifacts://host:port/path` names a server; the path is what matters.
-        match rest.strip_prefix("//") {
-            Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
-            None => rest,
-        }
-    } else {
-        let (_, rest) = uri.split_once(PREFIX)?;
-        rest
-    };
-    Some(rest.trim_matches('/').to_owned())
-}
+pub use cairn_meta::artifact_tree_path as tree_path;
 
 /// A relative path inside the artifact tree: no `..`, no empty or absolute parts.
 pub(crate) fn check_path(path: &str) -> Result<(), ApiError> {

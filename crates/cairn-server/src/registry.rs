@@ -262,15 +262,19 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
             "metrics": model.metrics.iter().map(|m| (m.metric.key.clone(), m.metric.value)).collect::<std::collections::BTreeMap<_, _>>(),
         });
     }
+    // An MLflow model's signature, from its MLmodel file, so `cairn serve` can type requests.
+    let signature = mlmodel(state, &location)?
+        .and_then(|m| m.signature)
+        .map_or_else(|| "{}".to_owned(), |s| serde_json::to_string(&s).unwrap_or_else(|_| "{}".into()));
     let version = NewVersion {
         digest,
         size,
         kind,
-        model_file: String::new(),
+        model_file: cairn_model::mlflow::MLMODEL.into(),
         runtime: "mlflow".into(),
         source,
         run_id,
-        signature: "{}".into(),
+        signature,
         lineage: lineage.to_string(),
         profile: None,
         description: request.string("description")?.unwrap_or_default(),
@@ -281,6 +285,17 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
         state.meta.set_model_tag(&name, number, key, value)?;
     }
     Ok(json!({"model_version": version_json(state, &find_version(state, &name, number)?)?}))
+}
+
+/// The MLmodel file under `location`, read, when the location is in this server's tree and
+/// has a readable one.
+fn mlmodel(state: &State, location: &str) -> Result<Option<cairn_model::mlflow::MlflowModel>, ApiError> {
+    let Some(tree) = crate::artifacts::tree_path(location) else { return Ok(None) };
+    let path = format!("{tree}/{}", cairn_model::mlflow::MLMODEL);
+    let Some(artifact) = state.meta.artifact(&path)? else { return Ok(None) };
+    let Ok(digest) = artifact.digest.parse::<cairn_hash::Digest>() else { return Ok(None) };
+    let Ok(bytes) = state.objects.read_verified(&digest) else { return Ok(None) };
+    Ok(cairn_model::mlflow::read_mlmodel(&String::from_utf8_lossy(&bytes)).ok())
 }
 
 pub(crate) fn get_version(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
