@@ -439,7 +439,16 @@ def code(call):
         return e.error_code
 r = client.get_run(run.info.run_id)
 client.create_registered_model("external")
+# A model no Python process can load (no python_function flavor), registered as MLflow allows.
+import os, tempfile
+keras = tempfile.mkdtemp()
+open(os.path.join(keras, "MLmodel"), "w").write("flavors:\n  keras: {keras_version: 3.0}\n")
+with mlflow.start_run() as other:
+    mlflow.log_artifacts(keras, artifact_path="keras")
+client.create_registered_model("keras-only")
+client.create_model_version("keras-only", f"{other.info.artifact_uri}/keras", run_id=other.info.run_id)
 print(json.dumps({
+    "rows": X.tolist(),
     "model_id": info.model_id,
     "weak_id": weak.model_id,
     "run_id": run.info.run_id,
@@ -521,6 +530,99 @@ fn mlflow_3_logged_models_register_load_and_search() {
     assert_eq!(shown["lineage"]["logged_model"]["digest"], shown["digest"], "{shown}");
     let from_run = repo.json(&["model", "show", "churn-from-run@1", "--json"]);
     assert_eq!(from_run["digest"], shown["digest"], "one model, one content, however it was registered");
+    assert_eq!(shown["runtime"], "mlflow");
+    assert_eq!(shown["signature"]["inputs"][0]["dtype"], "float64", "the signature comes from MLmodel");
+
+    // `cairn serve` runs it in an environment built from its requirements.txt (kept under
+    // target/test-tools, so later runs reuse it), and answers as pyfunc.load_model did.
+    let envs = common::tools::tools_dir().join("python-envs");
+    let serve = Serve::start(&repo, &["churn@champion"], &envs);
+    let ready = serve.wait_ready("churn", std::time::Duration::from_secs(600));
+    assert!(ready.contains("\"ready\":true"), "{ready}");
+    let answer = serve.post("/invocations", &serde_json::json!({"inputs": out["rows"]}));
+    assert_eq!(answer["predictions"], out["expected"], "{answer}");
+    let trace = serve.post("/models/churn/predict", &serde_json::json!({"inputs": {"input": [0.9, 0.1]}}));
+    let traced = repo.ok(&["trace", trace["trace_id"].as_str().unwrap()]);
+    assert!(traced.contains(run_id) && traced.contains("C=0.5"), "{traced}");
+    drop(serve);
+
+    // A version no runtime here can run is refused when the server starts, with the reason.
+    let refused = repo
+        .command(&["serve", "--port", "0", "keras-only"])
+        .env("CAIRN_ONNXRUNTIME", common::tools::onnxruntime_library())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("keras-only@1 cannot be served") && stderr.contains("python_function"),
+        "{stderr}"
+    );
+}
+
+/// `cairn serve ... --port 0` with Python environments under `envs`, killed when dropped.
+struct Serve {
+    child: Child,
+    url: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Serve {
+    fn start(repo: &TestRepo, targets: &[&str], envs: &std::path::Path) -> Serve {
+        let mut child = repo
+            .command(&[&["serve", "--port", "0"], targets].concat())
+            .env("CAIRN_ONNXRUNTIME", common::tools::onnxruntime_library())
+            .env("CAIRN_PYTHON_ENVS", envs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cairn serve starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("http://127.0.0.1:"), "cairn serve printed {line:?}");
+        Serve { child, url: line.trim().to_owned(), _stdout: stdout }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let output = Command::new("curl").args(["-s", &format!("{}{path}", self.url)]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Value {
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+                &format!("{}{path}", self.url),
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+    }
+
+    /// Polls readiness while the model is starting; the last answer.
+    fn wait_ready(&self, model: &str, limit: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let answer = self.get(&format!("/v2/models/{model}/ready"));
+            if !answer.contains("starting") || std::time::Instant::now() > deadline {
+                return answer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `mlflow server` from the mlflow venv on a free port, with a SQLite store in `dir`, stopped
