@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark of `cairn server` and `mlflow server` (SQLite backend), driven by
-the same `mlflow` client code.
+"""Side-by-side benchmark of `cairn server`, FastTrackML (a Go rewrite of MLflow's tracking
+server) and `mlflow server`, each on SQLite, driven by the same `mlflow` client code.
 
     python3 bench/tracking.py [--points 100000] [--calls 1000] [--runs 10000] [--repeat 3]
                               [--python .venv-bench-mlflow/bin/python]
+                              [--fml .venv-bench-fml/bin/fml] [--only cairn,fasttrackml,mlflow]
 
 1. log_batch throughput: --points metric points in batches of 1,000 (MLflow's limit) to one run,
    through the mlflow client; then the same batches as pre-serialized JSON bodies posted with
@@ -14,9 +15,11 @@ the same `mlflow` client code.
    match of `metrics.acc > 0.5` with max_results 1000; median of --repeat.
 4. `cairn exp show` over the same --runs runs (text table of all of them); median of --repeat.
 
-Needs a release build (cargo build --release) and a Python with the mlflow server:
+Needs a release build (cargo build --release), a Python with the mlflow server, and
+FastTrackML's `fml`:
     python3 -m venv .venv-bench-mlflow
     .venv-bench-mlflow/bin/pip install mlflow==3.6.0 'sqlalchemy<2.1'
+    python3 -m venv .venv-bench-fml && .venv-bench-fml/bin/pip install fasttrackml
 (mlflow 3.6.0's server does not start with SQLAlchemy 2.1, which pip picks otherwise). Prints a Markdown table. Not a test: machines are noisy, so compare
 medians and ratios from the same run.
 """
@@ -135,6 +138,17 @@ def start_mlflow(work, python):
     return proc, f"http://127.0.0.1:{port}"
 
 
+def start_fml(work, fml):
+    home = os.path.join(work, "fasttrackml")
+    os.makedirs(home)
+    port = free_port()
+    proc = subprocess.Popen([fml, "server", "--listen-address", f"127.0.0.1:{port}",
+                             "--database-uri", f"sqlite://{home}/fml.db", "--default-artifact-root", f"{home}/artifacts",
+                             "--log-level", "warning"],
+                            cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def stop(proc):
     try:
         os.killpg(proc.pid, 15)
@@ -150,47 +164,67 @@ def main():
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--python", default=os.path.join(ROOT, ".venv-bench-mlflow", "bin", "python"))
+    parser.add_argument("--fml", default=os.path.join(ROOT, ".venv-bench-fml", "bin", "fml"))
+    parser.add_argument("--only", default="cairn,fasttrackml,mlflow")
     args = parser.parse_args()
+    only = args.only.split(",")
     work = tempfile.mkdtemp(prefix="cairn-tracking-bench-")
-    results = {}
+    results, procs, cairn_repo = {}, [], None
     try:
-        cairn, cairn_url, cairn_repo = start_cairn(work)
-        mlflow, mlflow_url = start_mlflow(work, args.python)
-        wait_for(cairn_url)
-        wait_for(mlflow_url)
-        for name, url in [("cairn", cairn_url), ("mlflow", mlflow_url)]:
+        servers = []
+        if "cairn" in only:
+            proc, url, cairn_repo = start_cairn(work)
+            servers.append(("cairn", proc, url))
+        if "fasttrackml" in only:
+            proc, url = start_fml(work, args.fml)
+            servers.append(("fasttrackml", proc, url))
+        if "mlflow" in only:
+            proc, url = start_mlflow(work, args.python)
+            servers.append(("mlflow", proc, url))
+        procs = [p for _, p, _ in servers]
+        for name, _, url in servers:
+            wait_for(url)
+        for name, _, url in servers:
             r = client(args.python, url, "log", args.points, args.calls, args.runs, args.repeat)
             client(args.python, url, "populate", args.points, args.calls, args.runs, args.repeat)
             r.update(client(args.python, url, "search", args.points, args.calls, args.runs, args.repeat))
             results[name] = r
             print(f"{name}: {r}", file=sys.stderr)
-        env = dict(os.environ)
-        env.pop("RUST_BACKTRACE", None)
-        shows = []
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            subprocess.run([CAIRN, "exp", "show", "-n", str(args.runs + 10)], cwd=cairn_repo, env=env,
-                           stdout=subprocess.DEVNULL, check=True)
-            shows.append(time.perf_counter() - start)
-        results["cairn"]["exp_show_seconds"] = statistics.median(shows)
-        stop(cairn)
-        stop(mlflow)
+        if cairn_repo:
+            env = dict(os.environ)
+            env.pop("RUST_BACKTRACE", None)
+            shows = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                subprocess.run([CAIRN, "exp", "show", "-n", str(args.runs + 10)], cwd=cairn_repo, env=env,
+                               stdout=subprocess.DEVNULL, check=True)
+                shows.append(time.perf_counter() - start)
+            results["cairn"]["exp_show_seconds"] = statistics.median(shows)
     finally:
+        for proc in procs:
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
-    c, m = results["cairn"], results["mlflow"]
+    names = list(results)
     rate = lambda n, s: n / s
-    print(f"| measurement | cairn | mlflow | ratio |")
-    print(f"|---|---|---|---|")
-    print(f"| log_batch, {args.points:,} points | {rate(args.points, c['batch_seconds']):,.0f} points/s | "
-          f"{rate(args.points, m['batch_seconds']):,.0f} points/s | {m['batch_seconds'] / c['batch_seconds']:.1f}× |")
-    print(f"| log_batch, same {args.points:,} points as pre-serialized bodies (server only) | "
-          f"{rate(args.points, c['raw_batch_seconds']):,.0f} points/s | {rate(args.points, m['raw_batch_seconds']):,.0f} points/s | "
-          f"{m['raw_batch_seconds'] / c['raw_batch_seconds']:.1f}× |")
-    print(f"| log_metric, {args.calls:,} single calls | {rate(args.calls, c['single_seconds']):,.0f} calls/s | "
-          f"{rate(args.calls, m['single_seconds']):,.0f} calls/s | {m['single_seconds'] / c['single_seconds']:.1f}× |")
-    print(f"| search_runs over {args.runs:,} runs ({c['found']:,} matches, pages of 1,000) | {c['search_seconds']:.2f} s | "
-          f"{m['search_seconds']:.2f} s | {m['search_seconds'] / c['search_seconds']:.1f}× |")
-    print(f"| `cairn exp show` over {args.runs:,} runs | {c['exp_show_seconds']:.2f} s | – | – |")
+    rows = [
+        (f"log_batch, {args.points:,} points (client)", lambda r: f"{rate(args.points, r['batch_seconds']):,.0f} points/s",
+         lambda r: 1 / r["batch_seconds"]),
+        (f"log_batch, same {args.points:,} points as pre-serialized bodies (server only)",
+         lambda r: f"{rate(args.points, r['raw_batch_seconds']):,.0f} points/s", lambda r: 1 / r["raw_batch_seconds"]),
+        (f"log_metric, {args.calls:,} single calls", lambda r: f"{rate(args.calls, r['single_seconds']):,.0f} calls/s",
+         lambda r: 1 / r["single_seconds"]),
+        (f"search_runs over {args.runs:,} runs (matches paged by 1,000)", lambda r: f"{r['search_seconds']:.3f} s ({r['found']:,})",
+         lambda r: 1 / r["search_seconds"]),
+    ]
+    others = [n for n in names if n != "cairn"]
+    print("| measurement | " + " | ".join(names) + "".join(f" | cairn / {o}" for o in others if "cairn" in names) + " |")
+    print("|---" * (1 + len(names) + (len(others) if "cairn" in names else 0)) + "|")
+    for label, show, speed in rows:
+        cells = [show(results[n]) for n in names]
+        ratios = [f"{speed(results['cairn']) / speed(results[o]):.1f}×" for o in others] if "cairn" in names else []
+        print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    if "cairn" in results:
+        print(f"\n`cairn exp show` over the same {args.runs:,} runs: {results['cairn']['exp_show_seconds']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -1571,6 +1571,8 @@ fn a_custom_pyfunc_model_is_served_by_python_workers_that_are_restarted_when_the
             python.to_str().unwrap(),
             "--sessions",
             "2",
+            "--batch-max",
+            "16",
         ],
     );
     let addr = &server.addr;
@@ -1607,6 +1609,23 @@ fn a_custom_pyfunc_model_is_served_by_python_workers_that_are_restarted_when_the
         assert_eq!(again.json(), json!({"predictions": [2.0 * f64::from(i)]}), "{}", again.text());
     }
     assert_eq!(http(addr, "GET", "/v2/models/echo/ready", &[], b"").status, 200);
+
+    // Batched: concurrent clients each get their own rows back.
+    let clients: Vec<_> = (0..8)
+        .map(|k| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    let x = f64::from(k * 10 + i);
+                    let reply = post(&addr, "/models/echo/predict", &json!({"inputs": {"x": x}}));
+                    assert_eq!(reply.json()["outputs"]["predictions"], 2.0 * x, "{}", reply.text());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
 }
 
 #[test]

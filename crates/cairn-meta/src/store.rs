@@ -789,6 +789,10 @@ pub(crate) fn metric(row: &[Value]) -> Metric {
     Metric { key: row[0].text(), value, timestamp: row[2].int(), step: row[3].int() }
 }
 
+/// Metric points per `INSERT` statement (six values each, well under SQLite's and
+/// PostgreSQL's limits on bound values).
+const METRIC_ROWS_PER_INSERT: usize = 100;
+
 /// The bound values of a metric row: `run_id, key, value, timestamp, step, is_nan`.
 pub(crate) fn metric_row(run_id: &str, m: &Metric) -> [Value; 6] {
     let (value, is_nan) = if m.value.is_nan() { (0.0, 1) } else { (m.value, 0) };
@@ -800,11 +804,21 @@ pub(crate) fn metric_row(run_id: &str, m: &Metric) -> [Value; 6] {
 pub(crate) fn insert_metrics(tx: &mut dyn Tx, run_id: &str, metrics: &[Metric]) -> Result<()> {
     // The newest point of each key in this batch is the only candidate for latest.
     let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
+    // Many rows per statement: a batch of 1,000 points is ten statements, not 1,000.
+    for chunk in metrics.chunks(METRIC_ROWS_PER_INSERT) {
+        let mut sql = String::from("INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ");
+        let mut values = Vec::with_capacity(chunk.len() * 6);
+        for (i, m) in chunk.iter().enumerate() {
+            let n = i * 6;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6));
+            values.extend(metric_row(run_id, m));
+        }
+        tx.execute(&sql, &values)?;
+    }
     for m in metrics {
-        tx.execute(
-            "INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6)",
-            &metric_row(run_id, m),
-        )?;
         let slot = newest.entry(m.key.as_str()).or_insert(m);
         if (m.step, m.timestamp) >= (slot.step, slot.timestamp) {
             *slot = m;

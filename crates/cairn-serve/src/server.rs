@@ -339,7 +339,11 @@ pub(crate) async fn predict(
         Ok(inputs) => {
             let inputs = Arc::new(inputs);
             let batched = match (&version.batcher, coming) {
-                (Some(batcher), Some(coming)) if !batcher.alone() => {
+                // A model behind another process always goes through the queue: a request
+                // that runs directly would wait for a worker with one row while others
+                // could have joined it (the queue's hop costs microseconds; the worker's
+                // round trip milliseconds).
+                (Some(batcher), Some(coming)) if model.blocks() || !batcher.alone() => {
                     Some(batcher.run(coming, inputs.as_ref().clone()).await)
                 }
                 // Alone: withdraw the announcement before running, so no batch waits for it.
