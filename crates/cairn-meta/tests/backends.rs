@@ -319,6 +319,16 @@ fn suite(open: &dyn Fn() -> Store) {
 
     logged_models(&store, churn, &first);
 
+    // A batch larger than one INSERT statement's rows keeps every point, in order.
+    let big = store.create_run(&new_run(churn, "big", 9_000)).unwrap();
+    let many: Vec<Metric> = (0..250).map(|i| metric("many", f64::from(i), i64::from(i), 10)).collect();
+    store.log_batch(&big, &many, &[], &[]).unwrap();
+    let history = store.metric_history(&big, "many").unwrap();
+    assert_eq!(history.len(), 250);
+    assert_eq!(history.last().unwrap().value, 249.0);
+    let latest = store.run(&big).unwrap().unwrap().metrics;
+    assert_eq!(latest.iter().find(|m| m.key == "many").unwrap().step, 249);
+
     // Opening again finds the schema current and the data there.
     drop(store);
     let again = open();
