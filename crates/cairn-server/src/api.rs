@@ -12,7 +12,7 @@ use cairn_meta::{Metric, NewRun, RunUpdate, View, now_ms};
 use serde_json::{Value, json};
 
 use crate::search::{Filter, OrderBy};
-use crate::wire::{self, Request, experiment_json, metric_json, run_json};
+use crate::wire::{self, Request, RunWire, experiment_json, metric_json, run_json};
 use crate::{ApiError, State};
 use crate::{logged_models, registry};
 
@@ -26,17 +26,37 @@ const MAX_KEY: usize = 250;
 const MAX_EXPERIMENT_NAME: usize = 500;
 const MAX_RESULTS: i64 = 50_000;
 
-type Endpoint = fn(&State, &Request, usize) -> Result<Value, ApiError>;
+/// What an endpoint answers: a JSON value, or JSON already written ([`JsonBytes`], for large
+/// answers serialized straight from the records).
+pub(crate) trait Reply: Send + 'static {
+    fn into_response(self) -> axum::response::Response;
+}
+
+impl Reply for Value {
+    fn into_response(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        axum::Json(self).into_response()
+    }
+}
+
+pub(crate) struct JsonBytes(pub Vec<u8>);
+
+impl Reply for JsonBytes {
+    fn into_response(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
 
 /// Reads the request (query for GET, body otherwise, and the path's parameters over both) and
 /// runs `endpoint` on the blocking pool.
-async fn dispatch(
+async fn dispatch<T: Reply>(
     state: State,
     method: Method,
     path: Vec<(String, String)>,
     query: Option<String>,
     body: Bytes,
-    endpoint: Endpoint,
+    endpoint: fn(&State, &Request, usize) -> Result<T, ApiError>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let size = body.len();
@@ -54,7 +74,7 @@ async fn dispatch(
     .await
     .unwrap_or_else(|e| Err(ApiError::internal(format!("the request handler failed: {e}"))));
     match result {
-        Ok(value) => axum::Json(value).into_response(),
+        Ok(reply) => reply.into_response(),
         Err(error) => error.into_response(),
     }
 }
@@ -468,7 +488,7 @@ fn restore_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiE
     Ok(json!({}))
 }
 
-fn search_runs(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
+fn search_runs(state: &State, request: &Request, _: usize) -> Result<JsonBytes, ApiError> {
     let (offset, max) = page(request, 1000)?;
     let mut experiments = Vec::new();
     for id in request.list("experiment_ids")? {
@@ -491,11 +511,17 @@ fn search_runs(state: &State, request: &Request, _: usize) -> Result<Value, ApiE
         crate::search::sort(&mut runs, &order);
     }
     let (page, next) = paginate(runs, offset, max);
-    let mut out = json!({"runs": page.iter().map(run_json).collect::<Vec<_>>()});
-    if let Some(next) = next {
-        out["next_page_token"] = json!(next);
-    }
-    Ok(out)
+    let answer = SearchRunsWire { runs: page.iter().map(RunWire).collect(), next_page_token: next };
+    serde_json::to_vec(&answer)
+        .map(JsonBytes)
+        .map_err(|e| ApiError::internal(format!("cannot write the search's answer: {e}")))
+}
+
+#[derive(serde::Serialize)]
+struct SearchRunsWire<'a> {
+    runs: Vec<RunWire<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
 }
 
 fn set_tag(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {

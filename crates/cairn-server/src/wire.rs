@@ -1,7 +1,9 @@
 //! MLflow's messages as JSON: reading requests (a JSON body, or a query string for GET) and
 //! writing experiments, runs and metrics.
 
-use cairn_meta::{Experiment, Metric, ModelDirection, Run};
+use cairn_meta::{Experiment, Metric, ModelDirection, Run, RunInfo};
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::ApiError;
@@ -188,43 +190,150 @@ pub(crate) fn experiment_json(e: &Experiment) -> Value {
     })
 }
 
+/// A run as MLflow's `Run` message: `info`, `data` (latest metrics, params, tags), `inputs`
+/// (datasets and models read) and `outputs` (models produced). Written straight to the output
+/// by serde (a search answers thousands of runs; no intermediate JSON tree).
+pub(crate) struct RunWire<'a>(pub &'a Run);
+
 pub(crate) fn run_json(run: &Run) -> Value {
-    let info = &run.info;
-    let mut info_json = json!({
-        "run_id": info.run_id,
-        "run_uuid": info.run_id,
-        "run_name": info.name,
-        "experiment_id": info.experiment_id.to_string(),
-        "user_id": info.user,
-        "status": info.status,
-        "start_time": info.start_time,
-        "artifact_uri": info.artifact_uri,
-        "lifecycle_stage": info.lifecycle_stage,
-    });
-    if let Some(end) = info.end_time {
-        info_json["end_time"] = json!(end);
+    serde_json::to_value(RunWire(run)).unwrap_or(Value::Null)
+}
+
+impl Serialize for RunWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let run = self.0;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("info", &InfoWire(&run.info))?;
+        map.serialize_entry("data", &DataWire(run))?;
+        map.serialize_entry("inputs", &InputsWire(run))?;
+        map.serialize_entry("outputs", &OutputsWire(run))?;
+        map.end()
     }
-    let inputs: Vec<Value> = run.inputs.iter().filter_map(|body| serde_json::from_str(body).ok()).collect();
-    let models = |direction: ModelDirection| -> Vec<Value> {
-        run.models
+}
+
+pub(crate) struct InfoWire<'a>(pub &'a RunInfo);
+
+impl Serialize for InfoWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let info = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("run_id", &info.run_id)?;
+        map.serialize_entry("run_uuid", &info.run_id)?;
+        map.serialize_entry("run_name", &info.name)?;
+        map.serialize_entry("experiment_id", &info.experiment_id.to_string())?;
+        map.serialize_entry("user_id", &info.user)?;
+        map.serialize_entry("status", &info.status)?;
+        map.serialize_entry("start_time", &info.start_time)?;
+        map.serialize_entry("artifact_uri", &info.artifact_uri)?;
+        map.serialize_entry("lifecycle_stage", &info.lifecycle_stage)?;
+        if let Some(end) = info.end_time {
+            map.serialize_entry("end_time", &end)?;
+        }
+        map.end()
+    }
+}
+
+struct DataWire<'a>(&'a Run);
+
+impl Serialize for DataWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("metrics", &MetricsWire(&self.0.metrics))?;
+        map.serialize_entry("params", &PairsWire(&self.0.params))?;
+        map.serialize_entry("tags", &PairsWire(&self.0.tags))?;
+        map.end()
+    }
+}
+
+struct PairsWire<'a>(&'a [(String, String)]);
+
+impl Serialize for PairsWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (key, value) in self.0 {
+            seq.serialize_element(&KeyValue { key, value })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct KeyValue<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+struct MetricsWire<'a>(&'a [Metric]);
+
+impl Serialize for MetricsWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for m in self.0 {
+            seq.serialize_element(&MetricWire(m))?;
+        }
+        seq.end()
+    }
+}
+
+struct MetricWire<'a>(&'a Metric);
+
+impl Serialize for MetricWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let m = self.0;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("key", &m.key)?;
+        if m.value.is_finite() {
+            map.serialize_entry("value", &m.value)?;
+        } else {
+            map.serialize_entry("value", &double_json(m.value))?;
+        }
+        map.serialize_entry("timestamp", &m.timestamp)?;
+        map.serialize_entry("step", &m.step)?;
+        map.end()
+    }
+}
+
+struct InputsWire<'a>(&'a Run);
+
+impl Serialize for InputsWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let datasets: Vec<Value> = self.0.inputs.iter().filter_map(|body| serde_json::from_str(body).ok()).collect();
+        let models: Vec<ModelWire> = self
+            .0
+            .models
             .iter()
-            .filter(|m| m.direction == direction)
-            .map(|m| match direction {
-                ModelDirection::Input => json!({"model_id": m.model_id}),
-                ModelDirection::Output => json!({"model_id": m.model_id, "step": m.step}),
-            })
-            .collect()
-    };
-    json!({
-        "info": info_json,
-        "data": {
-            "metrics": run.metrics.iter().map(metric_json).collect::<Vec<_>>(),
-            "params": pairs_json(&run.params),
-            "tags": pairs_json(&run.tags),
-        },
-        "inputs": {"dataset_inputs": inputs, "model_inputs": models(ModelDirection::Input)},
-        "outputs": {"model_outputs": models(ModelDirection::Output)},
-    })
+            .filter(|m| m.direction == ModelDirection::Input)
+            .map(|m| ModelWire { model_id: &m.model_id, step: None })
+            .collect();
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("dataset_inputs", &datasets)?;
+        map.serialize_entry("model_inputs", &models)?;
+        map.end()
+    }
+}
+
+struct OutputsWire<'a>(&'a Run);
+
+impl Serialize for OutputsWire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let models: Vec<ModelWire> = self
+            .0
+            .models
+            .iter()
+            .filter(|m| m.direction == ModelDirection::Output)
+            .map(|m| ModelWire { model_id: &m.model_id, step: Some(m.step) })
+            .collect();
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("model_outputs", &models)?;
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ModelWire<'a> {
+    model_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<i64>,
 }
 
 #[cfg(test)]
