@@ -97,6 +97,13 @@ pub(crate) trait Tx {
     /// Runs a statement; returns the rows it changed.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>>;
+    /// Calls `each` with every row in turn (one buffer, reused): for reads of many rows.
+    fn query_each(&mut self, sql: &str, params: &[Value], each: &mut dyn FnMut(&[Value])) -> Result<()> {
+        for row in self.query(sql, params)? {
+            each(&row);
+        }
+        Ok(())
+    }
     /// Runs several statements without parameters (migrations).
     fn batch(&mut self, sql: &str) -> Result<()>;
 }

@@ -79,26 +79,33 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>> {
+        let mut out = Vec::new();
+        self.query_each(sql, params, &mut |row| out.push(row.to_vec()))?;
+        Ok(out)
+    }
+
+    fn query_each(&mut self, sql: &str, params: &[Value], each: &mut dyn FnMut(&[Value])) -> Result<()> {
         let values: Vec<rusqlite::types::Value> = params.iter().map(to_sql).collect();
         let mut statement = self.tx.prepare_cached(&numbered(sql)).map_err(|e| self.failed(sql, e))?;
         let columns = statement.column_count();
         let mut rows = statement.query(params_from_iter(values)).map_err(|e| self.failed(sql, e))?;
-        let mut out = Vec::new();
+        let mut buffer = Vec::with_capacity(columns);
         while let Some(row) = rows.next().map_err(|e| self.failed(sql, e))? {
-            let mut values = Vec::with_capacity(columns);
+            buffer.clear();
             for i in 0..columns {
-                values.push(match row.get_ref(i).map_err(|e| self.failed(sql, e))? {
+                buffer.push(match row.get_ref(i).map_err(|e| self.failed(sql, e))? {
                     ValueRef::Null => Value::Null,
                     ValueRef::Integer(n) => Value::Int(n),
                     ValueRef::Real(r) => Value::Real(r),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => {
-                        Value::Text(String::from_utf8_lossy(t).into_owned())
-                    }
+                    ValueRef::Text(t) | ValueRef::Blob(t) => Value::Text(match std::str::from_utf8(t) {
+                        Ok(text) => text.to_owned(),
+                        Err(_) => String::from_utf8_lossy(t).into_owned(),
+                    }),
                 });
             }
-            out.push(values);
+            each(&buffer);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {

@@ -806,14 +806,23 @@ pub(crate) fn insert_metrics(tx: &mut dyn Tx, run_id: &str, metrics: &[Metric]) 
     let mut newest: std::collections::HashMap<&str, &Metric> = std::collections::HashMap::new();
     // Many rows per statement: a batch of 1,000 points is ten statements, not 1,000.
     for chunk in metrics.chunks(METRIC_ROWS_PER_INSERT) {
-        let mut sql = String::from("INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ");
+        let mut sql =
+            String::from("INSERT INTO metrics (run_id, key, value, timestamp, step, is_nan) VALUES ");
         let mut values = Vec::with_capacity(chunk.len() * 6);
         for (i, m) in chunk.iter().enumerate() {
             let n = i * 6;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6));
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6
+            ));
             values.extend(metric_row(run_id, m));
         }
         tx.execute(&sql, &values)?;
@@ -940,21 +949,38 @@ fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Valu
              ORDER BY t.run_id, t.key"
         )
     };
-    for row in tx.query(&select("t.key, t.value", "params"), params)? {
-        if let Some(&i) = index.get(&row[0].text()) {
+    // Rows come grouped by run: the index is looked up once per run, not once per row.
+    let mut at: Option<(String, Option<usize>)> = None;
+    let mut find = |id: &Value| -> Option<usize> {
+        let Value::Text(id) = id else { return None };
+        match &at {
+            Some((last, i)) if last == id => *i,
+            _ => {
+                let i = index.get(id).copied();
+                at = Some((id.clone(), i));
+                i
+            }
+        }
+    };
+    tx.query_each(&select("t.key, t.value", "params"), params, &mut |row| {
+        if let Some(i) = find(&row[0]) {
             runs[i].params.push((row[1].text(), row[2].text()));
         }
-    }
-    for row in tx.query(&select("t.key, t.value", "tags"), params)? {
-        if let Some(&i) = index.get(&row[0].text()) {
+    })?;
+    tx.query_each(&select("t.key, t.value", "tags"), params, &mut |row| {
+        if let Some(i) = find(&row[0]) {
             runs[i].tags.push((row[1].text(), row[2].text()));
         }
-    }
-    for row in tx.query(&select("t.key, t.value, t.timestamp, t.step, t.is_nan", "latest_metrics"), params)? {
-        if let Some(&i) = index.get(&row[0].text()) {
-            runs[i].metrics.push(metric(&row[1..]));
-        }
-    }
+    })?;
+    tx.query_each(
+        &select("t.key, t.value, t.timestamp, t.step, t.is_nan", "latest_metrics"),
+        params,
+        &mut |row| {
+            if let Some(i) = find(&row[0]) {
+                runs[i].metrics.push(metric(&row[1..]));
+            }
+        },
+    )?;
     let inputs = format!(
         "SELECT t.run_id, t.body FROM run_inputs t JOIN runs ON runs.run_id = t.run_id WHERE {clause} \
          ORDER BY t.run_id, t.name, t.digest"

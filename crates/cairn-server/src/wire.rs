@@ -297,7 +297,8 @@ struct InputsWire<'a>(&'a Run);
 
 impl Serialize for InputsWire<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let datasets: Vec<Value> = self.0.inputs.iter().filter_map(|body| serde_json::from_str(body).ok()).collect();
+        let datasets: Vec<Value> =
+            self.0.inputs.iter().filter_map(|body| serde_json::from_str(body).ok()).collect();
         let models: Vec<ModelWire> = self
             .0
             .models
