@@ -151,7 +151,13 @@ fn post(addr: &str, path: &str, body: &Value) -> Reply {
 /// Runs a Python script; returns the JSON it prints last.
 fn python(interpreter: PathBuf, repo: &TestRepo, script: &str, args: &[&str]) -> Value {
     repo.write("client.py", script);
-    let output = Command::new(interpreter).arg(repo.path("client.py")).args(args).output().unwrap();
+    // In the scratch repository: nothing a script writes (mlflow's ./mlruns) lands in the source tree.
+    let output = Command::new(interpreter)
+        .arg(repo.path("client.py"))
+        .args(args)
+        .current_dir(&repo.root)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
