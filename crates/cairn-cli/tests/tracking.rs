@@ -533,6 +533,28 @@ fn mlflow_3_logged_models_register_load_and_search() {
     assert_eq!(shown["runtime"], "mlflow");
     assert_eq!(shown["signature"]["inputs"][0]["dtype"], "float64", "the signature comes from MLmodel");
 
+    // The onnx flavor logs, registers and loads back the same way.
+    let onnx = python(
+        &repo,
+        r#"
+import json, mlflow, mlflow.onnx
+from onnx import TensorProto, helper
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+model.ir_version = 8
+mlflow.set_experiment("churn")
+with mlflow.start_run():
+    info = mlflow.onnx.log_model(model, name="identity", registered_model_name="identity")
+loaded = mlflow.onnx.load_model(f"models:/identity/{info.registered_model_version}")
+print(json.dumps({"ops": [n.op_type for n in loaded.graph.node], "flavors": sorted(mlflow.models.get_model_info(info.model_uri).flavors)}))
+"#,
+        &server.url,
+    );
+    assert_eq!(onnx["ops"], serde_json::json!(["Identity"]), "{onnx}");
+    assert!(onnx["flavors"].as_array().unwrap().iter().any(|f| f == "onnx"), "{onnx}");
+
     // `cairn serve` runs it in an environment built from its requirements.txt (kept under
     // target/test-tools, so later runs reuse it), and answers as pyfunc.load_model did.
     let envs = common::tools::tools_dir().join("python-envs");

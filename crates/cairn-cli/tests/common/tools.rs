@@ -33,8 +33,9 @@ pub fn venv_tool(venv: &str, spec: &str, binary: &str) -> PathBuf {
     path
 }
 
-/// The real `mlflow` client, pinned.
-pub const MLFLOW: &str = "mlflow==3.6.0 sqlalchemy<2.1";
+/// The real `mlflow` client, pinned: with the SQLAlchemy `mlflow server` 3.6 starts with (the
+/// autolog test compares against one), and `onnx` and `onnxruntime` for `mlflow.onnx.log_model`.
+pub const MLFLOW: &str = "mlflow==3.6.0 sqlalchemy<2.1 onnx==1.23.2 onnxruntime==1.32.0";
 
 /// A Python interpreter that can `import mlflow`: `CAIRN_TEST_MLFLOW_PYTHON`, else the test
 /// tools' `mlflow-venv`.
