@@ -114,6 +114,9 @@ impl Drop for Worker {
 impl PythonModel {
     fn set(&self, state: State) {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        // Under the pool's lock, so a request between checking the state and waiting for a
+        // worker cannot miss the news.
+        let _pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         self.returned.notify_all();
     }
 
@@ -316,11 +319,15 @@ fn decode_outputs(answer: &Value, payload: &[u8]) -> Result<Vec<(String, Output)
     Ok(outputs)
 }
 
+/// One frame in one write (a pipe write is a system call; the frame is small next to the
+/// model's work).
 fn write_frame(stream: &mut impl Write, header: &Value, body: &[u8]) -> std::io::Result<()> {
     let header = header.to_string();
-    stream.write_all(&(header.len() as u32).to_le_bytes())?;
-    stream.write_all(header.as_bytes())?;
-    stream.write_all(body)?;
+    let mut frame = Vec::with_capacity(4 + header.len() + body.len());
+    frame.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    frame.extend_from_slice(header.as_bytes());
+    frame.extend_from_slice(body);
+    stream.write_all(&frame)?;
     stream.flush()
 }
 

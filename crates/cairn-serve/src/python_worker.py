@@ -29,10 +29,7 @@ def read_exact(stream, n):
 
 def write_frame(stream, header, buffers=()):
     encoded = json.dumps(header).encode()
-    stream.write(struct.pack("<I", len(encoded)))
-    stream.write(encoded)
-    for buffer in buffers:
-        stream.write(buffer)
+    stream.write(b"".join([struct.pack("<I", len(encoded)), encoded, *buffers]))
     stream.flush()
 
 
