@@ -803,22 +803,5 @@ fn metric_history(state: &State, request: &Request, _: usize) -> Result<Value, A
 fn list_artifacts(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let run = find_run(state, &request.run_id()?)?;
     let path = request.string("path")?.unwrap_or_default();
-    let Some(root) = crate::artifacts::tree_path(&run.info.artifact_uri) else {
-        return Ok(json!({"root_uri": run.info.artifact_uri, "files": []}));
-    };
-    let relative = path.trim_matches('/');
-    crate::artifacts::check_path(relative)?;
-    let dir = if relative.is_empty() { root.clone() } else { format!("{root}/{relative}") };
-    let files: Vec<Value> = crate::artifacts::children(state, &dir)?
-        .into_iter()
-        .map(|(name, is_dir, size)| {
-            let path = if relative.is_empty() { name } else { format!("{relative}/{name}") };
-            let mut file = json!({"path": path, "is_dir": is_dir});
-            if let Some(size) = size {
-                file["file_size"] = json!(size);
-            }
-            file
-        })
-        .collect();
-    Ok(json!({"root_uri": run.info.artifact_uri, "files": files}))
+    crate::artifacts::listing(state, &run.info.artifact_uri, &path)
 }

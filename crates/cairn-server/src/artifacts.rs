@@ -71,6 +71,30 @@ pub(crate) fn tree_digest(state: &State, tree: &str) -> Result<Option<(String, i
     Ok(Some((format!("blake3:{}", hasher.finalize().to_hex()), size)))
 }
 
+/// The answer to listing `relative` under an artifact root (a run's or a logged model's):
+/// `{"root_uri", "files": [{"path", "is_dir", "file_size"}]}` with paths relative to the root;
+/// no files for a root this server does not hold.
+pub(crate) fn listing(state: &State, root_uri: &str, relative: &str) -> Result<Value, ApiError> {
+    let Some(root) = tree_path(root_uri) else {
+        return Ok(json!({"root_uri": root_uri, "files": []}));
+    };
+    let relative = relative.trim_matches('/');
+    check_path(relative)?;
+    let dir = if relative.is_empty() { root } else { format!("{root}/{relative}") };
+    let files: Vec<Value> = children(state, &dir)?
+        .into_iter()
+        .map(|(name, is_dir, size)| {
+            let path = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+            let mut file = json!({"path": path, "is_dir": is_dir});
+            if let Some(size) = size {
+                file["file_size"] = json!(size);
+            }
+            file
+        })
+        .collect();
+    Ok(json!({"root_uri": root_uri, "files": files}))
+}
+
 /// The entries directly inside `dir`: `(name, is_dir, size of a file)`.
 pub(crate) fn children(state: &State, dir: &str) -> Result<Vec<(String, bool, Option<i64>)>, ApiError> {
     let mut out: Vec<(String, bool, Option<i64>)> = Vec::new();

@@ -228,25 +228,8 @@ pub(crate) fn log_params(state: &State, request: &Request, _: usize) -> Result<V
 /// model's files.
 pub(crate) fn list_artifacts(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let model = find(state, &request.required("model_id")?)?;
-    let relative =
-        request.string("artifact_directory_path")?.unwrap_or_default().trim_matches('/').to_owned();
-    crate::artifacts::check_path(&relative)?;
-    let Some(root) = crate::artifacts::tree_path(&model.artifact_uri) else {
-        return Ok(json!({"root_uri": model.artifact_uri, "files": []}));
-    };
-    let dir = if relative.is_empty() { root } else { format!("{root}/{relative}") };
-    let files: Vec<Value> = crate::artifacts::children(state, &dir)?
-        .into_iter()
-        .map(|(name, is_dir, size)| {
-            let path = if relative.is_empty() { name } else { format!("{relative}/{name}") };
-            let mut file = json!({"path": path, "is_dir": is_dir});
-            if let Some(size) = size {
-                file["file_size"] = json!(size);
-            }
-            file
-        })
-        .collect();
-    Ok(json!({"root_uri": model.artifact_uri, "files": files}))
+    let path = request.string("artifact_directory_path")?.unwrap_or_default();
+    crate::artifacts::listing(state, &model.artifact_uri, &path)
 }
 
 /// The datasets a search limits metrics to: `(name, digest)`.
