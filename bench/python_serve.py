@@ -75,12 +75,7 @@ def measure(name, start, url, one, many, duration):
         out["rss"] = common.tree_rss_mib(proc.pid)
         return out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        common.stop(proc)
 
 
 def main():

@@ -154,12 +154,17 @@ def bench_server(name, start, urls, duration):
         results["rss"] = tree_rss_mib(proc.pid)
         return results
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc):
+    """SIGTERM, then SIGKILL if it has not exited within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main():
@@ -281,8 +286,7 @@ def monitoring(repo, lib, env, port, body, args):
                 rps[name].append(r["rps"])
                 print(f"  round {round_ + 1} {name}: {r['rps']:,.0f} requests/s", file=sys.stderr)
             finally:
-                proc.terminate()
-                proc.wait(timeout=20)
+                stop(proc)
     print(f"\nThe forest, one-row KServe requests, 16 connections, {args.duration} s per round, {args.monitoring} rounds.\n")
     print("| configuration | requests/s (median) | rounds |")
     print("|---|---:|---|")

@@ -167,13 +167,15 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
     let runtimes: Vec<Arc<dyn cairn_serve::runtime::Runtime>> =
         vec![Arc::new(runtime), Arc::new(PythonRuntime::new(env, workers))];
     let scratch = repo.root().join(MODEL_DIRS);
-    // Laid-out copies of cache objects: derived, never committed.
+    // Laid-out copies of cache objects: derived, never committed; and made of real
+    // directories, so a link a clone planted there cannot carry the files elsewhere.
     repo.ignore_local("/serve/")?;
+    repo.confinement().create_dir_all(&scratch)?;
     let catalog = Arc::new(Catalog::new(store.clone(), repo.store().clone(), runtimes, scratch, batching));
     let snapshot = store.routing_snapshot().map_err(meta)?;
     let table = catalog.table(&targets, &snapshot);
     // A model this server can never run is refused now, not answered with 503s.
-    if let Some(v) = table.routes.values().flat_map(|r| r.versions()).find(|v| v.refused) {
+    if let Some(v) = table.refused() {
         return Err(Failure::user(
             format!("{} cannot be served: {}", v.label(), v.problem().unwrap_or_default()),
             Some(

@@ -1677,3 +1677,19 @@ fn an_mlflow_model_no_python_can_load_is_refused_at_registration() {
     assert!(repo.json(&["model", "list", "--json"]).to_string().contains("echo"));
     assert!(!repo.json(&["model", "list", "--json"]).to_string().contains("keras"));
 }
+
+#[test]
+fn a_planted_link_cannot_carry_laid_out_model_files_out_of_the_repository() {
+    let repo = pyfunc_project();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.path(".cairn/serve")).unwrap();
+    let output = repo
+        .command(&["serve", "--port", "0", "echo@production"])
+        .env("CAIRN_ONNXRUNTIME", onnxruntime_library())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(".cairn/serve"), "{stderr}");
+    assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing was written outside");
+}

@@ -217,7 +217,22 @@ fn touch(tx: &mut dyn Tx, model_id: &str) -> Result<()> {
     .map(drop)
 }
 
+/// The logged model a registry `source` names (`models:/m-…`), if it names one.
+pub fn model_id_of(source: &str) -> Option<&str> {
+    let id = source.strip_prefix("models:/")?.trim_end_matches('/');
+    (id.starts_with("m-") && !id.contains('/')).then_some(id)
+}
+
 impl Store {
+    /// Where a registered version's files are: for a `models:/<model id>` source the logged
+    /// model's artifact location (`None` when that model is not here), else the source itself.
+    pub fn version_location(&self, source: &str) -> Result<Option<String>> {
+        match model_id_of(source) {
+            Some(id) => Ok(self.logged_model(id)?.map(|m| m.artifact_uri)),
+            None => Ok(Some(source.to_owned())),
+        }
+    }
+
     /// Creates a pending logged model in an active experiment; its artifact location is under
     /// the experiment's.
     pub fn create_logged_model(&self, new: &NewLoggedModel) -> Result<LoggedModel> {
@@ -454,6 +469,13 @@ mod tests {
         }
         assert_eq!(LoggedModelStatus::parse("2"), Some(LoggedModelStatus::Ready));
         assert_eq!(LoggedModelStatus::parse("DONE"), None);
+    }
+
+    #[test]
+    fn registry_sources_name_logged_models() {
+        assert_eq!(model_id_of("models:/m-0123"), Some("m-0123"));
+        assert_eq!(model_id_of("models:/churn/3"), None);
+        assert_eq!(model_id_of("runs:/abc/model"), None);
     }
 
     #[test]

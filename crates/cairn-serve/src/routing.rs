@@ -194,6 +194,13 @@ pub struct Table {
     pub routes: BTreeMap<String, Route>,
 }
 
+impl Table {
+    /// A version this server can never run ([`Version::refused`]), if any route holds one.
+    pub fn refused(&self) -> Option<&Arc<Version>> {
+        self.routes.values().flat_map(Route::versions).find(|v| v.refused)
+    }
+}
+
 /// Loads model versions from the registry and the cache, once each.
 pub struct Catalog {
     meta: Arc<cairn_meta::Store>,
@@ -349,7 +356,16 @@ impl Catalog {
                     .collect()
             }
             "artifacts" => {
-                let location = self.storage_location(&record.source)?;
+                let location = self
+                    .meta
+                    .version_location(&record.source)
+                    .map_err(|e| format!("cannot read the registry: {e}"))?
+                    .ok_or_else(|| {
+                        format!(
+                            "the logged model `{}` this version was registered from is gone",
+                            record.source
+                        )
+                    })?;
                 let tree = cairn_meta::artifact_tree_path(&location).ok_or_else(|| {
                     format!("the model's files at `{location}` are not in this repository's artifact tree")
                 })?;
@@ -403,18 +419,7 @@ impl Catalog {
         }
     }
 
-    /// Where a version's files are: a logged model's artifact location for `models:/<id>`.
-    fn storage_location(&self, source: &str) -> Result<String, String> {
-        match source.strip_prefix("models:/").filter(|id| id.starts_with("m-")) {
-            Some(id) => match self.meta.logged_model(id.trim_end_matches('/')) {
-                Ok(Some(model)) => Ok(model.artifact_uri),
-                Ok(None) => Err(format!("the logged model `{id}` this version was registered from is gone")),
-                Err(e) => Err(format!("cannot read the registry: {e}")),
-            },
-            None => Ok(source.to_owned()),
-        }
-    }
-
+    /// A cache object, verified; a missing one says how to get it.
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, String> {
         self.objects.read_verified(digest).map_err(|e| match e {
             cairn_store::StoreError::MissingObject { .. } => format!(
@@ -427,31 +432,19 @@ impl Catalog {
 
     /// The model file's bytes from the cache, verified.
     fn bytes(&self, record: &ModelVersion) -> Result<Vec<u8>, String> {
-        let missing = |digest: &Digest| {
-            format!(
-                "the model file ({digest}) is not in the cache at {}; run `cairn pull` or `cairn fetch` to get it",
-                self.objects.root().display()
-            )
-        };
-        let read = |digest: &Digest| {
-            self.objects.read_verified(digest).map_err(|e| match e {
-                cairn_store::StoreError::MissingObject { .. } => missing(digest),
-                other => other.to_string(),
-            })
-        };
         let digest =
             Digest::from_str(&record.digest).map_err(|_| format!("bad digest `{}`", record.digest))?;
         if record.kind != "directory" {
-            return read(&digest);
+            return self.read(&digest);
         }
         let manifest =
-            Manifest::decode(&read(&digest)?).map_err(|e| format!("bad directory manifest: {e}"))?;
+            Manifest::decode(&self.read(&digest)?).map_err(|e| format!("bad directory manifest: {e}"))?;
         let entry = manifest
             .entries()
             .iter()
             .find(|e| e.path == record.model_file.as_bytes())
             .ok_or_else(|| format!("the model directory has no `{}`", record.model_file))?;
-        read(&entry.digest)
+        self.read(&entry.digest)
     }
 
     /// The table for `targets` under `snapshot`.

@@ -447,13 +447,12 @@ async fn run_shadow(
     time_ms: i64,
 ) {
     let started = Instant::now();
-    let outcome = match (&shadow.model, parse(shadow, body, app.strict)) {
-        (_, _) if shadow.problem().is_some() => {
-            Err((503u16, format!("not ready: {}", shadow.problem().unwrap_or_default()), Vec::new()))
-        }
-        (Err(reason), _) => Err((503u16, format!("not ready: {reason}"), Vec::new())),
-        (_, Err(bad)) => Err((400, bad.message, Vec::new())),
-        (Ok(model), Ok(inputs)) => {
+    // (`problem` covers a model that failed to load, and one still starting or without workers.)
+    let outcome = match (shadow.problem(), &shadow.model, parse(shadow, body, app.strict)) {
+        (Some(reason), _, _) => Err((503u16, format!("not ready: {reason}"), Vec::new())),
+        (None, _, Err(bad)) => Err((400, bad.message, Vec::new())),
+        (None, Err(reason), _) => Err((503, format!("not ready: {reason}"), Vec::new())),
+        (None, Ok(model), Ok(inputs)) => {
             let inputs = Arc::new(inputs);
             let (m, i) = (model.clone(), inputs.clone());
             match tokio::task::spawn_blocking(move || m.run(&i)).await {

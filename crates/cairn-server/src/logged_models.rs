@@ -72,18 +72,12 @@ fn registrations(state: &State) -> Result<HashMap<String, Vec<(String, i64)>>, A
     let mut out: HashMap<String, Vec<(String, i64)>> = HashMap::new();
     for model in state.meta.models()? {
         for version in state.meta.model_versions(&model.name)? {
-            if let Some(id) = model_id_of(&version.source) {
+            if let Some(id) = cairn_meta::logged_models::model_id_of(&version.source) {
                 out.entry(id.to_owned()).or_default().push((version.name.clone(), version.version));
             }
         }
     }
     Ok(out)
-}
-
-/// The logged model a registry `source` names (`models:/m-…`), if it names one.
-pub(crate) fn model_id_of(source: &str) -> Option<&str> {
-    let id = source.strip_prefix("models:/")?.trim_end_matches('/');
-    (id.starts_with("m-") && !id.contains('/')).then_some(id)
 }
 
 pub(crate) fn model_json(model: &LoggedModel, registered: &[(String, i64)]) -> Value {
@@ -432,13 +426,6 @@ pub(crate) fn search(state: &State, request: &Request, _: usize) -> Result<Value
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn registry_sources_name_logged_models() {
-        assert_eq!(model_id_of("models:/m-0123"), Some("m-0123"));
-        assert_eq!(model_id_of("models:/churn/3"), None);
-        assert_eq!(model_id_of("runs:/abc/model"), None);
-    }
 
     #[test]
     fn names_follow_mlflow_rules() {

@@ -38,7 +38,7 @@ fn version_json(state: &State, v: &ModelVersion) -> Result<Value, ApiError> {
         "status": "READY",
         "tags": tags_json(state, &v.name, v.version)?,
         "aliases": v.aliases,
-        "model_id": crate::logged_models::model_id_of(&v.source).unwrap_or_default(),
+        "model_id": cairn_meta::logged_models::model_id_of(&v.source).unwrap_or_default(),
     }))
 }
 
@@ -232,7 +232,7 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
     let model_id = request
         .string("model_id")?
         .filter(|m| !m.is_empty())
-        .or_else(|| crate::logged_models::model_id_of(&source).map(str::to_owned));
+        .or_else(|| cairn_meta::logged_models::model_id_of(&source).map(str::to_owned));
     let logged = match &model_id {
         Some(id) => Some(state.meta.logged_model(id)?.ok_or_else(|| {
             ApiError::not_found(format!(
@@ -340,16 +340,8 @@ pub(crate) fn search_versions(state: &State, request: &Request, _: usize) -> Res
 pub(crate) fn download_uri(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let name = request.required("name")?;
     let version = find_version(state, &name, version_number(request)?)?;
-    Ok(json!({"artifact_uri": storage_location(state, &version.source)?}))
-}
-
-/// Where a version's files are: a logged model's artifact location for `models:/<model id>`,
-/// else the source itself.
-pub(crate) fn storage_location(state: &State, source: &str) -> Result<String, ApiError> {
-    match crate::logged_models::model_id_of(source) {
-        Some(id) => Ok(state.meta.logged_model(id)?.map_or_else(|| source.to_owned(), |m| m.artifact_uri)),
-        None => Ok(source.to_owned()),
-    }
+    let location = state.meta.version_location(&version.source)?.unwrap_or(version.source);
+    Ok(json!({"artifact_uri": location}))
 }
 
 pub(crate) fn set_alias(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
