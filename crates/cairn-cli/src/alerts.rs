@@ -29,7 +29,7 @@ pub fn load_config(repo: &Repo, path: Option<&Path>) -> Result<Option<MonitorCon
 
 /// The training-data profile of a version, read from the registry and the cache.
 pub fn reference_loader(repo: &Repo) -> Result<cairn_serve::alerting::References, Failure> {
-    let meta = crate::exp::open_store(repo)?;
+    let meta = crate::runs::open_store(repo)?;
     let cache = repo.store().clone();
     Ok(Box::new(move |model: &str, version: i64| {
         let record = meta.model_version(model, version).ok().flatten()?;

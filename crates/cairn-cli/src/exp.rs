@@ -1,377 +1,16 @@
-//! Experiments: `cairn exp run` (params overrides, sweeps, a queue), `apply`, `branch`,
-//! `remove`, `push` and `pull`.
-//!
-//! An experiment runs in a workspace of its own, `.cairn/state/exps/<run id>/`: a copy of
-//! the work tree as Git sees it (tracked and untracked files, not ignored ones) taken when
-//! the experiment is created, with the overrides written into its params files. The copy is
-//! a Git repository of its own (so that Cairn finds it as a project) that shares this
-//! project's cache and metadata store; tracked data is linked in from the cache, and stage
-//! outputs come back from the run cache where their inputs match, so only what the
-//! overrides change runs. Nothing is committed and the user's work tree is not touched.
-//!
-//! An experiment is a recorded run (source `cairn exp run`): queued (`SCHEDULED`), then run
-//! with `cairn run --record-as ID` inside its workspace. Afterwards its `cairn.lock` and
-//! changed params files are stored in the cache and listed in the run's records (direction
-//! `file`), which is what `apply` and `branch` bring back, and `push` shares.
+//! `cairn exp run`, `apply`, `branch`, `remove`, `push` and `pull`: the CLI's side of
+//! [`cairn_app::experiments`] (how experiments are created, run and shared is documented
+//! there).
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use cairn_meta::{IoRecord, NewRun, Run, RunUpdate, Store, View, now_ms};
-use cairn_pipeline::params;
-use cairn_repo::Repo;
-use serde_json::{Value, json};
+use cairn_app::Workspace;
+use cairn_app::experiments::{self, Execution, QueueRequest};
+use cairn_app::runs::short_id;
+use serde_json::json;
 
 use crate::failure::Failure;
-use crate::output::out;
-
-/// Where experiment workspaces live.
-const EXPS_DIR: &str = ".cairn/state/exps";
-/// Tags on an experiment's run.
-const TAG_OVERRIDES: &str = "cairn.exp.overrides";
-const TAG_FILES: &str = "cairn.exp.files";
-const SOURCE: &str = "cairn exp run";
-
-/// One `-S` option: a key in a params file and the values to try.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Override {
-    pub file: String,
-    pub key: String,
-    pub values: Vec<String>,
-}
-
-/// Parses `[FILE:]KEY=VALUES`; VALUES is a comma-separated list or `range(start, stop[, step])`.
-pub fn parse_override(text: &str) -> Result<Override, Failure> {
-    let bad = |why: &str| {
-        Failure::usage(format!(
-            "invalid -S `{text}`: {why}; write KEY=VALUE, FILE:KEY=VALUE, KEY=a,b,c or KEY=range(1,5)"
-        ))
-    };
-    let (target, values) = text.split_once('=').ok_or_else(|| bad("no `=`"))?;
-    let (file, key) = match target.rsplit_once(':') {
-        Some((file, key)) => (file.to_owned(), key.to_owned()),
-        None => (cairn_pipeline::spec::DEFAULT_PARAMS.to_owned(), target.to_owned()),
-    };
-    if key.is_empty() || key.split('.').any(str::is_empty) {
-        return Err(bad("the key is empty or has an empty part"));
-    }
-    Ok(Override { file, key, values: expand(values).map_err(|e| bad(&e))? })
-}
-
-/// `a,b,c` → three values; `range(3,8)` → 3..=7; `range(0, 1, 0.25)` → 0, 0.25, 0.5, 0.75.
-fn expand(values: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut depth = 0;
-    let mut current = String::new();
-    let mut parts = Vec::new();
-    for c in values.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(std::mem::take(&mut current));
-                continue;
-            }
-            _ => {}
-        }
-        current.push(c);
-    }
-    parts.push(current);
-    for part in parts {
-        let part = part.trim();
-        if let Some(inner) = part.strip_prefix("range(").and_then(|r| r.strip_suffix(')')) {
-            let numbers: Vec<&str> = inner.split(',').map(str::trim).collect();
-            let parse = |t: &str| t.parse::<f64>().map_err(|_| format!("`{t}` in `{part}` is not a number"));
-            let (start, stop, step) = match numbers.as_slice() {
-                [stop] => (0.0, parse(stop)?, 1.0),
-                [start, stop] => (parse(start)?, parse(stop)?, 1.0),
-                [start, stop, step] => (parse(start)?, parse(stop)?, parse(step)?),
-                _ => return Err(format!("`{part}` takes 1 to 3 numbers")),
-            };
-            if step <= 0.0 {
-                return Err(format!("the step of `{part}` must be positive"));
-            }
-            let integers = numbers.iter().all(|n| n.parse::<i64>().is_ok());
-            let count = ((stop - start) / step).ceil().max(0.0) as usize;
-            if count > 10_000 {
-                return Err(format!("`{part}` makes {count} values; the limit is 10000"));
-            }
-            for i in 0..count {
-                let value = start + step * i as f64;
-                out.push(if integers {
-                    format!("{}", value as i64)
-                } else {
-                    format!("{}", (value * 1e12).round() / 1e12)
-                });
-            }
-        } else {
-            out.push(part.to_owned());
-        }
-    }
-    if out.is_empty() || out.iter().any(String::is_empty) {
-        return Err("a value is empty".into());
-    }
-    Ok(out)
-}
-
-/// Every combination of the overrides' values (the sweep grid), in order.
-pub fn grid(overrides: &[Override]) -> Vec<Vec<(String, String, String)>> {
-    let mut combos: Vec<Vec<(String, String, String)>> = vec![Vec::new()];
-    for o in overrides {
-        combos = combos
-            .into_iter()
-            .flat_map(|combo| {
-                o.values.iter().map(move |v| {
-                    let mut next = combo.clone();
-                    next.retain(|(f, k, _)| !(f == &o.file && k == &o.key));
-                    next.push((o.file.clone(), o.key.clone(), v.clone()));
-                    next
-                })
-            })
-            .collect();
-    }
-    combos
-}
-
-fn describe(combo: &[(String, String, String)]) -> String {
-    combo
-        .iter()
-        .map(|(file, key, value)| {
-            if file == cairn_pipeline::spec::DEFAULT_PARAMS {
-                format!("{key}={value}")
-            } else {
-                format!("{file}:{key}={value}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-pub fn open_store(repo: &Repo) -> Result<Store, Failure> {
-    crate::record::open_meta(&repo.meta_location())
-        .map_err(|e| Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)")))
-}
-
-fn meta_failure(e: cairn_meta::MetaError) -> Failure {
-    Failure::user(e.to_string(), None)
-}
-
-fn workspace(repo: &Repo, run_id: &str) -> PathBuf {
-    repo.root().join(EXPS_DIR).join(run_id)
-}
-
-/// Copies the work tree as Git sees it (not ignored files, no `.git`) into `to`.
-fn copy_work_tree(from: &Path, to: &Path) -> Result<u64, Failure> {
-    let io = |action: &str, path: &Path, e: std::io::Error| {
-        Failure::user(format!("cannot {action} `{}`: {e}", path.display()), None)
-    };
-    let mut copied = 0;
-    let walker = ignore::WalkBuilder::new(from)
-        .hidden(false)
-        .git_ignore(true)
-        .git_global(false)
-        .git_exclude(true)
-        .require_git(false)
-        .filter_entry(|entry| entry.file_name() != ".git")
-        .build();
-    for entry in walker {
-        let entry = entry.map_err(|e| Failure::user(format!("cannot list the work tree: {e}"), None))?;
-        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let target = to.join(rel);
-        let kind = entry.file_type();
-        if kind.is_some_and(|k| k.is_dir()) {
-            std::fs::create_dir_all(&target).map_err(|e| io("create", &target, e))?;
-        } else if kind.is_some_and(|k| k.is_symlink()) {
-            let link = std::fs::read_link(entry.path()).map_err(|e| io("read", entry.path(), e))?;
-            std::os::unix::fs::symlink(link, &target).map_err(|e| io("create", &target, e))?;
-        } else {
-            reflink_copy::reflink_or_copy(entry.path(), &target).map_err(|e| io("copy", entry.path(), e))?;
-            copied += 1;
-        }
-    }
-    Ok(copied)
-}
-
-/// A params file's values; a missing file has none.
-fn read_params(path: &Path, file: &str) -> Result<Value, Failure> {
-    match std::fs::read(path) {
-        Ok(bytes) => params::parse_file(file, &bytes).map_err(|e| Failure::user(e, None)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Object(Default::default())),
-        Err(e) => Err(Failure::user(format!("cannot read `{}`: {e}", path.display()), None)),
-    }
-}
-
-/// Writes the overrides into the workspace's params files; returns the files changed.
-fn apply_overrides(ws: &Path, combo: &[(String, String, String)]) -> Result<Vec<String>, Failure> {
-    let mut files: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
-    for (file, key, value) in combo {
-        files.entry(file).or_default().push((key, value));
-    }
-    for (file, sets) in &files {
-        let path = ws.join(file);
-        let mut root = read_params(&path, file)?;
-        for (key, value) in sets {
-            params::set(&mut root, key, params::scalar(value))
-                .map_err(|e| Failure::user(format!("cannot set `{key}` in `{file}`: {e}"), None))?;
-        }
-        let bytes = params::write_file(file, &root).map_err(|e| Failure::user(e, None))?;
-        std::fs::write(&path, bytes)
-            .map_err(|e| Failure::user(format!("cannot write `{}`: {e}", path.display()), None))?;
-    }
-    Ok(files.keys().map(|f| (*f).to_owned()).collect())
-}
-
-/// Creates a queued experiment: its run record and its workspace snapshot.
-fn create(
-    repo: &Repo,
-    store: &Store,
-    combo: &[(String, String, String)],
-    name: Option<&str>,
-) -> Result<String, Failure> {
-    let git = cairn_git::GitRepo::discover(repo.root()).map_err(|e| Failure::user(e.to_string(), None))?;
-    let (commit, dirty) = match git.head_state().map_err(|e| Failure::user(e.to_string(), None))? {
-        Some((commit, dirty)) => (Some(commit), dirty),
-        None => (None, true),
-    };
-    let summary = describe(combo);
-    let user = crate::record::user_name();
-    let run = NewRun {
-        experiment_id: 0,
-        name: name
-            .map(str::to_owned)
-            .unwrap_or_else(|| if summary.is_empty() { "exp".to_owned() } else { format!("exp {summary}") }),
-        // The run it varies: the last `cairn run` at the commit it starts from.
-        parent_run_id: commit.as_deref().and_then(|c| store.latest_run_at("cairn run", c).ok().flatten()),
-        user,
-        git_commit: commit,
-        git_dirty: dirty,
-        start_time: now_ms(),
-        source: SOURCE.into(),
-        artifact_uri: String::new(),
-        owner: None,
-    };
-    let tags = vec![("cairn.source".to_owned(), SOURCE.to_owned()), (TAG_OVERRIDES.to_owned(), summary)];
-    let run_id = store.create_run_with_tags(&run, &tags).map_err(meta_failure)?;
-    let ws = workspace(repo, &run_id);
-    let made = (|| -> Result<(), Failure> {
-        std::fs::create_dir_all(&ws)
-            .map_err(|e| Failure::user(format!("cannot create `{}`: {e}", ws.display()), None))?;
-        copy_work_tree(repo.root(), &ws)?;
-        let changed = apply_overrides(&ws, combo)?;
-        cairn_git::GitRepo::init(&ws).map_err(|e| Failure::user(e.to_string(), None))?;
-        // The workspace shares this project's cache and metadata store.
-        let mut config = cairn_repo::config::ConfigFile::load(&ws.join(".cairn/config"))?;
-        config.set("cache.dir", &repo.store().root().display().to_string())?;
-        let meta = repo.meta_location();
-        let meta = if meta.contains("://") { meta } else { repo.root().join(meta).display().to_string() };
-        config.set("meta.url", &meta)?;
-        let mut files = changed;
-        files.push(cairn_pipeline::lock::LOCK_FILE.to_owned());
-        let update = RunUpdate { status: Some("SCHEDULED".into()), ..Default::default() };
-        store.update_run(&run_id, &update).map_err(meta_failure)?;
-        store
-            .log_batch(&run_id, &[], &[], &[(TAG_FILES.to_owned(), files.join("\n"))])
-            .map_err(meta_failure)?;
-        Ok(())
-    })();
-    if let Err(e) = made {
-        let _ = std::fs::remove_dir_all(&ws);
-        let _ = store.purge_run(&run_id);
-        return Err(e);
-    }
-    Ok(run_id)
-}
-
-fn tag<'r>(run: &'r Run, key: &str) -> Option<&'r str> {
-    run.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-/// Runs one queued experiment in its workspace; `log` gets its output when several run at
-/// once. Returns whether the pipeline succeeded.
-fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, quiet: bool) -> Result<bool, Failure> {
-    let run_id = &run.info.run_id;
-    let ws = workspace(repo, run_id);
-    if !ws.is_dir() {
-        return Err(Failure::user(
-            format!("the workspace of experiment {} is gone ({})", &run_id[..8], ws.display()),
-            Some("remove it with `cairn exp remove ID` and queue it again"),
-        ));
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::user(format!("cannot find the cairn binary: {e}"), None))?;
-    let output = |command: &mut Command| -> Result<(), Failure> {
-        if let Some(log) = log {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .map_err(|e| Failure::user(format!("cannot open `{}`: {e}", log.display()), None))?;
-            let err = file
-                .try_clone()
-                .map_err(|e| Failure::user(format!("cannot open `{}`: {e}", log.display()), None))?;
-            command.stdout(file).stderr(err);
-        } else if quiet {
-            command.stdout(Stdio::null());
-        }
-        Ok(())
-    };
-    // Tracked data comes from the cache (links, not copies, where the strategy allows).
-    let mut checkout = Command::new(&exe);
-    checkout.arg("-C").arg(&ws).args(["-q", "checkout"]);
-    output(&mut checkout)?;
-    if log.is_none() {
-        checkout.stdout(Stdio::null());
-    }
-    let status =
-        checkout.status().map_err(|e| Failure::user(format!("cannot start `cairn checkout`: {e}"), None))?;
-    if !status.success() {
-        store.end_run(run_id, "FAILED", now_ms()).map_err(meta_failure)?;
-        return Ok(false);
-    }
-    let mut command = Command::new(&exe);
-    command.arg("-C").arg(&ws).arg("run").arg("--record-as").arg(run_id);
-    if quiet {
-        command.arg("-q");
-    }
-    output(&mut command)?;
-    let status =
-        command.status().map_err(|e| Failure::user(format!("cannot start `cairn run`: {e}"), None))?;
-    // Keep what `apply` and `branch` need: the lock and the changed params files.
-    let files: Vec<String> = tag(run, TAG_FILES)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let mut records = Vec::new();
-    for file in files {
-        let Ok(bytes) = std::fs::read(ws.join(&file)) else { continue };
-        let digest = repo.store().put_bytes(&bytes).map_err(cairn_repo::RepoError::from)?;
-        records.push(IoRecord {
-            direction: "file".into(),
-            path: file,
-            digest: digest.to_string(),
-            size: bytes.len() as i64,
-        });
-    }
-    store.record_io(run_id, &records).map_err(meta_failure)?;
-    let ran = store.run(run_id).map_err(meta_failure)?;
-    if ran.as_ref().is_some_and(|r| r.info.status == "SCHEDULED" || r.info.status == "RUNNING") {
-        // `cairn run` could not record (or was killed): the experiment did not finish.
-        store
-            .end_run(run_id, if status.success() { "FINISHED" } else { "FAILED" }, now_ms())
-            .map_err(meta_failure)?;
-    }
-    if status.success() {
-        let _ = std::fs::remove_dir_all(&ws);
-    }
-    Ok(status.success())
-}
+use crate::output::{json, out, warn};
 
 pub struct RunRequest {
     pub set: Vec<String>,
@@ -384,588 +23,127 @@ pub struct RunRequest {
     pub json: bool,
 }
 
-/// Refuses, before anything is created or run, an override of a key its params file does
-/// not have (a typo would otherwise run a copy of the baseline), naming the closest key.
-fn check_keys(repo: &Repo, overrides: &[Override]) -> Result<(), Failure> {
-    for o in overrides {
-        let root = read_params(&repo.root().join(&o.file), &o.file)?;
-        if params::lookup(&root, &o.key).is_none() {
-            return Err(Failure::user(
-                params::missing_key(&o.file, &o.key, &root),
-                Some("fix the key, or pass --add to add it to the experiment's params"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// `cairn exp run`.
-pub fn run(repo: &Repo, request: RunRequest, quiet: bool) -> Result<(), Failure> {
-    let store = open_store(repo)?;
+pub fn run(ws: &Workspace, request: RunRequest, quiet: bool) -> Result<(), Failure> {
     let ids: Vec<String> = if request.run_all {
         if !request.set.is_empty() {
             return Err(Failure::usage("--run-all runs the queue; queue new experiments with --queue first"));
         }
-        let mut queued: Vec<Run> = store
-            .runs(&[0], View::Active)
-            .map_err(meta_failure)?
-            .into_iter()
-            .filter(|r| r.info.source == SOURCE && r.info.status == "SCHEDULED")
-            .collect();
-        queued.sort_by_key(|r| r.info.start_time);
+        let queued = experiments::queued(ws)?;
         if queued.is_empty() {
             return out("no queued experiments (queue some with `cairn exp run --queue -S KEY=VALUE`)");
         }
-        queued.into_iter().map(|r| r.info.run_id).collect()
+        queued
     } else {
-        let overrides: Vec<Override> =
-            request.set.iter().map(|s| parse_override(s)).collect::<Result<_, _>>()?;
-        if !request.add_keys {
-            check_keys(repo, &overrides)?;
-        }
-        let combos = grid(&overrides);
-        if combos.len() > 1 && request.name.is_some() {
-            return Err(Failure::usage("--name names one experiment; a sweep names each by its params"));
-        }
-        let mut ids = Vec::new();
-        for combo in &combos {
-            let id = create(repo, &store, combo, request.name.as_deref())?;
-            if request.queue && !request.json {
-                out(format!("queued experiment {}  {}", &id[..8], describe(combo)))?;
-            }
-            ids.push(id);
-        }
+        let queue = QueueRequest { set: request.set, name: request.name, add_keys: request.add_keys };
+        let queued = experiments::queue(ws, &queue)?;
+        let ids: Vec<String> = queued.iter().map(|q| q.run_id.clone()).collect();
         if request.queue {
             if request.json {
-                return crate::output::json(&json!({"queued": ids}));
+                return json(&json!({"queued": ids}));
+            }
+            for q in &queued {
+                out(format!("queued experiment {}  {}", short_id(&q.run_id), q.overrides))?;
             }
             return out("run the queue with `cairn exp run --run-all --jobs N`");
         }
         ids
     };
-    let parallel = request.jobs > 1 && ids.len() > 1;
-    let results: Vec<(String, Result<bool, Failure>)> = if parallel {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..request.jobs.min(ids.len()) {
-                scope.spawn(|| {
-                    // Each worker has its own connection to the store.
-                    let store = match open_store(repo) {
-                        Ok(store) => store,
-                        Err(e) => {
-                            results
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .push((String::new(), Err(e)));
-                            return;
-                        }
-                    };
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(id) = ids.get(i) else { break };
-                        let result = run_one(repo, &store, id, true, quiet);
-                        results
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push((id.clone(), result));
-                    }
-                });
-            }
-        });
-        results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
-    } else {
-        ids.iter().map(|id| (id.clone(), run_one(repo, &store, id, false, quiet))).collect()
+    let cairn = std::env::current_exe()
+        .map_err(|e| Failure::user(format!("cannot find the cairn binary: {e}"), None))?;
+    let execution = Execution { cairn, jobs: request.jobs, quiet };
+    let started = |id: &str, overrides: &str| {
+        if !quiet {
+            let _ = writeln!(std::io::stderr().lock(), "running experiment {}  {overrides}", short_id(id));
+        }
     };
-    let mut failed = Vec::new();
-    let mut report = Vec::new();
-    for (id, result) in results {
-        match result {
-            Ok(true) => report.push(json!({"run_id": id, "status": "FINISHED"})),
-            Ok(false) => {
-                report.push(json!({"run_id": id, "status": "FAILED"}));
-                failed.push(id);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let ran = experiments::run_queued(ws, &ids, &execution, &started)?;
     if request.json {
-        crate::output::json(&json!({"experiments": report}))?;
+        json(&json!({"experiments": ran}))?;
     } else {
-        for id in &ids {
-            let run = store.run(id).map_err(meta_failure)?;
-            if let Some(run) = run {
-                let metrics: Vec<String> =
-                    run.metrics.iter().map(|m| format!("{}={}", m.key, m.value)).collect();
-                out(format!(
-                    "experiment {}  {:<8}  {}  {}",
-                    &id[..8],
-                    run.info.status,
-                    tag(&run, TAG_OVERRIDES).unwrap_or_default(),
-                    metrics.join(" ")
-                ))?;
-            }
+        for summary in experiments::summaries(ws, &ids)? {
+            let metrics: Vec<String> = summary.metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out(format!(
+                "experiment {}  {:<8}  {}  {}",
+                short_id(&summary.run_id),
+                summary.status,
+                summary.overrides,
+                metrics.join(" ")
+            ))?;
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::user(
-            format!(
-                "{} experiment(s) failed: {}",
-                failed.len(),
-                failed.iter().map(|id| &id[..8]).collect::<Vec<_>>().join(", ")
-            ),
-            Some(
-                "their workspaces are kept under .cairn/state/exps/ with exp.log; fix and queue again, or `cairn exp remove`",
-            ),
-        ))
+    match experiments::failed(&ran) {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
     }
 }
 
-fn run_one(repo: &Repo, store: &Store, id: &str, parallel: bool, quiet: bool) -> Result<bool, Failure> {
-    let run = store
-        .run(id)
-        .map_err(meta_failure)?
-        .ok_or_else(|| Failure::user(format!("experiment {id} vanished from the store"), None))?;
-    let log = workspace(repo, id).join("exp.log");
-    if parallel && !quiet {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "running experiment {}  {}",
-            &id[..8],
-            tag(&run, TAG_OVERRIDES).unwrap_or_default()
-        );
-    }
-    execute(repo, store, &run, parallel.then_some(log.as_path()), quiet)
-}
-
-/// An experiment's kept files: `(path, bytes)`.
-fn kept_files(repo: &Repo, store: &Store, run: &Run) -> Result<Vec<(String, Vec<u8>)>, Failure> {
-    let mut files = Vec::new();
-    for record in store.io(&run.info.run_id).map_err(meta_failure)? {
-        if record.direction != "file" {
-            continue;
-        }
-        let digest = record.digest.parse::<cairn_hash::Digest>().map_err(|e| {
-            Failure::user(
-                format!(
-                    "experiment {} names a malformed digest for `{}`: {e}",
-                    &run.info.run_id[..8],
-                    record.path
-                ),
-                None,
-            )
-        })?;
-        let bytes = repo.store().read_verified(&digest).map_err(|e| {
-            Failure::user(
-                format!("`{}` of experiment {} is not in the cache: {e}", record.path, &run.info.run_id[..8]),
-                Some("fetch it with `cairn exp pull REMOTE`"),
-            )
-        })?;
-        files.push((record.path, bytes));
-    }
-    if files.is_empty() {
-        return Err(Failure::user(
-            format!("run {} has no experiment files to bring back", &run.info.run_id[..8]),
-            Some("only runs made by `cairn exp run` that have run can be applied or branched"),
-        ));
-    }
-    Ok(files)
-}
-
-/// The experiment (any run) that `reference` names: an id prefix or a name.
-pub fn find(store: &Store, reference: &str) -> Result<Run, Failure> {
-    let runs = store.runs(&[], View::All).map_err(meta_failure)?;
-    crate::record::find_run(store, &runs, reference)
-}
-
-/// `cairn exp apply ID`: the experiment's params files and lock into the work tree, and its
-/// outputs from the cache.
-pub fn apply(repo: &Repo, id: &str, reporter: &dyn cairn_repo::Reporter) -> Result<(), Failure> {
-    let store = open_store(repo)?;
-    let run = find(&store, id)?;
-    let files = kept_files(repo, &store, &run)?;
-    for (path, bytes) in &files {
-        // The record names repository-relative files; one that would leave the repository
-        // (`..`, or a symbolic link on the way) is refused before anything is written.
-        let rel = cairn_pipeline::spec::repo_path("", path).map_err(|e| {
-            Failure::user(format!("experiment {} names a file it cannot write: {e}", run.info.run_id), None)
-        })?;
-        let target = repo.prepare_write(rel.as_bytes())?;
-        let tmp = target.with_file_name(format!(
-            ".{}.cairn-tmp",
-            target.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-        ));
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &target))
-            .map_err(|e| Failure::user(format!("cannot write `{}`: {e}", target.display()), None))?;
+/// `cairn exp apply ID`.
+pub fn apply(ws: &Workspace, id: &str, reporter: &dyn cairn_repo::Reporter) -> Result<(), Failure> {
+    let applied = experiments::apply(ws, id, reporter)?;
+    for path in &applied.files {
         out(format!("wrote {path}"))?;
     }
-    let restored = crate::pipelines::checkout_outputs(repo, false, reporter)?.len();
     out(format!(
-        "applied experiment {} ({}); restored {restored} output(s); commit with git when you like it",
-        &run.info.run_id[..8],
-        tag(&run, TAG_OVERRIDES).unwrap_or_default()
+        "applied experiment {} ({}); restored {} output(s); commit with git when you like it",
+        short_id(&applied.run_id),
+        applied.overrides,
+        applied.restored
     ))
 }
 
-/// `cairn exp branch ID NAME`: a Git branch with the experiment's params and lock committed
-/// on top of the commit it started from.
-pub fn branch(repo: &Repo, id: &str, name: &str) -> Result<(), Failure> {
-    let store = open_store(repo)?;
-    let run = find(&store, id)?;
-    let files = kept_files(repo, &store, &run)?;
-    let base = run.info.git_commit.clone().ok_or_else(|| {
-        Failure::user(
-            format!("experiment {} started in a repository without commits", &run.info.run_id[..8]),
-            Some("use `cairn exp apply` and commit by hand"),
-        )
-    })?;
-    let git = cairn_git::GitRepo::discover(repo.root()).map_err(|e| Failure::user(e.to_string(), None))?;
-    let message = format!(
-        "cairn experiment {}\n\n{}\n",
-        &run.info.run_id[..8],
-        tag(&run, TAG_OVERRIDES).unwrap_or("no overrides")
-    );
-    let commit = git.commit_files_to_branch(&base, &files, name, &message).map_err(|e| {
-        Failure::user(e.to_string(), Some("choose another branch name, or delete the branch first"))
-    })?;
-    if run.info.git_dirty {
-        crate::output::warn(&format!(
+/// `cairn exp branch ID NAME`.
+pub fn branch(ws: &Workspace, id: &str, name: &str) -> Result<(), Failure> {
+    let branched = experiments::branch(ws, id, name)?;
+    if let Some(base) = &branched.dirty_base {
+        warn(&format!(
             "experiment {} started from uncommitted changes; the branch holds only its params and lock on top of {}",
-            &run.info.run_id[..8],
+            short_id(&branched.run_id),
             &base[..base.len().min(8)]
         ));
     }
-    out(format!("created branch {name} at {} (experiment {})", &commit[..8], &run.info.run_id[..8]))
+    out(format!(
+        "created branch {} at {} (experiment {})",
+        branched.branch,
+        &branched.commit[..8.min(branched.commit.len())],
+        short_id(&branched.run_id)
+    ))
 }
 
-/// `cairn exp remove`: runs and their workspaces.
-pub fn remove(repo: &Repo, ids: &[String], queued: bool) -> Result<(), Failure> {
-    let store = open_store(repo)?;
-    let mut targets: Vec<Run> = ids.iter().map(|id| find(&store, id)).collect::<Result<_, _>>()?;
-    if queued {
-        targets.extend(
-            store
-                .runs(&[], View::All)
-                .map_err(meta_failure)?
-                .into_iter()
-                .filter(|r| r.info.source == SOURCE && r.info.status == "SCHEDULED"),
-        );
+/// `cairn exp remove`.
+pub fn remove(ws: &Workspace, ids: &[String], queued: bool) -> Result<(), Failure> {
+    let removed = experiments::remove(ws, ids, queued)?;
+    if removed.is_empty() {
+        return out("no queued experiments");
     }
-    if targets.is_empty() {
-        if queued {
-            return out("no queued experiments");
-        }
-        return Err(Failure::usage("name experiments to remove (IDs from `cairn exp show`), or --queued"));
-    }
-    for run in targets {
-        let ws = workspace(repo, &run.info.run_id);
-        if ws.exists() {
-            std::fs::remove_dir_all(&ws)
-                .map_err(|e| Failure::user(format!("cannot remove `{}`: {e}", ws.display()), None))?;
-        }
-        store.purge_run(&run.info.run_id).map_err(meta_failure)?;
-        out(format!("removed {} ({})", &run.info.run_id[..8], run.info.name))?;
+    for r in removed {
+        out(format!("removed {} ({})", short_id(&r.run_id), r.name))?;
     }
     Ok(())
 }
 
-/// A run as a document for `exps-v1/` on a remote.
-pub fn export(store: &Store, run: &Run) -> Result<Value, Failure> {
-    let id = &run.info.run_id;
-    let mut history = Vec::new();
-    for m in &run.metrics {
-        for point in store.metric_history(id, &m.key).map_err(meta_failure)? {
-            history.push(json!([point.key, cairn_meta_value(point.value), point.timestamp, point.step]));
-        }
-    }
-    let stages: Vec<Value> = store
-        .stages(id)
-        .map_err(meta_failure)?
-        .into_iter()
-        .map(|s| {
-            json!({"stage": s.stage, "action": s.action, "start_time": s.start_time, "wall_ms": s.wall_ms,
-                   "cpu_ms": s.cpu_ms, "max_rss_kb": s.max_rss_kb, "fingerprint": s.fingerprint, "log": s.log})
-        })
-        .collect();
-    let io: Vec<Value> = store
-        .io(id)
-        .map_err(meta_failure)?
-        .into_iter()
-        .map(|r| json!({"direction": r.direction, "path": r.path, "digest": r.digest, "size": r.size}))
-        .collect();
-    let info = &run.info;
-    Ok(json!({
-        "format": "cairn-exp-v1",
-        "run_id": id,
-        "name": info.name,
-        "parent_run_id": info.parent_run_id,
-        "status": info.status,
-        "start_time": info.start_time,
-        "end_time": info.end_time,
-        "user": info.user,
-        "git_commit": info.git_commit,
-        "git_dirty": info.git_dirty,
-        "source": info.source,
-        "params": run.params,
-        "tags": run.tags,
-        "metrics": history,
-        "stages": stages,
-        "io": io,
-    }))
-}
-
-fn cairn_meta_value(v: f64) -> Value {
-    if v.is_finite() { json!(v) } else { json!(v.to_string()) }
-}
-
-/// The remote directory holding experiment documents, one `<run id>.json` each.
-const EXPS_REMOTE_DIR: &str = "exps-v1";
-
-/// The content an experiment needs on the other side: its kept files and its lock's outputs.
-fn content_of(repo: &Repo, io: &[IoRecord], label: &str) -> Vec<(String, cairn_repo::Tracked)> {
-    use cairn_repo::pointer::{Pointer, PointerKind};
-    let mut out = Vec::new();
-    for record in io.iter().filter(|r| r.direction == "file") {
-        let Ok(digest) = record.digest.parse::<cairn_hash::Digest>() else { continue };
-        let pointer =
-            Pointer { kind: PointerKind::File { executable: false }, digest, size: record.size as u64 };
-        out.push((
-            format!("{} of {label}", record.path),
-            cairn_repo::Tracked { rel: record.path.as_bytes().to_vec(), pointer },
-        ));
-        if record.path != cairn_pipeline::lock::LOCK_FILE {
-            continue;
-        }
-        let Ok(bytes) = repo.store().read_verified(&digest) else { continue };
-        let text = String::from_utf8_lossy(&bytes);
-        let Ok(lock) = cairn_pipeline::lock::LockFile::parse(Path::new(&record.path), &text) else {
-            continue;
-        };
-        for (stage, locked) in &lock.stages {
-            for (path, content) in &locked.outs {
-                if let Some(pointer) = content.to_pointer() {
-                    out.push((
-                        format!("{path} (stage {stage} of {label})"),
-                        cairn_repo::Tracked { rel: path.as_bytes().to_vec(), pointer },
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn selection(extra: Vec<(String, cairn_repo::Tracked)>) -> cairn_repo::Selection {
-    cairn_repo::Selection {
-        paths: Vec::new(),
-        revs: Vec::new(),
-        all_branches: false,
-        all_tags: false,
-        all_commits: false,
-        extra,
-        extra_only: true,
-    }
-}
-
-/// `cairn exp push REMOTE [ID...]`: experiment records and their content (all experiments
-/// that have run, or the named ones). Objects go first, records last.
+/// `cairn exp push REMOTE [ID...]`.
 pub fn push(
-    repo: &Repo,
+    ws: &Workspace,
     remote: &str,
     ids: &[String],
     reporter: &dyn cairn_repo::Reporter,
 ) -> Result<(), Failure> {
-    let store = open_store(repo)?;
-    let runs: Vec<Run> = if ids.is_empty() {
-        store
-            .runs(&[], View::Active)
-            .map_err(meta_failure)?
-            .into_iter()
-            .filter(|r| r.info.source == SOURCE && !matches!(r.info.status.as_str(), "SCHEDULED" | "RUNNING"))
-            .collect()
-    } else {
-        ids.iter().map(|id| find(&store, id)).collect::<Result<_, _>>()?
-    };
-    let remote = repo.open_remote(Some(remote), &crate::remotes::aws_environment(), None)?;
-    let _claim = remote.claim_push().map_err(cairn_repo::RepoError::from)?;
-    let mut extra = Vec::new();
-    let mut documents = Vec::new();
-    for run in &runs {
-        let io = store.io(&run.info.run_id).map_err(meta_failure)?;
-        extra.extend(content_of(repo, &io, &format!("experiment {}", &run.info.run_id[..8])));
-        let document = export(&store, run)?;
-        documents.push((
-            format!("{}.json", run.info.run_id),
-            serde_json::to_vec_pretty(&document).unwrap_or_default(),
-        ));
-    }
-    let outcome = repo.push(&remote, &selection(extra), reporter)?;
-    if !outcome.problems.is_empty() {
-        let first = &outcome.problems[0];
-        return Err(Failure::user(
-            format!(
-                "pushing experiments to `{}` is incomplete: {} file(s) could not be sent (first: {}: {})",
-                outcome.remote,
-                outcome.problems.len(),
-                first.path,
-                first.reason
-            ),
-            Some("the records were not pushed; fetch the missing content into this clone and push again"),
-        ));
-    }
-    let count = documents.len();
-    remote.put_documents(EXPS_REMOTE_DIR, documents).map_err(cairn_repo::RepoError::from)?;
+    let pushed = experiments::push(ws, remote, ids, reporter)?;
     out(format!(
-        "pushed {count} experiment(s) and {} object(s) to {}",
-        outcome.report.objects_sent, outcome.remote
+        "pushed {} experiment(s) and {} object(s) to {}",
+        pushed.experiments, pushed.objects_sent, pushed.remote
     ))
 }
 
-/// A document from `exps-v1/` as the store's types.
-/// A pulled run: the run, its metric history, stages and records.
-type Imported = (Run, Vec<cairn_meta::Metric>, Vec<cairn_meta::StageRecord>, Vec<IoRecord>);
-
-fn import(document: &Value) -> Result<Imported, String> {
-    if document["format"] != "cairn-exp-v1" {
-        return Err(format!("unknown format {}", document["format"]));
-    }
-    let text = |v: &Value| v.as_str().map(str::to_owned);
-    let run_id = text(&document["run_id"]).ok_or("no run_id")?;
-    let pairs = |v: &Value| -> Vec<(String, String)> {
-        v.as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let number = |v: &Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
-    let history: Vec<cairn_meta::Metric> = document["metrics"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|m| {
-                    Some(cairn_meta::Metric {
-                        key: m.get(0)?.as_str()?.to_owned(),
-                        value: number(m.get(1)?)?,
-                        timestamp: m.get(2)?.as_i64()?,
-                        step: m.get(3)?.as_i64()?,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let stages = document["stages"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|s| {
-                    Some(cairn_meta::StageRecord {
-                        stage: s["stage"].as_str()?.to_owned(),
-                        action: s["action"].as_str()?.to_owned(),
-                        start_time: s["start_time"].as_i64()?,
-                        wall_ms: s["wall_ms"].as_i64()?,
-                        cpu_ms: s["cpu_ms"].as_i64(),
-                        max_rss_kb: s["max_rss_kb"].as_i64(),
-                        fingerprint: text(&s["fingerprint"]),
-                        log: text(&s["log"]),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let io = document["io"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|r| {
-                    Some(IoRecord {
-                        direction: r["direction"].as_str()?.to_owned(),
-                        path: r["path"].as_str()?.to_owned(),
-                        digest: r["digest"].as_str()?.to_owned(),
-                        size: r["size"].as_i64()?,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let run = Run {
-        info: cairn_meta::RunInfo {
-            run_id: run_id.clone(),
-            experiment_id: 0,
-            name: text(&document["name"]).unwrap_or_default(),
-            parent_run_id: text(&document["parent_run_id"]),
-            status: text(&document["status"]).unwrap_or_else(|| "FINISHED".into()),
-            start_time: document["start_time"].as_i64().unwrap_or(0),
-            end_time: document["end_time"].as_i64(),
-            user: text(&document["user"]).unwrap_or_default(),
-            git_commit: text(&document["git_commit"]),
-            git_dirty: document["git_dirty"].as_bool().unwrap_or(false),
-            source: text(&document["source"]).unwrap_or_else(|| SOURCE.into()),
-            artifact_uri: format!("mlflow-artifacts:/0/{run_id}/artifacts"),
-            lifecycle_stage: "active".into(),
-        },
-        params: pairs(&document["params"]),
-        tags: pairs(&document["tags"]),
-        metrics: Vec::new(),
-        inputs: Vec::new(),
-        models: Vec::new(),
-    };
-    Ok((run, history, stages, io))
-}
-
-/// `cairn exp pull REMOTE`: the experiments recorded there that this clone lacks, and their
-/// content (kept files and outputs).
-pub fn pull(repo: &Repo, remote: &str, reporter: &dyn cairn_repo::Reporter) -> Result<(), Failure> {
-    let store = open_store(repo)?;
-    let remote = repo.open_remote(Some(remote), &crate::remotes::aws_environment(), None)?;
-    let local: std::collections::HashSet<String> =
-        store.runs(&[], View::All).map_err(meta_failure)?.into_iter().map(|r| r.info.run_id).collect();
-    let wanted: Vec<String> = remote
-        .list_documents(EXPS_REMOTE_DIR)
-        .map_err(cairn_repo::RepoError::from)?
-        .into_iter()
-        .filter(|key| key.strip_suffix(".json").is_some_and(|id| !local.contains(id)))
-        .collect();
-    let mut extra = Vec::new();
-    let mut imported = 0;
-    for (key, bytes) in remote.get_documents(EXPS_REMOTE_DIR, &wanted).map_err(cairn_repo::RepoError::from)? {
-        let parsed =
-            serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()).and_then(|d| import(&d));
-        let (run, history, stages, io) = match parsed {
-            Ok(parts) => parts,
-            Err(e) => {
-                crate::output::warn(&format!("skipped `{EXPS_REMOTE_DIR}/{key}` on the remote: {e}"));
-                continue;
-            }
-        };
-        extra.extend(content_of(
-            repo,
-            &io,
-            &format!("experiment {}", &run.info.run_id[..8.min(run.info.run_id.len())]),
-        ));
-        if store.import_run(&run, &history, &stages, &io).map_err(meta_failure)? {
-            imported += 1;
-        }
-    }
-    // The lock's outputs are known only once the lock itself is here: fetch in two rounds.
-    let first = repo.fetch(&remote, &selection(extra.clone()), reporter)?;
-    let mut more: Vec<(String, cairn_repo::Tracked)> = Vec::new();
-    for key in &wanted {
-        let Some(id) = key.strip_suffix(".json") else { continue };
-        let io = store.io(id).map_err(meta_failure)?;
-        more.extend(content_of(repo, &io, &format!("experiment {}", &id[..8.min(id.len())])));
-    }
-    let second = repo.fetch(&remote, &selection(more), reporter)?;
-    let problems = first.problems.len() + second.problems.len();
-    if problems > 0 {
-        crate::output::warn(&format!(
-            "{problems} file(s) of pulled experiments are not on the remote; `cairn exp apply` needs them"
+/// `cairn exp pull REMOTE`.
+pub fn pull(ws: &Workspace, remote: &str, reporter: &dyn cairn_repo::Reporter) -> Result<(), Failure> {
+    let pulled = experiments::pull(ws, remote, reporter)?;
+    if pulled.missing_files > 0 {
+        warn(&format!(
+            "{} file(s) of pulled experiments are not on the remote; `cairn exp apply` needs them",
+            pulled.missing_files
         ));
     }
-    out(format!("pulled {imported} experiment(s) from {}", first.remote))
+    out(format!("pulled {} experiment(s) from {}", pulled.experiments, pulled.remote))
 }

@@ -221,3 +221,44 @@ impl From<cairn_pipeline::PipelineError> for Failure {
         Failure { message: error.to_string(), hint: hint.map(str::to_owned), code }
     }
 }
+
+fn meta_hint(error: &cairn_meta::MetaError) -> Option<&'static str> {
+    use cairn_meta::MetaError as E;
+    match error {
+        E::Backend { .. } | E::BadLocation(_) => None,
+        E::TooNew { .. } => Some("install a newer cairn, or point `meta.url` at another store"),
+        E::NoRun(_) => Some("list runs with `cairn exp show`"),
+        E::RunNotActive(_) | E::ExperimentNotActive(_) => None,
+        E::NoModelVersion(_) => Some("list versions with `cairn model versions NAME`"),
+        E::NoExperiment(_) | E::NoLoggedModel(_) => None,
+        E::ModelParamChanged { .. } | E::ParamChanged { .. } | E::Protected { .. } => None,
+        E::ExperimentExists(_) => Some("choose another name"),
+    }
+}
+
+impl From<cairn_meta::MetaError> for Failure {
+    fn from(error: cairn_meta::MetaError) -> Self {
+        let hint = meta_hint(&error);
+        Failure::user(error.to_string(), hint)
+    }
+}
+
+impl From<cairn_app::Error> for Failure {
+    fn from(error: cairn_app::Error) -> Self {
+        use cairn_app::Error as E;
+        match error {
+            E::Repo(e) => (*e).into(),
+            E::Pipeline(e) => (*e).into(),
+            E::Meta(e) => e.into(),
+            E::OpenMeta(e) => {
+                Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
+            }
+            E::Io { ref source, .. } => {
+                let hint = io_hint(source);
+                Failure::user(error.to_string(), hint)
+            }
+            E::Usage(message) => Failure::usage(message),
+            E::Refused { message, hint } => Failure { message, hint, code: EXIT_USER },
+        }
+    }
+}

@@ -4,17 +4,17 @@
 
 mod alerts;
 mod civil;
+mod env;
 mod exp;
 mod failure;
-mod live;
 mod model;
 mod monitor;
 mod output;
 mod pipelines;
 mod plots;
 mod progress;
-mod record;
 mod remotes;
+mod runs;
 mod serve;
 mod tracking;
 
@@ -929,6 +929,11 @@ impl Context {
         Ok(Repo::open(&self.cwd, &OpenOptions { user_config: private_user_config() })?)
     }
 
+    /// The repository with what the library needs from this process's surroundings.
+    fn workspace(&self) -> Result<cairn_app::Workspace, Failure> {
+        Ok(cairn_app::Workspace::new(self.open()?, Box::new(env::Cli)))
+    }
+
     /// The user's config file (`--user`) or the project's.
     fn config_file(&self, user: bool) -> Result<ConfigFile, Failure> {
         let path = if user {
@@ -989,7 +994,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let repo = context.open()?;
             let scope = path.map(|p| context.rel(&repo, &p)).transpose()?;
             let statuses = repo.status(scope.as_deref(), reporter)?;
-            let stale = if scope.is_none() { pipelines::stale_stages(&repo)? } else { None };
+            let stale = if scope.is_none() { cairn_app::pipeline::stale_stages(&repo) } else { None };
             if output.json {
                 return output::status_with_stages(&statuses, stale.as_deref());
             }
@@ -1005,7 +1010,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             let _lock = repo.lock(reporter)?;
             let outcomes = repo.checkout(scope.as_deref(), force, reporter)?;
             let restored = if scope.is_none() {
-                pipelines::checkout_outputs(&repo, force, reporter)?
+                cairn_app::content::checkout_outputs(&repo, force, reporter)?
             } else {
                 Vec::new()
             };
@@ -1076,54 +1081,18 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             remotes::gc_cloud(&context, remote.as_deref(), all_commits, force, &output, reporter)
         }
         Command::Gc { cloud: false, remote: _, all_commits, workspace, force, output } => {
-            let repo = context.open()?;
-            let _lock = repo.lock(reporter)?;
-            let kept = pipelines::kept_content(&repo)?;
+            let ws = context.workspace()?;
+            let _lock = ws.repo().lock(reporter)?;
             let scope = match (workspace, all_commits) {
                 (true, _) => cairn_repo::GcScope::WorkTree,
                 (false, true) => cairn_repo::GcScope::AllCommits,
                 (false, false) => cairn_repo::GcScope::Refs,
             };
-            let report = repo.gc(scope, force, &kept, reporter)?;
+            let summary = cairn_app::content::gc(&ws, scope, force, reporter)?;
             if output.json {
-                let kept_for: Vec<serde_json::Value> = report
-                    .kept_for
-                    .iter()
-                    .map(|(what, pointers)| serde_json::json!({"scope": what, "pointers": pointers}))
-                    .collect();
-                return json(&serde_json::json!({
-                    "kept_objects": report.kept,
-                    "kept_for": kept_for,
-                    "unreferenced_objects": report.unreferenced.len(),
-                    "unreferenced_bytes": report.unreferenced_bytes(),
-                    "deleted": report.deleted,
-                    "tmp_bytes_freed": report.tmp_bytes_freed,
-                }));
+                return json(&summary);
             }
-            let mut lines = vec![format!("keeps {} object(s) referenced by:", report.kept)];
-            for (what, pointers) in &report.kept_for {
-                lines.push(format!("  {what}: {pointers} pointer(s)"));
-            }
-            if scope == cairn_repo::GcScope::WorkTree {
-                lines.push("  (not other branches or tags: their data is removed; `cairn gc` without --workspace keeps it)".into());
-            }
-            let size = human_bytes(report.unreferenced_bytes());
-            let count = report.unreferenced.len();
-            let flags = match scope {
-                cairn_repo::GcScope::WorkTree => " --workspace",
-                cairn_repo::GcScope::AllCommits => " --all-commits",
-                cairn_repo::GcScope::Refs => "",
-            };
-            lines.push(if report.deleted {
-                format!("removed {count} object(s) nothing in that scope references, freed {size}")
-            } else if count == 0 {
-                "nothing to remove".to_owned()
-            } else {
-                format!(
-                    "would remove {count} object(s) nothing in that scope references, freeing {size}\nrun `cairn gc --force{flags}` to delete them"
-                )
-            });
-            out(lines.join("\n"))
+            out(output::gc(&summary))
         }
         Command::Fsck { output } => {
             let repo = context.open()?;
@@ -1163,12 +1132,19 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Metrics(command) => pipelines::metrics_command(&context, command),
         Command::Lineage { path, output } => pipelines::lineage(&context, &path, &output),
         Command::Partitions(command) => pipelines::partitions_command(&context, command),
-        Command::Exp(ExpCommand::Show { limit, sort, filter, columns, csv, output }) => record::show(
-            &context.open()?,
-            &record::ShowOptions { limit, sort, filter, columns, json: output.json, csv },
+        Command::Exp(ExpCommand::Show { limit, sort, filter, columns, csv, output }) => runs::show(
+            &context.workspace()?,
+            &cairn_app::runs::ShowRequest { limit, sort, filter, columns },
+            if output.json {
+                runs::Format::Json
+            } else if csv {
+                runs::Format::Csv
+            } else {
+                runs::Format::Table
+            },
         ),
         Command::Exp(ExpCommand::Run { set, queue, run_all, jobs, name, add, output }) => exp::run(
-            &context.open()?,
+            &context.workspace()?,
             exp::RunRequest {
                 set,
                 queue,
@@ -1238,15 +1214,15 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             &context.open()?,
             &plots::PlotRequest { runs, metrics, output: output.map(|o| context.cwd.join(o)) },
         ),
-        Command::Exp(ExpCommand::Apply { id }) => exp::apply(&context.open()?, &id, reporter),
-        Command::Exp(ExpCommand::Branch { id, name }) => exp::branch(&context.open()?, &id, &name),
-        Command::Exp(ExpCommand::Remove { ids, queued }) => exp::remove(&context.open()?, &ids, queued),
+        Command::Exp(ExpCommand::Apply { id }) => exp::apply(&context.workspace()?, &id, reporter),
+        Command::Exp(ExpCommand::Branch { id, name }) => exp::branch(&context.workspace()?, &id, &name),
+        Command::Exp(ExpCommand::Remove { ids, queued }) => exp::remove(&context.workspace()?, &ids, queued),
         Command::Exp(ExpCommand::Push { remote, ids }) => {
-            exp::push(&context.open()?, &remote, &ids, reporter)
+            exp::push(&context.workspace()?, &remote, &ids, reporter)
         }
-        Command::Exp(ExpCommand::Pull { remote }) => exp::pull(&context.open()?, &remote, reporter),
+        Command::Exp(ExpCommand::Pull { remote }) => exp::pull(&context.workspace()?, &remote, reporter),
         Command::Exp(ExpCommand::Diff { a, b, all, output }) => {
-            record::diff(&context.open()?, &a, &b, all, output.json)
+            runs::diff(&context.workspace()?, &a, &b, all, output.json)
         }
         Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
         Command::Server { host, port, max_artifact_size, run_quota } => {
@@ -1254,7 +1230,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 max_artifact_bytes: max_artifact_size,
                 run_quota_bytes: run_quota,
             };
-            tracking::serve(&context.open()?, &host, port, uploads, cli.quiet)
+            tracking::serve(&context.workspace()?, &host, port, uploads, cli.quiet)
         }
         Command::Serve {
             targets,

@@ -13,9 +13,9 @@ use cairn_meta::registry::{ModelVersion, NewVersion, Policy};
 use cairn_repo::Repo;
 use serde_json::{Value, json};
 
-use crate::exp::open_store;
 use crate::failure::Failure;
 use crate::output::out;
+use crate::runs::open_store;
 
 fn meta(e: cairn_meta::MetaError) -> Failure {
     Failure::user(e.to_string(), None)
@@ -153,7 +153,7 @@ pub fn register(
     let digest = pointer.digest.to_string();
     let store = open_store(repo)?;
     let run_id = match request.run {
-        Some(prefix) => Some(crate::exp::find(&store, prefix)?.info.run_id),
+        Some(prefix) => Some(cairn_app::experiments::find(&store, prefix)?.info.run_id),
         None => store.run_with_output(&digest).map_err(meta)?,
     };
     let lineage = match &run_id {
@@ -200,7 +200,7 @@ pub fn register(
         lineage: lineage.to_string(),
         profile: profile.clone(),
         description: request.description.to_owned(),
-        user: crate::record::user_name(),
+        user: crate::env::user_name(),
     };
     let (number, created) = store.register_version(request.name, &version).map_err(meta)?;
     if request.json {
@@ -381,7 +381,7 @@ pub fn alias(repo: &Repo, reference: &str, alias: &str, reason: &str) -> Result<
         ));
     }
     let previous =
-        store.move_alias(&name, alias, Some(version), &crate::record::user_name(), reason).map_err(meta)?;
+        store.move_alias(&name, alias, Some(version), &crate::env::user_name(), reason).map_err(meta)?;
     // Promoting the canary ends its rollout share (shadows stay).
     if let Some(mut rollout) = store.rollout(&name, alias).map_err(meta)?
         && rollout.canary == Some(version)
@@ -402,7 +402,7 @@ pub fn alias(repo: &Repo, reference: &str, alias: &str, reason: &str) -> Result<
 /// `cairn model unalias NAME ALIAS`.
 pub fn unalias(repo: &Repo, name: &str, alias: &str, reason: &str) -> Result<(), Failure> {
     let store = open_store(repo)?;
-    match store.move_alias(name, alias, None, &crate::record::user_name(), reason).map_err(meta)? {
+    match store.move_alias(name, alias, None, &crate::env::user_name(), reason).map_err(meta)? {
         Some(p) => out(format!("removed {name}@{alias} (was version {p})")),
         None => Err(Failure::user(format!("model `{name}` has no alias `{alias}`"), None)),
     }
@@ -451,7 +451,7 @@ pub fn approve(repo: &Repo, reference: &str, comment: &str) -> Result<(), Failur
     }
     let store = open_store(repo)?;
     let (name, version) = resolve(&store, reference)?;
-    store.approve(&name, version, &crate::record::user_name(), comment).map_err(meta)?;
+    store.approve(&name, version, &crate::env::user_name(), comment).map_err(meta)?;
     out(format!("approved {name}@{version}"))
 }
 

@@ -17,10 +17,10 @@ use cairn_repo::Repo;
 use cairn_serve::predlog::{self, Entry};
 use serde_json::{Value, json};
 
-use crate::exp::open_store;
 use crate::failure::Failure;
 use crate::output::out;
 use crate::plots::{escape, sparkline};
+use crate::runs::open_store;
 
 /// Which logged predictions a `cairn monitor` command reads.
 pub struct Selection {

@@ -176,15 +176,10 @@ pub fn added(outcomes: &[AddOutcome], as_json: bool) -> Result<(), Failure> {
 /// stages that are not up to date (empty without a cairn.yaml).
 pub fn status_with_stages(
     statuses: &[TrackedStatus],
-    stale: Option<&[cairn_pipeline::engine::Planned]>,
+    stale: Option<&[cairn_app::pipeline::PlanEntry]>,
 ) -> Result<(), Failure> {
     let data: Vec<StatusJson> = statuses.iter().map(StatusJson::from).collect();
-    let stages: Vec<serde_json::Value> = stale
-        .unwrap_or_default()
-        .iter()
-        .map(|p| serde_json::json!({"stage": p.stage, "decision": p.decision.name(), "reasons": p.reasons}))
-        .collect();
-    json(&serde_json::json!({"data": data, "stages": stages}))
+    json(&serde_json::json!({"data": data, "stages": stale.unwrap_or_default()}))
 }
 
 pub fn status(statuses: &[TrackedStatus], as_json: bool) -> Result<(), Failure> {
@@ -290,6 +285,38 @@ pub fn format_time(ms: i64) -> String {
         rest % 3600 / 60,
         rest % 60
     )
+}
+
+/// `cairn gc`'s report.
+pub fn gc(summary: &cairn_app::content::GcSummary) -> String {
+    use cairn_repo::GcScope;
+    let mut lines = vec![format!("keeps {} object(s) referenced by:", summary.kept_objects)];
+    for kept in &summary.kept_for {
+        lines.push(format!("  {}: {} pointer(s)", kept.scope, kept.pointers));
+    }
+    if summary.scope == GcScope::WorkTree {
+        lines.push(
+            "  (not other branches or tags: their data is removed; `cairn gc` without --workspace keeps it)"
+                .into(),
+        );
+    }
+    let size = human_bytes(summary.unreferenced_bytes);
+    let count = summary.unreferenced_objects;
+    let flags = match summary.scope {
+        GcScope::WorkTree => " --workspace",
+        GcScope::AllCommits => " --all-commits",
+        GcScope::Refs => "",
+    };
+    lines.push(if summary.deleted {
+        format!("removed {count} object(s) nothing in that scope references, freed {size}")
+    } else if count == 0 {
+        "nothing to remove".to_owned()
+    } else {
+        format!(
+            "would remove {count} object(s) nothing in that scope references, freeing {size}\nrun `cairn gc --force{flags}` to delete them"
+        )
+    });
+    lines.join("\n")
 }
 
 #[cfg(test)]

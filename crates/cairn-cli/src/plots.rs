@@ -169,12 +169,12 @@ pub struct PlotRequest {
 
 /// `cairn plots show`.
 pub fn show(repo: &Repo, request: &PlotRequest) -> Result<(), Failure> {
-    let store = crate::exp::open_store(repo)?;
+    let store = crate::runs::open_store(repo)?;
     let runs: Vec<Run> = if request.runs.is_empty() {
         let all = store.runs(&[], View::Active).map_err(|e| Failure::user(e.to_string(), None))?;
         all.into_iter().find(|r| !r.metrics.is_empty()).into_iter().collect()
     } else {
-        request.runs.iter().map(|id| crate::exp::find(&store, id)).collect::<Result<_, _>>()?
+        request.runs.iter().map(|id| cairn_app::experiments::find(&store, id)).collect::<Result<_, _>>()?
     };
     if runs.is_empty() {
         return Err(Failure::user(

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use cairn_hash::Digest;
-use cairn_remote::AwsEnvironment;
 use cairn_repo::{Repo, Selection, Tracked, TransferProblem};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -109,26 +108,6 @@ pub struct TransferArgs {
     jobs: Option<usize>,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-/// Credentials and defaults from the environment and the AWS shared files.
-pub fn aws_environment() -> AwsEnvironment {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let read = |override_var: &str, default: &str| {
-        let path = var(override_var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(default)))?;
-        std::fs::read_to_string(path).ok()
-    };
-    AwsEnvironment {
-        access_key_id: var("AWS_ACCESS_KEY_ID"),
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
-        session_token: var("AWS_SESSION_TOKEN"),
-        region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
-        endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
-        profile: var("AWS_PROFILE"),
-        credentials_file: read("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
-        config_file: read("AWS_CONFIG_FILE", ".aws/config"),
-    }
 }
 
 fn check_url(name: &str, url: &str) -> Result<(), Failure> {
@@ -276,7 +255,7 @@ fn selection(
     args: &TransferArgs,
     runs: &[(Digest, Vec<(String, Tracked)>)],
 ) -> Result<Selection, Failure> {
-    let mut extra = crate::pipelines::lock_content(repo)?;
+    let mut extra = cairn_app::content::lock_content(repo)?;
     extra.extend(runs.iter().flat_map(|(_, records)| records.iter().cloned()));
     Ok(Selection {
         paths: args.paths.iter().map(|p| context.rel(repo, p)).collect::<Result<_, _>>()?,
@@ -321,16 +300,17 @@ fn incomplete(what: &str, remote: &str, problems: &[TransferProblem], hint: &str
 }
 
 pub fn push(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
-    let repo = context.open()?;
-    let runs = if args.paths.is_empty() { crate::pipelines::local_runs(&repo) } else { Vec::new() };
-    let selection = selection(context, &repo, &args, &runs)?;
-    let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
+    let ws = context.workspace()?;
+    let repo = ws.repo();
+    let runs = if args.paths.is_empty() { cairn_app::content::local_runs(repo) } else { Vec::new() };
+    let selection = selection(context, repo, &args, &runs)?;
+    let remote = ws.remote(args.remote.as_deref(), args.jobs)?;
     let _claim = remote.claim_push().map_err(cairn_repo::RepoError::from)?;
     let outcome = repo.push(&remote, &selection, reporter)?;
     // Run-cache entries go up only after every object they name did.
     let runs_sent = if outcome.problems.is_empty() {
         let fingerprints: Vec<Digest> = runs.iter().map(|(fp, _)| *fp).collect();
-        crate::pipelines::push_runs(&repo, &remote, &fingerprints)?
+        cairn_app::runcache::push_runs(repo, &remote, &fingerprints)?
     } else {
         0
     };
@@ -407,14 +387,15 @@ fn fetch_summary(outcome: &cairn_repo::FetchOutcome, json_output: bool) -> Resul
 const FETCH_HINT: &str = "push these files from a clone that has them, or check that you are fetching from the right remote (`cairn remote list`); damaged data was not stored";
 
 pub fn fetch(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
-    let repo = context.open()?;
-    let selection = selection(context, &repo, &args, &[])?;
+    let ws = context.workspace()?;
+    let repo = ws.repo();
+    let selection = selection(context, repo, &args, &[])?;
     let listed = selection.extra.len();
-    let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
+    let remote = ws.remote(args.remote.as_deref(), args.jobs)?;
     let mut outcome = repo.fetch(&remote, &selection, reporter)?;
-    crate::pipelines::fetch_runs(&repo, &remote)?;
+    cairn_app::runcache::fetch_runs(repo, &remote)?;
     if args.paths.is_empty() {
-        fetch_parts(&repo, &remote, listed, &mut outcome, reporter)?;
+        fetch_parts(repo, &remote, listed, &mut outcome, reporter)?;
     }
     fetch_summary(&outcome, args.output.json)?;
     if outcome.problems.is_empty() {
@@ -452,7 +433,7 @@ fn fetch_parts(
     outcome: &mut cairn_repo::FetchOutcome,
     reporter: &Progress,
 ) -> Result<(), Failure> {
-    let extra = crate::pipelines::lock_content(repo)?;
+    let extra = cairn_app::content::lock_content(repo)?;
     if extra.len() <= listed {
         return Ok(());
     }
@@ -470,17 +451,18 @@ fn fetch_parts(
 }
 
 pub fn pull(context: &Context, args: PullArgs, reporter: &Progress) -> Result<(), Failure> {
-    let repo = context.open()?;
-    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| context.rel(&repo, p)).collect::<Result<_, _>>()?;
-    let remote = repo.open_remote(args.remote.as_deref(), &aws_environment(), args.jobs)?;
+    let ws = context.workspace()?;
+    let repo = ws.repo();
+    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| context.rel(repo, p)).collect::<Result<_, _>>()?;
+    let remote = ws.remote(args.remote.as_deref(), args.jobs)?;
     let _lock = repo.lock(reporter)?;
-    let extra = if paths.is_empty() { crate::pipelines::lock_content(&repo)? } else { Vec::new() };
+    let extra = if paths.is_empty() { cairn_app::content::lock_content(repo)? } else { Vec::new() };
     let listed = extra.len();
     let mut outcome = repo.pull(&remote, &paths, extra, args.force, reporter)?;
-    crate::pipelines::fetch_runs(&repo, &remote)?;
+    cairn_app::runcache::fetch_runs(repo, &remote)?;
     if paths.is_empty() {
-        fetch_parts(&repo, &remote, listed, &mut outcome, reporter)?;
-        crate::pipelines::checkout_outputs(&repo, args.force, reporter)?;
+        fetch_parts(repo, &remote, listed, &mut outcome, reporter)?;
+        cairn_app::content::checkout_outputs(repo, args.force, reporter)?;
     }
     fetch_summary(&outcome, args.output.json)?;
     if outcome.problems.is_empty() {
@@ -498,13 +480,14 @@ pub fn gc_cloud(
     output: &OutputArgs,
     reporter: &Progress,
 ) -> Result<(), Failure> {
-    let repo = context.open()?;
-    let remote = repo.open_remote(remote, &aws_environment(), None)?;
+    let ws = context.workspace()?;
+    let repo = ws.repo();
+    let remote = ws.remote(remote, None)?;
     // Deleting while another clone pushes could remove what its index is about to name.
     let _claim = if force { Some(remote.claim_gc().map_err(cairn_repo::RepoError::from)?) } else { None };
     // Outputs of every run-cache entry on the remote stay, so other clones can restore them.
-    crate::pipelines::fetch_runs(&repo, &remote)?;
-    let kept = crate::pipelines::kept_content(&repo)?;
+    cairn_app::runcache::fetch_runs(repo, &remote)?;
+    let kept = cairn_app::content::kept_content(&ws)?;
     let extra =
         kept.into_iter().map(|(label, pointer)| (label, Tracked { rel: Vec::new(), pointer })).collect();
     let cairn_repo::CloudGc { report, unknown } =

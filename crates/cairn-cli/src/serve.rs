@@ -21,9 +21,9 @@ use cairn_serve::server::App;
 use cairn_serve::tensor::Strictness;
 use serde_json::{Value, json};
 
-use crate::exp::open_store;
 use crate::failure::Failure;
 use crate::output::out;
+use crate::runs::open_store;
 
 /// Where MLflow models' directories are laid out for their Python workers, by content.
 const MODEL_DIRS: &str = ".cairn/serve/models";
@@ -231,7 +231,7 @@ pub fn serve(repo: &Repo, request: ServeRequest, quiet: bool) -> Result<(), Fail
         let sink: Option<Box<dyn SegmentSink>> = match &request.log_remote {
             Some(name) => Some(Box::new(RemoteSink(repo.open_remote(
                 Some(name),
-                &crate::remotes::aws_environment(),
+                &crate::env::aws_environment(),
                 None,
             )?))),
             None => None,
@@ -461,7 +461,7 @@ pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
                 rollout.shadows.push(s);
             }
         }
-        rollout.user = crate::record::user_name();
+        rollout.user = crate::env::user_name();
         let empty = rollout.canary.is_none() && rollout.shadows.is_empty();
         store.set_rollout(name, alias, if empty { None } else { Some(&rollout) }).map_err(|e| match e {
             cairn_meta::MetaError::NoModelVersion(v) => {
@@ -529,7 +529,7 @@ pub fn trace(
         && let Some(name) = remote
     {
         // Segments shipped by servers elsewhere: fetch those whose time range covers the id.
-        let remote = repo.open_remote(Some(name), &crate::remotes::aws_environment(), None)?;
+        let remote = repo.open_remote(Some(name), &crate::env::aws_environment(), None)?;
         let at = predlog::trace_time(id);
         let wanted: Vec<String> = remote
             .list_documents(REMOTE_PREDICTIONS)

@@ -1,17 +1,8 @@
-//! `cairn server`, and the tracking server `cairn run` starts for its stages.
+//! `cairn server`: the MLflow-compatible tracking API in the foreground.
 
-use std::sync::Arc;
-
-use cairn_repo::Repo;
-use cairn_server::{Background, State};
+use cairn_app::Workspace;
 
 use crate::failure::Failure;
-
-fn state(repo: &Repo, uploads: cairn_server::UploadLimits) -> Result<State, Failure> {
-    let meta = cairn_meta::open(&repo.meta_location())
-        .map_err(|e| Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)")))?;
-    Ok(State { meta: Arc::new(meta), objects: repo.store().clone(), uploads })
-}
 
 /// Warns (even with `--quiet`) when a server listens where other machines can reach it:
 /// Cairn does not authenticate clients yet.
@@ -25,13 +16,13 @@ pub fn warn_if_exposed(address: &std::net::SocketAddr) {
 
 /// `cairn server`: the MLflow-compatible tracking API until Ctrl-C.
 pub fn serve(
-    repo: &Repo,
+    ws: &Workspace,
     host: &str,
     port: u16,
     uploads: cairn_server::UploadLimits,
     quiet: bool,
 ) -> Result<(), Failure> {
-    let state = state(repo, uploads)?;
+    let state = cairn_app::tracking::state(ws, uploads)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,24 +52,4 @@ pub fn serve(
         .await
         .map_err(|e| Failure::user(format!("the server stopped: {e}"), None))
     })
-}
-
-/// A tracking server on a loopback port for the duration of a `cairn run`; `None` (with a
-/// warning) when it cannot start: the pipeline still runs, and `mlflow` calls in stages
-/// then fail on their own.
-pub fn background(repo: &Repo, warn: &dyn Fn(&str)) -> Option<Background> {
-    let state = match state(repo, Default::default()) {
-        Ok(state) => state,
-        Err(e) => {
-            warn(&format!("no tracking server for this run: {}", e.message));
-            return None;
-        }
-    };
-    match Background::start(state) {
-        Ok(server) => Some(server),
-        Err(e) => {
-            warn(&format!("no tracking server for this run: cannot listen on 127.0.0.1: {e}"));
-            None
-        }
-    }
 }

@@ -13,6 +13,7 @@ pub mod logged_models;
 mod postgres_backend;
 pub mod registry;
 pub mod schema;
+pub mod search;
 mod sqlite_backend;
 mod store;
 

@@ -24,7 +24,7 @@ mod artifacts;
 mod error;
 mod logged_models;
 mod registry;
-pub mod search;
+pub use cairn_meta::search;
 mod wire;
 
 use std::net::SocketAddr;

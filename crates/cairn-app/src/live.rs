@@ -1,4 +1,4 @@
-//! Live metrics: while `cairn run` runs, it follows each command's `$CAIRN_METRICS_FILE`
+//! Live metrics: while a pipeline runs, it follows each command's `$CAIRN_METRICS_FILE`
 //! (JSON lines such as `{"step": 3, "loss": 0.41}`) and records every numeric field of each
 //! complete line as a metric point of the run, so `cairn exp show`, `cairn plots show` and
 //! the tracking API see training progress as it happens.
@@ -15,12 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cairn_meta::{Metric, Store, now_ms};
+use cairn_pipeline::Observer;
 use serde_json::Value;
 
-/// Follows the live metrics directory on a thread until dropped (then reads what is left).
-pub struct Follower {
+/// Follows the live metrics directory on a scoped thread until dropped (then reads what is
+/// left).
+pub struct Follower<'scope> {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::ScopedJoinHandle<'scope, ()>>,
 }
 
 #[derive(Default)]
@@ -31,20 +33,28 @@ struct FileState {
     warned: bool,
 }
 
-impl Follower {
-    /// Empties `dir` (files from an earlier run) and starts following it.
-    pub fn start(dir: PathBuf, store: Store, run_id: String, warn: Box<dyn Fn(&str) + Send>) -> Follower {
+impl<'scope> Follower<'scope> {
+    /// Empties `dir` (files from an earlier run) and starts following it; warnings go to
+    /// `observer`.
+    pub fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        dir: PathBuf,
+        store: Store,
+        run_id: String,
+        observer: &'env dyn Observer,
+    ) -> Follower<'scope> {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::create_dir_all(&dir);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-live-metrics".into())
-            .spawn(move || {
+            .spawn_scoped(scope, move || {
+                let warn = |m: &str| observer.warn(m);
                 let mut files: HashMap<PathBuf, FileState> = HashMap::new();
                 loop {
                     let last = stopping.load(Ordering::SeqCst);
-                    if let Err(e) = poll(&dir, &mut files, &store, &run_id, &*warn) {
+                    if let Err(e) = poll(&dir, &mut files, &store, &run_id, &warn) {
                         warn(&format!("live metrics stopped: {e}"));
                         return;
                     }
@@ -59,7 +69,7 @@ impl Follower {
     }
 }
 
-impl Drop for Follower {
+impl Drop for Follower<'_> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {

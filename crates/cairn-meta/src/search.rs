@@ -14,7 +14,7 @@
 
 use std::cmp::Ordering;
 
-use cairn_meta::Run;
+use crate::Run;
 
 /// Where a searched value comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -542,7 +542,7 @@ pub fn like(text: &str, pattern: &str, ignore_case: bool) -> bool {
 /// (its id).
 pub fn record(id: &str, name: &str, created: i64, tags: Vec<(String, String)>) -> Run {
     Run {
-        info: cairn_meta::RunInfo {
+        info: crate::RunInfo {
             run_id: id.to_owned(),
             experiment_id: 0,
             name: name.to_owned(),
@@ -619,9 +619,10 @@ pub fn sort(runs: &mut [Run], order: &[OrderBy]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use cairn_meta::{Metric, RunInfo};
+    use crate::{Metric, RunInfo};
 
     fn run(id: &str, acc: Option<f64>, lr: &str) -> Run {
         Run {

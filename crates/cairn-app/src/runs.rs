@@ -1,6 +1,7 @@
-//! Every `cairn run` is a recorded run in the metadata store: who, when, which commit (and
-//! whether the tree was dirty), status, each stage's action and wall time, the params read,
-//! the metrics written, and the digests of inputs and outputs.
+//! Recorded runs. Every `cairn run` is a run in the metadata store: who, when, which commit
+//! (and whether the tree was dirty), status, each stage's action and wall time, the params
+//! read, the metrics written, and the digests of inputs and outputs. This module records
+//! them ([`Recorder`]) and reads them back (`exp show`, `exp diff`, run lookup).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,10 @@ use cairn_pipeline::engine::{Action, RunReport};
 use cairn_pipeline::spec::OutKind;
 use cairn_pipeline::{Observer, Project, params};
 use cairn_repo::Repo;
+use serde::Serialize;
 use serde_json::Value;
+
+use crate::{Error, Result, Workspace};
 
 /// How often a running `cairn run` says it is alive, and after how long without a word a
 /// run on another host is taken for dead.
@@ -90,12 +94,12 @@ impl Recorder {
     /// Opens the store and starts a run; a store that cannot be opened is a warning, not a
     /// reason to refuse running the pipeline.
     pub fn start(
-        repo: &Repo,
+        ws: &Workspace,
         project: &mut Project,
         existing: Option<&str>,
         observer: &dyn Observer,
     ) -> Option<Recorder> {
-        let location = repo.meta_location();
+        let location = ws.repo().meta_location();
         let store = match open_meta(&location) {
             Ok(store) => store,
             Err(e) => {
@@ -123,7 +127,7 @@ impl Recorder {
             };
         }
         let (commit, dirty) = project.git_state();
-        let user = user_name();
+        let user = ws.user();
         let started = now_ms();
         let run = NewRun {
             experiment_id: 0,
@@ -172,7 +176,7 @@ impl Recorder {
         // The run as the stages left it: where its artifacts (stage logs) go, and the params
         // they logged through the tracking API.
         let current = self.store.run(&self.run_id)?;
-        let artifacts = current.as_ref().and_then(|r| cairn_server::tree_path(&r.info.artifact_uri));
+        let artifacts = current.as_ref().and_then(|r| cairn_meta::artifact_tree_path(&r.info.artifact_uri));
         let mut params: BTreeMap<String, String> = BTreeMap::new();
         let mut io = BTreeMap::new();
         for stage in stages {
@@ -307,21 +311,6 @@ impl Recorder {
     }
 }
 
-/// Who is running: `$USER`, else `$LOGNAME`.
-/// Who is acting: `$USER` (or `$LOGNAME`), else the user Git would record here, else
-/// `unknown`.
-pub fn user_name() -> String {
-    ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-        .or_else(|| {
-            let cwd = std::env::current_dir().ok()?;
-            cairn_git::GitRepo::discover(&cwd).ok()?.user_name()
-        })
-        .or_else(cairn_git::GitRepo::global_user_name)
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn param_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -346,14 +335,52 @@ fn metrics_of(repo: &Repo, project: &Project) -> Vec<(String, f64)> {
     out.into_iter().collect()
 }
 
-/// What `cairn exp show` prints.
-pub struct ShowOptions {
+/// What `exp show` lists.
+#[derive(Debug, Default)]
+pub struct ShowRequest {
     pub limit: usize,
+    /// A metric or param key to sort by; `-key` sorts descending.
     pub sort: Option<String>,
+    /// MLflow's search syntax (`metrics.acc > 0.9 and params.lr = '0.01'`).
     pub filter: Option<String>,
+    /// Param and metric keys to show (`train.*` is a prefix); empty: all.
     pub columns: Vec<String>,
-    pub json: bool,
-    pub csv: bool,
+}
+
+/// A recorded run as `exp show --json` lists it.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub status: String,
+    pub start_time: i64,
+    pub end_time: Option<i64>,
+    pub user: String,
+    pub commit: Option<String>,
+    pub dirty: bool,
+    pub params: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub stages: Vec<StageSummary>,
+}
+
+/// One stage of a run: what it did and what it cost.
+#[derive(Debug, Serialize)]
+pub struct StageSummary {
+    pub stage: String,
+    pub action: String,
+    pub wall_ms: i64,
+    pub cpu_ms: Option<i64>,
+    pub max_rss_kb: Option<i64>,
+    pub log: Option<String>,
+}
+
+/// `exp show`: the runs, and the param and metric columns they have among those asked for.
+#[derive(Debug)]
+pub struct RunTable {
+    pub runs: Vec<RunSummary>,
+    pub param_keys: Vec<String>,
+    pub metric_keys: Vec<String>,
 }
 
 /// Whether a param or metric key is among the chosen columns (`train.*` is a prefix).
@@ -365,164 +392,106 @@ fn chosen(columns: &[String], key: &str) -> bool {
         })
 }
 
-/// `cairn exp show`: recorded runs with their params and metrics.
-pub fn show(repo: &Repo, options: &ShowOptions) -> Result<(), crate::failure::Failure> {
-    let (limit, as_json, as_csv) = (options.limit, options.json, options.csv);
-    let store = open_meta(&repo.meta_location()).map_err(|e| {
-        crate::failure::Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
-    })?;
-    let mut runs =
-        store.search_runs(&[], usize::MAX).map_err(|e| crate::failure::Failure::user(e.to_string(), None))?;
-    if let Some(text) = &options.filter {
-        let filter = cairn_server::search::Filter::parse(text)
-            .map_err(|e| crate::failure::Failure::usage(format!("invalid --filter `{text}`: {e}")))?;
+/// Sorts by a metric (or a numeric param) `key`; `-key` descending; runs without it last.
+fn sort_runs(runs: &mut [cairn_meta::Run], key: &str) {
+    let (key, descending) = match key.strip_prefix('-') {
+        Some(k) => (k, true),
+        None => (key, false),
+    };
+    let value = |run: &cairn_meta::Run| -> Option<f64> {
+        run.metrics
+            .iter()
+            .find(|m| m.key == key)
+            .map(|m| m.value)
+            .or_else(|| run.params.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok()))
+    };
+    runs.sort_by(|a, b| match (value(a), value(b)) {
+        (Some(x), Some(y)) if descending => y.total_cmp(&x),
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+}
+
+fn keys<'r>(keys: impl Iterator<Item = &'r String>, columns: &[String]) -> Vec<String> {
+    let mut keys: Vec<String> = keys.filter(|k| chosen(columns, k)).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// `exp show`: recorded runs with their params, metrics and stages.
+pub fn show(ws: &Workspace, request: &ShowRequest) -> Result<RunTable> {
+    let store = ws.meta()?;
+    let mut runs = store.search_runs(&[], usize::MAX)?;
+    if let Some(text) = &request.filter {
+        let filter = cairn_meta::search::Filter::parse(text)
+            .map_err(|e| Error::Usage(format!("invalid --filter `{text}`: {e}")))?;
         runs.retain(|r| filter.matches(r));
     }
-    if let Some(key) = options.sort.as_deref() {
-        // `-key` sorts descending; runs without the value go last.
-        let (key, descending) = match key.strip_prefix('-') {
-            Some(k) => (k, true),
-            None => (key, false),
-        };
-        let value = |run: &cairn_meta::Run| -> Option<f64> {
-            run.metrics
-                .iter()
-                .find(|m| m.key == key)
-                .map(|m| m.value)
-                .or_else(|| run.params.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok()))
-        };
-        runs.sort_by(|a, b| match (value(a), value(b)) {
-            (Some(x), Some(y)) if descending => y.total_cmp(&x),
-            (Some(x), Some(y)) => x.total_cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
+    if let Some(key) = request.sort.as_deref() {
+        sort_runs(&mut runs, key);
     }
-    runs.truncate(limit);
-    let param_keys: Vec<String> = {
-        let mut k: Vec<String> = runs
-            .iter()
-            .flat_map(|r| r.params.iter().map(|(k, _)| k.clone()))
-            .filter(|k| chosen(&options.columns, k))
-            .collect();
-        k.sort();
-        k.dedup();
-        k
-    };
-    let metric_keys: Vec<String> = {
-        let mut k: Vec<String> = runs
-            .iter()
-            .flat_map(|r| r.metrics.iter().map(|m| m.key.clone()))
-            .filter(|k| chosen(&options.columns, k))
-            .collect();
-        k.sort();
-        k.dedup();
-        k
-    };
-    if as_json {
-        let list: Vec<Value> = runs
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "run_id": r.info.run_id,
-                    "name": r.info.name,
-                    "parent": r.info.parent_run_id,
-                    "status": r.info.status,
-                    "start_time": r.info.start_time,
-                    "end_time": r.info.end_time,
-                    "user": r.info.user,
-                    "commit": r.info.git_commit,
-                    "dirty": r.info.git_dirty,
-                    "params": r.params.iter().cloned().collect::<BTreeMap<String, String>>(),
-                    "metrics": r.metrics.iter().map(|m| (m.key.clone(), m.value)).collect::<BTreeMap<String, f64>>(),
-                    "stages": store.stages(&r.info.run_id).unwrap_or_default().iter()
-                        .map(|s| serde_json::json!({
-                            "stage": s.stage, "action": s.action, "wall_ms": s.wall_ms,
-                            "cpu_ms": s.cpu_ms, "max_rss_kb": s.max_rss_kb, "log": s.log,
-                        }))
-                        .collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        return crate::output::json(&Value::Array(list));
-    }
-    let mut header = vec!["run".to_owned(), "status".to_owned(), "commit".to_owned()];
-    header.extend(param_keys.iter().cloned());
-    header.extend(metric_keys.iter().cloned());
-    let rows: Vec<Vec<String>> = runs
-        .iter()
+    runs.truncate(request.limit);
+    let param_keys = keys(runs.iter().flat_map(|r| r.params.iter().map(|(k, _)| k)), &request.columns);
+    let metric_keys = keys(runs.iter().flat_map(|r| r.metrics.iter().map(|m| &m.key)), &request.columns);
+    let runs = runs
+        .into_iter()
         .map(|r| {
-            let mut row = vec![
-                r.info.run_id[..8].to_owned(),
-                r.info.status.clone(),
-                r.info.git_commit.as_deref().map_or("-".into(), |c| {
-                    format!("{}{}", &c[..c.len().min(8)], if r.info.git_dirty { "+" } else { "" })
-                }),
-            ];
-            for k in &param_keys {
-                row.push(r.params.iter().find(|(p, _)| p == k).map_or("-".into(), |(_, v)| v.clone()));
+            let stages = store.stages(&r.info.run_id).unwrap_or_default();
+            RunSummary {
+                stages: stages
+                    .into_iter()
+                    .map(|s| StageSummary {
+                        stage: s.stage,
+                        action: s.action,
+                        wall_ms: s.wall_ms,
+                        cpu_ms: s.cpu_ms,
+                        max_rss_kb: s.max_rss_kb,
+                        log: s.log,
+                    })
+                    .collect(),
+                params: r.params.into_iter().collect(),
+                metrics: r.metrics.into_iter().map(|m| (m.key, m.value)).collect(),
+                run_id: r.info.run_id,
+                name: r.info.name,
+                parent: r.info.parent_run_id,
+                status: r.info.status,
+                start_time: r.info.start_time,
+                end_time: r.info.end_time,
+                user: r.info.user,
+                commit: r.info.git_commit,
+                dirty: r.info.git_dirty,
             }
-            for k in &metric_keys {
-                row.push(
-                    r.metrics.iter().find(|m| &m.key == k).map_or("-".into(), |m| format!("{}", m.value)),
-                );
-            }
-            row
         })
         .collect();
-    if as_csv {
-        let quote = |f: &String| {
-            if f.contains([',', '"', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() }
-        };
-        crate::output::out(header.iter().map(quote).collect::<Vec<_>>().join(","))?;
-        for row in &rows {
-            crate::output::out(row.iter().map(quote).collect::<Vec<_>>().join(","))?;
-        }
-        return Ok(());
-    }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).chain(std::iter::once(header[i].len())).max().unwrap_or(0))
-        .collect();
-    let line = |cells: &[String]| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
-    };
-    crate::output::out(line(&header).trim_end())?;
-    for row in &rows {
-        crate::output::out(line(row).trim_end())?;
-    }
-    Ok(())
+    Ok(RunTable { runs, param_keys, metric_keys })
 }
 
 /// The run that `reference` names: the start (at least 4 characters) of a run id, or a run's
 /// name (`cairn exp run --name`, MLflow's `runName`). A reference that fits several runs is an
 /// error that lists them, never a guess.
-pub fn find_run(
-    store: &Store,
-    runs: &[cairn_meta::Run],
-    reference: &str,
-) -> Result<cairn_meta::Run, crate::failure::Failure> {
-    use crate::failure::Failure;
+pub fn find_run(store: &Store, runs: &[cairn_meta::Run], reference: &str) -> Result<cairn_meta::Run> {
     let by_id = |run: &&cairn_meta::Run| reference.len() >= 4 && run.info.run_id.starts_with(reference);
     let by_name = |run: &&cairn_meta::Run| !reference.is_empty() && run.info.name == reference;
     let matches: Vec<&cairn_meta::Run> = runs.iter().filter(|r| by_id(r) || by_name(r)).collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] if reference.len() < 4 => Err(Failure::user(
+        [] if reference.len() < 4 => Err(Error::refused(
             format!("no run is named `{reference}`, and `{reference}` is too short for a run id"),
             Some("give a run's name or at least 4 characters of its id, from `cairn exp show`"),
         )),
         [] => match store.run(reference) {
             Ok(Some(run)) => Ok(run),
-            _ => Err(Failure::user(
+            _ => Err(Error::refused(
                 format!("no run has an id starting `{reference}` or the name `{reference}`"),
                 Some("list runs with `cairn exp show`"),
             )),
         },
         many => {
-            let ids: Vec<&str> =
-                many.iter().take(5).map(|r| &r.info.run_id[..8.min(r.info.run_id.len())]).collect();
-            Err(Failure::user(
+            let ids: Vec<&str> = many.iter().take(5).map(|r| short_id(&r.info.run_id)).collect();
+            Err(Error::refused(
                 format!(
                     "`{reference}` fits {} runs ({}{})",
                     many.len(),
@@ -535,15 +504,36 @@ pub fn find_run(
     }
 }
 
-/// `cairn exp diff A B`: params and metrics that differ between two runs.
-pub fn diff(repo: &Repo, a: &str, b: &str, all: bool, as_json: bool) -> Result<(), crate::failure::Failure> {
-    let store = open_meta(&repo.meta_location()).map_err(|e| {
-        crate::failure::Failure::user(e.to_string(), Some("check `meta.url` (`cairn config meta.url`)"))
-    })?;
-    let runs =
-        store.search_runs(&[], usize::MAX).map_err(|e| crate::failure::Failure::user(e.to_string(), None))?;
+/// The first 8 characters of a run id, as runs are shown.
+pub fn short_id(run_id: &str) -> &str {
+    &run_id[..8.min(run_id.len())]
+}
+
+/// One param or metric that differs between two runs.
+#[derive(Debug, Serialize)]
+pub struct Difference {
+    /// `param` or `metric`.
+    pub kind: &'static str,
+    pub key: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// For a metric with both values: new − old.
+    pub change: Option<f64>,
+}
+
+/// `exp diff A B`.
+#[derive(Debug, Serialize)]
+pub struct RunDiff {
+    pub old: String,
+    pub new: String,
+    pub differences: Vec<Difference>,
+}
+
+/// `exp diff A B`: params and metrics that differ between two runs (with `all`, every one).
+pub fn diff(ws: &Workspace, a: &str, b: &str, all: bool) -> Result<RunDiff> {
+    let store = ws.meta()?;
+    let runs = store.search_runs(&[], usize::MAX)?;
     let (old, new) = (find_run(&store, &runs, a)?, find_run(&store, &runs, b)?);
-    let mut rows: Vec<(String, String, Option<String>, Option<String>)> = Vec::new();
     let params = |run: &cairn_meta::Run| run.params.iter().cloned().collect::<BTreeMap<String, String>>();
     let metrics = |run: &cairn_meta::Run| {
         run.metrics
@@ -551,6 +541,7 @@ pub fn diff(repo: &Repo, a: &str, b: &str, all: bool, as_json: bool) -> Result<(
             .map(|m| (m.key.clone(), format!("{}", m.value)))
             .collect::<BTreeMap<String, String>>()
     };
+    let mut differences = Vec::new();
     for (kind, old_map, new_map) in
         [("param", params(&old), params(&new)), ("metric", metrics(&old), metrics(&new))]
     {
@@ -560,41 +551,14 @@ pub fn diff(repo: &Repo, a: &str, b: &str, all: bool, as_json: bool) -> Result<(
         for key in keys {
             let (o, n) = (old_map.get(key).cloned(), new_map.get(key).cloned());
             if all || o != n {
-                rows.push((kind.to_owned(), key.clone(), o, n));
-            }
-        }
-    }
-    let (a_id, b_id) = (&old.info.run_id[..8], &new.info.run_id[..8]);
-    if as_json {
-        let list: Vec<Value> = rows
-            .iter()
-            .map(|(kind, key, o, n)| {
-                let change = match (
-                    o.as_deref().and_then(|v| v.parse::<f64>().ok()),
-                    n.as_deref().and_then(|v| v.parse::<f64>().ok()),
-                ) {
+                let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<f64>().ok());
+                let change = match (number(&o), number(&n)) {
                     (Some(x), Some(y)) if kind == "metric" => Some(y - x),
                     _ => None,
                 };
-                serde_json::json!({"kind": kind, "key": key, "old": o, "new": n, "change": change})
-            })
-            .collect();
-        return crate::output::json(
-            &serde_json::json!({"old": old.info.run_id, "new": new.info.run_id, "differences": list}),
-        );
+                differences.push(Difference { kind, key: key.clone(), old: o, new: n, change });
+            }
+        }
     }
-    if rows.is_empty() {
-        return crate::output::out(format!("runs {a_id} and {b_id} have the same params and metrics"));
-    }
-    let width = rows.iter().map(|r| r.1.len() + r.0.len() + 1).max().unwrap_or(0).max(4);
-    crate::output::out(format!("{:<width$}  {:>12}  {:>12}", "", a_id, b_id))?;
-    for (kind, key, o, n) in rows {
-        let name = format!("{kind} {key}");
-        crate::output::out(format!(
-            "{name:<width$}  {:>12}  {:>12}",
-            o.unwrap_or_else(|| "-".into()),
-            n.unwrap_or_else(|| "-".into())
-        ))?;
-    }
-    Ok(())
+    Ok(RunDiff { old: old.info.run_id, new: new.info.run_id, differences })
 }
