@@ -41,7 +41,7 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/civil.rs");
+    println!("cargo:rerun-if-changed=../cairn-app/src/civil.rs");
 }
 
-include!("src/civil.rs");
+include!("../cairn-app/src/civil.rs");

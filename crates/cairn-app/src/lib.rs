@@ -21,17 +21,21 @@
 //! | [`live`]        | live metrics followed while a pipeline runs                        |
 //! | [`experiments`] | `exp run/apply/branch/remove/push/pull`                            |
 //! | [`pipeline`]    | `run`, plans, `explain`, `params`/`metrics` diffs, lineage, partitions |
+//! | [`registry`]    | `model register/list/versions/show/alias/history/approve/policy` |
 //! | [`tracking`]    | the tracking server's state, in the foreground or for one run       |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod civil;
 pub mod content;
 mod error;
 pub mod experiments;
 pub mod live;
 pub mod pipeline;
+pub mod registry;
 pub mod runcache;
 pub mod runs;
+pub mod time;
 #[cfg(feature = "tracking-server")]
 pub mod tracking;
 

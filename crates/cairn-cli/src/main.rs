@@ -3,7 +3,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod alerts;
-mod civil;
 mod env;
 mod exp;
 mod failure;
@@ -1157,7 +1156,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             cli.quiet,
         ),
         Command::Model(command) => {
-            let repo = context.open()?;
+            let ws = context.workspace()?;
             match command {
                 ModelCommand::Register {
                     name,
@@ -1168,7 +1167,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                     description,
                     output,
                 } => model::register(
-                    &repo,
+                    &ws,
                     &context.cwd,
                     &model::Register {
                         name: &name,
@@ -1181,24 +1180,27 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                     },
                     reporter,
                 ),
-                ModelCommand::List { output } => model::list(&repo, output.json),
-                ModelCommand::Versions { name, output } => model::versions(&repo, &name, output.json),
-                ModelCommand::Show { reference, output } => model::show(&repo, &reference, output.json),
+                ModelCommand::List { output } => model::list(&ws, output.json),
+                ModelCommand::Versions { name, output } => model::versions(&ws, &name, output.json),
+                ModelCommand::Show { reference, output } => model::show(&ws, &reference, output.json),
                 ModelCommand::Alias { reference, alias, reason } => {
-                    model::alias(&repo, &reference, &alias, &reason)
+                    model::alias(&ws, &reference, &alias, &reason)
                 }
-                ModelCommand::Unalias { name, alias, reason } => {
-                    model::unalias(&repo, &name, &alias, &reason)
-                }
+                ModelCommand::Unalias { name, alias, reason } => model::unalias(&ws, &name, &alias, &reason),
                 ModelCommand::History { name, alias, output } => {
-                    model::history(&repo, &name, alias.as_deref(), output.json)
+                    model::history(&ws, &name, alias.as_deref(), output.json)
                 }
-                ModelCommand::Approve { reference, comment } => model::approve(&repo, &reference, &comment),
+                ModelCommand::Approve { reference, comment } => model::approve(&ws, &reference, &comment),
                 ModelCommand::Policy { name, alias, approvals, require, allow_delete, clear } => {
-                    model::policy(&repo, &name, &alias, approvals, &require, allow_delete, clear)
+                    model::policy(
+                        &ws,
+                        &name,
+                        &alias,
+                        cairn_app::registry::PolicyChange { approvals, require, allow_delete, clear },
+                    )
                 }
                 ModelCommand::Rollout { target, canary, weight, shadow, clear, output } => serve::rollout(
-                    &repo,
+                    ws.repo(),
                     &serve::RolloutRequest {
                         target: &target,
                         canary,

@@ -1,4 +1,5 @@
-// Shared by the binary (`mod civil`) and `build.rs` (`include!`), so it holds plain items only.
+// Shared by this crate (`mod civil`) and cairn-cli's `build.rs` (`include!`), so it holds plain
+// items only.
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's `civil_from_days`).
