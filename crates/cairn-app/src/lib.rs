@@ -22,6 +22,7 @@
 //! | [`experiments`] | `exp run/apply/branch/remove/push/pull`                            |
 //! | [`pipeline`]    | `run`, plans, `explain`, `params`/`metrics` diffs, lineage, partitions |
 //! | [`registry`]    | `model register/list/versions/show/alias/history/approve/policy` |
+//! | [`serving`]     | `model rollout`, `trace`                                          |
 //! | [`tracking`]    | the tracking server's state, in the foreground or for one run       |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -35,6 +36,7 @@ pub mod pipeline;
 pub mod registry;
 pub mod runcache;
 pub mod runs;
+pub mod serving;
 pub mod time;
 #[cfg(feature = "tracking-server")]
 pub mod tracking;

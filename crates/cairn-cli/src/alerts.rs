@@ -118,7 +118,7 @@ pub fn retrain_action(repo: &Repo) -> Result<Action, Failure> {
 }
 
 fn log_dir(repo: &Repo, dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR))
+    dir.unwrap_or_else(|| repo.root().join(cairn_app::serving::PREDICTIONS_DIR))
 }
 
 fn alerts_error(e: cairn_monitor::alerts::AlertError) -> Failure {

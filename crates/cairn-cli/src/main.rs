@@ -1200,7 +1200,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                     )
                 }
                 ModelCommand::Rollout { target, canary, weight, shadow, clear, output } => serve::rollout(
-                    ws.repo(),
+                    &ws,
                     &serve::RolloutRequest {
                         target: &target,
                         canary,
@@ -1345,10 +1345,12 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             }
         }
         Command::Trace { id, log_dir, remote, output } => serve::trace(
-            &context.open()?,
-            &id,
-            log_dir.map(|d| context.cwd.join(d)),
-            remote.as_deref(),
+            &context.workspace()?,
+            &cairn_app::serving::TraceRequest {
+                trace_id: id,
+                log_dir: log_dir.map(|d| context.cwd.join(d)),
+                remote,
+            },
             output.json,
         ),
         Command::Completions { shell } => {

@@ -122,7 +122,7 @@ fn load(repo: &Repo, select: &Selection, config: &DriftConfig) -> Result<Vec<Ver
         Some(text) => predlog::now_ms() - parse_duration(text)?,
         None => 0,
     };
-    let dir = log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
+    let dir = log_dir.clone().unwrap_or_else(|| repo.root().join(cairn_app::serving::PREDICTIONS_DIR));
     let all = predlog::scan(&dir, since_ms).map_err(|e| Failure::user(e.to_string(), None))?;
     let labels =
         std::sync::Arc::new(predlog::feedback(&dir).map_err(|e| Failure::user(e.to_string(), None))?);
@@ -245,8 +245,11 @@ pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
 
 /// `cairn monitor requests`: the logged requests behind a drifted feature or an alert.
 pub fn requests(repo: &Repo, request: &RequestsRequest) -> Result<(), Failure> {
-    let dir =
-        request.select.log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serve::PREDICTIONS_DIR));
+    let dir = request
+        .select
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| repo.root().join(cairn_app::serving::PREDICTIONS_DIR));
     if let Some(id) = &request.alert {
         let log = cairn_monitor::alerts::AlertLog::new(&dir);
         let view = log.get(id).map_err(|e| Failure::user(e.to_string(), None))?.ok_or_else(|| {

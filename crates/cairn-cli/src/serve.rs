@@ -10,16 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_meta::registry::Rollout;
+use cairn_app::Workspace;
 use cairn_repo::Repo;
 use cairn_serve::batch::BatchConfig;
-use cairn_serve::predlog::{self, LogConfig, PredictionLog, SegmentSink};
+use cairn_serve::predlog::{LogConfig, PredictionLog, SegmentSink};
 use cairn_serve::python::{EnvManager, PythonRuntime};
 use cairn_serve::routing::{Catalog, Routes, Target};
 use cairn_serve::runtime::{OnnxRuntime, locate_onnxruntime};
 use cairn_serve::server::App;
 use cairn_serve::tensor::Strictness;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::failure::Failure;
 use crate::output::out;
@@ -41,11 +41,7 @@ fn python_envs() -> PathBuf {
     cache.join("cairn/python-envs")
 }
 
-/// Where predictions are logged unless `--log-dir` says otherwise.
-pub const PREDICTIONS_DIR: &str = ".cairn/predictions";
-
-/// Where shipped segments live on a remote: `<url>/predictions-v1/seg-....parquet`.
-const REMOTE_PREDICTIONS: &str = "predictions-v1";
+use cairn_app::serving::{PREDICTIONS_DIR, REMOTE_PREDICTIONS};
 
 /// Ships sealed prediction-log segments to a remote.
 struct RemoteSink(cairn_remote::Remote);
@@ -408,221 +404,77 @@ pub struct RolloutRequest<'a> {
 }
 
 /// `cairn model rollout NAME@ALIAS [--canary V --weight P] [--shadow V]... [--clear]`.
-pub fn rollout(repo: &Repo, request: &RolloutRequest) -> Result<(), Failure> {
-    let Some((name, alias)) = request.target.split_once('@').filter(|(n, a)| !n.is_empty() && !a.is_empty())
-    else {
-        return Err(Failure::usage(format!("`{}`: give NAME@ALIAS, e.g. churn@production", request.target)));
+pub fn rollout(ws: &Workspace, request: &RolloutRequest) -> Result<(), Failure> {
+    let change = cairn_app::serving::RolloutChange {
+        target: request.target.to_owned(),
+        canary: request.canary,
+        weight: request.weight,
+        shadows: request.shadows.to_vec(),
+        clear: request.clear,
     };
-    let store = open_store(repo)?;
-    let Some(current) = store.resolve_alias(name, alias).map_err(meta)? else {
-        return Err(Failure::user(
-            format!("`{name}` has no alias `{alias}`"),
-            Some("point it at a version first: `cairn model alias NAME@VERSION ALIAS`"),
-        ));
-    };
-    let changing =
-        request.canary.is_some() || request.weight.is_some() || !request.shadows.is_empty() || request.clear;
-    if changing {
-        let mut rollout = if request.clear {
-            Rollout::default()
-        } else {
-            store.rollout(name, alias).map_err(meta)?.unwrap_or_default()
-        };
-        if let Some(v) = request.canary {
-            if v == current {
-                return Err(Failure::usage(format!(
-                    "version {v} already is `{alias}`; a canary must be another version"
-                )));
-            }
-            // The canary answers real traffic for the alias: it must meet the alias's policy.
-            let problems = store.policy_violations(name, alias, v).map_err(meta)?;
-            if !problems.is_empty() {
-                return Err(Failure::user(
-                    format!("{name}@{v} may not take `{alias}` traffic:\n  {}", problems.join("\n  ")),
-                    Some("the rollout did not change; see `cairn model policy NAME ALIAS`"),
-                ));
-            }
-            rollout.canary = Some(v);
-            if request.weight.is_none() && rollout.weight == 0 {
-                rollout.weight = 10;
-            }
-        }
-        if let Some(w) = request.weight {
-            if !(0..=100).contains(&w) {
-                return Err(Failure::usage(format!("--weight {w}: give a percentage from 0 to 100")));
-            }
-            if rollout.canary.is_none() {
-                return Err(Failure::usage("--weight needs a canary: add --canary VERSION"));
-            }
-            rollout.weight = w;
-        }
-        for &s in request.shadows {
-            if !rollout.shadows.contains(&s) {
-                rollout.shadows.push(s);
-            }
-        }
-        rollout.user = crate::env::user_name();
-        let empty = rollout.canary.is_none() && rollout.shadows.is_empty();
-        store.set_rollout(name, alias, if empty { None } else { Some(&rollout) }).map_err(|e| match e {
-            cairn_meta::MetaError::NoModelVersion(v) => {
-                Failure::user(format!("no version {v}"), Some("see `cairn model versions NAME`"))
-            }
-            other => meta(other),
-        })?;
-    }
-    let rollout = store.rollout(name, alias).map_err(meta)?;
+    let state = cairn_app::serving::rollout(ws, &change)?;
     if request.json {
-        return crate::output::json(&json!({
-            "name": name, "alias": alias, "version": current,
-            "canary": rollout.as_ref().and_then(|r| r.canary),
-            "weight": rollout.as_ref().map_or(0, |r| r.weight),
-            "shadows": rollout.as_ref().map(|r| r.shadows.clone()).unwrap_or_default(),
-        }));
+        return crate::output::json(&state);
     }
-    match rollout {
-        None => out(format!("{name}@{alias}: version {current} takes all traffic")),
-        Some(r) => {
-            let mut line = match r.canary {
-                Some(c) => {
-                    format!("{name}@{alias}: version {current} {}%, canary {c} {}%", 100 - r.weight, r.weight)
-                }
-                None => format!("{name}@{alias}: version {current} takes all traffic"),
-            };
-            if !r.shadows.is_empty() {
-                line.push_str(&format!(
-                    "; shadows {}",
-                    r.shadows.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
-                ));
-            }
-            out(line)
+    let (name, alias, current) = (&state.name, &state.alias, state.version);
+    let mut line = match state.canary {
+        Some(c) => {
+            format!("{name}@{alias}: version {current} {}%, canary {c} {}%", 100 - state.weight, state.weight)
         }
+        None => format!("{name}@{alias}: version {current} takes all traffic"),
+    };
+    if !state.shadows.is_empty() {
+        line.push_str(&format!(
+            "; shadows {}",
+            state.shadows.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+        ));
     }
+    out(line)
 }
-
-/// How recent a trace id may be for `trace` to wait for its log line (the server writes
-/// within about a second; a little more allows for a loaded machine).
-const RECENT_TRACE_MS: i64 = 10_000;
 
 /// `cairn trace ID`: a logged prediction, walked back to its model version, run, params,
 /// metrics, training data and commit.
 pub fn trace(
-    repo: &Repo,
-    id: &str,
-    log_dir: Option<PathBuf>,
-    remote: Option<&str>,
+    ws: &Workspace,
+    request: &cairn_app::serving::TraceRequest,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let id = id.trim();
-    let dir = log_dir.unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR));
-    let mut entries = predlog::find(&dir, id).map_err(|e| Failure::user(e.to_string(), None))?;
-    // The id says when the request came; a server writes its log within about a second, so
-    // a very recent id is waited for (briefly) rather than reported missing.
-    let recent = |id: &str| {
-        predlog::trace_time(id).is_some_and(|t| (0..RECENT_TRACE_MS).contains(&(predlog::now_ms() - t)))
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while entries.is_empty() && recent(id) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        entries = predlog::find(&dir, id).map_err(|e| Failure::user(e.to_string(), None))?;
-    }
-    if entries.is_empty()
-        && let Some(name) = remote
-    {
-        // Segments shipped by servers elsewhere: fetch those whose time range covers the id.
-        let remote = repo.open_remote(Some(name), &crate::env::aws_environment(), None)?;
-        let at = predlog::trace_time(id);
-        let wanted: Vec<String> = remote
-            .list_documents(REMOTE_PREDICTIONS)
-            .map_err(cairn_repo::RepoError::from)?
-            .into_iter()
-            .filter(|n| predlog::segment_range(n).is_some_and(|(a, b)| at.is_none_or(|t| a <= t && t <= b)))
-            .collect();
-        let fetched = repo.root().join(".cairn/state/predictions-remote");
-        std::fs::create_dir_all(&fetched)
-            .map_err(|e| Failure::user(format!("cannot create {}: {e}", fetched.display()), None))?;
-        for (name, bytes) in
-            remote.get_documents(REMOTE_PREDICTIONS, &wanted).map_err(cairn_repo::RepoError::from)?
-        {
-            std::fs::write(fetched.join(&name), &bytes).map_err(|e| {
-                Failure::user(format!("cannot write {}: {e}", fetched.join(&name).display()), None)
-            })?;
-        }
-        entries = predlog::find(&fetched, id).map_err(|e| Failure::user(e.to_string(), None))?;
-    }
-    let Some(answer) = entries.iter().find(|e| e.role != "shadow").or(entries.first()) else {
-        if recent(id) {
-            return Err(Failure::user(
-                format!("prediction `{id}` is not written to {} yet", dir.display()),
-                Some("the server writes its log within a second or two of answering; retry in a second"),
-            ));
-        }
-        return Err(Failure::user(
-            format!("no prediction with trace id `{id}` in {}", dir.display()),
-            Some(
-                "trace ids come from the x-cairn-trace-id response header; a server started elsewhere logs under its own --log-dir",
-            ),
-        ));
-    };
-    let store = open_store(repo)?;
-    let version = store.model_version(&answer.model, answer.version).map_err(meta)?;
-    let lineage: Value =
-        version.as_ref().and_then(|v| serde_json::from_str(&v.lineage).ok()).unwrap_or(Value::Null);
-    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    let trace = cairn_app::serving::trace(ws, request)?;
     if as_json {
-        return crate::output::json(&json!({
-            "trace_id": answer.trace_id,
-            "time_ms": answer.time_ms,
-            "endpoint": answer.endpoint,
-            "model": answer.model,
-            "version": answer.version,
-            "role": answer.role,
-            "protocol": answer.protocol,
-            "status": answer.status,
-            "latency_us": answer.latency_us,
-            "inputs": parse(&answer.inputs),
-            "outputs": parse(&answer.outputs),
-            "error": answer.error,
-            "shadows": entries.iter().filter(|e| e.role == "shadow").map(|e| json!({
-                "version": e.version, "status": e.status, "outputs": parse(&e.outputs), "error": e.error,
-            })).collect::<Vec<_>>(),
-            "model_version": version.as_ref().map(|v| json!({
-                "digest": v.digest, "source": v.source, "run_id": v.run_id, "creation_time": v.creation_time,
-                "profile": v.profile,
-            })),
-            "lineage": lineage,
-        }));
+        return crate::output::json(&trace);
     }
-    out(format!("prediction {}", answer.trace_id))?;
+    out(format!("prediction {}", trace.trace_id))?;
     out(format!(
         "  at        {} ({} protocol, HTTP {}, {:.2} ms)",
-        crate::output::format_time(answer.time_ms),
-        answer.protocol,
-        answer.status,
-        answer.latency_us as f64 / 1000.0
+        crate::output::format_time(trace.time_ms),
+        trace.protocol,
+        trace.status,
+        trace.latency_us as f64 / 1000.0
     ))?;
     out(format!(
         "  model     {}@{} ({}; endpoint `{}`)",
-        answer.model, answer.version, answer.role, answer.endpoint
+        trace.model, trace.version, trace.role, trace.endpoint
     ))?;
-    out(format!("  inputs    {}", answer.inputs))?;
-    match &answer.error {
+    let (inputs, outputs) = &trace.raw;
+    out(format!("  inputs    {inputs}"))?;
+    match &trace.error {
         Some(e) => out(format!("  error     {e}"))?,
-        None => out(format!("  outputs   {}", answer.outputs))?,
+        None => out(format!("  outputs   {outputs}"))?,
     }
-    for shadow in entries.iter().filter(|e| e.role == "shadow") {
+    for shadow in &trace.shadows {
         out(format!(
             "  shadow    {}@{}: {}",
             shadow.model,
             shadow.version,
-            shadow.error.clone().unwrap_or_else(|| shadow.outputs.clone())
+            shadow.error.clone().unwrap_or_else(|| shadow.raw_outputs.clone())
         ))?;
     }
-    let Some(v) = version else {
-        return out(format!("  version   {}@{} is no longer in the registry", answer.model, answer.version));
+    let Some(v) = &trace.model_version else {
+        return out(format!("  version   {}@{} is no longer in the registry", trace.model, trace.version));
     };
     out(format!(
         "  version   {}@{}: {} ({}, registered from {})",
-        v.name, v.version, v.digest, v.kind, v.source
+        trace.model, trace.version, v.digest, v.kind, v.source
     ))?;
     let Some(run_id) = &v.run_id else {
         return out(
@@ -630,6 +482,7 @@ pub fn trace(
         );
     };
     out(format!("  run       {run_id}"))?;
+    let lineage = &trace.lineage;
     if let Some(params) = lineage.get("params").and_then(Value::as_object).filter(|p| !p.is_empty()) {
         let text: Vec<String> = params
             .iter()
