@@ -211,8 +211,7 @@ fn apply_overrides(ws: &Path, combo: &[(String, String, String)]) -> Result<Vec<
                 .map_err(|e| Error::refused(format!("cannot set `{key}` in `{file}`: {e}"), None))?;
         }
         let bytes = params::write_file(file, &root).map_err(|e| Error::refused(e, None))?;
-        std::fs::write(&path, bytes)
-            .map_err(|e| Error::refused(format!("cannot write `{}`: {e}", path.display()), None))?;
+        cairn_fs::write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
     }
     Ok(files.keys().map(|f| (*f).to_owned()).collect())
 }
@@ -617,13 +616,7 @@ pub fn apply(ws: &Workspace, id: &str, reporter: &dyn cairn_repo::Reporter) -> R
             Error::refused(format!("experiment {} names a file it cannot write: {e}", run.info.run_id), None)
         })?;
         let target = repo.prepare_write(rel.as_bytes())?;
-        let tmp = target.with_file_name(format!(
-            ".{}.cairn-tmp",
-            target.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-        ));
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &target))
-            .map_err(|e| Error::io("write", &target, e))?;
+        cairn_fs::write(&target, bytes).map_err(|e| Error::io("write", &target, e))?;
         written.push(path.clone());
     }
     let restored = crate::content::checkout_outputs(repo, false, reporter)?.len();
@@ -1017,4 +1010,32 @@ pub fn pull(ws: &Workspace, remote: &str, reporter: &dyn cairn_repo::Reporter) -
     let second = repo.fetch(&remote, &selection(more), reporter)?;
     let missing_files = first.problems.len() + second.problems.len();
     Ok(Pulled { experiments: imported, remote: first.remote, missing_files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_name_a_file_a_key_and_values() {
+        let o = parse_override("train.yaml:model.lr=0.1,0.2").unwrap();
+        assert_eq!((o.file.as_str(), o.key.as_str()), ("train.yaml", "model.lr"));
+        assert_eq!(o.values, ["0.1", "0.2"]);
+        let o = parse_override("epochs=range(1, 4)").unwrap();
+        assert_eq!(o.file, cairn_pipeline::spec::DEFAULT_PARAMS);
+        assert_eq!(o.values, ["1", "2", "3"]);
+        assert_eq!(parse_override("x=range(0, 1, 0.25)").unwrap().values, ["0", "0.25", "0.5", "0.75"]);
+        for bad in ["no-equals", "a..b=1", "x=", "x=range(1,2,0)", "x=range(0,100000)"] {
+            assert!(matches!(parse_override(bad), Err(Error::Usage(_))), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_grid_is_every_combination_in_order() {
+        let a = parse_override("a=1,2").unwrap();
+        let b = parse_override("b=x,y").unwrap();
+        let words: Vec<String> = grid(&[a, b]).iter().map(|c| describe(c)).collect();
+        assert_eq!(words, ["a=1 b=x", "a=1 b=y", "a=2 b=x", "a=2 b=y"]);
+        assert_eq!(grid(&[]), vec![Vec::new()]);
+    }
 }

@@ -603,10 +603,7 @@ pub fn edit_partitions(repo: &Repo, stage: &str, keys: &[String], add: bool) -> 
     if !text.is_empty() {
         text.push('\n');
     }
-    let tmp = file.with_extension("txt.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &file))
-        .map_err(|e| Error::io("write", &file, e))?;
+    cairn_fs::write(&file, text.as_bytes()).map_err(|e| Error::io("write", &file, e))?;
     Ok(PartitionEdit {
         changed: current.len().abs_diff(before),
         total: current.len(),

@@ -562,3 +562,36 @@ pub fn diff(ws: &Workspace, a: &str, b: &str, all: bool) -> Result<RunDiff> {
     }
     Ok(RunDiff { old: old.info.run_id, new: new.info.run_id, differences })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_keys_or_prefixes() {
+        let columns = vec!["train.*".to_owned(), "lr".to_owned()];
+        assert!(chosen(&columns, "train.loss"));
+        assert!(chosen(&columns, "lr"));
+        assert!(!chosen(&columns, "lr2"));
+        assert!(chosen(&[], "anything"));
+    }
+
+    #[test]
+    fn sorting_puts_runs_without_the_value_last() {
+        let run = |id: &str, acc: Option<f64>| cairn_meta::Run {
+            info: cairn_meta::RunInfo { run_id: id.into(), ..Default::default() },
+            metrics: acc
+                .map(|v| cairn_meta::Metric { key: "acc".into(), value: v, timestamp: 0, step: 0 })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let mut runs = vec![run("a", Some(0.5)), run("b", None), run("c", Some(0.9))];
+        sort_runs(&mut runs, "-acc");
+        let order: Vec<&str> = runs.iter().map(|r| r.info.run_id.as_str()).collect();
+        assert_eq!(order, ["c", "a", "b"]);
+        sort_runs(&mut runs, "acc");
+        let order: Vec<&str> = runs.iter().map(|r| r.info.run_id.as_str()).collect();
+        assert_eq!(order, ["a", "c", "b"]);
+    }
+}

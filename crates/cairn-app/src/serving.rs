@@ -195,7 +195,7 @@ fn fetch_segments(ws: &Workspace, remote: &str, id: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&fetched).map_err(|e| Error::io("create", &fetched, e))?;
     for (name, bytes) in remote.get_documents(REMOTE_PREDICTIONS, &wanted)? {
         let path = fetched.join(&name);
-        std::fs::write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
+        cairn_fs::write(&path, &bytes).map_err(|e| Error::io("write", &path, e))?;
     }
     Ok(fetched)
 }

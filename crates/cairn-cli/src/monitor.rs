@@ -226,7 +226,7 @@ pub fn monitor(repo: &Repo, request: &MonitorRequest) -> Result<(), Failure> {
         }
     }
     if let Some(path) = &request.html {
-        std::fs::write(path, html(&request.select.model, &reports))
+        cairn_fs::write(path, html(&request.select.model, &reports).as_bytes())
             .map_err(|e| Failure::user(format!("cannot write {}: {e}", path.display()), None))?;
     }
     if request.json {
@@ -719,13 +719,10 @@ pub fn export(
     }
     // Inside the repository (it is added as a dataset below), through no link leading out.
     repo.prepare_write(&repo.rel_path(&file)?)?;
-    let tmp = file.with_extension(format!("{format}.tmp"));
-    let written =
-        if format == "csv" { write_csv(&tmp, &header, &rows) } else { write_parquet(&tmp, &header, &rows) };
-    written.and_then(|()| std::fs::rename(&tmp, &file).map_err(|e| e.to_string())).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Failure::user(format!("cannot write {}: {e}", file.display()), None)
-    })?;
+    cairn_fs::write_with(&file, cairn_fs::Options::default(), |out| {
+        if format == "csv" { write_csv(out, &header, &rows) } else { write_parquet(out, &header, &rows) }
+    })
+    .map_err(|e| Failure::user(format!("cannot write {}: {e}", file.display()), None))?;
     let added = if file == request.out { file.clone() } else { request.out.clone() };
     let rel = repo.rel_path(&added)?;
     let _lock = repo.lock(reporter)?;
@@ -743,19 +740,19 @@ pub fn export(
     ))
 }
 
-fn write_csv(path: &std::path::Path, header: &[String], rows: &[Vec<Value>]) -> Result<(), String> {
+fn write_csv(out: &mut std::fs::File, header: &[String], rows: &[Vec<Value>]) -> std::io::Result<()> {
     let mut text = header.iter().map(|c| csv_field(&Value::from(c.as_str()))).collect::<Vec<_>>().join(",");
     text.push('\n');
     for row in rows {
         text.push_str(&row.iter().map(csv_field).collect::<Vec<_>>().join(","));
         text.push('\n');
     }
-    std::fs::write(path, text).map_err(|e| e.to_string())
+    std::io::Write::write_all(out, text.as_bytes())
 }
 
 /// Columns whose values are all numbers (or null) become Float64 (Int64 when all are
 /// integers); the rest Utf8. Every column is nullable.
-fn write_parquet(path: &std::path::Path, header: &[String], rows: &[Vec<Value>]) -> Result<(), String> {
+fn write_parquet(out: &mut std::fs::File, header: &[String], rows: &[Vec<Value>]) -> std::io::Result<()> {
     use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
     use arrow_schema::{DataType, Field, Schema};
     let mut fields = Vec::new();
@@ -781,12 +778,11 @@ fn write_parquet(path: &std::path::Path, header: &[String], rows: &[Vec<Value>])
         }
     }
     let schema = std::sync::Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())?;
-    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| e.to_string())?;
-    writer.write(&batch).map_err(|e| e.to_string())?;
-    let file = writer.into_inner().map_err(|e| e.to_string())?;
-    file.sync_all().map_err(|e| e.to_string())
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(std::io::Error::other)?;
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(out, schema, None).map_err(std::io::Error::other)?;
+    writer.write(&batch).map_err(std::io::Error::other)?;
+    writer.close().map(drop).map_err(std::io::Error::other)
 }
 
 /// A self-contained HTML report: per feature, reference and current histograms as SVG bars.

@@ -282,7 +282,7 @@ fn write_html(
         std::fs::create_dir_all(parent)
             .map_err(|e| Failure::user(format!("cannot create `{}`: {e}", parent.display()), None))?;
     }
-    std::fs::write(path, html)
+    cairn_fs::write(path, html.as_bytes())
         .map_err(|e| Failure::user(format!("cannot write `{}`: {e}", path.display()), None))
 }
 

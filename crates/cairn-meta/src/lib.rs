@@ -142,7 +142,7 @@ pub struct NewRun {
     pub owner: Option<RunOwner>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunInfo {
     pub run_id: String,
     pub experiment_id: i64,
@@ -161,7 +161,7 @@ pub struct RunInfo {
 }
 
 /// A run with its params, tags and latest metrics.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Run {
     pub info: RunInfo,
     pub params: Vec<(String, String)>,

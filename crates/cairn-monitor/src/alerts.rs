@@ -246,16 +246,13 @@ impl AlertLog {
         }
     }
 
-    /// Replaces the saved state (temp file, fsync, rename).
+    /// Replaces the saved state (atomically: see `cairn_fs`).
     pub fn save_state(&self, state: &BTreeMap<String, RuleState>) -> Result<(), AlertError> {
         self.create()?;
         let path = self.dir.join("state.json");
-        let tmp = self.dir.join(".state.json.tmp");
         let bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| AlertError::Io { path: path.clone(), source: e.into() })?;
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&bytes).and_then(|()| file.sync_data()).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        cairn_fs::write(&path, &bytes).map_err(io(&path))
     }
 }
 

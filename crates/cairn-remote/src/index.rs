@@ -218,11 +218,7 @@ impl Inner {
     /// Keeps a local copy of a pack index (written atomically).
     pub(crate) fn save_index_copy(&self, pack: &Digest, bytes: &[u8]) -> Result<()> {
         let path = self.idx_cache().join(index_name(pack));
-        let tmp = self.idx_cache().join(cairn_store::unique_tmp_name(".tmp-"));
-        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io_error("write", &path, e)
-        })
+        cairn_fs::write(&path, bytes).map_err(|e| io_error("write", &path, e))
     }
 
     pub(crate) fn forget_index_copy(&self, pack: &Digest) {

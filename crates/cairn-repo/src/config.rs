@@ -21,7 +21,7 @@
 //! A remote may be defined in both files: options are merged, the project's winning, so a
 //! team commits the URL and each person keeps credentials in the user file.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cairn_store::LinkStrategy;
@@ -388,24 +388,15 @@ impl ConfigFile {
             std::fs::create_dir_all(parent).map_err(write)?;
         }
         let text = toml::to_string(&self.table).expect("a TOML table always serializes");
-        let tmp = self.path.with_extension(format!("tmp-{}", std::process::id()));
         // The file keeps the mode it had; a new file is private to its owner, since a
         // remote's credentials may be written to it.
         let mode = std::fs::metadata(&self.path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
-        let written =
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).and_then(
-                |mut file| {
-                    use std::io::Write;
-                    file.write_all(text.as_bytes())?;
-                    // The umask may have narrowed the mode asked for; never widened it.
-                    file.set_permissions(std::fs::Permissions::from_mode(mode))
-                },
-            );
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(write(e));
-        }
-        std::fs::rename(&tmp, &self.path).map_err(write)
+        let options = cairn_fs::Options { mode: Some(mode), ..Default::default() };
+        cairn_fs::write_with(&self.path, options, |file| {
+            use std::io::Write;
+            file.write_all(text.as_bytes())
+        })
+        .map_err(write)
     }
 }
 

@@ -62,7 +62,7 @@ pub fn ensure_ignored(root: &Path, rel: &[u8]) -> Result<()> {
     }
     content.extend_from_slice(&line);
     content.push(b'\n');
-    std::fs::write(&path, content).map_err(|e| RepoError::io("write", path, e))
+    cairn_fs::write(&path, &content).map_err(|e| RepoError::io("write", path, e))
 }
 
 /// Removes the `/name` line for `rel`; deletes the `.gitignore` if nothing else is left.
@@ -83,7 +83,7 @@ pub fn remove_ignored(root: &Path, rel: &[u8]) -> Result<()> {
     if out.iter().all(|b| b.is_ascii_whitespace()) {
         return std::fs::remove_file(&path).map_err(|e| RepoError::io("delete", path, e));
     }
-    std::fs::write(&path, out).map_err(|e| RepoError::io("write", path, e))
+    cairn_fs::write(&path, &out).map_err(|e| RepoError::io("write", path, e))
 }
 
 #[cfg(test)]

@@ -497,5 +497,5 @@ fn ensure_ignored(dot: &Path, lines: &[&str]) -> Result<()> {
         new.push_str(line);
         new.push('\n');
     }
-    std::fs::write(&file, new).map_err(|e| RepoError::io("write", &file, e))
+    cairn_fs::write(&file, new.as_bytes()).map_err(|e| RepoError::io("write", &file, e))
 }

@@ -86,9 +86,7 @@ impl StatCache {
             return Ok(());
         }
         let bytes = encode(&self.entries);
-        let tmp = self.path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &self.path)?;
+        cairn_fs::write(&self.path, &bytes)?;
         self.dirty = false;
         Ok(())
     }

@@ -180,11 +180,8 @@ fn write(dir: &Path, (model, version, start): &(String, i64, i64), profile: &Pro
         return;
     }
     let name = format!("{start}-{}.json", std::process::id());
-    let tmp = folder.join(format!(".{name}.tmp"));
-    if let Ok(bytes) = serde_json::to_vec(profile)
-        && std::fs::write(&tmp, bytes).is_ok()
-    {
-        let _ = std::fs::rename(&tmp, folder.join(name));
+    if let Ok(bytes) = serde_json::to_vec(profile) {
+        let _ = cairn_fs::write(&folder.join(name), &bytes);
     }
 }
 
@@ -316,13 +313,8 @@ fn roll(folder: &Path, from: i64, to: i64, prefix: &str, before: i64) -> usize {
         profile.start_ms = start;
         profile.end_ms = start + to;
         if changed {
-            let tmp = folder.join(format!(".{name}.tmp"));
             let Ok(bytes) = serde_json::to_vec(&Rollup { sources, profile }) else { continue };
-            let written = std::fs::File::create(&tmp)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes).and_then(|()| f.sync_data()))
-                .and_then(|()| std::fs::rename(&tmp, &path));
-            if written.is_err() {
-                let _ = std::fs::remove_file(&tmp);
+            if cairn_fs::write(&path, &bytes).is_err() {
                 continue;
             }
         }

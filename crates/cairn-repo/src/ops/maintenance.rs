@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use cairn_hash::Digest;
@@ -67,14 +67,13 @@ impl Repo {
                             return Ok(None);
                         }
                         let mode = if f.stat.executable() { 0o755 } else { 0o644 };
-                        let tmp = cairn_store::tmp_beside(&f.abs);
-                        let copied = fs::copy(&f.abs, &tmp)
-                            .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
-                            .and_then(|()| fs::rename(&tmp, &f.abs));
-                        if let Err(e) = copied {
-                            let _ = fs::remove_file(&tmp);
-                            return Err(RepoError::io("unprotect", &f.abs, e));
-                        }
+                        // A private copy replaces the link (`io::copy` between files uses
+                        // `copy_file_range`, a reflink where the file system can).
+                        let options = cairn_fs::Options { mode: Some(mode), ..Default::default() };
+                        cairn_fs::write_with(&f.abs, options, |copy| {
+                            std::io::copy(&mut fs::File::open(&f.abs)?, copy).map(drop)
+                        })
+                        .map_err(|e| RepoError::io("unprotect", &f.abs, e))?;
                         Ok(Some(join_rel(&owner.rel, &f.rel)))
                     })
                     .collect::<Result<_>>()

@@ -191,14 +191,7 @@ fn hash_file(abs: &Path, stat: &FileStat, reporter: &dyn Reporter) -> Result<Dig
 }
 
 fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
-    let tmp = cairn_store::tmp_beside(path);
-    let result = fs::write(&tmp, content)
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| RepoError::io("write", path, e));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    cairn_fs::write(path, content).map_err(|e| RepoError::io("write", path, e))
 }
 
 /// The data path's files as the work tree has them: `Ok(None)` if it does not exist. No
