@@ -10,6 +10,7 @@
 
 mod backend;
 pub mod logged_models;
+#[cfg(feature = "postgres")]
 mod postgres_backend;
 pub mod registry;
 pub mod schema;
@@ -234,7 +235,14 @@ pub struct IoRecord {
 /// `postgresql://` URL, or else a path to an SQLite file.
 pub fn open(location: &str) -> Result<Store> {
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        Store::new(Box::new(postgres_backend::Postgres::connect(location)?))
+        #[cfg(feature = "postgres")]
+        return Store::new(Box::new(postgres_backend::Postgres::connect(location)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(MetaError::Backend {
+            location: redact(location),
+            message: "this build of Cairn has no PostgreSQL support (the `postgres` feature of cairn-meta)"
+                .into(),
+        });
     } else if location.contains("://") {
         Err(MetaError::BadLocation(redact(location)))
     } else {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+#[cfg(feature = "s3")]
 use std::time::Duration;
 
 use object_store::ObjectStore;
@@ -200,10 +201,21 @@ pub(crate) fn open(spec: &RemoteSpec, aws: &AwsEnvironment) -> Result<Storage, R
             })?;
             Ok(Storage { store: Arc::new(store), prefix: StorePath::default(), local_root: Some(path) })
         }
+        #[cfg(feature = "s3")]
         Location::S3 { bucket, prefix } => open_s3(spec, aws, bucket, prefix),
+        #[cfg(not(feature = "s3"))]
+        Location::S3 { .. } => {
+            let _ = aws;
+            Err(RemoteError::InvalidUrl {
+                remote: spec.name.clone(),
+                url: spec.url.clone(),
+                reason: "this build of Cairn has no S3 support (the `s3` feature of cairn-remote)".into(),
+            })
+        }
     }
 }
 
+#[cfg(feature = "s3")]
 fn open_s3(
     spec: &RemoteSpec,
     aws: &AwsEnvironment,
@@ -309,6 +321,7 @@ fn open_s3(
 }
 
 /// Whether a TCP connection to the endpoint's host and port opens (within 3 s).
+#[cfg(feature = "s3")]
 fn reachable(endpoint: &str) -> Result<(), String> {
     use std::net::ToSocketAddrs;
     let url = url::Url::parse(endpoint).map_err(|e| format!("`{endpoint}` is not a URL: {e}"))?;
