@@ -20,6 +20,7 @@
 //! | [`runs`]        | recorded runs: the recorder, `exp show`, `exp diff`, run lookup     |
 //! | [`live`]        | live metrics followed while a pipeline runs                        |
 //! | [`experiments`] | `exp run/apply/branch/remove/push/pull`                            |
+//! | [`monitoring`]  | monitor.yaml, the rule evaluator, retrain, `alerts`, `alerts check` |
 //! | [`pipeline`]    | `run`, plans, `explain`, `params`/`metrics` diffs, lineage, partitions |
 //! | [`registry`]    | `model register/list/versions/show/alias/history/approve/policy` |
 //! | [`serving`]     | `model rollout`, `trace`                                          |
@@ -32,6 +33,7 @@ pub mod content;
 mod error;
 pub mod experiments;
 pub mod live;
+pub mod monitoring;
 pub mod pipeline;
 pub mod registry;
 pub mod runcache;

@@ -1,11 +1,21 @@
-//! Serving's use cases outside the server itself: rollouts (canary weight and shadows behind
+//! Serving: the model server's assembly ([`Server`]: runtimes, routes that follow the
+//! registry, the prediction log, the rule evaluator), rollouts (canary weight and shadows behind
 //! an alias) and tracing a logged prediction back to its model version, run, params,
 //! metrics, training data and commit.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cairn_meta::registry::Rollout;
-use cairn_serve::predlog::{self, Entry};
+use cairn_monitor::rules::MonitorConfig;
+use cairn_serve::alerting::{Action, Evaluator};
+use cairn_serve::batch::BatchConfig;
+use cairn_serve::predlog::{self, Entry, LogConfig, PredictionLog, SegmentSink};
+use cairn_serve::python::PythonRuntime;
+use cairn_serve::routing::{Catalog, Routes, Target};
+use cairn_serve::runtime::OnnxRuntime;
+use cairn_serve::server::App;
+use cairn_serve::tensor::Strictness;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -276,4 +286,311 @@ pub fn trace(ws: &Workspace, request: &TraceRequest) -> Result<Trace> {
         }),
         lineage,
     })
+}
+
+/// Where MLflow models' directories are laid out for their Python workers, by content.
+const MODEL_DIRS: &str = ".cairn/serve/models";
+
+/// Everything a model server is started with, resolved by the front end.
+pub struct ServeSettings {
+    /// `NAME`, `NAME@ALIAS` or `NAME@VERSION`, one per model.
+    pub targets: Vec<String>,
+    /// ONNX Runtime's shared library.
+    pub onnxruntime: PathBuf,
+    /// Sessions (and workers) per model; 0: one per CPU.
+    pub sessions: usize,
+    /// How MLflow models get their Python.
+    pub python: cairn_serve::python::EnvManager,
+    /// Adaptive batching up to this many rows (`None`: none).
+    pub batch_max: Option<usize>,
+    pub batch_wait: std::time::Duration,
+    pub max_body: usize,
+    pub allow_nan: bool,
+    /// Log predictions (to `log_dir`, default `.cairn/predictions`).
+    pub log: bool,
+    pub log_dir: Option<PathBuf>,
+    /// Also ship sealed log segments to this remote.
+    pub log_remote: Option<String>,
+    pub segment_bytes: u64,
+    pub segment_age: std::time::Duration,
+    /// Keep per-minute profiles for monitoring.
+    pub profiles: bool,
+    /// Monitoring rules from this file (default: monitor.yaml, when there is one).
+    pub monitor: Option<PathBuf>,
+    /// Evaluate monitoring rules.
+    pub alerts: bool,
+    /// The `cairn` binary a rule's `retrain` runs.
+    pub cairn: PathBuf,
+}
+
+/// What the rule evaluator watches.
+#[derive(Debug, Serialize)]
+pub struct MonitoringSummary {
+    pub rules: usize,
+    pub models: usize,
+    pub every_ms: i64,
+    pub webhooks: usize,
+}
+
+/// A model server ready to listen: the application, the registry watcher's state and the
+/// rule evaluator.
+pub struct Server {
+    pub app: Arc<App>,
+    catalog: Arc<Catalog>,
+    targets: Vec<Target>,
+    snapshot: cairn_meta::registry::RoutingSnapshot,
+    alerting: Option<(Arc<Evaluator>, Option<Action>)>,
+    /// What the evaluator watches, when rules are evaluated.
+    pub monitoring: Option<MonitoringSummary>,
+    /// Things the user should know (rules that are not evaluated, and why).
+    pub warnings: Vec<String>,
+}
+
+/// Ships sealed prediction-log segments to a remote.
+struct RemoteSink(cairn_remote::Remote);
+
+impl SegmentSink for RemoteSink {
+    fn ship(&self, path: &std::path::Path) -> std::result::Result<(), String> {
+        let name = path.file_name().and_then(|n| n.to_str()).ok_or("a segment without a name")?.to_owned();
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.0.put_documents(REMOTE_PREDICTIONS, vec![(name, bytes)]).map_err(|e| e.to_string())
+    }
+}
+
+fn parse_targets(texts: &[String]) -> Result<Vec<Target>> {
+    if texts.is_empty() {
+        return Err(Error::Usage(
+            "name the models to serve: `cairn serve churn@production` (see `cairn model list`)".into(),
+        ));
+    }
+    let targets: Vec<Target> =
+        texts.iter().map(|t| t.parse::<Target>().map_err(Error::Usage)).collect::<Result<_>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &targets {
+        if !seen.insert(t.model.clone()) {
+            return Err(Error::Usage(format!(
+                "`{}` is named twice; serve one reference per model (its other versions are reachable by number while served as canary or shadow)",
+                t.model
+            )));
+        }
+    }
+    Ok(targets)
+}
+
+/// The prediction log, when logging is on.
+fn prediction_log(
+    ws: &Workspace,
+    settings: &ServeSettings,
+    log_dir: &std::path::Path,
+    monitor: Option<&MonitorConfig>,
+) -> Result<PredictionLog> {
+    let sink: Option<Box<dyn SegmentSink>> = match &settings.log_remote {
+        Some(name) => Some(Box::new(RemoteSink(ws.remote(Some(name), None)?))),
+        None => None,
+    };
+    let config = LogConfig {
+        dir: log_dir.to_path_buf(),
+        segment_bytes: settings.segment_bytes,
+        segment_age: settings.segment_age,
+        profiles: settings.profiles,
+        // Rules see the current minute as of the last checkpoint.
+        profile_checkpoint: monitor.map_or(std::time::Duration::from_secs(5), |m| {
+            std::time::Duration::from_millis(m.evaluate_every.clamp(500, 5_000) as u64 / 2)
+        }),
+    };
+    PredictionLog::start(config, sink)
+        .map_err(|e| Error::refused(e.to_string(), Some("choose another --log-dir, or --no-log")))
+}
+
+/// The rules to evaluate: `None` when alerts are off, or the log or its profiles are (with a
+/// warning when monitor.yaml has rules that then go unevaluated).
+fn monitoring_rules(
+    ws: &Workspace,
+    settings: &ServeSettings,
+    warnings: &mut Vec<String>,
+) -> Result<Option<MonitorConfig>> {
+    let evaluate = settings.alerts && settings.log && settings.profiles;
+    let monitor =
+        if evaluate { crate::monitoring::load_config(ws.repo(), settings.monitor.as_deref())? } else { None };
+    if let Some(path) = &settings.monitor
+        && settings.alerts
+        && monitor.is_none()
+    {
+        return Err(Error::refused(
+            format!("no monitoring rules to evaluate from {}", path.display()),
+            Some("the file must exist, and the prediction log and its profiles must be on"),
+        ));
+    }
+    if settings.alerts && !evaluate && ws.repo().root().join(cairn_monitor::rules::CONFIG_FILE).exists() {
+        warnings.push(
+            "monitor.yaml's rules are not evaluated: they need the prediction log and its profiles (drop --no-log / --no-profile)".into(),
+        );
+    }
+    Ok(monitor)
+}
+
+impl Server {
+    /// Builds the server: loads the runtimes, lays out the registry's models, opens the
+    /// prediction log and the rule evaluator. A model this server can never run is refused
+    /// now, not answered with 503s.
+    pub fn assemble(ws: &Workspace, settings: ServeSettings) -> Result<Server> {
+        let repo = ws.repo();
+        let targets = parse_targets(&settings.targets)?;
+        // ONNX Runtime first: a missing library is one clear error before anything else.
+        let runtime = OnnxRuntime::init(&settings.onnxruntime, settings.sessions)
+            .map_err(|e| Error::refused(e.to_string(), None))?;
+        let runtime_version = runtime.version();
+        let store = Arc::new(ws.meta()?);
+        for t in &targets {
+            if store.model(&t.model)?.is_none() {
+                return Err(Error::refused(
+                    format!("no model named `{}` in the registry", t.model),
+                    Some(
+                        "register it with `cairn model register NAME PATH`; list models with `cairn model list`",
+                    ),
+                ));
+            }
+        }
+        let workers = match settings.sessions {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        let batching = settings.batch_max.map(|max_batch| BatchConfig {
+            max_batch,
+            max_wait: settings.batch_wait,
+            workers,
+        });
+        let runtimes: Vec<Arc<dyn cairn_serve::runtime::Runtime>> =
+            vec![Arc::new(runtime), Arc::new(PythonRuntime::new(settings.python.clone(), workers))];
+        let scratch = repo.root().join(MODEL_DIRS);
+        // Laid-out copies of cache objects: derived, never committed; and made of real
+        // directories, so a link a clone planted there cannot carry the files elsewhere.
+        repo.ignore_local("/serve/")?;
+        repo.confinement().create_dir_all(&scratch)?;
+        let catalog =
+            Arc::new(Catalog::new(store.clone(), repo.store().clone(), runtimes, scratch, batching));
+        let snapshot = store.routing_snapshot()?;
+        let table = catalog.table(&targets, &snapshot);
+        if let Some(v) = table.refused() {
+            return Err(Error::refused(
+                format!("{} cannot be served: {}", v.label(), v.problem().unwrap_or_default()),
+                Some(
+                    "register a model this server can run (an ONNX file, or an MLflow model with a python_function flavor and a signature), or point the alias elsewhere",
+                ),
+            ));
+        }
+        let mut warnings = Vec::new();
+        let monitor = monitoring_rules(ws, &settings, &mut warnings)?;
+        let log_dir = settings
+            .log
+            .then(|| settings.log_dir.clone().unwrap_or_else(|| repo.root().join(PREDICTIONS_DIR)));
+        if settings.log && settings.log_dir.is_none() {
+            // The log holds production data: it stays out of Git.
+            repo.ignore_local("/predictions/")?;
+        }
+        let log =
+            log_dir.as_deref().map(|dir| prediction_log(ws, &settings, dir, monitor.as_ref())).transpose()?;
+        let (alerting, monitoring) = match (monitor, &log_dir) {
+            (Some(config), Some(dir)) => {
+                let summary = MonitoringSummary {
+                    rules: config.models.values().map(|m| m.rules.len()).sum(),
+                    models: config.models.len(),
+                    every_ms: config.evaluate_every,
+                    webhooks: config.webhooks.len(),
+                };
+                let evaluator = Arc::new(crate::monitoring::evaluator(ws, config, dir.clone())?);
+                let action = crate::monitoring::retrain_action(repo, settings.cairn.clone());
+                (Some((evaluator, Some(action))), Some(summary))
+            }
+            _ => (None, None),
+        };
+        let app = Arc::new(App {
+            routes: Arc::new(Routes::new(table)),
+            metrics: cairn_serve::metrics::Metrics::new(),
+            log,
+            log_dir,
+            strict: Strictness { allow_nan: settings.allow_nan },
+            max_body: settings.max_body,
+            runtime_version,
+        });
+        Ok(Server { app, catalog, targets, snapshot, alerting, monitoring, warnings })
+    }
+
+    /// The routes as they are now: each target's versions and whether they are ready.
+    pub fn routes(&self) -> Arc<cairn_serve::routing::Table> {
+        self.app.routes.get()
+    }
+
+    /// Serves HTTP on `listener` and gRPC on `grpc` until `shutdown` resolves (or either
+    /// transport stops), following the registry and evaluating the rules meanwhile; requests
+    /// in flight finish. `notify` hears each alert line. The prediction log is sealed after.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        grpc: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        notify: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> Result<()> {
+        let Server { app, catalog, targets, snapshot, alerting, .. } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let alerting = alerting.map(|(evaluator, action)| {
+            tokio::spawn(cairn_serve::alerting::run(evaluator, action, stop_rx.clone(), notify))
+        });
+        let watcher = tokio::spawn(cairn_serve::routing::watch(
+            catalog,
+            app.routes.clone(),
+            targets,
+            snapshot,
+            stop_rx,
+        ));
+        // One signal stops both transports, and so does either one stopping on its own.
+        let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
+        let signal_tx = Arc::new(signal_tx);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let relay = {
+            let signal_tx = signal_tx.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                let _ = signal_tx.send(true);
+            })
+        };
+        let (served, grpc) = tokio::join!(
+            async {
+                let router = cairn_serve::server::router(app.clone());
+                let served = cairn_http::serve(
+                    listener,
+                    router,
+                    cairn_http::Limits::default(),
+                    stopped(signal_rx.clone()),
+                )
+                .await;
+                let _ = signal_tx.send(true);
+                served
+            },
+            async {
+                let served = cairn_serve::grpc::serve(grpc, app.clone(), stopped(signal_rx.clone())).await;
+                let _ = signal_tx.send(true);
+                served
+            },
+        );
+        relay.abort();
+        let served = served
+            .and_then(|()| grpc.map_err(|e| std::io::Error::other(format!("the gRPC server failed: {e}"))));
+        let _ = stop_tx.send(true);
+        let _ = watcher.await;
+        if let Some(alerting) = alerting {
+            let _ = alerting.await;
+        }
+        // Requests have finished; seal the prediction log.
+        let sealed = match &app.log {
+            Some(log) => log
+                .close()
+                .map_err(|e| Error::refused(format!("the prediction log could not be sealed: {e}"), None)),
+            None => Ok(()),
+        };
+        served.map_err(|e| Error::refused(format!("the server stopped: {e}"), None))?;
+        sealed
+    }
 }

@@ -1,129 +1,15 @@
 //! `cairn alerts`: what `monitor.yaml`'s rules opened and resolved, `cairn alerts show ID`,
 //! and `cairn alerts check` (one evaluation now, as `cairn serve` runs every
-//! `evaluate_every`). Also the pieces `cairn serve` uses to evaluate continuously: the
-//! config, the evaluator with its reference profiles, and the `retrain` action.
+//! `evaluate_every`); the use cases are [`cairn_app::monitoring`]'s.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use cairn_monitor::alerts::{AlertLog, AlertView, Event};
-use cairn_monitor::rules::{CONFIG_FILE, MonitorConfig, Retrain};
-use cairn_repo::Repo;
-use cairn_serve::alerting::{Action, Evaluator};
+use cairn_app::Workspace;
+use cairn_app::monitoring::{self, AlertsQuery, CheckRequest};
+use cairn_monitor::alerts::{AlertView, Event};
 
 use crate::failure::Failure;
 use crate::output::{format_time, out};
-
-/// `monitor.yaml` (or `path`), if there is one.
-pub fn load_config(repo: &Repo, path: Option<&Path>) -> Result<Option<MonitorConfig>, Failure> {
-    let path = path.map_or_else(|| repo.root().join(CONFIG_FILE), Path::to_path_buf);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Failure::user(format!("cannot read {}: {e}", path.display()), None)),
-    };
-    MonitorConfig::parse(&text, &path.display().to_string()).map(Some).map_err(|e| {
-        Failure::user(e.to_string(), Some("the format is in `cairn alerts --help` and ARCHITECTURE.md"))
-    })
-}
-
-/// The training-data profile of a version, read from the registry and the cache.
-pub fn reference_loader(repo: &Repo) -> Result<cairn_serve::alerting::References, Failure> {
-    let meta = crate::runs::open_store(repo)?;
-    let cache = repo.store().clone();
-    Ok(Box::new(move |model: &str, version: i64| {
-        let record = meta.model_version(model, version).ok().flatten()?;
-        crate::monitor::read_reference(&cache, record.profile.as_deref()?).ok()
-    }))
-}
-
-pub fn evaluator(repo: &Repo, config: MonitorConfig, log_dir: PathBuf) -> Result<Evaluator, Failure> {
-    Ok(Evaluator { log_dir, config, references: reference_loader(repo)? })
-}
-
-/// A rule's `retrain`: `cairn run STAGES...`, then `cairn model register MODEL PATH`, as child
-/// processes of this binary in the repository (the new version is a candidate: moving an
-/// alias to it still needs the alias's policy).
-pub fn retrain_action(repo: &Repo) -> Result<Action, Failure> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::user(format!("cannot find the cairn binary to retrain with: {e}"), None))?;
-    let root = repo.root().to_path_buf();
-    Ok(Arc::new(move |alert: &cairn_monitor::alerts::Alert, retrain: &Retrain| {
-        let logs = root.join(".cairn/state/logs");
-        let _ = std::fs::create_dir_all(&logs);
-        let log_path = logs.join(format!("retrain-{}.log", alert.id));
-        let mut commands: Vec<Vec<String>> = Vec::new();
-        if !retrain.stages.is_empty() {
-            let mut c = vec!["run".to_owned()];
-            c.extend(retrain.stages.iter().cloned());
-            commands.push(c);
-        }
-        if let Some(path) = &retrain.model_path {
-            let mut c = vec!["model".into(), "register".into(), alert.model.clone(), path.clone()];
-            if let Some(data) = &retrain.training_data {
-                c.extend(["--training-data".into(), data.clone()]);
-            }
-            c.extend([
-                "--description".into(),
-                format!("retrained after alert {} ({})", alert.id, alert.rule),
-            ]);
-            commands.push(c);
-        }
-        let shown =
-            commands.iter().map(|c| format!("cairn {}", c.join(" "))).collect::<Vec<_>>().join(" && ");
-        let mut detail = format!("log in {}", log_path.display());
-        let mut ok = true;
-        for args in &commands {
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path);
-            let (stdout, stderr) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
-                Ok((a, b)) => (std::process::Stdio::from(a), std::process::Stdio::from(b)),
-                Err(_) => (std::process::Stdio::null(), std::process::Stdio::null()),
-            };
-            let status = std::process::Command::new(&exe)
-                .args(["-q"])
-                .args(args)
-                .current_dir(&root)
-                .stdin(std::process::Stdio::null())
-                .stdout(stdout)
-                .stderr(stderr)
-                .status();
-            match status {
-                Ok(s) if s.success() => {}
-                Ok(s) => {
-                    ok = false;
-                    detail = format!("`cairn {}` exited with {s}; {detail}", args.join(" "));
-                    break;
-                }
-                Err(e) => {
-                    ok = false;
-                    detail = format!("cannot start `cairn {}`: {e}", args.join(" "));
-                    break;
-                }
-            }
-        }
-        if ok && retrain.model_path.is_some() {
-            detail = format!(
-                "registered a candidate version of {} (see `cairn model versions {}`); {detail}",
-                alert.model, alert.model
-            );
-        }
-        Event::Action {
-            alert_id: alert.id.clone(),
-            time_ms: cairn_serve::predlog::now_ms(),
-            command: shown,
-            ok,
-            detail,
-        }
-    }))
-}
-
-fn log_dir(repo: &Repo, dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| repo.root().join(cairn_app::serving::PREDICTIONS_DIR))
-}
-
-fn alerts_error(e: cairn_monitor::alerts::AlertError) -> Failure {
-    Failure::user(e.to_string(), None)
-}
 
 pub struct ListRequest {
     pub all: bool,
@@ -133,16 +19,10 @@ pub struct ListRequest {
 }
 
 /// `cairn alerts`: open alerts (with `--all`, resolved ones too), newest first.
-pub fn list(repo: &Repo, request: &ListRequest) -> Result<(), Failure> {
-    let log = AlertLog::new(&log_dir(repo, request.log_dir.clone()));
-    let mut views: Vec<AlertView> = log
-        .read()
-        .map_err(alerts_error)?
-        .into_iter()
-        .filter(|v| request.all || v.resolved_ms.is_none())
-        .filter(|v| request.model.as_ref().is_none_or(|m| &v.alert.model == m))
-        .collect();
-    views.reverse();
+pub fn list(ws: &Workspace, request: &ListRequest) -> Result<(), Failure> {
+    let query =
+        AlertsQuery { all: request.all, model: request.model.clone(), log_dir: request.log_dir.clone() };
+    let views = monitoring::alerts(ws, &query)?;
     if request.json {
         return crate::output::json(&views);
     }
@@ -171,14 +51,8 @@ fn delivery_note(view: &AlertView) -> String {
 }
 
 /// `cairn alerts show ID`: the alert, the requests behind it, its deliveries and actions.
-pub fn show(repo: &Repo, id: &str, dir: Option<PathBuf>, json: bool) -> Result<(), Failure> {
-    let log = AlertLog::new(&log_dir(repo, dir));
-    let Some(view) = log.get(id).map_err(alerts_error)? else {
-        return Err(Failure::user(
-            format!("no alert `{id}` (or the prefix names several)"),
-            Some("list them with `cairn alerts --all`"),
-        ));
-    };
+pub fn show(ws: &Workspace, id: &str, dir: Option<PathBuf>, json: bool) -> Result<(), Failure> {
+    let view = monitoring::alert(ws, id, dir)?;
     if json {
         return crate::output::json(&view);
     }
@@ -225,58 +99,30 @@ pub fn show(repo: &Repo, id: &str, dir: Option<PathBuf>, json: bool) -> Result<(
 }
 
 /// `cairn alerts check`: evaluates every rule once now, records and delivers what changed.
-pub fn check(repo: &Repo, config: Option<PathBuf>, dir: Option<PathBuf>, json: bool) -> Result<(), Failure> {
-    let Some(config) = load_config(repo, config.as_deref())? else {
-        return Err(Failure::user(
-            format!("no {CONFIG_FILE} in {}", repo.root().display()),
-            Some("write rules in monitor.yaml (see `cairn alerts --help`)"),
-        ));
-    };
-    let evaluator = evaluator(repo, config, log_dir(repo, dir))?;
-    let now = cairn_serve::predlog::now_ms();
-    let mut outcome = evaluator
-        .evaluate(now)
-        .map_err(|e| Failure::user(format!("evaluating the rules failed: {e}"), None))?;
-    // Also what an earlier process recorded but did not finish delivering.
-    let events = AlertLog::new(&evaluator.log_dir).events().map_err(alerts_error)?;
-    outcome.undelivered = cairn_serve::alerting::undelivered(
-        &events,
-        &evaluator.config.webhooks,
-        now - cairn_serve::alerting::REDELIVER_WITHIN_MS,
-    )
-    .into_iter()
-    // Not the alerts this evaluation just opened or resolved: they are being delivered.
-    .filter(|n| {
-        !outcome.opened.iter().any(|(a, _)| a.id == n.alert.id)
-            && !outcome.resolved.iter().any(|(a, _)| a.id == n.alert.id)
-    })
-    .collect();
-    let evaluated = outcome.evaluated;
-    for warning in &outcome.warnings {
+pub fn check(
+    ws: &Workspace,
+    config: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let cairn = std::env::current_exe()
+        .map_err(|e| Failure::user(format!("cannot find the cairn binary to retrain with: {e}"), None))?;
+    let checked = monitoring::check(ws, &CheckRequest { config, log_dir: dir, cairn })?;
+    for warning in &checked.warnings {
         crate::output::warn(warning);
     }
-    let opened: Vec<_> = outcome.opened.iter().map(|(a, _)| a.clone()).collect();
-    let resolved: Vec<_> = outcome.resolved.iter().map(|(a, _)| a.clone()).collect();
-    let action = retrain_action(repo)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::user(format!("cannot start a runtime to deliver alerts: {e}"), None))?;
-    let client = cairn_serve::alerting::client().map_err(|e| Failure::user(e, None))?;
-    let events =
-        runtime.block_on(cairn_serve::alerting::dispatch(&evaluator, &client, outcome, Some(&action)));
     if json {
-        return crate::output::json(&serde_json::json!({
-            "evaluated": evaluated, "opened": opened, "resolved": resolved, "events": events,
-        }));
+        return crate::output::json(&checked);
     }
-    for a in &opened {
+    let (evaluated, opened, resolved, events) =
+        (checked.evaluated, &checked.opened, &checked.resolved, &checked.events);
+    for a in opened {
         out(format!("opened   {}  {}", a.id, a.summary()))?;
     }
-    for a in &resolved {
+    for a in resolved {
         out(format!("resolved {}  {}", a.id, a.summary()))?;
     }
-    for e in &events {
+    for e in events {
         match e {
             Event::DeliveryFailed { url, error, .. } => out(format!("not delivered to {url}: {error}"))?,
             Event::Action { command, ok, detail, .. } => {

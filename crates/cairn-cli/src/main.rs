@@ -252,10 +252,10 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         port: u16,
         /// Largest artifact a client may upload (`16GiB`, `500MB`, bytes).
-        #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = cairn_pipeline::spec::parse_size)]
+        #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = cairn_units::parse_size)]
         max_artifact_size: u64,
         /// Most bytes of artifacts one run may hold.
-        #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = cairn_pipeline::spec::parse_size)]
+        #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = cairn_units::parse_size)]
         run_quota: u64,
     },
     /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
@@ -1256,7 +1256,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             monitor,
             no_alerts,
         } => serve::serve(
-            &context.open()?,
+            &context.workspace()?,
             serve::ServeRequest {
                 targets,
                 host,
@@ -1329,18 +1329,18 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             },
         ),
         Command::Alerts { action, all, model, log_dir, output } => {
-            let repo = context.open()?;
+            let ws = context.workspace()?;
             let dir = |d: Option<PathBuf>| d.map(|d| context.cwd.join(d));
             match action {
                 None => alerts::list(
-                    &repo,
+                    &ws,
                     &alerts::ListRequest { all, model, log_dir: dir(log_dir), json: output.json },
                 ),
                 Some(AlertsCommand::Show { id, log_dir, output }) => {
-                    alerts::show(&repo, &id, dir(log_dir), output.json)
+                    alerts::show(&ws, &id, dir(log_dir), output.json)
                 }
                 Some(AlertsCommand::Check { config, log_dir, output }) => {
-                    alerts::check(&repo, config.map(|c| context.cwd.join(c)), dir(log_dir), output.json)
+                    alerts::check(&ws, config.map(|c| context.cwd.join(c)), dir(log_dir), output.json)
                 }
             }
         }

@@ -7,7 +7,6 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use cairn_monitor::drift::{DatasetDrift, DriftConfig, dataset_drift};
 use cairn_monitor::profile::{Kind, Profile};
@@ -60,32 +59,18 @@ pub struct ExportRequest {
     pub labelled_only: bool,
 }
 
-/// `30m`, `2h`, `7d`, `90s` → milliseconds.
+/// `30m`, `2h`, `7d`, `90s` → milliseconds (the grammar is `cairn_units`').
 pub fn parse_duration(text: &str) -> Result<i64, Failure> {
-    cairn_monitor::rules::parse_duration(text).map_err(Failure::usage)
+    text.parse::<cairn_units::Duration>().map(cairn_units::Duration::as_millis_i64).map_err(Failure::usage)
 }
 
 fn meta(e: cairn_meta::MetaError) -> Failure {
     Failure::user(e.to_string(), None)
 }
 
-/// A training-data profile from the cache.
-pub fn read_reference(cache: &cairn_store::Store, digest: &str) -> Result<Value, Failure> {
-    let parsed = cairn_hash::Digest::from_str(digest)
-        .map_err(|_| Failure::user(format!("bad profile digest `{digest}`"), None))?;
-    let bytes = cache.read_verified(&parsed).map_err(|e| {
-        Failure::user(
-            format!("the reference profile {digest} cannot be read: {e}"),
-            Some("run `cairn pull` (or `cairn fetch`) to get it from the remote"),
-        )
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Failure::user(format!("the reference profile {digest} is not valid JSON: {e}"), None))
-}
-
 /// The training-data profile of a version, when it was registered with one.
 fn reference(repo: &Repo, digest: Option<&str>) -> Result<Option<Value>, Failure> {
-    digest.map(|d| read_reference(repo.store(), d)).transpose()
+    Ok(digest.map(|d| cairn_app::monitoring::read_reference(repo.store(), d)).transpose()?)
 }
 
 struct VersionReport {
@@ -204,7 +189,7 @@ fn load(repo: &Repo, select: &Selection, config: &DriftConfig) -> Result<Vec<Ver
 
 /// The drift settings `monitor.yaml` gives the model (the defaults without one).
 fn drift_config(repo: &Repo, model: &str) -> Result<DriftConfig, Failure> {
-    Ok(crate::alerts::load_config(repo, None)?
+    Ok(cairn_app::monitoring::load_config(repo, None)?
         .and_then(|c| c.models.get(model).map(|m| m.drift.config()))
         .unwrap_or_default())
 }

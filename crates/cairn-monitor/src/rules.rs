@@ -61,27 +61,13 @@ use crate::quality::Quality;
 /// The file rules are read from, at the repository's root.
 pub const CONFIG_FILE: &str = "monitor.yaml";
 
-/// `90s`, `5m`, `2h`, `7d`, `500ms` → milliseconds.
+/// A duration in Cairn's grammar (see `cairn_units`) → milliseconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
-    let bad = || format!("invalid duration `{text}`: write a number and ms, s, m, h or d (e.g. 30s, 5m, 2h)");
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n = i64::from_str(number).map_err(|_| bad())?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(ms).ok_or_else(bad)
+    text.parse::<cairn_units::Duration>().map(cairn_units::Duration::as_millis_i64)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
+    cairn_units::Duration::deserialize(d).map(cairn_units::Duration::as_millis_i64)
 }
 
 fn default_every() -> i64 {

@@ -622,64 +622,15 @@ fn parse_bytes(amount: &Amount) -> Result<u64, String> {
     }
 }
 
-/// An amount of bytes such as `4GiB`, `500MB` or `1048576`: the one size grammar of
-/// cairn.yaml and the command line.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size like `4GiB` or `500MB`"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "ki" | "kib" => 1024.0,
-        "mi" | "mib" => 1024.0 * 1024.0,
-        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "ti" | "tib" => 1024.0f64.powi(4),
-        other => {
-            return Err(format!("unknown size unit `{other}` in `{text}`: use B, KB, MB, GB, KiB, MiB, GiB"));
-        }
-    };
-    Ok((number * scale) as u64)
-}
+/// An amount of bytes such as `4GiB`, `500MB` or `1048576` (see `cairn_units`).
+pub use cairn_units::parse_size;
 
 fn parse_duration(amount: &Amount) -> Result<Duration, String> {
-    let text = match amount {
-        Amount::Number(n) if *n > 0.0 => {
-            return Duration::try_from_secs_f64(*n)
-                .map_err(|_| format!("{n} seconds is longer than any timeout can be"));
-        }
-        Amount::Number(n) => return Err(format!("a timeout must be positive, not {n}")),
-        Amount::Text(t) => t.trim(),
+    let parsed = match amount {
+        Amount::Number(n) => cairn_units::Duration::from_secs_f64(*n),
+        Amount::Text(t) => t.parse::<cairn_units::Duration>(),
     };
-    let mut total = 0.0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(split);
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let number: f64 =
-            number.parse().map_err(|_| format!("`{text}` is not a duration like `90s`, `10m` or `1h30m`"))?;
-        total += number
-            * match unit.trim() {
-                "" | "s" => 1.0,
-                "ms" => 0.001,
-                "m" | "min" => 60.0,
-                "h" => 3600.0,
-                "d" => 86400.0,
-                other => return Err(format!("unknown time unit `{other}` in `{text}`: use s, m, h or d")),
-            };
-        rest = next;
-    }
-    if total <= 0.0 {
-        return Err(format!("a timeout must be positive, not `{text}`"));
-    }
-    // A number of hours can be larger than any duration (or infinite): an error, not a panic.
-    Duration::try_from_secs_f64(total).map_err(|_| format!("`{text}` is longer than any timeout can be"))
+    parsed.map(cairn_units::Duration::get).map_err(|e| format!("timeout: {e}"))
 }
 
 /// Adds "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" messages.
@@ -727,7 +678,7 @@ mod tests {
         assert!(parse_duration(&Amount::Text("5 fortnights".into())).is_err());
         // Found by fuzzing: more hours than a Duration holds is an error, not a panic.
         let huge = parse_duration(&Amount::Text("2222222222222222222222222h".into())).unwrap_err();
-        assert!(huge.contains("longer than any timeout can be"), "{huge}");
+        assert!(huge.contains("longer than any duration can be"), "{huge}");
         assert!(parse_duration(&Amount::Number(f64::MAX)).is_err());
     }
 }
