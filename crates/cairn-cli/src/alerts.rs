@@ -133,3 +133,30 @@ pub fn check(
     }
     out(format!("{evaluated} rule evaluation(s): {} opened, {} resolved", opened.len(), resolved.len()))
 }
+
+/// `cairn alerts [show ID | check]`.
+pub fn command(
+    context: &crate::context::Context,
+    action: Option<crate::args::AlertsCommand>,
+    filter: ListFilter,
+    output: crate::args::OutputArgs,
+) -> Result<(), Failure> {
+    use crate::args::AlertsCommand;
+    let ListFilter { all, model, log_dir } = filter;
+    let ws = context.workspace()?;
+    let dir = |d: Option<PathBuf>| d.map(|d| context.cwd.join(d));
+    match action {
+        None => list(&ws, &ListRequest { all, model, log_dir: dir(log_dir), json: output.json }),
+        Some(AlertsCommand::Show { id, log_dir, output }) => show(&ws, &id, dir(log_dir), output.json),
+        Some(AlertsCommand::Check { config, log_dir, output }) => {
+            check(&ws, config.map(|c| context.cwd.join(c)), dir(log_dir), output.json)
+        }
+    }
+}
+
+/// `cairn alerts`' own flags (for the list).
+pub struct ListFilter {
+    pub all: bool,
+    pub model: Option<String>,
+    pub log_dir: Option<PathBuf>,
+}

@@ -147,3 +147,36 @@ pub fn pull(ws: &Workspace, remote: &str, reporter: &dyn cairn_repo::Reporter) -
     }
     out(format!("pulled {} experiment(s) from {}", pulled.experiments, pulled.remote))
 }
+
+/// `cairn exp ...`.
+pub fn command(
+    context: &crate::context::Context,
+    command: crate::args::ExpCommand,
+    quiet: bool,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<(), Failure> {
+    use crate::args::ExpCommand;
+    use crate::runs;
+    let ws = context.workspace()?;
+    match command {
+        ExpCommand::Show { limit, sort, filter, columns, csv, output } => {
+            let format = match (output.json, csv) {
+                (true, _) => runs::Format::Json,
+                (false, true) => runs::Format::Csv,
+                (false, false) => runs::Format::Table,
+            };
+            runs::show(&ws, &cairn_app::runs::ShowRequest { limit, sort, filter, columns }, format)
+        }
+        ExpCommand::Run { set, queue, run_all, jobs, name, add, output } => run(
+            &ws,
+            RunRequest { set, queue, run_all, jobs: jobs.max(1), name, add_keys: add, json: output.json },
+            quiet,
+        ),
+        ExpCommand::Apply { id } => apply(&ws, &id, reporter),
+        ExpCommand::Branch { id, name } => branch(&ws, &id, &name),
+        ExpCommand::Remove { ids, queued } => remove(&ws, &ids, queued),
+        ExpCommand::Push { remote, ids } => push(&ws, &remote, &ids, reporter),
+        ExpCommand::Pull { remote } => pull(&ws, &remote, reporter),
+        ExpCommand::Diff { a, b, all, output } => runs::diff(&ws, &a, &b, all, output.json),
+    }
+}

@@ -193,3 +193,55 @@ pub fn policy(ws: &Workspace, name: &str, alias: &str, change: PolicyChange) -> 
         None => out(format!("{name}@{alias} has no policy: any version may take it")),
     }
 }
+
+/// `cairn model ...`.
+pub fn command(
+    context: &crate::context::Context,
+    command: crate::args::ModelCommand,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<(), Failure> {
+    use crate::args::ModelCommand;
+    let ws = context.workspace()?;
+    match command {
+        ModelCommand::Register { name, path, run, training_data, feature_names, description, output } => {
+            register(
+                &ws,
+                &context.cwd,
+                &Register {
+                    name: &name,
+                    path: &path,
+                    run: run.as_deref(),
+                    training_data: training_data.as_deref(),
+                    feature_names: &feature_names,
+                    description: &description,
+                    json: output.json,
+                },
+                reporter,
+            )
+        }
+        ModelCommand::List { output } => list(&ws, output.json),
+        ModelCommand::Versions { name, output } => versions(&ws, &name, output.json),
+        ModelCommand::Show { reference, output } => show(&ws, &reference, output.json),
+        ModelCommand::Alias { reference, alias, reason } => self::alias(&ws, &reference, &alias, &reason),
+        ModelCommand::Unalias { name, alias, reason } => unalias(&ws, &name, &alias, &reason),
+        ModelCommand::History { name, alias, output } => history(&ws, &name, alias.as_deref(), output.json),
+        ModelCommand::Approve { reference, comment } => approve(&ws, &reference, &comment),
+        ModelCommand::Policy { name, alias, approvals, require, allow_delete, clear } => policy(
+            &ws,
+            &name,
+            &alias,
+            cairn_app::registry::PolicyChange { approvals, require, allow_delete, clear },
+        ),
+        ModelCommand::Rollout { target, canary, weight, shadow, clear, output } => crate::serve::rollout(
+            &ws,
+            &crate::serve::RolloutRequest {
+                target: &target,
+                canary,
+                weight,
+                shadows: &shadow,
+                clear,
+                json: output.json,
+            },
+        ),
+    }
+}

@@ -861,3 +861,37 @@ fn bars(labels: &[String], reference: &[f64], current: &[f64]) -> String {
     svg.push_str("<text x=0 y=214 font-size=11 fill='#999'>■ reference</text><text x=90 y=214 font-size=11 fill='#0072B2'>■ current</text></svg>");
     svg
 }
+/// `cairn monitor requests|export ...`.
+pub fn command(
+    context: &crate::context::Context,
+    action: crate::args::MonitorCommand,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<(), Failure> {
+    use crate::args::MonitorCommand;
+    let repo = context.open()?;
+    match action {
+        MonitorCommand::Requests { model, feature, alert, select, output } => requests(
+            &repo,
+            &RequestsRequest {
+                select: select.resolve(model, &context.cwd),
+                feature,
+                alert,
+                json: output.json,
+            },
+        ),
+        MonitorCommand::Export { model, out, format, drifted_only, with_labels, labelled_only, select } => {
+            export(
+                &repo,
+                &ExportRequest {
+                    select: select.resolve(model, &context.cwd),
+                    out: context.cwd.join(out),
+                    format,
+                    drifted_only,
+                    with_labels,
+                    labelled_only,
+                },
+                reporter,
+            )
+        }
+    }
+}

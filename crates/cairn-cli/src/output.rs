@@ -269,6 +269,16 @@ pub fn files(files: &[ListedFile], as_json: bool) -> Result<(), Failure> {
 
 pub use cairn_app::time::format_time;
 
+/// Writes generated text to stdout; a reader that stopped early (`| head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    match std::io::Write::write_all(&mut std::io::stdout(), bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::user(format!("cannot write to stdout: {e}"), None))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `cairn gc`'s report.
 pub fn gc(summary: &cairn_app::content::GcSummary) -> String {
     use cairn_repo::GcScope;

@@ -2,7 +2,7 @@
 //! policies, rollback.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::TestRepo;
 

@@ -4,7 +4,7 @@
 //! `cairn trace`; graceful shutdown.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,7 +2,7 @@
 //! apply, branch, remove, push and pull, and snapshots of `exp show` and `exp diff`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::TestRepo;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! `cairn server`, and from inside a `cairn run` stage.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
