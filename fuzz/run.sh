@@ -25,11 +25,17 @@ unset RUST_BACKTRACE
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release --locked --bins --target "$triple"
 bin="$CARGO_TARGET_DIR/$triple/release"
-for target in "${targets[@]}"; do
+# Targets run side by side, one per core (CAIRN_FUZZ_JOBS), each for the same bounded time;
+# each one's report is printed when it ends.
+jobs="${CAIRN_FUZZ_JOBS:-$(nproc)}"
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+fuzz_one() { # TARGET
+  local target="$1"
   # New inputs go to a working corpus beside the build (kept between runs); the repository's
   # corpus is read as seeds. CAIRN_FUZZ_MERGE=1 adds to it the working inputs that reach new
   # code (libFuzzer's -set_cover_merge=1 keeps it small), for committing.
-  work="$CARGO_TARGET_DIR/corpus/$target"
+  local work="$CARGO_TARGET_DIR/corpus/$target"
   mkdir -p "corpus/$target" "artifacts/$target" "$work"
   echo "fuzzing $target for ${seconds}s"
   "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
@@ -37,4 +43,27 @@ for target in "${targets[@]}"; do
   if [ "${CAIRN_FUZZ_MERGE:-0}" = 1 ]; then
     "$bin/$target" -set_cover_merge=1 "corpus/$target" "$work" 2>&1 | tail -n 1
   fi
+}
+status=0
+running=()
+finish() { # waits for the running targets, prints their reports, remembers a failure
+  for target in "${running[@]}"; do
+    if ! wait "${pids[$target]}"; then
+      status=1
+      echo "fuzzing $target FAILED (its input is in fuzz/artifacts/$target/)"
+    fi
+    cat "$logs/$target"
+  done
+  running=()
+}
+declare -A pids
+for target in "${targets[@]}"; do
+  fuzz_one "$target" > "$logs/$target" 2>&1 &
+  pids[$target]=$!
+  running+=("$target")
+  if [ ${#running[@]} -ge "$jobs" ]; then
+    finish
+  fi
 done
+finish
+exit "$status"

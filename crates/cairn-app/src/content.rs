@@ -5,6 +5,7 @@
 //! can say why an object is kept.
 
 use cairn_hash::Digest;
+use cairn_meta::registry::VersionKind;
 use cairn_pipeline::lock::{LOCK_FILE, LockFile, PartsFile};
 use cairn_pipeline::runcache::RunCache;
 use cairn_repo::pointer::{Pointer, PointerKind};
@@ -156,10 +157,12 @@ pub fn kept_content(ws: &Workspace) -> Result<Vec<(String, Pointer)>> {
     for model in store.models()? {
         for v in store.model_versions(&model.name)? {
             let Some(digest) = Digest::parse_bytes(v.digest.as_bytes()) else { continue };
-            let kind = match v.kind.as_str() {
-                "file" => PointerKind::File { executable: false },
-                "directory" => PointerKind::Directory { files: 0 },
-                _ => continue,
+            let kind = match v.kind {
+                VersionKind::File => PointerKind::File { executable: false },
+                VersionKind::Directory => PointerKind::Directory { files: 0 },
+                // An artifact tree's files are kept as run artifacts; an external location
+                // has nothing here.
+                VersionKind::Artifacts | VersionKind::External => continue,
             };
             out.push((format!("{}@{}", v.name, v.version), Pointer { kind, digest, size: v.size as u64 }));
         }

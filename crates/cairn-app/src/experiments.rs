@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cairn_meta::{IoRecord, NewRun, Run, RunUpdate, Store, View, now_ms};
+use cairn_meta::{IoRecord, NewRun, Run, RunStatus, RunUpdate, Store, View, now_ms};
 use cairn_pipeline::params;
 use cairn_repo::Repo;
 use serde::Serialize;
@@ -263,7 +263,7 @@ fn create(
         config.set("meta.url", &meta)?;
         let mut files = changed;
         files.push(cairn_pipeline::lock::LOCK_FILE.to_owned());
-        let update = RunUpdate { status: Some("SCHEDULED".into()), ..Default::default() };
+        let update = RunUpdate { status: Some(RunStatus::Scheduled), ..Default::default() };
         store.update_run(&run_id, &update)?;
         store.log_batch(&run_id, &[], &[], &[(TAG_FILES.to_owned(), files.join("\n"))])?;
         Ok(())
@@ -319,7 +319,7 @@ fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, options: &
     let status =
         checkout.status().map_err(|e| Error::refused(format!("cannot start `cairn checkout`: {e}"), None))?;
     if !status.success() {
-        store.end_run(run_id, "FAILED", now_ms())?;
+        store.end_run(run_id, RunStatus::Failed, now_ms())?;
         return Ok(false);
     }
     let mut command = Command::new(exe);
@@ -350,9 +350,13 @@ fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, options: &
     }
     store.record_io(run_id, &records)?;
     let ran = store.run(run_id)?;
-    if ran.as_ref().is_some_and(|r| r.info.status == "SCHEDULED" || r.info.status == "RUNNING") {
+    if ran.as_ref().is_some_and(|r| matches!(r.info.status, RunStatus::Scheduled | RunStatus::Running)) {
         // `cairn run` could not record (or was killed): the experiment did not finish.
-        store.end_run(run_id, if status.success() { "FINISHED" } else { "FAILED" }, now_ms())?;
+        store.end_run(
+            run_id,
+            if status.success() { RunStatus::Finished } else { RunStatus::Failed },
+            now_ms(),
+        )?;
     }
     if status.success() {
         let _ = std::fs::remove_dir_all(&ws);
@@ -420,7 +424,7 @@ pub fn queued(ws: &Workspace) -> Result<Vec<String>> {
     let mut queued: Vec<Run> = store
         .runs(&[0], View::Active)?
         .into_iter()
-        .filter(|r| r.info.source == SOURCE && r.info.status == "SCHEDULED")
+        .filter(|r| r.info.source == SOURCE && r.info.status == RunStatus::Scheduled)
         .collect();
     queued.sort_by_key(|r| r.info.start_time);
     Ok(queued.into_iter().map(|r| r.info.run_id).collect())
@@ -441,7 +445,7 @@ pub struct Execution {
 pub struct Ran {
     pub run_id: String,
     /// `FINISHED` or `FAILED`.
-    pub status: &'static str,
+    pub status: RunStatus,
 }
 
 /// Runs queued experiments, each in its workspace (`jobs` at once); `started` hears of each
@@ -483,7 +487,7 @@ pub fn run_queued(
     };
     let mut ran = Vec::new();
     for (run_id, result) in results {
-        ran.push(Ran { run_id, status: if result? { "FINISHED" } else { "FAILED" } });
+        ran.push(Ran { run_id, status: if result? { RunStatus::Finished } else { RunStatus::Failed } });
     }
     Ok(ran)
 }
@@ -491,7 +495,7 @@ pub fn run_queued(
 /// The error for experiments that failed (their workspaces are kept).
 pub fn failed(ran: &[Ran]) -> Option<Error> {
     let failed: Vec<&str> =
-        ran.iter().filter(|r| r.status != "FINISHED").map(|r| short_id(&r.run_id)).collect();
+        ran.iter().filter(|r| r.status != RunStatus::Finished).map(|r| short_id(&r.run_id)).collect();
     (!failed.is_empty()).then(|| {
         Error::refused(
             format!("{} experiment(s) failed: {}", failed.len(), failed.join(", ")),
@@ -506,7 +510,7 @@ pub fn failed(ran: &[Ran]) -> Option<Error> {
 #[derive(Debug, Serialize)]
 pub struct ExperimentSummary {
     pub run_id: String,
-    pub status: String,
+    pub status: RunStatus,
     pub overrides: String,
     pub metrics: Vec<(String, f64)>,
 }
@@ -686,7 +690,7 @@ pub fn remove(ws: &Workspace, ids: &[String], queued: bool) -> Result<Vec<Remove
             store
                 .runs(&[], View::All)?
                 .into_iter()
-                .filter(|r| r.info.source == SOURCE && r.info.status == "SCHEDULED"),
+                .filter(|r| r.info.source == SOURCE && r.info.status == RunStatus::Scheduled),
         );
     }
     if targets.is_empty() && !queued {
@@ -946,7 +950,9 @@ fn import(document: &Value) -> Result<Imported, String> {
             experiment_id: 0,
             name: text(&document["name"]).unwrap_or_default(),
             parent_run_id: text(&document["parent_run_id"]),
-            status: text(&document["status"]).unwrap_or_else(|| "FINISHED".into()),
+            status: text(&document["status"])
+                .and_then(|s| RunStatus::parse(&s))
+                .unwrap_or(RunStatus::Finished),
             start_time: document["start_time"].as_i64().unwrap_or(0),
             end_time: document["end_time"].as_i64(),
             user: text(&document["user"]).unwrap_or_default(),

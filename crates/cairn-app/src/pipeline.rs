@@ -259,9 +259,9 @@ pub fn run(ws: &Workspace, request: RunRequest, observer: &dyn Observer) -> Resu
             recorder.discard(observer);
         } else {
             let status = match &result {
-                Ok(_) => "FINISHED",
-                Err(PipelineError::Interrupted) => "KILLED",
-                Err(_) => "FAILED",
+                Ok(_) => cairn_meta::RunStatus::Finished,
+                Err(PipelineError::Interrupted) => cairn_meta::RunStatus::Killed,
+                Err(_) => cairn_meta::RunStatus::Failed,
             };
             recorder.finish(repo, &project, project.last_report(), status, observer);
             recorded_as = Some(recorder.run_id.clone());

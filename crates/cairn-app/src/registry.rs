@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cairn_meta::Store;
-use cairn_meta::registry::{ModelVersion, NewVersion, Policy};
+use cairn_meta::registry::{ModelVersion, NewVersion, Policy, VersionKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -192,8 +192,8 @@ pub fn register(
         None => json!({}),
     };
     let kind = match pointer.kind {
-        cairn_repo::pointer::PointerKind::Directory { .. } => "directory",
-        cairn_repo::pointer::PointerKind::File { .. } => "file",
+        cairn_repo::pointer::PointerKind::Directory { .. } => VersionKind::Directory,
+        cairn_repo::pointer::PointerKind::File { .. } => VersionKind::File,
     };
     let (profile, training_columns) = match &request.training_data {
         Some(data) => {
@@ -206,7 +206,7 @@ pub fn register(
     let version = NewVersion {
         digest: digest.clone(),
         size: pointer.size as i64,
-        kind: kind.into(),
+        kind,
         model_file: info.model_file.clone(),
         runtime: info.runtime.clone(),
         source: String::from_utf8_lossy(&rel).into_owned(),
@@ -244,7 +244,7 @@ pub struct VersionDocument {
     pub version: i64,
     pub digest: String,
     pub size: i64,
-    pub kind: String,
+    pub kind: VersionKind,
     pub model_file: String,
     pub runtime: String,
     pub source: String,

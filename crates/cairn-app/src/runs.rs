@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_meta::{IoRecord, Metric, NewRun, StageRecord, Store, now_ms};
+use cairn_meta::{IoRecord, Metric, NewRun, RunStatus, StageRecord, Store, now_ms};
 use cairn_pipeline::engine::{Action, RunReport};
 use cairn_pipeline::spec::OutKind;
 use cairn_pipeline::{Observer, Project, params};
@@ -110,7 +110,7 @@ impl Recorder {
         if let Some(run_id) = existing {
             // A queued experiment: its commit and name were recorded when it was queued.
             let started = now_ms();
-            let update = cairn_meta::RunUpdate { status: Some("RUNNING".into()), ..Default::default() };
+            let update = cairn_meta::RunUpdate { status: Some(RunStatus::Running), ..Default::default() };
             // The owner first: a process killed in between leaves a SCHEDULED run with an
             // owner (queued, as it was), never a RUNNING run without one.
             let claimed = store
@@ -151,13 +151,13 @@ impl Recorder {
         }
     }
 
-    /// Records what the run did and ends it with `status` (`FINISHED`, `FAILED`, `KILLED`).
+    /// Records what the run did and ends it with `status` (finished, failed or killed).
     pub fn finish(
         &self,
         repo: &Repo,
         project: &Project,
         report: Option<&RunReport>,
-        status: &str,
+        status: RunStatus,
         observer: &dyn Observer,
     ) {
         if let Err(e) = self.record(repo, project, report, status) {
@@ -170,7 +170,7 @@ impl Recorder {
         repo: &Repo,
         project: &Project,
         report: Option<&RunReport>,
-        status: &str,
+        status: RunStatus,
     ) -> cairn_meta::Result<()> {
         let stages = report.map(|r| r.stages.as_slice()).unwrap_or_default();
         // The run as the stages left it: where its artifacts (stage logs) go, and the params
@@ -353,7 +353,7 @@ pub struct RunSummary {
     pub run_id: String,
     pub name: String,
     pub parent: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub start_time: i64,
     pub end_time: Option<i64>,
     pub user: String,

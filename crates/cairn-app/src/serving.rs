@@ -159,7 +159,7 @@ pub struct TracedVersion {
     pub creation_time: i64,
     pub profile: Option<String>,
     #[serde(skip)]
-    pub kind: String,
+    pub kind: cairn_meta::registry::VersionKind,
 }
 
 /// A logged prediction walked back to where it came from (`trace --json`).

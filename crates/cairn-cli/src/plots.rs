@@ -265,7 +265,7 @@ fn write_html(
             colour_of(&run.info.run_id),
             &run.info.run_id[..8],
             escape(&run.info.name),
-            escape(&run.info.status)
+            escape(run.info.status.as_str())
         );
     }
     html.push_str("</p>\n<div class=\"charts\">\n");

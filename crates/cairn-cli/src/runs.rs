@@ -28,7 +28,7 @@ pub fn show(ws: &Workspace, request: &ShowRequest, format: Format) -> Result<(),
         .map(|r| {
             let mut row = vec![
                 short_id(&r.run_id).to_owned(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.commit.as_deref().map_or("-".into(), |c| {
                     format!("{}{}", &c[..c.len().min(8)], if r.dirty { "+" } else { "" })
                 }),

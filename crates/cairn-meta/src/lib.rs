@@ -98,10 +98,66 @@ impl View {
     }
 }
 
+/// Where a run is in its life (MLflow's `RunStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RunStatus {
+    /// Running now (a live process owns it, see [`RunOwner`]).
+    #[default]
+    Running,
+    /// Queued, not started (`cairn exp run --queue`).
+    Scheduled,
+    Finished,
+    Failed,
+    /// Stopped (Ctrl-C), or its process died.
+    Killed,
+}
+
+impl RunStatus {
+    /// MLflow's name: `RUNNING`, `SCHEDULED`, `FINISHED`, `FAILED`, `KILLED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "RUNNING",
+            RunStatus::Scheduled => "SCHEDULED",
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
+        }
+    }
+
+    /// Reads MLflow's names and the enum's numbers (1 to 5).
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        Some(match text {
+            "RUNNING" | "1" => RunStatus::Running,
+            "SCHEDULED" | "2" => RunStatus::Scheduled,
+            "FINISHED" | "3" => RunStatus::Finished,
+            "FAILED" | "4" => RunStatus::Failed,
+            "KILLED" | "5" => RunStatus::Killed,
+            _ => return None,
+        })
+    }
+
+    /// Whether the run has ended (finished, failed or killed).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Finished | RunStatus::Failed | RunStatus::Killed)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Changes to a run's info; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct RunUpdate {
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     pub end_time: Option<i64>,
     pub name: Option<String>,
 }
@@ -149,8 +205,7 @@ pub struct RunInfo {
     pub experiment_id: i64,
     pub name: String,
     pub parent_run_id: Option<String>,
-    /// `RUNNING`, `FINISHED`, `FAILED`, `KILLED` (MLflow's names).
-    pub status: String,
+    pub status: RunStatus,
     pub start_time: i64,
     pub end_time: Option<i64>,
     pub user: String,

@@ -7,14 +7,62 @@ use crate::backend::{Tx, Value};
 use crate::store::Store;
 use crate::{MetaError, Result, now_ms};
 
+/// What a version's digest names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VersionKind {
+    /// One model file: the digest is its content.
+    #[default]
+    File,
+    /// A directory: the digest is its manifest (`cairn_hash::Manifest`).
+    Directory,
+    /// A tracking-server artifact tree (a logged model or a run's `model/`): the digest is
+    /// the tree's, and `source` says where its files are.
+    Artifacts,
+    /// A location this store does not hold (registered through the tracking API from
+    /// elsewhere): the digest is the location's, and nothing can be served from it.
+    External,
+}
+
+impl VersionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionKind::File => "file",
+            VersionKind::Directory => "directory",
+            VersionKind::Artifacts => "artifacts",
+            VersionKind::External => "external",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<VersionKind> {
+        Some(match text {
+            "file" => VersionKind::File,
+            "directory" => VersionKind::Directory,
+            "artifacts" => VersionKind::Artifacts,
+            "external" => VersionKind::External,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for VersionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for VersionKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// A version to register.
 #[derive(Debug, Clone, Default)]
 pub struct NewVersion {
     /// The model's content digest (a file, or a directory's manifest).
     pub digest: String,
     pub size: i64,
-    /// `file` or `directory`.
-    pub kind: String,
+    pub kind: VersionKind,
     /// The model file inside a directory (empty for a file).
     pub model_file: String,
     pub runtime: String,
@@ -37,7 +85,7 @@ pub struct ModelVersion {
     pub version: i64,
     pub digest: String,
     pub size: i64,
-    pub kind: String,
+    pub kind: VersionKind,
     pub model_file: String,
     pub runtime: String,
     pub source: String,
@@ -116,7 +164,8 @@ fn version_row(row: &[Value]) -> ModelVersion {
         version: row[1].int(),
         digest: row[2].text(),
         size: row[3].int(),
-        kind: row[4].text(),
+        // Only `VersionKind` names are ever written.
+        kind: VersionKind::parse(&row[4].text()).unwrap_or_default(),
         model_file: row[5].text(),
         runtime: row[6].text(),
         source: row[7].text(),

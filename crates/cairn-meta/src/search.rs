@@ -68,7 +68,14 @@ pub enum Attribute {
     Source,
     /// A run's parent; searchable only as a logged model's `source_run_id`.
     ParentRunId,
+    /// A logged model's status (`PENDING`, `READY`, `UPLOAD_FAILED`), which its run-shaped
+    /// record carries as the tag [`MODEL_STATUS_TAG`].
+    ModelStatus,
 }
+
+/// The tag under which a logged model's search record carries its status: a key no client
+/// can set (it starts with a NUL character, which tag keys never hold).
+pub const MODEL_STATUS_TAG: &str = "\u{0}cairn.logged_model.status";
 
 /// What a filter searches, which decides its attribute names. Logged models are searched as
 /// run-shaped records ([`record`]): `model_id` is the run id, `name` the run name,
@@ -86,7 +93,7 @@ impl Attribute {
             return Some(match name {
                 "model_id" => Attribute::RunId,
                 "name" => Attribute::RunName,
-                "status" => Attribute::Status,
+                "status" => Attribute::ModelStatus,
                 "model_type" => Attribute::Source,
                 "source_run_id" => Attribute::ParentRunId,
                 "creation_timestamp" | "creation_time" | "creation_timestamp_ms" => Attribute::StartTime,
@@ -457,7 +464,7 @@ fn lookup(run: &Run, entity: &Entity) -> Option<Found> {
         Entity::Attribute(a) => match a {
             Attribute::RunId => Some(Found::Text(info.run_id.clone())),
             Attribute::RunName => Some(Found::Text(info.name.clone())),
-            Attribute::Status => Some(Found::Text(info.status.clone())),
+            Attribute::Status => Some(Found::Text(info.status.as_str().to_owned())),
             Attribute::User => Some(Found::Text(info.user.clone())),
             Attribute::ArtifactUri => Some(Found::Text(info.artifact_uri.clone())),
             Attribute::LifecycleStage => Some(Found::Text(info.lifecycle_stage.clone())),
@@ -465,6 +472,9 @@ fn lookup(run: &Run, entity: &Entity) -> Option<Found> {
             Attribute::EndTime => info.end_time.map(|t| Found::Number(t as f64)),
             Attribute::Source => Some(Found::Text(info.source.clone())),
             Attribute::ParentRunId => info.parent_run_id.clone().map(Found::Text),
+            Attribute::ModelStatus => {
+                run.tags.iter().find(|(k, _)| k == MODEL_STATUS_TAG).map(|(_, v)| Found::Text(v.clone()))
+            }
         },
     }
 }
@@ -547,7 +557,7 @@ pub fn record(id: &str, name: &str, created: i64, tags: Vec<(String, String)>) -
             experiment_id: 0,
             name: name.to_owned(),
             parent_run_id: None,
-            status: String::new(),
+            status: crate::RunStatus::Running,
             start_time: created,
             end_time: None,
             user: String::new(),
@@ -631,7 +641,7 @@ mod tests {
                 experiment_id: 0,
                 name: format!("run {id}"),
                 parent_run_id: None,
-                status: "FINISHED".into(),
+                status: crate::RunStatus::Finished,
                 start_time: 10,
                 end_time: Some(20),
                 user: "ada".into(),

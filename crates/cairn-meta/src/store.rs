@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use crate::backend::{Backend, Tx, Value};
 use crate::{
-    Artifact, Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, RunOwner, RunUpdate,
-    StageRecord, View, now_ms, schema,
+    Artifact, Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, RunOwner, RunStatus,
+    RunUpdate, StageRecord, View, now_ms, schema,
 };
 
 /// An open metadata store. Cheap to share between threads (operations take turns on one
@@ -28,7 +28,9 @@ fn run_info(row: &[Value]) -> RunInfo {
         experiment_id: row[1].int(),
         name: row[2].text(),
         parent_run_id: row[3].opt_text(),
-        status: row[4].text(),
+        // Only `RunStatus` names are ever written; anything else (a hand-edited database) reads
+        // as a run that did not finish well.
+        status: RunStatus::parse(&row[4].text()).unwrap_or(RunStatus::Failed),
         start_time: row[5].int(),
         end_time: row[6].opt_int(),
         user: row[7].text(),
@@ -317,11 +319,8 @@ impl Store {
     }
 
     /// Ends a run with a status (`FINISHED`, `FAILED`, `KILLED`).
-    pub fn end_run(&self, run_id: &str, status: &str, end_time: i64) -> Result<()> {
-        self.update_run(
-            run_id,
-            &RunUpdate { status: Some(status.to_owned()), end_time: Some(end_time), name: None },
-        )
+    pub fn end_run(&self, run_id: &str, status: RunStatus, end_time: i64) -> Result<()> {
+        self.update_run(run_id, &RunUpdate { status: Some(status), end_time: Some(end_time), name: None })
     }
 
     /// Changes a run's status, end time or name.
@@ -331,7 +330,7 @@ impl Store {
                 "UPDATE runs SET status = COALESCE($1, status), end_time = COALESCE($2, end_time), \
                  name = COALESCE($3, name) WHERE run_id = $4",
                 &[
-                    update.status.clone().into(),
+                    update.status.map(|s| s.as_str().to_owned()).into(),
                     update.end_time.into(),
                     update.name.clone().into(),
                     run_id.into(),

@@ -9,7 +9,7 @@ use std::process::Command;
 use cairn_meta::registry::{NewVersion, Policy, Rollout};
 use cairn_meta::{
     Artifact, IoRecord, LoggedModelStatus, MetaError, Metric, ModelDirection, ModelMetric, NewLoggedModel,
-    NewRun, RunModel, RunOwner, RunUpdate, StageRecord, Store, View,
+    NewRun, RunModel, RunOwner, RunStatus, RunUpdate, StageRecord, Store, View,
 };
 
 fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
@@ -64,14 +64,14 @@ fn suite(open: &dyn Fn() -> Store) {
         store.claim_run(&remote_fresh, &owner("there", 100), 50).unwrap();
         store.heartbeat(&remote_fresh, 9_000).unwrap();
         store.claim_run(&done, &owner("here", 100), 50).unwrap();
-        store.end_run(&done, "FINISHED", 60).unwrap();
+        store.end_run(&done, RunStatus::Finished, 60).unwrap();
         let alive = |pid: i64, start: i64| pid == 200 && start == 7;
         let mut reaped = store.reap_dead_runs("here", &alive, 10_000, 5_000).unwrap();
         reaped.sort();
         let mut expected = vec![gone.clone(), remote_stale.clone()];
         expected.sort();
         assert_eq!(reaped, expected);
-        let status = |id: &str| store.run(id).unwrap().unwrap().info.status;
+        let status = |id: &str| store.run(id).unwrap().unwrap().info.status.as_str();
         assert_eq!(status(&gone), "KILLED");
         assert_eq!(store.run(&gone).unwrap().unwrap().info.end_time, Some(50));
         assert_eq!(status(&remote_stale), "KILLED");
@@ -100,7 +100,7 @@ fn suite(open: &dyn Fn() -> Store) {
     store.log_batch(&first, &[], &[], &[("team".into(), "platform".into())]).unwrap();
 
     let run = store.run(&first).unwrap().unwrap();
-    assert_eq!(run.info.status, "RUNNING");
+    assert_eq!(run.info.status, RunStatus::Running);
     assert_eq!(run.info.git_commit.as_deref(), Some("4f2a"));
     assert!(run.info.git_dirty);
     assert_eq!(run.params, vec![("depth".to_owned(), "3".to_owned()), ("lr".to_owned(), "0.01".to_owned())]);
@@ -110,8 +110,8 @@ fn suite(open: &dyn Fn() -> Store) {
     assert_eq!(history.iter().map(|m| m.step).collect::<Vec<_>>(), vec![0, 1, 2]);
     assert!(store.run("nope").unwrap().is_none());
 
-    store.end_run(&first, "FINISHED", 5_000).unwrap();
-    assert!(matches!(store.end_run("nope", "FAILED", 1), Err(MetaError::NoRun(_))));
+    store.end_run(&first, RunStatus::Finished, 5_000).unwrap();
+    assert!(matches!(store.end_run("nope", RunStatus::Failed, 1), Err(MetaError::NoRun(_))));
     let run = store.run(&first).unwrap().unwrap();
     assert_eq!((run.info.status.as_str(), run.info.end_time), ("FINISHED", Some(5_000)));
 
@@ -230,7 +230,7 @@ fn suite(open: &dyn Fn() -> Store) {
     let version = |digest: &str, metrics: &str| NewVersion {
         digest: digest.into(),
         size: 10,
-        kind: "file".into(),
+        kind: cairn_meta::registry::VersionKind::File,
         runtime: "onnx".into(),
         source: "models/churn.onnx".into(),
         signature: "{}".into(),

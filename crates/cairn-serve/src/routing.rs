@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use cairn_hash::{Digest, Manifest};
-use cairn_meta::registry::{ModelVersion, RoutingSnapshot};
+use cairn_meta::registry::{ModelVersion, RoutingSnapshot, VersionKind};
 use cairn_model::TensorSpec;
 
 use crate::batch::{BatchConfig, Batcher};
@@ -342,8 +342,8 @@ impl Catalog {
     /// (once; every object read is verified): a registered directory's manifest, or the
     /// artifacts a version registered through the tracking server names.
     fn directory(&self, record: &ModelVersion) -> Result<std::path::PathBuf, String> {
-        let entries: Vec<(String, Digest)> = match record.kind.as_str() {
-            "directory" => {
+        let entries: Vec<(String, Digest)> = match record.kind {
+            VersionKind::Directory => {
                 let digest = Digest::from_str(&record.digest)
                     .map_err(|_| format!("bad digest `{}`", record.digest))?;
                 let bytes = self.read(&digest)?;
@@ -355,7 +355,7 @@ impl Catalog {
                     .map(|e| (String::from_utf8_lossy(&e.path).into_owned(), e.digest))
                     .collect()
             }
-            "artifacts" => {
+            VersionKind::Artifacts => {
                 let location = self
                     .meta
                     .version_location(&record.source)
@@ -378,7 +378,7 @@ impl Catalog {
                 }
                 entries
             }
-            other => {
+            other @ (VersionKind::File | VersionKind::External) => {
                 return Err(format!("a {other} model is not a directory of files; an MLflow model must be"));
             }
         };
@@ -434,7 +434,7 @@ impl Catalog {
     fn bytes(&self, record: &ModelVersion) -> Result<Vec<u8>, String> {
         let digest =
             Digest::from_str(&record.digest).map_err(|_| format!("bad digest `{}`", record.digest))?;
-        if record.kind != "directory" {
+        if record.kind != VersionKind::Directory {
             return self.read(&digest);
         }
         let manifest =

@@ -455,14 +455,14 @@ fn find_run(state: &State, run_id: &str) -> Result<cairn_meta::Run, ApiError> {
 
 fn update_run(state: &State, request: &Request, _: usize) -> Result<Value, ApiError> {
     let run_id = request.run_id()?;
-    let status = request.string("status")?;
-    if let Some(s) = &status
-        && !matches!(s.as_str(), "RUNNING" | "SCHEDULED" | "FINISHED" | "FAILED" | "KILLED")
-    {
-        return Err(ApiError::invalid(format!(
-            "status must be RUNNING, SCHEDULED, FINISHED, FAILED or KILLED, not `{s}`"
-        )));
-    }
+    let status = match request.string("status")? {
+        Some(s) => Some(cairn_meta::RunStatus::parse(&s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "status must be RUNNING, SCHEDULED, FINISHED, FAILED or KILLED, not `{s}`"
+            ))
+        })?),
+        None => None,
+    };
     let update = RunUpdate {
         status,
         end_time: request.int("end_time")?,

@@ -260,7 +260,7 @@ fn record(model: &LoggedModel, datasets: &[(String, Option<String>)]) -> Run {
             experiment_id: model.experiment_id,
             name: model.name.clone(),
             parent_run_id: model.source_run_id.clone(),
-            status: model.status.as_str().to_owned(),
+            status: cairn_meta::RunStatus::Finished,
             start_time: model.creation_time,
             end_time: Some(model.last_update_time),
             user: model.user.clone(),
@@ -271,7 +271,12 @@ fn record(model: &LoggedModel, datasets: &[(String, Option<String>)]) -> Run {
             lifecycle_stage: model.lifecycle_stage.clone(),
         },
         params: model.params.clone(),
-        tags: model.tags.clone(),
+        tags: model
+            .tags
+            .iter()
+            .cloned()
+            .chain([(cairn_meta::search::MODEL_STATUS_TAG.to_owned(), model.status.as_str().to_owned())])
+            .collect(),
         metrics: latest_metrics(model, datasets),
         inputs: Vec::new(),
         models: Vec::new(),

@@ -12,7 +12,7 @@
 //! created here from an artifact `source` is named by the digests of the artifacts under it,
 //! when the artifacts are in this server's tree.
 
-use cairn_meta::registry::{ModelVersion, NewVersion, RegisteredModel};
+use cairn_meta::registry::{ModelVersion, NewVersion, RegisteredModel, VersionKind};
 use serde_json::{Value, json};
 
 use crate::search::{Filter, record};
@@ -209,13 +209,13 @@ pub(crate) fn latest_versions(state: &State, request: &Request, _: usize) -> Res
 /// The content a version's storage location names: the digest of the artifacts under it
 /// (see [`crate::artifacts::tree_digest`]), or for a location this server does not hold, of
 /// the location itself.
-fn source_digest(state: &State, location: &str) -> Result<(String, i64, String), ApiError> {
+fn source_digest(state: &State, location: &str) -> Result<(String, i64, VersionKind), ApiError> {
     if let Some(tree) = crate::artifacts::tree_path(location)
         && let Some((digest, size)) = crate::artifacts::tree_digest(state, &tree)?
     {
-        return Ok((digest, size, "artifacts".into()));
+        return Ok((digest, size, VersionKind::Artifacts));
     }
-    Ok((format!("blake3:{}", blake3::hash(location.as_bytes()).to_hex()), 0, "external".into()))
+    Ok((format!("blake3:{}", blake3::hash(location.as_bytes()).to_hex()), 0, VersionKind::External))
 }
 
 /// `model-versions/create`. The source may be an artifact location, or a logged model
