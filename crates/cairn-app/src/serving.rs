@@ -13,7 +13,6 @@ use cairn_serve::batch::BatchConfig;
 use cairn_serve::predlog::{self, Entry, LogConfig, PredictionLog, SegmentSink};
 use cairn_serve::python::PythonRuntime;
 use cairn_serve::routing::{Catalog, Routes, Target};
-use cairn_serve::runtime::OnnxRuntime;
 use cairn_serve::server::App;
 use cairn_serve::tensor::Strictness;
 use serde::Serialize;
@@ -295,7 +294,7 @@ const MODEL_DIRS: &str = ".cairn/serve/models";
 pub struct ServeSettings {
     /// `NAME`, `NAME@ALIAS` or `NAME@VERSION`, one per model.
     pub targets: Vec<String>,
-    /// ONNX Runtime's shared library.
+    /// ONNX Runtime's shared library (unused without the `onnx` feature).
     pub onnxruntime: PathBuf,
     /// Sessions (and workers) per model; 0: one per CPU.
     pub sessions: usize,
@@ -429,6 +428,25 @@ fn monitoring_rules(
     Ok(monitor)
 }
 
+/// ONNX Runtime, loaded first: a missing library is one clear error before anything else.
+/// Returns the runtime and the version `/version` reports.
+#[cfg(feature = "onnx")]
+fn onnx_runtime(
+    settings: &ServeSettings,
+) -> Result<(Option<Arc<dyn cairn_serve::runtime::Runtime>>, String)> {
+    let runtime = cairn_serve::runtime::OnnxRuntime::init(&settings.onnxruntime, settings.sessions)
+        .map_err(|e| Error::refused(e.to_string(), None))?;
+    let version = runtime.version();
+    Ok((Some(Arc::new(runtime)), version))
+}
+
+/// Without the `onnx` feature there is no ONNX runtime: ONNX versions are refused as
+/// unservable at startup.
+#[cfg(not(feature = "onnx"))]
+fn onnx_runtime(_: &ServeSettings) -> Result<(Option<Arc<dyn cairn_serve::runtime::Runtime>>, String)> {
+    Ok((None, "none".into()))
+}
+
 impl Server {
     /// Builds the server: loads the runtimes, lays out the registry's models, opens the
     /// prediction log and the rule evaluator. A model this server can never run is refused
@@ -436,10 +454,7 @@ impl Server {
     pub fn assemble(ws: &Workspace, settings: ServeSettings) -> Result<Server> {
         let repo = ws.repo();
         let targets = parse_targets(&settings.targets)?;
-        // ONNX Runtime first: a missing library is one clear error before anything else.
-        let runtime = OnnxRuntime::init(&settings.onnxruntime, settings.sessions)
-            .map_err(|e| Error::refused(e.to_string(), None))?;
-        let runtime_version = runtime.version();
+        let (onnx, runtime_version) = onnx_runtime(&settings)?;
         let store = Arc::new(ws.meta()?);
         for t in &targets {
             if store.model(&t.model)?.is_none() {
@@ -460,8 +475,8 @@ impl Server {
             max_wait: settings.batch_wait,
             workers,
         });
-        let runtimes: Vec<Arc<dyn cairn_serve::runtime::Runtime>> =
-            vec![Arc::new(runtime), Arc::new(PythonRuntime::new(settings.python.clone(), workers))];
+        let mut runtimes: Vec<Arc<dyn cairn_serve::runtime::Runtime>> = onnx.into_iter().collect();
+        runtimes.push(Arc::new(PythonRuntime::new(settings.python.clone(), workers)));
         let scratch = repo.root().join(MODEL_DIRS);
         // Laid-out copies of cache objects: derived, never committed; and made of real
         // directories, so a link a clone planted there cannot carry the files elsewhere.

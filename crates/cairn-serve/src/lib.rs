@@ -20,6 +20,8 @@ pub mod batch;
 pub mod encoding;
 pub mod grpc;
 pub mod metrics;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod predlog;
 pub mod profiles;
 pub mod python;
