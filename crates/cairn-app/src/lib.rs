@@ -17,6 +17,7 @@
 //! |-----------------|-------------------------------------------------------------------|
 //! | [`content`]     | what pipelines, runs and the registry keep alive (gc roots)        |
 //! | [`runcache`]    | run-cache entries on remotes: push, fetch, a source for `cairn run` |
+//! | [`reports`]     | `monitor` reports, `monitor requests`, `monitor export`          |
 //! | [`runs`]        | recorded runs: the recorder, `exp show`, `exp diff`, run lookup     |
 //! | [`live`]        | live metrics followed while a pipeline runs                        |
 //! | [`experiments`] | `exp run/apply/branch/remove/push/pull`                            |
@@ -36,6 +37,7 @@ pub mod live;
 pub mod monitoring;
 pub mod pipeline;
 pub mod registry;
+pub mod reports;
 pub mod runcache;
 pub mod runs;
 pub mod serving;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{monitor, pipelines, remotes, serve};
+use crate::{pipelines, remotes, serve};
 
 pub const ABOUT: &str = "Cairn versions data and models together with code.
 
@@ -610,8 +610,8 @@ pub struct MonitorSelect {
 
 impl MonitorSelect {
     /// The selection of `model`'s predictions, paths relative to `cwd`.
-    pub fn resolve(self, model: String, cwd: &Path) -> monitor::Selection {
-        monitor::Selection {
+    pub fn resolve(self, model: String, cwd: &Path) -> cairn_app::reports::Selection {
+        cairn_app::reports::Selection {
             model,
             version: self.version,
             since: self.since,

@@ -117,8 +117,8 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Serve(args) => serve::serve(&context.workspace()?, args.request(&context.cwd), quiet),
         Command::Monitor { action: Some(action), .. } => monitor::command(&context, action, reporter),
         Command::Monitor { action: None, model, select, html, window, output } => monitor::monitor(
-            &context.open()?,
-            &monitor::MonitorRequest {
+            &context.workspace()?,
+            monitor::MonitorRequest {
                 select: select.resolve(model.unwrap_or_default(), &context.cwd),
                 html: html.map(|h| context.cwd.join(h)),
                 window,

@@ -1,0 +1,529 @@
+//! Reports over a served model's prediction log: what it saw and answered, profiled, and its
+//! drift against the training data's profile recorded at registration (`monitor MODEL`); the
+//! logged requests behind a drifted feature or an alert (`monitor requests`); and the logged
+//! inputs (and labels) as a CSV or Parquet dataset, added to the cache for retraining
+//! (`monitor export`).
+
+use std::path::PathBuf;
+
+use cairn_monitor::drift::{DatasetDrift, DriftConfig, dataset_drift};
+use cairn_monitor::profile::{Kind, Profile};
+use cairn_monitor::quality::{Quality, predicted, quality};
+use cairn_monitor::{Row, profile_rows};
+use cairn_repo::Repo;
+use cairn_serve::predlog::{self, Entry};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{Error, Result, Workspace};
+
+/// `30m`, `2h`, `7d`, `90s` → milliseconds (the grammar is `cairn_units`').
+fn parse_duration(text: &str) -> Result<i64> {
+    text.parse::<cairn_units::Duration>().map(cairn_units::Duration::as_millis_i64).map_err(Error::Usage)
+}
+
+fn log_error(e: predlog::LogError) -> Error {
+    Error::refused(e.to_string(), None)
+}
+
+/// Which logged predictions a `cairn monitor` command reads.
+pub struct Selection {
+    pub model: String,
+    pub version: Option<i64>,
+    pub since: Option<String>,
+    pub log_dir: Option<PathBuf>,
+}
+
+/// `monitor requests MODEL (--feature F | --alert ID)`.
+pub struct RequestsRequest {
+    pub select: Selection,
+    pub feature: Option<String>,
+    pub alert: Option<String>,
+}
+
+/// The logged requests behind something (`monitor requests --json` prints `requests`).
+#[derive(Debug, Serialize)]
+pub struct FoundRequests {
+    /// What they are behind: a feature, or `alert ID`.
+    #[serde(skip)]
+    pub what: String,
+    /// Each as `{trace_id, time_ms, version, [status,] values}`.
+    pub requests: Vec<Value>,
+}
+
+/// `monitor export MODEL --out PATH`.
+pub struct ExportRequest {
+    pub select: Selection,
+    pub out: PathBuf,
+    /// `csv` or `parquet` (default: from the extension; a directory gets Parquet).
+    pub format: Option<String>,
+    /// Only requests with a drifted feature outside what the reference had.
+    pub drifted_only: bool,
+    /// Add a `label` column from `POST /feedback` (empty where none arrived).
+    pub with_labels: bool,
+    /// Only rows with a label.
+    pub labelled_only: bool,
+}
+
+/// What `monitor export` wrote.
+#[derive(Debug, Serialize)]
+pub struct Exported {
+    pub rows: usize,
+    /// Rows with a label, when there is a label column.
+    pub labelled: Option<usize>,
+    /// The file written.
+    pub file: PathBuf,
+    /// The path added to the cache (the file, or the directory holding it).
+    pub added: PathBuf,
+}
+
+/// The training-data profile of a version, when it was registered with one.
+fn reference(repo: &Repo, digest: Option<&str>) -> Result<Option<Value>> {
+    digest.map(|d| crate::monitoring::read_reference(repo.store(), d)).transpose()
+}
+
+/// One version's logged predictions, reference and profile.
+pub struct VersionReport {
+    pub version: i64,
+    pub reference: Option<Value>,
+    pub profile: Profile,
+    pub drift: Option<DatasetDrift>,
+    pub entries: Vec<Entry>,
+    pub errors: usize,
+    /// Live quality from `POST /feedback` labels, when there are any.
+    pub quality: Option<Quality>,
+    /// ... per window of prediction time.
+    pub quality_windows: Vec<(i64, Quality)>,
+    /// Failed requests' reasons, most frequent first.
+    pub failures: Vec<(String, usize)>,
+    /// Labels by trace id.
+    pub labels: std::sync::Arc<std::collections::HashMap<String, Value>>,
+    /// Per-minute windows the server profiled: (start, rows, share of features drifted).
+    pub windows: Vec<(i64, u64, Option<f64>)>,
+}
+
+/// What `monitor` reads: each version's logged predictions, reference and profile.
+fn load(ws: &Workspace, select: &Selection, config: &DriftConfig) -> Result<Vec<VersionReport>> {
+    let repo = ws.repo();
+    let Selection { model, version, since, log_dir } = select;
+    let (model, version, since) = (model.as_str(), *version, since.as_deref());
+    let store = ws.meta()?;
+    if store.model(model)?.is_none() {
+        return Err(Error::refused(
+            format!("no model named `{model}`"),
+            Some("list models with `cairn model list`"),
+        ));
+    }
+    let since_ms = match since {
+        Some(text) => predlog::now_ms() - parse_duration(text)?,
+        None => 0,
+    };
+    let dir = log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serving::PREDICTIONS_DIR));
+    let all = predlog::scan(&dir, since_ms).map_err(log_error)?;
+    let labels = std::sync::Arc::new(predlog::feedback(&dir).map_err(log_error)?);
+    let mut reports: Vec<VersionReport> = Vec::new();
+    let mut failures: Vec<std::collections::BTreeMap<String, usize>> = Vec::new();
+    for entry in all.into_iter().filter(|e| e.model == model && version.is_none_or(|v| v == e.version)) {
+        let at = match reports.iter().position(|r| r.version == entry.version) {
+            Some(i) => i,
+            None => {
+                let record = store.model_version(model, entry.version)?;
+                let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_deref()))?;
+                reports.push(VersionReport {
+                    version: entry.version,
+                    reference,
+                    profile: Profile::default(),
+                    drift: None,
+                    entries: Vec::new(),
+                    errors: 0,
+                    quality: None,
+                    quality_windows: Vec::new(),
+                    failures: Vec::new(),
+                    labels: labels.clone(),
+                    windows: Vec::new(),
+                });
+                failures.push(Default::default());
+                reports.len() - 1
+            }
+        };
+        if entry.status == 200 {
+            reports[at].entries.push(entry);
+        } else {
+            reports[at].errors += 1;
+            *failures[at]
+                .entry(entry.error.clone().unwrap_or_else(|| format!("HTTP {}", entry.status)))
+                .or_default() += 1;
+        }
+    }
+    if reports.is_empty() {
+        return Err(Error::refused(
+            format!(
+                "no logged predictions of `{model}`{} in {}",
+                since.map(|s| format!(" in the last {s}")).unwrap_or_default(),
+                dir.display()
+            ),
+            Some("serve it with `cairn serve` (which logs every prediction) and send it requests"),
+        ));
+    }
+    for (report, failures) in reports.iter_mut().zip(failures) {
+        let mut f: Vec<(String, usize)> = failures.into_iter().collect();
+        f.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        report.failures = f;
+    }
+    reports.sort_by_key(|r| r.version);
+    for report in &mut reports {
+        let pairs: Vec<(Value, Value)> = report
+            .entries
+            .iter()
+            .filter_map(|e| Some((predicted(&e.outputs)?, report.labels.get(&e.trace_id)?.clone())))
+            .collect();
+        report.quality = quality(&pairs);
+        let rows = report.entries.iter().map(|e| Row {
+            time_ms: e.time_ms,
+            failed: false,
+            latency_ms: e.latency_us as f64 / 1000.0,
+            inputs: &e.inputs,
+            outputs: &e.outputs,
+        });
+        for (_, window) in profile_rows(rows, report.reference.as_ref(), i64::MAX / 4) {
+            report.profile.merge(&window);
+        }
+        report.drift = report.reference.as_ref().map(|r| dataset_drift(r, &report.profile, config));
+        for (start, window) in cairn_serve::profiles::read(&dir, model, report.version, since_ms) {
+            let share = report.reference.as_ref().map(|r| dataset_drift(r, &window, config).share);
+            report.windows.push((start, window.rows, share));
+        }
+    }
+    Ok(reports)
+}
+
+/// The drift settings `monitor.yaml` gives the model (the defaults without one).
+fn drift_config(repo: &Repo, model: &str) -> Result<DriftConfig> {
+    Ok(crate::monitoring::load_config(repo, None)?
+        .and_then(|c| c.models.get(model).map(|m| m.drift.config()))
+        .unwrap_or_default())
+}
+
+/// What `monitor` reports on.
+pub struct ReportRequest {
+    pub select: Selection,
+    /// Buckets for live quality (labels per window of prediction time), e.g. `1h`.
+    pub window: Option<String>,
+}
+
+/// `monitor MODEL`: each version's logged predictions profiled, with drift against the
+/// training data's profile, live quality from labels, failures and per-minute windows.
+pub fn reports(ws: &Workspace, request: &ReportRequest) -> Result<Vec<VersionReport>> {
+    let config = drift_config(ws.repo(), &request.select.model)?;
+    let mut reports = load(ws, &request.select, &config)?;
+    if let Some(window) = &request.window {
+        let window = parse_duration(window)?.max(1);
+        for report in &mut reports {
+            let mut buckets: std::collections::BTreeMap<i64, Vec<(Value, Value)>> = Default::default();
+            for e in &report.entries {
+                if let (Some(p), Some(l)) = (predicted(&e.outputs), report.labels.get(&e.trace_id)) {
+                    buckets.entry(e.time_ms - e.time_ms.rem_euclid(window)).or_default().push((p, l.clone()));
+                }
+            }
+            report.quality_windows =
+                buckets.into_iter().filter_map(|(start, pairs)| Some((start, quality(&pairs)?))).collect();
+        }
+    }
+    Ok(reports)
+}
+
+/// A version's report as `monitor --json` prints it (and an API returns it).
+pub fn report_document(model: &str, report: &mut VersionReport) -> Value {
+    let features: Vec<Value> = report
+        .profile
+        .features
+        .iter_mut()
+        .map(|(name, f)| {
+            let distinct = f.categorical.distinct();
+            json!({
+                "feature": name,
+                "kind": f.kind,
+                "count": f.count,
+                "missing": f.missing,
+                "type_errors": f.type_errors,
+                "mean": (f.numeric.count > 0).then_some(f.numeric.mean),
+                "std": (f.numeric.count > 0).then(|| f.numeric.std()),
+                "min": (f.numeric.count > 0).then_some(f.numeric.min),
+                "max": (f.numeric.count > 0).then_some(f.numeric.max),
+                "distinct": (f.kind == Kind::Categorical).then_some(distinct),
+                "top": (f.kind == Kind::Categorical).then(|| f.categorical.top(10)),
+            })
+        })
+        .collect();
+    json!({
+        "model": model,
+        "version": report.version,
+        "predictions": report.entries.len(),
+        "rows": report.profile.rows,
+        "failed_requests": report.errors,
+        "reference": report.reference.as_ref().map(|r| json!({"source": r.get("source"), "rows": r.get("rows")})),
+        "features": features,
+        "drift": report.drift,
+        "quality": report.quality,
+        "quality_windows": report.quality_windows.iter().map(|(start, q)| json!({"start_ms": start, "quality": q})).collect::<Vec<_>>(),
+        "failures": report.failures.iter().map(|(reason, n)| json!({"reason": reason, "requests": n})).collect::<Vec<_>>(),
+        "windows": report.windows.iter().map(|(start, rows, share)| json!({"start_ms": start, "rows": rows, "drifted_share": share})).collect::<Vec<_>>(),
+    })
+}
+
+/// Logged requests whose `feature` lies outside the reference: below its minimum or above its
+/// maximum (numeric), or a category it never saw. Each as `{trace_id, time_ms, version, values}`.
+fn outside(reports: &[VersionReport], feature: &str) -> Result<Vec<Value>> {
+    let mut found = Vec::new();
+    for report in reports {
+        let column =
+            report.reference.as_ref().and_then(|r| cairn_monitor::reference_column(r, feature)).ok_or_else(
+                || {
+                    Error::refused(
+                        format!("version {}'s reference has no feature `{feature}`", report.version),
+                        Some("features are the model's input names (see `cairn model show`)"),
+                    )
+                },
+            )?;
+        let seen = cairn_monitor::Seen::new(column);
+        for entry in &report.entries {
+            let inputs: Value = serde_json::from_str(&entry.inputs).unwrap_or(Value::Null);
+            let mut values = Vec::new();
+            for row in inputs.get(feature).and_then(Value::as_array).into_iter().flatten() {
+                let mut leaves = Vec::new();
+                cairn_serve::tensor::flatten(row, &mut leaves);
+                values.extend(leaves.into_iter().cloned());
+            }
+            let out: Vec<&Value> = values.iter().filter(|v| seen.outside(v)).collect();
+            if !out.is_empty() {
+                found.push(json!({
+                    "trace_id": entry.trace_id, "time_ms": entry.time_ms, "version": entry.version,
+                    "values": out,
+                }));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `cairn monitor requests`: the logged requests behind a drifted feature or an alert.
+pub fn requests(ws: &Workspace, request: &RequestsRequest) -> Result<FoundRequests> {
+    let repo = ws.repo();
+    let dir =
+        request.select.log_dir.clone().unwrap_or_else(|| repo.root().join(crate::serving::PREDICTIONS_DIR));
+    if let Some(id) = &request.alert {
+        let log = cairn_monitor::alerts::AlertLog::new(&dir);
+        let view = log.get(id).map_err(|e| Error::refused(e.to_string(), None))?.ok_or_else(|| {
+            Error::refused(format!("no alert `{id}`"), Some("list them with `cairn alerts --all`"))
+        })?;
+        let alert = view.alert;
+        if alert.model != request.select.model {
+            return Err(Error::Usage(format!(
+                "alert {id} is about `{}`, not `{}`",
+                alert.model, request.select.model
+            )));
+        }
+        let rule = cairn_monitor::rules::Rule {
+            name: alert.rule.clone(),
+            metric: alert.metric.parse().map_err(|e: String| Error::refused(e, None))?,
+            op: cairn_monitor::rules::Op::parse(&alert.op).ok_or_else(|| {
+                Error::refused(format!("alert {id} has an unknown operator `{}`", alert.op), None)
+            })?,
+            threshold: alert.threshold,
+            window: alert.window_end_ms - alert.window_start_ms,
+            hold: 0,
+            cooldown: 0,
+            min_rows: 0,
+            retrain: None,
+        };
+        let store = ws.meta()?;
+        let record = store.model_version(&alert.model, alert.version)?;
+        let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_deref()))?;
+        let entries: Vec<Entry> = predlog::scan(&dir, alert.window_start_ms)
+            .map_err(log_error)?
+            .into_iter()
+            .filter(|e| {
+                e.model == alert.model && e.version == alert.version && e.time_ms <= alert.window_end_ms
+            })
+            .collect();
+        let behind =
+            cairn_serve::alerting::requests_behind(&rule, &alert.features, reference.as_ref(), &entries);
+        let found: Vec<Value> = behind
+            .iter()
+            .map(|e| json!({"trace_id": e.trace_id, "time_ms": e.time_ms, "version": e.version, "status": e.status, "values": serde_json::from_str::<Value>(&e.inputs).unwrap_or(Value::Null)}))
+            .collect();
+        return Ok(FoundRequests { what: format!("alert {}", alert.id), requests: found });
+    }
+    let Some(feature) = &request.feature else {
+        return Err(Error::Usage("name what to list: --feature FEATURE or --alert ID".into()));
+    };
+    let config = drift_config(repo, &request.select.model)?;
+    let reports = load(ws, &request.select, &config)?;
+    Ok(FoundRequests { what: feature.clone(), requests: outside(&reports, feature)? })
+}
+
+fn csv_field(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
+}
+
+/// `monitor export`: the logged inputs of successful predictions, one row per
+/// predicted row with its trace id, time and version (and the true label with
+/// `--with-labels`), written as CSV or Parquet and `cairn add`ed, so a pipeline stage can
+/// retrain on production data.
+pub fn export(
+    ws: &Workspace,
+    request: &ExportRequest,
+    reporter: &dyn cairn_repo::Reporter,
+) -> Result<Exported> {
+    let repo = ws.repo();
+    let extension = request.out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let format = match (request.format.as_deref(), extension.as_deref()) {
+        (Some(f @ ("csv" | "parquet")), _) => f.to_owned(),
+        (Some(other), _) => return Err(Error::Usage(format!("--format {other}: use csv or parquet"))),
+        (None, Some(e @ ("csv" | "parquet"))) => e.to_owned(),
+        (None, _) => "parquet".to_owned(),
+    };
+    // A path without a file extension is a directory holding one file.
+    let file = if matches!(extension.as_deref(), Some("csv" | "parquet")) {
+        request.out.clone()
+    } else {
+        request.out.join(format!("production.{format}"))
+    };
+    let config = drift_config(repo, &request.select.model)?;
+    let reports = load(ws, &request.select, &config)?;
+    // Requests to keep: all, or those with a drifted feature outside the reference.
+    let mut keep: Option<std::collections::HashSet<String>> = None;
+    if request.drifted_only {
+        let mut ids = std::collections::HashSet::new();
+        for report in &reports {
+            for f in report
+                .drift
+                .iter()
+                .flat_map(|d| &d.features)
+                .filter(|f| f.drifted && !f.feature.starts_with("output:"))
+            {
+                for r in outside(std::slice::from_ref(report), &f.feature)? {
+                    ids.insert(r["trace_id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        keep = Some(ids);
+    }
+    let mut columns: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    for report in &reports {
+        for entry in &report.entries {
+            if keep.as_ref().is_some_and(|k| !k.contains(&entry.trace_id)) {
+                continue;
+            }
+            let label = report.labels.get(&entry.trace_id);
+            if request.labelled_only && label.is_none() {
+                continue;
+            }
+            let inputs: Value = serde_json::from_str(&entry.inputs).unwrap_or(Value::Null);
+            let Some(map) = inputs.as_object() else { continue };
+            for name in map.keys() {
+                if !columns.contains(name) {
+                    columns.push(name.clone());
+                }
+            }
+            let n = map.values().next().and_then(Value::as_array).map_or(0, Vec::len);
+            for i in 0..n {
+                let mut row = vec![json!(entry.trace_id), json!(entry.time_ms), json!(entry.version)];
+                for c in &columns {
+                    let cell = map.get(c).and_then(Value::as_array).and_then(|r| r.get(i)).cloned();
+                    row.push(match cell {
+                        Some(Value::Array(items)) if items.len() == 1 => items[0].clone(),
+                        Some(other) => other,
+                        None => Value::Null,
+                    });
+                }
+                if request.with_labels || request.labelled_only {
+                    // One label per request: it labels the request's (first) row.
+                    row.push(if i == 0 { label.cloned().unwrap_or(Value::Null) } else { Value::Null });
+                }
+                rows.push(row);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::refused(
+            "no logged predictions to export",
+            Some("widen --since, or drop --drifted-only / --labelled-only"),
+        ));
+    }
+    let mut header: Vec<String> = ["trace_id", "time_ms", "version"].map(str::to_owned).to_vec();
+    header.extend(columns.iter().cloned());
+    if request.with_labels || request.labelled_only {
+        header.push("label".into());
+    }
+    // Rows from before a column first appeared lack it.
+    for row in &mut rows {
+        row.resize(header.len(), Value::Null);
+    }
+    // Inside the repository (it is added as a dataset below), through no link leading out.
+    repo.prepare_write(&repo.rel_path(&file)?)?;
+    cairn_fs::write_with(&file, cairn_fs::Options::default(), |out| {
+        if format == "csv" { write_csv(out, &header, &rows) } else { write_parquet(out, &header, &rows) }
+    })
+    .map_err(|e| Error::refused(format!("cannot write {}: {e}", file.display()), None))?;
+    let added = if file == request.out { file.clone() } else { request.out.clone() };
+    let rel = repo.rel_path(&added)?;
+    let _lock = repo.lock(reporter)?;
+    repo.add(&[rel], reporter)?;
+    let labelled = header
+        .last()
+        .is_some_and(|h| h == "label")
+        .then(|| rows.iter().filter(|r| r.last().is_some_and(|l| !l.is_null())).count());
+    Ok(Exported { rows: rows.len(), labelled, file, added })
+}
+
+fn write_csv(out: &mut std::fs::File, header: &[String], rows: &[Vec<Value>]) -> std::io::Result<()> {
+    let mut text = header.iter().map(|c| csv_field(&Value::from(c.as_str()))).collect::<Vec<_>>().join(",");
+    text.push('\n');
+    for row in rows {
+        text.push_str(&row.iter().map(csv_field).collect::<Vec<_>>().join(","));
+        text.push('\n');
+    }
+    std::io::Write::write_all(out, text.as_bytes())
+}
+
+/// Columns whose values are all numbers (or null) become Float64 (Int64 when all are
+/// integers); the rest Utf8. Every column is nullable.
+fn write_parquet(out: &mut std::fs::File, header: &[String], rows: &[Vec<Value>]) -> std::io::Result<()> {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (i, name) in header.iter().enumerate() {
+        let cells = rows.iter().map(|r| &r[i]);
+        let numeric = cells.clone().all(|v| v.is_number() || v.is_null());
+        let integral = numeric && cells.clone().all(|v| v.is_null() || v.is_i64());
+        if integral {
+            fields.push(Field::new(name, DataType::Int64, true));
+            arrays.push(std::sync::Arc::new(cells.map(Value::as_i64).collect::<Int64Array>()));
+        } else if numeric {
+            fields.push(Field::new(name, DataType::Float64, true));
+            arrays.push(std::sync::Arc::new(cells.map(Value::as_f64).collect::<Float64Array>()));
+        } else {
+            fields.push(Field::new(name, DataType::Utf8, true));
+            let text = cells.map(|v| match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            });
+            arrays.push(std::sync::Arc::new(text.collect::<StringArray>()));
+        }
+    }
+    let schema = std::sync::Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(std::io::Error::other)?;
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(out, schema, None).map_err(std::io::Error::other)?;
+    writer.write(&batch).map_err(std::io::Error::other)?;
+    writer.close().map(drop).map_err(std::io::Error::other)
+}
