@@ -25,6 +25,7 @@
 //! | [`pipeline`]    | `run`, plans, `explain`, `params`/`metrics` diffs, lineage, partitions |
 //! | [`registry`]    | `model register/list/versions/show/alias/history/approve/policy` |
 //! | [`serving`]     | `model rollout`, `trace`                                          |
+//! | [`transfer`]    | `push`, `fetch`, `pull`, `gc --cloud` with pipelines' content         |
 //! | [`tracking`]    | the tracking server's state, in the foreground or for one run       |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -44,6 +45,7 @@ pub mod serving;
 pub mod time;
 #[cfg(feature = "tracking-server")]
 pub mod tracking;
+pub mod transfer;
 
 use std::sync::OnceLock;
 

@@ -563,6 +563,57 @@ pub fn diff(ws: &Workspace, a: &str, b: &str, all: bool) -> Result<RunDiff> {
     Ok(RunDiff { old: old.info.run_id, new: new.info.run_id, differences })
 }
 
+/// One run's history of one metric.
+#[derive(Debug, Serialize)]
+pub struct MetricSeries {
+    pub run_id: String,
+    pub points: Vec<cairn_meta::Metric>,
+}
+
+/// What `plots show` draws: the runs, and per metric each run's history of it.
+#[derive(Debug)]
+pub struct Plot {
+    pub runs: Vec<cairn_meta::Run>,
+    pub metrics: BTreeMap<String, Vec<MetricSeries>>,
+}
+
+/// The metric histories of `runs` (ids or names; none: the latest run with metrics), only
+/// `metrics` when any are named.
+pub fn plot(ws: &Workspace, runs: &[String], metrics: &[String]) -> Result<Plot> {
+    let store = ws.meta()?;
+    let runs: Vec<cairn_meta::Run> = if runs.is_empty() {
+        let all = store.runs(&[], cairn_meta::View::Active)?;
+        all.into_iter().find(|r| !r.metrics.is_empty()).into_iter().collect()
+    } else {
+        runs.iter().map(|id| crate::experiments::find(&store, id)).collect::<Result<_>>()?
+    };
+    if runs.is_empty() {
+        return Err(Error::refused(
+            "no recorded run has metrics to plot",
+            Some(
+                "log step-wise metrics from a stage (append JSON lines to $CAIRN_METRICS_FILE, or use mlflow.log_metric)",
+            ),
+        ));
+    }
+    let mut series: BTreeMap<String, Vec<MetricSeries>> = BTreeMap::new();
+    for run in &runs {
+        for metric in run.metrics.iter().filter(|m| metrics.is_empty() || metrics.contains(&m.key)) {
+            let points = store.metric_history(&run.info.run_id, &metric.key)?;
+            series
+                .entry(metric.key.clone())
+                .or_default()
+                .push(MetricSeries { run_id: run.info.run_id.clone(), points });
+        }
+    }
+    if series.is_empty() {
+        return Err(Error::refused(
+            format!("the runs have none of the metrics {}", metrics.join(", ")),
+            Some("list a run's metrics with `cairn exp show --json`"),
+        ));
+    }
+    Ok(Plot { runs, metrics: series })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

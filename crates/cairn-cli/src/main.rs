@@ -104,7 +104,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Exp(command) => exp::command(&context, command, quiet, reporter),
         Command::Model(command) => model::command(&context, command, reporter),
         Command::Plots(PlotsCommand::Show { runs, metrics, output }) => plots::show(
-            &context.open()?,
+            &context.workspace()?,
             &plots::PlotRequest { runs, metrics, output: output.map(|o| context.cwd.join(o)) },
         ),
         Command::Server { host, port, max_artifact_size, run_quota } => {

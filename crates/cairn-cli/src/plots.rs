@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use cairn_meta::{Metric, Run, Store, View};
-use cairn_repo::Repo;
+use cairn_app::Workspace;
+use cairn_meta::{Metric, Run};
 
 use crate::failure::Failure;
 use crate::output::out;
@@ -168,35 +168,29 @@ pub struct PlotRequest {
 }
 
 /// `cairn plots show`.
-pub fn show(repo: &Repo, request: &PlotRequest) -> Result<(), Failure> {
-    let store = crate::runs::open_store(repo)?;
-    let runs: Vec<Run> = if request.runs.is_empty() {
-        let all = store.runs(&[], View::Active).map_err(|e| Failure::user(e.to_string(), None))?;
-        all.into_iter().find(|r| !r.metrics.is_empty()).into_iter().collect()
-    } else {
-        request.runs.iter().map(|id| cairn_app::experiments::find(&store, id)).collect::<Result<_, _>>()?
-    };
-    if runs.is_empty() {
-        return Err(Failure::user(
-            "no recorded run has metrics to plot",
-            Some(
-                "log step-wise metrics from a stage (append JSON lines to $CAIRN_METRICS_FILE, or use mlflow.log_metric)",
-            ),
-        ));
-    }
-    let series = collect(&store, &runs, &request.metrics)?;
-    if series.is_empty() {
-        return Err(Failure::user(
-            format!("the runs have none of the metrics {}", request.metrics.join(", ")),
-            Some("list a run's metrics with `cairn exp show --json`"),
-        ));
-    }
+pub fn show(ws: &Workspace, request: &PlotRequest) -> Result<(), Failure> {
+    let plot = cairn_app::runs::plot(ws, &request.runs, &request.metrics)?;
+    let runs = &plot.runs;
+    let series: BTreeMap<String, Vec<Series>> = plot
+        .metrics
+        .iter()
+        .map(|(metric, lines)| {
+            let lines = lines
+                .iter()
+                .filter_map(|l| {
+                    let run = runs.iter().find(|r| r.info.run_id == l.run_id)?;
+                    Some(Series { run, points: l.points.clone() })
+                })
+                .collect();
+            (metric.clone(), lines)
+        })
+        .collect();
     let colour_of = |id: &str| -> &'static str {
         let index = runs.iter().position(|r| r.info.run_id == id).unwrap_or(0);
         COLOURS[index % COLOURS.len()]
     };
-    let path = request.output.clone().unwrap_or_else(|| repo.root().join(".cairn/plots/index.html"));
-    write_html(&path, &runs, &series, &colour_of)?;
+    let path = request.output.clone().unwrap_or_else(|| ws.repo().root().join(".cairn/plots/index.html"));
+    write_html(&path, runs, &series, &colour_of)?;
     // The terminal summary: per metric and run, the series at a glance.
     for (metric, lines) in &series {
         out(metric)?;
@@ -220,27 +214,6 @@ pub fn show(repo: &Repo, request: &PlotRequest) -> Result<(), Failure> {
         }
     }
     out(format!("wrote {}", path.display()))
-}
-
-/// Metric name → each run's history of it.
-fn collect<'r>(
-    store: &Store,
-    runs: &'r [Run],
-    only: &[String],
-) -> Result<BTreeMap<String, Vec<Series<'r>>>, Failure> {
-    let mut series: BTreeMap<String, Vec<Series<'r>>> = BTreeMap::new();
-    for run in runs {
-        for metric in &run.metrics {
-            if !only.is_empty() && !only.contains(&metric.key) {
-                continue;
-            }
-            let points = store
-                .metric_history(&run.info.run_id, &metric.key)
-                .map_err(|e| Failure::user(e.to_string(), None))?;
-            series.entry(metric.key.clone()).or_default().push(Series { run, points });
-        }
-    }
-    Ok(series)
 }
 
 fn write_html(

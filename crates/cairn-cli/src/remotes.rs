@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use cairn_hash::Digest;
-use cairn_repo::{Repo, Selection, Tracked, TransferProblem};
+use cairn_app::transfer::{Fetched, Problem};
+use cairn_repo::Repo;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -247,43 +247,21 @@ fn remote_failure(error: cairn_remote::RemoteError) -> Failure {
     cairn_repo::RepoError::from(error).into()
 }
 
-/// The pointers to transfer, plus pipeline outputs: those in `cairn.lock` and, with
-/// `runs`, those of the run cache's entries.
-fn selection(
-    context: &Context,
-    repo: &Repo,
-    args: &TransferArgs,
-    runs: &[(Digest, Vec<(String, Tracked)>)],
-) -> Result<Selection, Failure> {
-    let mut extra = cairn_app::content::lock_content(repo)?;
-    extra.extend(runs.iter().flat_map(|(_, records)| records.iter().cloned()));
-    Ok(Selection {
-        paths: args.paths.iter().map(|p| context.rel(repo, p)).collect::<Result<_, _>>()?,
-        revs: args.rev.clone(),
-        all_branches: args.all_branches,
-        all_tags: args.all_tags,
-        all_commits: args.all_commits,
-        extra,
-        extra_only: false,
-    })
-}
-
-#[derive(Serialize)]
-struct ProblemJson<'a> {
-    path: &'a str,
-    digest: String,
-    reason: &'a str,
-}
-
-fn problems_json(problems: &[TransferProblem]) -> Vec<ProblemJson<'_>> {
-    problems
-        .iter()
-        .map(|p| ProblemJson { path: &p.path, digest: p.digest.to_string(), reason: &p.reason })
-        .collect()
+impl TransferArgs {
+    /// What the transfer covers, paths relative to the repository.
+    fn scope(&self, context: &Context, repo: &Repo) -> Result<cairn_app::transfer::Scope, Failure> {
+        Ok(cairn_app::transfer::Scope {
+            paths: self.paths.iter().map(|p| context.rel(repo, p)).collect::<Result<_, _>>()?,
+            revs: self.rev.clone(),
+            all_branches: self.all_branches,
+            all_tags: self.all_tags,
+            all_commits: self.all_commits,
+        })
+    }
 }
 
 /// The error for a transfer that left files behind, listing them.
-fn incomplete(what: &str, remote: &str, problems: &[TransferProblem], hint: &str) -> Failure {
+fn incomplete(what: &str, remote: &str, problems: &[Problem], hint: &str) -> Failure {
     let mut lines: Vec<String> =
         problems.iter().take(20).map(|p| format!("  {}: {} ({})", p.path, p.reason, p.digest)).collect();
     if problems.len() > 20 {
@@ -301,108 +279,73 @@ fn incomplete(what: &str, remote: &str, problems: &[TransferProblem], hint: &str
 
 pub fn push(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
     let ws = context.workspace()?;
-    let repo = ws.repo();
-    let runs = if args.paths.is_empty() { cairn_app::content::local_runs(repo) } else { Vec::new() };
-    let selection = selection(context, repo, &args, &runs)?;
-    let remote = ws.remote(args.remote.as_deref(), args.jobs)?;
-    let _claim = remote.claim_push().map_err(cairn_repo::RepoError::from)?;
-    let outcome = repo.push(&remote, &selection, reporter)?;
-    // Run-cache entries go up only after every object they name did.
-    let runs_sent = if outcome.problems.is_empty() {
-        let fingerprints: Vec<Digest> = runs.iter().map(|(fp, _)| *fp).collect();
-        cairn_app::runcache::push_runs(repo, &remote, &fingerprints)?
-    } else {
-        0
-    };
-    let report = &outcome.report;
+    let scope = args.scope(context, ws.repo())?;
+    let pushed = cairn_app::transfer::push(&ws, args.remote.as_deref(), args.jobs, scope, reporter)?;
     if args.output.json {
-        json(&serde_json::json!({
-            "remote": outcome.remote,
-            "objects_sent": report.objects_sent,
-            "bytes_sent": report.bytes_sent,
-            "objects_skipped": report.objects_skipped,
-            "bytes_skipped": report.bytes_skipped,
-            "chunks_deduplicated": report.chunks_deduplicated,
-            "bytes_deduplicated": report.bytes_deduplicated,
-            "packs": report.packs,
-            "run_cache_entries_sent": runs_sent,
-            "problems": problems_json(&outcome.problems),
-        }))?;
+        json(&pushed)?;
     } else {
+        let runs_sent = pushed.run_cache_entries_sent;
         if runs_sent > 0 {
             out(format!("pushed {runs_sent} run-cache entr{}", if runs_sent == 1 { "y" } else { "ies" }))?;
         }
         out(format!(
             "pushed {} object(s) to {} ({} sent in {} pack(s)); {} already there ({}); {} chunk(s) deduplicated ({})",
-            report.objects_sent,
-            outcome.remote,
-            human_bytes(report.bytes_sent),
-            report.packs,
-            report.objects_skipped,
-            human_bytes(report.bytes_skipped),
-            report.chunks_deduplicated,
-            human_bytes(report.bytes_deduplicated),
+            pushed.objects_sent,
+            pushed.remote,
+            human_bytes(pushed.bytes_sent),
+            pushed.packs,
+            pushed.objects_skipped,
+            human_bytes(pushed.bytes_skipped),
+            pushed.chunks_deduplicated,
+            human_bytes(pushed.bytes_deduplicated),
         ))?;
     }
-    if outcome.problems.is_empty() {
+    if pushed.problems.is_empty() {
         Ok(())
     } else {
         Err(incomplete(
             "push to",
-            &outcome.remote,
-            &outcome.problems,
+            &pushed.remote,
+            &pushed.problems,
             "these files are not in this clone's cache: fetch them from where they were added (`cairn fetch -r OTHER`), or re-add them",
         ))
     }
 }
 
-fn fetch_summary(outcome: &cairn_repo::FetchOutcome, json_output: bool) -> Result<(), Failure> {
-    let report = &outcome.report;
-    let written: u64 = outcome.checkout.iter().map(|c| c.written).sum();
+fn fetch_summary(fetched: &Fetched, json_output: bool) -> Result<(), Failure> {
     if json_output {
-        return json(&serde_json::json!({
-            "remote": outcome.remote,
-            "objects_fetched": report.objects_fetched,
-            "bytes_fetched": report.bytes_fetched,
-            "bytes_transferred": report.bytes_transferred,
-            "already_present": report.already_present,
-            "files_checked_out": written,
-            "problems": problems_json(&outcome.problems),
-        }));
+        return json(fetched);
     }
     out(format!(
         "fetched {} object(s) from {} ({}, {} transferred); {} already in the cache",
-        report.objects_fetched,
-        outcome.remote,
-        human_bytes(report.bytes_fetched),
-        human_bytes(report.bytes_transferred),
-        report.already_present
+        fetched.objects_fetched,
+        fetched.remote,
+        human_bytes(fetched.bytes_fetched),
+        human_bytes(fetched.bytes_transferred),
+        fetched.already_present
     ))?;
-    if !outcome.checkout.is_empty() {
-        out(format!("checked out {written} file(s)"))?;
+    if fetched.checked_out {
+        out(format!("checked out {} file(s)", fetched.files_checked_out))?;
     }
     Ok(())
 }
 
 const FETCH_HINT: &str = "push these files from a clone that has them, or check that you are fetching from the right remote (`cairn remote list`); damaged data was not stored";
 
-pub fn fetch(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
-    let ws = context.workspace()?;
-    let repo = ws.repo();
-    let selection = selection(context, repo, &args, &[])?;
-    let listed = selection.extra.len();
-    let remote = ws.remote(args.remote.as_deref(), args.jobs)?;
-    let mut outcome = repo.fetch(&remote, &selection, reporter)?;
-    cairn_app::runcache::fetch_runs(repo, &remote)?;
-    if args.paths.is_empty() {
-        fetch_parts(repo, &remote, listed, &mut outcome, reporter)?;
-    }
-    fetch_summary(&outcome, args.output.json)?;
-    if outcome.problems.is_empty() {
+fn fetched(what: &str, fetched: Fetched, json: bool) -> Result<(), Failure> {
+    fetch_summary(&fetched, json)?;
+    if fetched.problems.is_empty() {
         Ok(())
     } else {
-        Err(incomplete("fetch from", &outcome.remote, &outcome.problems, FETCH_HINT))
+        Err(incomplete(what, &fetched.remote, &fetched.problems, FETCH_HINT))
     }
+}
+
+pub fn fetch(context: &Context, args: TransferArgs, reporter: &Progress) -> Result<(), Failure> {
+    let ws = context.workspace()?;
+    let scope = args.scope(context, ws.repo())?;
+    let outcome = cairn_app::transfer::fetch(&ws, args.remote.as_deref(), args.jobs, scope, reporter)?;
+    fetched("fetch from", outcome, args.output.json)
 }
 
 #[derive(Args)]
@@ -423,53 +366,14 @@ pub struct PullArgs {
     output: OutputArgs,
 }
 
-/// A datum or partitioned stage names its parts in a parts list, a cache object: a clone
-/// learns which files the parts have only once the first transfer brought the list. When
-/// the lock now names more than the `listed` it named before, fetches those too.
-fn fetch_parts(
-    repo: &Repo,
-    remote: &cairn_remote::Remote,
-    listed: usize,
-    outcome: &mut cairn_repo::FetchOutcome,
-    reporter: &Progress,
-) -> Result<(), Failure> {
-    let extra = cairn_app::content::lock_content(repo)?;
-    if extra.len() <= listed {
-        return Ok(());
-    }
-    let selection = Selection { extra, extra_only: true, ..Default::default() };
-    let more = repo.fetch(remote, &selection, reporter)?;
-    let (report, added) = (&mut outcome.report, &more.report);
-    report.objects_fetched += added.objects_fetched;
-    report.bytes_fetched += added.bytes_fetched;
-    report.bytes_transferred += added.bytes_transferred;
-    // Objects the first round fetched are "already present" now: not counted twice.
-    report.missing.extend(added.missing.iter().copied());
-    report.corrupt.extend(added.corrupt.iter().cloned());
-    outcome.problems.extend(more.problems);
-    Ok(())
-}
-
 pub fn pull(context: &Context, args: PullArgs, reporter: &Progress) -> Result<(), Failure> {
     let ws = context.workspace()?;
-    let repo = ws.repo();
-    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| context.rel(repo, p)).collect::<Result<_, _>>()?;
-    let remote = ws.remote(args.remote.as_deref(), args.jobs)?;
-    let _lock = repo.lock(reporter)?;
-    let extra = if paths.is_empty() { cairn_app::content::lock_content(repo)? } else { Vec::new() };
-    let listed = extra.len();
-    let mut outcome = repo.pull(&remote, &paths, extra, args.force, reporter)?;
-    cairn_app::runcache::fetch_runs(repo, &remote)?;
-    if paths.is_empty() {
-        fetch_parts(repo, &remote, listed, &mut outcome, reporter)?;
-        cairn_app::content::checkout_outputs(repo, args.force, reporter)?;
-    }
-    fetch_summary(&outcome, args.output.json)?;
-    if outcome.problems.is_empty() {
-        Ok(())
-    } else {
-        Err(incomplete("pull from", &outcome.remote, &outcome.problems, FETCH_HINT))
-    }
+    let paths: Vec<Vec<u8>> =
+        args.paths.iter().map(|p| context.rel(ws.repo(), p)).collect::<Result<_, _>>()?;
+    let _lock = ws.repo().lock(reporter)?;
+    let outcome =
+        cairn_app::transfer::pull(&ws, args.remote.as_deref(), args.jobs, paths, args.force, reporter)?;
+    fetched("pull from", outcome, args.output.json)
 }
 
 pub fn gc_cloud(
@@ -481,56 +385,35 @@ pub fn gc_cloud(
     reporter: &Progress,
 ) -> Result<(), Failure> {
     let ws = context.workspace()?;
-    let repo = ws.repo();
-    let remote = ws.remote(remote, None)?;
-    // Deleting while another clone pushes could remove what its index is about to name.
-    let _claim = if force { Some(remote.claim_gc().map_err(cairn_repo::RepoError::from)?) } else { None };
-    // Outputs of every run-cache entry on the remote stay, so other clones can restore them.
-    cairn_app::runcache::fetch_runs(repo, &remote)?;
-    let kept = cairn_app::content::kept_content(&ws)?;
-    let extra =
-        kept.into_iter().map(|(label, pointer)| (label, Tracked { rel: Vec::new(), pointer })).collect();
-    let cairn_repo::CloudGc { report, unknown } =
-        repo.gc_cloud(&remote, all_commits, force, extra, reporter)?;
-    if !unknown.is_empty() {
+    let gc = cairn_app::transfer::gc_cloud(&ws, remote, all_commits, force, reporter)?;
+    if !gc.unknown.is_empty() {
         crate::output::warn(&format!(
             "{} need{} data that neither this cache nor `{}` has, so `--force` will refuse to delete anything until \
              it is pushed from a clone that has it (`cairn push --all-branches --all-tags`) or the branch or tag is deleted",
-            unknown.join(", "),
-            if unknown.len() == 1 { "s" } else { "" },
-            remote.name()
+            gc.unknown.join(", "),
+            if gc.unknown.len() == 1 { "s" } else { "" },
+            gc.remote
         ));
     }
     if output.json {
-        return json(&serde_json::json!({
-            "unknown": unknown,
-            "remote": remote.name(),
-            "packs": report.packs,
-            "packs_deleted": report.packs_deleted,
-            "packs_rewritten": report.packs_rewritten,
-            "objects_kept": report.objects_kept,
-            "objects_removed": report.objects_removed,
-            "bytes_freed": report.bytes_freed,
-            "deleted": report.deleted,
-        }));
+        return json(&gc);
     }
     let summary = format!(
         "{} object(s) in {} pack(s) deleted, {} pack(s) rewritten, {} freed; {} object(s) kept",
-        report.objects_removed,
-        report.packs_deleted,
-        report.packs_rewritten,
-        human_bytes(report.bytes_freed),
-        report.objects_kept
+        gc.objects_removed,
+        gc.packs_deleted,
+        gc.packs_rewritten,
+        human_bytes(gc.bytes_freed),
+        gc.objects_kept
     );
-    if report.deleted {
-        out(format!("{}: {summary}", remote.name()))
-    } else if report.objects_removed == 0 && report.packs_deleted == 0 {
-        out(format!("{}: nothing to remove; {} object(s) are referenced", remote.name(), report.objects_kept))
+    let name = &gc.remote;
+    if gc.deleted {
+        out(format!("{name}: {summary}"))
+    } else if gc.objects_removed == 0 && gc.packs_deleted == 0 {
+        out(format!("{name}: nothing to remove; {} object(s) are referenced", gc.objects_kept))
     } else {
         out(format!(
-            "{}: would be {summary}\nrun `cairn gc --cloud -r {} --force{}` to delete them",
-            remote.name(),
-            remote.name(),
+            "{name}: would be {summary}\nrun `cairn gc --cloud -r {name} --force{}` to delete them",
             if all_commits { " --all-commits" } else { "" }
         ))
     }

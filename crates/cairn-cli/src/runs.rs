@@ -88,7 +88,3 @@ pub fn diff(ws: &Workspace, a: &str, b: &str, all: bool, as_json: bool) -> Resul
     Ok(())
 }
 
-/// The metadata store, for commands whose use cases are not in `cairn_app` yet.
-pub fn open_store(repo: &cairn_repo::Repo) -> Result<cairn_meta::Store, Failure> {
-    Ok(cairn_app::runs::open_meta(&repo.meta_location()).map_err(cairn_app::Error::OpenMeta)?)
-}

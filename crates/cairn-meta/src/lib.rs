@@ -253,7 +253,7 @@ impl ModelDirection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Metric {
     pub key: String,
     pub value: f64,
