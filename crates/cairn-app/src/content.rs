@@ -150,13 +150,11 @@ pub fn kept_content(ws: &Workspace) -> Result<Vec<(String, Pointer)>> {
     }
     let store = ws.meta()?;
     for (label, digest, size) in store.referenced_objects()? {
-        let Some(digest) = Digest::parse_bytes(digest.as_bytes()) else { continue };
         out.push((label, file(digest, size as u64)));
     }
     // Registered model versions (a directory's manifest keeps its files).
     for model in store.models()? {
         for v in store.model_versions(&model.name)? {
-            let Some(digest) = Digest::parse_bytes(v.digest.as_bytes()) else { continue };
             let kind = match v.kind {
                 VersionKind::File => PointerKind::File { executable: false },
                 VersionKind::Directory => PointerKind::Directory { files: 0 },
@@ -164,7 +162,10 @@ pub fn kept_content(ws: &Workspace) -> Result<Vec<(String, Pointer)>> {
                 // has nothing here.
                 VersionKind::Artifacts | VersionKind::External => continue,
             };
-            out.push((format!("{}@{}", v.name, v.version), Pointer { kind, digest, size: v.size as u64 }));
+            out.push((
+                format!("{}@{}", v.name, v.version),
+                Pointer { kind, digest: v.digest, size: v.size as u64 },
+            ));
         }
     }
     Ok(out)

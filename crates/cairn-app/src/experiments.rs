@@ -341,12 +341,7 @@ fn execute(repo: &Repo, store: &Store, run: &Run, log: Option<&Path>, options: &
     for file in files {
         let Ok(bytes) = std::fs::read(ws.join(&file)) else { continue };
         let digest = repo.store().put_bytes(&bytes).map_err(cairn_repo::RepoError::from)?;
-        records.push(IoRecord {
-            direction: "file".into(),
-            path: file,
-            digest: digest.to_string(),
-            size: bytes.len() as i64,
-        });
+        records.push(IoRecord { direction: "file".into(), path: file, digest, size: bytes.len() as i64 });
     }
     store.record_io(run_id, &records)?;
     let ran = store.run(run_id)?;
@@ -557,16 +552,7 @@ fn kept_files(repo: &Repo, store: &Store, run: &Run) -> Result<Vec<(String, Vec<
         if record.direction != "file" {
             continue;
         }
-        let digest = record.digest.parse::<cairn_hash::Digest>().map_err(|e| {
-            Error::refused(
-                format!(
-                    "experiment {} names a malformed digest for `{}`: {e}",
-                    short_id(&run.info.run_id),
-                    record.path
-                ),
-                None,
-            )
-        })?;
+        let digest = record.digest;
         let bytes = repo.store().read_verified(&digest).map_err(|e| {
             Error::refused(
                 format!(
@@ -766,7 +752,7 @@ fn content_of(repo: &Repo, io: &[IoRecord], label: &str) -> Vec<(String, cairn_r
     use cairn_repo::pointer::{Pointer, PointerKind};
     let mut out = Vec::new();
     for record in io.iter().filter(|r| r.direction == "file") {
-        let Ok(digest) = record.digest.parse::<cairn_hash::Digest>() else { continue };
+        let digest = record.digest;
         let pointer =
             Pointer { kind: PointerKind::File { executable: false }, digest, size: record.size as u64 };
         out.push((
@@ -937,7 +923,7 @@ fn import(document: &Value) -> Result<Imported, String> {
                     Some(IoRecord {
                         direction: r["direction"].as_str()?.to_owned(),
                         path: r["path"].as_str()?.to_owned(),
-                        digest: r["digest"].as_str()?.to_owned(),
+                        digest: r["digest"].as_str()?.parse().ok()?,
                         size: r["size"].as_i64()?,
                     })
                 })

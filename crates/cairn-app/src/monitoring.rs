@@ -28,10 +28,8 @@ pub fn load_config(repo: &Repo, path: Option<&Path>) -> Result<Option<MonitorCon
 }
 
 /// A training-data profile from the cache.
-pub fn read_reference(cache: &cairn_store::Store, digest: &str) -> Result<Value> {
-    let parsed: cairn_hash::Digest =
-        digest.parse().map_err(|_| Error::refused(format!("bad profile digest `{digest}`"), None))?;
-    let bytes = cache.read_verified(&parsed).map_err(|e| {
+pub fn read_reference(cache: &cairn_store::Store, digest: &cairn_hash::Digest) -> Result<Value> {
+    let bytes = cache.read_verified(digest).map_err(|e| {
         Error::refused(
             format!("the reference profile {digest} cannot be read: {e}"),
             Some("run `cairn pull` (or `cairn fetch`) to get it from the remote"),
@@ -48,7 +46,7 @@ pub fn evaluator(ws: &Workspace, config: MonitorConfig, log_dir: PathBuf) -> Res
     let cache = ws.repo().store().clone();
     let references: cairn_serve::alerting::References = Box::new(move |model: &str, version: i64| {
         let record = meta.model_version(model, version).ok().flatten()?;
-        read_reference(&cache, record.profile.as_deref()?).ok()
+        read_reference(&cache, record.profile.as_ref()?).ok()
     });
     Ok(Evaluator { log_dir, config, references })
 }

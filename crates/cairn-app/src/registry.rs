@@ -79,11 +79,11 @@ pub struct Registered {
     pub version: i64,
     /// False when the model already had a version with this content.
     pub created: bool,
-    pub digest: String,
+    pub digest: cairn_hash::Digest,
     pub run_id: Option<String>,
     pub signature: cairn_model::Signature,
     /// The training data's profile (a cache object), when one was given.
-    pub profile: Option<String>,
+    pub profile: Option<cairn_hash::Digest>,
 }
 
 /// Names the columns of a model that takes one `[N, k]` tensor (most scikit-learn models
@@ -143,7 +143,7 @@ fn name_columns(
 }
 
 /// The training data's profile, stored in the cache: (its digest, its column names).
-fn profile(ws: &Workspace, data: &Path) -> Result<(String, Option<Vec<String>>)> {
+fn profile(ws: &Workspace, data: &Path) -> Result<(cairn_hash::Digest, Option<Vec<String>>)> {
     let repo = ws.repo();
     let source = repo
         .rel_path(data)
@@ -155,7 +155,7 @@ fn profile(ws: &Workspace, data: &Path) -> Result<(String, Option<Vec<String>>)>
         .as_array()
         .map(|columns| columns.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect());
     let bytes = serde_json::to_vec_pretty(&document).unwrap_or_default();
-    Ok((repo.store().put_bytes(&bytes)?.to_string(), columns))
+    Ok((repo.store().put_bytes(&bytes)?, columns))
 }
 
 /// `model register NAME PATH`: stores the model in the cache and records a version (or finds
@@ -181,11 +181,11 @@ pub fn register(
         .store_outputs(std::slice::from_ref(&rel), reporter)?
         .pop()
         .ok_or_else(|| Error::refused(format!("`{}` could not be stored", request.path.display()), None))?;
-    let digest = pointer.digest.to_string();
+    let digest = pointer.digest;
     let store = ws.meta()?;
     let run_id = match &request.run {
         Some(prefix) => Some(crate::experiments::find(&store, prefix)?.info.run_id),
-        None => store.run_with_output(&digest)?,
+        None => store.run_with_output(&digest.to_string())?,
     };
     let lineage = match &run_id {
         Some(id) => store.run_lineage(id)?.unwrap_or_else(|| json!({})),
@@ -204,7 +204,7 @@ pub fn register(
     };
     name_columns(&mut info.signature, &request.feature_names, training_columns.as_deref())?;
     let version = NewVersion {
-        digest: digest.clone(),
+        digest,
         size: pointer.size as i64,
         kind,
         model_file: info.model_file.clone(),
@@ -213,7 +213,7 @@ pub fn register(
         run_id: run_id.clone(),
         signature: serde_json::to_string(&info.signature).unwrap_or_default(),
         lineage: lineage.to_string(),
-        profile: profile.clone(),
+        profile,
         description: request.description.clone(),
         user: ws.user(),
     };
@@ -242,7 +242,7 @@ pub struct ApprovalDocument {
 pub struct VersionDocument {
     pub name: String,
     pub version: i64,
-    pub digest: String,
+    pub digest: cairn_hash::Digest,
     pub size: i64,
     pub kind: VersionKind,
     pub model_file: String,
@@ -251,7 +251,7 @@ pub struct VersionDocument {
     pub run_id: Option<String>,
     pub signature: Value,
     pub lineage: Value,
-    pub profile: Option<String>,
+    pub profile: Option<cairn_hash::Digest>,
     pub description: String,
     pub user: String,
     pub creation_time: i64,

@@ -78,7 +78,7 @@ pub struct Exported {
 }
 
 /// The training-data profile of a version, when it was registered with one.
-fn reference(repo: &Repo, digest: Option<&str>) -> Result<Option<Value>> {
+fn reference(repo: &Repo, digest: Option<&cairn_hash::Digest>) -> Result<Option<Value>> {
     digest.map(|d| crate::monitoring::read_reference(repo.store(), d)).transpose()
 }
 
@@ -128,7 +128,7 @@ fn load(ws: &Workspace, select: &Selection, config: &DriftConfig) -> Result<Vec<
             Some(i) => i,
             None => {
                 let record = store.model_version(model, entry.version)?;
-                let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_deref()))?;
+                let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_ref()))?;
                 reports.push(VersionReport {
                     version: entry.version,
                     reference,
@@ -338,7 +338,7 @@ pub fn requests(ws: &Workspace, request: &RequestsRequest) -> Result<FoundReques
         };
         let store = ws.meta()?;
         let record = store.model_version(&alert.model, alert.version)?;
-        let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_deref()))?;
+        let reference = reference(repo, record.as_ref().and_then(|r| r.profile.as_ref()))?;
         let entries: Vec<Entry> = predlog::scan(&dir, alert.window_start_ms)
             .map_err(log_error)?
             .into_iter()

@@ -217,13 +217,16 @@ impl Recorder {
                 io.insert(("output", path.clone()), content.clone());
             }
         }
+        // A lock entry whose digest is malformed (a hand-edited lock) is not recorded.
         let records: Vec<IoRecord> = io
             .into_iter()
-            .map(|((direction, path), c)| IoRecord {
-                direction: direction.into(),
-                path,
-                digest: c.digest,
-                size: c.size as i64,
+            .filter_map(|((direction, path), c)| {
+                Some(IoRecord {
+                    direction: direction.into(),
+                    path,
+                    digest: c.digest.parse().ok()?,
+                    size: c.size as i64,
+                })
             })
             .collect();
         self.store.record_io(&self.run_id, &records)?;
@@ -294,11 +297,8 @@ impl Recorder {
         for (name, path) in &files {
             let Ok(bytes) = std::fs::read(path) else { continue };
             let Ok(digest) = repo.store().put_bytes(&bytes) else { continue };
-            let artifact = cairn_meta::Artifact {
-                path: format!("{root}/{name}"),
-                digest: digest.to_string(),
-                size: bytes.len() as i64,
-            };
+            let artifact =
+                cairn_meta::Artifact { path: format!("{root}/{name}"), digest, size: bytes.len() as i64 };
             if self.store.put_artifact(&artifact).is_ok() {
                 kept += 1;
             }

@@ -152,11 +152,11 @@ pub struct ShadowAnswer {
 /// The registered version that answered.
 #[derive(Debug, Serialize)]
 pub struct TracedVersion {
-    pub digest: String,
+    pub digest: cairn_hash::Digest,
     pub source: String,
     pub run_id: Option<String>,
     pub creation_time: i64,
-    pub profile: Option<String>,
+    pub profile: Option<cairn_hash::Digest>,
     #[serde(skip)]
     pub kind: cairn_meta::registry::VersionKind,
 }

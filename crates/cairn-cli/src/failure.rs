@@ -226,6 +226,7 @@ fn meta_hint(error: &cairn_meta::MetaError) -> Option<&'static str> {
     use cairn_meta::MetaError as E;
     match error {
         E::Backend { .. } | E::BadLocation(_) => None,
+        E::Corrupt { .. } => Some("the store was changed by hand or damaged; restore it from a backup"),
         E::TooNew { .. } => Some("install a newer cairn, or point `meta.url` at another store"),
         E::NoRun(_) => Some("list runs with `cairn exp show`"),
         E::RunNotActive(_) | E::ExperimentNotActive(_) => None,

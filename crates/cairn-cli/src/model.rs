@@ -91,7 +91,7 @@ pub fn versions(ws: &Workspace, name: &str, as_json: bool) -> Result<(), Failure
             "{}@{:<4} {}  {}  run {}  {}",
             v.name,
             v.version,
-            &v.digest[..v.digest.len().min(19)],
+            &v.digest.to_string()[..19],
             crate::progress::human_bytes(v.size as u64),
             v.run_id.as_deref().map_or("-", cairn_app::runs::short_id),
             v.aliases.join(",")

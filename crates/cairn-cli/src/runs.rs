@@ -87,4 +87,3 @@ pub fn diff(ws: &Workspace, a: &str, b: &str, all: bool, as_json: bool) -> Resul
     }
     Ok(())
 }
-

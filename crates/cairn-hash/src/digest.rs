@@ -89,6 +89,22 @@ pub enum ParseDigestError {
     BadHex(String),
 }
 
+/// A digest serializes as its text, `blake3:<64 hex digits>`.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!("`{text}` is not a digest (blake3:<64 hex digits>)"))
+        })
+    }
+}
+
 impl FromStr for Digest {
     type Err = ParseDigestError;
 
@@ -123,6 +139,16 @@ fn nibble(c: u8) -> Option<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_digest_serializes_as_its_text_and_refuses_anything_else() {
+        let digest = crate::hash_bytes(b"hello\n");
+        let text = serde_json::to_string(&digest).unwrap();
+        assert_eq!(text, format!("\"{digest}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&text).unwrap(), digest);
+        let error = serde_json::from_str::<Digest>("\"blake3:00\"").unwrap_err().to_string();
+        assert!(error.contains("is not a digest"), "{error}");
+    }
 
     #[test]
     fn empty_input_matches_the_blake3_reference() {

@@ -48,6 +48,19 @@ impl Value {
         }
     }
 
+    /// A content digest (`blake3:…`), which every digest column holds.
+    pub(crate) fn digest(&self) -> crate::Result<cairn_hash::Digest> {
+        let text = self.text();
+        text.parse().map_err(|_| crate::MetaError::Corrupt { what: "digest", value: text })
+    }
+
+    pub(crate) fn opt_digest(&self) -> crate::Result<Option<cairn_hash::Digest>> {
+        match self {
+            Value::Null | Value::NullInt => Ok(None),
+            other => other.digest().map(Some),
+        }
+    }
+
     pub(crate) fn opt_int(&self) -> Option<i64> {
         match self {
             Value::Null | Value::NullInt => None,

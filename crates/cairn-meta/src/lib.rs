@@ -61,6 +61,9 @@ pub enum MetaError {
         "`{0}` is not a metadata store location: use a file path (SQLite) or postgres://user@host:port/db"
     )]
     BadLocation(String),
+    /// A stored value is not what this version of Cairn writes (a hand-edited database).
+    #[error("the metadata store holds a malformed {what}: `{value}`")]
+    Corrupt { what: &'static str, value: String },
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -166,7 +169,7 @@ pub struct RunUpdate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
     pub path: String,
-    pub digest: String,
+    pub digest: cairn_hash::Digest,
     pub size: i64,
 }
 
@@ -282,7 +285,7 @@ pub struct StageRecord {
 pub struct IoRecord {
     pub direction: String,
     pub path: String,
-    pub digest: String,
+    pub digest: cairn_hash::Digest,
     pub size: i64,
 }
 

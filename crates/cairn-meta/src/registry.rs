@@ -57,10 +57,10 @@ impl serde::Serialize for VersionKind {
 }
 
 /// A version to register.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewVersion {
     /// The model's content digest (a file, or a directory's manifest).
-    pub digest: String,
+    pub digest: cairn_hash::Digest,
     pub size: i64,
     pub kind: VersionKind,
     /// The model file inside a directory (empty for a file).
@@ -74,7 +74,7 @@ pub struct NewVersion {
     /// JSON: run, commit, params, metrics, data digests.
     pub lineage: String,
     /// Digest of the training-data profile, if one was made.
-    pub profile: Option<String>,
+    pub profile: Option<cairn_hash::Digest>,
     pub description: String,
     pub user: String,
 }
@@ -83,7 +83,7 @@ pub struct NewVersion {
 pub struct ModelVersion {
     pub name: String,
     pub version: i64,
-    pub digest: String,
+    pub digest: cairn_hash::Digest,
     pub size: i64,
     pub kind: VersionKind,
     pub model_file: String,
@@ -92,7 +92,7 @@ pub struct ModelVersion {
     pub run_id: Option<String>,
     pub signature: String,
     pub lineage: String,
-    pub profile: Option<String>,
+    pub profile: Option<cairn_hash::Digest>,
     pub description: String,
     pub user: String,
     pub creation_time: i64,
@@ -158,11 +158,11 @@ impl Policy {
 const VERSION_COLUMNS: &str = "name, version, digest, size, kind, model_file, runtime, source, run_id, signature, \
      lineage, profile, description, user_id, creation_time";
 
-fn version_row(row: &[Value]) -> ModelVersion {
-    ModelVersion {
+fn version_row(row: &[Value]) -> Result<ModelVersion> {
+    Ok(ModelVersion {
         name: row[0].text(),
         version: row[1].int(),
-        digest: row[2].text(),
+        digest: row[2].digest()?,
         size: row[3].int(),
         // Only `VersionKind` names are ever written.
         kind: VersionKind::parse(&row[4].text()).unwrap_or_default(),
@@ -172,12 +172,12 @@ fn version_row(row: &[Value]) -> ModelVersion {
         run_id: row[8].opt_text(),
         signature: row[9].text(),
         lineage: row[10].text(),
-        profile: row[11].opt_text(),
+        profile: row[11].opt_digest()?,
         description: row[12].text(),
         user: row[13].text(),
         creation_time: row[14].int(),
         aliases: Vec::new(),
-    }
+    })
 }
 
 fn model_exists(tx: &mut dyn Tx, name: &str) -> Result<bool> {
@@ -226,7 +226,7 @@ impl Store {
             }
             let same = tx.query(
                 "SELECT version FROM model_versions WHERE name = $1 AND digest = $2 ORDER BY version LIMIT 1",
-                &[name.into(), version.digest.as_str().into()],
+                &[name.into(), version.digest.to_string().into()],
             )?;
             if let Some(row) = same.first() {
                 return Ok((row[0].int(), false));
@@ -241,7 +241,7 @@ impl Store {
                 &[
                     name.into(),
                     next.into(),
-                    version.digest.as_str().into(),
+                    version.digest.to_string().into(),
                     version.size.into(),
                     version.kind.as_str().into(),
                     version.model_file.as_str().into(),
@@ -250,7 +250,7 @@ impl Store {
                     version.run_id.clone().into(),
                     version.signature.as_str().into(),
                     version.lineage.as_str().into(),
-                    version.profile.clone().into(),
+                    version.profile.map(|d| d.to_string()).into(),
                     version.description.as_str().into(),
                     version.user.as_str().into(),
                     now.into(),
@@ -313,7 +313,7 @@ impl Store {
                 &format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE name = $1 ORDER BY version"),
                 &[name.into()],
             )?;
-            rows.iter().map(|r| with_aliases(tx, version_row(r))).collect()
+            rows.iter().map(|r| with_aliases(tx, version_row(r)?)).collect()
         })
     }
 
@@ -323,7 +323,7 @@ impl Store {
                 &format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE name = $1 AND version = $2"),
                 &[name.into(), version.into()],
             )?;
-            rows.first().map(|r| with_aliases(tx, version_row(r))).transpose()
+            rows.first().map(|r| with_aliases(tx, version_row(r)?)).transpose()
         })
     }
 

@@ -649,7 +649,7 @@ impl Store {
                  modified = excluded.modified",
                 &[
                     artifact.path.as_str().into(),
-                    artifact.digest.as_str().into(),
+                    artifact.digest.to_string().into(),
                     artifact.size.into(),
                     now_ms().into(),
                 ],
@@ -662,7 +662,7 @@ impl Store {
         self.tx(|tx| {
             let rows =
                 tx.query("SELECT path, digest, size FROM artifacts WHERE path = $1", &[path.into()])?;
-            Ok(rows.first().map(|r| artifact(r)))
+            rows.first().map(|r| artifact(r)).transpose()
         })
     }
 
@@ -678,30 +678,30 @@ impl Store {
                     &[format!("{prefix}/").into(), format!("{prefix}0").into()],
                 )?
             };
-            Ok(rows.iter().map(|r| artifact(r)).collect())
+            rows.iter().map(|r| artifact(r)).collect()
         })
     }
 
     /// Every cache object the store names — artifacts, and files kept for experiments — as
     /// `(what, digest, size)`, so garbage collection keeps them.
-    pub fn referenced_objects(&self) -> Result<Vec<(String, String, i64)>> {
+    pub fn referenced_objects(&self) -> Result<Vec<(String, cairn_hash::Digest, i64)>> {
         self.tx(|tx| {
-            let mut out: Vec<(String, String, i64)> = tx
+            let mut out: Vec<(String, cairn_hash::Digest, i64)> = tx
                 .query("SELECT path, digest, size FROM artifacts", &[])?
                 .iter()
-                .map(|r| (format!("artifact {}", r[0].text()), r[1].text(), r[2].int()))
-                .collect();
+                .map(|r| Ok((format!("artifact {}", r[0].text()), r[1].digest()?, r[2].int())))
+                .collect::<Result<_>>()?;
             for r in
                 tx.query("SELECT run_id, path, digest, size FROM run_io WHERE direction = 'file'", &[])?
             {
-                out.push((format!("{} of run {}", r[1].text(), r[0].text()), r[2].text(), r[3].int()));
+                out.push((format!("{} of run {}", r[1].text(), r[0].text()), r[2].digest()?, r[3].int()));
             }
             for r in
                 tx.query("SELECT name, version, profile FROM model_versions WHERE profile IS NOT NULL", &[])?
             {
                 out.push((
                     format!("training-data profile of {}@{}", r[0].text(), r[1].int()),
-                    r[2].text(),
+                    r[2].digest()?,
                     0,
                 ));
             }
@@ -769,15 +769,16 @@ impl Store {
                 "SELECT direction, path, digest, size FROM run_io WHERE run_id = $1 ORDER BY direction, path",
                 &[run_id.into()],
             )?;
-            Ok(rows
-                .iter()
-                .map(|r| IoRecord {
-                    direction: r[0].text(),
-                    path: r[1].text(),
-                    digest: r[2].text(),
-                    size: r[3].int(),
+            rows.iter()
+                .map(|r| {
+                    Ok(IoRecord {
+                        direction: r[0].text(),
+                        path: r[1].text(),
+                        digest: r[2].digest()?,
+                        size: r[3].int(),
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 }
@@ -872,15 +873,15 @@ fn insert_io(tx: &mut dyn Tx, run_id: &str, r: &IoRecord) -> Result<()> {
             run_id.into(),
             r.direction.as_str().into(),
             r.path.as_str().into(),
-            r.digest.as_str().into(),
+            r.digest.to_string().into(),
             r.size.into(),
         ],
     )
     .map(drop)
 }
 
-fn artifact(row: &[Value]) -> Artifact {
-    Artifact { path: row[0].text(), digest: row[1].text(), size: row[2].int() }
+fn artifact(row: &[Value]) -> Result<Artifact> {
+    Ok(Artifact { path: row[0].text(), digest: row[1].digest()?, size: row[2].int() })
 }
 
 /// Records (or replaces) the owner of a run, with a first heartbeat at `now`.

@@ -12,6 +12,11 @@ use cairn_meta::{
     NewRun, RunModel, RunOwner, RunStatus, RunUpdate, StageRecord, Store, View,
 };
 
+/// A digest for test content (`d("aa")` is the digest of the bytes `aa`).
+fn d(text: &str) -> cairn_hash::Digest {
+    cairn_hash::hash_bytes(text.as_bytes())
+}
+
 fn new_run(experiment_id: i64, name: &str, start_time: i64) -> NewRun {
     NewRun {
         experiment_id,
@@ -146,13 +151,8 @@ fn suite(open: &dyn Fn() -> Store) {
     assert_eq!((stages[0].stage.as_str(), stages[0].cpu_ms), ("prep", None));
     assert_eq!(stages[1].wall_ms, 430);
     let io = vec![
-        IoRecord { direction: "input".into(), path: "data/raw".into(), digest: "blake3:01".into(), size: 10 },
-        IoRecord {
-            direction: "output".into(),
-            path: "model.onnx".into(),
-            digest: "blake3:02".into(),
-            size: 20,
-        },
+        IoRecord { direction: "input".into(), path: "data/raw".into(), digest: d("01"), size: 10 },
+        IoRecord { direction: "output".into(), path: "model.onnx".into(), digest: d("02"), size: 20 },
     ];
     store.record_io(&first, &io).unwrap();
     assert_eq!(store.io(&first).unwrap(), io);
@@ -215,9 +215,7 @@ fn suite(open: &dyn Fn() -> Store) {
     for (path, size) in
         [("0/r/artifacts/a.txt", 1), ("0/r/artifacts/d/b.txt", 2), ("0/r2/artifacts/c.txt", 3)]
     {
-        store
-            .put_artifact(&Artifact { path: path.into(), digest: format!("blake3:{size:02}"), size })
-            .unwrap();
+        store.put_artifact(&Artifact { path: path.into(), digest: d(&format!("{size:02}")), size }).unwrap();
     }
     let under: Vec<String> =
         store.artifacts_under("0/r/artifacts").unwrap().into_iter().map(|a| a.path).collect();
@@ -228,14 +226,18 @@ fn suite(open: &dyn Fn() -> Store) {
 
     // The model registry.
     let version = |digest: &str, metrics: &str| NewVersion {
-        digest: digest.into(),
+        digest: d(digest),
         size: 10,
         kind: cairn_meta::registry::VersionKind::File,
+        model_file: String::new(),
         runtime: "onnx".into(),
         source: "models/churn.onnx".into(),
+        run_id: None,
         signature: "{}".into(),
         lineage: format!("{{\"metrics\": {metrics}}}"),
-        ..NewVersion::default()
+        profile: None,
+        description: String::new(),
+        user: String::new(),
     };
     assert_eq!(store.register_version("churn", &version("blake3:aa", r#"{"acc": 0.8}"#)).unwrap(), (1, true));
     assert_eq!(

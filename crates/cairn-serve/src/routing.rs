@@ -300,7 +300,7 @@ impl Catalog {
         Version {
             name: name.to_owned(),
             version: number,
-            digest: record.digest.clone(),
+            digest: record.digest.to_string(),
             run_id: record.run_id.clone(),
             runtime: record.runtime.clone(),
             refused,
@@ -344,9 +344,7 @@ impl Catalog {
     fn directory(&self, record: &ModelVersion) -> Result<std::path::PathBuf, String> {
         let entries: Vec<(String, Digest)> = match record.kind {
             VersionKind::Directory => {
-                let digest = Digest::from_str(&record.digest)
-                    .map_err(|_| format!("bad digest `{}`", record.digest))?;
-                let bytes = self.read(&digest)?;
+                let bytes = self.read(&record.digest)?;
                 let manifest =
                     Manifest::decode(&bytes).map_err(|e| format!("bad directory manifest: {e}"))?;
                 manifest
@@ -372,9 +370,7 @@ impl Catalog {
                 let files = self.meta.artifacts_under(&tree).map_err(|e| e.to_string())?;
                 let mut entries = Vec::with_capacity(files.len());
                 for f in files {
-                    let digest = Digest::from_str(&f.digest)
-                        .map_err(|_| format!("artifact `{}` has a bad digest", f.path))?;
-                    entries.push((f.path[tree.len()..].trim_start_matches('/').to_owned(), digest));
+                    entries.push((f.path[tree.len()..].trim_start_matches('/').to_owned(), f.digest));
                 }
                 entries
             }
@@ -385,7 +381,7 @@ impl Catalog {
         if entries.is_empty() {
             return Err("the model's directory holds no files".into());
         }
-        let hex = record.digest.rsplit(':').next().unwrap_or(&record.digest).to_owned();
+        let hex = record.digest.hex();
         let dir = self.scratch.join(&hex);
         if dir.join(LAID_OUT).is_file() {
             return Ok(dir);
@@ -432,8 +428,7 @@ impl Catalog {
 
     /// The model file's bytes from the cache, verified.
     fn bytes(&self, record: &ModelVersion) -> Result<Vec<u8>, String> {
-        let digest =
-            Digest::from_str(&record.digest).map_err(|_| format!("bad digest `{}`", record.digest))?;
+        let digest = record.digest;
         if record.kind != VersionKind::Directory {
             return self.read(&digest);
         }

@@ -7,7 +7,6 @@
 //! a temporary file that `cairn gc` removes.
 
 use std::io::Write;
-use std::str::FromStr;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -54,7 +53,7 @@ pub(crate) fn check_path(path: &str) -> Result<(), ApiError> {
 /// The digest of the files under `tree` (each file's path below `tree` and its content
 /// digest) and their total size; `None` when there are none. Equal trees have equal digests
 /// wherever they live, so a model logged twice with the same files is one content.
-pub(crate) fn tree_digest(state: &State, tree: &str) -> Result<Option<(String, i64)>, ApiError> {
+pub(crate) fn tree_digest(state: &State, tree: &str) -> Result<Option<(Digest, i64)>, ApiError> {
     let files = state.meta.artifacts_under(tree)?;
     if files.is_empty() {
         return Ok(None);
@@ -64,11 +63,12 @@ pub(crate) fn tree_digest(state: &State, tree: &str) -> Result<Option<(String, i
     for f in &files {
         hasher.update(&f.path.as_bytes()[tree.len()..]);
         hasher.update(b"\0");
-        hasher.update(f.digest.as_bytes());
+        // The digest's text (`blake3:…`), as the encoding has always hashed it.
+        hasher.update(f.digest.to_string().as_bytes());
         hasher.update(b"\n");
         size += f.size;
     }
-    Ok(Some((format!("blake3:{}", hasher.finalize().to_hex()), size)))
+    Ok(Some((Digest::blake3(*hasher.finalize().as_bytes()), size)))
 }
 
 /// The answer to listing `relative` under an artifact root (a run's or a logged model's):
@@ -198,7 +198,7 @@ async fn upload(
     let (digest, size) = writer
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("the upload handler failed: {e}"))))?;
-    let artifact = Artifact { path, digest: digest.to_string(), size: size as i64 };
+    let artifact = Artifact { path, digest, size: size as i64 };
     blocking(move || state.meta.put_artifact(&artifact).map_err(ApiError::from)).await?;
     Ok(axum::Json(json!({})))
 }
@@ -307,8 +307,7 @@ async fn download(Extract(state): Extract<State>, Path(path): Path<String>) -> R
         blocking(move || state.meta.artifact(&path).map_err(ApiError::from)).await?
     };
     let artifact = found.ok_or_else(|| ApiError::not_found(format!("no artifact at `{path}`")))?;
-    let digest = Digest::from_str(&artifact.digest)
-        .map_err(|e| ApiError::internal(format!("artifact `{path}` names a malformed digest: {e}")))?;
+    let digest = artifact.digest;
     let objects = state.objects.clone();
     let served_as = content_type(&artifact.path);
     let file = blocking(move || {

@@ -60,7 +60,9 @@ impl From<cairn_meta::MetaError> for ApiError {
             | M::ModelParamChanged { .. }
             | M::RunNotActive(_)
             | M::ExperimentNotActive(_) => ApiError::invalid(e.to_string()),
-            M::Backend { .. } | M::TooNew { .. } | M::BadLocation(_) => ApiError::internal(e.to_string()),
+            M::Backend { .. } | M::TooNew { .. } | M::BadLocation(_) | M::Corrupt { .. } => {
+                ApiError::internal(e.to_string())
+            }
         }
     }
 }

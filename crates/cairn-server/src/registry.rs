@@ -209,13 +209,13 @@ pub(crate) fn latest_versions(state: &State, request: &Request, _: usize) -> Res
 /// The content a version's storage location names: the digest of the artifacts under it
 /// (see [`crate::artifacts::tree_digest`]), or for a location this server does not hold, of
 /// the location itself.
-fn source_digest(state: &State, location: &str) -> Result<(String, i64, VersionKind), ApiError> {
+fn source_digest(state: &State, location: &str) -> Result<(cairn_hash::Digest, i64, VersionKind), ApiError> {
     if let Some(tree) = crate::artifacts::tree_path(location)
         && let Some((digest, size)) = crate::artifacts::tree_digest(state, &tree)?
     {
         return Ok((digest, size, VersionKind::Artifacts));
     }
-    Ok((format!("blake3:{}", blake3::hash(location.as_bytes()).to_hex()), 0, VersionKind::External))
+    Ok((cairn_hash::hash_bytes(location.as_bytes()), 0, VersionKind::External))
 }
 
 /// `model-versions/create`. The source may be an artifact location, or a logged model
@@ -254,7 +254,7 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
     };
     let (mut digest, size, kind) = source_digest(state, &location)?;
     if let Some(model) = &logged {
-        digest = model.digest.clone().unwrap_or(digest);
+        digest = model.digest.as_deref().and_then(|d| d.parse().ok()).unwrap_or(digest);
         lineage["logged_model"] = json!({
             "model_id": model.model_id,
             "digest": digest,
@@ -293,8 +293,7 @@ fn mlmodel(state: &State, location: &str) -> Result<Option<cairn_model::mlflow::
     let Some(tree) = crate::artifacts::tree_path(location) else { return Ok(None) };
     let path = format!("{tree}/{}", cairn_model::mlflow::MLMODEL);
     let Some(artifact) = state.meta.artifact(&path)? else { return Ok(None) };
-    let Ok(digest) = artifact.digest.parse::<cairn_hash::Digest>() else { return Ok(None) };
-    let Ok(bytes) = state.objects.read_verified(&digest) else { return Ok(None) };
+    let Ok(bytes) = state.objects.read_verified(&artifact.digest) else { return Ok(None) };
     Ok(cairn_model::mlflow::read_mlmodel(&String::from_utf8_lossy(&bytes)).ok())
 }
 
