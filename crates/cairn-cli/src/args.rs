@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{pipelines, remotes, serve};
-
 pub const ABOUT: &str = "Cairn versions data and models together with code.
 
 Data lives in a content-addressed cache; small pointer files (`PATH.cairn`) go into Git.";
@@ -131,18 +129,18 @@ pub enum Command {
     },
     /// Manage remotes: where `push`, `fetch` and `pull` send and get data.
     #[command(subcommand)]
-    Remote(remotes::RemoteCommand),
+    Remote(RemoteCommand),
     /// Upload the data of tracked paths that the remote lacks.
     #[command(
         after_help = "Examples:\n  cairn push\n  cairn push data/raw -r backup --jobs 16\n  cairn push --all-branches --json"
     )]
-    Push(remotes::TransferArgs),
+    Push(TransferArgs),
     /// Download the data of tracked paths into the cache (the work tree is not changed).
     #[command(after_help = "Examples:\n  cairn fetch\n  cairn fetch --rev v1 --rev v2")]
-    Fetch(remotes::TransferArgs),
+    Fetch(TransferArgs),
     /// Fetch, then check out: make the work tree match the pointers with data from a remote.
     #[command(after_help = "Examples:\n  git pull && cairn pull\n  cairn pull data/raw -r origin")]
-    Pull(remotes::PullArgs),
+    Pull(PullArgs),
     /// Remove cache objects no pointer references (a dry run unless --force).
     #[command(
         after_help = "Examples:\n  cairn gc                       # what would be freed\n  cairn gc --all-commits --force\n  cairn gc --cloud -r origin     # what would be removed from the remote"
@@ -182,7 +180,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  cairn run                 # every stale stage\n  cairn run train --dry     # what would happen, and why\n  cairn run -j 4 --keep-going\n\nStage output is printed with a [stage] prefix; full logs are in .cairn/state/logs/."
     )]
-    Run(pipelines::RunArgs),
+    Run(RunArgs),
     /// Say why a stage would run (which dep, param or command changed) or be restored.
     #[command(after_help = "Examples:\n  cairn explain train\n  cairn explain 'train@lr-0.1' --json")]
     Explain {
@@ -193,10 +191,10 @@ pub enum Command {
     },
     /// Compare the params the pipeline reads.
     #[command(subcommand)]
-    Params(pipelines::ParamsCommand),
+    Params(ParamsCommand),
     /// Show and compare metrics files declared by the pipeline.
     #[command(subcommand)]
-    Metrics(pipelines::MetricsCommand),
+    Metrics(MetricsCommand),
     /// The chain from an output back to raw data and code: digests, stages, params, commit.
     #[command(after_help = "Examples:\n  cairn lineage model.onnx\n  cairn lineage data/features --json")]
     Lineage {
@@ -209,10 +207,10 @@ pub enum Command {
     Exp(ExpCommand),
     /// Partitioned stages: per-partition state, and dynamic partition keys.
     #[command(subcommand)]
-    Partitions(pipelines::PartitionsCommand),
+    Partitions(PartitionsCommand),
     /// Pipeline tools.
     #[command(subcommand)]
-    Pipeline(pipelines::PipelineCommand),
+    Pipeline(PipelineCommand),
     /// The model registry: immutable versions, aliases with history, approvals and policies.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -241,7 +239,7 @@ pub enum Command {
     #[command(
         after_help = "Models are served by alias (followed live, with its rollout), by version, or by name (the latest).\n\nExamples:\n  cairn serve churn@production                # http://127.0.0.1:8080, gRPC on 8081\n  cairn serve churn@production fraud@3 --port 0   # free ports, printed on stdout\n  cairn serve churn@production --batch-max 64 --batch-wait-ms 2\n  curl -s localhost:8080/models/churn/predict \\\n      -d '{\"inputs\": {\"age\": 42, \"tenure\": 3, \"plan\": \"pro\"}}'"
     )]
-    Serve(serve::ServeArgs),
+    Serve(ServeArgs),
     /// A served model's inputs and outputs, profiled from its prediction log, and their drift against the training data.
     #[command(
         args_conflicts_with_subcommands = true,
@@ -697,4 +695,294 @@ pub struct OutputArgs {
     /// Machine-readable JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+// ---- pipelines ----
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Stages to run, with everything they depend on (default: all). A foreach or matrix
+    /// stage's name selects every stage it generates.
+    #[arg(value_name = "STAGE")]
+    pub stages: Vec<String>,
+    /// Print the plan — which stages would run, be restored or are fresh, and why — and run
+    /// nothing.
+    #[arg(long)]
+    pub dry: bool,
+    /// Commands to run at once (default: the number of CPUs).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// After a failure, keep running stages that do not depend on it.
+    #[arg(short, long)]
+    pub keep_going: bool,
+    /// Run the named stages (or all) even if they are fresh or in the run cache.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Partitioned stages: run this partition (repeatable; `2026-01-05`, or `2026-01-05|us`
+    /// with several dimensions).
+    #[arg(long, value_name = "KEY")]
+    pub partition: Vec<String>,
+    /// Partitioned stages: run a range of partitions (backfill): `A..B`, or `DIM=A..B` for
+    /// one dimension.
+    #[arg(long, value_name = "RANGE")]
+    pub partitions: Vec<String>,
+    /// Record into this existing (queued) run instead of a new one: how `cairn exp run` runs
+    /// an experiment's workspace.
+    #[arg(long, hide = true, value_name = "RUN_ID")]
+    pub record_as: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Subcommand)]
+pub enum ParamsCommand {
+    /// Params read by the pipeline's stages that differ between a revision and the work tree.
+    #[command(after_help = "Examples:\n  cairn params diff\n  cairn params diff v1 --json")]
+    Diff {
+        /// The revision to compare with (default HEAD).
+        rev: Option<String>,
+        /// Show every param, changed or not.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MetricsCommand {
+    /// The metrics files the stages declare (JSON, YAML, TOML, CSV), flattened.
+    #[command(after_help = "Examples:\n  cairn metrics show\n  cairn metrics show --json")]
+    Show {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Metrics that differ between a revision and the work tree, with the change.
+    #[command(after_help = "Examples:\n  cairn metrics diff\n  cairn metrics diff v1 --json")]
+    Diff {
+        /// The revision to compare with (default HEAD).
+        rev: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PipelineCommand {
+    /// Print the JSON Schema of cairn.yaml (for editors: `# yaml-language-server: $schema=...`).
+    #[command(after_help = "Example:\n  cairn pipeline schema > docs/cairn.schema.json")]
+    Schema,
+}
+
+#[derive(Subcommand)]
+pub enum PartitionsCommand {
+    /// Every partition of a stage: fresh, stale, or never materialized.
+    #[command(
+        after_help = "Examples:\n  cairn partitions list ingest\n  cairn partitions list ingest --state missing\n  cairn partitions list ingest --json | jq .summary"
+    )]
+    List {
+        stage: String,
+        /// Only partitions in this state (fresh, stale, missing).
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Add keys to a stage's dynamic partition dimension.
+    #[command(
+        after_help = "Example:\n  cairn partitions add per_customer acme globex\n  git add .cairn/partitions"
+    )]
+    Add {
+        stage: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Remove keys from a stage's dynamic partition dimension (their outputs go at the next run).
+    #[command(after_help = "Example:\n  cairn partitions remove ingest customer-42 customer-43")]
+    Remove {
+        stage: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+// ---- remotes ----
+
+#[derive(Subcommand)]
+pub enum RemoteCommand {
+    /// Add a remote: a directory (local disk, NFS) or s3://BUCKET/PREFIX.
+    #[command(
+        after_help = "Examples:\n  cairn remote add origin s3://ml-data/churn --default\n  cairn remote add minio s3://bucket/proj -o endpoint=http://127.0.0.1:9000\n  cairn remote add nas /mnt/nas/cairn"
+    )]
+    Add {
+        name: String,
+        url: String,
+        /// Make it the default remote (`core.remote`).
+        #[arg(short, long)]
+        default: bool,
+        /// Remote options as KEY=VALUE (see `cairn remote modify --help`).
+        #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        /// Write to the user config instead of the project's.
+        #[arg(long)]
+        user: bool,
+    },
+    /// List remotes with their URLs.
+    #[command(after_help = "Examples:\n  cairn remote list\n  cairn remote list --json")]
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Remove a remote from the config (its data stays where it is).
+    #[command(after_help = "Example:\n  cairn remote remove old-nas")]
+    Remove {
+        name: String,
+        #[arg(long)]
+        user: bool,
+    },
+    /// Show or set the default remote.
+    #[command(after_help = "Examples:\n  cairn remote default\n  cairn remote default origin")]
+    Default {
+        name: Option<String>,
+        #[arg(long)]
+        user: bool,
+    },
+    /// Set or unset an option of a remote.
+    #[command(after_help = remote_options_help())]
+    Modify {
+        name: String,
+        /// `url` or an option name.
+        key: String,
+        value: Option<String>,
+        #[arg(long, conflicts_with = "value")]
+        unset: bool,
+        /// Write to the user config (for credentials: it is not committed to Git).
+        #[arg(long)]
+        user: bool,
+    },
+}
+
+pub fn remote_options_help() -> String {
+    let mut text = String::from("Options:\n  url                  the remote's location\n");
+    for (key, help) in cairn_remote::OPTIONS {
+        text.push_str(&format!("  {key:<20} {help}\n"));
+    }
+    text.push_str(
+        "\nCredentials come from remote options, then AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /\nAWS_SESSION_TOKEN, then the profile (AWS_PROFILE or `profile`) in ~/.aws/credentials.\n\nExample:\n  cairn remote modify --user origin access-key-id AKIA...",
+    );
+    text
+}
+
+/// Which pointers a transfer covers, and how.
+#[derive(Args)]
+pub struct TransferArgs {
+    /// Only these tracked paths (default: all of them).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The remote (default: `core.remote`, or the only one).
+    #[arg(short, long)]
+    pub remote: Option<String>,
+    /// Also the pointers of this Git revision (repeatable).
+    #[arg(long, value_name = "REV")]
+    pub rev: Vec<String>,
+    /// Also the pointers at the tip of every local branch.
+    #[arg(long, short = 'a')]
+    pub all_branches: bool,
+    /// Also the pointers at every tag.
+    #[arg(long, short = 'T')]
+    pub all_tags: bool,
+    /// Also the pointers of every commit reachable from any branch or tag.
+    #[arg(long, short = 'A')]
+    pub all_commits: bool,
+    /// Concurrent transfers (default: the remote's `jobs` option, else 8).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Only these tracked paths (default: all of them).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The remote (default: `core.remote`, or the only one).
+    #[arg(short, long)]
+    pub remote: Option<String>,
+    /// Concurrent transfers.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Overwrite work-tree changes that are not in the cache.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+// ---- serving ----
+
+/// `cairn serve`'s flags.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Models to serve: `NAME@ALIAS`, `NAME@VERSION` or `NAME`.
+    #[arg(value_name = "MODEL")]
+    pub targets: Vec<String>,
+    /// Address to listen on; 0.0.0.0 serves other machines (there is no authentication).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (printed on stdout).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Port for the Open Inference Protocol over gRPC; 0 picks a free one (printed on stdout).
+    /// Default: 8081, or a free one with --port 0.
+    #[arg(long, value_name = "PORT")]
+    pub grpc_port: Option<u16>,
+    /// ONNX Runtime's shared library (default: $CAIRN_ONNXRUNTIME, else the onnxruntime wheel in the active or the project's .venv).
+    #[arg(long, value_name = "PATH")]
+    pub onnxruntime: Option<PathBuf>,
+    /// Sessions per model version (0: one per core); for MLflow models, Python worker processes.
+    #[arg(long, default_value_t = 0)]
+    pub sessions: usize,
+    /// How an MLflow model's Python environment is made: `virtualenv` builds one per distinct requirements.txt (cached), `local` uses --python as it is.
+    #[arg(long, value_name = "MANAGER", default_value = "virtualenv", value_parser = ["virtualenv", "local"])]
+    pub env_manager: String,
+    /// The Python interpreter for MLflow models: the base of their environments, or with --env-manager local the one they run in (default: $CAIRN_PYTHON, else python3).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Batch concurrent requests, up to this many rows (off by default).
+    #[arg(long, value_name = "ROWS")]
+    pub batch_max: Option<usize>,
+    /// The longest a batch waits for more requests (only while more are arriving).
+    #[arg(long, value_name = "MS", default_value_t = 2)]
+    pub batch_wait_ms: u64,
+    /// The largest request body accepted.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_body: usize,
+    /// Take null (and \"NaN\") in float inputs as missing values (NaN) instead of refusing them.
+    #[arg(long)]
+    pub allow_nan: bool,
+    /// Do not log predictions (nor profile them).
+    #[arg(long)]
+    pub no_log: bool,
+    /// Log predictions but do not keep per-minute profiles of them for monitoring.
+    #[arg(long)]
+    pub no_profile: bool,
+    /// Where predictions are logged (default: .cairn/predictions).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Also copy each sealed log segment to this remote (`<url>/predictions-v1/`).
+    #[arg(long, value_name = "REMOTE")]
+    pub log_remote: Option<String>,
+    /// Close a log segment at this size.
+    #[arg(long, value_name = "MB", default_value_t = 64)]
+    pub log_segment_mb: u64,
+    /// ... or at this age.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub log_segment_secs: u64,
+    /// Monitoring rules from this file instead of monitor.yaml (see `cairn alerts --help`).
+    #[arg(long, value_name = "FILE")]
+    pub monitor: Option<PathBuf>,
+    /// Do not evaluate monitoring rules (profiles are still kept).
+    #[arg(long)]
+    pub no_alerts: bool,
 }

@@ -25,7 +25,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub(crate) use args::OutputArgs;
 use args::{Cli, Command, PlotsCommand};
 use cairn_repo::Reporter;
 pub(crate) use context::Context;
@@ -100,7 +99,7 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         Command::Metrics(command) => pipelines::metrics_command(&context, command),
         Command::Lineage { path, output } => pipelines::lineage(&context, &path, &output),
         Command::Partitions(command) => pipelines::partitions_command(&context, command),
-        Command::Pipeline(pipelines::PipelineCommand::Schema) => pipelines::schema(),
+        Command::Pipeline(args::PipelineCommand::Schema) => pipelines::schema(),
         Command::Exp(command) => exp::command(&context, command, quiet, reporter),
         Command::Model(command) => model::command(&context, command, reporter),
         Command::Plots(PlotsCommand::Show { runs, metrics, output }) => plots::show(

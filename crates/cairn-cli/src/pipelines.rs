@@ -9,87 +9,12 @@ use cairn_app::pipeline::{LineageNode, PlanEntry, Resources};
 use cairn_pipeline::Observer;
 use cairn_pipeline::engine::{Action, Decision};
 use cairn_pipeline::exec::OutputSink;
-use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use crate::Context;
+use crate::args::{MetricsCommand, OutputArgs, ParamsCommand, PartitionsCommand, RunArgs};
 use crate::failure::Failure;
 use crate::output::{self, out};
-use crate::{Context, OutputArgs};
-
-#[derive(Args)]
-pub struct RunArgs {
-    /// Stages to run, with everything they depend on (default: all). A foreach or matrix
-    /// stage's name selects every stage it generates.
-    #[arg(value_name = "STAGE")]
-    stages: Vec<String>,
-    /// Print the plan — which stages would run, be restored or are fresh, and why — and run
-    /// nothing.
-    #[arg(long)]
-    dry: bool,
-    /// Commands to run at once (default: the number of CPUs).
-    #[arg(short, long)]
-    jobs: Option<usize>,
-    /// After a failure, keep running stages that do not depend on it.
-    #[arg(short, long)]
-    keep_going: bool,
-    /// Run the named stages (or all) even if they are fresh or in the run cache.
-    #[arg(short, long)]
-    force: bool,
-    /// Partitioned stages: run this partition (repeatable; `2026-01-05`, or `2026-01-05|us`
-    /// with several dimensions).
-    #[arg(long, value_name = "KEY")]
-    partition: Vec<String>,
-    /// Partitioned stages: run a range of partitions (backfill): `A..B`, or `DIM=A..B` for
-    /// one dimension.
-    #[arg(long, value_name = "RANGE")]
-    partitions: Vec<String>,
-    /// Record into this existing (queued) run instead of a new one: how `cairn exp run` runs
-    /// an experiment's workspace.
-    #[arg(long, hide = true, value_name = "RUN_ID")]
-    pub record_as: Option<String>,
-    #[command(flatten)]
-    output: OutputArgs,
-}
-
-#[derive(Subcommand)]
-pub enum ParamsCommand {
-    /// Params read by the pipeline's stages that differ between a revision and the work tree.
-    #[command(after_help = "Examples:\n  cairn params diff\n  cairn params diff v1 --json")]
-    Diff {
-        /// The revision to compare with (default HEAD).
-        rev: Option<String>,
-        /// Show every param, changed or not.
-        #[arg(long)]
-        all: bool,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum MetricsCommand {
-    /// The metrics files the stages declare (JSON, YAML, TOML, CSV), flattened.
-    #[command(after_help = "Examples:\n  cairn metrics show\n  cairn metrics show --json")]
-    Show {
-        #[command(flatten)]
-        output: OutputArgs,
-    },
-    /// Metrics that differ between a revision and the work tree, with the change.
-    #[command(after_help = "Examples:\n  cairn metrics diff\n  cairn metrics diff v1 --json")]
-    Diff {
-        /// The revision to compare with (default HEAD).
-        rev: Option<String>,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum PipelineCommand {
-    /// Print the JSON Schema of cairn.yaml (for editors: `# yaml-language-server: $schema=...`).
-    #[command(after_help = "Example:\n  cairn pipeline schema > docs/cairn.schema.json")]
-    Schema,
-}
 
 /// Prints stage output with a `[stage]` prefix and state changes on stderr.
 struct Printer {
@@ -367,38 +292,6 @@ fn print_node(node: &LineageNode, depth: usize) -> Result<(), Failure> {
         }
         LineageNode::Datums { path, source } => out(format!("{pad}{path} (not produced yet)  ({source})")),
     }
-}
-
-#[derive(Subcommand)]
-pub enum PartitionsCommand {
-    /// Every partition of a stage: fresh, stale, or never materialized.
-    #[command(
-        after_help = "Examples:\n  cairn partitions list ingest\n  cairn partitions list ingest --state missing\n  cairn partitions list ingest --json | jq .summary"
-    )]
-    List {
-        stage: String,
-        /// Only partitions in this state (fresh, stale, missing).
-        #[arg(long)]
-        state: Option<String>,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
-    /// Add keys to a stage's dynamic partition dimension.
-    #[command(
-        after_help = "Example:\n  cairn partitions add per_customer acme globex\n  git add .cairn/partitions"
-    )]
-    Add {
-        stage: String,
-        #[arg(required = true)]
-        keys: Vec<String>,
-    },
-    /// Remove keys from a stage's dynamic partition dimension (their outputs go at the next run).
-    #[command(after_help = "Example:\n  cairn partitions remove ingest customer-42 customer-43")]
-    Remove {
-        stage: String,
-        #[arg(required = true)]
-        keys: Vec<String>,
-    },
 }
 
 pub fn partitions_command(context: &Context, command: PartitionsCommand) -> Result<(), Failure> {

@@ -1,113 +1,18 @@
 //! `cairn remote`, `push`, `fetch`, `pull` and `gc --cloud`.
 
-use std::path::PathBuf;
-
 use cairn_app::transfer::{Fetched, Problem};
 use cairn_repo::Repo;
-use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use crate::Context;
+use crate::args::{OutputArgs, PullArgs, RemoteCommand, TransferArgs};
 use crate::failure::Failure;
 use crate::output::{json, out};
 use crate::progress::{Progress, human_bytes};
-use crate::{Context, OutputArgs};
-
-#[derive(Subcommand)]
-pub enum RemoteCommand {
-    /// Add a remote: a directory (local disk, NFS) or s3://BUCKET/PREFIX.
-    #[command(
-        after_help = "Examples:\n  cairn remote add origin s3://ml-data/churn --default\n  cairn remote add minio s3://bucket/proj -o endpoint=http://127.0.0.1:9000\n  cairn remote add nas /mnt/nas/cairn"
-    )]
-    Add {
-        name: String,
-        url: String,
-        /// Make it the default remote (`core.remote`).
-        #[arg(short, long)]
-        default: bool,
-        /// Remote options as KEY=VALUE (see `cairn remote modify --help`).
-        #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
-        options: Vec<String>,
-        /// Write to the user config instead of the project's.
-        #[arg(long)]
-        user: bool,
-    },
-    /// List remotes with their URLs.
-    #[command(after_help = "Examples:\n  cairn remote list\n  cairn remote list --json")]
-    List {
-        #[command(flatten)]
-        output: OutputArgs,
-    },
-    /// Remove a remote from the config (its data stays where it is).
-    #[command(after_help = "Example:\n  cairn remote remove old-nas")]
-    Remove {
-        name: String,
-        #[arg(long)]
-        user: bool,
-    },
-    /// Show or set the default remote.
-    #[command(after_help = "Examples:\n  cairn remote default\n  cairn remote default origin")]
-    Default {
-        name: Option<String>,
-        #[arg(long)]
-        user: bool,
-    },
-    /// Set or unset an option of a remote.
-    #[command(after_help = remote_options_help())]
-    Modify {
-        name: String,
-        /// `url` or an option name.
-        key: String,
-        value: Option<String>,
-        #[arg(long, conflicts_with = "value")]
-        unset: bool,
-        /// Write to the user config (for credentials: it is not committed to Git).
-        #[arg(long)]
-        user: bool,
-    },
-}
 
 /// Options whose values are credentials: never printed, never written to the project config.
 pub fn is_secret(key: &str) -> bool {
     ["secret", "token", "password"].iter().any(|word| key.contains(word))
-}
-
-fn remote_options_help() -> String {
-    let mut text = String::from("Options:\n  url                  the remote's location\n");
-    for (key, help) in cairn_remote::OPTIONS {
-        text.push_str(&format!("  {key:<20} {help}\n"));
-    }
-    text.push_str(
-        "\nCredentials come from remote options, then AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /\nAWS_SESSION_TOKEN, then the profile (AWS_PROFILE or `profile`) in ~/.aws/credentials.\n\nExample:\n  cairn remote modify --user origin access-key-id AKIA...",
-    );
-    text
-}
-
-/// Which pointers a transfer covers, and how.
-#[derive(Args)]
-pub struct TransferArgs {
-    /// Only these tracked paths (default: all of them).
-    #[arg(value_name = "PATH")]
-    paths: Vec<PathBuf>,
-    /// The remote (default: `core.remote`, or the only one).
-    #[arg(short, long)]
-    remote: Option<String>,
-    /// Also the pointers of this Git revision (repeatable).
-    #[arg(long, value_name = "REV")]
-    rev: Vec<String>,
-    /// Also the pointers at the tip of every local branch.
-    #[arg(long, short = 'a')]
-    all_branches: bool,
-    /// Also the pointers at every tag.
-    #[arg(long, short = 'T')]
-    all_tags: bool,
-    /// Also the pointers of every commit reachable from any branch or tag.
-    #[arg(long, short = 'A')]
-    all_commits: bool,
-    /// Concurrent transfers (default: the remote's `jobs` option, else 8).
-    #[arg(long, short = 'j')]
-    jobs: Option<usize>,
-    #[command(flatten)]
-    output: OutputArgs,
 }
 
 fn check_url(name: &str, url: &str) -> Result<(), Failure> {
@@ -346,24 +251,6 @@ pub fn fetch(context: &Context, args: TransferArgs, reporter: &Progress) -> Resu
     let scope = args.scope(context, ws.repo())?;
     let outcome = cairn_app::transfer::fetch(&ws, args.remote.as_deref(), args.jobs, scope, reporter)?;
     fetched("fetch from", outcome, args.output.json)
-}
-
-#[derive(Args)]
-pub struct PullArgs {
-    /// Only these tracked paths (default: all of them).
-    #[arg(value_name = "PATH")]
-    paths: Vec<PathBuf>,
-    /// The remote (default: `core.remote`, or the only one).
-    #[arg(short, long)]
-    remote: Option<String>,
-    /// Concurrent transfers.
-    #[arg(long, short = 'j')]
-    jobs: Option<usize>,
-    /// Overwrite work-tree changes that are not in the cache.
-    #[arg(long)]
-    force: bool,
-    #[command(flatten)]
-    output: OutputArgs,
 }
 
 pub fn pull(context: &Context, args: PullArgs, reporter: &Progress) -> Result<(), Failure> {

@@ -33,73 +33,7 @@ fn python_envs() -> PathBuf {
     cache.join("cairn/python-envs")
 }
 
-/// `cairn serve`'s flags.
-#[derive(clap::Args)]
-pub struct ServeArgs {
-    /// Models to serve: `NAME@ALIAS`, `NAME@VERSION` or `NAME`.
-    #[arg(value_name = "MODEL")]
-    pub targets: Vec<String>,
-    /// Address to listen on; 0.0.0.0 serves other machines (there is no authentication).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Port to listen on; 0 picks a free one (printed on stdout).
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
-    /// Port for the Open Inference Protocol over gRPC; 0 picks a free one (printed on stdout).
-    /// Default: 8081, or a free one with --port 0.
-    #[arg(long, value_name = "PORT")]
-    pub grpc_port: Option<u16>,
-    /// ONNX Runtime's shared library (default: $CAIRN_ONNXRUNTIME, else the onnxruntime wheel in the active or the project's .venv).
-    #[arg(long, value_name = "PATH")]
-    pub onnxruntime: Option<PathBuf>,
-    /// Sessions per model version (0: one per core); for MLflow models, Python worker processes.
-    #[arg(long, default_value_t = 0)]
-    pub sessions: usize,
-    /// How an MLflow model's Python environment is made: `virtualenv` builds one per distinct requirements.txt (cached), `local` uses --python as it is.
-    #[arg(long, value_name = "MANAGER", default_value = "virtualenv", value_parser = ["virtualenv", "local"])]
-    pub env_manager: String,
-    /// The Python interpreter for MLflow models: the base of their environments, or with --env-manager local the one they run in (default: $CAIRN_PYTHON, else python3).
-    #[arg(long, value_name = "PATH")]
-    pub python: Option<PathBuf>,
-    /// Batch concurrent requests, up to this many rows (off by default).
-    #[arg(long, value_name = "ROWS")]
-    pub batch_max: Option<usize>,
-    /// The longest a batch waits for more requests (only while more are arriving).
-    #[arg(long, value_name = "MS", default_value_t = 2)]
-    pub batch_wait_ms: u64,
-    /// The largest request body accepted.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
-    pub max_body: usize,
-    /// Take null (and \"NaN\") in float inputs as missing values (NaN) instead of refusing them.
-    #[arg(long)]
-    pub allow_nan: bool,
-    /// Do not log predictions (nor profile them).
-    #[arg(long)]
-    pub no_log: bool,
-    /// Log predictions but do not keep per-minute profiles of them for monitoring.
-    #[arg(long)]
-    pub no_profile: bool,
-    /// Where predictions are logged (default: .cairn/predictions).
-    #[arg(long, value_name = "DIR")]
-    pub log_dir: Option<PathBuf>,
-    /// Also copy each sealed log segment to this remote (`<url>/predictions-v1/`).
-    #[arg(long, value_name = "REMOTE")]
-    pub log_remote: Option<String>,
-    /// Close a log segment at this size.
-    #[arg(long, value_name = "MB", default_value_t = 64)]
-    pub log_segment_mb: u64,
-    /// ... or at this age.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub log_segment_secs: u64,
-    /// Monitoring rules from this file instead of monitor.yaml (see `cairn alerts --help`).
-    #[arg(long, value_name = "FILE")]
-    pub monitor: Option<PathBuf>,
-    /// Do not evaluate monitoring rules (profiles are still kept).
-    #[arg(long)]
-    pub no_alerts: bool,
-}
-
-impl ServeArgs {
+impl crate::args::ServeArgs {
     /// The request, with paths relative to `cwd` and the Python interpreter resolved
     /// (`--python`, else `$CAIRN_PYTHON`, else `python3`).
     pub fn request(self, cwd: &std::path::Path) -> ServeRequest {
