@@ -397,28 +397,67 @@ pub fn export(
     let config = drift_config(repo, &request.select.model)?;
     let reports = load(ws, &request.select, &config)?;
     // Requests to keep: all, or those with a drifted feature outside the reference.
-    let mut keep: Option<std::collections::HashSet<String>> = None;
-    if request.drifted_only {
-        let mut ids = std::collections::HashSet::new();
-        for report in &reports {
-            for f in report
-                .drift
-                .iter()
-                .flat_map(|d| &d.features)
-                .filter(|f| f.drifted && !f.feature.starts_with("output:"))
-            {
-                for r in outside(std::slice::from_ref(report), &f.feature)? {
-                    ids.insert(r["trace_id"].as_str().unwrap_or_default().to_owned());
-                }
+    let keep = if request.drifted_only { Some(drifted_requests(&reports)?) } else { None };
+    let (columns, mut rows) = export_rows(&reports, request, keep.as_ref());
+    if rows.is_empty() {
+        return Err(Error::refused(
+            "no logged predictions to export",
+            Some("widen --since, or drop --drifted-only / --labelled-only"),
+        ));
+    }
+    let mut header: Vec<String> = ["trace_id", "time_ms", "version"].map(str::to_owned).to_vec();
+    header.extend(columns.iter().cloned());
+    if request.with_labels || request.labelled_only {
+        header.push("label".into());
+    }
+    // Rows from before a column first appeared lack it.
+    for row in &mut rows {
+        row.resize(header.len(), Value::Null);
+    }
+    // Inside the repository (it is added as a dataset below), through no link leading out.
+    repo.prepare_write(&repo.rel_path(&file)?)?;
+    cairn_fs::write_with(&file, cairn_fs::Options::default(), |out| {
+        if format == "csv" { write_csv(out, &header, &rows) } else { write_parquet(out, &header, &rows) }
+    })
+    .map_err(|e| Error::refused(format!("cannot write {}: {e}", file.display()), None))?;
+    let added = if file == request.out { file.clone() } else { request.out.clone() };
+    let rel = repo.rel_path(&added)?;
+    let _lock = repo.lock(reporter)?;
+    repo.add(&[rel], reporter)?;
+    let labelled = header
+        .last()
+        .is_some_and(|h| h == "label")
+        .then(|| rows.iter().filter(|r| r.last().is_some_and(|l| !l.is_null())).count());
+    Ok(Exported { rows: rows.len(), labelled, file, added })
+}
+
+/// The trace ids of requests with a drifted feature outside what the reference saw.
+fn drifted_requests(reports: &[VersionReport]) -> Result<std::collections::HashSet<String>> {
+    let mut ids = std::collections::HashSet::new();
+    for report in reports {
+        let drifted = report.drift.iter().flat_map(|d| &d.features);
+        for f in drifted.filter(|f| f.drifted && !f.feature.starts_with("output:")) {
+            for r in outside(std::slice::from_ref(report), &f.feature)? {
+                ids.insert(r["trace_id"].as_str().unwrap_or_default().to_owned());
             }
         }
-        keep = Some(ids);
     }
+    Ok(ids)
+}
+
+/// One row per predicted row of the kept requests: trace id, time, version, each input
+/// column (in the order first seen), and the label with `with_labels`; returns the input
+/// columns and the rows.
+fn export_rows(
+    reports: &[VersionReport],
+    request: &ExportRequest,
+    keep: Option<&std::collections::HashSet<String>>,
+) -> (Vec<String>, Vec<Vec<Value>>) {
     let mut columns: Vec<String> = Vec::new();
     let mut rows: Vec<Vec<Value>> = Vec::new();
-    for report in &reports {
+    for report in reports {
         for entry in &report.entries {
-            if keep.as_ref().is_some_and(|k| !k.contains(&entry.trace_id)) {
+            if keep.is_some_and(|k| !k.contains(&entry.trace_id)) {
                 continue;
             }
             let label = report.labels.get(&entry.trace_id);
@@ -451,36 +490,7 @@ pub fn export(
             }
         }
     }
-    if rows.is_empty() {
-        return Err(Error::refused(
-            "no logged predictions to export",
-            Some("widen --since, or drop --drifted-only / --labelled-only"),
-        ));
-    }
-    let mut header: Vec<String> = ["trace_id", "time_ms", "version"].map(str::to_owned).to_vec();
-    header.extend(columns.iter().cloned());
-    if request.with_labels || request.labelled_only {
-        header.push("label".into());
-    }
-    // Rows from before a column first appeared lack it.
-    for row in &mut rows {
-        row.resize(header.len(), Value::Null);
-    }
-    // Inside the repository (it is added as a dataset below), through no link leading out.
-    repo.prepare_write(&repo.rel_path(&file)?)?;
-    cairn_fs::write_with(&file, cairn_fs::Options::default(), |out| {
-        if format == "csv" { write_csv(out, &header, &rows) } else { write_parquet(out, &header, &rows) }
-    })
-    .map_err(|e| Error::refused(format!("cannot write {}: {e}", file.display()), None))?;
-    let added = if file == request.out { file.clone() } else { request.out.clone() };
-    let rel = repo.rel_path(&added)?;
-    let _lock = repo.lock(reporter)?;
-    repo.add(&[rel], reporter)?;
-    let labelled = header
-        .last()
-        .is_some_and(|h| h == "label")
-        .then(|| rows.iter().filter(|r| r.last().is_some_and(|l| !l.is_null())).count());
-    Ok(Exported { rows: rows.len(), labelled, file, added })
+    (columns, rows)
 }
 
 fn write_csv(out: &mut std::fs::File, header: &[String], rows: &[Vec<Value>]) -> std::io::Result<()> {

@@ -258,3 +258,41 @@ pub fn gc_cloud(
         deleted: report.deleted,
     })
 }
+
+/// Whether a remote option's value is a credential: never shown, never written to the
+/// project's config.
+pub fn is_secret(key: &str) -> bool {
+    ["secret", "token", "password"].iter().any(|word| key.contains(word))
+}
+
+/// A configured remote (`remote list --json`), credentials masked.
+#[derive(Debug, Serialize)]
+pub struct RemoteSummary {
+    pub name: String,
+    pub url: String,
+    /// The one transfers use without `-r`.
+    pub default: bool,
+    /// Its options; a credential's value is `***`.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// The remotes the project and user configs define.
+pub fn remotes(repo: &cairn_repo::Repo) -> Vec<RemoteSummary> {
+    let settings = repo.settings();
+    let default = settings.default_remote.as_deref();
+    settings
+        .remotes
+        .values()
+        .map(|spec| RemoteSummary {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            default: default == Some(spec.name.as_str())
+                || (default.is_none() && settings.remotes.len() == 1),
+            options: spec
+                .options
+                .iter()
+                .map(|(k, v)| (k.clone(), if is_secret(k) { "***".to_owned() } else { v.clone() }))
+                .collect(),
+        })
+        .collect()
+}

@@ -133,6 +133,7 @@ fn histograms(
     }
 }
 
+/// One version's report on the terminal: what it saw, each feature, quality, coverage, drift.
 fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> {
     let first = report.entries.first().map_or(0, |e| e.time_ms);
     let last = report.entries.last().map_or(0, |e| e.time_ms);
@@ -153,6 +154,23 @@ fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> 
         ))?,
         None => out("  reference: none (register with --training-data to measure drift)")?,
     }
+    print_features(report)?;
+    print_quality(report)?;
+    print_coverage(report)?;
+    if let Some(d) = &report.drift {
+        let scored = d.features.iter().filter(|f| f.skipped.is_none()).count();
+        out(format!(
+            "  dataset drift: {} of {scored} features drifted ({:.0}%): {}",
+            d.drifted_features,
+            d.share * 100.0,
+            if d.drifted { "DRIFTED (at least half of the features)" } else { "not drifted" }
+        ))?;
+    }
+    Ok(())
+}
+
+/// Each feature: kind, counts, drift method and score, and histograms (current | reference).
+fn print_features(report: &mut VersionReport) -> Result<(), Failure> {
     out(format!(
         "  {:<24} {:<11} {:>7} {:>7} {:>6}  {:<24} {:<40} {:>8}  {:<5} {}",
         "feature",
@@ -203,6 +221,11 @@ fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> 
             },
         ))?;
     }
+    Ok(())
+}
+
+/// Rows and drift per minute, live quality from labels, and failures by reason.
+fn print_quality(report: &VersionReport) -> Result<(), Failure> {
     if !report.windows.is_empty() {
         let shares: Vec<f64> = report.windows.iter().map(|w| w.2.unwrap_or(0.0)).collect();
         let rows: Vec<f64> = report.windows.iter().map(|w| w.1 as f64).collect();
@@ -237,41 +260,36 @@ fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> 
             out(format!("    {n:>6}  {reason}"))?;
         }
     }
-    if let Some(r) = &report.reference {
-        let missing: Vec<&str> = r
-            .get("columns")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.get("name").and_then(Value::as_str))
-            .filter(|n| !report.profile.features.contains_key(*n))
-            .collect();
-        if !missing.is_empty() {
-            out(format!(
-                "  in the training data but never seen in production: {} (not model inputs, or always refused)",
-                missing.join(", ")
-            ))?;
-        }
-        let new: Vec<&String> = report
-            .profile
-            .features
-            .keys()
-            .filter(|n| !n.starts_with("output:") && cairn_monitor::reference_column(r, n).is_none())
-            .collect();
-        if !new.is_empty() {
-            out(format!(
-                "  in production but not in the training data (no drift measured): {}",
-                new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            ))?;
-        }
-    }
-    if let Some(d) = &report.drift {
-        let scored = d.features.iter().filter(|f| f.skipped.is_none()).count();
+    Ok(())
+}
+
+/// Columns seen only in training, or only in production.
+fn print_coverage(report: &VersionReport) -> Result<(), Failure> {
+    let Some(r) = &report.reference else { return Ok(()) };
+    let missing: Vec<&str> = r
+        .get("columns")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .filter(|n| !report.profile.features.contains_key(*n))
+        .collect();
+    if !missing.is_empty() {
         out(format!(
-            "  dataset drift: {} of {scored} features drifted ({:.0}%): {}",
-            d.drifted_features,
-            d.share * 100.0,
-            if d.drifted { "DRIFTED (at least half of the features)" } else { "not drifted" }
+            "  in the training data but never seen in production: {} (not model inputs, or always refused)",
+            missing.join(", ")
+        ))?;
+    }
+    let new: Vec<&String> = report
+        .profile
+        .features
+        .keys()
+        .filter(|n| !n.starts_with("output:") && cairn_monitor::reference_column(r, n).is_none())
+        .collect();
+    if !new.is_empty() {
+        out(format!(
+            "  in production but not in the training data (no drift measured): {}",
+            new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         ))?;
     }
     Ok(())

@@ -1,19 +1,13 @@
 //! `cairn remote`, `push`, `fetch`, `pull` and `gc --cloud`.
 
-use cairn_app::transfer::{Fetched, Problem};
+use cairn_app::transfer::{Fetched, Problem, is_secret};
 use cairn_repo::Repo;
-use serde::Serialize;
 
 use crate::Context;
 use crate::args::{OutputArgs, PullArgs, RemoteCommand, TransferArgs};
 use crate::failure::Failure;
 use crate::output::{json, out};
 use crate::progress::{Progress, human_bytes};
-
-/// Options whose values are credentials: never printed, never written to the project config.
-pub fn is_secret(key: &str) -> bool {
-    ["secret", "token", "password"].iter().any(|word| key.contains(word))
-}
 
 fn check_url(name: &str, url: &str) -> Result<(), Failure> {
     // Relative directories are kept relative (to the repository root) so the config travels.
@@ -33,61 +27,9 @@ fn split_option(option: &str) -> Result<(&str, &str), Failure> {
 pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failure> {
     match command {
         RemoteCommand::Add { name, url, default, options, user } => {
-            check_url(&name, &url)?;
-            let parsed = options.iter().map(|o| split_option(o)).collect::<Result<Vec<_>, _>>()?;
-            for (key, value) in &parsed {
-                cairn_remote::check_option(&name, key, value).map_err(remote_failure)?;
-            }
-            let mut file = context.config_file(user)?;
-            file.add_remote(&name, &url)?;
-            for (key, value) in parsed {
-                file.set_remote_option(&name, key, Some(value), false)?;
-            }
-            if default {
-                file.set("core.remote", &name)?;
-            }
-            out(format!("added remote {name} -> {url}{}", if default { " (default)" } else { "" }))
+            add(context, &name, &url, default, &options, user)
         }
-        RemoteCommand::List { output } => {
-            let repo = context.open()?;
-            let settings = repo.settings();
-            #[derive(Serialize)]
-            struct RemoteJson<'a> {
-                name: &'a str,
-                url: &'a str,
-                default: bool,
-                options: std::collections::BTreeMap<&'a str, &'a str>,
-            }
-            let default = settings.default_remote.as_deref();
-            let list: Vec<RemoteJson> = settings
-                .remotes
-                .values()
-                .map(|spec| RemoteJson {
-                    name: &spec.name,
-                    url: &spec.url,
-                    default: default == Some(spec.name.as_str())
-                        || (default.is_none() && settings.remotes.len() == 1),
-                    // Never print secrets.
-                    options: spec
-                        .options
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
-                        .collect(),
-                })
-                .collect();
-            if output.json {
-                return json(&list);
-            }
-            for remote in list {
-                out(format!(
-                    "{}\t{}{}",
-                    remote.name,
-                    remote.url,
-                    if remote.default { "\t(default)" } else { "" }
-                ))?;
-            }
-            Ok(())
-        }
+        RemoteCommand::List { output } => list(context, output.json),
         RemoteCommand::Remove { name, user } => {
             let mut file = context.config_file(user)?;
             if !file.remove_remote(&name)? {
@@ -98,54 +40,95 @@ pub fn run_remote(context: &Context, command: RemoteCommand) -> Result<(), Failu
             }
             out(format!("removed remote {name}"))
         }
-        RemoteCommand::Default { name: None, user: _ } => {
-            let repo = context.open()?;
-            let spec = repo.remote_spec(None)?;
-            out(spec.name)
-        }
-        RemoteCommand::Default { name: Some(name), user } => {
-            let repo = context.open()?;
-            if !repo.settings().remotes.contains_key(&name) {
-                return Err(cairn_repo::RepoError::UnknownRemote {
-                    name,
-                    known: repo.settings().remotes.keys().cloned().collect(),
-                }
-                .into());
-            }
-            let mut file = context.config_file(user)?;
-            file.set("core.remote", &name)?;
-            out(format!("default remote: {name}"))
-        }
+        RemoteCommand::Default { name: None, user: _ } => out(context.open()?.remote_spec(None)?.name),
+        RemoteCommand::Default { name: Some(name), user } => set_default(context, name, user),
         RemoteCommand::Modify { name, key, value, unset, user } => {
-            let mut file = context.config_file(user)?;
-            if !unset && value.is_none() {
-                return Err(Failure::usage("give a VALUE, or --unset"));
-            }
-            if value.is_some() && !user && is_secret(&key) {
-                return Err(Failure::user(
-                    format!(
-                        "`{key}` is a credential: written to `.cairn/config`, it would be committed to Git"
-                    ),
-                    Some(&format!(
-                        "keep it in your user config: cairn remote modify --user {name} {key} VALUE"
-                    )),
-                ));
-            }
-            if let Some(value) = &value {
-                if key == "url" {
-                    check_url(&name, value)?;
-                } else {
-                    cairn_remote::check_option(&name, &key, value).map_err(remote_failure)?;
-                }
-            }
-            // The user file may add options (credentials) to a remote the project defines.
-            let changed = file.set_remote_option(&name, &key, value.as_deref(), user)?;
-            if unset && !changed {
-                return Err(Failure::user(format!("`{key}` is not set for remote `{name}`"), None));
-            }
-            Ok(())
+            modify(context, &name, &key, value, unset, user)
         }
     }
+}
+
+/// `cairn remote add NAME URL [-o KEY=VALUE]... [--default]`.
+fn add(
+    context: &Context,
+    name: &str,
+    url: &str,
+    default: bool,
+    options: &[String],
+    user: bool,
+) -> Result<(), Failure> {
+    check_url(name, url)?;
+    let parsed = options.iter().map(|o| split_option(o)).collect::<Result<Vec<_>, _>>()?;
+    for (key, value) in &parsed {
+        cairn_remote::check_option(name, key, value).map_err(remote_failure)?;
+    }
+    let mut file = context.config_file(user)?;
+    file.add_remote(name, url)?;
+    for (key, value) in parsed {
+        file.set_remote_option(name, key, Some(value), false)?;
+    }
+    if default {
+        file.set("core.remote", name)?;
+    }
+    out(format!("added remote {name} -> {url}{}", if default { " (default)" } else { "" }))
+}
+
+/// `cairn remote list`: credentials are never printed.
+fn list(context: &Context, as_json: bool) -> Result<(), Failure> {
+    let remotes = cairn_app::transfer::remotes(&context.open()?);
+    if as_json {
+        return json(&remotes);
+    }
+    for remote in remotes {
+        out(format!("{}\t{}{}", remote.name, remote.url, if remote.default { "\t(default)" } else { "" }))?;
+    }
+    Ok(())
+}
+
+/// `cairn remote default NAME`.
+fn set_default(context: &Context, name: String, user: bool) -> Result<(), Failure> {
+    let repo = context.open()?;
+    if !repo.settings().remotes.contains_key(&name) {
+        let known = repo.settings().remotes.keys().cloned().collect();
+        return Err(cairn_repo::RepoError::UnknownRemote { name, known }.into());
+    }
+    let mut file = context.config_file(user)?;
+    file.set("core.remote", &name)?;
+    out(format!("default remote: {name}"))
+}
+
+/// `cairn remote modify NAME KEY [VALUE | --unset]`: a credential goes to the user config only.
+fn modify(
+    context: &Context,
+    name: &str,
+    key: &str,
+    value: Option<String>,
+    unset: bool,
+    user: bool,
+) -> Result<(), Failure> {
+    let mut file = context.config_file(user)?;
+    if !unset && value.is_none() {
+        return Err(Failure::usage("give a VALUE, or --unset"));
+    }
+    if value.is_some() && !user && is_secret(key) {
+        return Err(Failure::user(
+            format!("`{key}` is a credential: written to `.cairn/config`, it would be committed to Git"),
+            Some(&format!("keep it in your user config: cairn remote modify --user {name} {key} VALUE")),
+        ));
+    }
+    if let Some(value) = &value {
+        if key == "url" {
+            check_url(name, value)?;
+        } else {
+            cairn_remote::check_option(name, key, value).map_err(remote_failure)?;
+        }
+    }
+    // The user file may add options (credentials) to a remote the project defines.
+    let changed = file.set_remote_option(name, key, value.as_deref(), user)?;
+    if unset && !changed {
+        return Err(Failure::user(format!("`{key}` is not set for remote `{name}`"), None));
+    }
+    Ok(())
 }
 
 fn remote_failure(error: cairn_remote::RemoteError) -> Failure {
