@@ -27,18 +27,12 @@ pub fn lock_content(repo: &Repo) -> Result<Vec<Labelled>> {
     let mut out = Vec::new();
     for (name, stage) in &lock.stages {
         for (path, content) in &stage.outs {
-            if let Some(pointer) = content.to_pointer() {
-                out.push((
-                    format!("{path} (stage {name})"),
-                    Tracked { rel: path.as_bytes().to_vec(), pointer },
-                ));
-            }
+            let pointer = content.to_pointer();
+            out.push((format!("{path} (stage {name})"), Tracked { rel: path.as_bytes().to_vec(), pointer }));
         }
         // Datum and partitioned stages: the parts list (a cache object) and each part's files.
         let base = stage.outs.keys().next().cloned().unwrap_or_default();
-        let Some(digest) = stage.parts.as_deref().and_then(|d| Digest::parse_bytes(d.as_bytes())) else {
-            continue;
-        };
+        let Some(digest) = stage.parts else { continue };
         let label = format!("{base} (parts of stage {name})");
         let Ok(bytes) = repo.store().read_verified(&digest) else {
             // Not here yet (a clone that has not pulled): the list itself is still wanted.
@@ -53,12 +47,11 @@ pub fn lock_content(repo: &Repo) -> Result<Vec<Labelled>> {
             Error::refused(format!("the parts list {digest} of stage `{name}` is damaged: {e}"), None)
         })?;
         for (key, part) in &parts.parts {
-            if let Some(pointer) = part.outs.to_pointer() {
-                out.push((
-                    format!("{base} (stage {name}, part {key})"),
-                    Tracked { rel: base.as_bytes().to_vec(), pointer },
-                ));
-            }
+            let pointer = part.outs.to_pointer();
+            out.push((
+                format!("{base} (stage {name}, part {key})"),
+                Tracked { rel: base.as_bytes().to_vec(), pointer },
+            ));
         }
     }
     Ok(out)
@@ -73,12 +66,12 @@ pub fn local_runs(repo: &Repo) -> Vec<(Digest, Vec<Labelled>)> {
         let mut records = Vec::new();
         let mut complete = true;
         for (path, content) in &entry.outs {
-            match content.to_pointer() {
-                Some(pointer) if repo.has_content(&pointer).unwrap_or(false) => records.push((
-                    format!("{path} (run cache of `{}`)", entry.stage),
-                    Tracked { rel: path.as_bytes().to_vec(), pointer },
-                )),
-                _ => complete = false,
+            let pointer = content.to_pointer();
+            if repo.has_content(&pointer).unwrap_or(false) {
+                let label = format!("{path} (run cache of `{}`)", entry.stage);
+                records.push((label, Tracked { rel: path.as_bytes().to_vec(), pointer }));
+            } else {
+                complete = false;
             }
         }
         if complete {
@@ -142,9 +135,7 @@ pub fn kept_content(ws: &Workspace) -> Result<Vec<(String, Pointer)>> {
     for fingerprint in runs.list() {
         if let Some(entry) = runs.get(&fingerprint) {
             for (path, content) in entry.outs {
-                if let Some(pointer) = content.to_pointer() {
-                    out.push((format!("{path} (run cache of `{}`)", entry.stage), pointer));
-                }
+                out.push((format!("{path} (run cache of `{}`)", entry.stage), content.to_pointer()));
             }
         }
     }

@@ -769,12 +769,11 @@ fn content_of(repo: &Repo, io: &[IoRecord], label: &str) -> Vec<(String, cairn_r
         };
         for (stage, locked) in &lock.stages {
             for (path, content) in &locked.outs {
-                if let Some(pointer) = content.to_pointer() {
-                    out.push((
-                        format!("{path} (stage {stage} of {label})"),
-                        cairn_repo::Tracked { rel: path.as_bytes().to_vec(), pointer },
-                    ));
-                }
+                let pointer = content.to_pointer();
+                out.push((
+                    format!("{path} (stage {stage} of {label})"),
+                    cairn_repo::Tracked { rel: path.as_bytes().to_vec(), pointer },
+                ));
             }
         }
     }

@@ -373,8 +373,7 @@ fn cached_metric(repo: &Repo, rev: Option<&str>, file: &str) -> Option<Vec<u8>> 
     let lock =
         LockFile::parse(std::path::Path::new(LOCK_FILE), std::str::from_utf8(&lock_bytes).ok()?).ok()?;
     let content = lock.stages.values().find_map(|s| s.outs.get(file))?;
-    let pointer = content.to_pointer()?;
-    repo.store().read_verified(&pointer.digest).ok()
+    repo.store().read_verified(&content.digest).ok()
 }
 
 /// `metrics show`: the declared metrics files' values, by file.
@@ -422,10 +421,10 @@ pub enum LineageNode {
     /// Made by a stage, from its inputs.
     Stage {
         path: String,
-        digest: Option<String>,
+        digest: Option<cairn_hash::Digest>,
         stage: String,
         cmd: Vec<String>,
-        fingerprint: Option<String>,
+        fingerprint: Option<cairn_hash::Digest>,
         params: Option<BTreeMap<String, BTreeMap<String, Value>>>,
         /// False when the stage has not run yet.
         ran: bool,
@@ -434,7 +433,7 @@ pub enum LineageNode {
     /// A stage already on the path (a cycle through a directory dependency).
     Repeated { path: String, stage: String, repeated: bool },
     /// Raw data or code: its digest now, and whether Cairn or Git tracks it.
-    Source { path: String, digest: Option<String>, source: &'static str },
+    Source { path: String, digest: Option<cairn_hash::Digest>, source: &'static str },
     /// A datum stage's glob.
     Datums { path: String, source: &'static str },
 }
@@ -474,7 +473,7 @@ fn lineage_node(repo: &Repo, project: &Project, path: &str, seen: &mut Vec<Strin
         let tracked = repo.read_pointer(path.as_bytes()).ok().flatten().is_some();
         return Ok(LineageNode::Source {
             path: path.to_owned(),
-            digest: record.map(|r| r.digest.to_string()),
+            digest: record.map(|r| r.digest),
             source: if tracked { "tracked by cairn" } else { "work tree (Git)" },
         });
     };
@@ -489,7 +488,7 @@ fn lineage_node(repo: &Repo, project: &Project, path: &str, seen: &mut Vec<Strin
     let locked = project.lock.stages.get(&stage.name);
     let out =
         stage.outs.iter().find(|o| cairn_pipeline::graph::is_under(path, &o.path)).map(|o| o.path.clone());
-    let digest = locked.and_then(|l| out.as_ref().and_then(|o| l.outs.get(o))).map(|c| c.digest.clone());
+    let digest = locked.and_then(|l| out.as_ref().and_then(|o| l.outs.get(o))).map(|c| c.digest);
     let mut inputs = Vec::new();
     for dep in &stage.deps {
         inputs.push(lineage_node(repo, project, dep, seen)?);
@@ -503,7 +502,7 @@ fn lineage_node(repo: &Repo, project: &Project, path: &str, seen: &mut Vec<Strin
         digest,
         stage: stage.name.clone(),
         cmd: stage.cmd.clone(),
-        fingerprint: locked.map(|l| l.fingerprint.clone()),
+        fingerprint: locked.map(|l| l.fingerprint),
         params: locked.map(|l| l.params.clone()),
         ran: locked.is_some(),
         inputs,

@@ -191,7 +191,7 @@ impl Recorder {
                     wall_ms: (stage.seconds * 1000.0).round() as i64,
                     cpu_ms: stage.cpu_ms,
                     max_rss_kb: stage.max_rss_kb,
-                    fingerprint: locked.map(|l| l.fingerprint.clone()),
+                    fingerprint: locked.map(|l| l.fingerprint.to_string()),
                     log: if ran {
                         artifacts.as_deref().and_then(|root| self.keep_logs(repo, root, &stage.stage))
                     } else {
@@ -217,16 +217,13 @@ impl Recorder {
                 io.insert(("output", path.clone()), content.clone());
             }
         }
-        // A lock entry whose digest is malformed (a hand-edited lock) is not recorded.
         let records: Vec<IoRecord> = io
             .into_iter()
-            .filter_map(|((direction, path), c)| {
-                Some(IoRecord {
-                    direction: direction.into(),
-                    path,
-                    digest: c.digest.parse().ok()?,
-                    size: c.size as i64,
-                })
+            .map(|((direction, path), c)| IoRecord {
+                direction: direction.into(),
+                path,
+                digest: c.digest,
+                size: c.size as i64,
             })
             .collect();
         self.store.record_io(&self.run_id, &records)?;

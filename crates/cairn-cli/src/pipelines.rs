@@ -258,9 +258,9 @@ pub fn lineage(context: &Context, path: &std::path::Path, output: &OutputArgs) -
     print_node(&lineage.node, 0)
 }
 
-fn short_digest(digest: Option<&str>) -> String {
+fn short_digest(digest: Option<&cairn_hash::Digest>) -> String {
     match digest {
-        Some(d) => format!(" {}", d.trim_start_matches("blake3:").chars().take(12).collect::<String>()),
+        Some(d) => format!(" {}", d.hex().chars().take(12).collect::<String>()),
         None => " (not produced yet)".into(),
     }
 }
@@ -269,7 +269,7 @@ fn print_node(node: &LineageNode, depth: usize) -> Result<(), Failure> {
     let pad = "    ".repeat(depth);
     match node {
         LineageNode::Stage { path, digest, stage, cmd, params, ran, inputs, .. } => {
-            out(format!("{pad}{path}{}  ← stage `{stage}`", short_digest(digest.as_deref())))?;
+            out(format!("{pad}{path}{}  ← stage `{stage}`", short_digest(digest.as_ref())))?;
             out(format!("{pad}    cmd: {}", cmd.join(" && ")))?;
             for (file, keys) in params.iter().flatten() {
                 for (k, v) in keys {
@@ -288,7 +288,7 @@ fn print_node(node: &LineageNode, depth: usize) -> Result<(), Failure> {
             out(format!("{pad}{path} (not produced yet)  ← stage `{stage}`"))
         }
         LineageNode::Source { path, digest, source } => {
-            out(format!("{pad}{path}{}  ({source})", short_digest(digest.as_deref())))
+            out(format!("{pad}{path}{}  ({source})", short_digest(digest.as_ref())))
         }
         LineageNode::Datums { path, source } => out(format!("{pad}{path} (not produced yet)  ({source})")),
     }

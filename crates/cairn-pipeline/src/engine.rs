@@ -190,9 +190,8 @@ pub fn seconds(d: Duration) -> String {
     if s < 10.0 { format!("{s:.2}s") } else { format!("{s:.0}s") }
 }
 
-fn short(digest: &str) -> String {
-    let hex = digest.strip_prefix("blake3:").unwrap_or(digest);
-    hex.chars().take(10).collect()
+fn short(digest: &Digest) -> String {
+    digest.hex().chars().take(10).collect()
 }
 
 pub(crate) fn rel_bytes(path: &str) -> Vec<u8> {
@@ -462,7 +461,7 @@ impl<'r> Project<'r> {
                 Decision::Restore | Decision::Record => {
                     // Downstream stages see the outputs the run cache will give back.
                     for (path, content) in evaluation.outs.iter().flatten() {
-                        records.insert(path.clone(), content.to_pointer());
+                        records.insert(path.clone(), Some(content.to_pointer()));
                     }
                     self.invalidate_inside(i, &mut records, true);
                 }
@@ -647,7 +646,7 @@ impl<'r> Project<'r> {
             } else if project.fetcher.is_some() {
                 if project.fetching {
                     let records: Vec<(String, Pointer)> =
-                        outs.iter().filter_map(|(p, c)| c.to_pointer().map(|ptr| (p.clone(), ptr))).collect();
+                        outs.iter().map(|(p, c)| (p.clone(), c.to_pointer())).collect();
                     let source = project.fetcher.as_ref().expect("checked above");
                     (source.fetch(&records) && project.has_all(outs)).then_some(" (fetched from the remote)")
                 } else {
@@ -679,7 +678,7 @@ impl<'r> Project<'r> {
     }
 
     fn has_all(&self, outs: &BTreeMap<String, Content>) -> bool {
-        outs.values().all(|c| c.to_pointer().is_some_and(|p| self.repo.has_content(&p).unwrap_or(false)))
+        outs.values().all(|c| self.repo.has_content(&c.to_pointer()).unwrap_or(false))
     }
 
     /// The parts a datum or partitioned stage has recorded (from the object the lock names;
@@ -692,8 +691,7 @@ impl<'r> Project<'r> {
             .lock
             .stages
             .get(stage)
-            .and_then(|l| l.parts.as_ref())
-            .and_then(|d| Digest::parse_bytes(d.as_bytes()))
+            .and_then(|l| l.parts)
             .and_then(|d| self.repo.store().read_verified(&d).ok())
             .and_then(|bytes| serde_json::from_slice::<crate::lock::PartsFile>(&bytes).ok())
             .map(|f| f.parts)
@@ -796,10 +794,7 @@ impl<'r> Project<'r> {
             .map(|(key, deps)| {
                 let state = match locked.get(&key) {
                     None => PartitionState::Missing,
-                    Some(l)
-                        if l.fingerprint
-                            == Self::part_fingerprint(&stage, &inputs, &key, &deps).to_string() =>
-                    {
+                    Some(l) if l.fingerprint == Self::part_fingerprint(&stage, &inputs, &key, &deps) => {
                         PartitionState::Fresh
                     }
                     Some(_) => PartitionState::Stale,
@@ -863,7 +858,7 @@ impl<'r> Project<'r> {
                 });
             }
             let fp = Self::part_fingerprint(stage, &inputs, key, part_deps);
-            if !force && locked.get(key).is_some_and(|l| l.fingerprint == fp.to_string()) {
+            if !force && locked.get(key).is_some_and(|l| l.fingerprint == fp) {
                 plan.fresh += 1;
                 continue;
             }
@@ -929,9 +924,8 @@ impl<'r> Project<'r> {
                     .filter(|(k, _)| current.contains(k.as_str()))
                     .map(|(key, d)| Part {
                         key: key.clone(),
-                        fingerprint: Digest::parse_bytes(d.fingerprint.as_bytes())
-                            .unwrap_or(Digest::blake3([0; 32])),
-                        input: Digest::parse_bytes(d.input.as_bytes()),
+                        fingerprint: d.fingerprint,
+                        input: d.input,
                         cached: Some(d.outs.clone()),
                     })
                     .collect();
@@ -954,12 +948,10 @@ impl<'r> Project<'r> {
     /// Parts to restore need their outputs here: fetches the missing ones in one batch (in a
     /// run, from the configured source), and turns what is still missing into parts to run.
     fn settle_cached(&self, todo: &mut [Part]) {
-        let has = |c: &Content| c.to_pointer().is_some_and(|p| self.repo.has_content(&p).unwrap_or(false));
+        let has = |c: &Content| self.repo.has_content(&c.to_pointer()).unwrap_or(false);
         let absent: Vec<(String, Pointer)> = todo
             .iter()
-            .filter_map(|d| {
-                d.cached.as_ref().filter(|c| !has(c)).and_then(|c| c.to_pointer()).map(|p| (d.key.clone(), p))
-            })
+            .filter_map(|d| d.cached.as_ref().filter(|c| !has(c)).map(|c| (d.key.clone(), c.to_pointer())))
             .collect();
         if !absent.is_empty()
             && self.fetching
@@ -1097,7 +1089,7 @@ fn input_changes(
     fingerprint: Digest,
 ) -> Vec<String> {
     let mut reasons = Vec::new();
-    if locked.fingerprint == fingerprint.to_string() {
+    if locked.fingerprint == fingerprint {
         return reasons;
     }
     if locked.cmd != stage.cmd {

@@ -43,10 +43,10 @@ pub struct LockFile {
     pub stages: BTreeMap<String, LockedStage>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LockedStage {
-    pub fingerprint: String,
+    pub fingerprint: Digest,
     pub cmd: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub wdir: String,
@@ -61,7 +61,7 @@ pub struct LockedStage {
     /// Datum and partitioned stages: the digest of the JSON object in the cache that lists
     /// every part (see [`PartsFile`]); kept out of this file so it stays small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parts: Option<String>,
+    pub parts: Option<Digest>,
 }
 
 /// The parts of a datum or partitioned stage, stored as a cache object (JSON):
@@ -75,10 +75,10 @@ pub struct PartsFile {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LockedDatum {
-    pub fingerprint: String,
-    /// Content digest of a datum's input path (empty for a partition).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub input: String,
+    pub fingerprint: Digest,
+    /// Content digest of a datum's input path (none for a partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Digest>,
     /// The files this datum wrote, as a directory.
     pub outs: Content,
 }
@@ -88,7 +88,7 @@ pub struct LockedDatum {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
@@ -100,22 +100,21 @@ impl Content {
     pub fn from_pointer(p: &Pointer) -> Self {
         match p.kind {
             PointerKind::File { executable } => {
-                Content { digest: p.digest.to_string(), size: p.size, files: None, executable }
+                Content { digest: p.digest, size: p.size, files: None, executable }
             }
             PointerKind::Directory { files } => {
-                Content { digest: p.digest.to_string(), size: p.size, files: Some(files), executable: false }
+                Content { digest: p.digest, size: p.size, files: Some(files), executable: false }
             }
         }
     }
 
-    /// The record as a pointer (`None` if the digest does not parse).
-    pub fn to_pointer(&self) -> Option<Pointer> {
-        let digest = Digest::parse_bytes(self.digest.as_bytes())?;
+    /// The record as a pointer.
+    pub fn to_pointer(&self) -> Pointer {
         let kind = match self.files {
             Some(files) => PointerKind::Directory { files },
             None => PointerKind::File { executable: self.executable },
         };
-        Some(Pointer { kind, digest, size: self.size })
+        Pointer { kind, digest: self.digest, size: self.size }
     }
 }
 
@@ -175,15 +174,20 @@ mod tests {
     fn round_trips() {
         let mut lock = LockFile::default_schema();
         let content = Content {
-            digest: format!("blake3:{}", "ab".repeat(32)),
+            digest: format!("blake3:{}", "ab".repeat(32)).parse().unwrap(),
             size: 3,
             files: Some(1),
             executable: false,
         };
         let mut stage = LockedStage {
-            fingerprint: content.digest.clone(),
+            fingerprint: content.digest,
             cmd: vec!["echo hi".into()],
-            ..Default::default()
+            wdir: String::new(),
+            deps: BTreeMap::new(),
+            params: BTreeMap::new(),
+            env: BTreeMap::new(),
+            outs: BTreeMap::new(),
+            parts: None,
         };
         stage.deps.insert("data/raw".into(), content.clone());
         stage.params.entry("params.yaml".into()).or_default().insert("train.lr".into(), Value::from(0.01));

@@ -327,9 +327,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 if evaluation.decision == Decision::Restore {
                     let tracked: Vec<Tracked> = outs
                         .iter()
-                        .filter_map(|(path, c)| {
-                            c.to_pointer().map(|pointer| Tracked { rel: rel_bytes(path), pointer })
-                        })
+                        .map(|(path, c)| Tracked { rel: rel_bytes(path), pointer: c.to_pointer() })
                         .collect();
                     self.project.repo.restore_outputs(tracked, &NoReporter)?;
                     observer.stage(&name, "restored from the run cache");
@@ -466,7 +464,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     fn record(&mut self, i: usize, evaluation: &Evaluation, outs: BTreeMap<String, Content>) {
         let stage = &self.project.pipeline.stages[i];
         let locked = LockedStage {
-            fingerprint: evaluation.fingerprint.to_string(),
+            fingerprint: evaluation.fingerprint,
             cmd: stage.cmd.clone(),
             wdir: stage.wdir.clone(),
             deps: evaluation.deps.clone(),
@@ -478,7 +476,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         let name = stage.name.clone();
         self.project.invalidate_inside(i, &mut self.records, false);
         for (path, content) in &outs {
-            self.records.insert(path.clone(), content.to_pointer());
+            self.records.insert(path.clone(), Some(content.to_pointer()));
         }
         self.project.lock.stages.insert(name, locked);
     }
@@ -602,7 +600,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     }
 
     fn remove_part_files(&self, out: &str, content: &Content) -> Result<()> {
-        let Some(pointer) = content.to_pointer() else { return Ok(()) };
+        let pointer = content.to_pointer();
         let Ok(files) = self.project.repo.content_files(&pointer) else { return Ok(()) };
         let base = self.project.repo.root().join(out);
         let confine = self.project.repo.confinement();
@@ -642,8 +640,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         let staging = staging_rel(&stage.name, &part.key);
         let content = match cached {
             Some(content) => {
-                let pointer =
-                    content.to_pointer().ok_or_else(|| PipelineError::Internal("bad part record".into()))?;
+                let pointer = content.to_pointer();
                 repo.restore_outputs(vec![Tracked { rel: rel_bytes(&staging), pointer }], &NoReporter)?;
                 content
             }
@@ -696,11 +693,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 .map_err(|e| PipelineError::io("move a part's output to", &dest, e))?;
         }
         let _ = std::fs::remove_dir_all(&from);
-        Ok(LockedDatum {
-            fingerprint: part.fingerprint.to_string(),
-            input: part.input.map(|d| d.to_string()).unwrap_or_default(),
-            outs: content,
-        })
+        Ok(LockedDatum { fingerprint: part.fingerprint, input: part.input, outs: content })
     }
 
     fn complete_parts_stage(&mut self, i: usize, observer: &dyn Observer) -> Result<()> {
@@ -746,13 +739,14 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         for (key, part) in &file.parts {
             combined.extend_from_slice(key.as_bytes());
             combined.push(0);
-            combined.extend_from_slice(part.fingerprint.as_bytes());
+            // The fingerprint's text (`blake3:…`), as this encoding has always hashed it.
+            combined.extend_from_slice(part.fingerprint.to_string().as_bytes());
             combined.push(0);
         }
         evaluation.fingerprint = hash_bytes(&combined);
         self.record(i, &evaluation, outs);
         if let Some(locked) = self.project.lock.stages.get_mut(&name) {
-            locked.parts = Some(digest.to_string());
+            locked.parts = Some(digest);
         }
         self.project.parts.insert(name.clone(), file.parts);
         self.state[i] = State::Done;
