@@ -199,4 +199,11 @@ mod tests {
         let err = LockFile::parse(Path::new("cairn.lock"), "schema: 9\n").unwrap_err();
         assert!(err.to_string().contains("upgrade"), "{err}");
     }
+
+    #[test]
+    fn a_malformed_digest_is_an_error_that_names_it() {
+        let text = "schema: 1\nstages:\n  s:\n    fingerprint: blake3:zz\n    cmd: [x]\n";
+        let err = LockFile::parse(Path::new("cairn.lock"), text).unwrap_err().to_string();
+        assert!(err.contains("cairn.lock") && err.contains("`blake3:zz` is not a digest"), "{err}");
+    }
 }
