@@ -113,7 +113,11 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             };
             tracking::serve(&context.workspace()?, &host, port, uploads, quiet)
         }
-        Command::Serve(args) => serve::serve(&context.workspace()?, args.request(&context.cwd), quiet),
+        Command::Serve(args) => {
+            let ws = context.workspace()?;
+            let (listen, settings) = args.resolve(&context.cwd, ws.repo())?;
+            serve::serve(&ws, listen, settings, quiet)
+        }
         Command::Monitor { action: Some(action), .. } => monitor::command(&context, action, reporter),
         Command::Monitor { action: None, model, select, html, window, output } => monitor::monitor(
             &context.workspace()?,

@@ -6,7 +6,7 @@
 //! trace id that `cairn trace` walks back to the model version, its run, params, metrics,
 //! training data and commit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,24 +33,49 @@ fn python_envs() -> PathBuf {
     cache.join("cairn/python-envs")
 }
 
+/// Where `cairn serve` listens.
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+    /// The Open Inference Protocol over gRPC listens here.
+    pub grpc_port: u16,
+}
+
 impl crate::args::ServeArgs {
-    /// The request, with paths relative to `cwd` and the Python interpreter resolved
-    /// (`--python`, else `$CAIRN_PYTHON`, else `python3`).
-    pub fn request(self, cwd: &std::path::Path) -> ServeRequest {
-        ServeRequest {
+    /// Where to listen, and the server's settings: paths relative to `cwd`, ONNX Runtime's
+    /// library found (`--onnxruntime`, else `onnxruntime_candidates`), the Python
+    /// interpreter resolved (`--python`, else `$CAIRN_PYTHON`, else `python3`).
+    pub fn resolve(self, cwd: &Path, repo: &Repo) -> Result<(Listen, ServeSettings), Failure> {
+        if self.targets.is_empty() {
+            return Err(Failure::usage(
+                "name the models to serve: `cairn serve churn@production` (see `cairn model list`)",
+            ));
+        }
+        let onnxruntime = match self.onnxruntime {
+            Some(path) => cwd.join(path),
+            None => locate_onnxruntime(&onnxruntime_candidates(repo))
+                .map_err(|e| Failure::user(e.to_string(), Some("or pass --onnxruntime PATH")))?,
+        };
+        let interpreter = self
+            .python
+            .map(|p| if p.components().count() > 1 { cwd.join(p) } else { p })
+            .or_else(|| std::env::var_os("CAIRN_PYTHON").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        let python = if self.env_manager == "local" {
+            EnvManager::Local(interpreter)
+        } else {
+            EnvManager::Virtualenv { python: interpreter, cache: python_envs() }
+        };
+        let cairn = std::env::current_exe()
+            .map_err(|e| Failure::user(format!("cannot find the cairn binary to retrain with: {e}"), None))?;
+        // With --port 0 (tests, scripts), gRPC takes a free port too unless told.
+        let grpc_port = self.grpc_port.unwrap_or(if self.port == 0 { 0 } else { 8081 });
+        let listen = Listen { host: self.host, port: self.port, grpc_port };
+        let settings = ServeSettings {
             targets: self.targets,
-            host: self.host,
-            port: self.port,
-            // With --port 0 (tests, scripts), gRPC takes a free port too unless told.
-            grpc_port: self.grpc_port.unwrap_or(if self.port == 0 { 0 } else { 8081 }),
-            onnxruntime: self.onnxruntime.map(|p| cwd.join(p)),
+            onnxruntime,
             sessions: self.sessions,
-            local_python: self.env_manager == "local",
-            python: self
-                .python
-                .map(|p| if p.components().count() > 1 { cwd.join(p) } else { p })
-                .or_else(|| std::env::var_os("CAIRN_PYTHON").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("python3")),
+            python,
             batch_max: self.batch_max.filter(|&n| n > 1),
             batch_wait: Duration::from_millis(self.batch_wait_ms),
             max_body: self.max_body,
@@ -59,41 +84,14 @@ impl crate::args::ServeArgs {
             log_dir: self.log_dir.map(|d| cwd.join(d)),
             log_remote: self.log_remote,
             segment_bytes: self.log_segment_mb.max(1) << 20,
-            profiles: !self.no_profile,
             segment_age: Duration::from_secs(self.log_segment_secs.max(1)),
+            profiles: !self.no_profile,
             monitor: self.monitor.map(|m| cwd.join(m)),
             alerts: !self.no_alerts,
-        }
+            cairn,
+        };
+        Ok((listen, settings))
     }
-}
-
-pub struct ServeRequest {
-    pub targets: Vec<String>,
-    pub host: String,
-    pub port: u16,
-    /// The Open Inference Protocol over gRPC listens here.
-    pub grpc_port: u16,
-    pub onnxruntime: Option<PathBuf>,
-    pub sessions: usize,
-    /// Run MLflow models in `python` as it is, instead of an environment built per model.
-    pub local_python: bool,
-    pub python: PathBuf,
-    pub batch_max: Option<usize>,
-    pub batch_wait: Duration,
-    pub max_body: usize,
-    pub allow_nan: bool,
-    pub log: bool,
-    pub log_dir: Option<PathBuf>,
-    /// Also copy sealed segments to this remote.
-    pub log_remote: Option<String>,
-    pub segment_bytes: u64,
-    /// Keep per-minute profiles for monitoring.
-    pub profiles: bool,
-    pub segment_age: Duration,
-    /// Monitoring rules from this file (default: monitor.yaml, when there is one).
-    pub monitor: Option<PathBuf>,
-    /// Evaluate monitoring rules.
-    pub alerts: bool,
 }
 
 /// Where ONNX Runtime's library may be, in the order tried: `$CAIRN_ONNXRUNTIME`,
@@ -117,44 +115,8 @@ fn onnxruntime_candidates(repo: &Repo) -> Vec<PathBuf> {
 
 /// `cairn serve TARGET...` until Ctrl-C or SIGTERM; in-flight requests finish and the
 /// prediction log is sealed before it exits.
-pub fn serve(ws: &Workspace, request: ServeRequest, quiet: bool) -> Result<(), Failure> {
-    let repo = ws.repo();
-    if request.targets.is_empty() {
-        return Err(Failure::usage(
-            "name the models to serve: `cairn serve churn@production` (see `cairn model list`)",
-        ));
-    }
-    let onnxruntime = match &request.onnxruntime {
-        Some(path) => path.clone(),
-        None => locate_onnxruntime(&onnxruntime_candidates(repo))
-            .map_err(|e| Failure::user(e.to_string(), Some("or pass --onnxruntime PATH")))?,
-    };
-    let python = if request.local_python {
-        EnvManager::Local(request.python.clone())
-    } else {
-        EnvManager::Virtualenv { python: request.python.clone(), cache: python_envs() }
-    };
-    let cairn = std::env::current_exe()
-        .map_err(|e| Failure::user(format!("cannot find the cairn binary to retrain with: {e}"), None))?;
-    let settings = ServeSettings {
-        targets: request.targets.clone(),
-        onnxruntime: onnxruntime.clone(),
-        sessions: request.sessions,
-        python,
-        batch_max: request.batch_max,
-        batch_wait: request.batch_wait,
-        max_body: request.max_body,
-        allow_nan: request.allow_nan,
-        log: request.log,
-        log_dir: request.log_dir.clone(),
-        log_remote: request.log_remote.clone(),
-        segment_bytes: request.segment_bytes,
-        segment_age: request.segment_age,
-        profiles: request.profiles,
-        monitor: request.monitor.clone(),
-        alerts: request.alerts,
-        cairn,
-    };
+pub fn serve(ws: &Workspace, listen: Listen, settings: ServeSettings, quiet: bool) -> Result<(), Failure> {
+    let onnxruntime = settings.onnxruntime.clone();
     let server = Server::assemble(ws, settings)?;
     if !quiet {
         print_routes(&server.routes());
@@ -177,7 +139,7 @@ pub fn serve(ws: &Workspace, request: ServeRequest, quiet: bool) -> Result<(), F
         .build()
         .map_err(|e| Failure::user(format!("cannot start the server's runtime: {e}"), None))?;
     tokio.block_on(async {
-        let (listener, grpc) = listen(&request.host, request.port, request.grpc_port).await?;
+        let (listener, grpc) = bind(&listen.host, listen.port, listen.grpc_port).await?;
         let (address, grpc_address) = (local_address(&listener)?, local_address(&grpc)?);
         crate::tracking::warn_if_exposed(&address);
         if !quiet {
@@ -224,7 +186,7 @@ fn print_routes(table: &cairn_serve::routing::Table) {
 }
 
 /// The HTTP and gRPC listeners.
-async fn listen(
+async fn bind(
     host: &str,
     port: u16,
     grpc_port: u16,
