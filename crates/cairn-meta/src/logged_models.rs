@@ -79,7 +79,7 @@ pub struct LoggedModel {
     /// `active` or `deleted`.
     pub lifecycle_stage: String,
     /// The digest of its artifacts (paths and contents), recorded when it became ready.
-    pub digest: Option<String>,
+    pub digest: Option<cairn_hash::Digest>,
     /// Milliseconds since the Unix epoch.
     pub creation_time: i64,
     pub last_update_time: i64,
@@ -92,8 +92,8 @@ pub struct LoggedModel {
 const COLUMNS: &str = "model_id, experiment_id, name, artifact_uri, status, status_message, model_type, \
      source_run_id, user_id, lifecycle_stage, digest, creation_time, last_update_time";
 
-fn from_row(row: &[Value]) -> LoggedModel {
-    LoggedModel {
+fn from_row(row: &[Value]) -> Result<LoggedModel> {
+    Ok(LoggedModel {
         model_id: row[0].text(),
         experiment_id: row[1].int(),
         name: row[2].text(),
@@ -104,13 +104,13 @@ fn from_row(row: &[Value]) -> LoggedModel {
         source_run_id: row[7].opt_text(),
         user: row[8].text(),
         lifecycle_stage: row[9].text(),
-        digest: row[10].opt_text(),
+        digest: row[10].opt_digest()?,
         creation_time: row[11].int(),
         last_update_time: row[12].int(),
         params: Vec::new(),
         tags: Vec::new(),
         metrics: Vec::new(),
-    }
+    })
 }
 
 /// A made-up name for a model logged without one, as MLflow's `adjective-noun-number`.
@@ -127,7 +127,7 @@ fn made_up_name(id: &str) -> String {
 fn find(tx: &mut dyn Tx, model_id: &str) -> Result<LoggedModel> {
     let rows =
         tx.query(&format!("SELECT {COLUMNS} FROM logged_models WHERE model_id = $1"), &[model_id.into()])?;
-    rows.first().map(|row| from_row(row)).ok_or_else(|| MetaError::NoLoggedModel(model_id.to_owned()))
+    rows.first().map(|row| from_row(row)).ok_or_else(|| MetaError::NoLoggedModel(model_id.to_owned()))?
 }
 
 /// Fills in the params, tags and metrics of `models` (one query per table).
@@ -287,7 +287,7 @@ impl Store {
                 &format!("SELECT {COLUMNS} FROM logged_models WHERE model_id = $1"),
                 &[model_id.into()],
             )?;
-            let models = rows.iter().map(|r| from_row(r)).collect();
+            let models = rows.iter().map(|r| from_row(r)).collect::<Result<_>>()?;
             Ok(complete(tx, models, "m.model_id = $1", &[model_id.into()])?.pop())
         })
     }
@@ -310,7 +310,7 @@ impl Store {
                 ),
                 &params,
             )?;
-            let models = rows.iter().map(|r| from_row(r)).collect();
+            let models = rows.iter().map(|r| from_row(r)).collect::<Result<_>>()?;
             complete(tx, models, &clause, &params)
         })
     }
@@ -321,13 +321,13 @@ impl Store {
         &self,
         model_id: &str,
         status: LoggedModelStatus,
-        digest: Option<&str>,
+        digest: Option<cairn_hash::Digest>,
     ) -> Result<LoggedModel> {
         self.tx(|tx| {
             find(tx, model_id)?;
             tx.execute(
                 "UPDATE logged_models SET status = $1, digest = $2, last_update_time = $3 WHERE model_id = $4",
-                &[status.as_str().into(), digest.map(str::to_owned).into(), now_ms().into(), model_id.into()],
+                &[status.as_str().into(), digest.map(|d| d.to_string()).into(), now_ms().into(), model_id.into()],
             )?;
             let model = find(tx, model_id)?;
             Ok(complete(tx, vec![model], "m.model_id = $1", &[model_id.into()])?.remove(0))

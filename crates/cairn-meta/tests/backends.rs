@@ -398,9 +398,9 @@ fn logged_models(store: &Store, experiment: i64, run: &str) {
     );
 
     let ready =
-        store.finalize_logged_model(&model.model_id, LoggedModelStatus::Ready, Some("blake3:ab")).unwrap();
+        store.finalize_logged_model(&model.model_id, LoggedModelStatus::Ready, Some(d("ab"))).unwrap();
     assert_eq!(ready.status, LoggedModelStatus::Ready);
-    assert_eq!(ready.digest.as_deref(), Some("blake3:ab"));
+    assert_eq!(ready.digest, Some(d("ab")));
     assert_eq!(ready.metrics, [linked]);
     assert_eq!(ready.tags, [("team".to_owned(), "core".to_owned())]);
     assert_eq!(ready.params.len(), 2);

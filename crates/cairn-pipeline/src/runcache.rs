@@ -26,7 +26,7 @@ pub const RUNS_DIR: &str = "runs-v1";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
     pub schema: u32,
-    pub fingerprint: String,
+    pub fingerprint: Digest,
     pub stage: String,
     pub outs: BTreeMap<String, Content>,
     /// Unix seconds.
@@ -72,9 +72,7 @@ impl RunCache {
     }
 
     pub fn put(&self, entry: &Entry) -> Result<(), PipelineError> {
-        let fingerprint = Digest::parse_bytes(entry.fingerprint.as_bytes())
-            .ok_or_else(|| PipelineError::Internal(format!("bad fingerprint `{}`", entry.fingerprint)))?;
-        let path = self.path(&fingerprint);
+        let path = self.path(&entry.fingerprint);
         if path.exists() {
             return Ok(());
         }
@@ -117,5 +115,5 @@ impl RunCache {
 
 fn parse_entry(fingerprint: &Digest, bytes: &[u8]) -> Option<Entry> {
     let entry: Entry = serde_json::from_slice(bytes).ok()?;
-    (entry.schema == 1 && entry.fingerprint == fingerprint.to_string()).then_some(entry)
+    (entry.schema == 1 && entry.fingerprint == *fingerprint).then_some(entry)
 }

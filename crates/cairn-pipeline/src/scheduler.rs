@@ -541,7 +541,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             Ok(outs) => {
                 let entry = Entry {
                     schema: 1,
-                    fingerprint: evaluation.fingerprint.to_string(),
+                    fingerprint: evaluation.fingerprint,
                     stage: name.clone(),
                     outs: outs.clone(),
                     created: now_secs(),
@@ -651,7 +651,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 outs.insert(out.clone(), content.clone());
                 self.project.runs.put(&Entry {
                     schema: 1,
-                    fingerprint: part.fingerprint.to_string(),
+                    fingerprint: part.fingerprint,
                     stage: stage.name.clone(),
                     outs,
                     created: now_secs(),

@@ -177,8 +177,7 @@ pub(crate) fn finalize(state: &State, request: &Request, _: usize) -> Result<Val
             .map(|(digest, _)| digest),
         _ => None,
     };
-    let digest = digest.map(|d| d.to_string());
-    let model = state.meta.finalize_logged_model(&model.model_id, status, digest.as_deref())?;
+    let model = state.meta.finalize_logged_model(&model.model_id, status, digest)?;
     answer(state, &model)
 }
 

@@ -254,7 +254,7 @@ pub(crate) fn create_version(state: &State, request: &Request, _: usize) -> Resu
     };
     let (mut digest, size, kind) = source_digest(state, &location)?;
     if let Some(model) = &logged {
-        digest = model.digest.as_deref().and_then(|d| d.parse().ok()).unwrap_or(digest);
+        digest = model.digest.unwrap_or(digest);
         lineage["logged_model"] = json!({
             "model_id": model.model_id,
             "digest": digest,

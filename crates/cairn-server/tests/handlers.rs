@@ -515,7 +515,7 @@ async fn logged_model_files_go_to_models_that_exist_within_their_quota() {
     assert_eq!(s, StatusCode::OK, "{ready}");
     assert_eq!(ready["model"]["info"]["status"], "LOGGED_MODEL_READY");
     let stored = f.state.meta.logged_model(&id).unwrap().unwrap();
-    assert!(stored.digest.as_deref().is_some_and(|d| d.starts_with("blake3:")), "{stored:?}");
+    assert!(stored.digest.is_some(), "a ready model records the digest of its artifacts: {stored:?}");
 
     // Names follow MLflow's rules; a metric for a model that does not exist changes nothing.
     let (s, b) = f.post("logged-models", json!({"experiment_id": "0", "name": "a/b"})).await;
