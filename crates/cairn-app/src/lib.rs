@@ -13,20 +13,20 @@
 //! through [`Environment`]; progress and warnings go through `cairn_repo::Reporter` and
 //! `cairn_pipeline::Observer`.
 //!
-//! | module          | use cases                                                         |
-//! |-----------------|-------------------------------------------------------------------|
-//! | [`content`]     | what pipelines, runs and the registry keep alive (gc roots)        |
-//! | [`runcache`]    | run-cache entries on remotes: push, fetch, a source for `cairn run` |
-//! | [`reports`]     | `monitor` reports, `monitor requests`, `monitor export`          |
-//! | [`runs`]        | recorded runs: the recorder, `exp show`, `exp diff`, run lookup     |
-//! | [`live`]        | live metrics followed while a pipeline runs                        |
-//! | [`experiments`] | `exp run/apply/branch/remove/push/pull`                            |
-//! | [`monitoring`]  | monitor.yaml, the rule evaluator, retrain, `alerts`, `alerts check` |
-//! | [`pipeline`]    | `run`, plans, `explain`, `params`/`metrics` diffs, lineage, partitions |
-//! | [`registry`]    | `model register/list/versions/show/alias/history/approve/policy` |
-//! | [`serving`]     | `model rollout`, `trace`                                          |
-//! | [`transfer`]    | `push`, `fetch`, `pull`, `gc --cloud` with pipelines' content         |
-//! | [`tracking`]    | the tracking server's state, in the foreground or for one run       |
+//! | module          | use cases                                                              |
+//! |-----------------|------------------------------------------------------------------------|
+//! | [`content`]     | what pipelines, runs and the registry keep alive (gc roots); `gc`       |
+//! | [`transfer`]    | `push`, `fetch`, `pull`, `gc --cloud` with pipelines' content; remotes  |
+//! | [`runcache`]    | run-cache entries on remotes; the remote as a source for `run`          |
+//! | [`pipeline`]    | `run`, plans, `explain`, `params`/`metrics` diffs, lineage, partitions  |
+//! | [`runs`]        | the run recorder, `exp show`, `exp diff`, run lookup, plotted series    |
+//! | [`live`]        | live metrics followed while a pipeline runs                             |
+//! | [`experiments`] | `exp run/apply/branch/remove/push/pull`                                 |
+//! | [`registry`]    | `model register/list/versions/show/alias/history/approve/policy`        |
+//! | [`serving`]     | the model server's assembly, `model rollout`, `trace`                   |
+//! | [`monitoring`]  | monitor.yaml, the rule evaluator, retrain, `alerts`, `alerts check`     |
+//! | [`reports`]     | `monitor` reports, `monitor requests`, `monitor export`                 |
+//! | [`tracking`]    | the tracking server's state, in the foreground or for one run           |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
