@@ -5,7 +5,8 @@
 //! rename never crosses file systems), named `.<name>.<pid>-<n>.tmp` and created exclusively;
 //! the bytes; `fsync` of the file; `rename` over the target; and, for
 //! [`Durability::Durable`], `fsync` of the directory so the rename itself survives a power
-//! loss. A failed write removes its temporary file and leaves the target as it was.
+//! loss. Derived data its reader checks (the stat cache) skips the sync
+//! ([`Durability::Derived`]). A failed write removes its temporary file and leaves the target as it was.
 //!
 //! Library rule: nothing here prints or reads the environment.
 
@@ -25,6 +26,10 @@ pub enum Durability {
     Atomic,
     /// Also the replacement itself: once the call returns, a power loss keeps the new file.
     Durable,
+    /// Derived data its reader checks and rebuilds (a cache): replaced by rename, not synced,
+    /// so a crash may leave the old content or a damaged file, never a half-visible write
+    /// to a running reader.
+    Derived,
 }
 
 /// How to write.
@@ -39,6 +44,11 @@ pub struct Options {
 /// Replaces `path` with `bytes` ([`Durability::Atomic`]).
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_with(path, Options::default(), |file| file.write_all(bytes))
+}
+
+/// Replaces `path`, a cache its reader checks, with `bytes` (no sync: see [`Durability::Derived`]).
+pub fn write_derived(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, Options { durability: Durability::Derived, mode: None }, |file| file.write_all(bytes))
 }
 
 /// Replaces `path` with `bytes` and makes the replacement durable.
@@ -66,7 +76,9 @@ pub fn write_with(
             // The umask may have narrowed the mode asked for.
             file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
-        file.sync_all()?;
+        if options.durability != Durability::Derived {
+            file.sync_all()?;
+        }
         drop(file);
         std::fs::rename(&tmp, path)
     })();
@@ -108,6 +120,8 @@ mod tests {
         write(&path, b"old").unwrap();
         write_durable(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        write_derived(&path, b"cache").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"cache");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["state.json"]);
     }

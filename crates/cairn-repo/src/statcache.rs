@@ -86,7 +86,8 @@ impl StatCache {
             return Ok(());
         }
         let bytes = encode(&self.entries);
-        cairn_fs::write(&self.path, &bytes)?;
+        // A cache: a damaged file reads as empty and is rebuilt, so it is not synced.
+        cairn_fs::write_derived(&self.path, &bytes)?;
         self.dirty = false;
         Ok(())
     }
