@@ -1,4 +1,4 @@
-//! The `cairn` binary end to end, in one test binary (one link instead of eleven): each module
+//! The `cairn` binary end to end, in one test binary (one link instead of ten): each module
 //! is one area, driving the real binary in temporary Git repositories against real tools
 //! (`git`, `mlflow`, `tritonclient`, moto, PostgreSQL) started on 127.0.0.1.
 
@@ -10,7 +10,6 @@ mod cli;
 mod errors;
 mod experiments;
 mod pipeline;
-mod quickstart;
 mod readme;
 mod registry;
 mod remote;

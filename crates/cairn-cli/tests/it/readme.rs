@@ -131,7 +131,7 @@ fn every_shell_block_of_the_readme_runs() {
     assert_eq!(two.len(), 2, "README.md has exactly two blocks under `The two commands`");
     assert_eq!(two[0].text.trim(), "bash examples/quickstart/run.sh");
     let quickstart_test =
-        std::fs::read_to_string(source.join("crates/cairn-cli/tests/it/quickstart.rs")).unwrap();
+        std::fs::read_to_string(source.join("crates/cairn-cli/tests/quickstart.rs")).unwrap();
     assert!(
         quickstart_test.contains(r#"root.join("examples/quickstart/run.sh")"#),
         "tests/quickstart.rs must run the README's main command"

@@ -3,6 +3,10 @@
 //! train, sweep, register, approve, serve, drift, alert (on a webhook too), export, retrain,
 //! canary, promote or roll back, trace. Its Python environment (scikit-learn, skl2onnx,
 //! onnxruntime) is made under target/quickstart-venv on first use, from PyPI.
+//!
+//! It is a test binary of its own, not a module of `tests/it/`: its drift alert depends on
+//! when the rules are evaluated during the traffic it sends, so it runs with the machine to
+//! itself rather than beside another test.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
