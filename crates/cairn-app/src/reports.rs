@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 
 use crate::{Error, Result, Workspace};
 
-/// `30m`, `2h`, `7d`, `90s` → milliseconds (the grammar is `cairn_units`').
+/// `30m`, `2h`, `7d`, `90s` → milliseconds.
 fn parse_duration(text: &str) -> Result<i64> {
-    text.parse::<cairn_units::Duration>().map(cairn_units::Duration::as_millis_i64).map_err(Error::Usage)
+    cairn_monitor::rules::parse_duration(text).map_err(Error::Usage)
 }
 
 fn log_error(e: predlog::LogError) -> Error {

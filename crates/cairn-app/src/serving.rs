@@ -195,9 +195,12 @@ fn log_error(e: predlog::LogError) -> Error {
 fn fetch_segments(ws: &Workspace, remote: &str, id: &str) -> Result<PathBuf> {
     let remote = ws.remote(Some(remote), None)?;
     let at = predlog::trace_time(id);
+    // A name from the remote becomes a file name here: only a plain one (no `/`, no `..`).
+    let plain = |n: &str| std::path::Path::new(n).file_name().is_some_and(|f| f == n);
     let wanted: Vec<String> = remote
         .list_documents(REMOTE_PREDICTIONS)?
         .into_iter()
+        .filter(|n| plain(n))
         .filter(|n| predlog::segment_range(n).is_some_and(|(a, b)| at.is_none_or(|t| a <= t && t <= b)))
         .collect();
     let fetched = ws.repo().root().join(".cairn/state/predictions-remote");

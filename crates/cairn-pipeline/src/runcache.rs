@@ -79,7 +79,9 @@ impl RunCache {
         let parent = path.parent().expect("entries live in a shard directory");
         std::fs::create_dir_all(parent).map_err(|e| PipelineError::io("create directory", parent, e))?;
         let bytes = serde_json::to_vec(entry).expect("an entry serializes");
-        crate::write_atomically(&path, &bytes)
+        // A damaged entry reads as absent (see `get`), so it is not synced: a fetch may store
+        // thousands of them.
+        cairn_fs::write_derived(&path, &bytes).map_err(|e| PipelineError::io("write", &path, e))
     }
 
     /// Stores an entry that arrived from a remote, after checking it names its fingerprint.

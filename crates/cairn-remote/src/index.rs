@@ -215,10 +215,11 @@ impl Inner {
         Ok(index)
     }
 
-    /// Keeps a local copy of a pack index (written atomically).
+    /// Keeps a local copy of a pack index (written atomically; a copy of what the remote
+    /// holds, so not synced: a first fetch may store thousands).
     pub(crate) fn save_index_copy(&self, pack: &Digest, bytes: &[u8]) -> Result<()> {
         let path = self.idx_cache().join(index_name(pack));
-        cairn_fs::write(&path, bytes).map_err(|e| io_error("write", &path, e))
+        cairn_fs::write_derived(&path, bytes).map_err(|e| io_error("write", &path, e))
     }
 
     pub(crate) fn forget_index_copy(&self, pack: &Digest) {

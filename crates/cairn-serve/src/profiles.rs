@@ -181,7 +181,7 @@ fn write(dir: &Path, (model, version, start): &(String, i64, i64), profile: &Pro
     }
     let name = format!("{start}-{}.json", std::process::id());
     if let Ok(bytes) = serde_json::to_vec(profile) {
-        let _ = cairn_fs::write(&folder.join(name), &bytes);
+        let _ = cairn_fs::write_derived(&folder.join(name), &bytes);
     }
 }
 
