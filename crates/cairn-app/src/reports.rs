@@ -233,42 +233,125 @@ pub fn reports(ws: &Workspace, request: &ReportRequest) -> Result<Vec<VersionRep
 }
 
 /// A version's report as `monitor --json` prints it (and an API returns it).
-pub fn report_document(model: &str, report: &mut VersionReport) -> Value {
-    let features: Vec<Value> = report
+pub fn report_document(model: &str, report: &mut VersionReport) -> MonitorReport {
+    let features = report
         .profile
         .features
         .iter_mut()
         .map(|(name, f)| {
-            let distinct = f.categorical.distinct();
-            json!({
-                "feature": name,
-                "kind": f.kind,
-                "count": f.count,
-                "missing": f.missing,
-                "type_errors": f.type_errors,
-                "mean": (f.numeric.count > 0).then_some(f.numeric.mean),
-                "std": (f.numeric.count > 0).then(|| f.numeric.std()),
-                "min": (f.numeric.count > 0).then_some(f.numeric.min),
-                "max": (f.numeric.count > 0).then_some(f.numeric.max),
-                "distinct": (f.kind == Kind::Categorical).then_some(distinct),
-                "top": (f.kind == Kind::Categorical).then(|| f.categorical.top(10)),
-            })
+            let numeric = f.numeric.count > 0;
+            let categorical = f.kind == Kind::Categorical;
+            FeatureSummary {
+                feature: name.clone(),
+                kind: f.kind,
+                count: f.count,
+                missing: f.missing,
+                type_errors: f.type_errors,
+                mean: numeric.then_some(f.numeric.mean),
+                std: numeric.then(|| f.numeric.std()),
+                min: numeric.then_some(f.numeric.min),
+                max: numeric.then_some(f.numeric.max),
+                distinct: categorical.then(|| f.categorical.distinct()),
+                top: categorical.then(|| f.categorical.top(10)),
+            }
         })
         .collect();
-    json!({
-        "model": model,
-        "version": report.version,
-        "predictions": report.entries.len(),
-        "rows": report.profile.rows,
-        "failed_requests": report.errors,
-        "reference": report.reference.as_ref().map(|r| json!({"source": r.get("source"), "rows": r.get("rows")})),
-        "features": features,
-        "drift": report.drift,
-        "quality": report.quality,
-        "quality_windows": report.quality_windows.iter().map(|(start, q)| json!({"start_ms": start, "quality": q})).collect::<Vec<_>>(),
-        "failures": report.failures.iter().map(|(reason, n)| json!({"reason": reason, "requests": n})).collect::<Vec<_>>(),
-        "windows": report.windows.iter().map(|(start, rows, share)| json!({"start_ms": start, "rows": rows, "drifted_share": share})).collect::<Vec<_>>(),
-    })
+    MonitorReport {
+        model: model.to_owned(),
+        version: report.version,
+        predictions: report.entries.len(),
+        rows: report.profile.rows,
+        failed_requests: report.errors,
+        reference: report.reference.as_ref().map(|r| ReferenceSummary {
+            source: r.get("source").cloned().unwrap_or(Value::Null),
+            rows: r.get("rows").cloned().unwrap_or(Value::Null),
+        }),
+        features,
+        drift: report.drift.clone(),
+        quality: report.quality.clone(),
+        quality_windows: report
+            .quality_windows
+            .iter()
+            .map(|(start, q)| QualityWindow { start_ms: *start, quality: q.clone() })
+            .collect(),
+        failures: report
+            .failures
+            .iter()
+            .map(|(reason, n)| FailureCount { reason: reason.clone(), requests: *n })
+            .collect(),
+        windows: report
+            .windows
+            .iter()
+            .map(|&(start_ms, rows, drifted_share)| DriftWindow { start_ms, rows, drifted_share })
+            .collect(),
+    }
+}
+
+/// `cairn monitor MODEL --json`: one served version's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MonitorReport {
+    pub model: String,
+    pub version: i64,
+    /// Logged predictions (requests answered).
+    pub predictions: usize,
+    /// Rows profiled across them.
+    pub rows: u64,
+    pub failed_requests: usize,
+    /// The training data's profile it is compared with: where it came from, its rows.
+    pub reference: Option<ReferenceSummary>,
+    pub features: Vec<FeatureSummary>,
+    pub drift: Option<DatasetDrift>,
+    pub quality: Option<Quality>,
+    pub quality_windows: Vec<QualityWindow>,
+    pub failures: Vec<FailureCount>,
+    pub windows: Vec<DriftWindow>,
+}
+
+/// Where a reference profile came from, as recorded at registration.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceSummary {
+    pub source: Value,
+    pub rows: Value,
+}
+
+/// One input feature as the served version saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureSummary {
+    pub feature: String,
+    pub kind: Kind,
+    pub count: u64,
+    pub missing: u64,
+    pub type_errors: u64,
+    /// Numeric features' statistics (`None` without a valid number).
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Categorical features' distinct values and the ten most frequent.
+    pub distinct: Option<u64>,
+    pub top: Option<Vec<(String, u64)>>,
+}
+
+/// Live quality from labels in one window of prediction time.
+#[derive(Debug, Clone, Serialize)]
+pub struct QualityWindow {
+    pub start_ms: i64,
+    pub quality: Quality,
+}
+
+/// How many requests failed for one reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureCount {
+    pub reason: String,
+    pub requests: usize,
+}
+
+/// One per-minute window the server profiled, with the share of features that drifted.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftWindow {
+    pub start_ms: i64,
+    pub rows: u64,
+    pub drifted_share: Option<f64>,
 }
 
 /// Logged requests whose `feature` lies outside the reference: below its minimum or above its

@@ -38,9 +38,9 @@ pub fn monitor(ws: &Workspace, request: MonitorRequest) -> Result<(), Failure> {
             .map_err(|e| Failure::user(format!("cannot write {}: {e}", path.display()), None))?;
     }
     if as_json {
-        return crate::output::json(&Value::Array(
-            reports.iter_mut().map(|r| reports::report_document(model, r)).collect(),
-        ));
+        let documents: Vec<reports::MonitorReport> =
+            reports.iter_mut().map(|r| reports::report_document(model, r)).collect();
+        return crate::output::json(&documents);
     }
     for report in &mut reports {
         print_report(model, report)?;

@@ -343,6 +343,8 @@ impl Filter {
     }
 }
 
+/// Parses one comparison (`entity op value`). About 100 lines: one pass over the grammar's
+/// three parts, each with the error that names what was expected there.
 fn comparison(tokens: &[Token], at: &mut usize, searched: Searched) -> Result<Comparison, String> {
     let entity = entity(tokens, at, searched)?;
     let numeric =

@@ -869,7 +869,6 @@ impl<'r> Project<'r> {
         }
         self.settle_cached(&mut plan.todo);
 
-        let out = &stage.outs[0].path;
         let mut reasons = Vec::new();
         let run = plan.todo.iter().filter(|d| d.cached.is_none()).count();
         let restore = plan.todo.len() - run;
@@ -896,43 +895,7 @@ impl<'r> Project<'r> {
             });
         }
         if reasons.is_empty() && !plan.locked.is_empty() {
-            let current_out = records.get(out).cloned().flatten().map(|p| Content::from_pointer(&p));
-            match (current_out, self.lock.stages.get(&stage.name).and_then(|l| l.outs.get(out))) {
-                (None, _) => reasons.push(format!("output `{out}` is missing")),
-                (Some(now), Some(was)) if now.digest != was.digest => reasons.push(format!(
-                    "output `{out}` was modified ({} → {})",
-                    short(&was.digest),
-                    short(&now.digest)
-                )),
-                _ => {}
-            }
-            if !reasons.is_empty() {
-                // Rebuild the directory from every part's recorded outputs (in a run; a plan
-                // changes nothing), through no link that leads out of the repository.
-                if self.fetching {
-                    let abs = self.repo.prepare_write(out.as_bytes())?;
-                    let removed = match std::fs::symlink_metadata(&abs) {
-                        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&abs),
-                        Ok(_) => std::fs::remove_file(&abs),
-                        Err(_) => Ok(()),
-                    };
-                    removed.map_err(|e| PipelineError::io("remove the old output", &abs, e))?;
-                }
-                plan.fresh = 0;
-                plan.todo = locked
-                    .iter()
-                    .filter(|(k, _)| current.contains(k.as_str()))
-                    .map(|(key, d)| Part {
-                        key: key.clone(),
-                        fingerprint: d.fingerprint,
-                        input: d.input,
-                        cached: Some(d.outs.clone()),
-                    })
-                    .collect();
-                // A clone may have the records without the parts' data: fetch it, or run
-                // what cannot be had.
-                self.settle_cached(&mut plan.todo);
-            }
+            reasons.extend(self.check_parts_output(stage, records, &current, &mut plan)?);
         }
         let decision = if reasons.is_empty() {
             Decision::Fresh
@@ -943,6 +906,58 @@ impl<'r> Project<'r> {
         };
         let fingerprint = fingerprint::fingerprint(&inputs);
         Ok(Evaluation { fingerprint, deps, params, decision, reasons, outs: None, parts: Some(plan) })
+    }
+
+    /// A parts stage whose parts are all fresh still runs if its output directory is missing
+    /// or was modified: every part is then restored from its recorded outputs.
+    fn check_parts_output(
+        &self,
+        stage: &Stage,
+        records: &Records,
+        current: &HashSet<&str>,
+        plan: &mut PartPlan,
+    ) -> Result<Vec<String>> {
+        let out = &stage.outs[0].path;
+        let mut reasons = Vec::new();
+        let current_out = records.get(out).cloned().flatten().map(|p| Content::from_pointer(&p));
+        match (current_out, self.lock.stages.get(&stage.name).and_then(|l| l.outs.get(out))) {
+            (None, _) => reasons.push(format!("output `{out}` is missing")),
+            (Some(now), Some(was)) if now.digest != was.digest => reasons.push(format!(
+                "output `{out}` was modified ({} → {})",
+                short(&was.digest),
+                short(&now.digest)
+            )),
+            _ => {}
+        }
+        if !reasons.is_empty() {
+            // Rebuild the directory from every part's recorded outputs (in a run; a plan
+            // changes nothing), through no link that leads out of the repository.
+            if self.fetching {
+                let abs = self.repo.prepare_write(out.as_bytes())?;
+                let removed = match std::fs::symlink_metadata(&abs) {
+                    Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&abs),
+                    Ok(_) => std::fs::remove_file(&abs),
+                    Err(_) => Ok(()),
+                };
+                removed.map_err(|e| PipelineError::io("remove the old output", &abs, e))?;
+            }
+            plan.fresh = 0;
+            plan.todo = plan
+                .locked
+                .iter()
+                .filter(|(k, _)| current.contains(k.as_str()))
+                .map(|(key, d)| Part {
+                    key: key.clone(),
+                    fingerprint: d.fingerprint,
+                    input: d.input,
+                    cached: Some(d.outs.clone()),
+                })
+                .collect();
+            // A clone may have the records without the parts' data: fetch it, or run
+            // what cannot be had.
+            self.settle_cached(&mut plan.todo);
+        }
+        Ok(reasons)
     }
 
     /// Parts to restore need their outputs here: fetches the missing ones in one batch (in a

@@ -195,23 +195,7 @@ fn run_one(
         if let Some((_, why)) = stopping {
             return why;
         }
-        match status {
-            Ok(status) if status.success() => Outcome::Success,
-            Ok(status) => Outcome::Failed(match (status.code(), status.signal()) {
-                (Some(127), _) => {
-                    format!("`{cmd}` exited with 127: command not found (is it installed and on PATH?)")
-                }
-                (Some(126), _) => format!("`{cmd}` exited with 126: not executable (check its permissions)"),
-                // Under a supervisor, a command killed by a signal exits with 128 + signal.
-                (Some(code), _) if job.supervisor.is_some() && code > 128 => {
-                    format!("`{cmd}` was killed by signal {}", code - 128)
-                }
-                (Some(code), _) => format!("`{cmd}` exited with {code}"),
-                (None, Some(signal)) => format!("`{cmd}` was killed by signal {signal}"),
-                (None, None) => format!("`{cmd}` failed"),
-            }),
-            Err(e) => Outcome::Failed(format!("waiting for `{cmd}`: {e}")),
-        }
+        exit_outcome(job, cmd, status)
     });
     if let Ok(mut guard) = log.lock()
         && let Some(file) = guard.as_mut()
@@ -220,6 +204,27 @@ fn run_one(
             writeln!(file, "# {} after {}", describe(&outcome), crate::engine::seconds(started.elapsed()));
     }
     outcome
+}
+
+/// What a command's exit status means, in words that say what to check.
+fn exit_outcome(job: &Job, cmd: &str, status: std::io::Result<std::process::ExitStatus>) -> Outcome {
+    match status {
+        Ok(status) if status.success() => Outcome::Success,
+        Ok(status) => Outcome::Failed(match (status.code(), status.signal()) {
+            (Some(127), _) => {
+                format!("`{cmd}` exited with 127: command not found (is it installed and on PATH?)")
+            }
+            (Some(126), _) => format!("`{cmd}` exited with 126: not executable (check its permissions)"),
+            // Under a supervisor, a command killed by a signal exits with 128 + signal.
+            (Some(code), _) if job.supervisor.is_some() && code > 128 => {
+                format!("`{cmd}` was killed by signal {}", code - 128)
+            }
+            (Some(code), _) => format!("`{cmd}` exited with {code}"),
+            (None, Some(signal)) => format!("`{cmd}` was killed by signal {signal}"),
+            (None, None) => format!("`{cmd}` failed"),
+        }),
+        Err(e) => Outcome::Failed(format!("waiting for `{cmd}`: {e}")),
+    }
 }
 
 fn signal_group(pid: i32, signal: Signal) {

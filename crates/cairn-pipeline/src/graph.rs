@@ -50,10 +50,54 @@ pub fn inputs(stage: &Stage) -> Vec<&str> {
 /// Builds and validates the graph: every output has one producer, no output is inside
 /// another, every dep exists or is produced, and there are no cycles.
 pub fn build(pipeline: &Pipeline, file: &Path, root: &Path) -> Result<Graph> {
+    let outs = outputs(pipeline, file)?;
+    let upstream = upstream(pipeline, file, root, &outs)?;
+    let mut downstream = vec![Vec::new(); pipeline.stages.len()];
+    for (i, ups) in upstream.iter().enumerate() {
+        for &j in ups {
+            downstream[j].push(i);
+        }
+    }
+    order(pipeline, file, upstream, downstream)
+}
+
+/// Orders the stages so each comes after those it depends on (Kahn's algorithm, taking
+/// ready stages in file order), or names a cycle.
+fn order(
+    pipeline: &Pipeline,
+    file: &Path,
+    upstream: Vec<Vec<usize>>,
+    downstream: Vec<Vec<usize>>,
+) -> Result<Graph> {
     let stages = &pipeline.stages;
     let at = |i: usize| format!("`{}` (line {})", stages[i].name, stages[i].line);
     let invalid = |message: String| PipelineError::Graph { file: file.to_path_buf(), message };
+    let mut remaining: Vec<usize> = upstream.iter().map(Vec::len).collect();
+    let mut ready: BTreeSet<usize> = (0..stages.len()).filter(|&i| remaining[i] == 0).collect();
+    let mut order = Vec::with_capacity(stages.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &downstream[i] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    if order.len() < stages.len() {
+        let cycle = find_cycle(&upstream, &remaining);
+        let names: Vec<String> = cycle.iter().map(|&i| at(i)).collect();
+        return Err(invalid(format!("the stages form a cycle: {}", names.join(" → "))));
+    }
+    Ok(Graph { upstream, downstream, order })
+}
 
+/// Every output with the stage that writes it, sorted; checks that each has one writer,
+/// none is the repository root or a pipeline file, and none is inside another.
+fn outputs<'p>(pipeline: &'p Pipeline, file: &Path) -> Result<Vec<(&'p str, usize)>> {
+    let stages = &pipeline.stages;
+    let at = |i: usize| format!("`{}` (line {})", stages[i].name, stages[i].line);
+    let invalid = |message: String| PipelineError::Graph { file: file.to_path_buf(), message };
     let mut outs: Vec<(&str, usize)> = Vec::new();
     for (i, stage) in stages.iter().enumerate() {
         for out in &stage.outs {
@@ -93,6 +137,20 @@ pub fn build(pipeline: &Pipeline, file: &Path, root: &Path) -> Result<Graph> {
         }
     }
 
+    Ok(outs)
+}
+
+/// The stages each stage depends on: the writers of its deps, of directories containing
+/// them, and of outputs inside them. Every dep must exist or be written by a stage.
+fn upstream(
+    pipeline: &Pipeline,
+    file: &Path,
+    root: &Path,
+    outs: &[(&str, usize)],
+) -> Result<Vec<Vec<usize>>> {
+    let stages = &pipeline.stages;
+    let at = |i: usize| format!("`{}` (line {})", stages[i].name, stages[i].line);
+    let invalid = |message: String| PipelineError::Graph { file: file.to_path_buf(), message };
     let producer: HashMap<&str, usize> = outs.iter().map(|&(p, i)| (p, i)).collect();
     let mut upstream = vec![BTreeSet::new(); stages.len()];
     for (i, stage) in stages.iter().enumerate() {
@@ -114,7 +172,7 @@ pub fn build(pipeline: &Pipeline, file: &Path, root: &Path) -> Result<Graph> {
                 }
             }
             // ... and of outputs inside a dep directory.
-            for &(out, j) in &outs {
+            for &(out, j) in outs {
                 if out != dep && is_under(out, dep) {
                     if j == i {
                         return Err(invalid(format!(
@@ -135,33 +193,7 @@ pub fn build(pipeline: &Pipeline, file: &Path, root: &Path) -> Result<Graph> {
             }
         }
     }
-    let upstream: Vec<Vec<usize>> = upstream.into_iter().map(|s| s.into_iter().collect()).collect();
-    let mut downstream = vec![Vec::new(); stages.len()];
-    for (i, ups) in upstream.iter().enumerate() {
-        for &j in ups {
-            downstream[j].push(i);
-        }
-    }
-
-    // Kahn's algorithm, taking ready stages in file order.
-    let mut remaining: Vec<usize> = upstream.iter().map(Vec::len).collect();
-    let mut ready: BTreeSet<usize> = (0..stages.len()).filter(|&i| remaining[i] == 0).collect();
-    let mut order = Vec::with_capacity(stages.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &d in &downstream[i] {
-            remaining[d] -= 1;
-            if remaining[d] == 0 {
-                ready.insert(d);
-            }
-        }
-    }
-    if order.len() < stages.len() {
-        let cycle = find_cycle(&upstream, &remaining);
-        let names: Vec<String> = cycle.iter().map(|&i| at(i)).collect();
-        return Err(invalid(format!("the stages form a cycle: {}", names.join(" → "))));
-    }
-    Ok(Graph { upstream, downstream, order })
+    Ok(upstream.into_iter().map(|s| s.into_iter().collect()).collect())
 }
 
 /// A cycle among the stages Kahn's algorithm could not order (those with `remaining > 0`).

@@ -323,104 +323,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 self.release(i);
             }
             Decision::Record | Decision::Restore if !stage.has_parts() => {
-                let outs = evaluation.outs.clone().unwrap_or_default();
-                if evaluation.decision == Decision::Restore {
-                    let tracked: Vec<Tracked> = outs
-                        .iter()
-                        .map(|(path, c)| Tracked { rel: rel_bytes(path), pointer: c.to_pointer() })
-                        .collect();
-                    self.project.repo.restore_outputs(tracked, &NoReporter)?;
-                    observer.stage(&name, "restored from the run cache");
-                } else {
-                    observer.stage(&name, "recorded (outputs already match an earlier run)");
-                }
-                self.ignore_cached_outs(i)?;
-                self.record(i, &evaluation, outs);
-                self.state[i] = State::Done;
-                let action = if evaluation.decision == Decision::Restore {
-                    Action::Restored
-                } else {
-                    Action::Recorded
-                };
-                self.report(i, action, evaluation.reasons, Some(started), None);
-                self.release(i);
+                self.reuse_outputs(i, evaluation, started, observer)?;
             }
-            _ if stage.has_parts() => {
-                let plan = evaluation.parts.clone().unwrap_or_default();
-                let out = stage.outs[0].path.clone();
-                let out_abs = self.project.repo.prepare_write(out.as_bytes())?;
-                self.project.repo.confinement().create_dir_all(&out_abs)?;
-                let mut done = plan.locked.clone();
-                // Inputs or partitions that are gone take their outputs with them.
-                for (key, part) in &plan.removed {
-                    self.remove_part_files(&out, &part.outs)?;
-                    done.remove(key);
-                }
-                let mut progress = PartProgress {
-                    outstanding: 0,
-                    done,
-                    counts: PartCounts {
-                        fresh: plan.fresh as u64,
-                        removed: plan.removed.len() as u64,
-                        missing: plan.missing as u64,
-                        ..Default::default()
-                    },
-                    failed: false,
-                    evaluation,
-                };
-                let mut to_run = Vec::new();
-                for part in plan.todo {
-                    match &part.cached {
-                        Some(content) => {
-                            let previous = progress.done.get(&part.key).map(|l| l.outs.clone());
-                            let locked = self.merge_part(i, &part, Some(content.clone()), previous)?;
-                            progress.done.insert(part.key.clone(), locked);
-                            progress.counts.restored += 1;
-                        }
-                        None => to_run.push(part),
-                    }
-                }
-                progress.outstanding = to_run.len();
-                let noun = if stage.datums.is_some() { "datums" } else { "partitions" };
-                let counts = progress.counts;
-                observer.stage(
-                    &name,
-                    &format!(
-                        "{noun}: {} to run, {} restored from the run cache, {} up to date, {} removed{}",
-                        to_run.len(),
-                        counts.restored,
-                        counts.fresh,
-                        counts.removed,
-                        if counts.missing > 0 {
-                            format!(", {} never materialized", counts.missing)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                );
-                self.state[i] = State::Running;
-                self.reports.insert(
-                    i,
-                    StageReport {
-                        stage: name.clone(),
-                        action: Action::Ran,
-                        reasons: Vec::new(),
-                        seconds: 0.0,
-                        error: None,
-                        parts: Some(counts),
-                        cpu_ms: None,
-                        max_rss_kb: None,
-                    },
-                );
-                let empty = to_run.is_empty();
-                for part in to_run {
-                    self.queue.push(Task { stage: i, part: Some(part) });
-                }
-                self.part_stages.insert(i, (progress, started));
-                if empty {
-                    self.complete_parts_stage(i, observer)?;
-                }
-            }
+            _ if stage.has_parts() => self.start_parts(i, &stage, evaluation, started, observer)?,
             _ => {
                 observer.stage(&name, &format!("running ({})", evaluation.reasons.join("; ")));
                 self.prepare_outputs(&stage)?;
@@ -428,6 +333,125 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 self.running.insert(i, (evaluation, started));
                 self.queue.push(Task { stage: i, part: None });
             }
+        }
+        Ok(())
+    }
+
+    /// Finishes a stage whose outputs an earlier run made: restores them from the run cache
+    /// (or finds them already in place) and records the run.
+    fn reuse_outputs(
+        &mut self,
+        i: usize,
+        evaluation: Evaluation,
+        started: Instant,
+        observer: &dyn Observer,
+    ) -> Result<()> {
+        let name = self.name(i);
+        let outs = evaluation.outs.clone().unwrap_or_default();
+        if evaluation.decision == Decision::Restore {
+            let tracked: Vec<Tracked> = outs
+                .iter()
+                .map(|(path, c)| Tracked { rel: rel_bytes(path), pointer: c.to_pointer() })
+                .collect();
+            self.project.repo.restore_outputs(tracked, &NoReporter)?;
+            observer.stage(&name, "restored from the run cache");
+        } else {
+            observer.stage(&name, "recorded (outputs already match an earlier run)");
+        }
+        self.ignore_cached_outs(i)?;
+        self.record(i, &evaluation, outs);
+        self.state[i] = State::Done;
+        let action =
+            if evaluation.decision == Decision::Restore { Action::Restored } else { Action::Recorded };
+        self.report(i, action, evaluation.reasons, Some(started), None);
+        self.release(i);
+        Ok(())
+    }
+
+    /// Starts a stage with datums or partitions: restores the parts the run cache has and
+    /// queues the rest, one task each.
+    fn start_parts(
+        &mut self,
+        i: usize,
+        stage: &Stage,
+        evaluation: Evaluation,
+        started: Instant,
+        observer: &dyn Observer,
+    ) -> Result<()> {
+        let name = self.name(i);
+        let plan = evaluation.parts.clone().unwrap_or_default();
+        let out = stage.outs[0].path.clone();
+        let out_abs = self.project.repo.prepare_write(out.as_bytes())?;
+        self.project.repo.confinement().create_dir_all(&out_abs)?;
+        let mut done = plan.locked.clone();
+        // Inputs or partitions that are gone take their outputs with them.
+        for (key, part) in &plan.removed {
+            self.remove_part_files(&out, &part.outs)?;
+            done.remove(key);
+        }
+        let mut progress = PartProgress {
+            outstanding: 0,
+            done,
+            counts: PartCounts {
+                fresh: plan.fresh as u64,
+                removed: plan.removed.len() as u64,
+                missing: plan.missing as u64,
+                ..Default::default()
+            },
+            failed: false,
+            evaluation,
+        };
+        let mut to_run = Vec::new();
+        for part in plan.todo {
+            match &part.cached {
+                Some(content) => {
+                    let previous = progress.done.get(&part.key).map(|l| l.outs.clone());
+                    let locked = self.merge_part(i, &part, Some(content.clone()), previous)?;
+                    progress.done.insert(part.key.clone(), locked);
+                    progress.counts.restored += 1;
+                }
+                None => to_run.push(part),
+            }
+        }
+        progress.outstanding = to_run.len();
+        let noun = if stage.datums.is_some() { "datums" } else { "partitions" };
+        let counts = progress.counts;
+        observer.stage(
+            &name,
+            &format!(
+                "{noun}: {} to run, {} restored from the run cache, {} up to date, {} removed{}",
+                to_run.len(),
+                counts.restored,
+                counts.fresh,
+                counts.removed,
+                if counts.missing > 0 {
+                    format!(", {} never materialized", counts.missing)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        self.state[i] = State::Running;
+        self.reports.insert(
+            i,
+            StageReport {
+                stage: name.clone(),
+                action: Action::Ran,
+                reasons: Vec::new(),
+                seconds: 0.0,
+                error: None,
+                parts: Some(counts),
+                cpu_ms: None,
+                max_rss_kb: None,
+            },
+        );
+        let empty = to_run.is_empty();
+        for part in to_run {
+            self.queue.push(Task { stage: i, part: Some(part) });
+        }
+        self.part_stages.insert(i, (progress, started));
+        if empty {
+            self.complete_parts_stage(i, observer)?;
         }
         Ok(())
     }

@@ -467,15 +467,49 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
         return Err("`cmd` is empty".into());
     }
     let deps = raw.deps.iter().map(|d| repo_path(&wdir, &render(d)?)).collect::<Result<Vec<_>, _>>()?;
+    let params = params(raw, &wdir, &render)?;
+    let outs = outputs(raw, &wdir, &render)?;
+    let env = raw.env.iter().map(|(k, v)| Ok((k.clone(), render(v)?))).collect::<Result<_, String>>()?;
+    let memory = match &raw.resources.memory {
+        None => 0,
+        Some(amount) => parse_bytes(amount)?,
+    };
+    let timeout = raw.timeout.as_ref().map(parse_duration).transpose()?;
+    let checks = checks(raw, &wdir, &render)?;
+    Ok(Stage {
+        name: name.to_owned(),
+        line,
+        cmd,
+        wdir,
+        deps,
+        params,
+        outs,
+        env,
+        cpus: raw.resources.cpus.unwrap_or(1),
+        gpus: raw.resources.gpus.unwrap_or(0),
+        memory,
+        retries: raw.retries,
+        timeout,
+        checks,
+        datums: None,
+        partitions: None,
+    })
+}
+
+/// Renders a stage's text with the pipeline's variables.
+type Render<'a> = dyn Fn(&str) -> Result<String, String> + 'a;
+
+/// A stage's params, each a key in a file (`params.yaml` unless named), sorted.
+fn params(raw: &RawStage, wdir: &str, render: &Render) -> Result<Vec<ParamKey>, String> {
     let mut params = Vec::new();
     for entry in &raw.params {
         match entry {
             ParamsEntry::Key(key) => {
-                params.push(ParamKey { file: repo_path(&wdir, DEFAULT_PARAMS)?, key: render(key)? })
+                params.push(ParamKey { file: repo_path(wdir, DEFAULT_PARAMS)?, key: render(key)? })
             }
             ParamsEntry::File(files) => {
                 for (file, keys) in files {
-                    let file = repo_path(&wdir, &render(file)?)?;
+                    let file = repo_path(wdir, &render(file)?)?;
                     for key in keys {
                         params.push(ParamKey { file: file.clone(), key: render(key)? });
                     }
@@ -485,6 +519,11 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
     }
     params.sort();
     params.dedup();
+    Ok(params)
+}
+
+/// A stage's `outs`, `metrics` and `plots`, with their options.
+fn outputs(raw: &RawStage, wdir: &str, render: &Render) -> Result<Vec<Out>, String> {
     let mut outs = Vec::new();
     for (entries, kind) in
         [(&raw.outs, OutKind::Out), (&raw.metrics, OutKind::Metric), (&raw.plots, OutKind::Plot)]
@@ -504,7 +543,7 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
                     }
                 }
             };
-            let path = repo_path(&wdir, &render(&path)?)?;
+            let path = repo_path(wdir, &render(&path)?)?;
             check_output_path(&path)?;
             outs.push(Out {
                 path,
@@ -514,12 +553,11 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
             });
         }
     }
-    let env = raw.env.iter().map(|(k, v)| Ok((k.clone(), render(v)?))).collect::<Result<_, String>>()?;
-    let memory = match &raw.resources.memory {
-        None => 0,
-        Some(amount) => parse_bytes(amount)?,
-    };
-    let timeout = raw.timeout.as_ref().map(parse_duration).transpose()?;
+    Ok(outs)
+}
+
+/// A stage's checks: commands, and table checks on an output.
+fn checks(raw: &RawStage, wdir: &str, render: &Render) -> Result<Vec<Check>, String> {
     let mut checks = Vec::new();
     for (index, check) in raw.checks.iter().enumerate() {
         checks.push(match check {
@@ -528,7 +566,7 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
                 cmd: render(cmd)?,
             },
             CheckSpec::Table(spec) => {
-                let file = repo_path(&wdir, &render(&spec.file)?)?;
+                let file = repo_path(wdir, &render(&spec.file)?)?;
                 if let Some(f) = spec.max_null_fraction
                     && !(0.0..=1.0).contains(&f)
                 {
@@ -542,24 +580,7 @@ fn build(name: &str, line: u64, raw: &RawStage, context: &Context<'_>) -> Result
             }
         });
     }
-    Ok(Stage {
-        name: name.to_owned(),
-        line,
-        cmd,
-        wdir,
-        deps,
-        params,
-        outs,
-        env,
-        cpus: raw.resources.cpus.unwrap_or(1),
-        gpus: raw.resources.gpus.unwrap_or(0),
-        memory,
-        retries: raw.retries,
-        timeout,
-        checks,
-        datums: None,
-        partitions: None,
-    })
+    Ok(checks)
 }
 
 /// Refuses outputs that are Cairn's or Git's own files: a stage's outputs are deleted before

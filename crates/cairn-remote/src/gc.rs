@@ -74,21 +74,7 @@ impl Inner {
         force: bool,
         reporter: &dyn Reporter,
     ) -> Result<CloudGcReport> {
-        // Chunks named by live recipes.
-        let wanted: Vec<_> = live
-            .iter()
-            .filter_map(|d| index.recipe(d).map(|f| (*f.pack, *d, f.entry.offset, f.entry.length)))
-            .collect();
-        let mut live_chunks: HashSet<Digest> = HashSet::new();
-        for read in plan_reads(wanted) {
-            let bytes = self.read_range(&read).await?;
-            for &(digest, offset, length) in &read.pieces {
-                let recipe = Recipe::decode(read.piece(&bytes, offset, length)).map_err(|e| {
-                    self.damaged("recipe", format!("{digest} in {}", pack_name(&read.pack)), e.to_string())
-                })?;
-                live_chunks.extend(recipe.chunks.iter().map(|(chunk, _)| *chunk));
-            }
-        }
+        let live_chunks = self.live_chunks(index, live).await?;
         let is_live = |kind: EntryKind, digest: &Digest| match kind {
             EntryKind::Recipe => live.contains(digest),
             EntryKind::Blob => live.contains(digest) || live_chunks.contains(digest),
@@ -144,33 +130,7 @@ impl Inner {
         reporter.start(&format!("cleaning {}", self.spec.name), actions.len() as u64, 0);
         futures::stream::iter(actions)
             .map(|action| async move {
-                match action {
-                    Action::Delete { pack, index, pack_exists } => {
-                        if index {
-                            self.delete(&index_name(&pack)).await?;
-                            self.forget_index_copy(&pack);
-                        }
-                        if pack_exists {
-                            self.delete(&pack_name(&pack)).await?;
-                        }
-                    }
-                    Action::Rewrite { index } => self.rewrite(index).await?,
-                    Action::DeleteLeftover { name } => {
-                        // Invisible to object_store, so removed from the directory itself.
-                        if let Some(root) = &self.storage.local_root {
-                            let packs = self.storage.prefix.clone().join("packs");
-                            let dir = packs.parts().fold(root.clone(), |p, part| p.join(part.as_ref()));
-                            let path = dir.join(&name);
-                            match std::fs::remove_file(&path) {
-                                Ok(()) => {}
-                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                                Err(source) => {
-                                    return Err(RemoteError::Io { action: "remove", path, source });
-                                }
-                            }
-                        }
-                    }
-                }
+                self.carry_out(action).await?;
                 reporter.advance(1, 0);
                 Ok::<(), RemoteError>(())
             })
@@ -180,6 +140,57 @@ impl Inner {
         reporter.finish();
         report.deleted = true;
         Ok(report)
+    }
+
+    /// The chunks that live recipes name (read from the remote).
+    async fn live_chunks(&self, index: &RemoteIndex, live: &HashSet<Digest>) -> Result<HashSet<Digest>> {
+        let wanted: Vec<_> = live
+            .iter()
+            .filter_map(|d| index.recipe(d).map(|f| (*f.pack, *d, f.entry.offset, f.entry.length)))
+            .collect();
+        let mut live_chunks: HashSet<Digest> = HashSet::new();
+        for read in plan_reads(wanted) {
+            let bytes = self.read_range(&read).await?;
+            for &(digest, offset, length) in &read.pieces {
+                let recipe = Recipe::decode(read.piece(&bytes, offset, length)).map_err(|e| {
+                    self.damaged("recipe", format!("{digest} in {}", pack_name(&read.pack)), e.to_string())
+                })?;
+                live_chunks.extend(recipe.chunks.iter().map(|(chunk, _)| *chunk));
+            }
+        }
+        Ok(live_chunks)
+    }
+
+    /// Deletes or rewrites one pack, or removes one leftover upload part.
+    async fn carry_out(&self, action: Action) -> Result<()> {
+        match action {
+            Action::Delete { pack, index, pack_exists } => {
+                if index {
+                    self.delete(&index_name(&pack)).await?;
+                    self.forget_index_copy(&pack);
+                }
+                if pack_exists {
+                    self.delete(&pack_name(&pack)).await?;
+                }
+            }
+            Action::Rewrite { index } => self.rewrite(index).await?,
+            Action::DeleteLeftover { name } => {
+                // Invisible to object_store, so removed from the directory itself.
+                if let Some(root) = &self.storage.local_root {
+                    let packs = self.storage.prefix.clone().join("packs");
+                    let dir = packs.parts().fold(root.clone(), |p, part| p.join(part.as_ref()));
+                    let path = dir.join(&name);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(RemoteError::Io { action: "remove", path, source });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn delete(&self, name: &str) -> Result<()> {

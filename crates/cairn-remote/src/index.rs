@@ -105,28 +105,42 @@ impl Inner {
             .try_collect()
             .await
             .map_err(|e| self.storage_error(format!("list `{prefix}`"), &e))?;
-        let mut packs: FxHashMap<Digest, ListedPack> = FxHashMap::default();
-        let mut leftovers = Vec::new();
-        for meta in &listing {
-            let Some(name) = meta.location.filename() else { continue };
-            let Some((digest, is_index)) = parse_listed_name(name) else { continue };
-            let listed = packs.entry(digest).or_insert(ListedPack {
-                digest,
-                size: 0,
-                modified: meta.last_modified.timestamp(),
-                has_index: false,
-                has_pack: false,
-            });
-            if is_index {
-                listed.has_index = true;
-            } else {
-                listed.has_pack = true;
-                listed.size = meta.size;
-                listed.modified = meta.last_modified.timestamp();
-            }
-        }
+        let packs = listed_packs(&listing);
         let on_remote: HashSet<Digest> = packs.values().filter(|p| p.has_index).map(|p| p.digest).collect();
 
+        self.refresh_index_copies(&on_remote).await?;
+        let cache = self.idx_cache();
+        let mut index = RemoteIndex::default();
+        let mut digests: Vec<&Digest> = on_remote.iter().collect();
+        digests.sort();
+        for digest in digests {
+            let path = cache.join(index_name(digest));
+            let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+            match PackIndex::decode(&bytes) {
+                Ok(decoded) => index.add(decoded),
+                Err(_) => {
+                    // A damaged local copy: drop it; the next run downloads it again.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(RemoteError::Io {
+                        action: "read the local copy of a pack index",
+                        path,
+                        source: std::io::Error::other(
+                            "it was damaged and has been removed; run the command again",
+                        ),
+                    });
+                }
+            }
+        }
+        let mut listed: Vec<ListedPack> = packs.into_values().collect();
+        listed.sort_by_key(|p| p.digest);
+        index.listed = listed;
+        index.leftovers = self.upload_leftovers(&prefix);
+        Ok(index)
+    }
+
+    /// Brings the local copies of the remote's pack indexes up to date: downloads (and
+    /// checks) the ones not copied yet, forgets the ones no longer on the remote.
+    async fn refresh_index_copies(&self, on_remote: &HashSet<Digest>) -> Result<()> {
         let cache = self.idx_cache();
         let mut cached = HashSet::new();
         let entries = std::fs::read_dir(&cache).map_err(|e| io_error("list", &cache, e))?;
@@ -169,32 +183,14 @@ impl Inner {
             .try_collect::<Vec<()>>()
             .await?;
 
-        let mut index = RemoteIndex::default();
-        let mut digests: Vec<&Digest> = on_remote.iter().collect();
-        digests.sort();
-        for digest in digests {
-            let path = cache.join(index_name(digest));
-            let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
-            match PackIndex::decode(&bytes) {
-                Ok(decoded) => index.add(decoded),
-                Err(_) => {
-                    // A damaged local copy: drop it; the next run downloads it again.
-                    let _ = std::fs::remove_file(&path);
-                    return Err(RemoteError::Io {
-                        action: "read the local copy of a pack index",
-                        path,
-                        source: std::io::Error::other(
-                            "it was damaged and has been removed; run the command again",
-                        ),
-                    });
-                }
-            }
-        }
-        let mut listed: Vec<ListedPack> = packs.into_values().collect();
-        listed.sort_by_key(|p| p.digest);
-        index.listed = listed;
-        // A directory remote's part files of multipart uploads a killed push left behind
-        // (`<pack>#<n>`); object_store's listing hides them, so they are found directly.
+        Ok(())
+    }
+
+    /// A directory remote's part files of multipart uploads a killed push left behind
+    /// (`<pack>#<n>`), with their time and size; object_store's listing hides them, so they
+    /// are found directly.
+    fn upload_leftovers(&self, prefix: &object_store::path::Path) -> Vec<(String, i64, u64)> {
+        let mut leftovers = Vec::new();
         if let Some(root) = &self.storage.local_root {
             let dir = prefix.parts().fold(root.clone(), |path, part| path.join(part.as_ref()));
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -211,8 +207,7 @@ impl Inner {
                 }
             }
         }
-        index.leftovers = leftovers;
-        Ok(index)
+        leftovers
     }
 
     /// Keeps a local copy of a pack index (written atomically; a copy of what the remote
@@ -229,4 +224,29 @@ impl Inner {
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> RemoteError {
     RemoteError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// The packs a listing of `packs/` shows: each with its size and time, and whether its
+/// data and its index are there.
+fn listed_packs(listing: &[object_store::ObjectMeta]) -> FxHashMap<Digest, ListedPack> {
+    let mut packs: FxHashMap<Digest, ListedPack> = FxHashMap::default();
+    for meta in listing {
+        let Some(name) = meta.location.filename() else { continue };
+        let Some((digest, is_index)) = parse_listed_name(name) else { continue };
+        let listed = packs.entry(digest).or_insert(ListedPack {
+            digest,
+            size: 0,
+            modified: meta.last_modified.timestamp(),
+            has_index: false,
+            has_pack: false,
+        });
+        if is_index {
+            listed.has_index = true;
+        } else {
+            listed.has_pack = true;
+            listed.size = meta.size;
+            listed.modified = meta.last_modified.timestamp();
+        }
+    }
+    packs
 }

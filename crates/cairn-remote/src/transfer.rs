@@ -496,8 +496,59 @@ impl Remote {
         }
 
         // Recipes first (small reads), so the whole size is known for the progress bar.
+        let recipes = self.read_recipes(large, &mut report, reporter)?;
+        let mut large_tasks = Vec::new();
+        for (digest, recipe) in recipes {
+            match chunk_reads(index, &recipe) {
+                Some((reads, offsets)) => {
+                    total_bytes += recipe.size;
+                    large_tasks.push((digest, recipe.size, reads, offsets));
+                }
+                None => report.missing.push(digest),
+            }
+        }
+
+        reporter.start(&format!("fetching from {}", self.inner.spec.name), total_objects, total_bytes);
+        let (tx, rx) = unbounded_channel();
+        let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = Result<FetchDone>> + Send>>> = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let writers = Arc::new(tokio::sync::Semaphore::new(cores));
+        for read in plan_reads(small) {
+            let task = fetch_range(self.inner.clone(), store.clone(), read, writers.clone(), tx.clone());
+            tasks.push(Box::pin(task));
+        }
+        for (digest, size, reads, offsets) in large_tasks {
+            let task =
+                fetch_large(self.inner.clone(), store.clone(), digest, size, reads, offsets, tx.clone());
+            tasks.push(Box::pin(task));
+        }
+        drop(tx);
+        let result = self.runtime.block_on(drive(tasks, self.inner.jobs, rx, reporter, |done: FetchDone| {
+            report.objects_fetched += done.objects;
+            report.bytes_fetched += done.bytes;
+            report.bytes_transferred += done.transferred;
+            report.corrupt.extend(done.corrupt);
+            report.missing.extend(done.missing);
+        }));
+        reporter.finish();
+        result?;
+        store.sync()?;
+        Ok(report)
+    }
+
+    /// Reads the recipes of large objects, in coalesced range reads. A recipe that does not
+    /// decode is reported corrupt.
+    fn read_recipes(
+        &self,
+        large: Vec<(Digest, Digest, u64, u64)>,
+        report: &mut FetchReport,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<(Digest, Recipe)>> {
         let mut recipes: Vec<(Digest, Recipe)> = Vec::new();
-        if !large.is_empty() {
+        if large.is_empty() {
+            return Ok(recipes);
+        }
+        {
             let (tx, rx) = unbounded_channel();
             drop(tx);
             let tasks: Vec<_> = plan_reads(large)
@@ -532,60 +583,29 @@ impl Remote {
                 },
             ))?;
         }
-        let mut large_tasks = Vec::new();
-        for (digest, recipe) in recipes {
-            let mut wanted = Vec::new();
-            let mut offsets: HashMap<Digest, Vec<u64>> = HashMap::new();
-            let mut at = 0u64;
-            let mut absent = false;
-            for (chunk, length) in &recipe.chunks {
-                let entry = offsets.entry(*chunk).or_default();
-                if entry.is_empty() {
-                    match index.blob(chunk) {
-                        Some(found) if found.entry.length == u64::from(*length) => {
-                            wanted.push((*found.pack, *chunk, found.entry.offset, found.entry.length))
-                        }
-                        _ => absent = true,
-                    }
-                }
-                entry.push(at);
-                at += u64::from(*length);
-            }
-            if absent {
-                report.missing.push(digest);
-                continue;
-            }
-            total_bytes += recipe.size;
-            large_tasks.push((digest, recipe.size, plan_reads(wanted), offsets));
-        }
-
-        reporter.start(&format!("fetching from {}", self.inner.spec.name), total_objects, total_bytes);
-        let (tx, rx) = unbounded_channel();
-        let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = Result<FetchDone>> + Send>>> = Vec::new();
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let writers = Arc::new(tokio::sync::Semaphore::new(cores));
-        for read in plan_reads(small) {
-            let task = fetch_range(self.inner.clone(), store.clone(), read, writers.clone(), tx.clone());
-            tasks.push(Box::pin(task));
-        }
-        for (digest, size, reads, offsets) in large_tasks {
-            let task =
-                fetch_large(self.inner.clone(), store.clone(), digest, size, reads, offsets, tx.clone());
-            tasks.push(Box::pin(task));
-        }
-        drop(tx);
-        let result = self.runtime.block_on(drive(tasks, self.inner.jobs, rx, reporter, |done: FetchDone| {
-            report.objects_fetched += done.objects;
-            report.bytes_fetched += done.bytes;
-            report.bytes_transferred += done.transferred;
-            report.corrupt.extend(done.corrupt);
-            report.missing.extend(done.missing);
-        }));
-        reporter.finish();
-        result?;
-        store.sync()?;
-        Ok(report)
+        Ok(recipes)
     }
+}
+
+/// Where each chunk of a large object goes in it (a chunk may repeat).
+type ChunkOffsets = HashMap<Digest, Vec<u64>>;
+
+/// The range reads that bring a large object's chunks, and where each chunk goes in it;
+/// `None` if a chunk is not on the remote (or not of the length the recipe says).
+fn chunk_reads(index: &RemoteIndex, recipe: &Recipe) -> Option<(Vec<RangeRead>, ChunkOffsets)> {
+    let mut wanted = Vec::new();
+    let mut offsets = ChunkOffsets::new();
+    let mut at = 0u64;
+    for (chunk, length) in &recipe.chunks {
+        let entry = offsets.entry(*chunk).or_default();
+        if entry.is_empty() {
+            let found = index.blob(chunk).filter(|found| found.entry.length == u64::from(*length))?;
+            wanted.push((*found.pack, *chunk, found.entry.offset, found.entry.length));
+        }
+        entry.push(at);
+        at += u64::from(*length);
+    }
+    Some((plan_reads(wanted), offsets))
 }
 
 async fn fetch_range(
@@ -633,7 +653,7 @@ async fn fetch_large(
     digest: Digest,
     size: u64,
     reads: Vec<RangeRead>,
-    offsets: HashMap<Digest, Vec<u64>>,
+    offsets: ChunkOffsets,
     progress: Progress,
 ) -> Result<FetchDone> {
     let partial = Arc::new(store.partial()?);

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_monitor::alerts::{Alert, AlertError, AlertLog, Event, alert_id, state_key};
-use cairn_monitor::drift::{DatasetDrift, dataset_drift};
+use cairn_monitor::drift::{DatasetDrift, DriftConfig, dataset_drift};
 use cairn_monitor::profile::Profile;
 use cairn_monitor::quality::{Quality, quality};
 use cairn_monitor::rules::{Metric, MonitorConfig, Retrain, Rule, Transition, Webhook, Window, value};
@@ -160,14 +160,10 @@ impl Evaluator {
                 for rule in &monitor.rules {
                     outcome.evaluated += 1;
                     let since = now_ms - rule.window;
-                    let built = windows.entry(rule.window).or_insert_with(|| {
-                        let mut profile = Profile::default();
-                        for window in crate::profiles::read(&self.log_dir, model, version, since).values() {
-                            profile.merge(window);
-                        }
-                        let drift = reference.as_ref().map(|r| dataset_drift(r, &profile, &drift_config));
-                        Built { profile, drift, quality: None, entries: None }
-                    });
+                    let subject = Subject { model, version, reference: reference.as_ref() };
+                    let built = windows
+                        .entry(rule.window)
+                        .or_insert_with(|| self.window(&subject, since, &drift_config));
                     if rule.metric.needs_labels() && built.quality.is_none() {
                         // The labels of answers given in the window, each with its answer.
                         let pairs: Vec<(Value, Value)> = labels
@@ -190,32 +186,8 @@ impl Evaluator {
                     let rule_state = state.entry(key).or_default();
                     match rule_state.step(rule, now_ms, v) {
                         Some(Transition::Open) => {
-                            if built.entries.is_none() {
-                                built.entries =
-                                    Some(window_entries(&self.log_dir, model, version, since, now_ms)?);
-                            }
-                            let entries = built.entries.as_deref().unwrap_or_default();
-                            let features = drifted_features(rule, built.drift.as_ref());
-                            let id = alert_id(now_ms);
-                            let behind = requests_behind(rule, &features, reference.as_ref(), entries);
-                            let alert = Alert {
-                                id: id.clone(),
-                                model: model.clone(),
-                                version,
-                                rule: rule.name.clone(),
-                                metric: rule.metric.to_string(),
-                                op: rule.op.symbol().to_owned(),
-                                threshold: rule.threshold,
-                                value: v.unwrap_or(f64::NAN),
-                                window_start_ms: since - since.rem_euclid(crate::profiles::WINDOW_MS),
-                                window_end_ms: now_ms,
-                                opened_ms: now_ms,
-                                requests: behind.iter().take(SAMPLE).map(|e| e.trace_id.clone()).collect(),
-                                requests_total: behind.len(),
-                                features,
-                                requests_command: format!("cairn monitor requests {model} --alert {id}"),
-                            };
-                            rule_state.alert_id = Some(id);
+                            let alert = self.open_alert(&subject, rule, v, built, now_ms)?;
+                            rule_state.alert_id = Some(alert.id.clone());
                             events.push(Event::Opened { alert: alert.clone() });
                             outcome.opened.push((alert, rule.retrain.clone()));
                         }
@@ -245,6 +217,61 @@ impl Evaluator {
         log.save_state(&state)?;
         Ok(outcome)
     }
+
+    /// The merged profile of a version's requests since `since`, and its drift from the
+    /// training data.
+    fn window(&self, subject: &Subject, since: i64, drift_config: &DriftConfig) -> Built {
+        let mut profile = Profile::default();
+        for window in crate::profiles::read(&self.log_dir, subject.model, subject.version, since).values() {
+            profile.merge(window);
+        }
+        let drift = subject.reference.map(|r| dataset_drift(r, &profile, drift_config));
+        Built { profile, drift, quality: None, entries: None }
+    }
+
+    /// The alert a rule opens now, naming the requests behind it.
+    fn open_alert(
+        &self,
+        subject: &Subject,
+        rule: &Rule,
+        value: Option<f64>,
+        built: &mut Built,
+        now_ms: i64,
+    ) -> Result<Alert, EvaluateError> {
+        let (model, version) = (subject.model, subject.version);
+        let since = now_ms - rule.window;
+        if built.entries.is_none() {
+            built.entries = Some(window_entries(&self.log_dir, model, version, since, now_ms)?);
+        }
+        let entries = built.entries.as_deref().unwrap_or_default();
+        let features = drifted_features(rule, built.drift.as_ref());
+        let id = alert_id(now_ms);
+        let behind = requests_behind(rule, &features, subject.reference, entries);
+        Ok(Alert {
+            id: id.clone(),
+            model: model.to_owned(),
+            version,
+            rule: rule.name.clone(),
+            metric: rule.metric.to_string(),
+            op: rule.op.symbol().to_owned(),
+            threshold: rule.threshold,
+            value: value.unwrap_or(f64::NAN),
+            window_start_ms: since - since.rem_euclid(crate::profiles::WINDOW_MS),
+            window_end_ms: now_ms,
+            opened_ms: now_ms,
+            requests: behind.iter().take(SAMPLE).map(|e| e.trace_id.clone()).collect(),
+            requests_total: behind.len(),
+            features,
+            requests_command: format!("cairn monitor requests {model} --alert {id}"),
+        })
+    }
+}
+
+/// The version a pass evaluates rules for, and its training data's profile.
+struct Subject<'a> {
+    model: &'a str,
+    version: i64,
+    reference: Option<&'a Value>,
 }
 
 /// A version's logged rows in `[since, until]`.

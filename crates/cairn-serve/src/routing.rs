@@ -74,7 +74,8 @@ impl std::fmt::Display for Target {
 pub struct Version {
     pub name: String,
     pub version: i64,
-    pub digest: String,
+    /// The model's content; `None` when its registry record could not be read.
+    pub digest: Option<Digest>,
     pub run_id: Option<String>,
     /// The runtime that runs it (`onnx`, `mlflow`).
     pub runtime: String,
@@ -300,7 +301,7 @@ impl Catalog {
         Version {
             name: name.to_owned(),
             version: number,
-            digest: record.digest.to_string(),
+            digest: Some(record.digest),
             run_id: record.run_id.clone(),
             runtime: record.runtime.clone(),
             refused,
@@ -505,7 +506,7 @@ fn failed(name: &str, number: i64, reason: String) -> Version {
     Version {
         name: name.to_owned(),
         version: number,
-        digest: String::new(),
+        digest: None,
         run_id: None,
         runtime: String::new(),
         refused: false,

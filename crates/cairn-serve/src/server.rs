@@ -286,103 +286,151 @@ pub(crate) async fn predict(
     let started = Instant::now();
     let time_ms = now_ms();
     let trace = trace_id(time_ms);
-    let table = app.routes.get();
-    let fail = |e: ApiError| (e, Some(trace.clone()));
-    let route = table.routes.get(endpoint).ok_or_else(|| fail(not_served(&table.routes, endpoint)))?;
-    let (version, role) = match number {
-        Some(n) => (
-            route.version(n).ok_or_else(|| {
-                let serving: Vec<String> = route.versions().map(|v| v.version.to_string()).collect();
-                fail(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "VERSION_NOT_FOUND",
-                    format!(
-                        "version {n} of `{endpoint}` is not served here (serving: {})",
-                        serving.join(", ")
-                    ),
-                ))
-            })?,
-            "direct",
-        ),
-        None => {
-            let picked = route.pick().ok_or_else(|| {
-                fail(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "NOT_READY",
-                    route.reason().unwrap_or_else(|| format!("`{endpoint}` has no version to serve")),
-                ))
-            })?;
-            let role = if route.canary.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, picked)) {
-                "canary"
-            } else {
-                "primary"
-            };
-            (picked, role)
-        }
-    };
-    let version = version.clone();
-    let shadows: Vec<Arc<Version>> = if number.is_none() { route.shadows.clone() } else { Vec::new() };
-    drop(table);
+    let Chosen { version, role, shadows } =
+        choose(app, endpoint, number).map_err(|e| (e, Some(trace.clone())))?;
+    // A version that is not ready answers 503 before anything is counted or logged.
     let model = match (&version.model, version.problem()) {
         (Ok(m), None) => m.clone(),
         (_, reason) => {
-            return Err(fail(ApiError::new(
+            let message = format!("model {} is not ready: {}", version.label(), reason.unwrap_or_default());
+            return Err((ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", message), Some(trace)));
+        }
+    };
+    let result = execute(app, &version, &model, &body, parse).await;
+    let latency = started.elapsed();
+    account(app, protocol, &version, &result, latency);
+    if let Some(log) = &app.log {
+        let (inputs, outputs, error) = match &result {
+            Ok((inputs, outputs)) => (inputs.clone(), Some(outputs.clone()), None),
+            Err(e) => (Arc::new(Vec::new()), None, Some(e.message.clone())),
+        };
+        log.log(Record {
+            trace_id: trace.clone(),
+            time_ms,
+            endpoint: endpoint.to_owned(),
+            model: version.name.clone(),
+            version: version.version,
+            role,
+            protocol: protocol.name(),
+            status: result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200),
+            latency_us: latency.as_micros() as i64,
+            inputs: version.logged_inputs(&inputs),
+            outputs,
+            error,
+        });
+    }
+    for shadow in shadows {
+        let (app, body, trace, endpoint) = (app.clone(), body.clone(), trace.clone(), endpoint.to_owned());
+        tokio::spawn(async move {
+            run_shadow(&app, protocol, &endpoint, &shadow, &body, parse, trace, time_ms).await
+        });
+    }
+    match result {
+        Ok((_, outputs)) => Ok(Answer { version, outputs, trace_id: trace }),
+        Err(e) => Err((e, Some(trace))),
+    }
+}
+
+/// The version a request goes to, in which role, and the shadows that get a copy.
+struct Chosen {
+    version: Arc<Version>,
+    role: &'static str,
+    shadows: Vec<Arc<Version>>,
+}
+
+/// Routes a request: the version it names, or the route's pick (primary or canary).
+fn choose(app: &App, endpoint: &str, number: Option<i64>) -> Result<Chosen, ApiError> {
+    let table = app.routes.get();
+    let route = table.routes.get(endpoint).ok_or_else(|| not_served(&table.routes, endpoint))?;
+    let Some(n) = number else {
+        let picked = route.pick().ok_or_else(|| {
+            ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NOT_READY",
-                format!("model {} is not ready: {}", version.label(), reason.unwrap_or_default()),
-            )));
-        }
+                route.reason().unwrap_or_else(|| format!("`{endpoint}` has no version to serve")),
+            )
+        })?;
+        let canary = route.canary.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, picked));
+        return Ok(Chosen {
+            version: picked.clone(),
+            role: if canary { "canary" } else { "primary" },
+            shadows: route.shadows.clone(),
+        });
     };
+    let version = route.version(n).ok_or_else(|| {
+        let serving: Vec<String> = route.versions().map(|v| v.version.to_string()).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "VERSION_NOT_FOUND",
+            format!("version {n} of `{endpoint}` is not served here (serving: {})", serving.join(", ")),
+        )
+    })?;
+    // A request for one version by number is not copied to the shadows.
+    Ok(Chosen { version: version.clone(), role: "direct", shadows: Vec::new() })
+}
+
+type Inputs = Arc<Vec<(String, Tensor)>>;
+
+/// A request's parsed inputs and the model's outputs, or why it failed.
+type Ran = Result<(Inputs, Vec<(String, Output)>), ApiError>;
+
+/// Parses a request for `version` and runs it: through the batcher, inline, or on the
+/// blocking pool.
+async fn execute(
+    app: &App,
+    version: &Arc<Version>,
+    model: &Arc<dyn crate::runtime::Model>,
+    body: &Request,
+    parse: Parse,
+) -> Ran {
     let coming = version.batcher.as_ref().map(|b| b.announce());
-    let result = match parse(&version, &body, app.strict) {
-        Err(bad) => Err(ApiError::bad(bad)),
-        Ok(inputs) => {
-            let inputs = Arc::new(inputs);
-            let batched = match (&version.batcher, coming) {
-                // A model behind another process always goes through the queue: a request
-                // that runs directly would wait for a worker with one row while others
-                // could have joined it (the queue's hop costs microseconds; the worker's
-                // round trip milliseconds).
-                (Some(batcher), Some(coming)) if model.blocks() || !batcher.alone() => {
-                    Some(batcher.run(coming, inputs.as_ref().clone()).await)
-                }
-                // Alone: withdraw the announcement before running, so no batch waits for it.
-                (_, coming) => {
-                    drop(coming);
-                    None
-                }
-            };
-            let ran = match batched {
-                Some(answer) => answer,
-                // Small requests run right here: a one-row prediction takes tens of
-                // microseconds, less than handing it to another thread. Larger ones go to the
-                // blocking pool so they never hold up the server's I/O threads.
-                None if !model.blocks() && inputs.first().is_some_and(|(_, t)| t.rows() <= INLINE_ROWS) => {
-                    model.run(&inputs)
-                }
-                None => {
-                    let (m, i) = (model.clone(), inputs.clone());
-                    tokio::task::spawn_blocking(move || m.run(&i))
-                        .await
-                        .unwrap_or_else(|e| Err(RuntimeError::Run(format!("the model's thread failed: {e}"))))
-                }
-            };
-            match ran {
-                Ok(outputs) => Ok((inputs, outputs)),
-                Err(RuntimeError::Run(message)) => Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MODEL_REJECTED_INPUT",
-                    format!("model {} failed on this input: {message}", version.label()),
-                )),
-                Err(e) => Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "MODEL_ERROR",
-                    format!("model {}: {e}", version.label()),
-                )),
-            }
+    let inputs = Arc::new(parse(version, body, app.strict).map_err(ApiError::bad)?);
+    let batched = match (&version.batcher, coming) {
+        // A model behind another process always goes through the queue: a request
+        // that runs directly would wait for a worker with one row while others
+        // could have joined it (the queue's hop costs microseconds; the worker's
+        // round trip milliseconds).
+        (Some(batcher), Some(coming)) if model.blocks() || !batcher.alone() => {
+            Some(batcher.run(coming, inputs.as_ref().clone()).await)
+        }
+        // Alone: withdraw the announcement before running, so no batch waits for it.
+        (_, coming) => {
+            drop(coming);
+            None
         }
     };
-    let latency = started.elapsed();
+    let ran = match batched {
+        Some(answer) => answer,
+        // Small requests run right here: a one-row prediction takes tens of
+        // microseconds, less than handing it to another thread. Larger ones go to the
+        // blocking pool so they never hold up the server's I/O threads.
+        None if !model.blocks() && inputs.first().is_some_and(|(_, t)| t.rows() <= INLINE_ROWS) => {
+            model.run(&inputs)
+        }
+        None => {
+            let (m, i) = (model.clone(), inputs.clone());
+            tokio::task::spawn_blocking(move || m.run(&i))
+                .await
+                .unwrap_or_else(|e| Err(RuntimeError::Run(format!("the model's thread failed: {e}"))))
+        }
+    };
+    match ran {
+        Ok(outputs) => Ok((inputs, outputs)),
+        Err(RuntimeError::Run(message)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MODEL_REJECTED_INPUT",
+            format!("model {} failed on this input: {message}", version.label()),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MODEL_ERROR",
+            format!("model {}: {e}", version.label()),
+        )),
+    }
+}
+
+/// Counts one request in the live window and the Prometheus metrics.
+fn account(app: &App, protocol: Protocol, version: &Version, result: &Ran, latency: std::time::Duration) {
     let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
     let rows = result.as_ref().map_or(0, |(inputs, _)| inputs.first().map_or(0, |(_, t)| t.rows() as u64));
     app.metrics.record(&version.name, version.version, result.is_ok(), rows, latency, now_ms());
@@ -399,39 +447,6 @@ pub(crate) async fn predict(
         .latency
         .get_or_create(&VersionLabels { model: version.name.clone(), version: version.version.to_string() })
         .observe(latency.as_secs_f64());
-    let (inputs, outputs, error) = match &result {
-        Ok((inputs, outputs)) => (inputs.clone(), Some(outputs.clone()), None),
-        Err(e) => (Arc::new(Vec::new()), None, Some(e.message.clone())),
-    };
-    if let Some(log) = &app.log {
-        log.log(Record {
-            trace_id: trace.clone(),
-            time_ms,
-            endpoint: endpoint.to_owned(),
-            model: version.name.clone(),
-            version: version.version,
-            role,
-            protocol: protocol.name(),
-            status,
-            latency_us: latency.as_micros() as i64,
-            inputs: version.logged_inputs(&inputs),
-            outputs,
-            error,
-        });
-    }
-    if !shadows.is_empty() {
-        for shadow in shadows {
-            let (app, body, trace, endpoint) =
-                (app.clone(), body.clone(), trace.clone(), endpoint.to_owned());
-            tokio::spawn(async move {
-                run_shadow(&app, protocol, &endpoint, &shadow, &body, parse, trace, time_ms).await
-            });
-        }
-    }
-    match result {
-        Ok((_, outputs)) => Ok(Answer { version, outputs, trace_id: trace }),
-        Err(e) => Err((e, Some(trace))),
-    }
 }
 
 /// Runs a copy of a request on a shadow version and logs the answer; never returned.
@@ -1155,7 +1170,7 @@ fn triton_config_json(route: &Route, v: &Version) -> Value {
         "max_batch_size": 0,
         "input": tensors("inputs"),
         "output": tensors("outputs"),
-        "parameters": {"digest": {"string_value": v.digest}},
+        "parameters": {"digest": {"string_value": v.digest.map(|d| d.to_string()).unwrap_or_default()}},
     })
 }
 

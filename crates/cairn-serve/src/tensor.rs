@@ -614,56 +614,60 @@ pub fn from_binary(
         }
         DType::Bool => {
             fixed(1)?;
-            let mut v = Vec::with_capacity(count);
-            for (i, &b) in bytes.iter().enumerate() {
-                v.push(match b {
-                    0 => false,
-                    1 => true,
-                    other => {
-                        return Err(BadInput::field(
-                            spec,
-                            format!("element {i} is byte {other}; BOOL takes 0 or 1"),
-                        ));
-                    }
-                });
-            }
-            Data::Bool(v)
+            Data::Bool(binary_bools(spec, bytes)?)
         }
-        DType::Str => {
-            let mut v = Vec::with_capacity(count.min(bytes.len() / 4));
-            let mut rest = bytes;
-            while let Some((length, tail)) = rest.split_first_chunk::<4>() {
-                let length = u32::from_le_bytes(*length) as usize;
-                let Some((element, tail)) = tail.split_at_checked(length) else {
-                    return Err(BadInput::field(
-                        spec,
-                        format!(
-                            "BYTES element {} claims {length} bytes but only {} remain",
-                            v.len(),
-                            tail.len()
-                        ),
-                    ));
-                };
-                let text = std::str::from_utf8(element).map_err(|_| {
-                    BadInput::field(spec, format!("BYTES element {} is not UTF-8 text", v.len()))
-                })?;
-                v.push(text.to_owned());
-                rest = tail;
-            }
-            if !rest.is_empty() || v.len() != count {
-                return Err(BadInput::field(
-                    spec,
-                    format!(
-                        "binary data holds {} BYTES element(s){} but shape {shape:?} needs {count}",
-                        v.len(),
-                        if rest.is_empty() { "" } else { " and a partial length prefix" }
-                    ),
-                ));
-            }
-            Data::Str(v)
-        }
+        DType::Str => Data::Str(binary_strings(spec, &shape, count, bytes)?),
     };
     Ok(Tensor { shape, data })
+}
+
+/// `BOOL` elements of the binary tensor data: one byte each, 0 or 1.
+fn binary_bools(spec: &InputSpec, bytes: &[u8]) -> Result<Vec<bool>, BadInput> {
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(BadInput::field(spec, format!("element {i} is byte {other}; BOOL takes 0 or 1"))),
+        })
+        .collect()
+}
+
+/// `BYTES` elements of the binary tensor data: each a 4-byte little-endian length and that
+/// many bytes of UTF-8; exactly `count` of them.
+fn binary_strings(
+    spec: &InputSpec,
+    shape: &[usize],
+    count: usize,
+    bytes: &[u8],
+) -> Result<Vec<String>, BadInput> {
+    let mut v = Vec::with_capacity(count.min(bytes.len() / 4));
+    let mut rest = bytes;
+    while let Some((length, tail)) = rest.split_first_chunk::<4>() {
+        let length = u32::from_le_bytes(*length) as usize;
+        let Some((element, tail)) = tail.split_at_checked(length) else {
+            return Err(BadInput::field(
+                spec,
+                format!("BYTES element {} claims {length} bytes but only {} remain", v.len(), tail.len()),
+            ));
+        };
+        let text = std::str::from_utf8(element)
+            .map_err(|_| BadInput::field(spec, format!("BYTES element {} is not UTF-8 text", v.len())))?;
+        v.push(text.to_owned());
+        rest = tail;
+    }
+    if !rest.is_empty() || v.len() != count {
+        return Err(BadInput::field(
+            spec,
+            format!(
+                "binary data holds {} BYTES element(s){} but shape {shape:?} needs {count}",
+                v.len(),
+                if rest.is_empty() { "" } else { " and a partial length prefix" }
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 /// Appends `data` in the binary tensor data extension's layout (see [`from_binary`]).

@@ -132,64 +132,8 @@ impl Repo {
         hashed_at: i128,
         reporter: &dyn Reporter,
     ) -> Result<(AddOutcome, Vec<ToLink>)> {
-        let total_bytes = files.iter().map(|f| f.stat.size).sum();
-        reporter.start(&format!("adding {}", crate::display_bytes(rel)), files.len() as u64, total_bytes);
+        let stored = self.store_each(rel, files, cache, hashed_at, reporter)?;
         let store = &self.store;
-        let read_only_cache = &*cache;
-        struct Stored {
-            entry: ManifestEntry,
-            abs: PathBuf,
-            stat: FileStat,
-            hashed: bool,
-            new: bool,
-            adopted: bool,
-            /// Reached through a link out of the repository (`--follow-external-symlinks`):
-            /// read, never adopted or replaced by a link.
-            outside: bool,
-        }
-        // Sharing strategies turn work-tree files into objects without copying them.
-        let adopt = self.settings.link.preferred().shares_object();
-        let racy_before = hashed_at - crate::statcache::RACY_WINDOW_NS;
-        let stored: Vec<Stored> = self.install(|| {
-            files
-                .into_par_iter()
-                .map(|file| -> Result<Stored> {
-                    let key = join_rel(rel, &file.rel);
-                    // Only where the user let reads leave the repository can a file be outside.
-                    let outside = self.settings.follow_external_symlinks
-                        && !file.abs.canonicalize().is_ok_and(|real| real.starts_with(&self.root));
-                    let known = read_only_cache.lookup(&key, &file.stat);
-                    let (digest, stat, hashed, new, adopted) = match known {
-                        Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false, false),
-                        _ => {
-                            let progress = |n| reporter.advance(0, n);
-                            let put = if adopt && !outside {
-                                store.adopt_file(&file.abs, &file.stat, racy_before, &progress)?
-                            } else {
-                                store.put_file(&file.abs, Some(&file.stat), &progress)?
-                            };
-                            (put.digest, put.stat, true, put.new, put.adopted)
-                        }
-                    };
-                    reporter.advance(1, if hashed { 0 } else { stat.size });
-                    Ok(Stored {
-                        entry: ManifestEntry {
-                            path: file.rel,
-                            digest,
-                            size: stat.size,
-                            executable: stat.executable(),
-                        },
-                        abs: file.abs,
-                        stat,
-                        hashed,
-                        new,
-                        adopted,
-                        outside,
-                    })
-                })
-                .collect::<Result<_>>()
-        })?;
-        reporter.finish();
 
         let (mut hashed, mut new_objects, mut new_bytes) = (0, 0, 0);
         for s in &stored {
@@ -229,7 +173,75 @@ impl Repo {
         };
 
         let files = stored.len() as u64;
-        let pointer = if is_dir {
+        let pointer = self.pointer_for(is_dir, stored)?;
+        let outcome =
+            AddOutcome { rel: rel.to_vec(), pointer, changed: false, files, hashed, new_objects, new_bytes };
+        Ok((outcome, to_link))
+    }
+
+    /// Hashes (or finds in the stat cache) and stores every file, in parallel.
+    fn store_each(
+        &self,
+        rel: &[u8],
+        files: Vec<ScannedFile>,
+        cache: &StatCache,
+        hashed_at: i128,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<Stored>> {
+        let total_bytes = files.iter().map(|f| f.stat.size).sum();
+        reporter.start(&format!("adding {}", crate::display_bytes(rel)), files.len() as u64, total_bytes);
+        let store = &self.store;
+        let read_only_cache = cache;
+        // Sharing strategies turn work-tree files into objects without copying them.
+        let adopt = self.settings.link.preferred().shares_object();
+        let racy_before = hashed_at - crate::statcache::RACY_WINDOW_NS;
+        let stored = self.install(|| {
+            files
+                .into_par_iter()
+                .map(|file| -> Result<Stored> {
+                    let key = join_rel(rel, &file.rel);
+                    // Only where the user let reads leave the repository can a file be outside.
+                    let outside = self.settings.follow_external_symlinks
+                        && !file.abs.canonicalize().is_ok_and(|real| real.starts_with(&self.root));
+                    let known = read_only_cache.lookup(&key, &file.stat);
+                    let (digest, stat, hashed, new, adopted) = match known {
+                        Some(digest) if store.contains(&digest)? => (digest, file.stat, false, false, false),
+                        _ => {
+                            let progress = |n| reporter.advance(0, n);
+                            let put = if adopt && !outside {
+                                store.adopt_file(&file.abs, &file.stat, racy_before, &progress)?
+                            } else {
+                                store.put_file(&file.abs, Some(&file.stat), &progress)?
+                            };
+                            (put.digest, put.stat, true, put.new, put.adopted)
+                        }
+                    };
+                    reporter.advance(1, if hashed { 0 } else { stat.size });
+                    Ok(Stored {
+                        entry: ManifestEntry {
+                            path: file.rel,
+                            digest,
+                            size: stat.size,
+                            executable: stat.executable(),
+                        },
+                        abs: file.abs,
+                        stat,
+                        hashed,
+                        new,
+                        adopted,
+                        outside,
+                    })
+                })
+                .collect::<Result<_>>()
+        })?;
+        reporter.finish();
+        Ok(stored)
+    }
+
+    /// The pointer of a stored data path: the file's own digest, or a directory's manifest.
+    fn pointer_for(&self, is_dir: bool, stored: Vec<Stored>) -> Result<Pointer> {
+        let store = &self.store;
+        Ok(if is_dir {
             let entries: Vec<ManifestEntry> = stored.into_iter().map(|s| s.entry).collect();
             let manifest = Manifest::new(entries).map_err(|e| {
                 RepoError::Internal(format!("a directory scan produced an invalid manifest: {e}"))
@@ -246,10 +258,7 @@ impl Repo {
                 digest: s.entry.digest,
                 size: s.entry.size,
             }
-        };
-        let outcome =
-            AddOutcome { rel: rel.to_vec(), pointer, changed: false, files, hashed, new_objects, new_bytes };
-        Ok((outcome, to_link))
+        })
     }
 
     /// Replaces work-tree files by links to their (durable) objects.
@@ -291,4 +300,17 @@ impl Repo {
         });
         self.add(&rels, reporter)
     }
+}
+
+/// One file as `add` stored it.
+struct Stored {
+    entry: ManifestEntry,
+    abs: PathBuf,
+    stat: FileStat,
+    hashed: bool,
+    new: bool,
+    adopted: bool,
+    /// Reached through a link out of the repository (`--follow-external-symlinks`):
+    /// read, never adopted or replaced by a link.
+    outside: bool,
 }
