@@ -27,11 +27,16 @@
 //! | [`monitoring`]  | monitor.yaml, the rule evaluator, retrain, `alerts`, `alerts check`     |
 //! | [`reports`]     | `monitor` reports, `monitor requests`, `monitor export`                 |
 //! | [`tracking`]    | the tracking server's state, in the foreground or for one run           |
+//! | [`asset_graph`] | the pipeline graph with each stage's state; a run's live progress       |
+//! | [`browse`]      | pages of runs (keyset), downsampled metric histories, run comparison   |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod asset_graph;
+pub mod browse;
 mod civil;
 pub mod content;
+pub mod downsample;
 mod error;
 pub mod experiments;
 pub mod live;

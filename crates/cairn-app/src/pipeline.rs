@@ -233,6 +233,12 @@ pub fn run(ws: &Workspace, request: RunRequest, observer: &dyn Observer) -> Resu
         supervisor: request.supervisor,
         extra_env,
     };
+    // A UI follows the run through its progress file (removed when the run ends).
+    let progress = recorder.as_ref().map(|r| crate::asset_graph::Progress::new(repo, &r.run_id, observer));
+    let watched: &dyn Observer = match &progress {
+        Some(progress) => progress,
+        None => observer,
+    };
     let result = std::thread::scope(|scope| {
         let _follower = recorder.as_ref().and_then(|recorder| {
             let store = cairn_meta::open(&repo.meta_location()).ok()?;
@@ -240,10 +246,11 @@ pub fn run(ws: &Workspace, request: RunRequest, observer: &dyn Observer) -> Resu
             Some(crate::live::Follower::start(scope, dir, store, recorder.run_id.clone(), observer))
         });
         let _heartbeat = recorder.as_ref().map(Recorder::heartbeat);
-        project.run(&options, observer)
+        project.run(&options, watched)
     });
     #[cfg(feature = "tracking-server")]
     drop(server);
+    drop(progress);
     // A run that changed nothing (every stage up to date), or that was refused before any
     // stage started, is not an experiment: it leaves no record. An experiment's own run
     // (`record_as`) is always kept.

@@ -433,37 +433,37 @@ pub fn show(ws: &Workspace, request: &ShowRequest) -> Result<RunTable> {
     runs.truncate(request.limit);
     let param_keys = keys(runs.iter().flat_map(|r| r.params.iter().map(|(k, _)| k)), &request.columns);
     let metric_keys = keys(runs.iter().flat_map(|r| r.metrics.iter().map(|m| &m.key)), &request.columns);
-    let runs = runs
-        .into_iter()
-        .map(|r| {
-            let stages = store.stages(&r.info.run_id).unwrap_or_default();
-            RunSummary {
-                stages: stages
-                    .into_iter()
-                    .map(|s| StageSummary {
-                        stage: s.stage,
-                        action: s.action,
-                        wall_ms: s.wall_ms,
-                        cpu_ms: s.cpu_ms,
-                        max_rss_kb: s.max_rss_kb,
-                        log: s.log,
-                    })
-                    .collect(),
-                params: r.params.into_iter().collect(),
-                metrics: r.metrics.into_iter().map(|m| (m.key, m.value)).collect(),
-                run_id: r.info.run_id,
-                name: r.info.name,
-                parent: r.info.parent_run_id,
-                status: r.info.status,
-                start_time: r.info.start_time,
-                end_time: r.info.end_time,
-                user: r.info.user,
-                commit: r.info.git_commit,
-                dirty: r.info.git_dirty,
-            }
-        })
-        .collect();
+    let runs = runs.into_iter().map(|r| summary(&store, r)).collect();
     Ok(RunTable { runs, param_keys, metric_keys })
+}
+
+/// A run as the runs table lists it, with its stages.
+pub fn summary(store: &Store, r: cairn_meta::Run) -> RunSummary {
+    let stages = store.stages(&r.info.run_id).unwrap_or_default();
+    RunSummary {
+        stages: stages
+            .into_iter()
+            .map(|s| StageSummary {
+                stage: s.stage,
+                action: s.action,
+                wall_ms: s.wall_ms,
+                cpu_ms: s.cpu_ms,
+                max_rss_kb: s.max_rss_kb,
+                log: s.log,
+            })
+            .collect(),
+        params: r.params.into_iter().collect(),
+        metrics: r.metrics.into_iter().map(|m| (m.key, m.value)).collect(),
+        run_id: r.info.run_id,
+        name: r.info.name,
+        parent: r.info.parent_run_id,
+        status: r.info.status,
+        start_time: r.info.start_time,
+        end_time: r.info.end_time,
+        user: r.info.user,
+        commit: r.info.git_commit,
+        dirty: r.info.git_dirty,
+    }
 }
 
 /// The run that `reference` names: the start (at least 4 characters) of a run id, or a run's

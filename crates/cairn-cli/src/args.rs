@@ -217,7 +217,19 @@ pub enum Command {
     /// Charts of runs' metric series.
     #[command(subcommand)]
     Plots(PlotsCommand),
-    /// Serve the MLflow-compatible tracking API and artifact proxy (loopback by default).
+    /// The web UI for this repository: pipeline graph, runs, lineage, registry, monitoring.
+    #[command(
+        after_help = "Examples:\n  cairn ui                 # http://127.0.0.1:4000\n  cairn ui --port 0        # a free port, printed on stdout\n\nOn loopback the UI acts as you (approve, move aliases); `cairn server` mounts the same UI read-only."
+    )]
+    Ui {
+        /// Address to listen on (loopback by default; another address makes the UI read-only).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on; 0 picks a free one.
+        #[arg(long, default_value_t = 4000)]
+        port: u16,
+    },
+    /// Serve the MLflow-compatible tracking API, the artifact proxy and the web UI (loopback by default).
     #[command(
         after_help = "Examples:\n  cairn server                      # http://127.0.0.1:5000\n  cairn server --port 0             # a free port, printed on stdout\n  MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python train.py"
     )]

@@ -222,24 +222,9 @@ impl From<cairn_pipeline::PipelineError> for Failure {
     }
 }
 
-fn meta_hint(error: &cairn_meta::MetaError) -> Option<&'static str> {
-    use cairn_meta::MetaError as E;
-    match error {
-        E::Backend { .. } | E::BadLocation(_) => None,
-        E::Corrupt { .. } => Some("the store was changed by hand or damaged; restore it from a backup"),
-        E::TooNew { .. } => Some("install a newer cairn, or point `meta.url` at another store"),
-        E::NoRun(_) => Some("list runs with `cairn exp show`"),
-        E::RunNotActive(_) | E::ExperimentNotActive(_) => None,
-        E::NoModelVersion(_) => Some("list versions with `cairn model versions NAME`"),
-        E::NoExperiment(_) | E::NoLoggedModel(_) => None,
-        E::ModelParamChanged { .. } | E::ParamChanged { .. } | E::Protected { .. } => None,
-        E::ExperimentExists(_) => Some("choose another name"),
-    }
-}
-
 impl From<cairn_meta::MetaError> for Failure {
     fn from(error: cairn_meta::MetaError) -> Self {
-        let hint = meta_hint(&error);
+        let hint = error.hint();
         Failure::user(error.to_string(), hint)
     }
 }

@@ -111,8 +111,9 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
                 max_artifact_bytes: max_artifact_size,
                 run_quota_bytes: run_quota,
             };
-            tracking::serve(&context.workspace()?, &host, port, uploads, quiet)
+            tracking::serve(context.workspace()?, &host, port, uploads, quiet)
         }
+        Command::Ui { host, port } => tracking::ui(context.workspace()?, &host, port, quiet),
         Command::Serve(args) => {
             let ws = context.workspace()?;
             let (listen, settings) = args.resolve(&context.cwd, ws.repo())?;

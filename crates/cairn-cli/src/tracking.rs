@@ -1,4 +1,7 @@
-//! `cairn server`: the MLflow-compatible tracking API in the foreground.
+//! `cairn server`: the MLflow-compatible tracking API and the web UI in the foreground;
+//! `cairn ui`: the web UI alone.
+
+use std::sync::Arc;
 
 use cairn_app::Workspace;
 
@@ -14,15 +17,50 @@ pub fn warn_if_exposed(address: &std::net::SocketAddr) {
     }
 }
 
-/// `cairn server`: the MLflow-compatible tracking API until Ctrl-C.
+/// `cairn server`: the MLflow-compatible tracking API, with the web UI (read-only: the
+/// server does not know who is asking) at `/`, until Ctrl-C.
 pub fn serve(
-    ws: &Workspace,
+    ws: Workspace,
     host: &str,
     port: u16,
     uploads: cairn_server::UploadLimits,
     quiet: bool,
 ) -> Result<(), Failure> {
-    let state = cairn_app::tracking::state(ws, uploads)?;
+    let state = cairn_app::tracking::state(&ws, uploads)?;
+    let location = state.meta.location().to_owned();
+    let ui = cairn_ui::State { workspace: Arc::new(ws), mode: cairn_ui::Mode::ReadOnly };
+    let router = cairn_server::router(state).merge(cairn_ui::router(ui));
+    listen(host, port, router, |address| {
+        if !quiet {
+            eprintln!(
+                "cairn tracking server on http://{address} (metadata: {location}); Ctrl-C stops it\n  export MLFLOW_TRACKING_URI=http://{address}\n  UI: http://{address}/"
+            );
+        }
+    })
+}
+
+/// `cairn ui`: the web UI until Ctrl-C. On loopback it acts as the local user.
+pub fn ui(ws: Workspace, host: &str, port: u16, quiet: bool) -> Result<(), Failure> {
+    let workspace = Arc::new(ws);
+    let router = |mode| cairn_ui::router(cairn_ui::State { workspace: workspace.clone(), mode });
+    let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host == "localhost";
+    let mode = if loopback { cairn_ui::Mode::Local } else { cairn_ui::Mode::ReadOnly };
+    listen(host, port, router(mode), |address| {
+        if !quiet {
+            let acting = if loopback { "acting as you" } else { "read-only off loopback" };
+            eprintln!("cairn ui on http://{address}/ ({acting}); Ctrl-C stops it");
+        }
+    })
+}
+
+/// Listens on `host:port` and serves `router` until Ctrl-C; prints the URL on stdout (for
+/// scripts that start the server on port 0) after `started` has its say on stderr.
+fn listen(
+    host: &str,
+    port: u16,
+    router: cairn_ui::Router,
+    started: impl FnOnce(&std::net::SocketAddr),
+) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,15 +76,9 @@ pub fn serve(
             .local_addr()
             .map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
         warn_if_exposed(&address);
-        if !quiet {
-            eprintln!(
-                "cairn tracking server on http://{address} (metadata: {}); Ctrl-C stops it\n  export MLFLOW_TRACKING_URI=http://{address}",
-                state.meta.location()
-            );
-        }
-        // Stdout carries only the URL, for scripts that start the server on port 0.
+        started(&address);
         println!("http://{address}");
-        cairn_server::serve(listener, state, async {
+        cairn_http::serve(listener, router, cairn_http::Limits::default(), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

@@ -66,6 +66,24 @@ pub enum MetaError {
     Corrupt { what: &'static str, value: String },
 }
 
+impl MetaError {
+    /// What the user can do about it, where there is something to do.
+    pub fn hint(&self) -> Option<&'static str> {
+        use MetaError as E;
+        match self {
+            E::Backend { .. } | E::BadLocation(_) => None,
+            E::Corrupt { .. } => Some("the store was changed by hand or damaged; restore it from a backup"),
+            E::TooNew { .. } => Some("install a newer cairn, or point `meta.url` at another store"),
+            E::NoRun(_) => Some("list runs with `cairn exp show`"),
+            E::RunNotActive(_) | E::ExperimentNotActive(_) => None,
+            E::NoModelVersion(_) => Some("list versions with `cairn model versions NAME`"),
+            E::NoExperiment(_) | E::NoLoggedModel(_) => None,
+            E::ModelParamChanged { .. } | E::ParamChanged { .. } | E::Protected { .. } => None,
+            E::ExperimentExists(_) => Some("choose another name"),
+        }
+    }
+}
+
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -16,3 +16,4 @@ mod remote;
 mod safety;
 mod serving;
 mod tracking;
+mod ui;

@@ -17,7 +17,7 @@ use common::TestRepo;
 use common::tools::{mlflow_python, onnxruntime_library, serve_python};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../cairn-model/tests/fixtures")
         .canonicalize()
@@ -39,15 +39,15 @@ fn project() -> TestRepo {
 }
 
 /// `cairn serve ... --port 0`, killed when dropped (unless stopped first).
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     /// The gRPC listener's `host:port`.
     grpc: String,
 }
 
 impl Server {
-    fn start(repo: &TestRepo, args: &[&str]) -> Server {
+    pub(crate) fn start(repo: &TestRepo, args: &[&str]) -> Server {
         Server::start_with(repo, args, &[])
     }
 
@@ -76,7 +76,7 @@ impl Server {
     }
 
     /// SIGTERM, then waits; returns stderr.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         // (It may already be on its way out.)
         let _ = rustix::process::kill_process(
             rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
@@ -97,8 +97,8 @@ impl Drop for Server {
     }
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: HashMap<String, String>,
     body: Vec<u8>,
 }
@@ -144,7 +144,7 @@ fn parse_reply(raw: &[u8]) -> Reply {
     Reply { status, headers, body: raw[split + 4..].to_vec() }
 }
 
-fn post(addr: &str, path: &str, body: &Value) -> Reply {
+pub(crate) fn post(addr: &str, path: &str, body: &Value) -> Reply {
     http(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
 }
 
@@ -894,7 +894,7 @@ fn webhook() -> (String, std::sync::mpsc::Receiver<(String, Value)>) {
 }
 
 /// Polls `cairn alerts --all --json` until `done` holds (or 30 s pass).
-fn wait_for_alerts(repo: &TestRepo, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) fn wait_for_alerts(repo: &TestRepo, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let alerts = repo.json(&["alerts", "--all", "--json"]).as_array().unwrap().clone();

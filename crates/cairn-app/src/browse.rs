@@ -1,0 +1,246 @@
+//! What a browser asks of runs: one page of the runs table at a time (MLflow's filter
+//! syntax, any sort key, keyset pagination), a metric's history downsampled for a chart, and
+//! a side-by-side comparison of runs.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use cairn_meta::Run;
+use serde::Serialize;
+
+use crate::downsample::lttb;
+use crate::runs::{RunSummary, summary};
+use crate::{Error, Result, Workspace};
+
+/// One page of the runs table.
+#[derive(Debug, Default, Clone)]
+pub struct PageRequest {
+    /// MLflow's search syntax (`metrics.acc > 0.9 and params.lr = '0.01'`).
+    pub filter: Option<String>,
+    /// `start_time` (the default), `end_time`, `name`, or a metric or param key; `-` before
+    /// it sorts descending (`-start_time` is the default order).
+    pub order_by: Option<String>,
+    /// The `next_page_token` of the page before.
+    pub page_token: Option<String>,
+    /// Runs per page (at most 1,000).
+    pub max_results: usize,
+}
+
+/// A page of runs, and the token of the next one (`None` on the last page).
+#[derive(Debug, Serialize)]
+pub struct RunPage {
+    pub runs: Vec<RunSummary>,
+    /// Every param and metric key among the matching runs, for a column chooser.
+    pub param_keys: Vec<String>,
+    pub metric_keys: Vec<String>,
+    /// Runs matching the filter, on every page.
+    pub total: usize,
+    pub next_page_token: Option<String>,
+}
+
+/// A sort key: a number (times, metrics, numeric params) or text (names, other params).
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Number(f64),
+    Text(String),
+    Absent,
+}
+
+impl Key {
+    fn of(run: &Run, field: &str) -> Key {
+        match field {
+            "start_time" => Key::Number(run.info.start_time as f64),
+            "end_time" => run.info.end_time.map_or(Key::Absent, |t| Key::Number(t as f64)),
+            "name" => Key::Text(run.info.name.clone()),
+            _ => {
+                let field = field.strip_prefix("metrics.").unwrap_or(field);
+                if let Some(m) = run.metrics.iter().find(|m| m.key == field) {
+                    return Key::Number(m.value);
+                }
+                let field = field.strip_prefix("params.").unwrap_or(field);
+                match run.params.iter().find(|(k, _)| k == field) {
+                    Some((_, v)) => v.parse().map_or_else(|_| Key::Text(v.clone()), Key::Number),
+                    None => Key::Absent,
+                }
+            }
+        }
+    }
+
+    /// The key as a page token carries it.
+    fn encode(&self) -> String {
+        match self {
+            Key::Number(x) => format!("n{x}"),
+            Key::Text(t) => format!("t{t}"),
+            Key::Absent => "a".into(),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Key> {
+        match text.split_at_checked(1)? {
+            ("n", x) => x.parse().ok().map(Key::Number),
+            ("t", t) => Some(Key::Text(t.to_owned())),
+            ("a", "") => Some(Key::Absent),
+            _ => None,
+        }
+    }
+
+    /// Present keys first (numbers before text), each in `descending` order or not.
+    fn compare(&self, other: &Key, descending: bool) -> Ordering {
+        let rank = |k: &Key| match k {
+            Key::Number(_) => 0,
+            Key::Text(_) => 1,
+            Key::Absent => 2,
+        };
+        let ordered = match (self, other) {
+            (Key::Number(a), Key::Number(b)) => a.total_cmp(b),
+            (Key::Text(a), Key::Text(b)) => a.cmp(b),
+            _ => return rank(self).cmp(&rank(other)),
+        };
+        if descending { ordered.reverse() } else { ordered }
+    }
+}
+
+/// A run's place in the order: its key, then its id (so every run has one place).
+fn position(a: (&Key, &str), b: (&Key, &str), descending: bool) -> Ordering {
+    a.0.compare(b.0, descending).then_with(|| a.1.cmp(b.1))
+}
+
+/// One page of the runs that match `request.filter`, in `request.order_by` order, after the
+/// run that `request.page_token` names (keyset pagination: a page does not shift when runs
+/// are added before it).
+pub fn page(ws: &Workspace, request: &PageRequest) -> Result<RunPage> {
+    let store = ws.meta()?;
+    let mut runs = store.search_runs(&[], usize::MAX)?;
+    if let Some(text) = request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
+        let filter = cairn_meta::search::Filter::parse(text)
+            .map_err(|e| Error::Usage(format!("invalid filter `{text}`: {e}")))?;
+        runs.retain(|r| filter.matches(r));
+    }
+    let order = request.order_by.as_deref().unwrap_or("-start_time");
+    let (field, descending) = match order.strip_prefix('-') {
+        Some(field) => (field, true),
+        None => (order.strip_suffix(" DESC").unwrap_or(order), order.ends_with(" DESC")),
+    };
+    let field = field.strip_suffix(" ASC").unwrap_or(field);
+    let mut keyed: Vec<(Key, Run)> = runs.into_iter().map(|r| (Key::of(&r, field), r)).collect();
+    keyed.sort_by(|a, b| position((&a.0, &a.1.info.run_id), (&b.0, &b.1.info.run_id), descending));
+    let total = keyed.len();
+    let mut param_keys = BTreeSet::new();
+    let mut metric_keys = BTreeSet::new();
+    for (_, run) in &keyed {
+        param_keys.extend(run.params.iter().map(|(k, _)| k.clone()));
+        metric_keys.extend(run.metrics.iter().map(|m| m.key.clone()));
+    }
+    let start = match &request.page_token {
+        None => 0,
+        Some(token) => {
+            let (key, id) = token
+                .split_once(':')
+                .and_then(|(id, key)| Some((Key::decode(key)?, id)))
+                .ok_or_else(|| Error::Usage(format!("invalid page token `{token}`")))?;
+            keyed.partition_point(|(k, r)| position((k, &r.info.run_id), (&key, id), descending).is_le())
+        }
+    };
+    let max = request.max_results.clamp(1, 1000);
+    let end = (start + max).min(total);
+    let next_page_token = (end < total).then(|| {
+        let (key, run) = &keyed[end - 1];
+        format!("{}:{}", run.info.run_id, key.encode())
+    });
+    let runs = keyed.drain(start..end).map(|(_, run)| summary(&store, run)).collect();
+    Ok(RunPage {
+        runs,
+        param_keys: param_keys.into_iter().collect(),
+        metric_keys: metric_keys.into_iter().collect(),
+        total,
+        next_page_token,
+    })
+}
+
+/// A metric's history as a chart draws it.
+#[derive(Debug, Serialize)]
+pub struct MetricHistory {
+    pub run_id: String,
+    pub key: String,
+    /// Points recorded; `points` holds at most about the number asked for.
+    pub recorded: usize,
+    /// `[step, value]`, downsampled with the true minimum and maximum kept.
+    pub points: Vec<(f64, f64)>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// The history of metric `key` of run `run` (an id, its start, or a name), downsampled to
+/// about `points` points (largest-triangle-three-buckets, extremes kept).
+pub fn history(ws: &Workspace, run: &str, key: &str, points: usize) -> Result<MetricHistory> {
+    let store = ws.meta()?;
+    let run = crate::experiments::find(&store, run)?;
+    let recorded = store.metric_history(&run.info.run_id, key)?;
+    if recorded.is_empty() && !run.metrics.iter().any(|m| m.key == key) {
+        return Err(Error::refused(
+            format!("run {} has no metric `{key}`", run.info.run_id),
+            Some("list a run's metrics with `cairn exp show --json`"),
+        ));
+    }
+    let all: Vec<(f64, f64)> = recorded.iter().map(|m| (m.step as f64, m.value)).collect();
+    let finite = || all.iter().map(|p| p.1).filter(|v| v.is_finite());
+    Ok(MetricHistory {
+        run_id: run.info.run_id,
+        key: key.to_owned(),
+        recorded: all.len(),
+        min: finite().reduce(f64::min),
+        max: finite().reduce(f64::max),
+        points: lttb(&all, points.clamp(3, 10_000)),
+    })
+}
+
+/// Runs side by side: every param and metric, and whether it differs between them.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub runs: Vec<RunSummary>,
+    pub params: Vec<Compared<String>>,
+    pub metrics: Vec<Compared<f64>>,
+}
+
+/// One param or metric across the compared runs (`None` where a run lacks it).
+#[derive(Debug, Serialize)]
+pub struct Compared<T> {
+    pub key: String,
+    pub values: Vec<Option<T>>,
+    pub differs: bool,
+}
+
+fn compared<T: Clone + PartialEq>(key: String, values: Vec<Option<T>>) -> Compared<T> {
+    let differs = values.windows(2).any(|w| w[0] != w[1]);
+    Compared { key, values, differs }
+}
+
+/// Compares runs (ids, id starts or names; two or more).
+pub fn compare(ws: &Workspace, runs: &[String]) -> Result<Comparison> {
+    if runs.len() < 2 {
+        return Err(Error::Usage("compare needs two runs or more".into()));
+    }
+    let store = ws.meta()?;
+    let runs: Vec<RunSummary> = runs
+        .iter()
+        .map(|r| crate::experiments::find(&store, r).map(|run| summary(&store, run)))
+        .collect::<Result<_>>()?;
+    let param_keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.params.keys()).collect();
+    let metric_keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.metrics.keys()).collect();
+    let params = param_keys
+        .into_iter()
+        .map(|k| compared(k.clone(), runs.iter().map(|r| r.params.get(k).cloned()).collect()))
+        .collect();
+    let metrics = metric_keys
+        .into_iter()
+        .map(|k| compared(k.clone(), runs.iter().map(|r| r.metrics.get(k).copied()).collect()))
+        .collect();
+    Ok(Comparison { runs, params, metrics })
+}
+
+/// One run as the runs table lists it (an id, its start, or a name).
+pub fn run(ws: &Workspace, run: &str) -> Result<RunSummary> {
+    let store = ws.meta()?;
+    let found = crate::experiments::find(&store, run)?;
+    Ok(summary(&store, found))
+}
