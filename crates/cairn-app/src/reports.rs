@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use cairn_monitor::drift::{DatasetDrift, DriftConfig, dataset_drift};
 use cairn_monitor::profile::{Kind, Profile};
 use cairn_monitor::quality::{Quality, predicted, quality};
+use cairn_monitor::stats;
 use cairn_monitor::{Row, profile_rows};
 use cairn_repo::Repo;
 use cairn_serve::predlog::{self, Entry};
@@ -234,6 +235,7 @@ pub fn reports(ws: &Workspace, request: &ReportRequest) -> Result<Vec<VersionRep
 
 /// A version's report as `monitor --json` prints it (and an API returns it).
 pub fn report_document(model: &str, report: &mut VersionReport) -> MonitorReport {
+    let reference = report.reference.as_ref();
     let features = report
         .profile
         .features
@@ -253,6 +255,7 @@ pub fn report_document(model: &str, report: &mut VersionReport) -> MonitorReport
                 max: numeric.then_some(f.numeric.max),
                 distinct: categorical.then(|| f.categorical.distinct()),
                 top: categorical.then(|| f.categorical.top(10)),
+                histogram: histograms(reference, name, f),
             }
         })
         .collect();
@@ -307,6 +310,72 @@ pub struct MonitorReport {
     pub windows: Vec<DriftWindow>,
 }
 
+/// A feature's distribution in the training data and in production over the same bins
+/// (numeric: shared edges; categorical: the reference's top categories, then new ones).
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    pub labels: Vec<String>,
+    pub reference: Vec<f64>,
+    pub current: Vec<f64>,
+}
+
+/// Reference and current histograms over shared bins (numeric) or the reference's top
+/// categories plus the rest.
+pub fn histograms(
+    reference: Option<&Value>,
+    name: &str,
+    feature: &cairn_monitor::profile::Feature,
+) -> Histogram {
+    let column = reference
+        .and_then(|r| r.get("columns"))
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(name)));
+    match feature.kind {
+        Kind::Numeric => {
+            let reference: Vec<f64> = stats::sorted(
+                &column
+                    .and_then(|c| c.get("sample"))
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            );
+            let current = stats::sorted(&feature.numeric.sample);
+            let edges = stats::shared_edges(&reference, &current, 12);
+            let labels = edges.windows(2).map(|w| format!("{:.3}–{:.3}", w[0], w[1])).collect();
+            Histogram {
+                labels,
+                reference: stats::histogram(&reference, &edges),
+                current: stats::histogram(&current, &edges),
+            }
+        }
+        Kind::Categorical => {
+            let mut labels: Vec<String> = Vec::new();
+            let mut reference_counts = Vec::new();
+            for pair in
+                column.and_then(|c| c.get("top")).and_then(Value::as_array).into_iter().flatten().take(12)
+            {
+                if let (Some(k), Some(c)) =
+                    (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_f64))
+                {
+                    labels.push(k.to_owned());
+                    reference_counts.push(c);
+                }
+            }
+            for (k, _) in feature.categorical.top(12) {
+                if !labels.contains(&k) && labels.len() < 16 {
+                    labels.push(k);
+                    reference_counts.push(0.0);
+                }
+            }
+            let current = labels
+                .iter()
+                .map(|k| feature.categorical.counts.get(k).copied().unwrap_or(0) as f64)
+                .collect();
+            Histogram { labels, reference: reference_counts, current }
+        }
+    }
+}
+
 /// Where a reference profile came from, as recorded at registration.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReferenceSummary {
@@ -330,6 +399,8 @@ pub struct FeatureSummary {
     /// Categorical features' distinct values and the ten most frequent.
     pub distinct: Option<u64>,
     pub top: Option<Vec<(String, u64)>>,
+    /// Reference and current distributions side by side.
+    pub histogram: Histogram,
 }
 
 /// Live quality from labels in one window of prediction time.

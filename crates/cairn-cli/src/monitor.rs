@@ -12,7 +12,6 @@ use cairn_app::Workspace;
 use cairn_app::reports::{self, Selection, VersionReport};
 use cairn_monitor::profile::Kind;
 use cairn_monitor::quality::Quality;
-use cairn_monitor::stats;
 use serde_json::Value;
 
 use crate::failure::Failure;
@@ -80,59 +79,6 @@ fn summary(feature: &mut cairn_monitor::profile::Feature) -> String {
     }
 }
 
-/// Reference and current histograms over shared bins (numeric) or the reference's top
-/// categories plus the rest.
-fn histograms(
-    reference: Option<&Value>,
-    name: &str,
-    feature: &cairn_monitor::profile::Feature,
-) -> (Vec<String>, Vec<f64>, Vec<f64>) {
-    let column = reference
-        .and_then(|r| r.get("columns"))
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(name)));
-    match feature.kind {
-        Kind::Numeric => {
-            let reference: Vec<f64> = stats::sorted(
-                &column
-                    .and_then(|c| c.get("sample"))
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            );
-            let current = stats::sorted(&feature.numeric.sample);
-            let edges = stats::shared_edges(&reference, &current, 12);
-            let labels = edges.windows(2).map(|w| format!("{:.3}–{:.3}", w[0], w[1])).collect();
-            (labels, stats::histogram(&reference, &edges), stats::histogram(&current, &edges))
-        }
-        Kind::Categorical => {
-            let mut labels: Vec<String> = Vec::new();
-            let mut reference_counts = Vec::new();
-            for pair in
-                column.and_then(|c| c.get("top")).and_then(Value::as_array).into_iter().flatten().take(12)
-            {
-                if let (Some(k), Some(c)) =
-                    (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_f64))
-                {
-                    labels.push(k.to_owned());
-                    reference_counts.push(c);
-                }
-            }
-            for (k, _) in feature.categorical.top(12) {
-                if !labels.contains(&k) && labels.len() < 16 {
-                    labels.push(k);
-                    reference_counts.push(0.0);
-                }
-            }
-            let current = labels
-                .iter()
-                .map(|k| feature.categorical.counts.get(k).copied().unwrap_or(0) as f64)
-                .collect();
-            (labels, reference_counts, current)
-        }
-    }
-}
-
 /// One version's report on the terminal: what it saw, each feature, quality, coverage, drift.
 fn print_report(model: &str, report: &mut VersionReport) -> Result<(), Failure> {
     let first = report.entries.first().map_or(0, |e| e.time_ms);
@@ -190,7 +136,8 @@ fn print_features(report: &mut VersionReport) -> Result<(), Failure> {
             report.drift.as_ref().and_then(|d| d.features.iter().find(|f| f.feature == name)).cloned();
         let feature =
             report.profile.features.get_mut(&name).ok_or_else(|| Failure::user("vanished", None))?;
-        let (_, reference_hist, current_hist) = histograms(report.reference.as_ref(), &name, feature);
+        let reports::Histogram { reference: reference_hist, current: current_hist, .. } =
+            reports::histograms(report.reference.as_ref(), &name, feature);
         let (method, score, drifted) = match &drift {
             Some(d) if d.skipped.is_none() => {
                 (d.method.name().to_owned(), format!("{:.4}", d.score), if d.drifted { "YES" } else { "no" })
@@ -359,7 +306,8 @@ fn html(model: &str, reports: &[VersionReport]) -> String {
         }
         for (name, feature) in profile.features.iter_mut() {
             let drift = report.drift.as_ref().and_then(|d| d.features.iter().find(|f| &f.feature == name));
-            let (labels, reference, current) = histograms(report.reference.as_ref(), name, feature);
+            let reports::Histogram { labels, reference, current } =
+                reports::histograms(report.reference.as_ref(), name, feature);
             let verdict = match drift {
                 Some(d) if d.skipped.is_none() => format!(
                     "{}: {:.4} (threshold {}) — <span class={}>{}</span>",

@@ -61,7 +61,7 @@ function errorBox(e) {
 }
 
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
 }
 
 function time(ms) {
@@ -384,7 +384,10 @@ function lineChart(series) {
     s('text', { x: 2, y: 14 }, num(y1)), s('text', { x: 2, y: H - B }, num(y0)), s('text', { x: L, y: H - 4 }, num(x0)), s('text', { x: W - 50, y: H - 4 }, num(x1)));
   series.forEach(({ label, points }, i) => {
     const d = points.filter(([, y]) => Number.isFinite(y)).map(([x, y], j) => `${j ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join('');
-    svg.append(s('path', { d, fill: 'none', stroke: PALETTE[i % PALETTE.length], 'stroke-width': 1.5 }, s('title', {}, label)));
+    const color = PALETTE[i % PALETTE.length];
+    svg.append(s('path', { d, fill: 'none', stroke: color, 'stroke-width': 1.5 }, s('title', {}, label)));
+    // A series of one point (a final metric) is a dot.
+    if (points.length === 1) svg.append(s('circle', { cx: sx(points[0][0]), cy: sy(points[0][1]), r: 3.5, fill: color }, s('title', {}, label)));
   });
   return svg;
 }
@@ -523,7 +526,31 @@ function versionReport(r) {
     h('strong', {}, 'Traffic per minute'), traffic,
     drift.length ? h('div', { class: 'scroll' }, table(['feature', 'kind', 'statistic', 'score', 'threshold', 'drifted', 'reference rows', 'current rows'],
       drift.map((f) => [f.feature, f.kind, f.method, num(f.score), num(f.threshold), f.drifted ? 'yes' : 'no', f.reference_rows, f.current_rows]))) : null,
+    h('div', { class: 'grid' }, r.features.filter((f) => f.histogram.labels.length).map((f) => {
+      const d = drift.find((x) => x.feature === f.feature);
+      return h('div', { class: 'card', 'data-feature': f.feature }, h('strong', {}, f.feature), ' ',
+        d && !d.skipped ? h('span', { class: 'muted' }, `${d.method} ${num(d.score)} (threshold ${num(d.threshold)}) `, d.drifted ? h('span', { class: 'badge state-failed' }, 'drifted') : null) : null,
+        histogram(f.histogram));
+    })),
     r.failures.length ? table(['failure', 'requests'], r.failures.map((f) => [f.reason, f.requests])) : null);
+}
+
+// Reference (grey) and current (blue) shares over the same bins, side by side.
+function histogram(hist) {
+  const share = (v) => { const t = v.reduce((a, b) => a + b, 0); return v.map((x) => (t > 0 ? x / t : 0)); };
+  const ref = share(hist.reference), cur = share(hist.current);
+  const top = Math.max(1e-9, ...ref, ...cur);
+  const W = 360, H = 110, n = Math.max(1, hist.labels.length), slot = W / n;
+  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H + 16}`, role: 'img', 'aria-label': 'reference and current histograms' });
+  hist.labels.forEach((label, i) => {
+    [[ref, '#9aa3ad', 'reference'], [cur, '#2f6fde', 'current']].forEach(([values, fill, which], j) => {
+      const bh = (values[i] / top) * H;
+      svg.append(s('rect', { x: i * slot + 1 + (j * (slot - 2)) / 2, y: H - bh, width: Math.max(1, (slot - 2) / 2), height: bh, fill },
+        s('title', {}, `${label} — ${which}: ${(values[i] * 100).toFixed(1)}%`)));
+    });
+  });
+  svg.append(s('text', { x: 0, y: H + 13 }, hist.labels[0].slice(0, 16)), s('text', { x: W - 90, y: H + 13 }, hist.labels[n - 1].slice(0, 16)));
+  return h('div', {}, svg, h('div', { class: 'legend muted' }, h('span', {}, '■ reference'), h('span', { class: 'current' }, '■ current')));
 }
 
 function alertsTable(alerts) {

@@ -16,12 +16,15 @@ if (!url || !repo || !cairn) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
+// A fresh profile each time; the flags keep chromium off the network (it stalls here
+// otherwise).
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'cairn-ui-')), {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', `--user-data-dir=${mkdtempSync(join(tmpdir(), 'cairn-ui-'))}`],
+    '--disable-component-update', '--disable-sync'],
+  viewport: { width: 1360, height: 860 },
 });
-const page = await browser.newPage({ viewport: { width: 1360, height: 860 } });
+const page = browser.pages()[0] || await browser.newPage();
 const problems = [];
 page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -53,7 +56,7 @@ try {
   expect(all >= 3, `expected at least 3 runs, saw ${all}`);
   await page.fill('#run-filter', 'metrics.acc > 0.85');
   await page.press('#run-filter', 'Enter');
-  await page.waitForFunction((n) => document.querySelectorAll('#runs tbody tr').length < n, all);
+  await page.waitForFunction((n) => { const k = document.querySelectorAll('#runs tbody tr').length; return k > 0 && k < n; }, all);
   const filtered = await page.locator('#runs tbody tr').count();
   expect(filtered >= 1 && filtered < all, `the filter kept ${filtered} of ${all}`);
   await page.fill('#run-filter', '');
@@ -73,14 +76,14 @@ try {
   const differs = await page.textContent('#compare-params');
   expect(differs.includes('lr'), `the comparison does not show lr differing: ${differs}`);
   await page.waitForSelector('#parallel polyline');
-  await page.waitForSelector('svg.chart path[stroke]');
+  await page.waitForSelector('svg.chart path[d*="L"]');
   await shot('compare');
 
   step = "MLflow's run link opens the run";
   const runId = await page.getAttribute('#compare-params thead a', 'href');
   await page.goto(`${url}/#/experiments/0/runs/${runId.split('/').pop()}`);
   await page.waitForSelector('h1:has-text("Run")');
-  await page.waitForSelector('#charts svg path');
+  await page.waitForSelector('#charts svg path[d*="L"]');
 
   step = 'lineage: from the model to its data';
   await page.goto(`${url}/#/models/churn`);
