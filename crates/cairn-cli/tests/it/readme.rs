@@ -13,7 +13,7 @@
 //!   "installed" it, `python`, `jq` and `curl`, an activated virtual environment with
 //!   `onnxruntime` (so `pip install onnxruntime` is satisfied at once), and an S3 server (moto)
 //!   on 127.0.0.1 behind `AWS_ENDPOINT_URL`, holding the README's bucket.
-//! - Tests never use fixed ports: the README's 8080, 8081 and 5000 are replaced by free ports.
+//! - Tests never use fixed ports: the README's 8080, 8081, 5000 and 4000 are replaced by free ports.
 //!   A server a block starts with `&` is stopped (SIGTERM, then waited for) when the block ends.
 //!   `curl` retries while a just-started server is not yet listening and fails on an HTTP
 //!   error, as a person would wait and read the error.
@@ -167,6 +167,7 @@ fn every_shell_block_of_the_readme_runs() {
         ("8080", free_port().to_string()),
         ("8081", free_port().to_string()),
         ("5000", free_port().to_string()),
+        ("4000", free_port().to_string()),
     ];
     let path = std::env::join_paths(
         [home.join(".cargo/bin"), bin.clone(), venv.join("bin")]
