@@ -30,7 +30,7 @@ pub struct PageRequest {
 #[derive(Debug, Serialize)]
 pub struct RunPage {
     pub runs: Vec<RunSummary>,
-    /// Every param and metric key among the matching runs, for a column chooser.
+    /// Every param and metric key of the active runs, for a column chooser.
     pub param_keys: Vec<String>,
     pub metric_keys: Vec<String>,
     /// Runs matching the filter, on every page.
@@ -110,27 +110,38 @@ fn position(a: (&Key, &str), b: (&Key, &str), descending: bool) -> Ordering {
 /// are added before it).
 pub fn page(ws: &Workspace, request: &PageRequest) -> Result<RunPage> {
     let store = ws.meta()?;
-    let mut runs = store.search_runs(&[], usize::MAX)?;
-    if let Some(text) = request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
-        let filter = cairn_meta::search::Filter::parse(text)
-            .map_err(|e| Error::Usage(format!("invalid filter `{text}`: {e}")))?;
-        runs.retain(|r| filter.matches(r));
-    }
+    let filter = match request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(text) => Some(
+            cairn_meta::search::Filter::parse(text)
+                .map_err(|e| Error::Usage(format!("invalid filter `{text}`: {e}")))?,
+        ),
+        None => None,
+    };
     let order = request.order_by.as_deref().unwrap_or("-start_time");
     let (field, descending) = match order.strip_prefix('-') {
         Some(field) => (field, true),
         None => (order.strip_suffix(" DESC").unwrap_or(order), order.ends_with(" DESC")),
     };
     let field = field.strip_suffix(" ASC").unwrap_or(field);
-    let mut keyed: Vec<(Key, Run)> = runs.into_iter().map(|r| (Key::of(&r, field), r)).collect();
-    keyed.sort_by(|a, b| position((&a.0, &a.1.info.run_id), (&b.0, &b.1.info.run_id), descending));
-    let total = keyed.len();
-    let mut param_keys = BTreeSet::new();
-    let mut metric_keys = BTreeSet::new();
-    for (_, run) in &keyed {
-        param_keys.extend(run.params.iter().map(|(k, _)| k.clone()));
-        metric_keys.extend(run.metrics.iter().map(|m| m.key.clone()));
+    // Only what the filter and the sort key read is loaded for every run; whole runs only for
+    // the page shown.
+    let mut columns = cairn_meta::Columns::default();
+    if let Some(filter) = &filter {
+        filter.columns(&mut columns);
     }
+    if !matches!(field, "start_time" | "end_time" | "name") {
+        let key = field.strip_prefix("metrics.").unwrap_or(field);
+        columns.metrics.push(key.to_owned());
+        columns.params.push(field.strip_prefix("params.").unwrap_or(key).to_owned());
+    }
+    let mut runs = store.runs_with(cairn_meta::View::Active, &columns)?;
+    if let Some(filter) = &filter {
+        runs.retain(|r| filter.matches(r));
+    }
+    let mut keyed: Vec<(Key, String)> =
+        runs.into_iter().map(|r| (Key::of(&r, field), r.info.run_id)).collect();
+    keyed.sort_by(|a, b| position((&a.0, &a.1), (&b.0, &b.1), descending));
+    let total = keyed.len();
     let start = match &request.page_token {
         None => 0,
         Some(token) => {
@@ -138,23 +149,19 @@ pub fn page(ws: &Workspace, request: &PageRequest) -> Result<RunPage> {
                 .split_once(':')
                 .and_then(|(id, key)| Some((Key::decode(key)?, id)))
                 .ok_or_else(|| Error::Usage(format!("invalid page token `{token}`")))?;
-            keyed.partition_point(|(k, r)| position((k, &r.info.run_id), (&key, id), descending).is_le())
+            keyed.partition_point(|(k, run_id)| position((k, run_id), (&key, id), descending).is_le())
         }
     };
     let max = request.max_results.clamp(1, 1000);
     let end = (start + max).min(total);
     let next_page_token = (end < total).then(|| {
-        let (key, run) = &keyed[end - 1];
-        format!("{}:{}", run.info.run_id, key.encode())
+        let (key, run_id) = &keyed[end - 1];
+        format!("{run_id}:{}", key.encode())
     });
-    let runs = keyed.drain(start..end).map(|(_, run)| summary(&store, run)).collect();
-    Ok(RunPage {
-        runs,
-        param_keys: param_keys.into_iter().collect(),
-        metric_keys: metric_keys.into_iter().collect(),
-        total,
-        next_page_token,
-    })
+    let ids: Vec<String> = keyed.drain(start..end).map(|(_, id)| id).collect();
+    let runs = store.runs_by_id(&ids)?.into_iter().map(|run| summary(&store, run)).collect();
+    let (param_keys, metric_keys) = store.run_keys()?;
+    Ok(RunPage { runs, param_keys, metric_keys, total, next_page_token })
 }
 
 /// A metric's history as a chart draws it.

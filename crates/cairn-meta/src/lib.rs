@@ -99,6 +99,16 @@ pub struct Experiment {
     pub tags: Vec<(String, String)>,
 }
 
+/// The parts of runs a listing reads ([`Store::runs_with`]): these params, tags and metrics,
+/// and dataset inputs if `inputs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Columns {
+    pub metrics: Vec<String>,
+    pub params: Vec<String>,
+    pub tags: Vec<String>,
+    pub inputs: bool,
+}
+
 /// Which runs or experiments a search sees, by lifecycle stage (MLflow's `ViewType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum View {

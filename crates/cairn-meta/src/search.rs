@@ -332,6 +332,20 @@ impl Filter {
         self.0.iter().all(|c| c.matches(run))
     }
 
+    /// The parts of a run the filter reads (added to `columns`).
+    pub fn columns(&self, columns: &mut crate::Columns) {
+        for c in &self.0 {
+            match &c.entity {
+                Entity::Metric(key) => columns.metrics.push(key.clone()),
+                Entity::Param(key) => columns.params.push(key.clone()),
+                Entity::Tag(key) => columns.tags.push(key.clone()),
+                Entity::Dataset(_) => columns.inputs = true,
+                Entity::Attribute(Attribute::ModelStatus) => columns.tags.push(MODEL_STATUS_TAG.to_owned()),
+                Entity::Attribute(_) => {}
+            }
+        }
+    }
+
     /// As the registry searches: `!=` and `NOT IN` also hold when the value is absent (the
     /// `mlflow` client excludes prompts with ``tag.`mlflow.prompt.is_prompt` != 'true'``, which
     /// must keep every model without that tag).

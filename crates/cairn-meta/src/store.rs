@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use crate::backend::{Backend, Tx, Value};
 use crate::{
-    Artifact, Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, RunOwner, RunStatus,
-    RunUpdate, StageRecord, View, now_ms, schema,
+    Artifact, Columns, Experiment, IoRecord, MetaError, Metric, NewRun, Result, Run, RunInfo, RunOwner,
+    RunStatus, RunUpdate, StageRecord, View, now_ms, schema,
 };
 
 /// An open metadata store. Cheap to share between threads (operations take turns on one
@@ -535,6 +535,55 @@ impl Store {
         })
     }
 
+    /// Every run in `view`, newest first, with only the params, tags and metrics `columns`
+    /// names (and dataset inputs if it asks): what a filter and a sort key need, so a listing
+    /// of many runs reads a few columns and loads whole runs only for the page it shows.
+    pub fn runs_with(&self, view: View, columns: &Columns) -> Result<Vec<Run>> {
+        self.tx(|tx| {
+            let clause = view.clause("runs");
+            let rows = tx.query(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE {clause} ORDER BY start_time DESC, run_id"),
+                &[],
+            )?;
+            complete_with(tx, rows, &clause, &[], Some(columns))
+        })
+    }
+
+    /// The runs with these ids, whole, in the order given (ids not found are left out).
+    pub fn runs_by_id(&self, ids: &[String]) -> Result<Vec<Run>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = self.tx(|tx| {
+            let params: Vec<Value> = ids.iter().map(|id| id.as_str().into()).collect();
+            let slots: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
+            let clause = format!("runs.run_id IN ({})", slots.join(", "));
+            let rows = tx.query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE {clause}"), &params)?;
+            complete(tx, rows, &clause, &params)
+        })?;
+        let order: std::collections::HashMap<&str, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        found.sort_by_key(|r| order.get(r.info.run_id.as_str()).copied().unwrap_or(usize::MAX));
+        Ok(found)
+    }
+
+    /// Every param key and every metric key any active run has, sorted.
+    pub fn run_keys(&self) -> Result<(Vec<String>, Vec<String>)> {
+        self.tx(|tx| {
+            let mut keys = |table: &str| -> Result<Vec<String>> {
+                let rows = tx.query(
+                    &format!(
+                        "SELECT DISTINCT t.key FROM {table} t JOIN runs ON runs.run_id = t.run_id \
+                         WHERE runs.lifecycle_stage = 'active' ORDER BY t.key"
+                    ),
+                    &[],
+                )?;
+                Ok(rows.iter().map(|r| r[0].text()).collect())
+            };
+            Ok((keys("params")?, keys("latest_metrics")?))
+        })
+    }
+
     /// Logs metrics, params and tags in one transaction: all or nothing. A param that
     /// exists with another value is an error; tags are overwritten.
     pub fn log_batch(
@@ -927,6 +976,18 @@ fn with_tags(tx: &mut dyn Tx, mut experiment: Experiment) -> Result<Experiment> 
 /// The runs in `rows` with their params, tags, latest metrics and inputs, read with one query
 /// per table for every run matching `clause` (the clause that selected `rows`).
 fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Value]) -> Result<Vec<Run>> {
+    complete_with(tx, rows, clause, params, None)
+}
+
+/// Fills in runs' params, tags, latest metrics, inputs and models (`only`: just the keys it
+/// names, and inputs only if it asks for them).
+fn complete_with(
+    tx: &mut dyn Tx,
+    rows: Vec<Vec<Value>>,
+    clause: &str,
+    params: &[Value],
+    only: Option<&Columns>,
+) -> Result<Vec<Run>> {
     let mut runs: Vec<Run> = rows
         .iter()
         .map(|row| Run {
@@ -943,11 +1004,27 @@ fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Valu
     }
     let index: std::collections::HashMap<String, usize> =
         runs.iter().enumerate().map(|(i, r)| (r.info.run_id.clone(), i)).collect();
+    // With `only`, each table is read for the keys named (a table with none is not read).
+    let keys = |table: &str| -> Option<String> {
+        let Some(only) = only else { return Some(String::new()) };
+        let keys = match table {
+            "params" => &only.params,
+            "tags" => &only.tags,
+            _ => &only.metrics,
+        };
+        if keys.is_empty() {
+            return None;
+        }
+        let quoted: Vec<String> = keys.iter().map(|k| format!("'{}'", k.replace('\'', "''"))).collect();
+        Some(format!(" AND t.key IN ({})", quoted.join(", ")))
+    };
     let select = |columns: &str, table: &str| {
-        format!(
-            "SELECT t.run_id, {columns} FROM {table} t JOIN runs ON runs.run_id = t.run_id WHERE {clause} \
-             ORDER BY t.run_id, t.key"
-        )
+        keys(table).map(|restrict| {
+            format!(
+                "SELECT t.run_id, {columns} FROM {table} t JOIN runs ON runs.run_id = t.run_id WHERE {clause}{restrict} \
+                 ORDER BY t.run_id, t.key"
+            )
+        })
     };
     // Rows come grouped by run: the index is looked up once per run, not once per row.
     let mut at: Option<(String, Option<usize>)> = None;
@@ -962,25 +1039,30 @@ fn complete(tx: &mut dyn Tx, rows: Vec<Vec<Value>>, clause: &str, params: &[Valu
             }
         }
     };
-    tx.query_each(&select("t.key, t.value", "params"), params, &mut |row| {
-        if let Some(i) = find(&row[0]) {
-            runs[i].params.push((row[1].text(), row[2].text()));
-        }
-    })?;
-    tx.query_each(&select("t.key, t.value", "tags"), params, &mut |row| {
-        if let Some(i) = find(&row[0]) {
-            runs[i].tags.push((row[1].text(), row[2].text()));
-        }
-    })?;
-    tx.query_each(
-        &select("t.key, t.value, t.timestamp, t.step, t.is_nan", "latest_metrics"),
-        params,
-        &mut |row| {
+    if let Some(query) = select("t.key, t.value", "params") {
+        tx.query_each(&query, params, &mut |row| {
+            if let Some(i) = find(&row[0]) {
+                runs[i].params.push((row[1].text(), row[2].text()));
+            }
+        })?;
+    }
+    if let Some(query) = select("t.key, t.value", "tags") {
+        tx.query_each(&query, params, &mut |row| {
+            if let Some(i) = find(&row[0]) {
+                runs[i].tags.push((row[1].text(), row[2].text()));
+            }
+        })?;
+    }
+    if let Some(query) = select("t.key, t.value, t.timestamp, t.step, t.is_nan", "latest_metrics") {
+        tx.query_each(&query, params, &mut |row| {
             if let Some(i) = find(&row[0]) {
                 runs[i].metrics.push(metric(&row[1..]));
             }
-        },
-    )?;
+        })?;
+    }
+    if only.is_some_and(|o| !o.inputs) {
+        return Ok(runs);
+    }
     let inputs = format!(
         "SELECT t.run_id, t.body FROM run_inputs t JOIN runs ON runs.run_id = t.run_id WHERE {clause} \
          ORDER BY t.run_id, t.name, t.digest"

@@ -125,6 +125,23 @@ fn suite(open: &dyn Fn() -> Store) {
     assert_eq!(found, vec![second.clone(), first.clone()], "newest first, one experiment");
     assert_eq!(store.search_runs(&[], 100).unwrap().len(), 3);
     assert_eq!(store.search_runs(&[], 1).unwrap()[0].info.run_id, other);
+    // A listing reads only the keys it names; whole runs by id come back in the order asked.
+    let columns = cairn_meta::Columns { params: vec!["lr".into(), "it's".into()], ..Default::default() };
+    let slim = store.runs_with(cairn_meta::View::Active, &columns).unwrap();
+    let slim_first = slim.iter().find(|r| r.info.run_id == first).unwrap();
+    assert_eq!(slim_first.params, vec![("lr".to_owned(), "0.01".to_owned())]);
+    assert!(slim_first.metrics.is_empty() && slim_first.tags.is_empty());
+    let whole = store.runs_by_id(&[first.clone(), other.clone(), "nope".into()]).unwrap();
+    assert_eq!(
+        whole.iter().map(|r| r.info.run_id.as_str()).collect::<Vec<_>>(),
+        [first.as_str(), other.as_str()]
+    );
+    assert_eq!(whole[0].params.len(), 2);
+    let (param_keys, metric_keys) = store.run_keys().unwrap();
+    assert_eq!(
+        (param_keys, metric_keys),
+        (vec!["depth".to_owned(), "lr".to_owned()], vec!["loss".to_owned()])
+    );
     store.delete_run(&second).unwrap();
     assert_eq!(store.search_runs(&[churn], 100).unwrap().len(), 1);
 
