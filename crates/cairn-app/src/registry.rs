@@ -456,3 +456,50 @@ pub fn policy(ws: &Workspace, name: &str, alias: &str, change: &PolicyChange) ->
     }
     Ok(store.policy(name, alias)?)
 }
+
+/// One alias of a model: where it points, what moving it requires, and its live traffic.
+#[derive(Debug, Serialize)]
+pub struct AliasState {
+    pub alias: String,
+    pub version: i64,
+    pub policy: Option<PolicyDocument>,
+    /// A canary version answering `weight` percent of the alias's requests.
+    pub canary: Option<i64>,
+    pub weight: i64,
+    /// Versions that get a copy of every request (answers logged only).
+    pub shadows: Vec<i64>,
+}
+
+/// An alias's policy as documents show it.
+#[derive(Debug, Serialize)]
+pub struct PolicyDocument {
+    pub approvals: i64,
+    pub require: Vec<String>,
+    pub allow_delete: bool,
+}
+
+/// Every alias of model `name` with its policy and rollout.
+pub fn aliases(ws: &Workspace, name: &str) -> Result<Vec<AliasState>> {
+    let store = ws.meta()?;
+    let model = store.model(name)?.ok_or_else(|| no_model(name))?;
+    model
+        .aliases
+        .into_iter()
+        .map(|(alias, version)| {
+            let policy = store.policy(name, &alias)?.map(|p| PolicyDocument {
+                approvals: p.approvals,
+                require: p.conditions,
+                allow_delete: p.allow_delete,
+            });
+            let rollout = store.rollout(name, &alias)?.unwrap_or_default();
+            Ok(AliasState {
+                alias,
+                version,
+                policy,
+                canary: rollout.canary,
+                weight: rollout.weight,
+                shadows: rollout.shadows,
+            })
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@
 //! inputs (and labels) as a CSV or Parquet dataset, added to the cache for retraining
 //! (`monitor export`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cairn_monitor::drift::{DatasetDrift, DriftConfig, dataset_drift};
@@ -101,6 +102,17 @@ pub struct VersionReport {
     pub labels: std::sync::Arc<std::collections::HashMap<String, Value>>,
     /// Per-minute windows the server profiled: (start, rows, share of features drifted).
     pub windows: Vec<(i64, u64, Option<f64>)>,
+    /// Every request (answered or not): when, how long, whether it failed, and its role.
+    pub requests: Vec<RequestTiming>,
+}
+
+/// One logged request's time, latency and outcome.
+#[derive(Debug, Clone)]
+pub struct RequestTiming {
+    pub time_ms: i64,
+    pub latency_us: i64,
+    pub failed: bool,
+    pub role: String,
 }
 
 /// What `monitor` reads: each version's logged predictions, reference and profile.
@@ -123,7 +135,7 @@ fn load(ws: &Workspace, select: &Selection, config: &DriftConfig) -> Result<Vec<
     let all = predlog::scan(&dir, since_ms).map_err(log_error)?;
     let labels = std::sync::Arc::new(predlog::feedback(&dir).map_err(log_error)?);
     let mut reports: Vec<VersionReport> = Vec::new();
-    let mut failures: Vec<std::collections::BTreeMap<String, usize>> = Vec::new();
+    let mut failures: Vec<BTreeMap<String, usize>> = Vec::new();
     for entry in all.into_iter().filter(|e| e.model == model && version.is_none_or(|v| v == e.version)) {
         let at = match reports.iter().position(|r| r.version == entry.version) {
             Some(i) => i,
@@ -142,11 +154,18 @@ fn load(ws: &Workspace, select: &Selection, config: &DriftConfig) -> Result<Vec<
                     failures: Vec::new(),
                     labels: labels.clone(),
                     windows: Vec::new(),
+                    requests: Vec::new(),
                 });
                 failures.push(Default::default());
                 reports.len() - 1
             }
         };
+        reports[at].requests.push(RequestTiming {
+            time_ms: entry.time_ms,
+            latency_us: entry.latency_us,
+            failed: entry.status != 200,
+            role: entry.role.clone(),
+        });
         if entry.status == 200 {
             reports[at].entries.push(entry);
         } else {
@@ -287,6 +306,11 @@ pub fn report_document(model: &str, report: &mut VersionReport) -> MonitorReport
             .iter()
             .map(|&(start_ms, rows, drifted_share)| DriftWindow { start_ms, rows, drifted_share })
             .collect(),
+        traffic: traffic(&report.requests),
+        roles: report.requests.iter().fold(BTreeMap::new(), |mut roles, r| {
+            *roles.entry(r.role.clone()).or_default() += 1;
+            roles
+        }),
     }
 }
 
@@ -308,6 +332,58 @@ pub struct MonitorReport {
     pub quality_windows: Vec<QualityWindow>,
     pub failures: Vec<FailureCount>,
     pub windows: Vec<DriftWindow>,
+    /// Requests, errors and latency percentiles over time (at most about 120 windows).
+    pub traffic: Vec<TrafficWindow>,
+    /// Requests by the role the version answered them in (`primary`, `canary`, `shadow`,
+    /// `direct`).
+    pub roles: BTreeMap<String, usize>,
+}
+
+/// Requests in one window of time: how many, how many failed, and latency percentiles.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficWindow {
+    pub start_ms: i64,
+    pub width_ms: i64,
+    pub requests: usize,
+    pub errors: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The most windows a traffic series has: a minute each, or wider for a long span.
+const TRAFFIC_WINDOWS: i64 = 120;
+
+/// Buckets requests into windows of whole minutes, at most about [`TRAFFIC_WINDOWS`] of them.
+pub fn traffic(requests: &[RequestTiming]) -> Vec<TrafficWindow> {
+    let (Some(first), Some(last)) =
+        (requests.iter().map(|r| r.time_ms).min(), requests.iter().map(|r| r.time_ms).max())
+    else {
+        return Vec::new();
+    };
+    const MINUTE: i64 = 60_000;
+    let width = ((last - first) / TRAFFIC_WINDOWS / MINUTE + 1) * MINUTE;
+    let mut buckets: BTreeMap<i64, Vec<&RequestTiming>> = BTreeMap::new();
+    for r in requests {
+        buckets.entry(r.time_ms - r.time_ms.rem_euclid(width)).or_default().push(r);
+    }
+    buckets
+        .into_iter()
+        .map(|(start_ms, rs)| {
+            let mut latencies: Vec<f64> = rs.iter().map(|r| r.latency_us as f64 / 1000.0).collect();
+            latencies.sort_by(f64::total_cmp);
+            let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+            TrafficWindow {
+                start_ms,
+                width_ms: width,
+                requests: rs.len(),
+                errors: rs.iter().filter(|r| r.failed).count(),
+                p50_ms: at(0.5),
+                p95_ms: at(0.95),
+                p99_ms: at(0.99),
+            }
+        })
+        .collect()
 }
 
 /// A feature's distribution in the training data and in production over the same bins
@@ -690,4 +766,28 @@ fn write_parquet(out: &mut std::fs::File, header: &[String], rows: &[Vec<Value>]
         parquet::arrow::ArrowWriter::try_new(out, schema, None).map_err(std::io::Error::other)?;
     writer.write(&batch).map_err(std::io::Error::other)?;
     writer.close().map(drop).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(time_ms: i64, latency_us: i64, failed: bool) -> RequestTiming {
+        RequestTiming { time_ms, latency_us, failed, role: "primary".into() }
+    }
+
+    #[test]
+    fn traffic_is_bucketed_by_minute_with_errors_and_percentiles() {
+        let mut requests: Vec<RequestTiming> =
+            (0..100).map(|i| timing(60_000 + i * 100, (i + 1) * 1000, false)).collect();
+        requests.push(timing(125_000, 500, true));
+        let windows = traffic(&requests);
+        assert_eq!(windows.len(), 2);
+        assert_eq!((windows[0].start_ms, windows[0].requests, windows[0].errors), (60_000, 100, 0));
+        assert_eq!((windows[0].p50_ms, windows[0].p99_ms), (51.0, 99.0));
+        assert_eq!((windows[1].start_ms, windows[1].requests, windows[1].errors), (120_000, 1, 1));
+        // A day of traffic still makes at most about 120 windows.
+        let day: Vec<RequestTiming> = (0..1440).map(|m| timing(m * 60_000, 1000, false)).collect();
+        assert!(traffic(&day).len() <= 121);
+    }
 }

@@ -367,8 +367,8 @@ function table(headers, rows) {
 
 const PALETTE = ['#2f6fde', '#d14343', '#2e9d55', '#d39a12', '#7a5cc9', '#1aa3a3', '#c2548e', '#5d6d7e'];
 
-// Lines on shared axes (each series [[x, y], ...]), drawn as SVG.
-function lineChart(series) {
+// Lines on shared axes (each series [[x, y], ...]), drawn as SVG; `time`: x is epoch ms.
+function lineChart(series, { time: isTime = false } = {}) {
   const W = 480, H = 200, L = 48, B = 22;
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
   for (const { points } of series) for (const [x, y] of points) {
@@ -377,11 +377,12 @@ function lineChart(series) {
   }
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'chart' });
   if (!Number.isFinite(x0)) return svg;
-  if (x1 === x0) x1 = x0 + 1;
+  if (x1 === x0) x1 = x0 + (isTime ? 60000 : 1);
   if (y1 === y0) { y1 += 1; y0 -= 1; }
+  const xLabel = (x) => (isTime ? new Date(x).toISOString().slice(11, 16) : num(x));
   const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - 8), sy = (y) => 8 + (1 - (y - y0) / (y1 - y0)) * (H - B - 8);
   svg.append(s('line', { class: 'axis', x1: L, y1: H - B, x2: W - 8, y2: H - B }), s('line', { class: 'axis', x1: L, y1: 8, x2: L, y2: H - B }),
-    s('text', { x: 2, y: 14 }, num(y1)), s('text', { x: 2, y: H - B }, num(y0)), s('text', { x: L, y: H - 4 }, num(x0)), s('text', { x: W - 50, y: H - 4 }, num(x1)));
+    s('text', { x: 2, y: 14 }, num(y1)), s('text', { x: 2, y: H - B }, num(y0)), s('text', { x: L, y: H - 4 }, xLabel(x0)), s('text', { x: W - 50, y: H - 4 }, xLabel(x1)));
   series.forEach(({ label, points }, i) => {
     const d = points.filter(([, y]) => Number.isFinite(y)).map(([x, y], j) => `${j ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join('');
     const color = PALETTE[i % PALETTE.length];
@@ -455,7 +456,8 @@ async function modelsPage() {
 
 async function modelPage(name) {
   const mine = route;
-  const [versions, history] = await Promise.all([api(`/models/${encodeURIComponent(name)}/versions`), api(`/models/${encodeURIComponent(name)}/history`)]);
+  const base = `/models/${encodeURIComponent(name)}`;
+  const [versions, history, aliases] = await Promise.all([api(`${base}/versions`), api(`${base}/history`), api(`${base}/aliases`)]);
   if (!current(mine)) return;
   const message = h('div', { 'aria-live': 'polite', id: 'action-result' });
   const act = (fn) => async () => {
@@ -474,10 +476,33 @@ async function modelPage(name) {
   h('strong', {}, 'Move an alias'), h('label', {}, 'alias ', h('input', { name: 'alias', required: true, value: 'production', size: 12 })),
   h('label', {}, 'to version ', h('select', { name: 'version' }, versions.map((v) => h('option', { value: v.version }, v.version)))),
   h('label', {}, 'reason ', h('input', { name: 'reason', size: 24 })), h('button', { class: 'primary', type: 'submit', disabled: !!off, title: off }, 'Move'));
-  show(h('h1', {}, name, ' ', h('a', { href: '#/monitor/' + encodeURIComponent(name), class: 'muted' }, 'monitoring →')), message, aliasForm,
+  // Only an alias's latest move can be rolled back.
+  const latestMove = {};
+  history.forEach((e, i) => { if (latestMove[e.alias] === undefined || history[latestMove[e.alias]].time_ms <= e.time_ms) latestMove[e.alias] = i; });
+  const rollback = (e) => h('button', { type: 'button', disabled: !!off, title: off || `point ${e.alias} back at version ${e.previous}`, 'data-rollback': `${e.alias}:${e.previous}`,
+    onclick: act(() => post(`${base}/aliases/${encodeURIComponent(e.alias)}`, { version: e.previous, reason: `roll back to version ${e.previous}` })) }, 'Roll back');
+  show(h('h1', {}, name, ' ', h('a', { href: '#/monitor/' + encodeURIComponent(name), class: 'muted' }, 'monitoring →')), message,
+    h('h2', {}, 'Aliases'), aliases.length ? h('div', { class: 'scroll' }, table(['alias', 'version', 'policy', 'canary', 'shadows', 'traffic'],
+      aliases.map((a) => [a.alias, a.version,
+        a.policy ? [`${a.policy.approvals} approval(s)`, ...a.policy.require].join('; ') : 'none',
+        a.canary ? `version ${a.canary} at ${a.weight}%` : '—', a.shadows.length ? a.shadows.join(', ') : '—', rolloutForm(base, a, versions, off, act)]))) : h('p', { class: 'muted' }, 'No aliases yet.'),
+    aliasForm,
     h('h2', {}, 'Versions'), ...versions.slice().reverse().map((v) => versionCard(name, v, off, act)),
-    h('h2', {}, 'Alias history'), table(['time', 'alias', 'version', 'from', 'by', 'reason'],
-      history.map((e) => [e.time, e.alias, e.version ?? 'removed', e.previous ?? '', e.user, e.reason])));
+    h('h2', {}, 'Alias history'), table(['time', 'alias', 'version', 'from', 'by', 'reason', ''],
+      history.map((e, i) => [e.time, e.alias, e.version ?? 'removed', e.previous ?? '', e.user, e.reason,
+        i === latestMove[e.alias] && e.previous != null && e.version != null ? rollback(e) : ''])));
+}
+
+// Set a canary (and its share of traffic) on an alias, or clear the rollout.
+function rolloutForm(base, a, versions, off, act) {
+  const canary = h('select', { name: 'canary', 'aria-label': `canary for ${a.alias}` },
+    versions.filter((v) => v.version !== a.version).map((v) => h('option', { value: v.version, selected: v.version === a.canary }, v.version)));
+  const weight = h('input', { name: 'weight', type: 'number', min: 0, max: 100, value: a.canary ? a.weight : 10, size: 4, 'aria-label': `canary weight for ${a.alias}` });
+  const url = `${base}/rollouts/${encodeURIComponent(a.alias)}`;
+  return h('span', { class: 'actions', 'data-rollout': a.alias },
+    canary, weight, '%',
+    h('button', { type: 'button', disabled: !!off || !canary.options.length, title: off, onclick: act(() => post(url, { canary: +canary.value, weight: +weight.value })) }, 'Set canary'),
+    a.canary || a.shadows.length ? h('button', { type: 'button', disabled: !!off, title: off, onclick: act(() => post(url, { clear: true })) }, 'Clear') : null);
 }
 
 function versionCard(name, v, off, act) {
@@ -505,8 +530,27 @@ async function monitorPage(model) {
   const [reports, alerts] = await Promise.all([api('/monitor/' + encodeURIComponent(model)), api('/alerts?all=true&model=' + encodeURIComponent(model))]);
   if (!current(mine)) return;
   show(h('h1', {}, 'Monitoring ', model), reports.length ? null : h('p', { class: 'muted' }, 'No logged predictions yet.'),
+    reports.length > 1 ? h('div', { class: 'card' }, h('h2', {}, 'Versions side by side'), versionsTable(reports)) : null,
     ...reports.map(versionReport), h('h2', {}, 'Alerts'), alertsTable(alerts));
   every(10000, () => monitorPage(model).catch(() => {}));
+}
+
+function totals(r) {
+  const requests = r.traffic.reduce((a, w) => a + w.requests, 0);
+  const errors = r.traffic.reduce((a, w) => a + w.errors, 0);
+  const p95 = r.traffic.length ? Math.max(...r.traffic.map((w) => w.p95_ms)) : null;
+  return { requests, errors, p95 };
+}
+
+// Canary against baseline: every served version's traffic, errors, latency, drift and quality.
+function versionsTable(reports) {
+  return h('div', { class: 'scroll' }, table(['version', 'roles', 'requests', 'error rate', 'worst p95', 'drifted features', 'quality'], reports.map((r) => {
+    const t = totals(r);
+    return [r.version, Object.entries(r.roles).map(([k, v]) => `${k} ${v}`).join(', '), t.requests,
+      t.requests ? (100 * t.errors / t.requests).toFixed(1) + '%' : '', t.p95 == null ? '' : t.p95.toFixed(2) + ' ms',
+      r.drift ? `${r.drift.drifted_features} (${Math.round(r.drift.share * 100)}%)` : '—',
+      r.quality ? Object.entries(r.quality).filter(([k]) => k !== 'task').map(([k, v]) => `${k} ${num(v)}`).join(', ') : '—'];
+  })));
 }
 
 function versionReport(r) {
@@ -523,7 +567,12 @@ function versionReport(r) {
     kv([['predictions', r.predictions], ['rows', r.rows], ['failed requests', r.failed_requests],
       ['reference', r.reference ? `${r.reference.source ?? ''} (${r.reference.rows ?? '?'} rows)` : 'none recorded'],
       ['quality', r.quality ? Object.entries(r.quality).map(([k, v]) => `${k} ${num(v)}`).join(', ') : null]]),
-    h('strong', {}, 'Traffic per minute'), traffic,
+    h('div', { class: 'grid' },
+      h('div', {}, h('strong', {}, 'Rows per minute (profiled)'), traffic),
+      h('div', {}, h('strong', {}, 'Latency p50 / p95 / p99 (ms)'), lineChart(['p50_ms', 'p95_ms', 'p99_ms'].map((k) => ({ label: k, points: r.traffic.map((w) => [w.start_ms, w[k]]) })), { time: true })),
+      h('div', {}, h('strong', {}, 'Error rate (%)'), lineChart([{ label: 'errors', points: r.traffic.map((w) => [w.start_ms, (100 * w.errors) / Math.max(1, w.requests)]) }], { time: true })),
+      r.quality_windows.length ? h('div', {}, h('strong', {}, 'Live quality from labels'), lineChart(['accuracy', 'precision', 'recall', 'mae', 'rmse'].filter((k) => r.quality_windows.some((w) => w.quality[k] != null))
+        .map((k) => ({ label: k, points: r.quality_windows.filter((w) => w.quality[k] != null).map((w) => [w.start_ms, w.quality[k]]) })), { time: true })) : null),
     drift.length ? h('div', { class: 'scroll' }, table(['feature', 'kind', 'statistic', 'score', 'threshold', 'drifted', 'reference rows', 'current rows'],
       drift.map((f) => [f.feature, f.kind, f.method, num(f.score), num(f.threshold), f.drifted ? 'yes' : 'no', f.reference_rows, f.current_rows]))) : null,
     h('div', { class: 'grid' }, r.features.filter((f) => f.histogram.labels.length).map((f) => {

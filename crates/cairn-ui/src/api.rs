@@ -31,7 +31,9 @@ pub(crate) fn routes() -> Router<State> {
         .route("/models", get(models))
         .route("/models/{name}/versions", get(versions))
         .route("/models/{name}/history", get(alias_history))
+        .route("/models/{name}/aliases", get(aliases))
         .route("/models/{name}/aliases/{alias}", post(move_alias))
+        .route("/models/{name}/rollouts/{alias}", post(change_rollout))
         .route("/models/{name}/versions/{version}/approve", post(approve))
         .route("/monitor/{model}", get(monitor))
         .route("/alerts", get(alerts))
@@ -245,6 +247,38 @@ async fn versions(Shared(state): Shared<State>, Path(name): Path<String>) -> Res
 
 async fn alias_history(Shared(state): Shared<State>, Path(name): Path<String>) -> Response {
     answer(&state, move |ws| registry::history(ws, &name, None)).await
+}
+
+async fn aliases(Shared(state): Shared<State>, Path(name): Path<String>) -> Response {
+    answer(&state, move |ws| registry::aliases(ws, &name)).await
+}
+
+#[derive(Deserialize)]
+struct RolloutBody {
+    canary: Option<i64>,
+    weight: Option<i64>,
+    #[serde(default)]
+    shadows: Vec<i64>,
+    #[serde(default)]
+    clear: bool,
+}
+
+async fn change_rollout(
+    Shared(state): Shared<State>,
+    Path((name, alias)): Path<(String, String)>,
+    Json(body): Json<RolloutBody>,
+) -> Response {
+    if let Err(refused) = may_act(&state) {
+        return refused.into_response();
+    }
+    let change = serving::RolloutChange {
+        target: format!("{name}@{alias}"),
+        canary: body.canary,
+        weight: body.weight,
+        shadows: body.shadows,
+        clear: body.clear,
+    };
+    answer(&state, move |ws| serving::rollout(ws, &change)).await
 }
 
 #[derive(Deserialize)]

@@ -55,6 +55,12 @@ pub fn document() -> Value {
             "/api/v1/models": {"get": op("Registered models", &[], "[ModelSummary]")},
             "/api/v1/models/{name}/versions": {"get": op("A model's versions", &[("name", p, true)], "[VersionDocument]")},
             "/api/v1/models/{name}/history": {"get": op("Every alias move of a model", &[("name", p, true)], "[AliasEvent]")},
+            "/api/v1/models/{name}/aliases": {"get": op("A model's aliases with their policies and live rollouts", &[("name", p, true)], "[AliasState]")},
+            "/api/v1/models/{name}/rollouts/{alias}": {"post": op(
+                "Changes an alias's rollout (body {canary, weight, shadows, clear}); a canary must meet the alias's policy",
+                &[("name", p, true), ("alias", p, true)],
+                "RolloutState",
+            )},
             "/api/v1/models/{name}/aliases/{alias}": {"post": op(
                 "Moves an alias to a version (body {version, reason}); its policy applies",
                 &[("name", p, true), ("alias", p, true)],

@@ -67,6 +67,9 @@ json.dump({"acc": round(1 - lr, 3)}, open("metrics.json", "w"))
     }
     repo.ok(&["model", "register", "churn", "models/churn.onnx", "--training-data", "data/raw.csv"]);
     repo.ok(&["model", "alias", "churn@1", "production"]);
+    // A second version, for a canary.
+    std::fs::copy(fixtures().join("logistic.onnx"), repo.path("vendor/churn-v2.onnx")).unwrap();
+    repo.ok(&["model", "register", "churn", "vendor/churn-v2.onnx"]);
     repo.write("params.yaml", "lr: 0.02\n");
     repo
 }

@@ -104,11 +104,27 @@ try {
   await page.fill('#alias-form input[name=reason]', 'ready for the canary');
   await page.click('#alias-form button[type=submit]');
   await page.waitForSelector('td:has-text("ready for the canary")');
+  // Promote version 2, then roll back with one click.
+  await page.fill('#alias-form input[name=alias]', 'production');
+  await page.selectOption('#alias-form select[name=version]', '2');
+  await page.fill('#alias-form input[name=reason]', 'try version 2');
+  await page.click('#alias-form button[type=submit]');
+  await page.waitForSelector('[data-rollback="production:1"]');
+  await page.click('[data-rollback="production:1"]');
+  await page.waitForSelector('td:has-text("roll back to version 1")');
+  await page.selectOption('[data-rollout="production"] select', '2');
+  await page.fill('[data-rollout="production"] input[name=weight]', '20');
+  await page.click('[data-rollout="production"] >> text=Set canary');
+  await page.waitForSelector('td:has-text("version 2 at 20%")');
   await shot('registry');
+  await page.click('[data-rollout="production"] >> text=Clear');
+  await page.waitForFunction(() => !document.body.textContent.includes('version 2 at 20%'));
+
 
   step = 'monitoring: the drift, the alert, and the requests behind it';
   await page.goto(`${url}/#/monitor/churn`);
   await page.waitForSelector('[data-version="1"] >> text=drifted');
+  await page.waitForSelector('text=Latency p50 / p95 / p99');
   await shot('monitoring');
   await page.click('text=requests →');
   await page.waitForSelector('h1:has-text("Requests behind alert")');
