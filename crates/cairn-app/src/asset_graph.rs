@@ -62,8 +62,19 @@ pub struct GraphStage {
     /// Outputs with the digest the lock records for each.
     pub outs: Vec<Output>,
     pub last: Option<Materialization>,
+    /// The stage's checks and how they fared in its last materialization.
+    pub checks: Vec<CheckState>,
     /// Partitioned and datum stages: their parts as ranges of one state.
     pub parts: Option<PartRanges>,
+}
+
+/// A check and its result: `passed` (its outputs were cached, which the checks gate),
+/// `failed` (with why), or `not_run`.
+#[derive(Debug, Serialize)]
+pub struct CheckState {
+    pub name: String,
+    pub state: &'static str,
+    pub message: Option<String>,
 }
 
 /// An output path and its recorded content.
@@ -84,6 +95,8 @@ pub struct Materialization {
     pub cpu_ms: Option<i64>,
     pub max_rss_kb: Option<i64>,
     pub log: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
 }
 
 /// Parts as run-length ranges of one state, in key order: never one element per key.
@@ -231,6 +244,7 @@ pub fn graph(ws: &Workspace) -> Result<AssetGraph> {
                     }
                 })
                 .collect(),
+            checks: checks(stage, last),
             last: last.map(|l| Materialization {
                 run_id: l.run_id.clone(),
                 action: l.action.clone(),
@@ -239,6 +253,7 @@ pub fn graph(ws: &Workspace) -> Result<AssetGraph> {
                 cpu_ms: l.cpu_ms,
                 max_rss_kb: l.max_rss_kb,
                 log: l.log.clone(),
+                error: l.error.clone(),
             }),
             parts: parts.remove(&stage.name),
         });
@@ -261,6 +276,7 @@ struct LastRecord {
     cpu_ms: Option<i64>,
     max_rss_kb: Option<i64>,
     log: Option<String>,
+    error: Option<String>,
 }
 
 /// Each stage's last materialization among the recent runs.
@@ -282,11 +298,36 @@ fn last_materializations(store: &Store) -> BTreeMap<String, LastRecord> {
                     cpu_ms: record.cpu_ms,
                     max_rss_kb: record.max_rss_kb,
                     log: record.log,
+                    error: record.error,
                 },
             );
         }
     }
     found
+}
+
+/// How a stage's checks fared in its last materialization: they gate caching, so a stage
+/// that ran or was restored passed them all; a failure names the check it was.
+fn checks(stage: &cairn_pipeline::spec::Stage, last: Option<&LastRecord>) -> Vec<CheckState> {
+    use cairn_pipeline::spec::Check;
+    stage
+        .checks
+        .iter()
+        .map(|check| {
+            let name = match check {
+                Check::Command { name, .. } | Check::Table { name, .. } => name.clone(),
+            };
+            let (state, message) = match last {
+                Some(l) if l.action == "failed" => match &l.error {
+                    Some(e) if e.starts_with(&format!("check `{name}`")) => ("failed", Some(e.clone())),
+                    _ => ("not_run", None),
+                },
+                Some(l) if matches!(l.action.as_str(), "ran" | "restored" | "recorded") => ("passed", None),
+                _ => ("not_run", None),
+            };
+            CheckState { name, state, message }
+        })
+        .collect()
 }
 
 /// Runs of one state in key order.

@@ -706,12 +706,12 @@ pub fn export(store: &Store, run: &Run) -> Result<Value> {
         }
     }
     let stages: Vec<Value> = store
-        .stages(id)
-        ?
+        .stages(id)?
         .into_iter()
         .map(|s| {
             json!({"stage": s.stage, "action": s.action, "start_time": s.start_time, "wall_ms": s.wall_ms,
-                   "cpu_ms": s.cpu_ms, "max_rss_kb": s.max_rss_kb, "fingerprint": s.fingerprint, "log": s.log})
+                   "cpu_ms": s.cpu_ms, "max_rss_kb": s.max_rss_kb, "fingerprint": s.fingerprint, "log": s.log,
+                   "error": s.error})
         })
         .collect();
     let io: Vec<Value> = store
@@ -909,6 +909,7 @@ fn import(document: &Value) -> Result<Imported, String> {
                         max_rss_kb: s["max_rss_kb"].as_i64(),
                         fingerprint: text(&s["fingerprint"]),
                         log: text(&s["log"]),
+                        error: text(&s["error"]),
                     })
                 })
                 .collect()

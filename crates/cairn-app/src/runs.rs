@@ -197,6 +197,7 @@ impl Recorder {
                     } else {
                         None
                     },
+                    error: stage.error.clone(),
                 },
             )?;
             let Some(locked) = locked else { continue };

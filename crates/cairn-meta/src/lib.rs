@@ -306,6 +306,8 @@ pub struct StageRecord {
     pub fingerprint: Option<String>,
     /// Where the stage's full output is kept.
     pub log: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
 }
 
 /// A path a run read (`input`) or wrote (`output`), by content digest.

@@ -257,6 +257,10 @@ CREATE TABLE run_models (
     PRIMARY KEY (run_id, model_id, direction)
 );
 "#,
+    // 7: why a stage failed (a check that did not hold, a command's exit), kept with the run.
+    r#"
+ALTER TABLE stages ADD COLUMN error TEXT;
+"#,
 ];
 
 /// The version this build writes.

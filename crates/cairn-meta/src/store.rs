@@ -782,7 +782,7 @@ impl Store {
     pub fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>> {
         self.tx(|tx| {
             let rows = tx.query(
-                "SELECT stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log FROM stages \
+                "SELECT stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log, error FROM stages \
                  WHERE run_id = $1 ORDER BY start_time, stage",
                 &[run_id.into()],
             )?;
@@ -797,6 +797,7 @@ impl Store {
                     max_rss_kb: r[5].opt_int(),
                     fingerprint: r[6].opt_text(),
                     log: r[7].opt_text(),
+                    error: r[8].opt_text(),
                 })
                 .collect())
         })
@@ -896,8 +897,8 @@ pub(crate) fn insert_metrics(tx: &mut dyn Tx, run_id: &str, metrics: &[Metric]) 
 
 fn insert_stage(tx: &mut dyn Tx, run_id: &str, stage: &StageRecord) -> Result<()> {
     tx.execute(
-        "INSERT INTO stages (run_id, stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO stages (run_id, stage, action, start_time, wall_ms, cpu_ms, max_rss_kb, fingerprint, log, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             run_id.into(),
             stage.stage.as_str().into(),
@@ -908,6 +909,7 @@ fn insert_stage(tx: &mut dyn Tx, run_id: &str, stage: &StageRecord) -> Result<()
             stage.max_rss_kb.into(),
             stage.fingerprint.clone().into(),
             stage.log.clone().into(),
+            stage.error.clone().into(),
         ],
     )
     .map(drop)

@@ -154,6 +154,7 @@ fn suite(open: &dyn Fn() -> Store) {
         max_rss_kb: Some(51_200),
         fingerprint: Some("blake3:ab".into()),
         log: Some(".cairn/state/logs/train.log".into()),
+        error: Some("check `rows`: 0 rows".into()),
     };
     store.record_stage(&first, &stage).unwrap();
     store.record_stage(&first, &StageRecord { wall_ms: 430, ..stage.clone() }).unwrap();
@@ -167,6 +168,7 @@ fn suite(open: &dyn Fn() -> Store) {
     assert_eq!(stages.len(), 2);
     assert_eq!((stages[0].stage.as_str(), stages[0].cpu_ms), ("prep", None));
     assert_eq!(stages[1].wall_ms, 430);
+    assert_eq!(stages[1].error.as_deref(), Some("check `rows`: 0 rows"), "why it failed is kept");
     let io = vec![
         IoRecord { direction: "input".into(), path: "data/raw".into(), digest: d("01"), size: 10 },
         IoRecord { direction: "output".into(), path: "model.onnx".into(), digest: d("02"), size: 20 },

@@ -256,6 +256,9 @@ function stagePanel(panel, st) {
       ['CPU', last.cpu_ms != null ? (last.cpu_ms / 1000).toFixed(2) + ' s' : null],
       ['max memory', last.max_rss_kb != null ? (last.max_rss_kb / 1024).toFixed(1) + ' MiB' : null],
     ])) : h('p', { class: 'muted' }, 'No recorded run has run or restored it yet.'),
+    last && last.error ? h('div', { class: 'error' }, last.error) : null,
+    st.checks.length ? h('div', {}, h('strong', {}, 'Checks'), h('ul', { id: 'checks' }, st.checks.map((c) =>
+      h('li', { 'data-check': c.state }, h('span', { class: 'badge state-' + (c.state === 'passed' ? 'fresh' : c.state === 'failed' ? 'failed' : 'never_run') }, c.state.replace('_', ' ')), ' ', c.name, c.message ? h('div', { class: 'muted' }, c.message) : null)))) : null,
     st.parts ? h('div', {}, h('strong', {}, `Partitions (${st.parts.total})`), heatMap(st.parts)) : null,
   );
   const log = h('pre', { class: 'log', 'aria-label': 'Log' }, '…');

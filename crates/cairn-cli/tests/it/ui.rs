@@ -52,6 +52,8 @@ json.dump({"acc": round(1 - lr, 3)}, open("metrics.json", "w"))
     cmd: mkdir -p out && cp data/raw.csv out/clean.csv
     deps: [data/raw.csv]
     outs: [out/clean.csv]
+    checks:
+      - {name: enough rows, file: out/clean.csv, rows: {min: 100}, columns: [age, plan]}
   train:
     cmd: python3 train.py ${lr}
     deps: [out/clean.csv, train.py, vendor/churn.onnx]
@@ -204,6 +206,10 @@ fn the_api_answers_what_the_cli_prints_in_one_error_shape() {
     let positions = graph["layout"]["positions"].as_array().unwrap();
     assert!(positions[0][0].as_f64() < positions[1][0].as_f64(), "train is drawn after prepare");
     assert!(stage("train")["last"]["run_id"].is_string());
+    assert_eq!(
+        stage("prepare")["checks"],
+        json!([{"name": "enough rows", "state": "passed", "message": null}])
+    );
 
     // The registry and lineage, as the CLI has them.
     let (_, versions) = ui.get("/api/v1/models/churn/versions");

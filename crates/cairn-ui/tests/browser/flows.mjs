@@ -47,6 +47,10 @@ try {
   await page.waitForSelector('[data-stage="train"][data-state="fresh"]', { timeout: 60000 });
   expect((await ran) === 0, '`cairn run` failed');
   await page.waitForSelector('#stage-panel >> text=Last materialization');
+  await page.click('[data-stage="prepare"]');
+  await page.waitForSelector('#checks [data-check="passed"]');
+  await page.click('[data-stage="train"]');
+  await page.waitForSelector('#stage-panel >> text=Last materialization');
   await shot('pipeline');
 
   step = 'runs: filter, sort, select and compare';
