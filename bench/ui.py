@@ -155,13 +155,13 @@ page.setDefaultTimeout(120000);
 let bytes = 0;
 page.on('response', async (r) => { const t = r.headers()['content-type'] || ''; if (/javascript|css|html/.test(t)) { try { bytes += (await r.body()).length; } catch (_) {} } });
 const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-async function time(url, ready) {
+async function time(url, ready, arg) {
   const xs = [];
   for (let i = 0; i < +repeat; i++) {
     await page.goto('about:blank');
     const t0 = Date.now();
     await page.goto(url);
-    await page.waitForFunction(ready);
+    await page.waitForFunction(ready, arg);
     xs.push(Date.now() - t0);
   }
   return median(xs);
@@ -170,8 +170,8 @@ const out = {};
 bytes = 0;
 out.runs_ms = await time(runsUrl + '/#/runs', () => document.querySelectorAll('#runs tbody tr').length > 0);
 out.page_bytes = bytes / +repeat;
-out.compare_ms = await time(runsUrl + '/#/compare/' + compareIds, () => document.querySelectorAll('svg.chart path[d*="L"]').length >= 5);
-out.graph_ms = await time(graphUrl + '/#/pipeline', (n) => document.querySelectorAll('[data-stage]').length >= 2000);
+out.compare_ms = await time(runsUrl + '/#/compare/' + compareIds, () => [...document.querySelectorAll('img.chart-img')].filter((i) => i.complete && i.naturalWidth > 0).length >= 5);
+out.graph_ms = await time(graphUrl + '/#/pipeline', (n) => document.querySelectorAll('[data-stage]').length >= n, +stages);
 console.log(JSON.stringify(out));
 await ctx.close();
 '''
@@ -234,19 +234,25 @@ def main():
         browser = node(BROWSER, [url, ",".join(ids), gurl, str(args.stages), "3"], work)
 
         mlflow_db = os.path.join(work, "mlflow.db")
-        subprocess.run([args.mlflow, "db", "upgrade", f"sqlite:///{mlflow_db}"], check=True, capture_output=True)
+        # The server creates its schema and the Default experiment on first start.
+        def mlflow_server():
+            port = free_port()
+            proc = subprocess.Popen([args.mlflow, "server", "--backend-store-uri", f"sqlite:///{mlflow_db}", "--host",
+                                     "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            wait_http(f"http://127.0.0.1:{port}/health")
+            return proc, f"http://127.0.0.1:{port}"
+        first_start, _ = mlflow_server()
+        first_start.terminate()
+        first_start.wait(30)
         con = sqlite3.connect(mlflow_db)
         if not con.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone():
             con.execute("INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage) VALUES (0, 'Default', 'mlflow-artifacts:/0', 'active')")
             con.commit()
         con.close()
         populate_mlflow(mlflow_db, args.runs)
-        port = free_port()
-        mproc = subprocess.Popen([args.mlflow, "server", "--backend-store-uri", f"sqlite:///{mlflow_db}", "--host", "127.0.0.1",
-                                  "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(mproc)
-        murl = f"http://127.0.0.1:{port}"
-        wait_http(murl + "/health")
+        _, murl = mlflow_server()
         search = murl + "/ajax-api/2.0/mlflow/runs/search"
         body = {"experiment_ids": ["0"], "max_results": 100, "order_by": ["attributes.start_time DESC"], "run_view_type": "ACTIVE_ONLY"}
         results["mlflow"] = {

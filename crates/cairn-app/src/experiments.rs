@@ -576,8 +576,17 @@ fn kept_files(repo: &Repo, store: &Store, run: &Run) -> Result<Vec<(String, Vec<
 
 /// The experiment (any run) that `reference` names: an id prefix or a name.
 pub fn find(store: &Store, reference: &str) -> Result<Run> {
-    let runs = store.runs(&[], View::All)?;
-    find_run(store, &runs, reference)
+    // A whole run id is one lookup; anything else is matched against every run's id and
+    // name (only those are read), and the run it names is then read whole.
+    if reference.len() == 32
+        && reference.bytes().all(|b| b.is_ascii_hexdigit())
+        && let Some(run) = store.run(reference)?
+    {
+        return Ok(run);
+    }
+    let runs = store.runs_with(View::All, &cairn_meta::Columns::default())?;
+    let found = find_run(store, &runs, reference)?;
+    Ok(store.run(&found.info.run_id)?.unwrap_or(found))
 }
 
 /// What `exp apply` brought back.

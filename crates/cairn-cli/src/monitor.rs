@@ -5,7 +5,6 @@
 //! drifted feature or an alert; `cairn monitor export` writes logged inputs (and labels) as a
 //! CSV or Parquet dataset and `cairn add`s it, for retraining.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use cairn_app::Workspace;
@@ -16,7 +15,7 @@ use serde_json::Value;
 
 use crate::failure::Failure;
 use crate::output::out;
-use crate::plots::{escape, sparkline};
+use crate::plots::sparkline;
 
 /// `cairn monitor MODEL`'s options.
 pub struct MonitorRequest {
@@ -33,7 +32,7 @@ pub fn monitor(ws: &Workspace, request: MonitorRequest) -> Result<(), Failure> {
     let model = &select.model.clone();
     let mut reports = reports::reports(ws, &reports::ReportRequest { select, window })?;
     if let Some(path) = &html_path {
-        cairn_fs::write(path, html(model, &reports).as_bytes())
+        cairn_fs::write(path, html(model, &mut reports).as_bytes())
             .map_err(|e| Failure::user(format!("cannot write {}: {e}", path.display()), None))?;
     }
     if as_json {
@@ -277,97 +276,15 @@ pub fn export(
     ))
 }
 
-/// A self-contained HTML report: per feature, reference and current histograms as SVG bars.
-fn html(model: &str, reports: &[VersionReport]) -> String {
-    let mut page = String::new();
-    let _ = write!(
-        page,
-        "<!doctype html><meta charset=utf-8><title>cairn monitor {m}</title><style>body{{font:14px system-ui;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;text-align:left}}.d{{color:#D55E00;font-weight:bold}}</style><h1>cairn monitor {m}</h1>",
-        m = escape(model)
-    );
-    for report in reports {
-        let mut profile = report.profile.clone();
-        let _ = write!(
-            page,
-            "<h2>{}@{}: {} predictions</h2>",
-            escape(model),
-            report.version,
-            report.entries.len()
-        );
-        if let Some(d) = &report.drift {
-            let _ = write!(
-                page,
-                "<p>Dataset drift: {} of {} features ({:.0}%) — <b>{}</b></p>",
-                d.drifted_features,
-                d.features.iter().filter(|f| f.skipped.is_none()).count(),
-                d.share * 100.0,
-                if d.drifted { "drifted" } else { "not drifted" }
-            );
-        }
-        for (name, feature) in profile.features.iter_mut() {
-            let drift = report.drift.as_ref().and_then(|d| d.features.iter().find(|f| &f.feature == name));
-            let reports::Histogram { labels, reference, current } =
-                reports::histograms(report.reference.as_ref(), name, feature);
-            let verdict = match drift {
-                Some(d) if d.skipped.is_none() => format!(
-                    "{}: {:.4} (threshold {}) — <span class={}>{}</span>",
-                    d.method.name(),
-                    d.score,
-                    d.threshold,
-                    if d.drifted { "d" } else { "n" },
-                    if d.drifted { "drifted" } else { "no drift" }
-                ),
-                _ => "no reference".into(),
-            };
-            let _ = write!(
-                page,
-                "<h3>{}</h3><p>{} · {}</p>{}",
-                escape(name),
-                escape(&summary(feature)),
-                verdict,
-                bars(&labels, &reference, &current)
-            );
-        }
-    }
-    page
-}
-
-fn bars(labels: &[String], reference: &[f64], current: &[f64]) -> String {
-    let share = |v: &[f64]| {
-        let t: f64 = v.iter().sum();
-        v.iter().map(|x| if t > 0.0 { x / t } else { 0.0 }).collect::<Vec<f64>>()
-    };
-    let (r, c) = (share(reference), share(current));
-    let top = r.iter().chain(&c).fold(0.0f64, |a, &b| a.max(b)).max(1e-9);
-    let (w, h, n) = (640.0, 180.0, labels.len().max(1) as f64);
-    let slot = w / n;
-    let mut svg = format!("<svg width={w} height={} viewBox='0 0 {w} {}'>", h + 40.0, h + 40.0);
-    for (i, label) in labels.iter().enumerate() {
-        let x = i as f64 * slot;
-        for (j, (values, colour)) in [(&r, "#999"), (&c, "#0072B2")].iter().enumerate() {
-            let v = values.get(i).copied().unwrap_or(0.0);
-            let bh = v / top * h;
-            let _ = write!(
-                svg,
-                "<rect x={:.1} y={:.1} width={:.1} height={:.1} fill='{colour}'><title>{}: {:.1}%</title></rect>",
-                x + 2.0 + j as f64 * (slot - 4.0) / 2.0,
-                h - bh,
-                (slot - 4.0) / 2.0,
-                bh,
-                escape(label),
-                v * 100.0
-            );
-        }
-        let _ = write!(
-            svg,
-            "<text x={:.1} y={} font-size=10 text-anchor=middle>{}</text>",
-            x + slot / 2.0,
-            h + 14.0,
-            escape(&label.chars().take(14).collect::<String>())
-        );
-    }
-    svg.push_str("<text x=0 y=214 font-size=11 fill='#999'>■ reference</text><text x=90 y=214 font-size=11 fill='#0072B2'>■ current</text></svg>");
-    svg
+/// A self-contained HTML report: per feature, reference and current histograms as SVG bars
+/// (the UI's drift panels are the same rendering).
+fn html(model: &str, reports: &mut [VersionReport]) -> String {
+    let documents: Vec<reports::MonitorReport> =
+        reports.iter_mut().map(|r| reports::report_document(model, r)).collect();
+    cairn_ui::render::page(
+        &format!("cairn monitor {model}"),
+        &cairn_ui::render::monitor_sections(model, &documents),
+    )
 }
 /// `cairn monitor requests|export ...`.
 pub fn command(

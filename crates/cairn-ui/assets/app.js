@@ -1,5 +1,7 @@
-// Cairn's web UI: one page, hash routes, everything from /api/v1. No framework, no build
-// step. Text from the server is only ever set with textContent (never parsed as HTML).
+// Cairn's web UI: one page, hash routes, its data from /api/v1. No framework, no build step.
+// Data from the API is only ever set with textContent; the only HTML parsed is the server's own
+// rendered fragments (/ui/fragments, every value escaped there), and charts of metric histories
+// are SVG images the server draws.
 'use strict';
 
 const main = document.getElementById('main');
@@ -354,13 +356,29 @@ async function runPage(id) {
     run.stages.length ? h('div', { class: 'card' }, h('h2', {}, 'Stages'), table(['stage', 'action', 'wall', 'CPU', 'max memory'],
       run.stages.map((st) => [st.stage, st.action, (st.wall_ms / 1000).toFixed(2) + ' s', st.cpu_ms != null ? (st.cpu_ms / 1000).toFixed(2) + ' s' : '', st.max_rss_kb != null ? (st.max_rss_kb / 1024).toFixed(1) + ' MiB' : '']))) : null,
     h('h2', {}, 'Metric histories'), charts);
-  const drawCharts = async () => {
-    const series = await Promise.all(Object.keys(run.metrics).map((k) => api(`/runs/${run.run_id}/history?key=${encodeURIComponent(k)}&points=1000`)));
-    if (!current(mine)) return;
-    charts.replaceChildren(...series.map((hist) => h('div', { class: 'card' }, h('strong', {}, hist.key), ' ', h('span', { class: 'muted' }, `${hist.recorded} points`), lineChart([{ label: short(run.run_id), points: hist.points }]))));
-  };
-  await drawCharts();
+  charts.replaceChildren(...Object.keys(run.metrics).map((k) => h('div', { class: 'card' }, h('strong', {}, k), historyChart([run.run_id], k))));
   if (run.status === 'RUNNING') every(2000, () => { runPage(id).catch(() => {}); });
+}
+
+// A metric's history for some runs, drawn on the server (the rendering `cairn plots show`
+// uses) from at most 1,000 points per run.
+function historyChart(runs, key) {
+  const q = new URLSearchParams({ runs: runs.join(','), key, points: '1000' });
+  return h('img', { class: 'chart-img', src: '/ui/chart/history.svg?' + q, alt: `${key} over steps` });
+}
+
+// A server-rendered fragment (every value escaped there) placed in `into`.
+async function fragment(path, into) {
+  const response = await fetch(path);
+  const text = await response.text();
+  if (!response.ok) {
+    let body = null;
+    try { body = JSON.parse(text); } catch (_) { /* not JSON */ }
+    throw new ApiError(response.status, body);
+  }
+  const t = document.createElement('template');
+  t.innerHTML = text;
+  into.replaceChildren(t.content);
 }
 
 function table(headers, rows) {
@@ -368,7 +386,7 @@ function table(headers, rows) {
     h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c))))));
 }
 
-const PALETTE = ['#2f6fde', '#d14343', '#2e9d55', '#d39a12', '#7a5cc9', '#1aa3a3', '#c2548e', '#5d6d7e'];
+const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#D55E00', '#CC79A7', '#56B4E9', '#F0E442', '#000000']; // render::COLOURS
 
 // Lines on shared axes (each series [[x, y], ...]), drawn as SVG; `time`: x is epoch ms.
 function lineChart(series, { time: isTime = false } = {}) {
@@ -413,11 +431,8 @@ async function comparePage(ids) {
   const charts = h('div', { class: 'grid' });
   show(h('h1', {}, `Compare ${cmp.runs.length} runs`), toggle, tables, h('h2', {}, 'Parallel coordinates'), parallel(cmp), h('h2', {}, 'Metric histories'), charts);
   drawTables();
-  for (const m of cmp.metrics) {
-    const hists = await Promise.all(cmp.runs.filter((r) => m.key in r.metrics).map((r) => api(`/runs/${r.run_id}/history?key=${encodeURIComponent(m.key)}&points=1000`)));
-    if (!current(mine)) return;
-    charts.append(h('div', { class: 'card' }, h('strong', {}, m.key), lineChart(hists.map((x) => ({ label: short(x.run_id), points: x.points })))));
-  }
+  charts.replaceChildren(...cmp.metrics.map((m) => h('div', { class: 'card' }, h('strong', {}, m.key),
+    historyChart(cmp.runs.filter((r) => m.key in r.metrics).map((r) => r.run_id), m.key))));
 }
 
 // Parallel coordinates over numeric params and metrics: one axis each, one line per run.
@@ -532,9 +547,12 @@ async function monitorPage(model) {
   const mine = route;
   const [reports, alerts] = await Promise.all([api('/monitor/' + encodeURIComponent(model)), api('/alerts?all=true&model=' + encodeURIComponent(model))]);
   if (!current(mine)) return;
+  const panels = h('div', { class: 'card drift-panels', id: 'drift-panels' }, h('p', { class: 'muted' }, 'Loading histograms…'));
   show(h('h1', {}, 'Monitoring ', model), reports.length ? null : h('p', { class: 'muted' }, 'No logged predictions yet.'),
     reports.length > 1 ? h('div', { class: 'card' }, h('h2', {}, 'Versions side by side'), versionsTable(reports)) : null,
-    ...reports.map(versionReport), h('h2', {}, 'Alerts'), alertsTable(alerts));
+    ...reports.map(versionReport), h('h2', {}, 'Alerts'), alertsTable(alerts),
+    h('h2', {}, 'Drift per feature: training data and production'), panels);
+  if (reports.length) await fragment('/ui/fragments/monitor/' + encodeURIComponent(model), panels);
   every(10000, () => monitorPage(model).catch(() => {}));
 }
 
@@ -578,31 +596,8 @@ function versionReport(r) {
         .map((k) => ({ label: k, points: r.quality_windows.filter((w) => w.quality[k] != null).map((w) => [w.start_ms, w.quality[k]]) })), { time: true })) : null),
     drift.length ? h('div', { class: 'scroll' }, table(['feature', 'kind', 'statistic', 'score', 'threshold', 'drifted', 'reference rows', 'current rows'],
       drift.map((f) => [f.feature, f.kind, f.method, num(f.score), num(f.threshold), f.drifted ? 'yes' : 'no', f.reference_rows, f.current_rows]))) : null,
-    h('div', { class: 'grid' }, r.features.filter((f) => f.histogram.labels.length).map((f) => {
-      const d = drift.find((x) => x.feature === f.feature);
-      return h('div', { class: 'card', 'data-feature': f.feature }, h('strong', {}, f.feature), ' ',
-        d && !d.skipped ? h('span', { class: 'muted' }, `${d.method} ${num(d.score)} (threshold ${num(d.threshold)}) `, d.drifted ? h('span', { class: 'badge state-failed' }, 'drifted') : null) : null,
-        histogram(f.histogram));
-    })),
-    r.failures.length ? table(['failure', 'requests'], r.failures.map((f) => [f.reason, f.requests])) : null);
-}
 
-// Reference (grey) and current (blue) shares over the same bins, side by side.
-function histogram(hist) {
-  const share = (v) => { const t = v.reduce((a, b) => a + b, 0); return v.map((x) => (t > 0 ? x / t : 0)); };
-  const ref = share(hist.reference), cur = share(hist.current);
-  const top = Math.max(1e-9, ...ref, ...cur);
-  const W = 360, H = 110, n = Math.max(1, hist.labels.length), slot = W / n;
-  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H + 16}`, role: 'img', 'aria-label': 'reference and current histograms' });
-  hist.labels.forEach((label, i) => {
-    [[ref, '#9aa3ad', 'reference'], [cur, '#2f6fde', 'current']].forEach(([values, fill, which], j) => {
-      const bh = (values[i] / top) * H;
-      svg.append(s('rect', { x: i * slot + 1 + (j * (slot - 2)) / 2, y: H - bh, width: Math.max(1, (slot - 2) / 2), height: bh, fill },
-        s('title', {}, `${label} — ${which}: ${(values[i] * 100).toFixed(1)}%`)));
-    });
-  });
-  svg.append(s('text', { x: 0, y: H + 13 }, hist.labels[0].slice(0, 16)), s('text', { x: W - 90, y: H + 13 }, hist.labels[n - 1].slice(0, 16)));
-  return h('div', {}, svg, h('div', { class: 'legend muted' }, h('span', {}, '■ reference'), h('span', { class: 'current' }, '■ current')));
+    r.failures.length ? table(['failure', 'requests'], r.failures.map((f) => [f.reason, f.requests])) : null);
 }
 
 function alertsTable(alerts) {

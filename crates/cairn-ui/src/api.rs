@@ -99,9 +99,17 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&Workspace) -> cairn_app::Result<T> + Send + 'static,
 {
+    answer_with(state, move |ws| use_case(ws).map(|value| Json(value).into_response())).await
+}
+
+/// Runs a use case on the blocking pool; its response as it made it, or the error's.
+pub(crate) async fn answer_with<F>(state: &State, use_case: F) -> Response
+where
+    F: FnOnce(&Workspace) -> cairn_app::Result<Response> + Send + 'static,
+{
     let workspace = state.workspace.clone();
     match tokio::task::spawn_blocking(move || use_case(&workspace)).await {
-        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Ok(response)) => response,
         Ok(Err(error)) => ApiError::from(error).into_response(),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

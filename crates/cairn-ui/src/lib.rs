@@ -17,8 +17,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod api;
+mod fragments;
 pub mod layout;
 mod openapi;
+pub mod render;
 
 use std::sync::Arc;
 
@@ -57,6 +59,7 @@ pub fn router(state: State) -> Router {
         .route("/ui/app.js", get(|| async { page(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/ui/app.css", get(|| async { page(STYLE, "text/css; charset=utf-8") }))
         .nest("/api/v1", api::routes())
+        .merge(fragments::routes())
         .with_state(state)
 }
 

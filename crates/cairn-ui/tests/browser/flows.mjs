@@ -80,14 +80,14 @@ try {
   const differs = await page.textContent('#compare-params');
   expect(differs.includes('lr'), `the comparison does not show lr differing: ${differs}`);
   await page.waitForSelector('#parallel polyline');
-  await page.waitForSelector('svg.chart path[d*="L"]');
+  await page.waitForFunction(() => [...document.querySelectorAll('img.chart-img')].some((i) => i.complete && i.naturalWidth > 0));
   await shot('compare');
 
   step = "MLflow's run link opens the run";
   const runId = await page.getAttribute('#compare-params thead a', 'href');
   await page.goto(`${url}/#/experiments/0/runs/${runId.split('/').pop()}`);
   await page.waitForSelector('h1:has-text("Run")');
-  await page.waitForSelector('#charts svg path[d*="L"]');
+  await page.waitForFunction(() => [...document.querySelectorAll('#charts img.chart-img')].some((i) => i.complete && i.naturalWidth > 0));
 
   step = 'lineage: from the model to its data';
   await page.goto(`${url}/#/models/churn`);
@@ -129,6 +129,7 @@ try {
   await page.goto(`${url}/#/monitor/churn`);
   await page.waitForSelector('[data-version="1"] >> text=drifted');
   await page.waitForSelector('text=Latency p50 / p95 / p99');
+  await page.waitForSelector('#drift-panels figure[data-feature="age"] svg rect');
   await shot('monitoring');
   await page.click('text=requests →');
   await page.waitForSelector('h1:has-text("Requests behind alert")');
