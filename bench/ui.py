@@ -98,22 +98,34 @@ def wait_http(url, limit=120):
     raise SystemExit(f"{url} did not answer within {limit} s")
 
 
+TIMEOUT = 120
+
+
 def timed(fn, repeat):
+    """Median milliseconds of `repeat` calls; infinity if a call takes over TIMEOUT seconds."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
+        try:
+            fn()
+        except (TimeoutError, OSError) as e:
+            print(f"  (gave up after {time.perf_counter() - start:.0f} s: {e})", file=sys.stderr)
+            return float("inf")
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 
+def ms(value):
+    return f"> {TIMEOUT} s (timed out)" if value == float("inf") else f"{value:.0f} ms"
+
+
 def get(url):
-    return urllib.request.urlopen(url, timeout=120).read()
+    return urllib.request.urlopen(url, timeout=TIMEOUT).read()
 
 
 def post(url, body):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
-    return urllib.request.urlopen(req, timeout=120).read()
+    return urllib.request.urlopen(req, timeout=TIMEOUT).read()
 
 
 def start_cairn_ui(repo):
@@ -128,6 +140,14 @@ def init_repo(path):
     subprocess.run(["git", "init", "-q"], cwd=path, check=True)
     subprocess.run([CAIRN, "init", "-q"], cwd=path, check=True)
     subprocess.run([CAIRN, "exp", "show", "-q"], cwd=path, check=True, stdout=subprocess.DEVNULL)
+
+
+def partitioned_repo(path):
+    """One stage partitioned by the hour since 2015: about 100,000 partitions."""
+    init_repo(path)
+    open(os.path.join(path, "cairn.yaml"), "w").write(
+        "stages:\n  ingest:\n    partitions:\n      hour: {hourly: {start: 2015-01-01T00, end: 2026-06-01T00}}\n"
+        "    cmd: mkdir -p ${out} && echo ${partition} > ${out}/${partition}.txt\n    outs: [data/hours]\n")
 
 
 def pipeline_repo(path, stages):
@@ -145,7 +165,7 @@ def pipeline_repo(path, stages):
 BROWSER = r'''
 import { chromium } from 'playwright-core';
 import { mkdtempSync } from 'node:fs'; import { tmpdir } from 'node:os'; import { join } from 'node:path';
-const [runsUrl, compareIds, graphUrl, stages, repeat] = process.argv.slice(2);
+const [runsUrl, compareIds, graphUrl, stages, repeat, heatUrl] = process.argv.slice(2);
 const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'bench-ui-')), {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -172,6 +192,16 @@ out.runs_ms = await time(runsUrl + '/#/runs', () => document.querySelectorAll('#
 out.page_bytes = bytes / +repeat;
 out.compare_ms = await time(runsUrl + '/#/compare/' + compareIds, () => [...document.querySelectorAll('img.chart-img')].filter((i) => i.complete && i.naturalWidth > 0).length >= 5);
 out.graph_ms = await time(graphUrl + '/#/pipeline', (n) => document.querySelectorAll('[data-stage]').length >= n, +stages);
+const heat = [];
+for (let i = 0; i < +repeat; i++) {
+  await page.goto('about:blank');
+  const t0 = Date.now();
+  await page.goto(heatUrl + '/#/pipeline');
+  await page.click('[data-stage="ingest"]');
+  await page.waitForSelector('.heat span');
+  heat.push(Date.now() - t0);
+}
+out.heat_ms = median(heat);
 console.log(JSON.stringify(out));
 await ctx.close();
 '''
@@ -231,7 +261,14 @@ def main():
         gproc, gurl = start_cairn_ui(graph)
         procs.append(gproc)
         results["cairn"]["pipeline API"] = timed(lambda: get(gurl + "/api/v1/pipeline"), 3)
-        browser = node(BROWSER, [url, ",".join(ids), gurl, str(args.stages), "3"], work)
+        heat = os.path.join(work, "heat")
+        partitioned_repo(heat)
+        hproc, hurl = start_cairn_ui(heat)
+        procs.append(hproc)
+        partitions = json.loads(get(hurl + "/api/v1/pipeline"))["stages"][0]["parts"]
+        results["cairn"]["partitions API"] = timed(lambda: get(hurl + "/api/v1/pipeline"), 3)
+        browser = node(BROWSER, [url, ",".join(ids), gurl, str(args.stages), "3", hurl], work)
+        print("cairn:", json.dumps(results["cairn"]), json.dumps(browser), file=sys.stderr, flush=True)
 
         mlflow_db = os.path.join(work, "mlflow.db")
         # The server creates its schema and the Default experiment on first start.
@@ -267,12 +304,15 @@ def main():
         print("|---|---|---|---|")
         for k in ["first page", "filtered", "sorted by a metric"]:
             c, m = results["cairn"][k], results["mlflow"][k]
-            print(f"| {k} | {c:.0f} ms | {m:.0f} ms | {m / c:.1f}x |")
+            ratio = "—" if m == float("inf") else f"{m / c:.1f}x"
+            print(f"| {k} | {ms(c)} | {ms(m)} | {ratio} |")
         print(f"\n| browser (Cairn) | median |\n|---|---|")
         print(f"| runs page: navigation to first rows | {browser['runs_ms']} ms |")
         print(f"| compare 10 runs x 5 metrics x {args.steps:,} steps: to five charts | {browser['compare_ms']} ms |")
         print(f"| {args.stages:,}-stage graph: API | {results['cairn']['pipeline API']:.0f} ms |")
         print(f"| {args.stages:,}-stage graph: navigation to every node drawn | {browser['graph_ms']} ms |")
+        print(f"| {partitions['total']:,}-partition heat map: API ({len(partitions['ranges'])} ranges sent) | {results['cairn']['partitions API']:.0f} ms |")
+        print(f"| {partitions['total']:,}-partition heat map: navigation to the map drawn | {browser['heat_ms']} ms |")
         print(f"| HTML, script and style of the runs page | {browser['page_bytes'] / 1024:.0f} KiB |")
         print(f"| MLflow's runs page: HTML, script and style | {mlflow_page['bytes'] / 1024:.0f} KiB (network idle after {mlflow_page['networkidle_ms']} ms) |")
     finally:

@@ -195,10 +195,8 @@ pub fn graph(ws: &Workspace) -> Result<AssetGraph> {
     let plan: BTreeMap<String, _> = plan.into_iter().map(|p| (p.stage.clone(), p)).collect();
     let last = store.as_ref().map(last_materializations).unwrap_or_default();
     // Partitioned stages' parts, each a range of one state.
-    let partitioned: Vec<String> = (project.pipeline.stages.iter())
-        .filter(|s| s.partitions.is_some() && project.lock.stages.contains_key(&s.name))
-        .map(|s| s.name.clone())
-        .collect();
+    let partitioned: Vec<String> =
+        (project.pipeline.stages.iter()).filter(|s| s.partitions.is_some()).map(|s| s.name.clone()).collect();
     let mut parts: BTreeMap<String, PartRanges> = BTreeMap::new();
     for name in partitioned {
         if let Ok(states) = project.partition_states(&name) {

@@ -30,9 +30,6 @@ pub struct PageRequest {
 #[derive(Debug, Serialize)]
 pub struct RunPage {
     pub runs: Vec<RunSummary>,
-    /// Every param and metric key of the active runs, for a column chooser.
-    pub param_keys: Vec<String>,
-    pub metric_keys: Vec<String>,
     /// Runs matching the filter, on every page.
     pub total: usize,
     pub next_page_token: Option<String>,
@@ -100,9 +97,19 @@ impl Key {
     }
 }
 
-/// A run's place in the order: its key, then its id (so every run has one place).
+/// A run's place in the order: its key, then its id in the same direction (so every run has
+/// one place, and the store's start-time index serves the default order as it is).
 fn position(a: (&Key, &str), b: (&Key, &str), descending: bool) -> Ordering {
-    a.0.compare(b.0, descending).then_with(|| a.1.cmp(b.1))
+    let by_id = if descending { b.1.cmp(a.1) } else { a.1.cmp(b.1) };
+    a.0.compare(b.0, descending).then(by_id)
+}
+
+/// A page token: the last run's id and sort key.
+fn decode_token(token: &str) -> Result<(Key, &str)> {
+    token
+        .split_once(':')
+        .and_then(|(id, key)| Some((Key::decode(key)?, id)))
+        .ok_or_else(|| Error::Usage(format!("invalid page token `{token}`")))
 }
 
 /// One page of the runs that match `request.filter`, in `request.order_by` order, after the
@@ -134,6 +141,10 @@ pub fn page(ws: &Workspace, request: &PageRequest) -> Result<RunPage> {
         columns.metrics.push(key.to_owned());
         columns.params.push(field.strip_prefix("params.").unwrap_or(key).to_owned());
     }
+    let max = request.max_results.clamp(1, 1000);
+    if filter.is_none() && field == "start_time" {
+        return first_by_start(&store, request, descending, max);
+    }
     let mut runs = store.runs_with(cairn_meta::View::Active, &columns)?;
     if let Some(filter) = &filter {
         runs.retain(|r| filter.matches(r));
@@ -145,14 +156,10 @@ pub fn page(ws: &Workspace, request: &PageRequest) -> Result<RunPage> {
     let start = match &request.page_token {
         None => 0,
         Some(token) => {
-            let (key, id) = token
-                .split_once(':')
-                .and_then(|(id, key)| Some((Key::decode(key)?, id)))
-                .ok_or_else(|| Error::Usage(format!("invalid page token `{token}`")))?;
+            let (key, id) = decode_token(token)?;
             keyed.partition_point(|(k, run_id)| position((k, run_id), (&key, id), descending).is_le())
         }
     };
-    let max = request.max_results.clamp(1, 1000);
     let end = (start + max).min(total);
     let next_page_token = (end < total).then(|| {
         let (key, run_id) = &keyed[end - 1];
@@ -160,8 +167,49 @@ pub fn page(ws: &Workspace, request: &PageRequest) -> Result<RunPage> {
     });
     let ids: Vec<String> = keyed.drain(start..end).map(|(_, id)| id).collect();
     let runs = store.runs_by_id(&ids)?.into_iter().map(|run| summary(&store, run)).collect();
-    let (param_keys, metric_keys) = store.run_keys()?;
-    Ok(RunPage { runs, param_keys, metric_keys, total, next_page_token })
+    Ok(RunPage { runs, total, next_page_token })
+}
+
+/// The default order (by start time) without a filter: the store's index reads the page
+/// alone, however many runs there are.
+fn first_by_start(
+    store: &cairn_meta::Store,
+    request: &PageRequest,
+    descending: bool,
+    max: usize,
+) -> Result<RunPage> {
+    let after = match &request.page_token {
+        None => None,
+        Some(token) => match decode_token(token)? {
+            (Key::Number(time), id) => Some((time as i64, id)),
+            _ => return Err(Error::Usage(format!("invalid page token `{token}`"))),
+        },
+    };
+    // One more than the page: whether there is a next one.
+    let (mut ids, total) = store.run_ids_by_start(descending, after, max + 1)?;
+    let more = ids.len() > max;
+    ids.truncate(max);
+    let runs: Vec<RunSummary> = store.runs_by_id(&ids)?.into_iter().map(|run| summary(store, run)).collect();
+    let next_page_token = match runs.last() {
+        Some(last) if more => {
+            Some(format!("{}:{}", last.run_id, Key::Number(last.start_time as f64).encode()))
+        }
+        _ => None,
+    };
+    Ok(RunPage { runs, total, next_page_token })
+}
+
+/// Every param and metric key the runs have, for a column chooser.
+#[derive(Debug, Serialize)]
+pub struct RunKeys {
+    pub params: Vec<String>,
+    pub metrics: Vec<String>,
+}
+
+/// The keys of every run's params and metrics.
+pub fn keys(ws: &Workspace) -> Result<RunKeys> {
+    let (params, metrics) = ws.meta()?.run_keys()?;
+    Ok(RunKeys { params, metrics })
 }
 
 /// A metric's history as a chart draws it.

@@ -261,6 +261,11 @@ CREATE TABLE run_models (
     r#"
 ALTER TABLE stages ADD COLUMN error TEXT;
 "#,
+    // 8: runs in start order (the runs table's pages), and stages and params by key.
+    r#"
+CREATE INDEX runs_by_start ON runs (start_time, run_id);
+CREATE INDEX params_by_key ON params (key);
+"#,
 ];
 
 /// The version this build writes.

@@ -549,6 +549,38 @@ impl Store {
         })
     }
 
+    /// One page of active runs in start order (newest first when `descending`, ties by run
+    /// id in the same direction), after the run `after` names (its start time and id):
+    /// their ids, and how many active runs there are. Reads only the page.
+    pub fn run_ids_by_start(
+        &self,
+        descending: bool,
+        after: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<(Vec<String>, usize)> {
+        self.tx(|tx| {
+            let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+            let mut params: Vec<Value> = Vec::new();
+            let mut clause = "lifecycle_stage = 'active'".to_owned();
+            if let Some((time, id)) = after {
+                clause.push_str(&format!(
+                    " AND (start_time {cmp} $1 OR (start_time = $1 AND run_id {cmp} $2))"
+                ));
+                params.extend([time.into(), id.into()]);
+            }
+            let rows = tx.query(
+                &format!(
+                    "SELECT run_id FROM runs WHERE {clause} ORDER BY start_time {order}, run_id {order} LIMIT {}",
+                    limit.min(100_000)
+                ),
+                &params,
+            )?;
+            let total = tx.query("SELECT COUNT(*) FROM runs WHERE lifecycle_stage = 'active'", &[])?;
+            let total = total.first().map_or(0, |r| r[0].int()) as usize;
+            Ok((rows.iter().map(|r| r[0].text()).collect(), total))
+        })
+    }
+
     /// The runs with these ids, whole, in the order given (ids not found are left out).
     pub fn runs_by_id(&self, ids: &[String]) -> Result<Vec<Run>> {
         if ids.is_empty() {
@@ -567,17 +599,12 @@ impl Store {
         Ok(found)
     }
 
-    /// Every param key and every metric key any active run has, sorted.
+    /// Every param key and every metric key any run has (deleted ones too: joining the runs
+    /// to leave them out costs a random read per row, seconds at 100,000 runs), sorted.
     pub fn run_keys(&self) -> Result<(Vec<String>, Vec<String>)> {
         self.tx(|tx| {
             let mut keys = |table: &str| -> Result<Vec<String>> {
-                let rows = tx.query(
-                    &format!(
-                        "SELECT DISTINCT t.key FROM {table} t JOIN runs ON runs.run_id = t.run_id \
-                         WHERE runs.lifecycle_stage = 'active' ORDER BY t.key"
-                    ),
-                    &[],
-                )?;
+                let rows = tx.query(&format!("SELECT DISTINCT key FROM {table} ORDER BY key"), &[])?;
                 Ok(rows.iter().map(|r| r[0].text()).collect())
             };
             Ok((keys("params")?, keys("latest_metrics")?))
@@ -1018,17 +1045,21 @@ fn complete_with(
             return None;
         }
         let quoted: Vec<String> = keys.iter().map(|k| format!("'{}'", k.replace('\'', "''"))).collect();
-        Some(format!(" AND t.key IN ({})", quoted.join(", ")))
+        Some(format!("t.key IN ({})", quoted.join(", ")))
     };
     let select = |columns: &str, table: &str| {
-        keys(table).map(|restrict| {
-            format!(
-                "SELECT t.run_id, {columns} FROM {table} t JOIN runs ON runs.run_id = t.run_id WHERE {clause}{restrict} \
+        keys(table).map(|restrict| match only {
+            // A few keys of every run: read by key, neither joined with the runs nor sorted
+            // (each costs a random read or a sort of every row); rows of runs not listed are
+            // skipped below, and a run's keys come in no particular order.
+            Some(_) => format!("SELECT t.run_id, {columns} FROM {table} t WHERE {restrict}"),
+            None => format!(
+                "SELECT t.run_id, {columns} FROM {table} t JOIN runs ON runs.run_id = t.run_id WHERE {clause} \
                  ORDER BY t.run_id, t.key"
-            )
+            ),
         })
     };
-    // Rows come grouped by run: the index is looked up once per run, not once per row.
+    // Rows come grouped by run (whole runs): the index is looked up once per run, not per row.
     let mut at: Option<(String, Option<usize>)> = None;
     let mut find = |id: &Value| -> Option<usize> {
         let Value::Text(id) = id else { return None };

@@ -137,6 +137,13 @@ fn suite(open: &dyn Fn() -> Store) {
         [first.as_str(), other.as_str()]
     );
     assert_eq!(whole[0].params.len(), 2);
+    // Pages in start order read from the index: newest first, then after the last one seen.
+    let (page, total) = store.run_ids_by_start(true, None, 2).unwrap();
+    assert_eq!((page, total), (vec![other.clone(), second.clone()], 3));
+    let (page, _) = store.run_ids_by_start(true, Some((2_000, &second)), 2).unwrap();
+    assert_eq!(page, vec![first.clone()]);
+    let (page, _) = store.run_ids_by_start(false, Some((1_000, &first)), 5).unwrap();
+    assert_eq!(page, vec![second.clone(), other.clone()]);
     let (param_keys, metric_keys) = store.run_keys().unwrap();
     assert_eq!(
         (param_keys, metric_keys),

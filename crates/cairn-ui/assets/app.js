@@ -289,6 +289,8 @@ async function runsPage() {
   let rows = [];
   let token = null;
   let page = null;
+  // The column chooser's keys come once, beside the first page (not with every page).
+  const keys = api('/runs/keys');
   const load = async () => {
     const q = new URLSearchParams({ max_results: '100', order_by: runsState.order });
     if (runsState.filter) q.set('filter', runsState.filter);
@@ -297,9 +299,12 @@ async function runsPage() {
     if (!current(mine)) return;
     rows = rows.concat(page.runs);
     token = page.next_page_token;
-    if (!runsState.columns) runsState.columns = new Set([...page.metric_keys.slice(0, 6).map((k) => 'metrics.' + k), ...page.param_keys.slice(0, 4).map((k) => 'params.' + k)]);
-    drawChooser(chooser, page, draw);
+    if (!runsState.columns) {
+      const seen = (kind) => [...new Set(page.runs.flatMap((r) => Object.keys(r[kind])))].sort();
+      runsState.columns = new Set([...seen('metrics').slice(0, 6).map((k) => 'metrics.' + k), ...seen('params').slice(0, 4).map((k) => 'params.' + k)]);
+    }
     draw();
+    keys.then((k) => { if (current(mine)) drawChooser(chooser, k, draw); }, () => {});
   };
   const draw = () => {
     status.textContent = `${rows.length} of ${page.total} runs`;
@@ -310,8 +315,8 @@ async function runsPage() {
   try { await load(); } catch (e) { status.replaceChildren(errorBox(e)); }
 }
 
-function drawChooser(chooser, page, redraw) {
-  const keys = [...page.metric_keys.map((k) => 'metrics.' + k), ...page.param_keys.map((k) => 'params.' + k)];
+function drawChooser(chooser, runKeys, redraw) {
+  const keys = [...runKeys.metrics.map((k) => 'metrics.' + k), ...runKeys.params.map((k) => 'params.' + k)];
   chooser.replaceChildren(h('summary', {}, `Columns (${runsState.columns.size} of ${keys.length})`),
     h('div', { class: 'actions' }, keys.map((k) => h('label', {}, h('input', {
       type: 'checkbox', checked: runsState.columns.has(k),

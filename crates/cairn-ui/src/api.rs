@@ -21,6 +21,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .route("/whoami", get(whoami))
         .route("/runs", get(runs))
+        .route("/runs/keys", get(run_keys))
         .route("/runs/{run}", get(run))
         .route("/runs/{run}/history", get(history))
         .route("/compare", get(compare))
@@ -161,6 +162,10 @@ async fn runs(Shared(state): Shared<State>, Query(q): Query<RunsQuery>) -> Respo
         max_results: q.max_results.unwrap_or(100).min(crate::MAX_PAGE),
     };
     answer(&state, move |ws| browse::page(ws, &request)).await
+}
+
+async fn run_keys(Shared(state): Shared<State>) -> Response {
+    answer(&state, browse::keys).await
 }
 
 async fn run(Shared(state): Shared<State>, Path(run): Path<String>) -> Response {

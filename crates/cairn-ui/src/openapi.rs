@@ -35,8 +35,9 @@ pub fn document() -> Value {
             "/api/v1/runs": {"get": op(
                 "One page of runs: MLflow's filter syntax, any sort key, keyset pagination",
                 &[("filter", q, false), ("order_by", q, false), ("page_token", q, false), ("max_results", q, false)],
-                "RunPage {runs, param_keys, metric_keys, total, next_page_token}",
+                "RunPage {runs, total, next_page_token}",
             )},
+            "/api/v1/runs/keys": {"get": op("Every param and metric key of the runs (a column chooser)", &[], "RunKeys {params, metrics}")},
             "/api/v1/runs/{run}": {"get": op("One run (id, id prefix or name)", &[("run", p, true)], "RunSummary")},
             "/api/v1/runs/{run}/history": {"get": op(
                 "A metric's history, downsampled (LTTB) with the true min and max kept",

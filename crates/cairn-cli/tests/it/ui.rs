@@ -60,6 +60,11 @@ json.dump({"acc": round(1 - lr, 3)}, open("metrics.json", "w"))
     params: [lr]
     outs: [models/churn.onnx]
     metrics: [metrics.json]
+  regions:
+    partitions:
+      region: {static: [us, eu, asia]}
+    cmd: mkdir -p ${out} && echo ${partition} > ${out}/${partition}.txt
+    outs: [data/regions]
 "#,
     );
     for lr in ["0.1", "0.05", "0.2"] {
@@ -177,6 +182,17 @@ fn the_api_answers_what_the_cli_prints_in_one_error_shape() {
     assert_eq!(accs, [0.95, 0.9, 0.8]);
     let (_, filtered) = ui.get("/api/v1/runs?filter=metrics.acc%20%3E%200.85");
     assert_eq!(filtered["total"], 2);
+    // Pages in a metric's order too, without gaps or repeats.
+    let (_, first) = ui.get("/api/v1/runs?order_by=metrics.acc&max_results=2");
+    let token = first["next_page_token"].as_str().unwrap();
+    let (_, second) = ui.get(&format!("/api/v1/runs?order_by=metrics.acc&max_results=2&page_token={token}"));
+    let accs: Vec<f64> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["runs"].as_array().unwrap().iter().map(|r| r["metrics"]["acc"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(accs, [0.8, 0.9, 0.95]);
+    let (_, keys) = ui.get("/api/v1/runs/keys");
+    assert_eq!(keys, json!({"params": ["lr"], "metrics": ["acc", "loss"]}));
 
     // A metric history comes downsampled, with its extremes.
     let run = &paged[0];
@@ -203,6 +219,8 @@ fn the_api_answers_what_the_cli_prints_in_one_error_shape() {
     let reasons = stage("train")["reasons"].to_string();
     assert!(reasons.contains("param `lr`") && reasons.contains("0.2 → 0.02"), "{reasons}");
     assert_eq!(graph["edges"], json!([["prepare", "train"]]));
+    // Partitions come as ranges of one state, never one element per key.
+    assert_eq!(stage("regions")["parts"], json!({"total": 3, "ranges": [["us", "asia", 3, "missing"]]}));
     let positions = graph["layout"]["positions"].as_array().unwrap();
     assert!(positions[0][0].as_f64() < positions[1][0].as_f64(), "train is drawn after prepare");
     assert!(stage("train")["last"]["run_id"].is_string());

@@ -49,6 +49,8 @@ try {
   await page.waitForSelector('#stage-panel >> text=Last materialization');
   await page.click('[data-stage="prepare"]');
   await page.waitForSelector('#checks [data-check="passed"]');
+  await page.click('[data-stage="regions"]');
+  await page.waitForSelector('.heat span.missing');
   await page.click('[data-stage="train"]');
   await page.waitForSelector('#stage-panel >> text=Last materialization');
   await shot('pipeline');
