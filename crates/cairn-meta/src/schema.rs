@@ -261,10 +261,13 @@ CREATE TABLE run_models (
     r#"
 ALTER TABLE stages ADD COLUMN error TEXT;
 "#,
-    // 8: runs in start order (the runs table's pages), and stages and params by key.
+    // 8: runs in start order (the runs table's pages), and params and latest metrics by key
+    // with everything a listing reads of them (a filter or sort key over every run reads the
+    // index alone).
     r#"
 CREATE INDEX runs_by_start ON runs (start_time, run_id);
-CREATE INDEX params_by_key ON params (key);
+CREATE INDEX params_by_key ON params (key, run_id, value);
+CREATE INDEX latest_metrics_by_key_run ON latest_metrics (key, run_id, value, timestamp, step, is_nan);
 "#,
 ];
 
