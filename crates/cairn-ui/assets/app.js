@@ -641,6 +641,61 @@ function tree(value, key) {
   return key !== undefined ? h('li', {}, h('strong', {}, key), list) : list;
 }
 
+// Lineage as a graph, newest on the left and raw data on the right: each node a box with its
+// name and digest (or stage), an edge from each node to what it was made from.
+function lineageGraph(root) {
+  const columns = [];
+  const nodes = [];
+  const edges = [];
+  const visit = (node, depth) => {
+    const id = nodes.length;
+    nodes.push({ ...node, depth });
+    (columns[depth] = columns[depth] || []).push(id);
+    for (const input of node.children || []) edges.push([id, visit(input, depth + 1)]);
+    return id;
+  };
+  visit(root, 0);
+  const W = 230, H = 46, GX = 60, GY = 14, pad = 8;
+  const row = new Map();
+  columns.forEach((ids) => ids.forEach((id, i) => row.set(id, i)));
+  const tallest = Math.max(...columns.map((c) => c.length));
+  const svg = s('svg', { width: columns.length * (W + GX) + pad, height: tallest * (H + GY) + pad, role: 'img', 'aria-label': 'lineage graph', id: 'lineage-graph' });
+  const at = (id) => [pad + nodes[id].depth * (W + GX), pad + row.get(id) * (H + GY)];
+  for (const [a, b] of edges) {
+    const [x1, y1] = at(a), [x2, y2] = at(b);
+    const sx = x1 + W, sy = y1 + H / 2, ex = x2, ey = y2 + H / 2, mx = (sx + ex) / 2;
+    svg.append(s('path', { class: 'edge', d: `M${sx},${sy} C${mx},${sy} ${mx},${ey} ${ex},${ey}` }));
+  }
+  nodes.forEach((n, id) => {
+    const [x, y] = at(id);
+    const g = s('g', { class: 'node', transform: `translate(${x},${y})`, 'data-node': n.label },
+      s('title', {}, [n.label, n.sub, n.digest].filter(Boolean).join('\n')),
+      s('rect', { width: W, height: H, fill: `var(--${n.kind || 'fresh'})` }),
+      s('text', { x: 8, y: 18 }, n.label.length > 30 ? n.label.slice(0, 29) + '…' : n.label),
+      s('text', { x: 8, y: 36, class: 'sub' }, (n.sub || (n.digest || '').replace('blake3:', '').slice(0, 16)).slice(0, 34)));
+    if (n.href) g.addEventListener('click', () => { location.hash = n.href; });
+    svg.append(g);
+  });
+  return h('div', { class: 'graph-wrap' }, svg);
+}
+
+// A tracked path's lineage (`/api/v1/lineage`) as graph nodes.
+function pathNodes(node) {
+  return {
+    label: node.path || '?', digest: node.digest, kind: node.stage ? 'restored' : 'never',
+    sub: node.stage ? `stage ${node.stage}` : null, href: node.path ? '#/lineage/' + encodeURIComponent(node.path) : null,
+    children: (node.inputs || []).map(pathNodes),
+  };
+}
+
+// A model version's lineage: the version, the run that made it, the data and code it read.
+function versionNodes(label, digest, runId, lineage) {
+  const inputs = ((lineage && lineage.inputs) || []).map((i) => ({ label: i.path, digest: i.digest, kind: 'never', href: '#/lineage/' + encodeURIComponent(i.path) }));
+  const commit = lineage && lineage.commit ? `commit ${lineage.commit.slice(0, 10)}${lineage.dirty ? ' (dirty)' : ''}` : null;
+  const run = runId ? [{ label: `run ${short(runId)}`, sub: commit, kind: 'running', href: '#/runs/' + runId, children: inputs }] : inputs;
+  return { label, digest, kind: 'fresh', children: run };
+}
+
 async function lineagePage(path) {
   const mine = route;
   const at = path.lastIndexOf('@');
@@ -649,12 +704,14 @@ async function lineagePage(path) {
     const v = versions.find((x) => String(x.version) === path.slice(at + 1));
     if (!current(mine)) return;
     if (!v) throw new Error(`no version ${path.slice(at + 1)} of ${path.slice(0, at)}`);
-    show(h('h1', {}, 'Lineage of ', h('code', {}, path)), h('div', { class: 'card', id: 'lineage' }, tree({ digest: v.digest, run_id: v.run_id, lineage: v.lineage })));
+    show(h('h1', {}, 'Lineage of ', h('code', {}, path)), lineageGraph(versionNodes(path, v.digest, v.run_id, v.lineage)),
+      h('h2', {}, 'Details'), h('div', { class: 'card', id: 'lineage' }, tree({ digest: v.digest, run_id: v.run_id, lineage: v.lineage })));
     return;
   }
   const lineage = await api('/lineage?path=' + encodeURIComponent(path));
   if (!current(mine)) return;
-  show(h('h1', {}, 'Lineage of ', h('code', {}, path)), h('div', { class: 'card', id: 'lineage' }, tree(lineage)));
+  show(h('h1', {}, 'Lineage of ', h('code', {}, path)), lineage.commit ? h('p', { class: 'muted' }, `at commit ${lineage.commit}${lineage.dirty ? ' (with uncommitted changes)' : ''}`) : null,
+    lineageGraph(pathNodes(lineage)), h('h2', {}, 'Details'), h('div', { class: 'card', id: 'lineage' }, tree(lineage)));
 }
 
 async function tracePage(id) {
@@ -664,6 +721,8 @@ async function tracePage(id) {
   show(h('h1', {}, 'Prediction ', h('code', {}, t.trace_id)),
     h('div', { class: 'card' }, kv([['time', time(t.time_ms)], ['model', h('a', { href: '#/models/' + encodeURIComponent(t.model) }, `${t.model}@${t.version}`)],
       ['role', t.role], ['protocol', t.protocol], ['status', t.status], ['latency', (t.latency_us / 1000).toFixed(2) + ' ms'], ['error', t.error]])),
+    lineageGraph({ label: `prediction ${t.trace_id.slice(0, 12)}`, sub: `${t.protocol}, ${t.status}`, kind: 'stale',
+      children: [versionNodes(`${t.model}@${t.version}`, t.model_version && t.model_version.digest, t.model_version && t.model_version.run_id, t.lineage)] }),
     h('div', { class: 'card', id: 'trace' }, tree({ inputs: t.inputs, outputs: t.outputs, model_version: t.model_version, lineage: t.lineage, shadows: t.shadows })));
 }
 

@@ -95,7 +95,7 @@ try {
   await page.goto(`${url}/#/models/churn`);
   await page.waitForSelector('[data-version="1"]');
   await page.click('[data-version="1"] >> text=lineage →');
-  await page.waitForSelector('#lineage');
+  await page.waitForSelector('#lineage-graph [data-node="data/raw.csv"]');
   const lineage = await page.textContent('#lineage');
   expect(lineage.includes('data/raw.csv') || lineage.includes('raw.csv'), `the lineage does not reach the raw data: ${lineage.slice(0, 400)}`);
   await shot('lineage');
@@ -139,6 +139,7 @@ try {
   expect(traces > 0, 'the alert lists no requests');
   await page.locator('a[href^="#/trace/"]').first().click();
   await page.waitForSelector('#trace');
+  await page.waitForSelector('#lineage-graph [data-node="churn@1"]');
 
   step = 'a trace id in the search box';
   const id = (await page.textContent('h1 code')).trim();
