@@ -13,8 +13,9 @@ use common::TestRepo;
 use common::tools::tools_dir;
 use serde_json::{Value, json};
 
-/// The `playwright-core` release the flows are written against.
-const PLAYWRIGHT: &str = "playwright-core@1.65.2";
+/// The `playwright-core` release the flows are written against (the last that runs on the
+/// Node.js 18 of Debian 12; it drives the system chromium, so it downloads no browser).
+const PLAYWRIGHT: &str = "playwright-core@1.61.1";
 
 /// A project with a two-stage pipeline whose `train` writes the churn model, three recorded
 /// runs (`lr` 0.1, 0.05, 0.2; the last makes acc > 0.85 false for one), the model registered
@@ -287,7 +288,9 @@ fn the_api_answers_what_the_cli_prints_in_one_error_shape() {
 /// Where the browser tooling lives: `playwright-core` installed on first use.
 fn browser_tools() -> PathBuf {
     let dir = tools_dir().join("browser");
-    if !dir.join("node_modules/playwright-core/package.json").exists() {
+    // The same marker as `.ci/run`'s: the package spec installed.
+    let marker = dir.join(".installed");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(PLAYWRIGHT) {
         std::fs::create_dir_all(&dir).unwrap();
         let status = Command::new("npm")
             .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
@@ -296,6 +299,7 @@ fn browser_tools() -> PathBuf {
             .status()
             .expect("npm runs (install Node.js: apt-get install -y nodejs npm)");
         assert!(status.success(), "npm install {PLAYWRIGHT} failed");
+        std::fs::write(&marker, PLAYWRIGHT).unwrap();
     }
     assert!(
         Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
