@@ -710,8 +710,8 @@ fn graceful_shutdown_finishes_a_request_in_flight() {
 
 /// The fixture project with `churn2@production`: the churn model registered with training
 /// data of ages 18–80 and three plans (500 rows: the statistical tests apply).
-fn churn_with_training_data() -> TestRepo {
-    let repo = project();
+/// The churn model's training data: 500 customers aged 18–80, three plans.
+pub(crate) fn churn_training_csv() -> String {
     let mut csv = String::from("age,tenure,plan\n");
     for i in 0..500 {
         csv.push_str(&format!(
@@ -721,7 +721,12 @@ fn churn_with_training_data() -> TestRepo {
             ["basic", "pro", "enterprise"][i % 3]
         ));
     }
-    repo.write("train.csv", csv);
+    csv
+}
+
+fn churn_with_training_data() -> TestRepo {
+    let repo = project();
+    repo.write("train.csv", churn_training_csv());
     repo.ok(&["model", "register", "churn2", "models/churn.onnx", "--training-data", "train.csv"]);
     repo.ok(&["model", "alias", "churn2@1", "production"]);
     repo

@@ -3,7 +3,7 @@
 //! both).
 
 use crate::common;
-use crate::serving::{Server, fixtures, post, wait_for_alerts};
+use crate::serving::{Server, churn_training_csv, fixtures, post, wait_for_alerts};
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -22,16 +22,7 @@ const PLAYWRIGHT: &str = "playwright-core@1.61.1";
 /// from the pipeline's output with training data, and `lr` changed since (so `train` is stale).
 fn project() -> TestRepo {
     let repo = TestRepo::new();
-    let mut csv = String::from("age,tenure,plan\n");
-    for i in 0..500 {
-        csv.push_str(&format!(
-            "{},{},{}\n",
-            18 + (i * 37) % 63,
-            (i * 11) % 73,
-            ["basic", "pro", "enterprise"][i % 3]
-        ));
-    }
-    repo.write("data/raw.csv", csv);
+    repo.write("data/raw.csv", churn_training_csv());
     std::fs::create_dir_all(repo.path("vendor")).unwrap();
     std::fs::copy(fixtures().join("churn.onnx"), repo.path("vendor/churn.onnx")).unwrap();
     repo.write(
