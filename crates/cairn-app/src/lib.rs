@@ -27,6 +27,7 @@
 //! | [`monitoring`]  | monitor.yaml, the rule evaluator, retrain, `alerts`, `alerts check`     |
 //! | [`reports`]     | `monitor` reports, `monitor requests`, `monitor export`                 |
 //! | [`tracking`]    | the tracking server's state, in the foreground or for one run           |
+//! | [`identity`]    | users, service accounts and API tokens (`cairn user`, `cairn token`)    |
 //! | [`asset_graph`] | the pipeline graph with each stage's state; a run's live progress       |
 //! | [`browse`]      | pages of runs (keyset), downsampled metric histories, run comparison   |
 
@@ -39,6 +40,7 @@ pub mod content;
 pub mod downsample;
 mod error;
 pub mod experiments;
+pub mod identity;
 pub mod live;
 pub mod monitoring;
 pub mod pipeline;

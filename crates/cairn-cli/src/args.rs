@@ -217,6 +217,12 @@ pub enum Command {
     /// Charts of runs' metric series.
     #[command(subcommand)]
     Plots(PlotsCommand),
+    /// Users and service accounts of a team server (`cairn server --auth`).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens: what the `mlflow` client and scripts authenticate with.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// The web UI for this repository: pipeline graph, runs, lineage, registry, monitoring.
     #[command(
         after_help = "Examples:\n  cairn ui                 # http://127.0.0.1:4000\n  cairn ui --port 0        # a free port, printed on stdout\n\nOn loopback the UI acts as you (approve, move aliases); `cairn server` mounts the same UI read-only."
@@ -246,6 +252,10 @@ pub enum Command {
         /// Most bytes of artifacts one run may hold.
         #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = cairn_units::parse_size)]
         run_quota: u64,
+        /// Require an API token on every request but `GET /health` (create users and tokens
+        /// first: `cairn user add`, `cairn token create`).
+        #[arg(long)]
+        auth: bool,
     },
     /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
     #[command(
@@ -585,6 +595,61 @@ pub enum ModelCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user or a service account; the first admin is created this way (there is no default one).
+    #[command(
+        after_help = "Examples:\n  cairn user add alice --admin\n  cairn user add nightly-training --service"
+    )]
+    Add {
+        name: String,
+        /// May manage users and tokens.
+        #[arg(long)]
+        admin: bool,
+        /// An account for a program (a pipeline, a server), not a person.
+        #[arg(long)]
+        service: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Remove a user and every token of theirs.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a user; it is shown once (only its hash is kept).
+    #[command(
+        after_help = "Examples:\n  cairn token create laptop --user alice --expires 90d\n  export MLFLOW_TRACKING_TOKEN=$(cairn token create ci --user nightly-training -q)"
+    )]
+    Create {
+        /// What the token is for (`laptop`, `ci`).
+        name: String,
+        #[arg(long)]
+        user: String,
+        /// How long it is valid: 30d, 12h (default: until revoked).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<cairn_units::Duration>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Revoke a token: it authenticates nobody from now on.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]

@@ -9,6 +9,7 @@ mod data;
 mod env;
 mod exp;
 mod failure;
+mod identity;
 mod model;
 mod monitor;
 mod output;
@@ -106,13 +107,15 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             &context.workspace()?,
             &plots::PlotRequest { runs, metrics, output: output.map(|o| context.cwd.join(o)) },
         ),
-        Command::Server { host, port, max_artifact_size, run_quota } => {
+        Command::Server { host, port, max_artifact_size, run_quota, auth } => {
             let uploads = cairn_server::UploadLimits {
                 max_artifact_bytes: max_artifact_size,
                 run_quota_bytes: run_quota,
             };
-            tracking::serve(context.workspace()?, &host, port, uploads, quiet)
+            tracking::serve(context.workspace()?, &tracking::Listen { host, port, auth }, uploads, quiet)
         }
+        Command::User(command) => identity::user(&context.workspace()?, command, quiet),
+        Command::Token(command) => identity::token(&context.workspace()?, command, quiet),
         Command::Ui { host, port } => tracking::ui(context.workspace()?, &host, port, quiet),
         Command::Serve(args) => {
             let ws = context.workspace()?;

@@ -19,21 +19,40 @@ pub fn warn_if_exposed(address: &std::net::SocketAddr) {
 
 /// `cairn server`: the MLflow-compatible tracking API, with the web UI (read-only: the
 /// server does not know who is asking) at `/`, until Ctrl-C.
+/// Where `cairn server` listens, and whether it requires a token.
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+    pub auth: bool,
+}
+
 pub fn serve(
     ws: Workspace,
-    host: &str,
-    port: u16,
+    listen_on: &Listen,
     uploads: cairn_server::UploadLimits,
     quiet: bool,
 ) -> Result<(), Failure> {
     let state = cairn_app::tracking::state(&ws, uploads)?;
-    let location = state.meta.location().to_owned();
+    let meta = state.meta.clone();
+    let location = meta.location().to_owned();
+    if listen_on.auth && meta.users()?.is_empty() {
+        return Err(Failure::user(
+            "--auth needs a user to authenticate, and there is none",
+            Some(
+                "create the first admin and a token: `cairn user add NAME --admin`, `cairn token create NAME --user NAME`",
+            ),
+        ));
+    }
     let ui = cairn_ui::State { workspace: Arc::new(ws), mode: cairn_ui::Mode::ReadOnly };
-    let router = cairn_server::router(state).merge(cairn_ui::router(ui));
-    listen(host, port, router, |address| {
+    let mut router = cairn_server::router(state).merge(cairn_ui::router(ui));
+    if listen_on.auth {
+        router = cairn_server::authenticated(router, meta);
+    }
+    listen(&listen_on.host, listen_on.port, router, |address| {
         if !quiet {
+            let auth = if listen_on.auth { "; every request needs an API token" } else { "" };
             eprintln!(
-                "cairn tracking server on http://{address} (metadata: {location}); Ctrl-C stops it\n  export MLFLOW_TRACKING_URI=http://{address}\n  UI: http://{address}/"
+                "cairn tracking server on http://{address} (metadata: {location}{auth}); Ctrl-C stops it\n  export MLFLOW_TRACKING_URI=http://{address}\n  UI: http://{address}/"
             );
         }
     })

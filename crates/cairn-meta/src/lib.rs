@@ -9,6 +9,7 @@
 //! history of `(value, timestamp, step)`), so the MLflow-compatible server can sit on it.
 
 mod backend;
+pub mod identity;
 pub mod logged_models;
 #[cfg(feature = "postgres")]
 mod postgres_backend;
@@ -64,6 +65,14 @@ pub enum MetaError {
     /// A stored value is not what this version of Cairn writes (a hand-edited database).
     #[error("the metadata store holds a malformed {what}: `{value}`")]
     Corrupt { what: &'static str, value: String },
+    #[error("`{0}` is not a valid name: use 1 to 64 letters, digits, `.`, `_`, `-` or `@`")]
+    BadName(String),
+    #[error("a user named `{0}` already exists")]
+    UserExists(String),
+    #[error("no user named `{0}`")]
+    NoUser(String),
+    #[error("no token with id `{0}`")]
+    NoToken(String),
 }
 
 impl MetaError {
@@ -79,7 +88,10 @@ impl MetaError {
             E::NoModelVersion(_) => Some("list versions with `cairn model versions NAME`"),
             E::NoExperiment(_) | E::NoLoggedModel(_) => None,
             E::ModelParamChanged { .. } | E::ParamChanged { .. } | E::Protected { .. } => None,
-            E::ExperimentExists(_) => Some("choose another name"),
+            E::ExperimentExists(_) | E::UserExists(_) => Some("choose another name"),
+            E::BadName(_) => None,
+            E::NoUser(_) => Some("list users with `cairn user list`"),
+            E::NoToken(_) => Some("list tokens with `cairn token list`"),
         }
     }
 }

@@ -269,6 +269,26 @@ CREATE INDEX runs_by_start ON runs (start_time, run_id);
 CREATE INDEX params_by_key ON params (key, run_id, value);
 CREATE INDEX latest_metrics_by_key_run ON latest_metrics (key, run_id, value, timestamp, step, is_nan);
 "#,
+    // 9: users and service accounts, and their API tokens (only a hash of each secret).
+    r#"
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    service BIGINT NOT NULL,
+    admin BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    expires BIGINT,
+    revoked BIGINT,
+    last_used BIGINT
+);
+CREATE INDEX tokens_by_user ON tokens (user_name, created);
+"#,
 ];
 
 /// The version this build writes.

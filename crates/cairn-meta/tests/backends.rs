@@ -37,8 +37,52 @@ fn metric(key: &str, value: f64, step: i64, timestamp: i64) -> Metric {
 }
 
 /// What every backend must do.
+/// Users and tokens: created explicitly, hashed, expiring, revocable.
+fn identity(store: &Store) {
+    let alice = store.create_user("alice", false, true).unwrap();
+    assert!(alice.admin && !alice.service);
+    store.create_user("ci-bot", true, false).unwrap();
+    assert!(matches!(store.create_user("alice", false, false), Err(MetaError::UserExists(_))));
+    assert!(matches!(store.create_user("a b", false, false), Err(MetaError::BadName(_))));
+    let names: Vec<String> = store.users().unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["alice", "ci-bot"]);
+
+    let now = cairn_meta::now_ms();
+    let laptop = store.create_token("alice", "laptop", None).unwrap();
+    let short = store.create_token("ci-bot", "nightly", Some(now + 60_000)).unwrap();
+    assert!(laptop.secret.starts_with("cairn_") && laptop.secret.len() == 6 + 16 + 1 + 64);
+    let who = store.authenticate(&laptop.secret, now).unwrap().expect("a fresh token authenticates");
+    assert_eq!((who.user.as_str(), who.admin), ("alice", true));
+    assert_eq!(store.authenticate(&short.secret, now).unwrap().map(|i| i.user), Some("ci-bot".to_owned()));
+    assert_eq!(store.authenticate(&short.secret, now + 60_000).unwrap(), None, "expired");
+    // A wrong secret under a real id, and garbage, authenticate nobody.
+    let forged = format!(
+        "{}{}",
+        &laptop.secret[..laptop.secret.len() - 1],
+        if laptop.secret.ends_with('0') { "1" } else { "0" }
+    );
+    assert_eq!(store.authenticate(&forged, now).unwrap(), None);
+    assert_eq!(store.authenticate("Bearer nonsense", now).unwrap(), None);
+    // Only a hash is stored: the secret appears nowhere in the listing.
+    let listed = store.tokens(Some("alice")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].last_used_ms.is_some());
+    assert!(!format!("{listed:?}").contains(&laptop.secret[23..]));
+    let revoked = store.revoke_token(&laptop.token.id).unwrap();
+    assert!(revoked.revoked_ms.is_some());
+    assert_eq!(store.authenticate(&laptop.secret, now).unwrap(), None, "revoked");
+    assert!(matches!(store.revoke_token("0000000000000000"), Err(MetaError::NoToken(_))));
+    // Removing a user removes their tokens.
+    store.remove_user("ci-bot").unwrap();
+    assert_eq!(store.authenticate(&short.secret, now).unwrap(), None);
+    assert!(store.tokens(Some("ci-bot")).unwrap().is_empty());
+    assert!(matches!(store.remove_user("ci-bot"), Err(MetaError::NoUser(_))));
+    store.remove_user("alice").unwrap();
+}
+
 fn suite(open: &dyn Fn() -> Store) {
     let store = open();
+    identity(&store);
     assert_eq!(store.version().unwrap(), cairn_meta::schema::latest());
     assert_eq!(store.experiment(0).unwrap().unwrap().name, "Default");
     let churn = store.create_experiment("churn", "s3://bucket/churn").unwrap();

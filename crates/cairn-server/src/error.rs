@@ -51,10 +51,14 @@ impl From<cairn_meta::MetaError> for ApiError {
     fn from(e: cairn_meta::MetaError) -> Self {
         use cairn_meta::MetaError as M;
         match &e {
-            M::NoRun(_) | M::NoExperiment(_) | M::NoModelVersion(_) | M::NoLoggedModel(_) => {
-                ApiError::not_found(e.to_string())
-            }
-            M::ExperimentExists(_) => ApiError::exists(e.to_string()),
+            M::NoRun(_)
+            | M::NoExperiment(_)
+            | M::NoModelVersion(_)
+            | M::NoLoggedModel(_)
+            | M::NoUser(_)
+            | M::NoToken(_) => ApiError::not_found(e.to_string()),
+            M::ExperimentExists(_) | M::UserExists(_) => ApiError::exists(e.to_string()),
+            M::BadName(_) => ApiError::invalid(e.to_string()),
             M::Protected { .. } => ApiError { code: "PERMISSION_DENIED", message: e.to_string() },
             M::ParamChanged { .. }
             | M::ModelParamChanged { .. }

@@ -21,6 +21,7 @@
 
 mod api;
 mod artifacts;
+mod auth;
 mod error;
 mod logged_models;
 mod registry;
@@ -31,6 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use artifacts::tree_path;
+pub use auth::authenticated;
 pub use error::ApiError;
 
 /// What the handlers share.

@@ -19,8 +19,12 @@ struct Server {
 
 impl Server {
     fn start(repo: &TestRepo) -> Server {
+        Server::start_with(repo, &[])
+    }
+
+    fn start_with(repo: &TestRepo, args: &[&str]) -> Server {
         let mut child = repo
-            .command(&["server", "--port", "0"])
+            .command(&[&["server", "--port", "0"], args].concat())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -736,4 +740,103 @@ fn autolog_records_what_it_records_against_mlflow_server() {
         assert!(run["model_files"].as_array().unwrap().iter().any(|f| f == "MLmodel"), "{run}");
         assert_eq!(run, &expected[kind], "{kind} autolog differs from mlflow server's");
     }
+}
+
+/// The `mlflow` client's script for the auth test: one run, or the error it got.
+const LOG_ONE_RUN: &str = r#"
+import json, mlflow
+from mlflow.exceptions import MlflowException
+try:
+    mlflow.set_experiment("auth-demo")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("acc", 0.9)
+    print(json.dumps({"run": run.info.run_id}))
+except MlflowException as e:
+    print(json.dumps({"error": str(e)}))
+"#;
+
+/// Runs [`LOG_ONE_RUN`] with these extra environment variables.
+fn log_one_run(repo: &TestRepo, url: &str, env: &[(&str, &str)]) -> Value {
+    repo.write("auth_client.py", LOG_ONE_RUN);
+    let mut command = Command::new(mlflow_python());
+    command
+        .arg(repo.path("auth_client.py"))
+        .env("MLFLOW_TRACKING_URI", url)
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .env("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .env_remove("MLFLOW_TRACKING_USERNAME")
+        .env_remove("MLFLOW_TRACKING_PASSWORD")
+        .current_dir(&repo.root);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn the_mlflow_client_authenticates_with_a_token_or_basic_credentials() {
+    let repo = TestRepo::new();
+    // No default user: --auth refuses to start until an admin exists.
+    let err = repo.fail(1, &["server", "--port", "0", "--auth"]);
+    assert!(err.contains("--auth needs a user") && err.contains("cairn user add"), "{err}");
+    repo.ok(&["user", "add", "alice", "--admin"]);
+    repo.ok(&["user", "add", "nightly", "--service"]);
+    let token = repo.ok(&["token", "create", "laptop", "--user", "alice", "-q"]).trim().to_owned();
+    assert!(token.starts_with("cairn_"));
+    let listed = repo.json(&["token", "list", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains(&token[23..]), "a listing never shows a secret");
+
+    let server = Server::start_with(&repo, &["--auth"]);
+    let url = server.url.as_str();
+    // Health stays open (load balancers); everything else needs a token.
+    let health = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{url}/health")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "200");
+    let refused = log_one_run(&repo, url, &[]);
+    let message = refused["error"].as_str().expect("no token is refused");
+    assert!(message.contains("UNAUTHENTICATED") && message.contains("MLFLOW_TRACKING_TOKEN"), "{message}");
+
+    // MLFLOW_TRACKING_TOKEN (Bearer) and MLFLOW_TRACKING_USERNAME/PASSWORD (Basic) both work.
+    let by_token = log_one_run(&repo, url, &[("MLFLOW_TRACKING_TOKEN", &token)]);
+    assert!(by_token["run"].is_string(), "{by_token}");
+    let by_basic = log_one_run(
+        &repo,
+        url,
+        &[("MLFLOW_TRACKING_USERNAME", "alice"), ("MLFLOW_TRACKING_PASSWORD", &token)],
+    );
+    assert!(by_basic["run"].is_string(), "{by_basic}");
+    let wrong_user = log_one_run(
+        &repo,
+        url,
+        &[("MLFLOW_TRACKING_USERNAME", "nightly"), ("MLFLOW_TRACKING_PASSWORD", &token)],
+    );
+    assert!(wrong_user["error"].as_str().unwrap().contains("does not belong"), "{wrong_user}");
+    // A token that expires: valid until then, refused after.
+    let created = std::time::Instant::now();
+    let bot =
+        repo.ok(&["token", "create", "ci", "--user", "nightly", "--expires", "8s", "-q"]).trim().to_owned();
+    let ran = log_one_run(&repo, url, &[("MLFLOW_TRACKING_TOKEN", &bot)]);
+    assert!(ran["run"].is_string(), "{ran}");
+    std::thread::sleep(std::time::Duration::from_millis(8_200).saturating_sub(created.elapsed()));
+
+    // An expired token and a revoked one authenticate nobody.
+    let expired = log_one_run(&repo, url, &[("MLFLOW_TRACKING_TOKEN", &bot)]);
+    assert!(expired["error"].as_str().unwrap().contains("expired or revoked"), "{expired}");
+    let id = listed.as_array().unwrap().iter().find(|t| t["name"] == "laptop").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    repo.ok(&["token", "revoke", &id]);
+    let revoked = log_one_run(&repo, url, &[("MLFLOW_TRACKING_TOKEN", &token)]);
+    assert!(revoked["error"].as_str().unwrap().contains("expired or revoked"), "{revoked}");
+    // Removing a user removes their tokens.
+    repo.ok(&["user", "remove", "nightly"]);
+    assert!(repo.json(&["token", "list", "--user", "nightly", "--json"]).as_array().unwrap().is_empty());
 }
