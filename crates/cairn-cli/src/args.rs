@@ -228,19 +228,24 @@ pub enum Command {
         after_help = "Examples:\n  cairn ui                 # http://127.0.0.1:4000\n  cairn ui --port 0        # a free port, printed on stdout\n\nOn loopback the UI acts as you (approve, move aliases); `cairn server` mounts the same UI read-only."
     )]
     Ui {
-        /// Address to listen on (loopback by default; another address makes the UI read-only).
+        /// Address to listen on (loopback by default; another address makes the UI read-only
+        /// and needs --insecure-no-auth).
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// Port to listen on; 0 picks a free one.
         #[arg(long, default_value_t = 4000)]
         port: u16,
+        /// Listen on an address other machines can reach, without authentication.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Serve the MLflow-compatible tracking API, the artifact proxy and the web UI (loopback by default).
     #[command(
         after_help = "Examples:\n  cairn server                      # http://127.0.0.1:5000\n  cairn server --port 0             # a free port, printed on stdout\n  MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python train.py"
     )]
     Server {
-        /// Address to listen on; 0.0.0.0 serves other machines (there is no authentication).
+        /// Address to listen on; an address other machines can reach (0.0.0.0) needs --auth
+        /// (or --insecure-no-auth).
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// Port to listen on; 0 picks a free one.
@@ -256,6 +261,10 @@ pub enum Command {
         /// first: `cairn user add`, `cairn token create`).
         #[arg(long)]
         auth: bool,
+        /// Listen on an address other machines can reach without --auth (anyone who can
+        /// connect can then read and change everything).
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Serve registered models over HTTP: native JSON, KServe v2 and MLflow scoring.
     #[command(
@@ -1004,12 +1013,16 @@ pub struct ServeArgs {
     /// Models to serve: `NAME@ALIAS`, `NAME@VERSION` or `NAME`.
     #[arg(value_name = "MODEL")]
     pub targets: Vec<String>,
-    /// Address to listen on; 0.0.0.0 serves other machines (there is no authentication).
+    /// Address to listen on; an address other machines can reach (0.0.0.0) needs
+    /// --insecure-no-auth (the model server does not authenticate clients yet).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Port to listen on; 0 picks a free one (printed on stdout).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Listen on an address other machines can reach, without authentication.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
     /// Port for the Open Inference Protocol over gRPC; 0 picks a free one (printed on stdout).
     /// Default: 8081, or a free one with --port 0.
     #[arg(long, value_name = "PORT")]

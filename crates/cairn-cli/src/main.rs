@@ -107,16 +107,25 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
             &context.workspace()?,
             &plots::PlotRequest { runs, metrics, output: output.map(|o| context.cwd.join(o)) },
         ),
-        Command::Server { host, port, max_artifact_size, run_quota, auth } => {
+        Command::Server { host, port, max_artifact_size, run_quota, auth, insecure_no_auth } => {
             let uploads = cairn_server::UploadLimits {
                 max_artifact_bytes: max_artifact_size,
                 run_quota_bytes: run_quota,
             };
-            tracking::serve(context.workspace()?, &tracking::Listen { host, port, auth }, uploads, quiet)
+            tracking::serve(
+                context.workspace()?,
+                &tracking::Listen { host, port, auth, insecure_no_auth },
+                uploads,
+                quiet,
+            )
         }
         Command::User(command) => identity::user(&context.workspace()?, command, quiet),
         Command::Token(command) => identity::token(&context.workspace()?, command, quiet),
-        Command::Ui { host, port } => tracking::ui(context.workspace()?, &host, port, quiet),
+        Command::Ui { host, port, insecure_no_auth } => tracking::ui(
+            context.workspace()?,
+            &tracking::Listen { host, port, auth: false, insecure_no_auth },
+            quiet,
+        ),
         Command::Serve(args) => {
             let ws = context.workspace()?;
             let (listen, settings) = args.resolve(&context.cwd, ws.repo())?;

@@ -39,6 +39,8 @@ pub struct Listen {
     pub port: u16,
     /// The Open Inference Protocol over gRPC listens here.
     pub grpc_port: u16,
+    /// Listen where other machines can reach without authentication.
+    pub insecure_no_auth: bool,
 }
 
 impl crate::args::ServeArgs {
@@ -46,6 +48,7 @@ impl crate::args::ServeArgs {
     /// library found (`--onnxruntime`, else `onnxruntime_candidates`), the Python
     /// interpreter resolved (`--python`, else `$CAIRN_PYTHON`, else `python3`).
     pub fn resolve(self, cwd: &Path, repo: &Repo) -> Result<(Listen, ServeSettings), Failure> {
+        crate::tracking::guard_host(&self.host, self.port, false, self.insecure_no_auth)?;
         if self.targets.is_empty() {
             return Err(Failure::usage(
                 "name the models to serve: `cairn serve churn@production` (see `cairn model list`)",
@@ -70,7 +73,8 @@ impl crate::args::ServeArgs {
             .map_err(|e| Failure::user(format!("cannot find the cairn binary to retrain with: {e}"), None))?;
         // With --port 0 (tests, scripts), gRPC takes a free port too unless told.
         let grpc_port = self.grpc_port.unwrap_or(if self.port == 0 { 0 } else { 8081 });
-        let listen = Listen { host: self.host, port: self.port, grpc_port };
+        let listen =
+            Listen { host: self.host, port: self.port, grpc_port, insecure_no_auth: self.insecure_no_auth };
         let settings = ServeSettings {
             targets: self.targets,
             onnxruntime,
@@ -141,7 +145,7 @@ pub fn serve(ws: &Workspace, listen: Listen, settings: ServeSettings, quiet: boo
     tokio.block_on(async {
         let (listener, grpc) = bind(&listen.host, listen.port, listen.grpc_port).await?;
         let (address, grpc_address) = (local_address(&listener)?, local_address(&grpc)?);
-        crate::tracking::warn_if_exposed(&address);
+        crate::tracking::guard_exposure(&address, false, listen.insecure_no_auth)?;
         if !quiet {
             eprintln!(
                 "cairn model server on http://{address} and gRPC {grpc_address} (ONNX Runtime from {}); Ctrl-C stops it\n  native: POST /models/NAME/predict · KServe v2: /v2/models/NAME/infer, gRPC inference.GRPCInferenceService · KServe v1: /v1/models/NAME:predict · MLflow: POST /invocations · /metrics",

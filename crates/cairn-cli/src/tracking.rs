@@ -7,14 +7,37 @@ use cairn_app::Workspace;
 
 use crate::failure::Failure;
 
-/// Warns (even with `--quiet`) when a server listens where other machines can reach it:
-/// Cairn does not authenticate clients yet.
-pub fn warn_if_exposed(address: &std::net::SocketAddr) {
-    if !cairn_http::is_loopback(address) {
-        eprintln!(
-            "warning: listening on {address}, which other machines can reach, without authentication: anyone who can connect can read and change what this server serves; listen on 127.0.0.1 (the default), or put an authenticating proxy in front"
-        );
+/// [`guard_exposure`] before any work, for a host given as an address (a name is checked
+/// once it is bound).
+pub fn guard_host(host: &str, port: u16, auth: bool, insecure: bool) -> Result<(), Failure> {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if !ip.is_loopback() && !auth && !insecure => {
+            guard_exposure(&std::net::SocketAddr::new(ip, port), auth, insecure)
+        }
+        _ => Ok(()),
     }
+}
+
+/// A server that other machines can reach must authenticate them: without `auth` it is
+/// refused, unless the user said `--insecure-no-auth` (then it warns, even with `--quiet`).
+pub fn guard_exposure(address: &std::net::SocketAddr, auth: bool, insecure: bool) -> Result<(), Failure> {
+    if cairn_http::is_loopback(address) || auth {
+        return Ok(());
+    }
+    if !insecure {
+        return Err(Failure::user(
+            format!(
+                "refusing to listen on {address}, which other machines can reach, without authentication"
+            ),
+            Some(
+                "listen on 127.0.0.1 (the default); for `cairn server` add --auth; or say --insecure-no-auth if an authenticating proxy is in front",
+            ),
+        ));
+    }
+    eprintln!(
+        "warning: listening on {address}, which other machines can reach, without authentication (--insecure-no-auth): anyone who can connect can read and change what this server serves"
+    );
+    Ok(())
 }
 
 /// `cairn server`: the MLflow-compatible tracking API, with the web UI (read-only: the
@@ -24,6 +47,7 @@ pub struct Listen {
     pub host: String,
     pub port: u16,
     pub auth: bool,
+    pub insecure_no_auth: bool,
 }
 
 pub fn serve(
@@ -48,7 +72,7 @@ pub fn serve(
     if listen_on.auth {
         router = cairn_server::authenticated(router, meta);
     }
-    listen(&listen_on.host, listen_on.port, router, |address| {
+    listen(listen_on, router, |address| {
         if !quiet {
             let auth = if listen_on.auth { "; every request needs an API token" } else { "" };
             eprintln!(
@@ -59,12 +83,13 @@ pub fn serve(
 }
 
 /// `cairn ui`: the web UI until Ctrl-C. On loopback it acts as the local user.
-pub fn ui(ws: Workspace, host: &str, port: u16, quiet: bool) -> Result<(), Failure> {
+pub fn ui(ws: Workspace, listen_on: &Listen, quiet: bool) -> Result<(), Failure> {
     let workspace = Arc::new(ws);
     let router = |mode| cairn_ui::router(cairn_ui::State { workspace: workspace.clone(), mode });
+    let host = listen_on.host.as_str();
     let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host == "localhost";
     let mode = if loopback { cairn_ui::Mode::Local } else { cairn_ui::Mode::ReadOnly };
-    listen(host, port, router(mode), |address| {
+    listen(listen_on, router(mode), |address| {
         if !quiet {
             let acting = if loopback { "acting as you" } else { "read-only off loopback" };
             eprintln!("cairn ui on http://{address}/ ({acting}); Ctrl-C stops it");
@@ -75,11 +100,11 @@ pub fn ui(ws: Workspace, host: &str, port: u16, quiet: bool) -> Result<(), Failu
 /// Listens on `host:port` and serves `router` until Ctrl-C; prints the URL on stdout (for
 /// scripts that start the server on port 0) after `started` has its say on stderr.
 fn listen(
-    host: &str,
-    port: u16,
+    listen_on: &Listen,
     router: cairn_ui::Router,
     started: impl FnOnce(&std::net::SocketAddr),
 ) -> Result<(), Failure> {
+    let (host, port) = (listen_on.host.as_str(), listen_on.port);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,7 +119,7 @@ fn listen(
         let address = listener
             .local_addr()
             .map_err(|e| Failure::user(format!("cannot read the listening address: {e}"), None))?;
-        warn_if_exposed(&address);
+        guard_exposure(&address, listen_on.auth, listen_on.insecure_no_auth)?;
         started(&address);
         println!("http://{address}");
         cairn_http::serve(listener, router, cairn_http::Limits::default(), async {

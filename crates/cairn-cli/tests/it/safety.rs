@@ -435,24 +435,40 @@ fn secrets_stay_out_of_output_errors_and_the_project_config() {
 }
 
 #[test]
-fn a_server_reachable_from_other_machines_says_it_has_no_authentication() {
+fn a_server_reachable_from_other_machines_must_authenticate() {
     use std::io::{BufRead, BufReader};
     let repo = TestRepo::new();
-    for (host, warns) in [("127.0.0.1", false), ("0.0.0.0", true)] {
+    // Off loopback without authentication: refused, for every server.
+    for command in [&["server"][..], &["ui"], &["serve", "m@production"]] {
+        let args = [command, &["--host", "0.0.0.0", "--port", "0"]].concat();
+        let err = repo.fail(1, &args);
+        assert!(
+            err.contains("without authentication") && err.contains("--insecure-no-auth"),
+            "{args:?}: {err}"
+        );
+    }
+    // On loopback it starts quietly; off loopback with --auth too; with --insecure-no-auth it
+    // starts and says what that means.
+    repo.ok(&["user", "add", "admin", "--admin"]);
+    for (args, warns) in [
+        (&["--host", "127.0.0.1"][..], false),
+        (&["--host", "0.0.0.0", "--auth"], false),
+        (&["--host", "0.0.0.0", "--insecure-no-auth"], true),
+    ] {
         let mut server = repo
-            .command(&["server", "--host", host, "--port", "0"])
+            .command(&[&["server", "--port", "0"], args].concat())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut url = String::new();
         BufReader::new(server.stdout.take().unwrap()).read_line(&mut url).unwrap();
-        assert!(url.starts_with("http://"), "{url}");
+        assert!(url.starts_with("http://"), "{args:?}: {url}");
         server.kill().unwrap();
         server.wait().unwrap();
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
-        assert_eq!(stderr.contains("without authentication"), warns, "{host}: {stderr}");
+        assert_eq!(stderr.contains("without authentication"), warns, "{args:?}: {stderr}");
     }
 }
 
