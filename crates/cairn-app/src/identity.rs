@@ -95,3 +95,62 @@ pub fn tokens(ws: &Workspace, user: Option<&str>) -> Result<Vec<TokenDocument>> 
 pub fn revoke_token(ws: &Workspace, id: &str) -> Result<TokenDocument> {
     Ok(ws.meta()?.revoke_token(id)?.into())
 }
+
+/// One audit entry as `cairn audit --json` shows it.
+#[derive(Debug, Serialize)]
+pub struct AuditDocument {
+    #[serde(serialize_with = "crate::time::serialize_iso")]
+    pub time: i64,
+    pub user: String,
+    pub address: String,
+    pub method: String,
+    pub path: String,
+    pub object: String,
+    pub status: i64,
+    /// The start of the JSON body the write sent.
+    pub request: String,
+}
+
+/// Which audit entries `cairn audit` shows.
+#[derive(Debug, Default)]
+pub struct AuditRequest {
+    /// `1h`, `7d`: only this recent.
+    pub since: Option<String>,
+    pub user: Option<String>,
+    pub object: Option<String>,
+}
+
+/// `cairn audit`: the writes servers took, oldest first.
+pub fn audit(ws: &Workspace, request: &AuditRequest) -> Result<Vec<AuditDocument>> {
+    let since_ms = match &request.since {
+        Some(text) => Some(
+            cairn_meta::now_ms()
+                - text
+                    .parse::<cairn_units::Duration>()
+                    .map_err(|e| crate::Error::Usage(format!("--since {text}: {e}")))?
+                    .as_millis_i64(),
+        ),
+        None => None,
+    };
+    let query = cairn_meta::identity::AuditQuery {
+        since_ms,
+        user: request.user.clone(),
+        object: request.object.clone(),
+        limit: None,
+    };
+    Ok(ws
+        .meta()?
+        .audit(&query)?
+        .into_iter()
+        .map(|e| AuditDocument {
+            time: e.time_ms,
+            user: e.user,
+            address: e.address,
+            method: e.method,
+            path: e.path,
+            object: e.object,
+            status: e.status,
+            request: e.request,
+        })
+        .collect())
+}

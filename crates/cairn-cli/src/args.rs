@@ -223,6 +223,23 @@ pub enum Command {
     /// API tokens: what the `mlflow` client and scripts authenticate with.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Every write the servers took: who, from where, what, when (append-only).
+    #[command(
+        after_help = "Examples:\n  cairn audit --since 1d\n  cairn audit --user alice --object churn --json"
+    )]
+    Audit {
+        /// Only writes this recent: 30m, 2h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only this user's writes.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only writes whose object (a run, experiment, model, version or artifact) contains this.
+        #[arg(long)]
+        object: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// The web UI for this repository: pipeline graph, runs, lineage, registry, monitoring.
     #[command(
         after_help = "Examples:\n  cairn ui                 # http://127.0.0.1:4000\n  cairn ui --port 0        # a free port, printed on stdout\n\nOn loopback the UI acts as you (approve, move aliases); `cairn server` mounts the same UI read-only."

@@ -95,3 +95,24 @@ pub fn token(ws: &Workspace, command: TokenCommand, quiet: bool) -> Result<(), F
         }
     }
 }
+
+/// `cairn audit`.
+pub fn audit(ws: &Workspace, request: &identity::AuditRequest, as_json: bool) -> Result<(), Failure> {
+    let entries = identity::audit(ws, request)?;
+    if as_json {
+        return output::json(&entries);
+    }
+    for e in &entries {
+        out(format!(
+            "{}  {:<12} {:<21} {} {} {}  {}",
+            output::format_time(e.time),
+            e.user,
+            e.address,
+            e.status,
+            e.method,
+            e.path,
+            e.object
+        ))?;
+    }
+    Ok(())
+}

@@ -121,6 +121,11 @@ fn run(cli: Cli, reporter: &Progress) -> Result<(), Failure> {
         }
         Command::User(command) => identity::user(&context.workspace()?, command, quiet),
         Command::Token(command) => identity::token(&context.workspace()?, command, quiet),
+        Command::Audit { since, user, object, output } => identity::audit(
+            &context.workspace()?,
+            &cairn_app::identity::AuditRequest { since, user, object },
+            output.json,
+        ),
         Command::Ui { host, port, insecure_no_auth } => tracking::ui(
             context.workspace()?,
             &tracking::Listen { host, port, auth: false, insecure_no_auth },

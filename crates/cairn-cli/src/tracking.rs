@@ -68,7 +68,12 @@ pub fn serve(
         ));
     }
     let ui = cairn_ui::State { workspace: Arc::new(ws), mode: cairn_ui::Mode::ReadOnly };
-    let mut router = cairn_server::router(state).merge(cairn_ui::router(ui));
+    // Every write is recorded (after authentication, which names the user).
+    let mut router = cairn_server::audited(
+        cairn_server::router(state).merge(cairn_ui::router(ui)),
+        meta.clone(),
+        "anonymous",
+    );
     if listen_on.auth {
         router = cairn_server::authenticated(router, meta);
     }
@@ -84,8 +89,17 @@ pub fn serve(
 
 /// `cairn ui`: the web UI until Ctrl-C. On loopback it acts as the local user.
 pub fn ui(ws: Workspace, listen_on: &Listen, quiet: bool) -> Result<(), Failure> {
+    let meta = Arc::new(ws.meta()?);
+    let user = ws.user();
     let workspace = Arc::new(ws);
-    let router = |mode| cairn_ui::router(cairn_ui::State { workspace: workspace.clone(), mode });
+    // The local user's actions (approvals, alias moves) are recorded like a server's writes.
+    let router = |mode| {
+        cairn_server::audited(
+            cairn_ui::router(cairn_ui::State { workspace: workspace.clone(), mode }),
+            meta.clone(),
+            &user,
+        )
+    };
     let host = listen_on.host.as_str();
     let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host == "localhost";
     let mode = if loopback { cairn_ui::Mode::Local } else { cairn_ui::Mode::ReadOnly };

@@ -56,6 +56,10 @@ impl Default for Limits {
     }
 }
 
+/// The address a request's connection came from (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
 /// Whether an address to listen on can be reached only from this machine.
 pub fn is_loopback(address: &SocketAddr) -> bool {
     match address.ip() {
@@ -81,9 +85,9 @@ pub async fn serve(
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) if is_transient(&error) => {
                     // Out of file descriptors or a connection reset before it was taken: not
                     // the listener's fault. Back off a moment instead of spinning.
@@ -95,9 +99,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(
-            router.clone().map_request(|request: hyper::Request<Incoming>| request.map(Body::new)),
-        );
+        let service =
+            TowerToHyperService::new(router.clone().map_request(move |request: hyper::Request<Incoming>| {
+                // Where the request came from, for whoever records it (the audit log).
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(Peer(peer));
+                request
+            }));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));

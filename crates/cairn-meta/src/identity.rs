@@ -254,3 +254,97 @@ mod tests {
         assert!(!valid_name("") && !valid_name("a b") && !valid_name("x/y") && !valid_name(&"a".repeat(65)));
     }
 }
+
+/// One write a server took: who, from where, what, to which object, with what outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub time_ms: i64,
+    /// The authenticated user, or `anonymous` on a server without `--auth`.
+    pub user: String,
+    pub address: String,
+    pub method: String,
+    pub path: String,
+    /// The object it names: a run, experiment, model or version id or name, when it names one.
+    pub object: String,
+    pub status: i64,
+    /// The request's JSON body (at most 4 KiB of it), what the write asked for.
+    pub request: String,
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since_ms: Option<i64>,
+    pub user: Option<String>,
+    /// Entries whose object contains this.
+    pub object: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl Store {
+    /// Appends an entry. There is no way to change or delete one: the store has no such
+    /// function, and no API offers one.
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let id = format!("{:013}-{}", entry.time_ms.max(0), random_hex(8)?);
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO audit (id, time, user_name, address, method, path, object, status, request) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    id.as_str().into(),
+                    entry.time_ms.into(),
+                    entry.user.as_str().into(),
+                    entry.address.as_str().into(),
+                    entry.method.as_str().into(),
+                    entry.path.as_str().into(),
+                    entry.object.as_str().into(),
+                    entry.status.into(),
+                    entry.request.as_str().into(),
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Audit entries, oldest first.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.tx(|tx| {
+            let mut clause = vec!["1 = 1".to_owned()];
+            let mut params: Vec<Value> = Vec::new();
+            if let Some(since) = query.since_ms {
+                params.push(since.into());
+                clause.push(format!("time >= ${}", params.len()));
+            }
+            if let Some(user) = &query.user {
+                params.push(user.as_str().into());
+                clause.push(format!("user_name = ${}", params.len()));
+            }
+            if let Some(object) = &query.object {
+                params.push(format!("%{}%", object.replace('%', "").replace('_', "")).into());
+                clause.push(format!("object LIKE ${}", params.len()));
+            }
+            let limit = query.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+            let rows = tx.query(
+                &format!(
+                    "SELECT time, user_name, address, method, path, object, status, request FROM audit WHERE {} \
+                     ORDER BY id{limit}",
+                    clause.join(" AND ")
+                ),
+                &params,
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| AuditEntry {
+                    time_ms: r[0].int(),
+                    user: r[1].text(),
+                    address: r[2].text(),
+                    method: r[3].text(),
+                    path: r[4].text(),
+                    object: r[5].text(),
+                    status: r[6].int(),
+                    request: r[7].text(),
+                })
+                .collect())
+        })
+    }
+}

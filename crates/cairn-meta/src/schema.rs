@@ -289,6 +289,21 @@ CREATE TABLE tokens (
 );
 CREATE INDEX tokens_by_user ON tokens (user_name, created);
 "#,
+    // 10: the audit log: every write a server took, appended, never changed.
+    r#"
+CREATE TABLE audit (
+    id TEXT PRIMARY KEY,
+    time BIGINT NOT NULL,
+    user_name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    object TEXT NOT NULL,
+    status BIGINT NOT NULL,
+    request TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (time);
+"#,
 ];
 
 /// The version this build writes.

@@ -78,6 +78,35 @@ fn identity(store: &Store) {
     assert!(store.tokens(Some("ci-bot")).unwrap().is_empty());
     assert!(matches!(store.remove_user("ci-bot"), Err(MetaError::NoUser(_))));
     store.remove_user("alice").unwrap();
+
+    // The audit log: appended, read back in order, filtered by time, user and object.
+    let entry = |time_ms: i64, user: &str, object: &str| cairn_meta::identity::AuditEntry {
+        time_ms,
+        user: user.into(),
+        address: "127.0.0.1:5555".into(),
+        method: "POST".into(),
+        path: "/api/2.0/mlflow/runs/create".into(),
+        object: object.into(),
+        status: 200,
+        request: "{\"experiment_id\": \"0\"}".into(),
+    };
+    store.append_audit(&entry(10, "alice", "experiment_id=0")).unwrap();
+    store.append_audit(&entry(20, "bob", "name=churn version=2")).unwrap();
+    let all = store.audit(&Default::default()).unwrap();
+    assert_eq!(all, vec![entry(10, "alice", "experiment_id=0"), entry(20, "bob", "name=churn version=2")]);
+    let query = |since: Option<i64>, user: Option<&str>, object: Option<&str>| {
+        let q = cairn_meta::identity::AuditQuery {
+            since_ms: since,
+            user: user.map(str::to_owned),
+            object: object.map(str::to_owned),
+            limit: None,
+        };
+        store.audit(&q).unwrap().len()
+    };
+    assert_eq!(
+        (query(Some(15), None, None), query(None, Some("alice"), None), query(None, None, Some("churn"))),
+        (1, 1, 1)
+    );
 }
 
 fn suite(open: &dyn Fn() -> Store) {

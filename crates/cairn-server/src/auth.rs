@@ -5,6 +5,10 @@
 //! malformed, unknown, expired or revoked token is a 401 that says which, in the error shape
 //! the `mlflow` client prints, and the request goes no further. The identity is attached to
 //! the request for what runs after.
+//!
+//! [`audited`] records every write (any method but GET, HEAD and OPTIONS) in the store's
+//! append-only audit log after it is answered: the user, the client's address, the method and
+//! path, the object it names, the status, and the start of the JSON body it sent.
 
 use std::sync::Arc;
 
@@ -16,6 +20,98 @@ use base64::Engine as _;
 use cairn_meta::Store;
 use cairn_meta::identity::Identity;
 use serde_json::json;
+
+/// The most of a request body the audit log keeps.
+const AUDIT_BODY: usize = 4 << 10;
+/// Bodies larger than this (artifact uploads) are not read for the audit log.
+const AUDIT_READ: u64 = 2 << 20;
+
+/// `router` with every write recorded in `meta`'s audit log, as the authenticated user or,
+/// where nobody authenticates, as `unauthenticated_as` (the local user of `cairn ui`,
+/// `anonymous` on a server without `--auth`).
+pub fn audited(router: axum::Router, meta: Arc<Store>, unauthenticated_as: &str) -> axum::Router {
+    let state = Arc::new(Audit { meta, unauthenticated_as: unauthenticated_as.to_owned() });
+    router.layer(axum::middleware::from_fn_with_state(state, record_write))
+}
+
+struct Audit {
+    meta: Arc<Store>,
+    unauthenticated_as: String,
+}
+
+/// The object a write names: ids and names from its JSON body, or an artifact's path.
+fn object_of(path: &str, body: &serde_json::Value) -> String {
+    if let Some((_, artifact)) = path.split_once("/artifacts/") {
+        return artifact.to_owned();
+    }
+    let keys = ["run_id", "run_uuid", "experiment_id", "model_id", "name", "version", "alias", "key"];
+    keys.iter()
+        .filter_map(|k| {
+            let v = body.get(k)?;
+            Some(format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn record_write(State(audit): State<Arc<Audit>>, request: Request, next: Next) -> Response {
+    use axum::http::Method;
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let user = request
+        .extensions()
+        .get::<Identity>()
+        .map_or_else(|| audit.unauthenticated_as.clone(), |i| i.user.clone());
+    let address =
+        request.extensions().get::<cairn_http::Peer>().map_or_else(String::new, |p| p.0.to_string());
+    let small = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n <= AUDIT_READ);
+    let (request, body) = if small && !path.contains("/artifacts/") {
+        let (parts, body) = request.into_parts();
+        match axum::body::to_bytes(body, AUDIT_READ as usize).await {
+            Ok(bytes) => {
+                let kept = bytes.clone();
+                (Request::from_parts(parts, axum::body::Body::from(bytes)), kept)
+            }
+            Err(_) => return (StatusCode::BAD_REQUEST, "the request body could not be read").into_response(),
+        }
+    } else {
+        (request, axum::body::Bytes::new())
+    };
+    let response = next.run(request).await;
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let text = String::from_utf8_lossy(&body[..body.len().min(AUDIT_BODY)]).into_owned();
+    let entry = cairn_meta::identity::AuditEntry {
+        time_ms: cairn_meta::now_ms(),
+        user,
+        address,
+        method,
+        object: object_of(&path, &json),
+        path,
+        status: i64::from(response.status().as_u16()),
+        request: text,
+    };
+    // The write happened, so its answer stands; a failure to record it is said in a warning
+    // header rather than hidden.
+    let meta = audit.meta.clone();
+    let failure = match tokio::task::spawn_blocking(move || meta.append_audit(&entry)).await {
+        Ok(Ok(())) => return response,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    let mut response = response;
+    let warning = format!("199 cairn \"not recorded in the audit log: {}\"", failure.replace('"', "'"));
+    if let Ok(value) = HeaderValue::from_str(&warning) {
+        response.headers_mut().insert(header::WARNING, value);
+    }
+    response
+}
 
 /// `router` with every request but `GET /health` authenticated against `meta`'s tokens.
 pub fn authenticated(router: axum::Router, meta: Arc<Store>) -> axum::Router {

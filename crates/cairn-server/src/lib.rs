@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use artifacts::tree_path;
-pub use auth::authenticated;
+pub use auth::{audited, authenticated};
 pub use error::ApiError;
 
 /// What the handlers share.

@@ -836,6 +836,24 @@ fn the_mlflow_client_authenticates_with_a_token_or_basic_credentials() {
     repo.ok(&["token", "revoke", &id]);
     let revoked = log_one_run(&repo, url, &[("MLFLOW_TRACKING_TOKEN", &token)]);
     assert!(revoked["error"].as_str().unwrap().contains("expired or revoked"), "{revoked}");
+    // Every write is in the audit log: who, from where, what, with which outcome; refused
+    // requests never reached it.
+    let audit = repo.json(&["audit", "--user", "alice", "--json"]);
+    let audit = audit.as_array().unwrap();
+    let created: Vec<&Value> =
+        audit.iter().filter(|e| e["path"].as_str().unwrap().ends_with("/runs/create")).collect();
+    assert_eq!(created.len(), 2, "two runs created as alice: {audit:?}");
+    assert!(
+        created
+            .iter()
+            .all(|e| e["status"] == 200 && e["address"].as_str().unwrap().starts_with("127.0.0.1:"))
+    );
+    let logged = audit.iter().find(|e| e["path"].as_str().unwrap().contains("log-")).expect("a metric write");
+    assert!(logged["object"].as_str().unwrap().contains("run_id="), "{logged}");
+    let bots = repo.json(&["audit", "--user", "nightly", "--json"]);
+    assert!(!bots.as_array().unwrap().is_empty());
+    assert!(repo.json(&["audit", "--user", "anonymous", "--json"]).as_array().unwrap().is_empty());
+
     // Removing a user removes their tokens.
     repo.ok(&["user", "remove", "nightly"]);
     assert!(repo.json(&["token", "list", "--user", "nightly", "--json"]).as_array().unwrap().is_empty());
