@@ -320,7 +320,7 @@ impl Store {
                 clause.push(format!("user_name = ${}", params.len()));
             }
             if let Some(object) = &query.object {
-                params.push(format!("%{}%", object.replace('%', "").replace('_', "")).into());
+                params.push(format!("%{}%", object.replace(['%', '_'], "")).into());
                 clause.push(format!("object LIKE ${}", params.len()));
             }
             let limit = query.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
