@@ -641,11 +641,15 @@ pub enum UserCommand {
         output: OutputArgs,
     },
     /// List users.
+    #[command(
+        after_help = "Examples:\n  cairn user list\n  cairn user list --json | jq -r '.[] | select(.admin) | .name'"
+    )]
     List {
         #[command(flatten)]
         output: OutputArgs,
     },
     /// Remove a user and every token of theirs.
+    #[command(after_help = "Examples:\n  cairn user remove nightly-training")]
     Remove { name: String },
 }
 
@@ -667,6 +671,7 @@ pub enum TokenCommand {
         output: OutputArgs,
     },
     /// List tokens (never their secrets).
+    #[command(after_help = "Examples:\n  cairn token list\n  cairn token list --user alice --json")]
     List {
         /// Only this user's.
         #[arg(long)]
@@ -675,6 +680,9 @@ pub enum TokenCommand {
         output: OutputArgs,
     },
     /// Revoke a token: it authenticates nobody from now on.
+    #[command(
+        after_help = "Examples:\n  cairn token revoke 3f9a1c0e7b2d4a65      # the id from `cairn token list`"
+    )]
     Revoke { id: String },
 }
 
