@@ -160,8 +160,15 @@ impl OutputSink for Progress<'_> {
 impl Observer for Progress<'_> {
     fn stage(&self, stage: &str, what: &str) {
         if let (Some(state), Ok(mut file)) = (Self::state_of(what), self.file.lock()) {
-            file.stages.insert(stage.to_owned(), state);
-            if let Ok(bytes) = serde_json::to_vec(&*file) {
+            // Only what the graph cannot learn elsewhere is kept (running, failed in this run):
+            // a run whose stages are all up to date writes nothing.
+            let changed = match state {
+                StageState::Running | StageState::Failed => {
+                    file.stages.insert(stage.to_owned(), state) != Some(state)
+                }
+                _ => file.stages.remove(stage).is_some(),
+            };
+            if changed && let Ok(bytes) = serde_json::to_vec(&*file) {
                 // A cache the reader checks against the run's status: not synced.
                 let _ = cairn_fs::write_derived(&self.path, &bytes);
             }
@@ -357,12 +364,30 @@ pub fn stage_log(repo: &Repo, stage: &str, max_bytes: usize) -> Result<String> {
         ));
     }
     let path = repo.root().join(".cairn/state/logs").join(format!("{stage}.log"));
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let start = bytes.len().saturating_sub(max_bytes);
-            Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+    // Read only where it really is: no directory on the way, and not the file itself, may be a
+    // link (a hostile clone could plant one to serve any file over HTTP).
+    repo.confinement().check_leading(&path, cairn_repo::confine::Access::Read)?;
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(crate::Error::io("read", path, e)),
+        Ok(meta) if !meta.is_file() => {
+            return Err(crate::Error::refused(
+                format!("`{}` is not a plain file; a stage's log is one", path.display()),
+                Some("remove it; the next run writes the log again"),
+            ));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(crate::Error::io("read", path, e)),
+        Ok(_) => {}
     }
+    // Only the tail is read, however long the log.
+    let tail = || -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(max_bytes as u64)))?;
+        let mut bytes = Vec::new();
+        file.take(max_bytes as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let bytes = tail().map_err(|e| crate::Error::io("read", path.clone(), e))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

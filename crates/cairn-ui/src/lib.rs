@@ -81,19 +81,5 @@ fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
     )
 }
 
-/// Serves the UI until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: State,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    cairn_http::serve(listener, router(state), cairn_http::Limits::default(), shutdown).await
-}
-
 /// The page sizes a browser may ask for.
 pub const MAX_PAGE: usize = 1000;
-
-/// The size of the embedded script and style, for the benchmark's page-weight check.
-pub fn asset_bytes() -> usize {
-    INDEX.len() + SCRIPT.len() + STYLE.len()
-}

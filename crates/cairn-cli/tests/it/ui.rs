@@ -238,6 +238,13 @@ fn the_api_answers_what_the_cli_prints_in_one_error_shape() {
     assert_eq!((status, unknown["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
     let (status, traversal) = ui.get("/api/v1/pipeline/stages/..%2F..%2Fetc/log");
     assert_eq!(status, 422, "{traversal}");
+    // A stage's log planted as a link to a file outside is not served.
+    let log = repo.path(".cairn/state/logs/prepare.log");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &log).unwrap();
+    let (status, planted) = ui.get("/api/v1/pipeline/stages/prepare/log");
+    assert_eq!(status, 422, "{planted}");
+    assert!(!planted.to_string().contains("root:"), "{planted}");
 
     // The OpenAPI document lists every route the UI uses.
     let (_, openapi) = ui.get("/api/v1/openapi.json");
